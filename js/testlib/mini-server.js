@@ -7,10 +7,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WebSocketServer } from 'ws';
-import * as P from '../../src/improto.js';
+import * as P from '../src/improto.js';
 
 const { CMD } = P;
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const TYPES = { '.html': 'text/html', '.js': 'application/javascript', '.css': 'text/css' };
 export const USERS = { alice: ['alice-secret', 1001], bob: ['bob-secret', 1002], carol: ['carol-secret', 1003] };
 const GROUPS = { 1: [1001, 1002, 1003] };

@@ -1,0 +1,78 @@
+// Helpers for driving the chat page (js/web) in Debian's headless Chromium with
+// playwright-core. Used by page.test.js (miniature server) and e2e.test.js (real server).
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const CHROMIUM = process.env.IM_CHROMIUM || '/usr/bin/chromium';
+export const CHROMIUM_ARGS = [
+  '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--ignore-certificate-errors',
+];
+export const ARTIFACTS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../test-artifacts');
+export const STEP_TIMEOUT = 15000;
+
+export function chromiumMissing() {
+  return fs.existsSync(CHROMIUM) ? null
+    : `headless Chromium not found at ${CHROMIUM} (install it: apt-get install -y chromium)`;
+}
+
+export async function launch() {
+  const { chromium } = await import('playwright-core');
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30000 });
+}
+
+/**
+ * A browser context with the chat page open and logged in.
+ * opts: {base: page URL, user, password?, transport?: 'ws'|'wss', url?: server URL,
+ *        expect?: 'live' | 'refused' (default 'live')}
+ * Returns {ctx, page, errors} where errors collects uncaught page errors.
+ */
+export async function openChat(browser, opts) {
+  const ctx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1000, height: 620 } });
+  ctx.setDefaultTimeout(STEP_TIMEOUT);
+  const page = await ctx.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(`${opts.base}?user=${encodeURIComponent(opts.user)}`);
+  if (opts.transport) await page.check(`input[name=transport][value=${opts.transport}]`);
+  if (opts.url) await page.fill('#url', opts.url);
+  if (opts.password !== undefined) await page.fill('#password', opts.password);
+  await page.click('#login-button');
+  if ((opts.expect ?? 'live') === 'live') {
+    await page.waitForSelector('#status[data-state=live]');
+    await page.waitForSelector('#contacts button');
+  }
+  return { ctx, page, errors };
+}
+
+export async function openConv(page, key) {
+  await page.click(`#contacts button[data-conv="${key}"]`);
+  await page.waitForSelector(`#contacts button.active[data-conv="${key}"]`);
+}
+
+/** Send `text` in conversation `key` ('u:1002', 'g:1'); waits for ✓✓; returns the MsgId. */
+export async function sendText(page, key, text) {
+  await openConv(page, key);
+  await page.fill('#text', text);
+  await page.press('#text', 'Enter');
+  const out = page.locator('#messages .msg.out').filter({ hasText: text });
+  await out.and(page.locator('[data-status=acked]')).waitFor();
+  const tick = await out.locator('.tick').textContent();
+  if (tick !== '✓✓') throw new Error(`acked message shows tick ${JSON.stringify(tick)}`);
+  return out.getAttribute('data-msgid');
+}
+
+/** Wait until `text` arrived in conversation `key`; returns the message's MsgId. */
+export async function waitIncoming(page, key, text) {
+  await openConv(page, key);
+  const m = page.locator('#messages .msg.in').filter({ hasText: text });
+  await m.waitFor();
+  return m.getAttribute('data-msgid');
+}
+
+export async function shot(page, name) {
+  await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`) });
+}
