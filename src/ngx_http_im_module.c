@@ -1,0 +1,1069 @@
+/*
+ * ngx_http_im_module.c: the WebSocket transport.
+ *
+ * Owns the im_websocket location: the RFC 6455 handshake (anything else
+ * gets a proper HTTP status), the frame layer between the connection and
+ * the session (control frames, fragments, close handshake and its codes),
+ * authentication of CONNECT by an in-memory background subrequest to the
+ * operator's im_auth location, the $im_* variables the auth location uses
+ * to build its request, and the im_status handler.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <ngx_sha1.h>
+#include <cjson/cJSON.h>
+
+#include "ngx_im.h"
+#include "ngx_im_session.h"
+#include "ngx_im_router.h"
+#include "ngx_im_wsframe.h"
+
+
+typedef struct {
+    ngx_flag_t              websocket;
+    ngx_flag_t              echo;
+    ngx_str_t               auth;
+} ngx_http_im_loc_conf_t;
+
+
+typedef struct {
+    ngx_http_request_t     *request;
+    ngx_im_session_t       *session;
+    im_ws_parser_t          parser;
+    ngx_uint_t              peer_code;
+    unsigned                echo:1;
+    unsigned                got_close:1;
+    unsigned                finalized:1;
+} ngx_http_im_ctx_t;
+
+
+static ngx_int_t ngx_http_im_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_im_status_handler(ngx_http_request_t *r);
+static void ngx_http_im_read(ngx_http_request_t *r);
+static void ngx_http_im_write(ngx_http_request_t *r);
+static void ngx_http_im_cleanup(void *data);
+
+static void ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n);
+static size_t ngx_http_im_header(ngx_im_session_t *s, u_char *buf,
+    size_t len);
+static ngx_int_t ngx_http_im_auth(ngx_im_session_t *s);
+static ngx_int_t ngx_http_im_auth_done(ngx_http_request_t *r, void *data,
+    ngx_int_t rc);
+static void ngx_http_im_goodbye(ngx_im_session_t *s, ngx_uint_t reason);
+static ngx_int_t ngx_http_im_pre_flush(ngx_im_session_t *s);
+static void ngx_http_im_finalize(ngx_im_session_t *s);
+
+static ngx_int_t ngx_http_im_add_variables(ngx_conf_t *cf);
+static void *ngx_http_im_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_im_websocket(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_im_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+static ngx_command_t  ngx_http_im_commands[] = {
+
+    { ngx_string("im_websocket"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_im_websocket,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("im_websocket_echo"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_im_websocket,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      1,
+      NULL },
+
+    { ngx_string("im_auth"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_im_loc_conf_t, auth),
+      NULL },
+
+    { ngx_string("im_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_im_status,
+      0,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_im_module_ctx = {
+    ngx_http_im_add_variables,             /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_im_create_loc_conf,           /* create location configuration */
+    ngx_http_im_merge_loc_conf             /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_im_module = {
+    NGX_MODULE_V1,
+    &ngx_http_im_module_ctx,               /* module context */
+    ngx_http_im_commands,                  /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_im_transport_t  ngx_http_im_transport = {
+    ngx_http_im_input,
+    ngx_http_im_header,
+    ngx_http_im_auth,
+    ngx_http_im_goodbye,
+    ngx_http_im_pre_flush,
+    ngx_http_im_finalize
+};
+
+
+#define NGX_HTTP_IM_GUID  "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+/* the handshake */
+
+static ngx_table_elt_t *
+ngx_http_im_find_header(ngx_http_request_t *r, const char *name, size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_im_refuse(ngx_http_request_t *r, ngx_uint_t status, char *line)
+{
+    ngx_int_t         rc;
+    ngx_table_elt_t  *h;
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "im: not a WebSocket handshake: %s", line);
+
+    if (status != 426) {
+        return status;
+    }
+
+    /* nginx has no error page for 426: answer it here */
+
+    r->headers_out.status = 426;
+    ngx_str_set(&r->headers_out.status_line, "426 Upgrade Required");
+    r->headers_out.content_length_n = 0;
+    r->header_only = 1;
+    r->keepalive = 0;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Sec-WebSocket-Version");
+    ngx_str_set(&h->value, "13");
+
+    rc = ngx_http_send_header(r);
+
+    return (rc == NGX_ERROR || rc > NGX_OK) ? rc : NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_im_handler(ngx_http_request_t *r)
+{
+    u_char                    accept[28], key_raw[32];
+    ngx_int_t                 rc;
+    ngx_str_t                 src, dst;
+    ngx_sha1_t                sha1;
+    u_char                    digest[20];
+    ngx_table_elt_t          *h, *key, *version;
+    ngx_connection_t         *c;
+    ngx_http_cleanup_t       *cln;
+    ngx_http_im_ctx_t        *ctx;
+    ngx_im_conf_t            *imcf;
+    ngx_http_im_loc_conf_t   *ilcf;
+
+    c = r->connection;
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_im_module);
+    imcf = ngx_im_get_conf();
+
+    if (r != r->main) {
+        return NGX_HTTP_NOT_FOUND;
+    }
+
+#if (NGX_HTTP_V2)
+    if (r->stream) {
+        /* RFC 8441 is not supported: WebSocket needs HTTP/1.1 */
+        return ngx_http_im_refuse(r, NGX_HTTP_BAD_REQUEST, "HTTP/2");
+    }
+#endif
+
+    if (r->method != NGX_HTTP_GET) {
+        return ngx_http_im_refuse(r, NGX_HTTP_NOT_ALLOWED, "method");
+    }
+
+    if (r->http_version < NGX_HTTP_VERSION_11) {
+        return ngx_http_im_refuse(r, NGX_HTTP_BAD_REQUEST, "HTTP/1.0");
+    }
+
+    if (r->headers_in.upgrade == NULL
+        || r->headers_in.upgrade->value.len != 9
+        || ngx_strncasecmp(r->headers_in.upgrade->value.data,
+                           (u_char *) "websocket", 9) != 0)
+    {
+        return ngx_http_im_refuse(r, 426, "no Upgrade: websocket");
+    }
+
+    h = r->headers_in.connection;
+
+    if (h == NULL
+        || ngx_strcasestrn(h->value.data, "upgrade", 7 - 1) == NULL)
+    {
+        return ngx_http_im_refuse(r, NGX_HTTP_BAD_REQUEST,
+                                  "no Connection: upgrade");
+    }
+
+    version = ngx_http_im_find_header(r, "Sec-WebSocket-Version", 21);
+
+    if (version == NULL || version->value.len != 2
+        || ngx_strncmp(version->value.data, "13", 2) != 0)
+    {
+        return ngx_http_im_refuse(r, 426, "Sec-WebSocket-Version");
+    }
+
+    key = ngx_http_im_find_header(r, "Sec-WebSocket-Key", 17);
+
+    if (key == NULL || key->value.len != 24) {
+        return ngx_http_im_refuse(r, NGX_HTTP_BAD_REQUEST,
+                                  "Sec-WebSocket-Key");
+    }
+
+    src = key->value;
+    dst.data = key_raw;
+
+    if (ngx_decode_base64(&dst, &src) != NGX_OK || dst.len != 16) {
+        return ngx_http_im_refuse(r, NGX_HTTP_BAD_REQUEST,
+                                  "Sec-WebSocket-Key");
+    }
+
+    if (!ilcf->echo && ilcf->auth.len == 0) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "im: im_websocket without im_auth");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_im_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->request = r;
+    ctx->echo = ilcf->echo;
+
+    /* Sec-WebSocket-Accept: base64(sha1(key ++ GUID)) */
+
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, key->value.data, key->value.len);
+    ngx_sha1_update(&sha1, NGX_HTTP_IM_GUID, sizeof(NGX_HTTP_IM_GUID) - 1);
+    ngx_sha1_final(digest, &sha1);
+
+    src.data = digest;
+    src.len = 20;
+    dst.data = accept;
+    ngx_encode_base64(&dst, &src);
+
+    r->headers_out.status = NGX_HTTP_SWITCHING_PROTOCOLS;
+    ngx_str_set(&r->headers_out.status_line, "101 Switching Protocols");
+    r->headers_out.content_length_n = -1;
+    r->keepalive = 0;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Upgrade");
+    ngx_str_set(&h->value, "websocket");
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Sec-WebSocket-Accept");
+    h->value.data = ngx_pnalloc(r->pool, dst.len);
+    if (h->value.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    h->value.len = dst.len;
+    ngx_memcpy(h->value.data, dst.data, dst.len);
+
+    ctx->session = ngx_im_session_create(c, &ngx_http_im_transport, ctx,
+                                         ctx->echo);
+    if (ctx->session == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    im_ws_parser_init(&ctx->parser, 1, imcf->max_message);
+
+    cln = ngx_http_cleanup_add(r, 0);
+    if (cln == NULL) {
+        im_ws_parser_free(&ctx->parser);
+        ngx_im_session_abort(ctx->session);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_im_cleanup;
+    cln->data = ctx;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_im_module);
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_http_send_special(r, NGX_HTTP_FLUSH) == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    c->log->action = "serving im websocket";
+
+    r->read_event_handler = ngx_http_im_read;
+    r->write_event_handler = ngx_http_im_write;
+
+    /* the connection outlives this handler */
+    r->main->count++;
+
+    /* a client may send its first frame with the handshake */
+
+    if (r->header_in->pos < r->header_in->last) {
+        ngx_http_im_input(ctx->session, r->header_in->pos,
+                          r->header_in->last - r->header_in->pos);
+        r->header_in->pos = r->header_in->last;
+    }
+
+    if (c->read->ready) {
+        ngx_post_event(c->read, &ngx_posted_events);
+
+    } else if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_im_session_close(ctx->session, NGX_IM_CLOSE_ERROR);
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_im_read(ngx_http_request_t *r)
+{
+    ngx_http_im_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_im_module);
+
+    if (ctx == NULL || ctx->finalized) {
+        return;
+    }
+
+    ngx_im_session_read(ctx->session);
+}
+
+
+static void
+ngx_http_im_write(ngx_http_request_t *r)
+{
+    ngx_http_im_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_im_module);
+
+    if (ctx == NULL || ctx->finalized) {
+        return;
+    }
+
+    ngx_im_session_write(ctx->session);
+}
+
+
+/* frames */
+
+static ngx_int_t
+ngx_http_im_send_frame(ngx_im_session_t *s, ngx_uint_t opcode, u_char *p,
+    size_t n)
+{
+    u_char  hdr[16];
+    size_t  hlen;
+
+    hlen = im_ws_header(hdr, (int) opcode, 1, n);
+
+    if (ngx_im_session_send_raw(s, hdr, hlen) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return n ? ngx_im_session_send_raw(s, p, n) : NGX_OK;
+}
+
+
+static void
+ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n)
+{
+    ngx_http_im_ctx_t  *ctx = s->ctx;
+
+    size_t          consumed;
+    im_ws_rc_t      rc;
+    im_ws_event_t   ev;
+
+    while (n) {
+        rc = im_ws_parse(&ctx->parser, p, n, &consumed, &ev);
+        p += consumed;
+        n -= consumed;
+
+        switch (rc) {
+
+        case IM_WS_AGAIN:
+            return;
+
+        case IM_WS_MESSAGE:
+            if (ctx->got_close || s->closing) {
+                continue;
+            }
+
+            if (ctx->echo) {
+                if (ev.opcode == IM_WS_OP_TEXT
+                    && !im_utf8_valid(ev.data, ev.len))
+                {
+                    ctx->peer_code = 1007;
+                    ngx_im_session_close(s, NGX_IM_CLOSE_PROTOCOL);
+                    return;
+                }
+
+                (void) ngx_http_im_send_frame(s, ev.opcode, ev.data, ev.len);
+                continue;
+            }
+
+            if (ev.opcode == IM_WS_OP_TEXT) {
+                ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                              "im: text frame refused");
+                ngx_im_session_close(s, NGX_IM_CLOSE_TEXT);
+                return;
+            }
+
+            ngx_im_session_message(s, ev.data, ev.len);
+            continue;
+
+        case IM_WS_PING:
+            if (!ctx->got_close && !s->torn_down) {
+                (void) ngx_http_im_send_frame(s, IM_WS_OP_PONG, ev.data,
+                                              ev.len);
+            }
+            continue;
+
+        case IM_WS_PONG:
+            continue;
+
+        case IM_WS_CLOSE:
+            if (ctx->got_close) {
+                continue;
+            }
+
+            ctx->got_close = 1;
+            ctx->peer_code = ev.code;
+            s->client_left = 1;
+
+            if (s->torn_down) {
+                /* the answer to our close */
+                s->ws_closing = 0;
+            }
+
+            ngx_im_session_close(s, NGX_IM_CLOSE_NORMAL);
+            return;
+
+        default: /* IM_WS_ERROR */
+            ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                          "im: websocket protocol error, close %d",
+                          (int) ev.code);
+
+            if (ev.code == 1009) {
+                ngx_im_session_close(s, NGX_IM_CLOSE_TOO_BIG);
+
+            } else {
+                ctx->peer_code = ev.code;
+                ngx_im_session_close(s, NGX_IM_CLOSE_PROTOCOL);
+            }
+
+            /* nothing more can be read from this stream */
+            ctx->got_close = 1;
+            return;
+        }
+    }
+}
+
+
+static size_t
+ngx_http_im_header(ngx_im_session_t *s, u_char *buf, size_t len)
+{
+    return im_ws_header(buf, IM_WS_OP_BINARY, 1, len);
+}
+
+
+static void
+ngx_http_im_goodbye(ngx_im_session_t *s, ngx_uint_t reason)
+{
+    ngx_http_im_ctx_t  *ctx = s->ctx;
+
+    u_char      body[2];
+    ngx_uint_t  code;
+
+    switch (reason) {
+
+    case NGX_IM_CLOSE_PROTOCOL:
+        /* 1007 for bad UTF-8 in the echo mode, else 1002 */
+        code = (ctx->peer_code == 1007) ? 1007 : 1002;
+        break;
+
+    case NGX_IM_CLOSE_SHUTDOWN:
+    case NGX_IM_CLOSE_TEXT:
+    case NGX_IM_CLOSE_POLICY:
+    case NGX_IM_CLOSE_TOO_BIG:
+        code = reason;
+        break;
+
+    default:
+        code = 1000;
+        break;
+    }
+
+    body[0] = (u_char) (code >> 8);
+    body[1] = (u_char) code;
+
+    (void) ngx_http_im_send_frame(s, IM_WS_OP_CLOSE, body, 2);
+
+    /* RFC 6455 7.1.1: the server closes TCP once both closes passed */
+    s->ws_closing = !ctx->got_close;
+}
+
+
+static ngx_int_t
+ngx_http_im_pre_flush(ngx_im_session_t *s)
+{
+    ngx_http_im_ctx_t   *ctx = s->ctx;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+
+    if (r->out == NULL) {
+        return NGX_OK;
+    }
+
+    /* the 101 response did not leave in one go */
+
+    if (ngx_http_output_filter(r, NULL) == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (r->out) {
+        if (ngx_handle_write_event(s->connection->write, 0) != NGX_OK) {
+            return NGX_ERROR;
+        }
+        return NGX_AGAIN;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_im_finalize(ngx_im_session_t *s)
+{
+    ngx_http_im_ctx_t   *ctx = s->ctx;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+    c = r->connection;
+
+    ctx->finalized = 1;
+    im_ws_parser_free(&ctx->parser);
+
+    ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* nginx ends the request itself: worker shutdown, or an error */
+
+static void
+ngx_http_im_cleanup(void *data)
+{
+    ngx_http_im_ctx_t  *ctx = data;
+
+    u_char             goodbye[] = { 0x82, 0x01, IM_CMD_DISCONNECT,
+                                     0x88, 0x02, 0x03, 0xe9 };
+    ngx_connection_t  *c;
+    ngx_im_session_t  *s;
+
+    if (ctx->finalized) {
+        return;
+    }
+
+    ctx->finalized = 1;
+    s = ctx->session;
+    c = s->connection;
+
+    if (!s->torn_down && s->state == NGX_IM_S_LIVE && !s->backend
+        && !c->error && s->out == NULL)
+    {
+        /* best effort, the worker is going: DISCONNECT, close 1001 */
+        (void) c->send(c, goodbye, sizeof(goodbye));
+    }
+
+    ngx_im_session_abort(s);
+    im_ws_parser_free(&ctx->parser);
+}
+
+
+/* auth */
+
+static ngx_int_t
+ngx_http_im_auth(ngx_im_session_t *s)
+{
+    ngx_http_im_ctx_t           *ctx = s->ctx;
+    ngx_http_request_t          *r, *sr;
+    ngx_http_im_loc_conf_t      *ilcf;
+    ngx_http_post_subrequest_t  *ps;
+
+    r = ctx->request;
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_im_module);
+
+    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
+    if (ps == NULL) {
+        return NGX_ERROR;
+    }
+
+    ps->handler = ngx_http_im_auth_done;
+    ps->data = ctx;
+
+    if (ngx_http_subrequest(r, &ilcf->auth, NULL, &sr, ps,
+                            NGX_HTTP_SUBREQUEST_IN_MEMORY
+                            |NGX_HTTP_SUBREQUEST_BACKGROUND)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* as auth_request does: the subrequest has no body of the client's */
+    sr->request_body = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
+    if (sr->request_body == NULL) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_im_auth_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
+{
+    ngx_http_im_ctx_t  *ctx = data;
+
+    double             v;
+    cJSON             *json, *result, *uid;
+    ngx_buf_t         *b;
+    ngx_uint_t         status, code;
+    ngx_im_session_t  *s;
+
+    if (ctx->finalized) {
+        return rc;
+    }
+
+    s = ctx->session;
+
+    if (s->closing || s->state != NGX_IM_S_AUTH) {
+        return rc;
+    }
+
+    status = sr->headers_out.status;
+    code = 2;
+    v = 0;
+
+    if (rc != NGX_ERROR && rc < NGX_HTTP_SPECIAL_RESPONSE
+        && status >= 200 && status < 300 && sr->out && sr->out->buf)
+    {
+        b = sr->out->buf;
+
+        json = cJSON_ParseWithLength((char *) b->pos, b->last - b->pos);
+
+        if (json) {
+            result = cJSON_GetObjectItemCaseSensitive(json, "result");
+            uid = cJSON_GetObjectItemCaseSensitive(json, "uid");
+
+            if (cJSON_IsString(result)
+                && ngx_strcmp(result->valuestring, "denied") == 0)
+            {
+                code = 3;
+
+            } else if (cJSON_IsString(result)
+                       && ngx_strcmp(result->valuestring, "pass") == 0)
+            {
+                if (cJSON_IsNumber(uid)) {
+                    v = uid->valuedouble;
+
+                } else if (cJSON_IsString(uid)) {
+                    v = (double) ngx_atoi((u_char *) uid->valuestring,
+                                          ngx_strlen(uid->valuestring));
+                }
+
+                /* uid 0 is the system's: never a user */
+                if (v >= 1 && v <= 4294967295.0 && v == (double) (uint32_t) v)
+                {
+                    code = 0;
+                }
+            }
+
+            cJSON_Delete(json);
+        }
+    }
+
+    if (code == 2) {
+        ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
+                      "im: user centre gave no valid answer "
+                      "(status %ui, rc %i)", status, rc);
+    }
+
+    ngx_im_session_auth_done(s, code, code == 0 ? (uint32_t) v : 0);
+
+    return rc;
+}
+
+
+/* variables */
+
+static ngx_int_t
+ngx_http_im_form_value(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    u_char *src, size_t len)
+{
+    u_char      *p;
+    size_t       i;
+    static u_char  hex[] = "0123456789ABCDEF";
+
+    p = ngx_pnalloc(r->pool, len * 3 + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->data = p;
+
+    /* application/x-www-form-urlencoded, unreserved characters kept */
+
+    for (i = 0; i < len; i++) {
+        if ((src[i] >= 'a' && src[i] <= 'z') || (src[i] >= 'A' && src[i] <= 'Z')
+            || (src[i] >= '0' && src[i] <= '9') || src[i] == '-'
+            || src[i] == '.' || src[i] == '_' || src[i] == '~')
+        {
+            *p++ = src[i];
+            continue;
+        }
+
+        *p++ = '%';
+        *p++ = hex[src[i] >> 4];
+        *p++ = hex[src[i] & 0xf];
+    }
+
+    v->len = p - v->data;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_im_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    uintptr_t data)
+{
+    u_char             *p;
+    ngx_http_im_ctx_t  *ctx;
+    ngx_im_session_t   *s;
+
+    if (data == 5) {
+        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->data = p;
+        v->len = ngx_sprintf(p, "%ui", ngx_worker) - p;
+        v->valid = 1;
+        v->no_cacheable = 1;
+        v->not_found = 0;
+        return NGX_OK;
+    }
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_im_module);
+
+    if (ctx == NULL || ctx->finalized) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    s = ctx->session;
+
+    switch (data) {
+
+    case 0:
+        return ngx_http_im_form_value(r, v, s->user.data, s->user.len);
+
+    case 1:
+        return ngx_http_im_form_value(r, v, s->pass.data, s->pass.len);
+
+    default:
+        break;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->data = p;
+    v->len = ngx_sprintf(p, "%uD", data == 2 ? (uint32_t) s->role
+                                   : data == 3 ? (uint32_t) s->client_id
+                                   : s->uid)
+             - p;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_http_variable_t  ngx_http_im_vars[] = {
+
+    { ngx_string("im_username"), NULL, ngx_http_im_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("im_password"), NULL, ngx_http_im_variable, 1,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("im_role"), NULL, ngx_http_im_variable, 2,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("im_client_id"), NULL, ngx_http_im_variable, 3,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("im_uid"), NULL, ngx_http_im_variable, 4,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("im_worker"), NULL, ngx_http_im_variable, 5,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_int_t
+ngx_http_im_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_im_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+/* im_status: this worker's view, as JSON */
+
+static ngx_int_t
+ngx_http_im_status_handler(ngx_http_request_t *r)
+{
+    size_t        len;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    len = 512 + ngx_im_worker_id.len + 20 * NGX_ATOMIC_T_LEN;
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_sprintf(b->last,
+                          "{\"worker\":%ui,\"pid\":%P,\"id\":\"%V\","
+                          "\"sessions\":%uA,\"users\":%ui,"
+                          "\"logins\":%uA,\"login_failures\":%uA,"
+                          "\"accepted\":%uA,\"refused\":%uA,"
+                          "\"pushed\":%uA,\"repushed\":%uA,\"acked\":%uA,"
+                          "\"stored\":%uA,\"offline_dropped\":%uA,"
+                          "\"kicked\":%uA,\"slow_closed\":%uA}\n",
+                          ngx_worker, ngx_pid, &ngx_im_worker_id,
+                          ngx_im_stats.sessions, ngx_im_router_users(),
+                          ngx_im_stats.logins, ngx_im_stats.login_failures,
+                          ngx_im_stats.accepted, ngx_im_stats.refused,
+                          ngx_im_stats.pushed, ngx_im_stats.repushed,
+                          ngx_im_stats.acked, ngx_im_stats.stored,
+                          ngx_im_stats.offline_dropped, ngx_im_stats.kicked,
+                          ngx_im_stats.slow_closed);
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/* configuration */
+
+static void *
+ngx_http_im_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_im_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_im_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->auth = { 0, NULL };
+     */
+
+    conf->websocket = NGX_CONF_UNSET;
+    conf->echo = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_im_loc_conf_t *prev = parent;
+    ngx_http_im_loc_conf_t *conf = child;
+
+    ngx_conf_merge_value(conf->websocket, prev->websocket, 0);
+    ngx_conf_merge_value(conf->echo, prev->echo, 0);
+    ngx_conf_merge_str_value(conf->auth, prev->auth, "");
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_im_websocket(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_im_loc_conf_t  *ilcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (ilcf->websocket != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    ilcf->websocket = 1;
+    ilcf->echo = cmd->offset;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_im_handler;
+
+    (void) ngx_im_conf_enable(cf);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_im_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_im_status_handler;
+
+    return NGX_CONF_OK;
+}

@@ -1,0 +1,99 @@
+/*
+ * ngx_im.h: what every part of the module shares: the main-context
+ * configuration of the CORE module ngx_im_module, counters, and the
+ * forward declarations of the session, router and store layers.
+ */
+
+#ifndef _NGX_IM_H_INCLUDED_
+#define _NGX_IM_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+
+#include "ngx_im_proto.h"
+
+
+#define NGX_IM_WRITE_THROUGH     0
+#define NGX_IM_OFFLINE_ONLY      1
+
+#define NGX_IM_LOGIN_KICK        0
+#define NGX_IM_LOGIN_REJECT      1
+
+
+typedef struct ngx_im_session_s  ngx_im_session_t;
+typedef struct ngx_im_msg_s      ngx_im_msg_t;
+
+
+typedef struct {
+    ngx_flag_t          enabled;     /* an im_websocket or im_tcp exists */
+
+    ngx_str_t           redis_host;  /* null-terminated for hiredis */
+    ngx_int_t           redis_port;
+    ngx_int_t           redis_db;
+    ngx_str_t           redis_password;
+    ngx_msec_t          redis_timeout;
+
+    ngx_int_t           group_db;
+    ngx_str_t           group_prefix;
+
+    ngx_str_t           node_id;
+
+    ngx_uint_t          delivery;
+    time_t              offline_ttl;
+    ngx_uint_t          offline_max;
+
+    ngx_msec_t          repush_interval;
+    ngx_uint_t          repush_max;
+    ngx_msec_t          ping_interval;
+    ngx_msec_t          ping_timeout;
+    ngx_msec_t          connect_timeout;
+    ngx_msec_t          close_grace;
+
+    ngx_uint_t          login_policy;
+
+    size_t              max_payload;
+    size_t              max_message;
+    size_t              send_buffer;
+
+    ngx_flag_t          part_push_as_group;
+} ngx_im_conf_t;
+
+
+/* per-worker counters, reported by im_status */
+typedef struct {
+    ngx_atomic_uint_t   sessions;
+    ngx_atomic_uint_t   logins;
+    ngx_atomic_uint_t   login_failures;
+    ngx_atomic_uint_t   accepted;        /* messages acked to senders */
+    ngx_atomic_uint_t   refused;
+    ngx_atomic_uint_t   pushed;
+    ngx_atomic_uint_t   repushed;
+    ngx_atomic_uint_t   acked;           /* pushes acked by recipients */
+    ngx_atomic_uint_t   stored;
+    ngx_atomic_uint_t   offline_dropped; /* oldest dropped over the cap */
+    ngx_atomic_uint_t   kicked;
+    ngx_atomic_uint_t   slow_closed;
+} ngx_im_stats_t;
+
+
+extern ngx_module_t    ngx_im_module;
+extern ngx_im_stats_t  ngx_im_stats;
+
+
+static ngx_inline ngx_im_conf_t *
+ngx_im_get_conf(void)
+{
+    return (ngx_im_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx, ngx_im_module);
+}
+
+
+/* called by the http and stream modules' directive handlers */
+ngx_im_conf_t *ngx_im_conf_enable(ngx_conf_t *cf);
+
+/* "node:pid", names this worker in pub/sub traffic */
+extern ngx_str_t  ngx_im_worker_id;
+
+
+#endif /* _NGX_IM_H_INCLUDED_ */

@@ -1,0 +1,428 @@
+/*
+ * ngx_im_module.c: the CORE module.
+ *
+ * Owns the main-context directives (Redis, delivery mode, timers, limits,
+ * login policy, node id) and the worker's start and end: Redis connections
+ * and the router come up in each worker that serves im_websocket or
+ * im_tcp, and go away when it exits.
+ */
+
+#include "ngx_im.h"
+#include "ngx_im_router.h"
+
+
+static void *ngx_im_create_conf(ngx_cycle_t *cycle);
+static char *ngx_im_init_conf(ngx_cycle_t *cycle, void *conf);
+static char *ngx_im_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_im_init_process(ngx_cycle_t *cycle);
+static void ngx_im_exit_process(ngx_cycle_t *cycle);
+
+
+ngx_im_stats_t  ngx_im_stats;
+ngx_str_t       ngx_im_worker_id;
+
+
+static ngx_conf_enum_t  ngx_im_delivery_modes[] = {
+    { ngx_string("write_through"), NGX_IM_WRITE_THROUGH },
+    { ngx_string("offline_only"), NGX_IM_OFFLINE_ONLY },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_im_login_policies[] = {
+    { ngx_string("kick"), NGX_IM_LOGIN_KICK },
+    { ngx_string("reject"), NGX_IM_LOGIN_REJECT },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_im_commands[] = {
+
+    { ngx_string("im_redis"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_im_redis_addr,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("im_redis_db"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      0,
+      offsetof(ngx_im_conf_t, redis_db),
+      NULL },
+
+    { ngx_string("im_redis_password"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      0,
+      offsetof(ngx_im_conf_t, redis_password),
+      NULL },
+
+    { ngx_string("im_redis_timeout"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      0,
+      offsetof(ngx_im_conf_t, redis_timeout),
+      NULL },
+
+    { ngx_string("im_group_db"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      0,
+      offsetof(ngx_im_conf_t, group_db),
+      NULL },
+
+    { ngx_string("im_group_prefix"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      0,
+      offsetof(ngx_im_conf_t, group_prefix),
+      NULL },
+
+    { ngx_string("im_node_id"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      0,
+      offsetof(ngx_im_conf_t, node_id),
+      NULL },
+
+    { ngx_string("im_delivery"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      0,
+      offsetof(ngx_im_conf_t, delivery),
+      &ngx_im_delivery_modes },
+
+    { ngx_string("im_offline_ttl"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      0,
+      offsetof(ngx_im_conf_t, offline_ttl),
+      NULL },
+
+    { ngx_string("im_offline_max"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      0,
+      offsetof(ngx_im_conf_t, offline_max),
+      NULL },
+
+    { ngx_string("im_repush_interval"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      0,
+      offsetof(ngx_im_conf_t, repush_interval),
+      NULL },
+
+    { ngx_string("im_repush_max"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      0,
+      offsetof(ngx_im_conf_t, repush_max),
+      NULL },
+
+    { ngx_string("im_ping_interval"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      0,
+      offsetof(ngx_im_conf_t, ping_interval),
+      NULL },
+
+    { ngx_string("im_ping_timeout"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      0,
+      offsetof(ngx_im_conf_t, ping_timeout),
+      NULL },
+
+    { ngx_string("im_connect_timeout"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      0,
+      offsetof(ngx_im_conf_t, connect_timeout),
+      NULL },
+
+    { ngx_string("im_close_grace"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      0,
+      offsetof(ngx_im_conf_t, close_grace),
+      NULL },
+
+    { ngx_string("im_login_policy"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      0,
+      offsetof(ngx_im_conf_t, login_policy),
+      &ngx_im_login_policies },
+
+    { ngx_string("im_max_payload"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      0,
+      offsetof(ngx_im_conf_t, max_payload),
+      NULL },
+
+    { ngx_string("im_max_message"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      0,
+      offsetof(ngx_im_conf_t, max_message),
+      NULL },
+
+    { ngx_string("im_send_buffer"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      0,
+      offsetof(ngx_im_conf_t, send_buffer),
+      NULL },
+
+    { ngx_string("im_part_push_as_group"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      0,
+      offsetof(ngx_im_conf_t, part_push_as_group),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_core_module_t  ngx_im_module_ctx = {
+    ngx_string("im"),
+    ngx_im_create_conf,
+    ngx_im_init_conf
+};
+
+
+ngx_module_t  ngx_im_module = {
+    NGX_MODULE_V1,
+    &ngx_im_module_ctx,                    /* module context */
+    ngx_im_commands,                       /* module directives */
+    NGX_CORE_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_im_init_process,                   /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_im_exit_process,                   /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_im_create_conf(ngx_cycle_t *cycle)
+{
+    ngx_im_conf_t  *imcf;
+
+    imcf = ngx_pcalloc(cycle->pool, sizeof(ngx_im_conf_t));
+    if (imcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     imcf->redis_host = { 0, NULL };
+     *     imcf->redis_password = { 0, NULL };
+     *     imcf->group_prefix = { 0, NULL };
+     *     imcf->node_id = { 0, NULL };
+     */
+
+    imcf->enabled = 0;
+    imcf->redis_port = NGX_CONF_UNSET;
+    imcf->redis_db = NGX_CONF_UNSET;
+    imcf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    imcf->group_db = NGX_CONF_UNSET;
+    imcf->delivery = NGX_CONF_UNSET_UINT;
+    imcf->offline_ttl = NGX_CONF_UNSET;
+    imcf->offline_max = NGX_CONF_UNSET_UINT;
+    imcf->repush_interval = NGX_CONF_UNSET_MSEC;
+    imcf->repush_max = NGX_CONF_UNSET_UINT;
+    imcf->ping_interval = NGX_CONF_UNSET_MSEC;
+    imcf->ping_timeout = NGX_CONF_UNSET_MSEC;
+    imcf->connect_timeout = NGX_CONF_UNSET_MSEC;
+    imcf->close_grace = NGX_CONF_UNSET_MSEC;
+    imcf->login_policy = NGX_CONF_UNSET_UINT;
+    imcf->max_payload = NGX_CONF_UNSET_SIZE;
+    imcf->max_message = NGX_CONF_UNSET_SIZE;
+    imcf->send_buffer = NGX_CONF_UNSET_SIZE;
+    imcf->part_push_as_group = NGX_CONF_UNSET;
+
+    return imcf;
+}
+
+
+static char *
+ngx_im_init_conf(ngx_cycle_t *cycle, void *conf)
+{
+    ngx_im_conf_t  *imcf = conf;
+
+    if (imcf->redis_host.data == NULL) {
+        ngx_str_set(&imcf->redis_host, "127.0.0.1");
+    }
+
+    ngx_conf_init_value(imcf->redis_port, 6379);
+    ngx_conf_init_value(imcf->redis_db, 0);
+    ngx_conf_init_msec_value(imcf->redis_timeout, 3000);
+    ngx_conf_init_value(imcf->group_db, 1);
+
+    if (imcf->group_prefix.data == NULL) {
+        ngx_str_set(&imcf->group_prefix, "im_group:");
+    }
+
+    if (imcf->node_id.data == NULL) {
+        imcf->node_id = cycle->hostname;
+    }
+
+    if (imcf->node_id.len > 200) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "im_node_id is longer than 200 bytes");
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_conf_init_uint_value(imcf->delivery, NGX_IM_WRITE_THROUGH);
+    ngx_conf_init_value(imcf->offline_ttl, 7 * 86400);
+    ngx_conf_init_uint_value(imcf->offline_max, 1000);
+    ngx_conf_init_msec_value(imcf->repush_interval, 2000);
+    ngx_conf_init_uint_value(imcf->repush_max, 3);
+    ngx_conf_init_msec_value(imcf->ping_interval, 30000);
+    ngx_conf_init_msec_value(imcf->ping_timeout, 10000);
+    ngx_conf_init_msec_value(imcf->connect_timeout, 10000);
+    ngx_conf_init_msec_value(imcf->close_grace, 5000);
+    ngx_conf_init_uint_value(imcf->login_policy, NGX_IM_LOGIN_KICK);
+    ngx_conf_init_size_value(imcf->max_payload, 32767);
+    ngx_conf_init_size_value(imcf->max_message, 128 * 1024);
+    ngx_conf_init_size_value(imcf->send_buffer, 1024 * 1024);
+    ngx_conf_init_value(imcf->part_push_as_group, 0);
+
+    if (imcf->max_payload > 65535) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "im_max_payload cannot exceed 65535: the length "
+                      "field has 16 bits");
+        return NGX_CONF_ERROR;
+    }
+
+    if (imcf->offline_max == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "im_offline_max must be at least 1");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_im_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_im_conf_t  *imcf = conf;
+
+    ngx_str_t  *value;
+    ngx_url_t   u;
+
+    if (imcf->redis_host.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = value[1];
+    u.default_port = 6379;
+    u.no_resolve = 1;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.host.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid im_redis address \"%V\"%s%s",
+                           &value[1], u.err ? ": " : "",
+                           u.err ? u.err : "");
+        return NGX_CONF_ERROR;
+    }
+
+    /* hiredis wants a C string, and resolves names by blocking */
+
+    imcf->redis_host.data = ngx_pnalloc(cf->pool, u.host.len + 1);
+    if (imcf->redis_host.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(imcf->redis_host.data, u.host.data, u.host.len);
+    imcf->redis_host.data[u.host.len] = '\0';
+    imcf->redis_host.len = u.host.len;
+    imcf->redis_port = u.port;
+
+    if (ngx_inet_addr(imcf->redis_host.data, imcf->redis_host.len)
+        == INADDR_NONE)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "im_redis needs an IPv4 address, not \"%V\"",
+                           &u.host);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_im_conf_t *
+ngx_im_conf_enable(ngx_conf_t *cf)
+{
+    ngx_im_conf_t  *imcf;
+
+    imcf = (ngx_im_conf_t *) ngx_get_conf(cf->cycle->conf_ctx, ngx_im_module);
+    imcf->enabled = 1;
+
+    return imcf;
+}
+
+
+static ngx_int_t
+ngx_im_init_process(ngx_cycle_t *cycle)
+{
+    u_char         *p;
+    ngx_im_conf_t  *imcf;
+
+    imcf = (ngx_im_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_im_module);
+
+    if (imcf == NULL || !imcf->enabled) {
+        return NGX_OK;
+    }
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(cycle->pool, imcf->node_id.len + 1 + NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_im_worker_id.data = p;
+    ngx_im_worker_id.len = ngx_sprintf(p, "%V:%P", &imcf->node_id, ngx_pid)
+                           - p;
+
+    ngx_memzero(&ngx_im_stats, sizeof(ngx_im_stats_t));
+
+    return ngx_im_router_init(cycle);
+}
+
+
+static void
+ngx_im_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_im_conf_t  *imcf;
+
+    imcf = (ngx_im_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_im_module);
+
+    if (imcf == NULL || !imcf->enabled) {
+        return;
+    }
+
+    ngx_im_router_exit();
+}

@@ -1,0 +1,692 @@
+/*
+ * ngx_im_redis.c: hiredis on nginx's event loop.
+ *
+ * Owns the per-worker Redis connections: the hiredis event adapter (level
+ * triggered, since hiredis reads once per readiness), AUTH and SELECT on
+ * connect, a watchdog that drops a connection whose commands stop being
+ * answered (hiredis 0.14 has no timeouts of its own), and reconnection with
+ * exponential backoff.  Nothing here knows about messages or sessions.
+ */
+
+#include "ngx_im_redis.h"
+
+
+#define NGX_IM_REDIS_DOWN        0
+#define NGX_IM_REDIS_CONNECTING  1
+#define NGX_IM_REDIS_READY       2
+
+#define NGX_IM_REDIS_BACKOFF_MIN   100
+#define NGX_IM_REDIS_BACKOFF_MAX   5000
+
+
+typedef struct {
+    ngx_uint_t           which;
+    ngx_uint_t           state;
+    redisAsyncContext   *ac;
+    ngx_connection_t    *c;
+    ngx_int_t            db;
+    ngx_uint_t           setup;      /* AUTH/SELECT replies still due */
+    ngx_uint_t           pending;    /* commands without a reply */
+    ngx_msec_t           progress;   /* last sign of life */
+    ngx_msec_t           backoff;
+    ngx_event_t          reconnect;
+} ngx_im_redis_conn_t;
+
+
+typedef struct ngx_im_redis_req_s  ngx_im_redis_req_t;
+
+struct ngx_im_redis_req_s {
+    ngx_im_redis_cb_pt    cb;
+    void                 *data;
+    ngx_im_redis_conn_t  *rc;
+    ngx_im_redis_req_t   *next;      /* free list */
+};
+
+
+static void ngx_im_redis_connect(ngx_im_redis_conn_t *rc);
+static void ngx_im_redis_down(ngx_im_redis_conn_t *rc);
+static void ngx_im_redis_reconnect_handler(ngx_event_t *ev);
+static void ngx_im_redis_watchdog_handler(ngx_event_t *ev);
+static void ngx_im_redis_connected(const redisAsyncContext *ac, int status);
+static void ngx_im_redis_disconnected(const redisAsyncContext *ac,
+    int status);
+static void ngx_im_redis_setup_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+static void ngx_im_redis_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+static void ngx_im_redis_sub_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+
+static void ngx_im_redis_add_read(void *privdata);
+static void ngx_im_redis_del_read(void *privdata);
+static void ngx_im_redis_add_write(void *privdata);
+static void ngx_im_redis_del_write(void *privdata);
+static void ngx_im_redis_cleanup(void *privdata);
+static void ngx_im_redis_read_handler(ngx_event_t *ev);
+static void ngx_im_redis_write_handler(ngx_event_t *ev);
+
+
+static ngx_im_redis_conn_t       ngx_im_redis_conns[NGX_IM_REDIS_N];
+static ngx_im_redis_handlers_t  *ngx_im_redis_handlers;
+static ngx_im_redis_req_t       *ngx_im_redis_free_reqs;
+static ngx_event_t               ngx_im_redis_watchdog;
+static ngx_uint_t                ngx_im_redis_exiting;
+
+
+ngx_int_t
+ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
+{
+    ngx_uint_t            i;
+    ngx_im_conf_t        *imcf;
+    ngx_im_redis_conn_t  *rc;
+
+    imcf = ngx_im_get_conf();
+
+    ngx_im_redis_handlers = handlers;
+    ngx_im_redis_exiting = 0;
+
+    for (i = 0; i < NGX_IM_REDIS_N; i++) {
+        rc = &ngx_im_redis_conns[i];
+        ngx_memzero(rc, sizeof(ngx_im_redis_conn_t));
+
+        rc->which = i;
+        rc->db = (i == NGX_IM_REDIS_GROUP) ? imcf->group_db : imcf->redis_db;
+        rc->backoff = NGX_IM_REDIS_BACKOFF_MIN;
+
+        rc->reconnect.handler = ngx_im_redis_reconnect_handler;
+        rc->reconnect.data = rc;
+        rc->reconnect.log = cycle->log;
+        rc->reconnect.cancelable = 1;
+
+        if (i == NGX_IM_REDIS_GROUP && imcf->group_db == imcf->redis_db) {
+            /* one connection serves both */
+            continue;
+        }
+
+        ngx_im_redis_connect(rc);
+    }
+
+    ngx_im_redis_watchdog.handler = ngx_im_redis_watchdog_handler;
+    ngx_im_redis_watchdog.log = cycle->log;
+    ngx_im_redis_watchdog.cancelable = 1;
+    ngx_add_timer(&ngx_im_redis_watchdog, 1000);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_im_redis_exit(void)
+{
+    ngx_uint_t            i;
+    ngx_im_redis_conn_t  *rc;
+
+    ngx_im_redis_exiting = 1;
+
+    if (ngx_im_redis_watchdog.timer_set) {
+        ngx_del_timer(&ngx_im_redis_watchdog);
+    }
+
+    for (i = 0; i < NGX_IM_REDIS_N; i++) {
+        rc = &ngx_im_redis_conns[i];
+
+        if (rc->reconnect.timer_set) {
+            ngx_del_timer(&rc->reconnect);
+        }
+
+        if (rc->ac) {
+            redisAsyncFree(rc->ac);
+            rc->ac = NULL;
+        }
+    }
+}
+
+
+static ngx_im_redis_conn_t *
+ngx_im_redis_conn(ngx_uint_t which)
+{
+    ngx_im_conf_t  *imcf;
+
+    if (which == NGX_IM_REDIS_GROUP) {
+        imcf = ngx_im_get_conf();
+
+        if (imcf->group_db == imcf->redis_db) {
+            which = NGX_IM_REDIS_INBOX;
+        }
+    }
+
+    return &ngx_im_redis_conns[which];
+}
+
+
+ngx_uint_t
+ngx_im_redis_ready(ngx_uint_t which)
+{
+    return ngx_im_redis_conn(which)->state == NGX_IM_REDIS_READY;
+}
+
+
+static void
+ngx_im_redis_connect(ngx_im_redis_conn_t *rc)
+{
+    redisAsyncContext  *ac;
+    ngx_connection_t   *c;
+    ngx_im_conf_t      *imcf;
+
+    imcf = ngx_im_get_conf();
+
+    ac = redisAsyncConnect((char *) imcf->redis_host.data,
+                           (int) imcf->redis_port);
+    if (ac == NULL) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "im redis: out of memory");
+        ngx_add_timer(&rc->reconnect, rc->backoff);
+        return;
+    }
+
+    if (ac->err) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "im redis: connect to %V:%i failed: %s",
+                      &imcf->redis_host, imcf->redis_port, ac->errstr);
+        redisAsyncFree(ac);
+        ngx_add_timer(&rc->reconnect, rc->backoff);
+        return;
+    }
+
+    c = ngx_get_connection(ac->c.fd, ngx_cycle->log);
+    if (c == NULL) {
+        redisAsyncFree(ac);
+        ngx_add_timer(&rc->reconnect, rc->backoff);
+        return;
+    }
+
+    c->data = rc;
+    c->read->handler = ngx_im_redis_read_handler;
+    c->write->handler = ngx_im_redis_write_handler;
+    c->read->log = ngx_cycle->log;
+    c->write->log = ngx_cycle->log;
+
+    rc->ac = ac;
+    rc->c = c;
+    rc->state = NGX_IM_REDIS_CONNECTING;
+    rc->pending = 0;
+    rc->progress = ngx_current_msec;
+
+    ac->data = rc;
+    ac->ev.data = rc;
+    ac->ev.addRead = ngx_im_redis_add_read;
+    ac->ev.delRead = ngx_im_redis_del_read;
+    ac->ev.addWrite = ngx_im_redis_add_write;
+    ac->ev.delWrite = ngx_im_redis_del_write;
+    ac->ev.cleanup = ngx_im_redis_cleanup;
+
+    redisAsyncSetDisconnectCallback(ac, ngx_im_redis_disconnected);
+
+    /* hiredis detects the end of a non-blocking connect on the first
+     * write event: this call asks for it, so the adapter is set first */
+    redisAsyncSetConnectCallback(ac, ngx_im_redis_connected);
+}
+
+
+static void
+ngx_im_redis_connected(const redisAsyncContext *cac, int status)
+{
+    redisAsyncContext    *ac = (redisAsyncContext *) cac;
+    ngx_im_conf_t        *imcf;
+    ngx_im_redis_conn_t  *rc;
+    const char           *argv[2];
+    size_t                argvlen[2];
+    char                  db[NGX_INT_T_LEN];
+
+    rc = ac->data;
+
+    if (status != REDIS_OK) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "im redis: connect failed: %s", ac->errstr);
+        /* hiredis frees the context after this returns */
+        ngx_im_redis_down(rc);
+        return;
+    }
+
+    imcf = ngx_im_get_conf();
+
+    rc->setup = 0;
+    rc->progress = ngx_current_msec;
+
+    if (imcf->redis_password.len) {
+        argv[0] = "AUTH";
+        argvlen[0] = 4;
+        argv[1] = (char *) imcf->redis_password.data;
+        argvlen[1] = imcf->redis_password.len;
+
+        if (redisAsyncCommandArgv(ac, ngx_im_redis_setup_reply, rc, 2, argv,
+                                  argvlen)
+            == REDIS_OK)
+        {
+            rc->setup++;
+        }
+    }
+
+    if (rc->db != 0 && rc->which != NGX_IM_REDIS_SUB) {
+        argv[0] = "SELECT";
+        argvlen[0] = 6;
+        argv[1] = db;
+        argvlen[1] = ngx_sprintf((u_char *) db, "%i", rc->db) - (u_char *) db;
+
+        if (redisAsyncCommandArgv(ac, ngx_im_redis_setup_reply, rc, 2, argv,
+                                  argvlen)
+            == REDIS_OK)
+        {
+            rc->setup++;
+        }
+    }
+
+    if (rc->setup == 0) {
+        ngx_im_redis_setup_reply(ac, NULL, NULL);
+    }
+}
+
+
+static void
+ngx_im_redis_setup_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply           *reply = r;
+    ngx_im_redis_conn_t  *rc;
+
+    rc = ac->data;
+
+    if (privdata) {
+        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "im redis: setup failed: %s",
+                          reply ? reply->str : "connection lost");
+            if (reply) {
+                /* freeing from a callback is deferred by hiredis */
+                redisAsyncFree(ac);
+            }
+            return;
+        }
+
+        if (--rc->setup) {
+            return;
+        }
+    }
+
+    rc->state = NGX_IM_REDIS_READY;
+    rc->backoff = NGX_IM_REDIS_BACKOFF_MIN;
+    rc->progress = ngx_current_msec;
+
+    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                  "im redis: connection %ui ready", rc->which);
+
+    if (rc->which == NGX_IM_REDIS_SUB) {
+        if (ngx_im_redis_handlers->sub_connected) {
+            ngx_im_redis_handlers->sub_connected();
+        }
+
+    } else if (rc->which == NGX_IM_REDIS_INBOX) {
+        if (ngx_im_redis_handlers->inbox_connected) {
+            ngx_im_redis_handlers->inbox_connected();
+        }
+    }
+}
+
+
+static void
+ngx_im_redis_disconnected(const redisAsyncContext *cac, int status)
+{
+    redisAsyncContext  *ac = (redisAsyncContext *) cac;
+
+    if (!ngx_im_redis_exiting) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "im redis: connection lost: %s",
+                      ac->errstr[0] ? ac->errstr : "closed");
+    }
+
+    ngx_im_redis_down(ac->data);
+}
+
+
+static void
+ngx_im_redis_down(ngx_im_redis_conn_t *rc)
+{
+    if (rc->ac == NULL) {
+        return;
+    }
+
+    rc->ac = NULL;
+    rc->state = NGX_IM_REDIS_DOWN;
+    rc->pending = 0;
+
+    if (ngx_im_redis_exiting) {
+        return;
+    }
+
+    if (!rc->reconnect.timer_set) {
+        ngx_add_timer(&rc->reconnect, rc->backoff);
+    }
+
+    rc->backoff *= 2;
+    if (rc->backoff > NGX_IM_REDIS_BACKOFF_MAX) {
+        rc->backoff = NGX_IM_REDIS_BACKOFF_MAX;
+    }
+}
+
+
+static void
+ngx_im_redis_reconnect_handler(ngx_event_t *ev)
+{
+    ngx_im_redis_conn_t  *rc = ev->data;
+
+    if (ngx_im_redis_exiting || rc->ac) {
+        return;
+    }
+
+    ngx_im_redis_connect(rc);
+}
+
+
+static void
+ngx_im_redis_watchdog_handler(ngx_event_t *ev)
+{
+    ngx_uint_t            i;
+    ngx_im_conf_t        *imcf;
+    ngx_im_redis_conn_t  *rc;
+    redisAsyncContext    *ac;
+
+    imcf = ngx_im_get_conf();
+
+    for (i = 0; i < NGX_IM_REDIS_N; i++) {
+        rc = &ngx_im_redis_conns[i];
+
+        if (rc->ac == NULL) {
+            continue;
+        }
+
+        if ((rc->state == NGX_IM_REDIS_CONNECTING || rc->pending)
+            && ngx_current_msec - rc->progress > imcf->redis_timeout)
+        {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "im redis: connection %ui timed out", i);
+
+            ac = rc->ac;
+            ngx_im_redis_down(rc);
+            redisAsyncFree(ac);
+        }
+    }
+
+    if (!ngx_im_redis_exiting) {
+        ngx_add_timer(ev, 1000);
+    }
+}
+
+
+ngx_int_t
+ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
+    int argc, const char **argv, const size_t *argvlen)
+{
+    ngx_im_redis_req_t   *req;
+    ngx_im_redis_conn_t  *rc;
+
+    rc = ngx_im_redis_conn(which);
+
+    if (rc->state != NGX_IM_REDIS_READY) {
+        return NGX_ERROR;
+    }
+
+    req = ngx_im_redis_free_reqs;
+
+    if (req) {
+        ngx_im_redis_free_reqs = req->next;
+
+    } else {
+        req = ngx_alloc(sizeof(ngx_im_redis_req_t), ngx_cycle->log);
+        if (req == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    req->cb = cb;
+    req->data = data;
+    req->rc = rc;
+
+    if (redisAsyncCommandArgv(rc->ac, ngx_im_redis_reply, req, argc, argv,
+                              argvlen)
+        != REDIS_OK)
+    {
+        req->next = ngx_im_redis_free_reqs;
+        ngx_im_redis_free_reqs = req;
+        return NGX_ERROR;
+    }
+
+    if (rc->pending++ == 0) {
+        rc->progress = ngx_current_msec;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_im_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    ngx_im_redis_req_t   *req = privdata;
+    ngx_im_redis_conn_t  *rc;
+
+    rc = req->rc;
+
+    if (r && rc->pending) {
+        rc->pending--;
+        rc->progress = ngx_current_msec;
+    }
+
+    if (req->cb) {
+        req->cb(r, req->data);
+    }
+
+    req->next = ngx_im_redis_free_reqs;
+    ngx_im_redis_free_reqs = req;
+}
+
+
+static ngx_int_t
+ngx_im_redis_sub_cmd(const char *cmd, u_char *channel, size_t len)
+{
+    ngx_im_redis_conn_t  *rc;
+    const char           *argv[2];
+    size_t                argvlen[2];
+
+    rc = &ngx_im_redis_conns[NGX_IM_REDIS_SUB];
+
+    if (rc->state != NGX_IM_REDIS_READY) {
+        return NGX_ERROR;
+    }
+
+    argv[0] = cmd;
+    argvlen[0] = ngx_strlen(cmd);
+    argv[1] = (char *) channel;
+    argvlen[1] = len;
+
+    if (redisAsyncCommandArgv(rc->ac, ngx_im_redis_sub_reply, rc, 2, argv,
+                              argvlen)
+        != REDIS_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (rc->pending++ == 0) {
+        rc->progress = ngx_current_msec;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_im_redis_subscribe(u_char *channel, size_t len)
+{
+    return ngx_im_redis_sub_cmd("SUBSCRIBE", channel, len);
+}
+
+
+ngx_int_t
+ngx_im_redis_unsubscribe(u_char *channel, size_t len)
+{
+    return ngx_im_redis_sub_cmd("UNSUBSCRIBE", channel, len);
+}
+
+
+static void
+ngx_im_redis_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply           *reply = r;
+    redisReply           *type, *chan, *msg;
+    ngx_im_redis_conn_t  *rc = privdata;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements < 3)
+    {
+        return;
+    }
+
+    type = reply->element[0];
+    chan = reply->element[1];
+    msg = reply->element[2];
+
+    if (type->type != REDIS_REPLY_STRING
+        || chan->type != REDIS_REPLY_STRING)
+    {
+        return;
+    }
+
+    rc->progress = ngx_current_msec;
+
+    if (type->len == 7 && ngx_strncmp(type->str, "message", 7) == 0) {
+        if (msg->type == REDIS_REPLY_STRING) {
+            ngx_im_redis_handlers->message((u_char *) chan->str, chan->len,
+                                           (u_char *) msg->str, msg->len);
+        }
+        return;
+    }
+
+    if (rc->pending) {
+        rc->pending--;
+    }
+
+    if (type->len == 9 && ngx_strncmp(type->str, "subscribe", 9) == 0) {
+        ngx_im_redis_handlers->subscribed((u_char *) chan->str, chan->len);
+
+    } else if (type->len == 11
+               && ngx_strncmp(type->str, "unsubscribe", 11) == 0)
+    {
+        ngx_im_redis_handlers->unsubscribed((u_char *) chan->str,
+                                            chan->len);
+    }
+}
+
+
+/* the event adapter */
+
+static void
+ngx_im_redis_add_read(void *privdata)
+{
+    ngx_im_redis_conn_t  *rc = privdata;
+
+    if (!rc->c->read->active) {
+        (void) ngx_add_event(rc->c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
+    }
+}
+
+
+static void
+ngx_im_redis_del_read(void *privdata)
+{
+    ngx_im_redis_conn_t  *rc = privdata;
+
+    if (rc->c->read->active) {
+        (void) ngx_del_event(rc->c->read, NGX_READ_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_im_redis_add_write(void *privdata)
+{
+    ngx_im_redis_conn_t  *rc = privdata;
+
+    if (!rc->c->write->active) {
+        (void) ngx_add_event(rc->c->write, NGX_WRITE_EVENT,
+                             NGX_LEVEL_EVENT);
+    }
+}
+
+
+static void
+ngx_im_redis_del_write(void *privdata)
+{
+    ngx_im_redis_conn_t  *rc = privdata;
+
+    if (rc->c->write->active) {
+        (void) ngx_del_event(rc->c->write, NGX_WRITE_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_im_redis_cleanup(void *privdata)
+{
+    ngx_im_redis_conn_t  *rc = privdata;
+    ngx_connection_t     *c;
+
+    c = rc->c;
+    if (c == NULL) {
+        return;
+    }
+
+    rc->c = NULL;
+
+    /* hiredis closes the descriptor itself: only forget the events */
+
+    if (c->read->active) {
+        (void) ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
+    }
+
+    if (c->write->active) {
+        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    ngx_free_connection(c);
+    c->fd = (ngx_socket_t) -1;
+}
+
+
+static void
+ngx_im_redis_read_handler(ngx_event_t *ev)
+{
+    ngx_connection_t     *c = ev->data;
+    ngx_im_redis_conn_t  *rc = c->data;
+
+    if (rc->ac) {
+        redisAsyncHandleRead(rc->ac);
+    }
+}
+
+
+static void
+ngx_im_redis_write_handler(ngx_event_t *ev)
+{
+    ngx_connection_t     *c = ev->data;
+    ngx_im_redis_conn_t  *rc = c->data;
+
+    if (rc->ac) {
+        redisAsyncHandleWrite(rc->ac);
+    }
+}

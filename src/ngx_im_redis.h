@@ -1,0 +1,58 @@
+/*
+ * ngx_im_redis.h: hiredis driven by nginx's event loop.
+ *
+ * Each worker keeps up to three connections: "inbox" (commands on the
+ * inbox database), "group" (commands on the group database; the same
+ * connection as inbox when both databases are equal) and "sub" (pub/sub).
+ * Connections reconnect by themselves with backoff; while a connection is
+ * down every command fails at once (the callback gets a NULL reply), so
+ * callers never wait on a dead Redis.
+ */
+
+#ifndef _NGX_IM_REDIS_H_INCLUDED_
+#define _NGX_IM_REDIS_H_INCLUDED_
+
+
+#include "ngx_im.h"
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+
+#define NGX_IM_REDIS_INBOX  0
+#define NGX_IM_REDIS_GROUP  1
+#define NGX_IM_REDIS_SUB    2
+#define NGX_IM_REDIS_N      3
+
+
+/* reply is NULL when the command failed (connection down or lost) */
+typedef void (*ngx_im_redis_cb_pt)(redisReply *reply, void *data);
+
+/* pub/sub events: a message on a channel, and the confirmation of
+ * (un)subscribe; "connected" tells that the sub connection came (back) up
+ * and every subscription must be made again */
+typedef struct {
+    void  (*message)(u_char *channel, size_t clen, u_char *data,
+              size_t len);
+    void  (*subscribed)(u_char *channel, size_t clen);
+    void  (*unsubscribed)(u_char *channel, size_t clen);
+    void  (*sub_connected)(void);
+    void  (*inbox_connected)(void);
+} ngx_im_redis_handlers_t;
+
+
+ngx_int_t ngx_im_redis_init(ngx_cycle_t *cycle,
+    ngx_im_redis_handlers_t *handlers);
+void ngx_im_redis_exit(void);
+
+ngx_uint_t ngx_im_redis_ready(ngx_uint_t which);
+
+/* callback may be NULL (fire and forget); returns NGX_ERROR when the
+ * connection is down, without calling the callback */
+ngx_int_t ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb,
+    void *data, int argc, const char **argv, const size_t *argvlen);
+
+ngx_int_t ngx_im_redis_subscribe(u_char *channel, size_t len);
+ngx_int_t ngx_im_redis_unsubscribe(u_char *channel, size_t len);
+
+
+#endif /* _NGX_IM_REDIS_H_INCLUDED_ */

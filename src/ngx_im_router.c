@@ -1,0 +1,904 @@
+/*
+ * ngx_im_router.c: where a uid's sessions are, and getting messages there.
+ *
+ * Owns the worker's table uid -> local sessions (an rbtree), the Redis
+ * subscription of each uid in it, the login policy (kick through the uid's
+ * channel, reject through a presence key), and delivery: a message goes to
+ * the local sessions at once, to the inbox (write-through), and to the
+ * uid's channel for the other workers and nodes.
+ *
+ * Channel traffic, binary:
+ *   'D' OriginLen:8 Origin Seq:64 Flags:8 Entry      a message (Flags 1:
+ *                                                    it is in the inbox)
+ *   'K' OriginLen:8 Origin ClientId:8 Token:64       a login elsewhere
+ * A worker hears its own traffic too; Seq tells which of its sessions got
+ * a message directly already.
+ */
+
+#include "ngx_im_router.h"
+#include "ngx_im_redis.h"
+#include "ngx_im_store.h"
+
+
+#define NGX_IM_SUB_NONE           0
+#define NGX_IM_SUB_SUBSCRIBING    1
+#define NGX_IM_SUB_SUBSCRIBED     2
+#define NGX_IM_SUB_UNSUBSCRIBING  3
+
+
+typedef struct {
+    ngx_rbtree_node_t      node;        /* key: uid */
+    ngx_queue_t            sessions;
+    ngx_uint_t             nsessions;
+    ngx_uint_t             sub;
+} ngx_im_user_t;
+
+
+typedef struct {
+    ngx_im_pub_t          *pub;
+    ngx_im_msg_t          *msg;
+    uint32_t               uid;
+    ngx_uint_t             local;
+    ngx_uint_t             self;
+} ngx_im_rcpt_t;
+
+
+static void ngx_im_router_message(u_char *channel, size_t clen,
+    u_char *data, size_t len);
+static void ngx_im_router_subscribed(u_char *channel, size_t clen);
+static void ngx_im_router_unsubscribed(u_char *channel, size_t clen);
+static void ngx_im_router_sub_connected(void);
+static void ngx_im_router_inbox_connected(void);
+static void ngx_im_router_subscribe(ngx_im_user_t *u);
+static void ngx_im_router_stored(redisReply *reply, void *data);
+static void ngx_im_router_published(redisReply *reply, void *data);
+static void ngx_im_router_presence(redisReply *reply, void *data);
+
+
+static ngx_rbtree_t            ngx_im_users;
+static ngx_rbtree_node_t       ngx_im_users_sentinel;
+static ngx_uint_t              ngx_im_nusers;
+static uint64_t                ngx_im_seq;
+
+static ngx_im_redis_handlers_t  ngx_im_router_handlers = {
+    ngx_im_router_message,
+    ngx_im_router_subscribed,
+    ngx_im_router_unsubscribed,
+    ngx_im_router_sub_connected,
+    ngx_im_router_inbox_connected
+};
+
+
+ngx_int_t
+ngx_im_router_init(ngx_cycle_t *cycle)
+{
+    ngx_rbtree_init(&ngx_im_users, &ngx_im_users_sentinel,
+                    ngx_rbtree_insert_value);
+
+    return ngx_im_redis_init(cycle, &ngx_im_router_handlers);
+}
+
+
+void
+ngx_im_router_exit(void)
+{
+    ngx_im_redis_exit();
+}
+
+
+ngx_uint_t
+ngx_im_router_users(void)
+{
+    return ngx_im_nusers;
+}
+
+
+static ngx_im_user_t *
+ngx_im_router_find(uint32_t uid)
+{
+    ngx_rbtree_node_t  *node, *sentinel;
+
+    node = ngx_im_users.root;
+    sentinel = ngx_im_users.sentinel;
+
+    while (node != sentinel) {
+        if (uid < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (uid > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        return (ngx_im_user_t *) node;
+    }
+
+    return NULL;
+}
+
+
+static ngx_im_user_t *
+ngx_im_router_user(uint32_t uid)
+{
+    ngx_im_user_t  *u;
+
+    u = ngx_im_router_find(uid);
+    if (u) {
+        return u;
+    }
+
+    u = ngx_calloc(sizeof(ngx_im_user_t), ngx_cycle->log);
+    if (u == NULL) {
+        return NULL;
+    }
+
+    u->node.key = uid;
+    ngx_queue_init(&u->sessions);
+    ngx_rbtree_insert(&ngx_im_users, &u->node);
+    ngx_im_nusers++;
+
+    return u;
+}
+
+
+static void
+ngx_im_router_free(ngx_im_user_t *u)
+{
+    ngx_rbtree_delete(&ngx_im_users, &u->node);
+    ngx_im_nusers--;
+    ngx_free(u);
+}
+
+
+static size_t
+ngx_im_router_channel(u_char *buf, uint32_t uid)
+{
+    return ngx_sprintf(buf, "im:u:%uD", uid) - buf;
+}
+
+
+static ngx_im_user_t *
+ngx_im_router_channel_user(u_char *channel, size_t clen)
+{
+    ngx_int_t  uid;
+
+    if (clen <= 5 || ngx_strncmp(channel, "im:u:", 5) != 0) {
+        return NULL;
+    }
+
+    uid = ngx_atoi(channel + 5, clen - 5);
+    if (uid == NGX_ERROR) {
+        return NULL;
+    }
+
+    return ngx_im_router_find((uint32_t) uid);
+}
+
+
+/* login policy */
+
+static size_t
+ngx_im_router_presence_key(u_char *buf, ngx_im_session_t *s)
+{
+    return ngx_sprintf(buf, "im:p:%uD:%d", s->uid, (int) s->client_id) - buf;
+}
+
+
+static size_t
+ngx_im_router_presence_value(u_char *buf, ngx_im_session_t *s)
+{
+    return ngx_sprintf(buf, "%V:%uL", &ngx_im_worker_id, s->token) - buf;
+}
+
+
+static time_t
+ngx_im_router_presence_ttl(void)
+{
+    ngx_im_conf_t  *imcf = ngx_im_get_conf();
+
+    /* outlives two missed refreshes, gone soon after a crash */
+    return (time_t) ((3 * imcf->ping_interval + imcf->ping_timeout) / 1000)
+           + 1;
+}
+
+
+void
+ngx_im_router_login(ngx_im_session_t *s)
+{
+    u_char             key[64], val[NGX_MAX_ERROR_STR], ttl[NGX_INT_T_LEN];
+    u_char            *p, *buf;
+    size_t             len;
+    const char        *argv[6];
+    size_t             argvlen[6];
+    ngx_queue_t       *q, *next;
+    ngx_im_ref_t      *ref;
+    ngx_im_user_t     *u;
+    ngx_im_conf_t     *imcf;
+    ngx_im_session_t  *other;
+
+    imcf = ngx_im_get_conf();
+
+    u = ngx_im_router_find(s->uid);
+
+    if (imcf->login_policy == NGX_IM_LOGIN_REJECT) {
+
+        if (u) {
+            for (q = ngx_queue_head(&u->sessions);
+                 q != ngx_queue_sentinel(&u->sessions);
+                 q = ngx_queue_next(q))
+            {
+                other = ngx_queue_data(q, ngx_im_session_t, user_link);
+
+                if (other->client_id == s->client_id) {
+                    ngx_im_session_login_done(s, 1);
+                    return;
+                }
+            }
+        }
+
+        ref = ngx_alloc(sizeof(ngx_im_ref_t), s->connection->log);
+        if (ref == NULL) {
+            ngx_im_session_login_done(s, 2);
+            return;
+        }
+
+        ref->session = s;
+
+        argv[0] = "SET";
+        argvlen[0] = 3;
+        argv[1] = (char *) key;
+        argvlen[1] = ngx_im_router_presence_key(key, s);
+        argv[2] = (char *) val;
+        argvlen[2] = ngx_im_router_presence_value(val, s);
+        argv[3] = "NX";
+        argvlen[3] = 2;
+        argv[4] = "EX";
+        argvlen[4] = 2;
+        argv[5] = (char *) ttl;
+        argvlen[5] = ngx_sprintf(ttl, "%T", ngx_im_router_presence_ttl())
+                     - ttl;
+
+        if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_router_presence, ref,
+                             6, argv, argvlen)
+            != NGX_OK)
+        {
+            ngx_free(ref);
+            ngx_im_session_login_done(s, 2);
+            return;
+        }
+
+        s->login_ref = ref;
+        return;
+    }
+
+    /* kick: the older session of this (uid, ClientId) goes, here ... */
+
+    if (u) {
+        for (q = ngx_queue_head(&u->sessions);
+             q != ngx_queue_sentinel(&u->sessions);
+             q = next)
+        {
+            next = ngx_queue_next(q);
+            other = ngx_queue_data(q, ngx_im_session_t, user_link);
+
+            if (other->client_id == s->client_id) {
+                ngx_im_session_kick(other);
+            }
+        }
+    }
+
+    /* ... and on every other worker and node */
+
+    len = 2 + ngx_im_worker_id.len + 1 + 8;
+    buf = ngx_alloc(len, s->connection->log);
+
+    if (buf) {
+        p = buf;
+        *p++ = 'K';
+        *p++ = (u_char) ngx_im_worker_id.len;
+        p = ngx_cpymem(p, ngx_im_worker_id.data, ngx_im_worker_id.len);
+        *p++ = s->client_id;
+        p = im_put_u32(p, (uint32_t) (s->token >> 32));
+        p = im_put_u32(p, (uint32_t) s->token);
+
+        argv[0] = "PUBLISH";
+        argvlen[0] = 7;
+        argv[1] = (char *) key;
+        argvlen[1] = ngx_im_router_channel(key, s->uid);
+        argv[2] = (char *) buf;
+        argvlen[2] = p - buf;
+
+        /* Redis down: the other session stays until it ends by itself */
+        (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 3, argv,
+                                argvlen);
+        ngx_free(buf);
+    }
+
+    ngx_im_session_login_done(s, 0);
+}
+
+
+static void
+ngx_im_router_presence(redisReply *reply, void *data)
+{
+    ngx_im_ref_t      *ref = data;
+    ngx_im_session_t  *s;
+
+    s = ref->session;
+    ngx_free(ref);
+
+    if (s == NULL) {
+        return;
+    }
+
+    s->login_ref = NULL;
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_im_session_login_done(s, 2);
+        return;
+    }
+
+    ngx_im_session_login_done(s, reply->type == REDIS_REPLY_NIL ? 1 : 0);
+}
+
+
+void
+ngx_im_router_refresh(ngx_im_session_t *s)
+{
+    u_char          key[64], ttl[NGX_INT_T_LEN];
+    const char     *argv[3];
+    size_t          argvlen[3];
+    ngx_im_conf_t  *imcf;
+
+    imcf = ngx_im_get_conf();
+
+    if (imcf->login_policy != NGX_IM_LOGIN_REJECT || s->uid == 0) {
+        return;
+    }
+
+    argv[0] = "EXPIRE";
+    argvlen[0] = 6;
+    argv[1] = (char *) key;
+    argvlen[1] = ngx_im_router_presence_key(key, s);
+    argv[2] = (char *) ttl;
+    argvlen[2] = ngx_sprintf(ttl, "%T", ngx_im_router_presence_ttl()) - ttl;
+
+    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 3, argv,
+                            argvlen);
+}
+
+
+static void
+ngx_im_router_presence_del(ngx_im_session_t *s)
+{
+    u_char          key[64], val[NGX_MAX_ERROR_STR];
+    const char     *argv[5];
+    size_t          argvlen[5];
+
+    /* only this session's own key: a newer login may hold it already */
+    static char     script[] =
+        "if redis.call('get', KEYS[1]) == ARGV[1] then "
+        "return redis.call('del', KEYS[1]) end return 0";
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = script;
+    argvlen[1] = sizeof(script) - 1;
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = (char *) key;
+    argvlen[3] = ngx_im_router_presence_key(key, s);
+    argv[4] = (char *) val;
+    argvlen[4] = ngx_im_router_presence_value(val, s);
+
+    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 5, argv,
+                            argvlen);
+}
+
+
+/* the table */
+
+void
+ngx_im_router_join(ngx_im_session_t *s)
+{
+    ngx_im_user_t  *u;
+
+    u = ngx_im_router_user(s->uid);
+    if (u == NULL) {
+        ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
+        return;
+    }
+
+    ngx_queue_insert_tail(&u->sessions, &s->user_link);
+    u->nsessions++;
+    s->urec = u;
+    s->live_seq = ++ngx_im_seq;
+
+    /* live messages wait until the inbox is pushed: order (PROTOCOL.md 5) */
+    s->loading = 1;
+
+    switch (u->sub) {
+
+    case NGX_IM_SUB_SUBSCRIBED:
+        ngx_im_session_sync(s);
+        break;
+
+    case NGX_IM_SUB_NONE:
+        ngx_im_router_subscribe(u);
+        break;
+
+    default:
+        /* SUBSCRIBING: synced on the confirmation; UNSUBSCRIBING:
+         * subscribed again when that is confirmed */
+        break;
+    }
+}
+
+
+void
+ngx_im_router_leave(ngx_im_session_t *s)
+{
+    u_char          channel[32];
+    ngx_im_user_t  *u;
+    ngx_im_conf_t  *imcf;
+
+    u = s->urec;
+    if (u == NULL) {
+        return;
+    }
+
+    imcf = ngx_im_get_conf();
+
+    if (imcf->login_policy == NGX_IM_LOGIN_REJECT) {
+        ngx_im_router_presence_del(s);
+    }
+
+    ngx_queue_remove(&s->user_link);
+    s->urec = NULL;
+
+    if (--u->nsessions) {
+        return;
+    }
+
+    switch (u->sub) {
+
+    case NGX_IM_SUB_SUBSCRIBED:
+        if (ngx_im_redis_unsubscribe(channel,
+                                     ngx_im_router_channel(channel,
+                                                           u->node.key))
+            == NGX_OK)
+        {
+            u->sub = NGX_IM_SUB_UNSUBSCRIBING;
+            return;
+        }
+
+        ngx_im_router_free(u);
+        return;
+
+    case NGX_IM_SUB_NONE:
+        ngx_im_router_free(u);
+        return;
+
+    default:
+        /* decided when Redis confirms */
+        return;
+    }
+}
+
+
+static void
+ngx_im_router_sync_all(ngx_im_user_t *u)
+{
+    ngx_queue_t       *q, *next;
+    ngx_im_session_t  *s;
+
+    for (q = ngx_queue_head(&u->sessions);
+         q != ngx_queue_sentinel(&u->sessions);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        s = ngx_queue_data(q, ngx_im_session_t, user_link);
+        ngx_im_session_sync(s);
+    }
+}
+
+
+static void
+ngx_im_router_subscribe(ngx_im_user_t *u)
+{
+    u_char  channel[32];
+
+    if (ngx_im_redis_subscribe(channel,
+                               ngx_im_router_channel(channel, u->node.key))
+        == NGX_OK)
+    {
+        u->sub = NGX_IM_SUB_SUBSCRIBING;
+        return;
+    }
+
+    /* no pub/sub now: serve the inbox anyway; subscribed again, and
+     * synced again, when the connection is back */
+    u->sub = NGX_IM_SUB_NONE;
+    ngx_im_router_sync_all(u);
+}
+
+
+static void
+ngx_im_router_subscribed(u_char *channel, size_t clen)
+{
+    u_char          buf[32];
+    ngx_im_user_t  *u;
+
+    u = ngx_im_router_channel_user(channel, clen);
+    if (u == NULL) {
+        return;
+    }
+
+    if (u->nsessions == 0) {
+        if (ngx_im_redis_unsubscribe(buf,
+                                     ngx_im_router_channel(buf, u->node.key))
+            == NGX_OK)
+        {
+            u->sub = NGX_IM_SUB_UNSUBSCRIBING;
+
+        } else {
+            ngx_im_router_free(u);
+        }
+
+        return;
+    }
+
+    u->sub = NGX_IM_SUB_SUBSCRIBED;
+
+    /* from now on every message reaches us: the inbox holds the rest */
+    ngx_im_router_sync_all(u);
+}
+
+
+static void
+ngx_im_router_unsubscribed(u_char *channel, size_t clen)
+{
+    ngx_im_user_t  *u;
+
+    u = ngx_im_router_channel_user(channel, clen);
+    if (u == NULL || u->sub != NGX_IM_SUB_UNSUBSCRIBING) {
+        return;
+    }
+
+    u->sub = NGX_IM_SUB_NONE;
+
+    if (u->nsessions) {
+        /* a login came while the unsubscribe was under way */
+        ngx_im_router_subscribe(u);
+        return;
+    }
+
+    ngx_im_router_free(u);
+}
+
+
+static void
+ngx_im_router_sub_connected(void)
+{
+    ngx_rbtree_node_t  *node, *next;
+    ngx_im_user_t      *u;
+
+    if (ngx_im_users.root == ngx_im_users.sentinel) {
+        return;
+    }
+
+    node = ngx_rbtree_min(ngx_im_users.root, ngx_im_users.sentinel);
+
+    while (node) {
+        next = ngx_rbtree_next(&ngx_im_users, node);
+        u = (ngx_im_user_t *) node;
+
+        u->sub = NGX_IM_SUB_NONE;
+
+        if (u->nsessions) {
+            ngx_im_router_subscribe(u);
+
+        } else {
+            ngx_im_router_free(u);
+        }
+
+        node = next;
+    }
+}
+
+
+static void
+ngx_im_router_inbox_connected(void)
+{
+    ngx_rbtree_node_t  *node;
+
+    if (ngx_im_users.root == ngx_im_users.sentinel) {
+        return;
+    }
+
+    /* loads that failed while Redis was away */
+
+    for (node = ngx_rbtree_min(ngx_im_users.root, ngx_im_users.sentinel);
+         node;
+         node = ngx_rbtree_next(&ngx_im_users, node))
+    {
+        ngx_im_router_sync_all((ngx_im_user_t *) node);
+    }
+}
+
+
+/* delivery */
+
+static ngx_uint_t
+ngx_im_router_local(ngx_im_user_t *u, ngx_im_msg_t *msg, ngx_uint_t stored,
+    uint64_t after)
+{
+    ngx_uint_t         n;
+    ngx_queue_t       *q, *next;
+    ngx_im_session_t  *s;
+
+    n = 0;
+
+    for (q = ngx_queue_head(&u->sessions);
+         q != ngx_queue_sentinel(&u->sessions);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        s = ngx_queue_data(q, ngx_im_session_t, user_link);
+
+        if (s->live_seq <= after) {
+            /* had it directly from this worker */
+            n++;
+            continue;
+        }
+
+        if (ngx_im_session_push(s, msg, stored) == NGX_OK) {
+            n++;
+        }
+    }
+
+    return n;
+}
+
+
+void
+ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
+    ngx_im_pub_t *pub)
+{
+    u_char          channel[32];
+    u_char         *p, *buf;
+    size_t          len;
+    uint64_t        seq;
+    ngx_uint_t      i, stored, local;
+    const char     *argv[3];
+    size_t          argvlen[3];
+    ngx_im_user_t  *u;
+    ngx_im_conf_t  *imcf;
+    ngx_im_rcpt_t  *r;
+
+    imcf = ngx_im_get_conf();
+
+    stored = (imcf->delivery == NGX_IM_WRITE_THROUGH);
+    seq = ngx_im_seq;
+
+    pub->remaining = n;
+
+    len = 2 + ngx_im_worker_id.len + 8 + 1 + msg->entry_len;
+    buf = ngx_alloc(len, ngx_cycle->log);
+
+    if (buf) {
+        p = buf;
+        *p++ = 'D';
+        *p++ = (u_char) ngx_im_worker_id.len;
+        p = ngx_cpymem(p, ngx_im_worker_id.data, ngx_im_worker_id.len);
+        p = im_put_u32(p, (uint32_t) (seq >> 32));
+        p = im_put_u32(p, (uint32_t) seq);
+        *p++ = (u_char) stored;
+        p = ngx_cpymem(p, msg->entry, msg->entry_len);
+    }
+
+    argv[0] = "PUBLISH";
+    argvlen[0] = 7;
+    argv[1] = (char *) channel;
+    argv[2] = (char *) buf;
+    argvlen[2] = len;
+
+    for (i = 0; i < n; i++) {
+
+        u = ngx_im_router_find(uids[i]);
+        local = u ? ngx_im_router_local(u, msg, stored, 0) : 0;
+
+        argvlen[1] = ngx_im_router_channel(channel, uids[i]);
+
+        if (stored) {
+            /* write-through: the sender's ack waits for the append; the
+             * publish behind it on the same connection cannot overtake */
+
+            if (ngx_im_store_push(uids[i], msg, ngx_im_router_stored, pub)
+                != NGX_OK)
+            {
+                ngx_im_pub_served(pub, 0);
+                continue;
+            }
+
+            if (buf) {
+                (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 3,
+                                        argv, argvlen);
+            }
+
+            continue;
+        }
+
+        /* offline-only: stored when nobody took it */
+
+        r = ngx_alloc(sizeof(ngx_im_rcpt_t), ngx_cycle->log);
+
+        if (r == NULL || buf == NULL) {
+            if (r) {
+                ngx_free(r);
+            }
+            ngx_im_pub_served(pub, local > 0);
+            continue;
+        }
+
+        r->pub = pub;
+        r->msg = ngx_im_msg_ref(msg);
+        r->uid = uids[i];
+        r->local = local;
+        r->self = (u && u->sub == NGX_IM_SUB_SUBSCRIBED);
+
+        if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_router_published, r,
+                             3, argv, argvlen)
+            != NGX_OK)
+        {
+            ngx_im_msg_unref(r->msg);
+            ngx_free(r);
+            ngx_im_pub_served(pub, local > 0);
+        }
+    }
+
+    if (buf) {
+        ngx_free(buf);
+    }
+}
+
+
+static void
+ngx_im_router_stored(redisReply *reply, void *data)
+{
+    ngx_im_pub_served(data, ngx_im_store_pushed(reply) == NGX_OK);
+}
+
+
+static void
+ngx_im_router_published(redisReply *reply, void *data)
+{
+    ngx_im_rcpt_t  *r = data;
+    ngx_int_t       others;
+
+    if (reply && reply->type == REDIS_REPLY_INTEGER) {
+        others = (ngx_int_t) reply->integer - (ngx_int_t) r->self;
+
+        if (r->local || others > 0) {
+            ngx_im_pub_served(r->pub, 1);
+            goto done;
+        }
+
+        if (ngx_im_store_push(r->uid, r->msg, ngx_im_router_stored, r->pub)
+            == NGX_OK)
+        {
+            goto done;
+        }
+    }
+
+    ngx_im_pub_served(r->pub, r->local > 0);
+
+done:
+
+    ngx_im_msg_unref(r->msg);
+    ngx_free(r);
+}
+
+
+/* channel traffic */
+
+static void
+ngx_im_router_message(u_char *channel, size_t clen, u_char *data,
+    size_t len)
+{
+    u_char            *p, *last;
+    size_t             olen;
+    uint64_t           seq, token;
+    ngx_uint_t         own, stored;
+    ngx_queue_t       *q, *next;
+    ngx_im_msg_t      *msg;
+    ngx_im_user_t     *u;
+    ngx_im_session_t  *s;
+
+    p = data;
+    last = data + len;
+
+    if (len < 2 || (size_t) (last - p - 2) < p[1]) {
+        return;
+    }
+
+    olen = p[1];
+    own = (olen == ngx_im_worker_id.len
+           && ngx_memcmp(p + 2, ngx_im_worker_id.data, olen) == 0);
+
+    switch (p[0]) {
+
+    case 'D':
+        p += 2 + olen;
+
+        if (last - p < 9) {
+            return;
+        }
+
+        seq = ((uint64_t) im_get_u32(p) << 32) | im_get_u32(p + 4);
+        stored = p[8] & 1;
+        p += 9;
+
+        msg = ngx_im_msg_from_entry(p, last - p);
+        if (msg == NULL) {
+            return;
+        }
+
+        u = ngx_im_router_channel_user(channel, clen);
+
+        if ((u == NULL
+             || ngx_im_router_local(u, msg, stored, own ? seq : 0) == 0)
+            && !stored && !own)
+        {
+            /* offline-only: the publisher counted this worker as a
+             * taker, and there is none any more */
+            uint32_t  uid;
+
+            uid = (uint32_t) ngx_atoi(channel + 5, clen - 5);
+            (void) ngx_im_store_push(uid, msg, NULL, NULL);
+        }
+
+        ngx_im_msg_unref(msg);
+        return;
+
+    case 'K':
+        p += 2 + olen;
+
+        if (last - p < 9) {
+            return;
+        }
+
+        u = ngx_im_router_channel_user(channel, clen);
+        if (u == NULL) {
+            return;
+        }
+
+        token = ((uint64_t) im_get_u32(p + 1) << 32) | im_get_u32(p + 5);
+
+        for (q = ngx_queue_head(&u->sessions);
+             q != ngx_queue_sentinel(&u->sessions);
+             q = next)
+        {
+            next = ngx_queue_next(q);
+            s = ngx_queue_data(q, ngx_im_session_t, user_link);
+
+            if (s->client_id != p[0] || (own && s->token == token)) {
+                continue;
+            }
+
+            if (own && s->token > token) {
+                /* a newer login on this worker already */
+                continue;
+            }
+
+            ngx_im_session_kick(s);
+        }
+
+        return;
+
+    default:
+        return;
+    }
+}

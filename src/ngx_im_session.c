@@ -1,0 +1,1626 @@
+/*
+ * ngx_im_session.c: the protocol state machine shared by both transports.
+ *
+ * Owns a session's life: buffered output with a hard cap (a peer that does
+ * not read is closed, never buffered without bound), the CONNECT rule and
+ * timer, login through the transport's auth hook and the router's login
+ * policy, publishing with responses strictly in request order, pushes with
+ * re-push and ack matching, the inbox after login, heartbeats, kicks, the
+ * grace close and the teardown that hands every unacknowledged message back
+ * to the store.  Closing is always deferred to a posted event, so no caller
+ * ever finds its session freed under it.
+ */
+
+#include "ngx_im_session.h"
+#include "ngx_im_router.h"
+
+
+#define NGX_IM_CHUNK        4096
+#define NGX_IM_READ_BUF     65536
+#define NGX_IM_READ_LOOPS   16
+#define NGX_IM_DEFER_MAX    65536
+
+
+typedef struct {
+    ngx_queue_t            queue;
+    ngx_im_msg_t          *msg;
+    ngx_msec_t             deadline;
+    ngx_uint_t             repushes;
+    unsigned               stored:1;
+} ngx_im_inflight_t;
+
+
+typedef struct {
+    ngx_im_pub_t          *pub;
+    ngx_im_msg_t          *msg;
+    uint32_t               sender;
+    ngx_uint_t             part;
+    ngx_uint_t             n;
+    uint32_t               uids[1];
+} ngx_im_group_req_t;
+
+
+static void ngx_im_session_timer_handler(ngx_event_t *ev);
+static void ngx_im_session_repush_handler(ngx_event_t *ev);
+static void ngx_im_session_close_handler(ngx_event_t *ev);
+static void ngx_im_session_teardown(ngx_im_session_t *s);
+static void ngx_im_session_finalize(ngx_im_session_t *s);
+static void ngx_im_session_post_flush(ngx_im_session_t *s);
+static void ngx_im_session_free_out(ngx_im_session_t *s);
+static void ngx_im_session_connect(ngx_im_session_t *s, im_msg_t *m);
+static void ngx_im_session_live(ngx_im_session_t *s, u_char *p, size_t n,
+    im_msg_t *m);
+static void ngx_im_session_publish(ngx_im_session_t *s, u_char *p,
+    size_t n, im_msg_t *m);
+static void ngx_im_session_ack(ngx_im_session_t *s, im_msg_t *m);
+static void ngx_im_session_violation(ngx_im_session_t *s, u_char cmd);
+static void ngx_im_session_grace(ngx_im_session_t *s);
+static void ngx_im_session_answer(ngx_im_session_t *s);
+static void ngx_im_session_simple(ngx_im_session_t *s, u_char cmd);
+static void ngx_im_session_release(ngx_im_session_t *s, ngx_queue_t *q);
+static void ngx_im_session_loaded(redisReply *reply, void *data);
+static void ngx_im_session_load_retry(ngx_im_session_t *s);
+static void ngx_im_session_members(redisReply *reply, void *data);
+static void ngx_im_pub_fail(ngx_im_pub_t *pub, ngx_uint_t refused);
+static ngx_im_inflight_t *ngx_im_session_find(ngx_queue_t *q,
+    const u_char *msgid);
+
+
+static u_char        ngx_im_read_buf[NGX_IM_READ_BUF];
+static ngx_chain_t  *ngx_im_free_chunks;
+static uint64_t      ngx_im_session_tokens;
+
+
+ngx_im_session_t *
+ngx_im_session_create(ngx_connection_t *c, ngx_im_transport_t *transport,
+    void *ctx, ngx_uint_t backend)
+{
+    ngx_im_conf_t     *imcf;
+    ngx_im_session_t  *s;
+
+    imcf = ngx_im_get_conf();
+
+    s = ngx_pcalloc(c->pool, sizeof(ngx_im_session_t));
+    if (s == NULL) {
+        return NULL;
+    }
+
+    s->connection = c;
+    s->transport = transport;
+    s->ctx = ctx;
+    s->backend = backend;
+    s->token = ++ngx_im_session_tokens;
+    s->last_out = &s->out;
+
+    ngx_queue_init(&s->inflight);
+    ngx_queue_init(&s->waiting);
+    ngx_queue_init(&s->pubs);
+
+    s->timer.handler = ngx_im_session_timer_handler;
+    s->timer.data = s;
+    s->timer.log = c->log;
+
+    s->repush.handler = ngx_im_session_repush_handler;
+    s->repush.data = s;
+    s->repush.log = c->log;
+    s->repush.cancelable = 1;
+
+    s->close_ev.handler = ngx_im_session_close_handler;
+    s->close_ev.data = s;
+    s->close_ev.log = c->log;
+
+    ngx_im_stats.sessions++;
+
+    if (backend) {
+        /* the TCP API speaks as the system, uid 0, from the start */
+        s->state = NGX_IM_S_LIVE;
+
+    } else {
+        s->state = NGX_IM_S_CONNECT;
+        ngx_add_timer(&s->timer, imcf->connect_timeout);
+    }
+
+    return s;
+}
+
+
+/* input */
+
+void
+ngx_im_session_read(ngx_im_session_t *s)
+{
+    ssize_t            n;
+    ngx_uint_t         i;
+    ngx_connection_t  *c;
+
+    c = s->connection;
+
+    for (i = 0; i < NGX_IM_READ_LOOPS; i++) {
+
+        if (s->finishing) {
+            return;
+        }
+
+        n = c->recv(c, ngx_im_read_buf, NGX_IM_READ_BUF);
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+                ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
+            }
+            return;
+        }
+
+        if (n == 0 || n == NGX_ERROR) {
+            ngx_im_session_close(s, NGX_IM_CLOSE_EOF);
+            return;
+        }
+
+        s->transport->input(s, ngx_im_read_buf, n);
+    }
+
+    /* fairness: let other connections run, come back in this cycle */
+    ngx_post_event(c->read, &ngx_posted_events);
+}
+
+
+void
+ngx_im_session_message(ngx_im_session_t *s, u_char *p, size_t n)
+{
+    im_rc_t        rc;
+    im_msg_t       m;
+    ngx_chain_t   *cl, **ll;
+    ngx_buf_t     *b;
+    size_t         size;
+
+    if (s->closing || s->state == NGX_IM_S_GRACE
+        || s->state == NGX_IM_S_CLOSING)
+    {
+        return;
+    }
+
+    switch (s->state) {
+
+    case NGX_IM_S_CONNECT:
+
+        /* the first message must be CONNECT: anything else is closed
+         * without a reply */
+        if (n == 0 || p[0] != IM_CMD_CONNECT) {
+            ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                          "im: first message is not CONNECT");
+            ngx_im_session_close(s, NGX_IM_CLOSE_POLICY);
+            return;
+        }
+
+        rc = im_parse_client(p, n, &m);
+        if (rc != IM_OK) {
+            ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                          "im: bad CONNECT: %s", im_rc_str(rc));
+            ngx_im_session_violation(s, IM_CMD_CONNECT);
+            return;
+        }
+
+        ngx_im_session_connect(s, &m);
+        return;
+
+    case NGX_IM_S_AUTH:
+
+        /* a client that does not wait for CONNECT_ACK: keep what it
+         * sends for after the login, within a bound */
+        size = 0;
+        for (ll = &s->deferred; *ll; ll = &(*ll)->next) {
+            size += ngx_buf_size((*ll)->buf);
+        }
+
+        if (size + n > NGX_IM_DEFER_MAX) {
+            ngx_im_session_close(s, NGX_IM_CLOSE_POLICY);
+            return;
+        }
+
+        cl = ngx_alloc_chain_link(s->connection->pool);
+        b = ngx_create_temp_buf(s->connection->pool, n ? n : 1);
+        if (cl == NULL || b == NULL) {
+            ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
+            return;
+        }
+
+        b->last = ngx_cpymem(b->last, p, n);
+        cl->buf = b;
+        cl->next = NULL;
+        *ll = cl;
+        return;
+
+    default: /* NGX_IM_S_LIVE */
+        break;
+    }
+
+    rc = im_parse_client(p, n, &m);
+
+    if (rc != IM_OK) {
+        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                      "im: bad message %d: %s", n ? p[0] : 0,
+                      im_rc_str(rc));
+        ngx_im_session_violation(s, n ? p[0] : 0);
+        return;
+    }
+
+    ngx_im_session_live(s, p, n, &m);
+}
+
+
+static void
+ngx_im_session_live(ngx_im_session_t *s, u_char *p, size_t n, im_msg_t *m)
+{
+    switch (m->cmd) {
+
+    case IM_CMD_PUBLISH:
+    case IM_CMD_GROUP_PUBLISH:
+    case IM_CMD_GROUP_PART_PUBLISH:
+        ngx_im_session_publish(s, p, n, m);
+        return;
+
+    case IM_CMD_PING:
+        ngx_im_session_simple(s, IM_CMD_PING_RESP);
+        return;
+
+    case IM_CMD_PING_RESP:
+        if (s->backend) {
+            break;
+        }
+
+        if (s->ping_sent) {
+            s->ping_sent = 0;
+            ngx_add_timer(&s->timer, ngx_im_get_conf()->ping_interval);
+        }
+        return;
+
+    case IM_CMD_PUB_ACK:
+    case IM_CMD_GROUP_PUB_ACK:
+    case IM_CMD_GROUP_PART_PUB_ACK:
+        if (s->backend) {
+            break;
+        }
+
+        ngx_im_session_ack(s, m);
+        return;
+
+    case IM_CMD_CONNECT:
+        if (s->backend) {
+            break;
+        }
+
+        /* a second CONNECT on a live session */
+        {
+            u_char  ack[IM_SIZE_CONNECT_ACK];
+
+            (void) ngx_im_session_send(s, ack, im_build_connect_ack(ack, 1));
+        }
+        return;
+
+    case IM_CMD_DISCONNECT:
+        s->client_left = 1;
+        ngx_im_session_close(s, NGX_IM_CLOSE_NORMAL);
+        return;
+
+    default:
+        break;
+    }
+
+    ngx_im_session_violation(s, m->cmd);
+}
+
+
+static void
+ngx_im_session_violation(ngx_im_session_t *s, u_char cmd)
+{
+    u_char  buf[IM_SIZE_INVALID];
+
+    (void) ngx_im_session_send(s, buf, im_build_invalid(buf, cmd, NULL));
+    ngx_im_session_close(s, NGX_IM_CLOSE_PROTOCOL);
+}
+
+
+static void
+ngx_im_session_simple(ngx_im_session_t *s, u_char cmd)
+{
+    u_char  buf[1];
+
+    (void) ngx_im_session_send(s, buf, im_build_simple(buf, cmd));
+}
+
+
+/* login */
+
+static void
+ngx_im_session_connect(ngx_im_session_t *s, im_msg_t *m)
+{
+    ngx_pool_t  *pool;
+
+    if (s->timer.timer_set) {
+        ngx_del_timer(&s->timer);
+    }
+
+    pool = s->connection->pool;
+
+    s->user.data = ngx_pnalloc(pool, m->user_len + 1);
+    s->pass.data = ngx_pnalloc(pool, m->pass_len + 1);
+    if (s->user.data == NULL || s->pass.data == NULL) {
+        ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
+        return;
+    }
+
+    ngx_memcpy(s->user.data, m->user, m->user_len);
+    s->user.len = m->user_len;
+    s->user.data[s->user.len] = '\0';
+    ngx_memcpy(s->pass.data, m->pass, m->pass_len);
+    s->pass.len = m->pass_len;
+    s->pass.data[s->pass.len] = '\0';
+
+    s->role = m->role;
+    s->client_id = m->client_id;
+
+    s->state = NGX_IM_S_AUTH;
+
+    if (s->transport->auth(s) != NGX_OK) {
+        ngx_im_session_auth_done(s, 2, 0);
+    }
+}
+
+
+void
+ngx_im_session_auth_done(ngx_im_session_t *s, ngx_uint_t code, uint32_t uid)
+{
+    if (s->closing || s->state != NGX_IM_S_AUTH) {
+        return;
+    }
+
+    /* the password is not needed any more */
+    ngx_explicit_memzero(s->pass.data, s->pass.len);
+
+    if (code != 0 || uid == 0) {
+        ngx_im_session_login_done(s, code ? code : 2);
+        return;
+    }
+
+    s->uid = uid;
+    ngx_im_router_login(s);
+}
+
+
+void
+ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
+{
+    u_char          ack[IM_SIZE_CONNECT_ACK];
+    ngx_chain_t    *cl;
+    ngx_im_conf_t  *imcf;
+
+    if (s->closing || s->state != NGX_IM_S_AUTH) {
+        return;
+    }
+
+    (void) ngx_im_session_send(s, ack, im_build_connect_ack(ack, code));
+
+    if (code != 0) {
+        ngx_im_stats.login_failures++;
+        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                      "im: login of \"%V\" refused with code %ui",
+                      &s->user, code);
+        ngx_im_session_grace(s);
+        return;
+    }
+
+    imcf = ngx_im_get_conf();
+
+    ngx_im_stats.logins++;
+    ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                  "im: uid %uD client %d logged in", s->uid,
+                  (int) s->client_id);
+
+    s->state = NGX_IM_S_LIVE;
+    s->login_time = ngx_current_msec;
+
+    ngx_add_timer(&s->timer, imcf->ping_interval);
+
+    ngx_im_router_join(s);
+
+    /* what the client sent while it was being authenticated */
+
+    while (s->deferred && !s->closing) {
+        cl = s->deferred;
+        s->deferred = cl->next;
+
+        ngx_im_session_message(s, cl->buf->pos, ngx_buf_size(cl->buf));
+    }
+}
+
+
+/* a refusal or a kick: the client is to close first (PROTOCOL.md 3.1) */
+
+static void
+ngx_im_session_grace(ngx_im_session_t *s)
+{
+    s->state = NGX_IM_S_GRACE;
+
+    if (s->timer.timer_set) {
+        ngx_del_timer(&s->timer);
+    }
+
+    ngx_add_timer(&s->timer, ngx_im_get_conf()->close_grace);
+}
+
+
+void
+ngx_im_session_kick(ngx_im_session_t *s)
+{
+    if (s->closing || s->state != NGX_IM_S_LIVE) {
+        return;
+    }
+
+    ngx_im_stats.kicked++;
+    ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                  "im: uid %uD client %d logged in elsewhere", s->uid,
+                  (int) s->client_id);
+
+    ngx_im_router_leave(s);
+
+    ngx_im_session_release(s, &s->waiting);
+    ngx_im_session_release(s, &s->inflight);
+
+    if (s->repush.timer_set) {
+        ngx_del_timer(&s->repush);
+    }
+
+    ngx_im_session_simple(s, IM_CMD_LOGOUT);
+    ngx_im_session_grace(s);
+}
+
+
+/* publishing */
+
+static ngx_im_pub_t *
+ngx_im_session_pub(ngx_im_session_t *s, u_char cmd, const u_char *msgid)
+{
+    ngx_im_pub_t  *pub;
+
+    pub = ngx_alloc(sizeof(ngx_im_pub_t), s->connection->log);
+    if (pub == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(pub, sizeof(ngx_im_pub_t));
+    pub->session = s;
+    pub->cmd = cmd;
+    ngx_memcpy(pub->msgid, msgid, IM_MSGID_LEN);
+
+    ngx_queue_insert_tail(&s->pubs, &pub->queue);
+
+    return pub;
+}
+
+
+static void
+ngx_im_session_refuse(ngx_im_session_t *s, u_char cmd, const u_char *msgid)
+{
+    ngx_im_pub_t  *pub;
+
+    pub = ngx_im_session_pub(s, cmd, msgid);
+    if (pub == NULL) {
+        ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
+        return;
+    }
+
+    ngx_im_stats.refused++;
+
+    pub->done = 1;
+    pub->refused = 1;
+    ngx_im_session_answer(s);
+}
+
+
+static void
+ngx_im_session_publish(ngx_im_session_t *s, u_char *p, size_t n,
+    im_msg_t *m)
+{
+    size_t               len;
+    time_t               expire;
+    ngx_im_pub_t        *pub;
+    ngx_im_msg_t        *msg;
+    ngx_im_conf_t       *imcf;
+    ngx_im_group_req_t  *gr;
+
+    imcf = ngx_im_get_conf();
+
+    if (m->payload_len > imcf->max_payload
+        || (m->cmd == IM_CMD_PUBLISH && m->to == 0)
+        || (m->cmd == IM_CMD_GROUP_PART_PUBLISH && m->n_uids == 0))
+    {
+        ngx_im_session_refuse(s, m->cmd, m->msgid);
+        return;
+    }
+
+    switch (m->cmd) {
+
+    case IM_CMD_PUBLISH:
+        len = IM_SIZE_PUSH(m->payload_len);
+        break;
+
+    case IM_CMD_GROUP_PART_PUBLISH:
+        if (!imcf->part_push_as_group) {
+            /* pushed as received: the uid list as the sender gave it */
+            len = n;
+            break;
+        }
+        /* fall through */
+
+    default: /* IM_CMD_GROUP_PUBLISH */
+        len = IM_SIZE_GROUP(m->payload_len);
+        break;
+    }
+
+    msg = ngx_im_msg_alloc(len);
+    if (msg == NULL) {
+        ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
+        return;
+    }
+
+    if (m->cmd == IM_CMD_PUBLISH) {
+        (void) im_build_push(msg->push, m->msgid, m->payload, m->payload_len);
+
+    } else if (len == n) {
+        ngx_memcpy(msg->push, p, n);
+
+    } else {
+        (void) im_build_group(msg->push, m->to, m->msgid, m->payload,
+                              m->payload_len);
+    }
+
+    expire = ngx_time() + imcf->offline_ttl;
+    ngx_im_msg_finish(msg, expire);
+
+    pub = ngx_im_session_pub(s, m->cmd, m->msgid);
+    if (pub == NULL) {
+        ngx_im_msg_unref(msg);
+        ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
+        return;
+    }
+
+    if (m->cmd == IM_CMD_PUBLISH) {
+        uint32_t  to = m->to;
+
+        ngx_im_router_deliver(msg, &to, 1, pub);
+        ngx_im_msg_unref(msg);
+        return;
+    }
+
+    /* groups: the members first */
+
+    len = sizeof(ngx_im_group_req_t);
+    if (m->cmd == IM_CMD_GROUP_PART_PUBLISH) {
+        len += m->n_uids * sizeof(uint32_t);
+    }
+
+    gr = ngx_alloc(len, s->connection->log);
+    if (gr == NULL) {
+        ngx_im_msg_unref(msg);
+        ngx_im_pub_fail(pub, 0);
+        return;
+    }
+
+    gr->pub = pub;
+    gr->msg = msg;
+    gr->sender = s->uid;
+    gr->part = (m->cmd == IM_CMD_GROUP_PART_PUBLISH);
+    gr->n = 0;
+
+    if (gr->part) {
+        ngx_uint_t  i;
+
+        for (i = 0; i < m->n_uids; i++) {
+            gr->uids[gr->n++] = im_get_u32(m->uids + 4 * i);
+        }
+    }
+
+    if (ngx_im_store_members(m->to, ngx_im_session_members, gr) != NGX_OK) {
+        ngx_im_msg_unref(msg);
+        ngx_free(gr);
+        ngx_im_pub_fail(pub, 0);
+    }
+}
+
+
+static int ngx_libc_cdecl
+ngx_im_uid_cmp(const void *one, const void *two)
+{
+    uint32_t  a = *(const uint32_t *) one;
+    uint32_t  b = *(const uint32_t *) two;
+
+    return (a > b) - (a < b);
+}
+
+
+static void
+ngx_im_session_members(redisReply *reply, void *data)
+{
+    ngx_im_group_req_t  *gr = data;
+
+    size_t         i, j, n;
+    uint32_t      *members, *to, uid;
+    ngx_int_t      v;
+    ngx_uint_t     sender_in;
+    ngx_im_pub_t  *pub;
+    redisReply    *e;
+
+    pub = gr->pub;
+    members = NULL;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        ngx_im_pub_fail(pub, 0);
+        goto done;
+    }
+
+    members = ngx_alloc((reply->elements + 1) * sizeof(uint32_t),
+                        ngx_cycle->log);
+    if (members == NULL) {
+        ngx_im_pub_fail(pub, 0);
+        goto done;
+    }
+
+    n = 0;
+    sender_in = 0;
+
+    for (i = 0; i < reply->elements; i++) {
+        e = reply->element[i];
+
+        if (e->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        v = ngx_atoi((u_char *) e->str, e->len);
+        if (v <= 0 || v > 0xffffffff) {
+            continue;
+        }
+
+        uid = (uint32_t) v;
+
+        if (uid == gr->sender) {
+            sender_in = 1;
+            continue;
+        }
+
+        members[n++] = uid;
+    }
+
+    /* the system (uid 0, the TCP API) need not be a member */
+
+    if (gr->sender != 0 && !sender_in) {
+        ngx_im_pub_fail(pub, 1);
+        goto done;
+    }
+
+    to = members;
+
+    if (gr->part) {
+        /* the listed uids that are members, each once */
+
+        ngx_qsort(members, n, sizeof(uint32_t), ngx_im_uid_cmp);
+        ngx_qsort(gr->uids, gr->n, sizeof(uint32_t), ngx_im_uid_cmp);
+
+        to = gr->uids;
+        j = 0;
+
+        for (i = 0; i < gr->n; i++) {
+            uid = gr->uids[i];
+
+            if ((j && to[j - 1] == uid) || uid == gr->sender) {
+                continue;
+            }
+
+            if (bsearch(&uid, members, n, sizeof(uint32_t), ngx_im_uid_cmp)
+                == NULL)
+            {
+                continue;
+            }
+
+            to[j++] = uid;
+        }
+
+        n = j;
+    }
+
+    if (n == 0) {
+        ngx_im_pub_fail(pub, 1);
+        goto done;
+    }
+
+    ngx_im_router_deliver(gr->msg, to, n, pub);
+
+done:
+
+    if (members) {
+        ngx_free(members);
+    }
+
+    ngx_im_msg_unref(gr->msg);
+    ngx_free(gr);
+}
+
+
+static void
+ngx_im_pub_fail(ngx_im_pub_t *pub, ngx_uint_t refused)
+{
+    if (refused) {
+        pub->refused = 1;
+    }
+
+    pub->remaining = 1;
+    ngx_im_pub_served(pub, 0);
+}
+
+
+void
+ngx_im_pub_served(ngx_im_pub_t *pub, ngx_uint_t ok)
+{
+    if (!ok) {
+        pub->failed = 1;
+    }
+
+    if (--pub->remaining) {
+        return;
+    }
+
+    pub->done = 1;
+
+    if (pub->session == NULL) {
+        ngx_free(pub);
+        return;
+    }
+
+    ngx_im_session_answer(pub->session);
+}
+
+
+/* acks and refusals leave in the order the requests came */
+
+static void
+ngx_im_session_answer(ngx_im_session_t *s)
+{
+    u_char         buf[IM_SIZE_INVALID];
+    u_char         ack;
+    ngx_queue_t   *q;
+    ngx_im_pub_t  *pub;
+
+    while (!ngx_queue_empty(&s->pubs)) {
+        q = ngx_queue_head(&s->pubs);
+        pub = ngx_queue_data(q, ngx_im_pub_t, queue);
+
+        if (!pub->done) {
+            return;
+        }
+
+        ngx_queue_remove(q);
+
+        if (pub->failed || pub->refused) {
+            if (!pub->refused) {
+                ngx_im_stats.refused++;
+            }
+
+            (void) ngx_im_session_send(s, buf,
+                                       im_build_invalid(buf, pub->cmd,
+                                                        pub->msgid));
+
+        } else {
+            ngx_im_stats.accepted++;
+
+            ack = (pub->cmd == IM_CMD_PUBLISH) ? IM_CMD_PUB_ACK
+                  : (pub->cmd == IM_CMD_GROUP_PUBLISH) ? IM_CMD_GROUP_PUB_ACK
+                  : IM_CMD_GROUP_PART_PUB_ACK;
+
+            (void) ngx_im_session_send(s, buf,
+                                       im_build_ack(buf, ack, pub->msgid));
+        }
+
+        ngx_free(pub);
+    }
+}
+
+
+/* pushes */
+
+static ngx_im_inflight_t *
+ngx_im_session_find(ngx_queue_t *head, const u_char *msgid)
+{
+    ngx_queue_t        *q;
+    ngx_im_inflight_t  *f;
+
+    for (q = ngx_queue_head(head);
+         q != ngx_queue_sentinel(head);
+         q = ngx_queue_next(q))
+    {
+        f = ngx_queue_data(q, ngx_im_inflight_t, queue);
+
+        if (ngx_memcmp(f->msg->msgid, msgid, IM_MSGID_LEN) == 0) {
+            return f;
+        }
+    }
+
+    return NULL;
+}
+
+
+static ngx_int_t
+ngx_im_session_send_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
+    ngx_uint_t stored)
+{
+    ngx_im_conf_t      *imcf;
+    ngx_im_inflight_t  *f;
+
+    if (ngx_im_session_find(&s->inflight, msg->msgid)) {
+        return NGX_OK;
+    }
+
+    imcf = ngx_im_get_conf();
+
+    f = ngx_alloc(sizeof(ngx_im_inflight_t), s->connection->log);
+    if (f == NULL) {
+        return NGX_ERROR;
+    }
+
+    f->msg = ngx_im_msg_ref(msg);
+    f->repushes = 0;
+    f->stored = stored;
+    f->deadline = ngx_current_msec + imcf->repush_interval;
+
+    ngx_queue_insert_tail(&s->inflight, &f->queue);
+
+    ngx_im_stats.pushed++;
+
+    if (!s->repush.timer_set) {
+        ngx_add_timer(&s->repush, imcf->repush_interval);
+    }
+
+    return ngx_im_session_send(s, msg->push, msg->push_len);
+}
+
+
+/* NGX_OK: the session took the message (sent or queued for after the
+ * inbox), NGX_DECLINED: it cannot */
+
+ngx_int_t
+ngx_im_session_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
+    ngx_uint_t stored)
+{
+    ngx_im_inflight_t  *f;
+
+    if (s->closing || s->state != NGX_IM_S_LIVE || s->backend) {
+        return NGX_DECLINED;
+    }
+
+    if (s->loading) {
+        if (ngx_im_session_find(&s->waiting, msg->msgid)) {
+            return NGX_OK;
+        }
+
+        f = ngx_alloc(sizeof(ngx_im_inflight_t), s->connection->log);
+        if (f == NULL) {
+            return NGX_DECLINED;
+        }
+
+        f->msg = ngx_im_msg_ref(msg);
+        f->stored = stored;
+        f->repushes = 0;
+        ngx_queue_insert_tail(&s->waiting, &f->queue);
+
+        return NGX_OK;
+    }
+
+    if (ngx_im_session_send_push(s, msg, stored) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_im_session_ack(ngx_im_session_t *s, im_msg_t *m)
+{
+    ngx_im_inflight_t  *f;
+
+    f = ngx_im_session_find(&s->inflight, m->msgid);
+    if (f == NULL) {
+        /* an ack for an unknown MsgId is ignored */
+        return;
+    }
+
+    ngx_queue_remove(&f->queue);
+    ngx_im_stats.acked++;
+
+    if (f->stored) {
+        ngx_im_store_remove(s->uid, f->msg);
+    }
+
+    ngx_im_msg_unref(f->msg);
+    ngx_free(f);
+
+    if (ngx_queue_empty(&s->inflight) && s->repush.timer_set) {
+        ngx_del_timer(&s->repush);
+    }
+}
+
+
+static void
+ngx_im_session_repush_handler(ngx_event_t *ev)
+{
+    ngx_im_session_t   *s = ev->data;
+
+    ngx_msec_int_t      left;
+    ngx_queue_t        *q;
+    ngx_im_conf_t      *imcf;
+    ngx_im_inflight_t  *f, *last;
+
+    if (s->closing || s->state != NGX_IM_S_LIVE) {
+        return;
+    }
+
+    imcf = ngx_im_get_conf();
+
+    last = NULL;
+
+    while (!ngx_queue_empty(&s->inflight)) {
+        q = ngx_queue_head(&s->inflight);
+        f = ngx_queue_data(q, ngx_im_inflight_t, queue);
+
+        left = (ngx_msec_int_t) (f->deadline - ngx_current_msec);
+
+        if (left > 0 || f == last) {
+            ngx_add_timer(ev, left > 0 ? (ngx_msec_t) left : 1);
+            return;
+        }
+
+        if (f->repushes >= imcf->repush_max) {
+            ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                          "im: uid %uD did not ack after %ui re-pushes",
+                          s->uid, f->repushes);
+            ngx_im_session_close(s, NGX_IM_CLOSE_NORMAL);
+            return;
+        }
+
+        f->repushes++;
+        f->deadline = ngx_current_msec + imcf->repush_interval;
+        ngx_queue_remove(q);
+        ngx_queue_insert_tail(&s->inflight, q);
+
+        if (last == NULL) {
+            last = f;
+        }
+
+        ngx_im_stats.repushed++;
+
+        if (ngx_im_session_send(s, f->msg->push, f->msg->push_len)
+            != NGX_OK)
+        {
+            return;
+        }
+    }
+}
+
+
+/* hand messages not acknowledged back to the store (PROTOCOL.md 5) */
+
+static void
+ngx_im_session_release(ngx_im_session_t *s, ngx_queue_t *head)
+{
+    ngx_queue_t        *q;
+    ngx_im_inflight_t  *f;
+
+    while (!ngx_queue_empty(head)) {
+        q = ngx_queue_head(head);
+        f = ngx_queue_data(q, ngx_im_inflight_t, queue);
+        ngx_queue_remove(q);
+
+        /* in write-through mode it is in the inbox already */
+
+        if (!f->stored && s->uid) {
+            if (ngx_im_store_push(s->uid, f->msg, NULL, NULL) != NGX_OK) {
+                ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
+                              "im: uid %uD: an unacknowledged message "
+                              "could not be stored", s->uid);
+            }
+        }
+
+        ngx_im_msg_unref(f->msg);
+        ngx_free(f);
+    }
+}
+
+
+/* the inbox: after login, and again after the router lost Redis */
+
+void
+ngx_im_session_sync(ngx_im_session_t *s)
+{
+    ngx_im_ref_t  *ref;
+
+    if (s->closing || s->state != NGX_IM_S_LIVE || s->load_ref) {
+        return;
+    }
+
+    ref = ngx_alloc(sizeof(ngx_im_ref_t), s->connection->log);
+    if (ref == NULL) {
+        return;
+    }
+
+    ref->session = s;
+    s->loading = 1;
+
+    if (ngx_im_store_load(s->uid, ngx_im_session_loaded, ref) != NGX_OK) {
+        ngx_free(ref);
+        ngx_im_session_load_retry(s);
+        return;
+    }
+
+    s->load_ref = ref;
+}
+
+
+static void
+ngx_im_session_load_retry(ngx_im_session_t *s)
+{
+    /* Redis is away: the router calls sync again when it is back, and
+     * meanwhile live messages are not held back */
+
+    ngx_queue_t        *q;
+    ngx_im_inflight_t  *f;
+
+    s->loading = 0;
+
+    while (!ngx_queue_empty(&s->waiting) && !s->closing) {
+        q = ngx_queue_head(&s->waiting);
+        f = ngx_queue_data(q, ngx_im_inflight_t, queue);
+        ngx_queue_remove(q);
+
+        (void) ngx_im_session_send_push(s, f->msg, f->stored);
+
+        ngx_im_msg_unref(f->msg);
+        ngx_free(f);
+    }
+}
+
+
+static void
+ngx_im_session_loaded(redisReply *reply, void *data)
+{
+    ngx_im_ref_t  *ref = data;
+
+    size_t              i;
+    ngx_im_msg_t       *msg;
+    redisReply         *e;
+    ngx_im_session_t   *s;
+
+    s = ref->session;
+    ngx_free(ref);
+
+    if (s == NULL) {
+        return;
+    }
+
+    s->load_ref = NULL;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        ngx_im_session_load_retry(s);
+        return;
+    }
+
+    for (i = 0; i < reply->elements && !s->closing; i++) {
+        e = reply->element[i];
+
+        if (e->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        msg = ngx_im_msg_from_entry((u_char *) e->str, e->len);
+        if (msg == NULL) {
+            ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
+                          "im: uid %uD: unreadable inbox entry dropped",
+                          s->uid);
+            /* remove exactly those bytes */
+            {
+                ngx_im_msg_t  *bad;
+
+                bad = ngx_im_msg_alloc(e->len - NGX_IM_ENTRY_HDR);
+                if (bad && e->len >= NGX_IM_ENTRY_HDR) {
+                    ngx_memcpy(bad->entry, e->str, e->len);
+                    ngx_im_store_remove(s->uid, bad);
+                }
+                if (bad) {
+                    ngx_im_msg_unref(bad);
+                }
+            }
+            continue;
+        }
+
+        if (msg->expire && msg->expire < ngx_time()) {
+            ngx_im_store_remove(s->uid, msg);
+            ngx_im_msg_unref(msg);
+            continue;
+        }
+
+        (void) ngx_im_session_send_push(s, msg, 1);
+        ngx_im_msg_unref(msg);
+    }
+
+    ngx_im_session_load_retry(s);
+}
+
+
+/* timers */
+
+static void
+ngx_im_session_timer_handler(ngx_event_t *ev)
+{
+    ngx_im_session_t  *s = ev->data;
+    ngx_im_conf_t     *imcf;
+
+    if (s->torn_down) {
+        /* the peer did not finish the close in time */
+        ngx_im_session_finalize(s);
+        return;
+    }
+
+    if (s->closing) {
+        return;
+    }
+
+    switch (s->state) {
+
+    case NGX_IM_S_CONNECT:
+        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                      "im: no CONNECT in time");
+        ngx_im_session_close(s, NGX_IM_CLOSE_POLICY);
+        return;
+
+    case NGX_IM_S_GRACE:
+        ngx_im_session_close(s, NGX_IM_CLOSE_NORMAL);
+        return;
+
+    case NGX_IM_S_LIVE:
+        if (s->backend) {
+            return;
+        }
+
+        imcf = ngx_im_get_conf();
+
+        if (s->ping_sent) {
+            ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                          "im: uid %uD: no PING_RESP in time", s->uid);
+            ngx_im_session_close(s, NGX_IM_CLOSE_NORMAL);
+            return;
+        }
+
+        s->ping_sent = 1;
+        ngx_im_session_simple(s, IM_CMD_PING);
+        ngx_im_router_refresh(s);
+        ngx_add_timer(ev, imcf->ping_timeout);
+        return;
+
+    default:
+        return;
+    }
+}
+
+
+/* output */
+
+static ngx_chain_t *
+ngx_im_chunk_alloc(size_t size)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    if (size <= NGX_IM_CHUNK && ngx_im_free_chunks) {
+        cl = ngx_im_free_chunks;
+        ngx_im_free_chunks = cl->next;
+
+        b = cl->buf;
+        b->pos = b->start;
+        b->last = b->start;
+        b->flush = 0;
+        cl->next = NULL;
+        return cl;
+    }
+
+    if (size < NGX_IM_CHUNK) {
+        size = NGX_IM_CHUNK;
+    }
+
+    cl = ngx_alloc(sizeof(ngx_chain_t) + sizeof(ngx_buf_t) + size,
+                   ngx_cycle->log);
+    if (cl == NULL) {
+        return NULL;
+    }
+
+    b = (ngx_buf_t *) (cl + 1);
+    ngx_memzero(b, sizeof(ngx_buf_t));
+
+    b->start = (u_char *) (b + 1);
+    b->pos = b->start;
+    b->last = b->start;
+    b->end = b->start + size;
+    b->temporary = 1;
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    return cl;
+}
+
+
+static void
+ngx_im_chunk_free(ngx_chain_t *cl)
+{
+    if ((size_t) (cl->buf->end - cl->buf->start) == NGX_IM_CHUNK) {
+        cl->next = ngx_im_free_chunks;
+        ngx_im_free_chunks = cl;
+        return;
+    }
+
+    ngx_free(cl);
+}
+
+
+static ngx_int_t
+ngx_im_session_append(ngx_im_session_t *s, u_char *hdr, size_t hlen,
+    u_char *p, size_t n)
+{
+    size_t          total;
+    ngx_buf_t      *b;
+    ngx_chain_t    *cl, *last;
+    ngx_im_conf_t  *imcf;
+
+    if (s->torn_down && s->state != NGX_IM_S_CLOSING) {
+        return NGX_ERROR;
+    }
+
+    imcf = ngx_im_get_conf();
+
+    total = hlen + n;
+
+    if (s->out_size + total > imcf->send_buffer) {
+        ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
+                      "im: uid %uD does not read, %uz bytes unsent: closing",
+                      s->uid, s->out_size);
+        ngx_im_stats.slow_closed++;
+        ngx_im_session_close(s, NGX_IM_CLOSE_SLOW);
+        return NGX_ERROR;
+    }
+
+    last = (s->last_out == &s->out) ? NULL
+           : (ngx_chain_t *) ((u_char *) s->last_out
+                              - offsetof(ngx_chain_t, next));
+
+    if (last == NULL || (size_t) (last->buf->end - last->buf->last) < total)
+    {
+        cl = ngx_im_chunk_alloc(total);
+        if (cl == NULL) {
+            ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
+            return NGX_ERROR;
+        }
+
+        if (last) {
+            last->buf->flush = 0;
+        }
+
+        *s->last_out = cl;
+        s->last_out = &cl->next;
+        last = cl;
+    }
+
+    b = last->buf;
+    b->last = ngx_cpymem(b->last, hdr, hlen);
+    b->last = ngx_cpymem(b->last, p, n);
+    /* nginx's SSL layer sends its buffer when it sees a flush */
+    b->flush = 1;
+
+    s->out_size += total;
+
+    ngx_im_session_post_flush(s);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_im_session_send(ngx_im_session_t *s, u_char *p, size_t n)
+{
+    u_char  hdr[16];
+
+    return ngx_im_session_append(s, hdr, s->transport->header(s, hdr, n),
+                                 p, n);
+}
+
+
+ngx_int_t
+ngx_im_session_send_raw(ngx_im_session_t *s, u_char *p, size_t n)
+{
+    return ngx_im_session_append(s, NULL, 0, p, n);
+}
+
+
+static void
+ngx_im_session_post_flush(ngx_im_session_t *s)
+{
+    ngx_connection_t  *c = s->connection;
+
+    /* one write per connection per event loop pass, whatever the number
+     * of messages queued in it */
+
+    if (!c->write->posted) {
+        ngx_post_event(c->write, &ngx_posted_events);
+    }
+}
+
+
+void
+ngx_im_session_write(ngx_im_session_t *s)
+{
+    ngx_chain_t       *cl, *next;
+    ngx_connection_t  *c;
+
+    c = s->connection;
+
+    if (c->write->timedout) {
+        c->write->timedout = 0;
+        ngx_im_session_close(s, NGX_IM_CLOSE_SLOW);
+        return;
+    }
+
+    if (s->transport->pre_flush) {
+        switch (s->transport->pre_flush(s)) {
+        case NGX_OK:
+            break;
+        case NGX_AGAIN:
+            return;
+        default:
+            ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
+            return;
+        }
+    }
+
+    if (s->out || c->buffered) {
+
+        cl = c->send_chain(c, s->out, 0);
+
+        if (cl == NGX_CHAIN_ERROR) {
+            c->error = 1;
+            ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
+            return;
+        }
+
+        while (s->out != cl) {
+            next = s->out->next;
+            s->out_size -= s->out->buf->last - s->out->buf->start;
+            ngx_im_chunk_free(s->out);
+            s->out = next;
+        }
+
+        if (s->out == NULL) {
+            s->last_out = &s->out;
+            s->out_size = 0;
+
+        } else {
+            /* partly sent: count only what is left */
+            s->out_size = 0;
+            for (cl = s->out; cl; cl = cl->next) {
+                s->out_size += cl->buf->last - cl->buf->pos;
+            }
+        }
+    }
+
+    if (s->out || c->buffered) {
+        if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+            ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
+        }
+        return;
+    }
+
+    if (s->state == NGX_IM_S_CLOSING && !s->ws_closing
+        && !s->close_ev.posted)
+    {
+        /* all said */
+        ngx_post_event(&s->close_ev, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_im_session_free_out(ngx_im_session_t *s)
+{
+    ngx_chain_t  *cl;
+
+    while (s->out) {
+        cl = s->out;
+        s->out = cl->next;
+        ngx_im_chunk_free(cl);
+    }
+
+    s->last_out = &s->out;
+    s->out_size = 0;
+}
+
+
+/* closing */
+
+static ngx_inline ngx_uint_t
+ngx_im_close_hard(ngx_uint_t reason)
+{
+    return reason == NGX_IM_CLOSE_EOF || reason == NGX_IM_CLOSE_ERROR
+           || reason == NGX_IM_CLOSE_SLOW;
+}
+
+
+void
+ngx_im_session_close(ngx_im_session_t *s, ngx_uint_t reason)
+{
+    if (!s->closing) {
+        s->closing = 1;
+        s->close_reason = reason;
+
+    } else if (s->torn_down) {
+        /* the goodbye is out: the peer's close frame, the end of the
+         * connection or an error finish it */
+        s->finishing = 1;
+
+    } else if (ngx_im_close_hard(reason)) {
+        /* no goodbye can be said any more */
+        s->close_reason = reason;
+    }
+
+    if (!s->close_ev.posted) {
+        ngx_post_event(&s->close_ev, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_im_session_close_handler(ngx_event_t *ev)
+{
+    ngx_im_session_t  *s = ev->data;
+    ngx_im_conf_t     *imcf;
+    ngx_uint_t         reason, was;
+
+    if (s->torn_down) {
+        if (s->finishing
+            || (s->out == NULL && !s->connection->buffered
+                && !s->ws_closing))
+        {
+            ngx_im_session_finalize(s);
+        }
+        return;
+    }
+
+    reason = s->close_reason;
+    was = s->state;
+
+    ngx_im_session_teardown(s);
+
+    if (ngx_im_close_hard(reason)) {
+        ngx_im_session_finalize(s);
+        return;
+    }
+
+    imcf = ngx_im_get_conf();
+
+    s->state = NGX_IM_S_CLOSING;
+
+    /* a server-side end of a live session is announced (PROTOCOL.md 3.5) */
+    if (was == NGX_IM_S_LIVE && !s->backend && !s->client_left
+        && (reason == NGX_IM_CLOSE_NORMAL || reason == NGX_IM_CLOSE_SHUTDOWN))
+    {
+        ngx_im_session_simple(s, IM_CMD_DISCONNECT);
+    }
+
+    if (s->transport->goodbye) {
+        s->transport->goodbye(s, reason);
+    }
+
+    /* a bound on flushing and on waiting for the peer's close */
+    ngx_add_timer(&s->timer, ngx_min(imcf->close_grace, 5000));
+
+    ngx_im_session_write(s);
+}
+
+
+static void
+ngx_im_session_teardown(ngx_im_session_t *s)
+{
+    ngx_queue_t   *q;
+    ngx_im_pub_t  *pub;
+
+    s->torn_down = 1;
+
+    ngx_im_router_leave(s);
+
+    if (s->timer.timer_set) {
+        ngx_del_timer(&s->timer);
+    }
+
+    if (s->repush.timer_set) {
+        ngx_del_timer(&s->repush);
+    }
+
+    ngx_im_session_release(s, &s->waiting);
+    ngx_im_session_release(s, &s->inflight);
+
+    /* own messages still under way finish without us */
+
+    while (!ngx_queue_empty(&s->pubs)) {
+        q = ngx_queue_head(&s->pubs);
+        pub = ngx_queue_data(q, ngx_im_pub_t, queue);
+        ngx_queue_remove(q);
+
+        if (pub->done) {
+            ngx_free(pub);
+
+        } else {
+            pub->session = NULL;
+        }
+    }
+
+    if (s->login_ref) {
+        s->login_ref->session = NULL;
+        s->login_ref = NULL;
+    }
+
+    if (s->load_ref) {
+        s->load_ref->session = NULL;
+        s->load_ref = NULL;
+    }
+
+    /* pool memory, freed with the connection */
+    s->deferred = NULL;
+}
+
+
+static void
+ngx_im_session_finalize(ngx_im_session_t *s)
+{
+    if (!s->torn_down) {
+        ngx_im_session_teardown(s);
+    }
+
+    if (s->timer.timer_set) {
+        ngx_del_timer(&s->timer);
+    }
+
+    if (s->close_ev.posted) {
+        ngx_delete_posted_event(&s->close_ev);
+    }
+
+    ngx_im_session_free_out(s);
+
+    ngx_im_stats.sessions--;
+
+    s->transport->finalize(s);
+}
+
+
+/* nginx closes the connection itself (shutdown, or the request is gone) */
+
+void
+ngx_im_session_abort(ngx_im_session_t *s)
+{
+    if (!s->torn_down) {
+        ngx_im_session_teardown(s);
+    }
+
+    if (s->timer.timer_set) {
+        ngx_del_timer(&s->timer);
+    }
+
+    if (s->close_ev.posted) {
+        ngx_delete_posted_event(&s->close_ev);
+    }
+
+    ngx_im_session_free_out(s);
+
+    ngx_im_stats.sessions--;
+}

@@ -1,0 +1,240 @@
+/*
+ * ngx_im_store.c: the message object and its life in Redis.
+ *
+ * Owns the stored form of a message and every Redis key of the inbox and
+ * of the group sets.  The inbox is a list per uid: appended in accept order,
+ * trimmed to the cap, given the TTL again on every append, and a message
+ * leaves it (LREM of its exact bytes) when a recipient acknowledges it.
+ * Each entry also carries its own expiry, so one old message in a busy
+ * inbox still expires on time.
+ */
+
+#include "ngx_im_store.h"
+
+
+ngx_im_msg_t *
+ngx_im_msg_alloc(size_t push_len)
+{
+    ngx_im_msg_t  *msg;
+
+    msg = ngx_alloc(sizeof(ngx_im_msg_t) + NGX_IM_ENTRY_HDR + push_len,
+                    ngx_cycle->log);
+    if (msg == NULL) {
+        return NULL;
+    }
+
+    msg->refs = 1;
+    msg->push = msg->entry + NGX_IM_ENTRY_HDR;
+    msg->push_len = push_len;
+    msg->entry_len = NGX_IM_ENTRY_HDR + push_len;
+    msg->msgid = NULL;
+    msg->expire = 0;
+
+    return msg;
+}
+
+
+/* after the push is written: the header of the entry and the MsgId */
+
+void
+ngx_im_msg_finish(ngx_im_msg_t *msg, time_t expire)
+{
+    msg->expire = expire;
+    msg->entry[0] = 1;
+    (void) im_put_u32(msg->entry + 1, (uint32_t) expire);
+
+    switch (msg->push[0]) {
+
+    case IM_CMD_PUBLISH:
+        msg->msgid = msg->push + 1;
+        break;
+
+    default:  /* 5 and 11: <<Cmd, Gid:32, MsgId, ...>> */
+        msg->msgid = msg->push + 5;
+        break;
+    }
+}
+
+
+ngx_im_msg_t *
+ngx_im_msg_from_entry(u_char *entry, size_t len)
+{
+    im_msg_t       m;
+    ngx_im_msg_t  *msg;
+
+    if (len < NGX_IM_ENTRY_HDR + 1 || entry[0] != 1) {
+        return NULL;
+    }
+
+    /* a push that does not parse is never sent to a client */
+
+    if (im_parse_server(entry + NGX_IM_ENTRY_HDR, len - NGX_IM_ENTRY_HDR, &m)
+        != IM_OK)
+    {
+        return NULL;
+    }
+
+    if (m.cmd != IM_CMD_PUBLISH && m.cmd != IM_CMD_GROUP_PUBLISH
+        && m.cmd != IM_CMD_GROUP_PART_PUBLISH)
+    {
+        return NULL;
+    }
+
+    msg = ngx_im_msg_alloc(len - NGX_IM_ENTRY_HDR);
+    if (msg == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(msg->entry, entry, len);
+    ngx_im_msg_finish(msg, (time_t) im_get_u32(entry + 1));
+
+    return msg;
+}
+
+
+static size_t
+ngx_im_store_key(u_char *buf, uint32_t uid)
+{
+    return ngx_sprintf(buf, "im:inbox:%uD", uid) - buf;
+}
+
+
+ngx_int_t
+ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg, ngx_im_redis_cb_pt cb,
+    void *data)
+{
+    u_char          key[32], num[NGX_INT_T_LEN], ttl[NGX_INT_T_LEN];
+    const char     *argv[4];
+    size_t          argvlen[4];
+    ngx_im_conf_t  *imcf;
+
+    imcf = ngx_im_get_conf();
+
+    argv[0] = "RPUSH";
+    argvlen[0] = 5;
+    argv[1] = (char *) key;
+    argvlen[1] = ngx_im_store_key(key, uid);
+    argv[2] = (char *) msg->entry;
+    argvlen[2] = msg->entry_len;
+
+    if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, cb, data, 3, argv, argvlen)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* pipelined behind the append on the same connection, so they run
+     * right after it; their replies are not needed */
+
+    argv[0] = "LTRIM";
+    argvlen[0] = 5;
+    argv[2] = (char *) num;
+    argvlen[2] = ngx_sprintf(num, "-%ui", imcf->offline_max) - num;
+    argv[3] = "-1";
+    argvlen[3] = 2;
+
+    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 4, argv,
+                            argvlen);
+
+    argv[0] = "EXPIRE";
+    argvlen[0] = 6;
+    argv[2] = (char *) ttl;
+    argvlen[2] = ngx_sprintf(ttl, "%T", imcf->offline_ttl) - ttl;
+
+    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 3, argv,
+                            argvlen);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_im_store_pushed(redisReply *reply)
+{
+    ngx_im_conf_t  *imcf;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        if (reply && reply->type == REDIS_REPLY_ERROR) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "im store: append failed: %s", reply->str);
+        }
+        return NGX_ERROR;
+    }
+
+    imcf = ngx_im_get_conf();
+
+    if ((ngx_uint_t) reply->integer > imcf->offline_max) {
+        ngx_im_stats.offline_dropped++;
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "im store: inbox over %ui messages, oldest dropped",
+                      imcf->offline_max);
+    }
+
+    ngx_im_stats.stored++;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_im_store_remove(uint32_t uid, ngx_im_msg_t *msg)
+{
+    u_char       key[32];
+    const char  *argv[4];
+    size_t       argvlen[4];
+
+    argv[0] = "LREM";
+    argvlen[0] = 4;
+    argv[1] = (char *) key;
+    argvlen[1] = ngx_im_store_key(key, uid);
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = (char *) msg->entry;
+    argvlen[3] = msg->entry_len;
+
+    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 4, argv,
+                            argvlen);
+}
+
+
+ngx_int_t
+ngx_im_store_load(uint32_t uid, ngx_im_redis_cb_pt cb, void *data)
+{
+    u_char       key[32];
+    const char  *argv[4];
+    size_t       argvlen[4];
+
+    argv[0] = "LRANGE";
+    argvlen[0] = 6;
+    argv[1] = (char *) key;
+    argvlen[1] = ngx_im_store_key(key, uid);
+    argv[2] = "0";
+    argvlen[2] = 1;
+    argv[3] = "-1";
+    argvlen[3] = 2;
+
+    return ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, cb, data, 4, argv, argvlen);
+}
+
+
+ngx_int_t
+ngx_im_store_members(uint32_t gid, ngx_im_redis_cb_pt cb, void *data)
+{
+    u_char          key[NGX_MAX_ERROR_STR];
+    const char     *argv[2];
+    size_t          argvlen[2];
+    ngx_im_conf_t  *imcf;
+
+    imcf = ngx_im_get_conf();
+
+    if (imcf->group_prefix.len > sizeof(key) - NGX_INT32_LEN) {
+        return NGX_ERROR;
+    }
+
+    argv[0] = "SMEMBERS";
+    argvlen[0] = 8;
+    argv[1] = (char *) key;
+    argvlen[1] = ngx_sprintf(key, "%V%uD", &imcf->group_prefix, gid) - key;
+
+    return ngx_im_redis_cmd(NGX_IM_REDIS_GROUP, cb, data, 2, argv, argvlen);
+}

@@ -1,0 +1,75 @@
+/*
+ * ngx_im_store.h: messages as the server keeps them, and where Redis keeps
+ * them.
+ *
+ * A message is held once, reference counted, in its stored form
+ * <<1, Expire:32, Push>> where Push is the exact bytes every recipient gets
+ * (<<3, MsgId, Len, P>>, <<5, Gid, MsgId, ...>> or <<11, ...>>).  The same
+ * bytes go to Redis, so a message read back from the inbox is pushed exactly
+ * as it was the first time.  The inbox of a uid is the list
+ * "im:inbox:<uid>", oldest first.
+ */
+
+#ifndef _NGX_IM_STORE_H_INCLUDED_
+#define _NGX_IM_STORE_H_INCLUDED_
+
+
+#include "ngx_im.h"
+#include "ngx_im_redis.h"
+
+
+#define NGX_IM_ENTRY_HDR  5
+
+
+struct ngx_im_msg_s {
+    ngx_uint_t       refs;
+    u_char          *msgid;      /* into push */
+    u_char          *push;       /* entry + NGX_IM_ENTRY_HDR */
+    size_t           push_len;
+    size_t           entry_len;
+    time_t           expire;
+    u_char           entry[1];
+};
+
+
+
+
+/* the push is built by the caller into msg->push after the call */
+ngx_im_msg_t *ngx_im_msg_alloc(size_t push_len);
+ngx_im_msg_t *ngx_im_msg_from_entry(u_char *entry, size_t len);
+void ngx_im_msg_finish(ngx_im_msg_t *msg, time_t expire);
+
+static ngx_inline ngx_im_msg_t *
+ngx_im_msg_ref(ngx_im_msg_t *msg)
+{
+    msg->refs++;
+    return msg;
+}
+
+static ngx_inline void
+ngx_im_msg_unref(ngx_im_msg_t *msg)
+{
+    if (--msg->refs == 0) {
+        ngx_free(msg);
+    }
+}
+
+
+/*
+ * Append msg to the inbox of uid (trimmed to im_offline_max, expiring after
+ * im_offline_ttl); cb gets the reply of the append, to be judged by
+ * ngx_im_store_pushed().  NGX_ERROR: Redis is down, cb is not called.
+ */
+ngx_int_t ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg,
+    ngx_im_redis_cb_pt cb, void *data);
+ngx_int_t ngx_im_store_pushed(redisReply *reply);
+void ngx_im_store_remove(uint32_t uid, ngx_im_msg_t *msg);
+/* the whole inbox, oldest first: an array of entries */
+ngx_int_t ngx_im_store_load(uint32_t uid, ngx_im_redis_cb_pt cb,
+    void *data);
+/* the members of group gid: an array of decimal uids */
+ngx_int_t ngx_im_store_members(uint32_t gid, ngx_im_redis_cb_pt cb,
+    void *data);
+
+
+#endif /* _NGX_IM_STORE_H_INCLUDED_ */
