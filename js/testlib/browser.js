@@ -42,10 +42,43 @@ export async function openChat(browser, opts) {
   if (opts.password !== undefined) await page.fill('#password', opts.password);
   await page.click('#login-button');
   if ((opts.expect ?? 'live') === 'live') {
-    await page.waitForSelector('#status[data-state=live]');
-    await page.waitForSelector('#contacts button');
+    await diagnose(page, `${opts.user} logging in`, async () => {
+      await page.waitForSelector('#status[data-state=live]');
+      await page.waitForSelector('#contacts button');
+    });
   }
   return { ctx, page, errors };
+}
+
+let failures = 0;
+
+/**
+ * Run fn; if it throws, rethrow with what the page showed (status line, banner, the
+ * page's client event log) and save a screenshot, so a failure against a server
+ * under construction says what happened.
+ */
+export async function diagnose(page, what, fn) {
+  try {
+    return await fn();
+  } catch (e) {
+    let state = '';
+    try {
+      const s = await page.evaluate(() => ({
+        url: location.href,
+        status: document.querySelector('#status')?.textContent,
+        banner: document.querySelector('#banner')?.textContent,
+        server: document.querySelector('#url')?.value,
+        events: window.imEvents || [],
+      }));
+      state = `\n  page ${s.url}\n  server ${s.server}\n  status: ${s.status}\n  banner: ${s.banner}`
+        + `\n  client events:\n    ${s.events.join('\n    ') || '(none)'}`;
+      const file = `failure-${++failures}`;
+      await shot(page, file);
+      state += `\n  screenshot: test-artifacts/${file}.png`;
+    } catch { /* page gone */ }
+    e.message = `${what}: ${e.message.split('\n')[0]}${state}`;
+    throw e;
+  }
 }
 
 export async function openConv(page, key) {
@@ -55,6 +88,10 @@ export async function openConv(page, key) {
 
 /** Send `text` in conversation `key` ('u:1002', 'g:1'); waits for ✓✓; returns the MsgId. */
 export async function sendText(page, key, text) {
+  return diagnose(page, `sending ${JSON.stringify(text)} to ${key}`, () => sendText0(page, key, text));
+}
+
+async function sendText0(page, key, text) {
   await openConv(page, key);
   await page.fill('#text', text);
   await page.press('#text', 'Enter');
@@ -67,10 +104,12 @@ export async function sendText(page, key, text) {
 
 /** Wait until `text` arrived in conversation `key`; returns the message's MsgId. */
 export async function waitIncoming(page, key, text) {
-  await openConv(page, key);
-  const m = page.locator('#messages .msg.in').filter({ hasText: text });
-  await m.waitFor();
-  return m.getAttribute('data-msgid');
+  return diagnose(page, `waiting for ${JSON.stringify(text)} in ${key}`, async () => {
+    await openConv(page, key);
+    const m = page.locator('#messages .msg.in').filter({ hasText: text });
+    await m.waitFor();
+    return m.getAttribute('data-msgid');
+  });
 }
 
 export async function shot(page, name) {

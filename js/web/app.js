@@ -89,6 +89,16 @@ function login() {
   client = c;
   window.imClient = c; // handy from the devtools console
   const mine = (fn) => (d) => { if (client === c) fn(d); };
+  // A short event log for the devtools console and for tests' failure reports.
+  const events = [];
+  window.imEvents = events;
+  for (const type of ['connecting', 'connectAck', 'close', 'reconnecting', 'logout', 'invalid', 'error', 'disconnect']) {
+    c.on(type, (d) => {
+      const { error, ...rest } = d || {};
+      events.push(`${new Date().toISOString().slice(11, 23)} ${type} ${JSON.stringify(rest)}${error ? ` ${error.message || error.type || error}` : ''}`);
+      if (events.length > 50) events.shift();
+    });
+  }
 
   c.on('connectAck', mine(({ code, text }) => {
     if (code === 0) {

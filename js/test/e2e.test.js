@@ -1,0 +1,220 @@
+// End to end: the chat page in headless Chromium against the real server stack
+// (redis, the dev user centre and nginx with ngx_im_module.so, started here by
+// tools/im-devrun on free ports). Skipped only when Chromium or the built module is
+// missing. Screenshots go to js/test-artifacts/, with the dev server's output.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  ARTIFACTS, chromiumMissing, diagnose, launch, openChat, openConv, sendText, shot, waitIncoming,
+} from '../testlib/browser.js';
+
+const JS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const REPO = path.resolve(JS_DIR, '..');
+const MODULE = process.env.IM_MODULE || path.join(REPO, 'build/nginx/objs/ngx_im_module.so');
+const DEVRUN = path.join(REPO, 'tools/im-devrun');
+const START_TIMEOUT = 60000;
+const STOP_TIMEOUT = 20000;
+
+const skip = chromiumMissing()
+  || (fs.existsSync(MODULE) ? null : `server module not built: ${MODULE} is missing (build it first)`);
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** n distinct free TCP ports on 127.0.0.1 (held open together, then released). */
+async function freePorts(n) {
+  const servers = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const s = net.createServer();
+      await new Promise((resolve, reject) => { s.once('error', reject); s.listen(0, '127.0.0.1', resolve); });
+      servers.push(s);
+    }
+    return servers.map((s) => s.address().port);
+  } finally {
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  }
+}
+
+function portOpen(port) {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    const done = (ok) => { s.destroy(); resolve(ok); };
+    s.once('connect', () => done(true));
+    s.once('error', () => done(false));
+    s.setTimeout(1000, () => done(false));
+  });
+}
+
+// ------------------------------------------------------------------ the dev stack
+
+const stack = { proc: null, dir: null, log: '', exited: null, ports: null };
+
+function logTail(n = 60) { return stack.log.split('\n').slice(-n).join('\n'); }
+
+async function startStack() {
+  const [ws, wss, tcp, redis, uc] = await freePorts(5);
+  stack.ports = { ws, wss, tcp, redis, uc };
+  stack.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'im-e2e-'));
+  const env = {
+    ...process.env,
+    IM_DEV_WS_PORT: String(ws),
+    IM_DEV_WSS_PORT: String(wss),
+    IM_DEV_TCP_PORT: String(tcp),
+    IM_DEV_REDIS_PORT: String(redis),
+    IM_DEV_UC_PORT: String(uc),
+    IM_DEV_DIR: stack.dir,
+    IM_MODULE: MODULE,
+  };
+  // Its own process group, so that a last-resort kill reaches everything it started.
+  const p = spawn(DEVRUN, [], { cwd: JS_DIR, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  stack.proc = p;
+  stack.exited = new Promise((resolve) => p.once('exit', (code, signal) => resolve({ code, signal })));
+  p.once('error', (e) => { stack.log += `\nspawn error: ${e.message}\n`; });
+  p.stdout.on('data', (d) => { stack.log += d; });
+  p.stderr.on('data', (d) => { stack.log += d; });
+
+  const deadline = Date.now() + START_TIMEOUT;
+  let exited = null;
+  stack.exited.then((x) => { exited = x; });
+  for (const port of [ws, wss]) {
+    while (!(await portOpen(port))) {
+      if (exited) throw new Error(`tools/im-devrun exited (${JSON.stringify(exited)}) before port ${port} opened:\n${logTail()}`);
+      if (Date.now() > deadline) throw new Error(`port ${port} not open after ${START_TIMEOUT} ms:\n${logTail()}`);
+      await sleep(100);
+    }
+  }
+  // The banner is printed once every service answers.
+  while (!/dev server is up/.test(stack.log) && !exited && Date.now() < deadline) await sleep(100);
+}
+
+function killPidFile(file) {
+  try {
+    const pid = Number(fs.readFileSync(file, 'utf8').trim());
+    if (pid > 1) process.kill(pid, 'SIGKILL');
+  } catch { /* gone already */ }
+}
+
+async function stopStack() {
+  const p = stack.proc;
+  if (!p) return;
+  if (p.exitCode === null && p.signalCode === null) {
+    try { process.kill(p.pid, 'SIGTERM'); } catch { /* gone */ }
+    const r = await Promise.race([stack.exited, sleep(STOP_TIMEOUT).then(() => null)]);
+    if (!r) {
+      try { process.kill(-p.pid, 'SIGKILL'); } catch { /* gone */ }
+      // it starts each service in its own session: kill those by their pid files
+      killPidFile(path.join(stack.dir, 'nginx.pid'));
+      killPidFile(path.join(stack.dir, 'redis.pid'));
+    }
+  }
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  fs.writeFileSync(path.join(ARTIFACTS, 'e2e-devrun.log'), stack.log);
+  if (!process.env.IM_E2E_KEEP) fs.rmSync(stack.dir, { recursive: true, force: true });
+}
+
+// ------------------------------------------------------------------ tests
+
+let browser = null;
+const sessions = [];
+
+before(async () => {
+  if (skip) return;
+  await startStack();
+  browser = await launch();
+}, { timeout: START_TIMEOUT + 40000 });
+
+after(async () => {
+  if (browser) await browser.close().catch(() => {});
+  await stopStack();
+}, { timeout: STOP_TIMEOUT + 10000 });
+
+async function chat(user, base, extra = {}) {
+  const s = await openChat(browser, { base, user, ...extra });
+  sessions.push(s);
+  return s;
+}
+
+test('e2e against the real server (ws, wss, offline delivery, kick)', { timeout: 240000 }, async (t) => {
+  if (skip) { t.skip(skip); return; }
+  const { ws, wss } = stack.ports;
+  const httpBase = `http://127.0.0.1:${ws}/`;
+  const httpsBase = `https://127.0.0.1:${wss}/`;
+  const stamp = Date.now().toString(36);
+
+  await t.test('ws: alice and bob exchange messages both ways', async () => {
+    const alice = await chat('alice', httpBase);
+    const bob = await chat('bob', httpBase);
+    assert.equal(await alice.page.inputValue('#url'), `ws://127.0.0.1:${ws}/ws`);
+    assert.match(await alice.page.textContent('#status'), /online \(ws\)/);
+    const id = await sendText(alice.page, 'u:1002', `ws hello bob ${stamp}`);
+    assert.equal(await waitIncoming(bob.page, 'u:1001', `ws hello bob ${stamp}`), id, 'same MsgId at both ends');
+    await sendText(bob.page, 'u:1001', `ws hi alice ${stamp}`);
+    await waitIncoming(alice.page, 'u:1002', `ws hi alice ${stamp}`);
+    await sendText(alice.page, 'g:1', `ws hello group ${stamp}`);
+    await waitIncoming(bob.page, 'g:1', `ws hello group ${stamp}`);
+    await shot(alice.page, 'e2e-1-ws-alice');
+    await shot(bob.page, 'e2e-1-ws-bob');
+    await alice.ctx.close();
+    await bob.ctx.close();
+  });
+
+  await t.test('wss: the page over https, alice and bob exchange messages both ways', async () => {
+    const alice = await chat('alice', httpsBase);
+    const bob = await chat('bob', httpsBase);
+    assert.equal(await alice.page.inputValue('#url'), `wss://127.0.0.1:${wss}/wss`);
+    assert.match(await alice.page.textContent('#status'), /online \(wss\)/);
+    await sendText(alice.page, 'u:1002', `wss hello bob ${stamp}`);
+    await waitIncoming(bob.page, 'u:1001', `wss hello bob ${stamp}`);
+    await sendText(bob.page, 'u:1001', `wss hi alice ${stamp}`);
+    await waitIncoming(alice.page, 'u:1002', `wss hi alice ${stamp}`);
+    await sendText(bob.page, 'g:1', `wss hello group ${stamp}`);
+    await waitIncoming(alice.page, 'g:1', `wss hello group ${stamp}`);
+    await shot(alice.page, 'e2e-2-wss-alice');
+    await shot(bob.page, 'e2e-2-wss-bob');
+    await alice.ctx.close();
+    await bob.ctx.close();
+  });
+
+  // alice stays on the page from here to the end
+  const alice = await chat('alice', httpBase);
+
+  await t.test('offline: bob closes the page, alice sends, bob logs in again and receives it', async () => {
+    const bob = await chat('bob', httpBase);
+    await bob.ctx.close();
+    await sleep(500); // let the server see the socket close
+    const id = await sendText(alice.page, 'u:1002', `while you were away ${stamp}`);
+    const bob2 = await chat('bob', httpBase);
+    assert.equal(await waitIncoming(bob2.page, 'u:1001', `while you were away ${stamp}`), id);
+    await shot(bob2.page, 'e2e-3-offline-bob');
+    await bob2.ctx.close();
+  });
+
+  await t.test('kick: a second login of alice shows "logged in elsewhere" on the first', async () => {
+    await openConv(alice.page, 'u:1002');
+    const alice2 = await chat('alice', httpBase);
+    await diagnose(alice.page, 'waiting for the LOGOUT banner',
+      () => alice.page.waitForSelector('#banner[data-kind=logout]'));
+    assert.match(await alice.page.textContent('#banner'), /logged in elsewhere/);
+    await shot(alice.page, 'e2e-4-kicked-alice');
+    await sleep(1500);
+    assert.equal(await alice.page.getAttribute('#status', 'data-state'), 'closed', 'the kicked page does not reconnect');
+    assert.equal(await alice2.page.getAttribute('#status', 'data-state'), 'live', 'the new login stays');
+    await sendText(alice2.page, 'u:1003', `still here ${stamp}`);
+  });
+
+  await t.test('refused: a wrong password shows code 3', async () => {
+    const bad = await chat('carol', httpBase, { password: 'wrong-password', expect: 'refused' });
+    await diagnose(bad.page, 'waiting for the refusal banner',
+      () => bad.page.waitForSelector('#banner[data-kind=refused]'));
+    assert.match(await bad.page.textContent('#banner'), /code 3/);
+    await shot(bad.page, 'e2e-5-refused');
+  });
+
+  for (const s of sessions) assert.deepEqual(s.errors, [], 'no uncaught page errors');
+});
