@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
@@ -73,6 +74,7 @@ static struct {
     long     max_msgs;
     char     cpu_pids[512], aux_pids[512], mem_pids[512];
     char     label[128];
+    char     hist_out[256];
     int      verbose;
 } o;
 
@@ -1212,6 +1214,20 @@ static double cpu_of(const char *list)
     return total;
 }
 
+/* busy CPU seconds of the whole machine (all CPUs) from /proc/stat */
+static double machine_busy(void)
+{
+    unsigned long long v[10] = { 0 };
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return 0;
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1],
+                   &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]);
+    fclose(f);
+    if (n < 8) return 0;
+    /* user nice system [idle iowait] irq softirq steal */
+    return (double) (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / sysconf(_SC_CLK_TCK);
+}
+
 static void mem_of(const char *list, double *rss_kb, double *pss_kb)
 {
     int pids[256], n = parse_pids(list, pids, 256);
@@ -1306,6 +1322,7 @@ static void usage(void)
 "  -T, --timeout S            hard bound for the whole run            [120]\n"
 "      --login-timeout S      bound for all logins                    [60]\n"
 "      --gen-users N          print a users file of N users and exit\n"
+"      --hist-out FILE        write the latency percentile curve (fanout: last member)\n"
 "  -v, --verbose\n", PL_MIN);
     exit(2);
 }
@@ -1323,7 +1340,7 @@ int main(int argc, char **argv)
         { "user-base", 1, 0, 'u' }, { "uid-base", 1, 0, 6 }, { "max-msgs", 1, 0, 7 },
         { "cpu-pids", 1, 0, 8 }, { "aux-pids", 1, 0, 9 }, { "mem-pids", 1, 0, 10 },
         { "label", 1, 0, 11 }, { "timeout", 1, 0, 'T' }, { "login-timeout", 1, 0, 12 },
-        { "gen-users", 1, 0, 13 }, { "verbose", 0, 0, 'v' }, { "help", 0, 0, 'h' },
+        { "gen-users", 1, 0, 13 }, { "hist-out", 1, 0, 14 }, { "verbose", 0, 0, 'v' }, { "help", 0, 0, 'h' },
         { 0, 0, 0, 0 }
     };
     long gen_users = -1;
@@ -1399,6 +1416,7 @@ int main(int argc, char **argv)
         case 'T': o.timeout = atof(optarg); break;
         case 12: o.login_timeout = atof(optarg); break;
         case 13: gen_users = atol(optarg); break;
+        case 14: snprintf(o.hist_out, sizeof(o.hist_out), "%s", optarg); break;
         case 'v': o.verbose = 1; break;
         default: usage();
         }
@@ -1487,7 +1505,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "imgen: %" PRIu64 " sessions up in %.2f s%s\n", ok,
             (login_done - start) / 1e9, login_timed_out ? " (login timeout)" : "");
 
-    double cpu0 = 0, cpu1 = 0, aux0 = 0, aux1 = 0;
+    double cpu0 = 0, cpu1 = 0, aux0 = 0, aux1 = 0, mb0 = 0, mb1 = 0;
     uint64_t m0 = 0, m1 = 0;
 
     if (o.scen == S_IDLE) {
@@ -1497,6 +1515,7 @@ int main(int argc, char **argv)
         m0 = now_ns();
         cpu0 = cpu_of(o.cpu_pids);
         aux0 = cpu_of(o.aux_pids);
+        mb0 = machine_busy();
         double rest = o.hold - o.settle;
         uint64_t deadline = m0 + (uint64_t) ((rest > 0 ? rest : 0) * 1e9);
         shm->t0 = shm->m_start = m0;
@@ -1506,6 +1525,7 @@ int main(int argc, char **argv)
         m1 = now_ns();
         cpu1 = cpu_of(o.cpu_pids);
         aux1 = cpu_of(o.aux_pids);
+        mb1 = machine_busy();
         shm->stop = 1;
     } else {
         uint64_t t = now_ns() + 50 * 1000000ull;
@@ -1519,10 +1539,12 @@ int main(int argc, char **argv)
         m0 = now_ns();
         cpu0 = cpu_of(o.cpu_pids);
         aux0 = cpu_of(o.aux_pids);
+        mb0 = machine_busy();
         sleep_until(shm->m_end);
         m1 = now_ns();
         cpu1 = cpu_of(o.cpu_pids);
         aux1 = cpu_of(o.aux_pids);
+        mb1 = machine_busy();
     }
 
     for (int w = 0; w < o.procs; w++) {
@@ -1602,6 +1624,14 @@ int main(int argc, char **argv)
                     A->delivered_m ? (cpu + aux) * 1e6 / A->delivered_m : 0);
         }
         fprintf(f, ",\"gen_cpu_pct\":%.1f", win > 0 ? A->gen_cpu_us / 1e4 / win : 0);
+        /* all CPUs busy, and what neither the sampled server processes nor the
+         * generator used: other load on the machine (kernel softirq work of
+         * loopback is partly in here too) */
+        if (win > 0) {
+            double mb = mb1 - mb0;
+            fprintf(f, ",\"machine_cpu_pct\":%.1f,\"other_cpu_pct\":%.1f", 100 * mb / win,
+                    100 * (mb - cpu - aux - A->gen_cpu_us / 1e6) / win);
+        }
     } else if (o.cpu_pids[0]) {
         fprintf(f, ",\"srv_idle_cpu_pct\":%.2f", win > 0 ? 100 * cpu / win : 0);
     }
@@ -1618,6 +1648,22 @@ int main(int argc, char **argv)
                ",\"errors\":%" PRIu64 ",\"login_timeout\":%s}\n",
             A->closed, A->refused, A->logout, A->errors, login_timed_out ? "true" : "false");
     fflush(f);
+
+    if (o.hist_out[0]) {
+        hist_t *h = (o.scen == S_FANOUT) ? &A->last : &A->lat;
+        FILE *hf = fopen(o.hist_out, "w");
+        if (hf) {
+            fprintf(hf, "# percentile latency_us 1/(1-p)  (%s %s, %" PRIu64 " samples)\n",
+                    scen_name[o.scen], o.label, h->count);
+            for (int k = 0; k <= 50; k++) {
+                double q = 1.0 - pow(10.0, -k / 10.0);   /* 0, 20.6 %, ... 99.999 % */
+                fprintf(hf, "%.5f %.1f %.3f\n", 100 * q, hist_pct(h, 100 * q) / 1e3,
+                        1.0 / (1.0 - q));
+            }
+            fprintf(hf, "100 %.1f inf\n", (double) h->max / 1e3);
+            fclose(hf);
+        }
+    }
 
     int bad = login_timed_out || A->ok == 0;
     return bad ? 1 : 0;
