@@ -250,15 +250,17 @@ ngx_http_im_handler(ngx_http_request_t *r)
         return ngx_http_im_refuse(r, NGX_HTTP_BAD_REQUEST, "HTTP/1.0");
     }
 
-    if (r->headers_in.upgrade == NULL
-        || r->headers_in.upgrade->value.len != 9
-        || ngx_strncasecmp(r->headers_in.upgrade->value.data,
-                           (u_char *) "websocket", 9) != 0)
+    /* nginx 1.22 does not keep the Connection header in headers_in */
+
+    h = ngx_http_im_find_header(r, "Upgrade", 7);
+
+    if (h == NULL || h->value.len != 9
+        || ngx_strncasecmp(h->value.data, (u_char *) "websocket", 9) != 0)
     {
         return ngx_http_im_refuse(r, 426, "no Upgrade: websocket");
     }
 
-    h = r->headers_in.connection;
+    h = ngx_http_im_find_header(r, "Connection", 10);
 
     if (h == NULL
         || ngx_strcasestrn(h->value.data, "upgrade", 7 - 1) == NULL)

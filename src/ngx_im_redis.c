@@ -70,6 +70,8 @@ static ngx_im_redis_conn_t       ngx_im_redis_conns[NGX_IM_REDIS_N];
 static ngx_im_redis_handlers_t  *ngx_im_redis_handlers;
 static ngx_im_redis_req_t       *ngx_im_redis_free_reqs;
 static ngx_event_t               ngx_im_redis_watchdog;
+/* nginx's debug log reads a descriptor out of every timer's data */
+static ngx_connection_t          ngx_im_redis_dummy;
 static ngx_uint_t                ngx_im_redis_exiting;
 
 
@@ -106,6 +108,8 @@ ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
         ngx_im_redis_connect(rc);
     }
 
+    ngx_im_redis_dummy.fd = (ngx_socket_t) -1;
+    ngx_im_redis_watchdog.data = &ngx_im_redis_dummy;
     ngx_im_redis_watchdog.handler = ngx_im_redis_watchdog_handler;
     ngx_im_redis_watchdog.log = cycle->log;
     ngx_im_redis_watchdog.cancelable = 1;
