@@ -17,7 +17,7 @@ import {
 const JS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const REPO = path.resolve(JS_DIR, '..');
 const MODULE = process.env.IM_MODULE || path.join(REPO, 'build/nginx/objs/ngx_im_module.so');
-const DEVRUN = path.join(REPO, 'tools/im-devrun');
+const DEVRUN = process.env.IM_DEVRUN || path.join(REPO, 'tools/im-devrun');
 const START_TIMEOUT = 60000;
 const STOP_TIMEOUT = 20000;
 
@@ -217,4 +217,6 @@ test('e2e against the real server (ws, wss, offline delivery, kick)', { timeout:
   });
 
   for (const s of sessions) assert.deepEqual(s.errors, [], 'no uncaught page errors');
+  const bad = stack.log.split('\n').filter((l) => /\[(alert|emerg|crit)\]|exited on signal/.test(l));
+  assert.deepEqual(bad, [], 'no [alert]/[emerg]/[crit] and no crashed worker in the server log');
 });
