@@ -854,10 +854,13 @@ ngx_im_router_message(u_char *channel, size_t clen, u_char *data,
         {
             /* offline-only: the publisher counted this worker as a
              * taker, and there is none any more */
-            uint32_t  uid;
+            ngx_int_t  uid;
 
-            uid = (uint32_t) ngx_atoi(channel + 5, clen - 5);
-            (void) ngx_im_store_push(uid, msg, NULL, NULL);
+            uid = (clen > 5) ? ngx_atoi(channel + 5, clen - 5) : NGX_ERROR;
+
+            if (uid != NGX_ERROR) {
+                (void) ngx_im_store_push((uint32_t) uid, msg, NULL, NULL);
+            }
         }
 
         ngx_im_msg_unref(msg);

@@ -1040,7 +1040,13 @@ ngx_im_session_sync(ngx_im_session_t *s)
 {
     ngx_im_ref_t  *ref;
 
-    if (s->closing || s->state != NGX_IM_S_LIVE || s->load_ref) {
+    if (s->closing || s->state != NGX_IM_S_LIVE) {
+        return;
+    }
+
+    if (s->load_ref) {
+        /* what was stored after that read is read again afterwards */
+        s->resync = 1;
         return;
     }
 
@@ -1149,6 +1155,11 @@ ngx_im_session_loaded(redisReply *reply, void *data)
     }
 
     ngx_im_session_load_retry(s);
+
+    if (s->resync && !s->closing) {
+        s->resync = 0;
+        ngx_im_session_sync(s);
+    }
 }
 
 

@@ -97,7 +97,7 @@ struct ngx_im_session_s {
     unsigned               torn_down:1;
     unsigned               ping_sent:1;
     unsigned               loading:1;       /* inbox not pushed yet */
-    unsigned               load_sent:1;
+    unsigned               resync:1;        /* load again after this one */
     unsigned               flush_posted:1;
     unsigned               ws_closing:1;    /* waiting for the peer's close */
     unsigned               finishing:1;     /* finalize on the close event */
