@@ -1,0 +1,119 @@
+package IM::Setup;
+
+# The standard nginx.conf of the client-session tests: ws on %%PORT_9095%%
+# (/ws), wss on %%PORT_8443%% (/wss, self-signed certificate made in the
+# test dir), the TCP backend API on %%PORT_19095%%, /status, and the
+# internal /_auth location proxying to the scriptable user centre.
+#
+#   use IM::Setup qw/write_conf transports/;
+#   write_conf($t, redis => $redis, uc => $uc, main => "im_close_grace 2s;");
+#   $t->run;
+#   for my $tr (transports()) {
+#       my ($name, %o) = @$tr;                 # ('ws', port => .., path => '/ws')
+#       my $c = IM::Client->new(%o, auto_pong => 1);
+#   }
+#
+# Options of write_conf:
+#   redis, uc    IM::Redis / IM::UserCentre objects (required)
+#   main         extra main-context directives (im_* timers ...)
+#   http         extra http-context text
+#   ws           extra directives in the /ws and /wss locations
+#   auth         extra directives in /_auth (proxy_read_timeout 1s ...)
+#   body         proxy_set_body value (default username/password)
+#   workers      worker_processes (default 1)
+#   stream       0 leaves out the TCP API server (default 1)
+
+use strict;
+use warnings;
+
+use Exporter qw/import/;
+use Test::Nginx qw/port/;
+
+our @EXPORT_OK = qw/write_conf transports transport make_cert/;
+
+# a self-signed certificate im.crt / im.key in the test dir
+sub make_cert {
+    my ($t) = @_;
+    my $d = $t->testdir;
+    return if -f "$d/im.crt";
+    my $out = `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost -keyout '$d/im.key' -out '$d/im.crt' 2>&1`;
+    die "openssl req failed:\n$out" if $?;
+}
+
+sub write_conf {
+    my ($t, %o) = @_;
+    my $redis = $o{redis} or die "write_conf: redis => required\n";
+    my $uc = $o{uc} or die "write_conf: uc => required\n";
+    make_cert($t);
+    my $d = $t->testdir;
+    my $workers = $o{workers} // 1;
+    my $main = $o{main} // '';
+    my $http = $o{http} // '';
+    my $ws = $o{ws} // '';
+    my $auth = $o{auth} // '';
+    my $body = $o{body} // 'username=$im_username&password=$im_password';
+    my $stream = ($o{stream} // 1) ? <<"S" : '';
+stream {
+    %%TEST_GLOBALS_STREAM%%
+    server {
+        listen 127.0.0.1:%%PORT_19095%%;
+        im_tcp;
+    }
+}
+S
+    my $ucport = $uc->port;
+    my $raddr = $redis->addr;
+
+    $t->write_file_expand('nginx.conf', <<"EOF");
+%%TEST_GLOBALS%%
+daemon on;
+worker_processes $workers;
+im_redis $raddr;
+$main
+events { }
+http {
+    %%TEST_GLOBALS_HTTP%%
+    $http
+    server {
+        listen 127.0.0.1:%%PORT_9095%%;
+        listen 127.0.0.1:%%PORT_8443%% ssl;
+        ssl_certificate     $d/im.crt;
+        ssl_certificate_key $d/im.key;
+
+        location = /ws  { im_websocket; im_auth /_auth; $ws }
+        location = /wss { im_websocket; im_auth /_auth; $ws }
+        location = /_auth {
+            internal;
+            proxy_pass http://127.0.0.1:$ucport/auth;
+            proxy_method POST;
+            proxy_pass_request_headers off;
+            proxy_set_header Content-Type "application/x-www-form-urlencoded;charset=utf-8";
+            proxy_set_header Accept application/json;
+            proxy_set_body "$body";
+            $auth
+        }
+        location = /status { im_status; }
+    }
+}
+$stream
+EOF
+    return $t;
+}
+
+# [name, IM::Client/IM::WS options] of ws and wss
+sub transports {
+    return (
+        ['ws',  port => port(9095), path => '/ws'],
+        ['wss', port => port(8443), path => '/wss', ssl => 1],
+    );
+}
+
+sub transport {
+    my ($name) = @_;
+    my ($tr) = grep { $_->[0] eq $name } transports();
+    die "no transport $name\n" unless $tr;
+    my (undef, %o) = @$tr;
+    return %o;
+}
+
+1;
