@@ -10,6 +10,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { WebSocket } from 'ws';
+import { ImClient } from '../src/imclient.js';
 import {
   ARTIFACTS, chromiumMissing, diagnose, launch, openChat, openConv, sendText, shot, waitIncoming,
 } from '../testlib/browser.js';
@@ -74,6 +76,12 @@ async function startStack() {
   // Its own process group, so that a last-resort kill reaches everything it started.
   const p = spawn(DEVRUN, [], { cwd: JS_DIR, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   stack.proc = p;
+  // If this process is stopped before the after hook runs, stop the stack anyway.
+  const onExit = () => { try { if (p.exitCode === null) process.kill(p.pid, 'SIGTERM'); } catch { /* gone */ } };
+  process.once('exit', onExit);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.once(sig, () => { onExit(); process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1)); });
+  }
   stack.exited = new Promise((resolve) => p.once('exit', (code, signal) => resolve({ code, signal })));
   p.once('error', (e) => { stack.log += `\nspawn error: ${e.message}\n`; });
   p.stdout.on('data', (d) => { stack.log += d; });
@@ -206,6 +214,39 @@ test('e2e against the real server (ws, wss, offline delivery, kick)', { timeout:
     assert.equal(await alice.page.getAttribute('#status', 'data-state'), 'closed', 'the kicked page does not reconnect');
     assert.equal(await alice2.page.getAttribute('#status', 'data-state'), 'live', 'the new login stays');
     await sendText(alice2.page, 'u:1003', `still here ${stamp}`);
+  });
+
+  await t.test('the library from Node (ws and wss): part-group, refusal of a non-member, PING', async () => {
+    // ClientId 2 ("app"), so these sessions do not kick the pages' sessions (ClientId 1).
+    class InsecureWS extends WebSocket {
+      constructor(url) { super(url, { rejectUnauthorized: false }); }
+    }
+    const mk = (user, password, uid, url) => new ImClient({
+      url, username: user, password, uid, clientId: 2, WebSocket: InsecureWS, ackTimeout: 10000,
+    });
+    const bob = mk('bob', 'bob-secret', 1002, `ws://127.0.0.1:${ws}/ws`);
+    const carol = mk('carol', 'carol-secret', 1003, `wss://127.0.0.1:${wss}/wss`);
+    try {
+      const got = new Promise((resolve) => carol.on('partGroup', (d) => {
+        if (d.json && d.payload.content.text === `part ${stamp}`) resolve(d);
+      }));
+      await Promise.all([bob.connect(), carol.connect()]);
+      const r = await bob.sendPartGroupMessage(1, [1003], `part ${stamp}`);
+      assert.equal(r.cmd, 12);
+      const d = await Promise.race([got, sleep(10000).then(() => assert.fail('carol got no part-group push'))]);
+      assert.equal(d.msgId, r.msgId);
+      assert.equal(d.gid, 1);
+      assert.deepEqual(d.uids, [1003]);
+      assert.equal(d.payload.from, 1002);
+      await assert.rejects(carol.sendGroupMessage(424242, 'not a member'),
+        (e) => e.code === 'invalid' && e.cmd === 5);
+      assert.equal(carol.state, 'live', 'a refusal leaves the session up');
+      await bob.ping(5000);
+      await carol.ping(5000);
+    } finally {
+      bob.close();
+      carol.close();
+    }
   });
 
   await t.test('refused: a wrong password shows code 3', async () => {
