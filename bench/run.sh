@@ -143,6 +143,12 @@ make -s -C "$HERE" bin/imgen >&2 || { log "cannot build imgen"; exit 1; }
 if [[ $RUN_IM == auto ]]; then
     if [[ -f $IM_MODULE ]]; then RUN_IM=1; else RUN_IM=0; note "IM server not run: $IM_MODULE not built"; fi
 fi
+if [[ $RUN_IM == 1 ]]; then
+    # a copy, so a rebuild in the tree during the run changes nothing
+    cp "$IM_MODULE" "$OUT/ngx_im_module.so" || { log "cannot copy $IM_MODULE"; exit 1; }
+    echo "module: $(realpath --relative-to="$REPO" "$IM_MODULE" 2>/dev/null || echo "$IM_MODULE"), built $(date -u -r "$IM_MODULE" '+%Y-%m-%d %H:%M UTC'), sha256 $(sha256sum "$IM_MODULE" | cut -c1-16)" >> "$OUT/machine.txt.pre"
+    IM_MODULE=$OUT/ngx_im_module.so
+fi
 if [[ $RUN_PEER == 1 ]] && ! command -v mosquitto >/dev/null; then
     note "mosquitto not run: not installed (apt-get install mosquitto)"
     RUN_PEER=0
@@ -166,7 +172,9 @@ for n in $IDLE; do (( n > max_users )) && max_users=$n; done
     echo "commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)"
     echo "descriptors per process: $(ulimit -Hn)"
     echo "quick: $QUICK"
+    cat "$OUT/machine.txt.pre" 2>/dev/null
 } > "$OUT/machine.txt"
+rm -f "$OUT/machine.txt.pre"
 
 # Loopback packets wait in a per-CPU backlog (net.core.netdev_max_backlog,
 # 1000 by default); a generator that flushes a thousand connections in one
@@ -311,7 +319,7 @@ gen() {
 }
 
 # login time bound for n sessions (the user centre does a few thousand a second)
-login_tmo() { echo $(( $1 / 500 + 20 )); }
+login_tmo() { echo $(( $1 / 300 + 30 )); }
 
 traffic_tmo() { awk -v d="$DURATION" -v w="$WARMUP" -v l="$1" 'BEGIN { printf "%d", d + w + l + 15 }'; }
 
