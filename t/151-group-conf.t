@@ -1,0 +1,123 @@
+#!/usr/bin/perl
+# Groups under non-default directives (PROTOCOL.md §3.4; issue 5 item 3):
+# im_part_push_as_group on -> GROUP_PART_PUBLISH is pushed as a plain group
+# push <<5, Gid, MsgId, Len, Payload>> (online and from the offline store),
+# the sender still gets <<12, MsgId>>, an empty result is still <<10, 11, MsgId>>;
+# im_group_db / im_group_prefix -> membership read from that db and key only.
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib';
+use Test::Nginx qw/port/;
+use IM::Redis;
+use IM::UserCentre;
+use IM::Client;
+use IM::Proto qw/:all/;
+use IM::Setup qw/write_conf/;
+use JSON::PP ();
+
+my $t = Test::Nginx->new()->has(qw/http redis openssl/);
+my $redis = IM::Redis->new(t => $t);
+my $uc = IM::UserCentre->new(t => $t, users => "* * uid-from-name\n");
+
+write_conf($t, redis => $redis, uc => $uc, stream => 0, main => <<'M');
+im_part_push_as_group on;
+im_group_db 3;
+im_group_prefix grp:;
+im_repush_interval 1s;
+M
+$t->run();
+
+my $JSON = JSON::PP->new->utf8->canonical;
+my $GID = 4242;
+
+sub user {
+    my ($uid) = @_;
+    my $c = IM::Client->new(port => port(9095), auto_pong => 1, uid => $uid);
+    is($c->login("u$uid", 'pw'), 0, "u$uid logs in");
+    return $c;
+}
+
+sub payload {
+    my ($from, $to, $text) = @_;
+    return $JSON->encode({ from => $from, to => $to,
+        content => { type => 'text', text => $text } });
+}
+
+sub hex_of { defined $_[0] ? hexdump($_[0]) : 'undef' }
+
+# the configured place, and a decoy at the default place
+$redis->select_cmd(3, 'SADD', "grp:$GID", 2001, 2002, 2003);
+$redis->select_cmd(1, 'SADD', "im_group:$GID", 2001, 2004);
+$redis->select_cmd(3, 'SADD', "im_group:$GID", 2004);
+
+my $a = user(2001);
+my $b = user(2002);
+my $c = user(2003);
+my $d = user(2004);
+
+###############################################################################
+# im_group_db 3, im_group_prefix grp:
+
+my $p1 = payload(2001, $GID, 'configured db and prefix');
+my $id1 = $a->group_publish($GID, $p1, raw => 1);
+ok($a->expect(cmd => GROUP_PUB_ACK, msgid => $id1), 'group message acked');
+for my $cl ($b, $c) {
+    my $m = $cl->expect(cmd => GROUP_PUBLISH, msgid => $id1);
+    ok($m, 'member ' . $cl->uid . ' of grp:4242 in db 3 receives');
+    $cl->ack($id1, cmd => GROUP_PUB_ACK) if $m;
+}
+ok($d->nothing_for(0.5), '2004 (only in db 1 / under im_group: in db 3) does not');
+
+# 2004 is a member under the default name only: refused
+my $id2 = $d->group_publish($GID, payload(2004, $GID, 'decoy'), raw => 1);
+my $m = $d->next;
+is(hex_of($m && $m->{raw}), hexdump(invalid_packet(GROUP_PUBLISH, $id2)),
+    'a sender that is a member only at the default place is refused');
+
+###############################################################################
+# im_part_push_as_group on
+
+my @list = (2002, 2003, 2002, 9999);
+my $p3 = payload(2001, $GID, 'part as group');
+my $id3 = $a->part_publish($GID, \@list, $p3, raw => 1);
+$m = $a->expect(cmd => GROUP_PART_PUB_ACK);
+is(hex_of($m && $m->{raw}), hexdump(part_pub_ack($id3)),
+    'sender still gets GROUP_PART_PUB_ACK <<12, MsgId>>');
+for my $cl ($b, $c) {
+    $m = $cl->next;
+    is(hex_of($m && $m->{raw}), hexdump(group_push_msg($GID, $id3, $p3)),
+        'listed member ' . $cl->uid . ' gets it as <<5, Gid, MsgId, Len, Payload>>');
+    # the field's client answers a cmd 5 push with 6
+    $cl->ack($id3, cmd => GROUP_PUB_ACK) if $m;
+}
+ok($b->nothing_for(1.5), 'received once (duplicate listed), and the 6 ack counts');
+ok($c->nothing_for(0.1), '2003 also nothing more');
+ok($a->nothing_for(0.1) && $d->nothing_for(0.1), 'sender and non-listed get nothing');
+
+# empty result is still a refusal with the original cmd
+my $id4 = $a->part_publish($GID, [9999], payload(2001, $GID, 'none'), raw => 1);
+$m = $a->next;
+is(hex_of($m && $m->{raw}), hexdump(invalid_packet(GROUP_PART_PUBLISH, $id4)),
+    'empty part-group result: <<10, 11, MsgId>>');
+
+# offline member: the stored push is cmd 5 too
+$c->close(1000);
+$c->wait_closed(2);
+select undef, undef, undef, 0.3;
+my $p5 = payload(2001, $GID, 'part as group, offline');
+my $id5 = $a->part_publish($GID, [2003], $p5, raw => 1);
+ok($a->expect(cmd => GROUP_PART_PUB_ACK, msgid => $id5), 'acked with 2003 offline');
+$c = user(2003);
+$m = $c->next;
+is(hex_of($m && $m->{raw}), hexdump(group_push_msg($GID, $id5, $p5)),
+    'after login: the stored message as <<5, Gid, MsgId, Len, Payload>>');
+$c->ack($id5, cmd => GROUP_PUB_ACK) if $m;
+ok($c->nothing_for(1.3), 'and acked');
+
+for my $cl ($a, $b, $c, $d) {
+    $cl->close(1000);
+    $cl->wait_closed(2);
+}
+
+$t->done_testing();
