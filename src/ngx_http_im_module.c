@@ -19,6 +19,7 @@
 #include "ngx_im_session.h"
 #include "ngx_im_router.h"
 #include "ngx_im_wsframe.h"
+#include "ngx_im_zone.h"
 
 
 typedef struct {
@@ -963,6 +964,7 @@ ngx_http_im_status_handler(ngx_http_request_t *r)
     b->last = ngx_sprintf(b->last,
                           "{\"worker\":%ui,\"pid\":%P,\"id\":\"%V\","
                           "\"sessions\":%uA,\"users\":%ui,"
+                          "\"node_users\":%ui,"
                           "\"logins\":%uA,\"login_failures\":%uA,"
                           "\"accepted\":%uA,\"refused\":%uA,"
                           "\"pushed\":%uA,\"repushed\":%uA,\"acked\":%uA,"
@@ -970,6 +972,7 @@ ngx_http_im_status_handler(ngx_http_request_t *r)
                           "\"kicked\":%uA,\"slow_closed\":%uA}\n",
                           ngx_worker, ngx_pid, &ngx_im_worker_id,
                           ngx_im_stats.sessions, ngx_im_router_users(),
+                          ngx_im_dir_users(),
                           ngx_im_stats.logins, ngx_im_stats.login_failures,
                           ngx_im_stats.accepted, ngx_im_stats.refused,
                           ngx_im_stats.pushed, ngx_im_stats.repushed,

@@ -58,6 +58,8 @@ typedef struct {
     size_t              send_buffer;
 
     ngx_flag_t          part_push_as_group;
+
+    ngx_shm_zone_t     *zone;
 } ngx_im_conf_t;
 
 
@@ -92,7 +94,8 @@ ngx_im_get_conf(void)
 /* called by the http and stream modules' directive handlers */
 ngx_im_conf_t *ngx_im_conf_enable(ngx_conf_t *cf);
 
-/* "node:pid", names this worker in pub/sub traffic */
+/* "node/instance:pid" names this worker in pub/sub traffic; workers that
+ * share an im_zone share the part before the colon */
 extern ngx_str_t  ngx_im_worker_id;
 
 

@@ -9,6 +9,7 @@
 
 #include "ngx_im.h"
 #include "ngx_im_router.h"
+#include "ngx_im_zone.h"
 
 
 static void *ngx_im_create_conf(ngx_cycle_t *cycle);
@@ -86,6 +87,13 @@ static ngx_command_t  ngx_im_commands[] = {
       ngx_conf_set_str_slot,
       0,
       offsetof(ngx_im_conf_t, node_id),
+      NULL },
+
+    { ngx_string("im_zone"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE2,
+      ngx_im_zone_directive,
+      0,
+      0,
       NULL },
 
     { ngx_string("im_delivery"),
@@ -384,6 +392,7 @@ static ngx_int_t
 ngx_im_init_process(ngx_cycle_t *cycle)
 {
     u_char         *p;
+    uint64_t        instance;
     ngx_im_conf_t  *imcf;
 
     imcf = (ngx_im_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_im_module);
@@ -398,16 +407,28 @@ ngx_im_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    p = ngx_pnalloc(cycle->pool, imcf->node_id.len + 1 + NGX_INT64_LEN);
+    ngx_memzero(&ngx_im_stats, sizeof(ngx_im_stats_t));
+
+    if (ngx_im_router_init_zone(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(cycle->pool, imcf->node_id.len + 2 + 16 + NGX_INT64_LEN);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_im_worker_id.data = p;
-    ngx_im_worker_id.len = ngx_sprintf(p, "%V:%P", &imcf->node_id, ngx_pid)
-                           - p;
+    /* without a zone every worker is on its own */
 
-    ngx_memzero(&ngx_im_stats, sizeof(ngx_im_stats_t));
+    instance = ngx_im_zone_enabled()
+               ? ngx_im_zone_instance()
+               : ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random()
+                 ^ (uint64_t) ngx_pid;
+
+    ngx_im_worker_id.data = p;
+    ngx_im_worker_id.len = ngx_sprintf(p, "%V/%016xL:%P", &imcf->node_id,
+                                       instance, ngx_pid)
+                           - p;
 
     return ngx_im_router_init(cycle);
 }

@@ -7,23 +7,32 @@
  * the local sessions at once, to the inbox (write-through), and to the
  * uid's channel for the other workers and nodes.
  *
- * Channel traffic, binary:
- *   'D' OriginLen:8 Origin Seq:64 Flags:8 Entry      a message (Flags 1:
- *                                                    it is in the inbox)
- *   'K' OriginLen:8 Origin ClientId:8 Token:64       a login elsewhere
- * A worker hears its own traffic too; Seq tells which of its sessions got
- * a message directly already.
+ * With an im_zone, the other workers of this node that hold the uid (the
+ * zone's directory says which) get it by datagram instead, and ignore the
+ * channel copy of this node's traffic.
+ *
+ * Traffic, binary, the same on channels and datagrams:
+ *   'D' OriginLen:8 Origin Flags:8 Seq:64 Entry      a message
+ *   'K' OriginLen:8 Origin Flags:8 ClientId:8 Token:64   a login elsewhere
+ * Flags: 1 the message is in the inbox; 2 this node's workers must take
+ * the channel copy too (a datagram could not be sent).  A worker hears its
+ * own channel traffic as well; Seq tells which of its sessions got a
+ * message directly already.
  */
 
 #include "ngx_im_router.h"
 #include "ngx_im_redis.h"
 #include "ngx_im_store.h"
+#include "ngx_im_zone.h"
 
 
 #define NGX_IM_SUB_NONE           0
 #define NGX_IM_SUB_SUBSCRIBING    1
 #define NGX_IM_SUB_SUBSCRIBED     2
 #define NGX_IM_SUB_UNSUBSCRIBING  3
+
+#define NGX_IM_T_STORED           1
+#define NGX_IM_T_ALL              2
 
 
 typedef struct {
@@ -45,6 +54,11 @@ typedef struct {
 
 static void ngx_im_router_message(u_char *channel, size_t clen,
     u_char *data, size_t len);
+static void ngx_im_router_ipc(u_char *data, size_t len);
+static void ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len,
+    ngx_uint_t ipc);
+static ngx_int_t ngx_im_router_peers(uint32_t uid, u_char *data,
+    size_t len);
 static void ngx_im_router_subscribed(u_char *channel, size_t clen);
 static void ngx_im_router_unsubscribed(u_char *channel, size_t clen);
 static void ngx_im_router_sub_connected(void);
@@ -79,9 +93,17 @@ ngx_im_router_init(ngx_cycle_t *cycle)
 }
 
 
+ngx_int_t
+ngx_im_router_init_zone(ngx_cycle_t *cycle)
+{
+    return ngx_im_zone_init_process(cycle, ngx_im_router_ipc);
+}
+
+
 void
 ngx_im_router_exit(void)
 {
+    ngx_im_zone_exit_process();
     ngx_im_redis_exit();
 }
 
@@ -291,7 +313,7 @@ ngx_im_router_login(ngx_im_session_t *s)
 
     /* ... and on every other worker and node */
 
-    len = 2 + ngx_im_worker_id.len + 1 + 8;
+    len = 2 + ngx_im_worker_id.len + 1 + 1 + 8;
     buf = ngx_alloc(len, s->connection->log);
 
     if (buf) {
@@ -299,9 +321,14 @@ ngx_im_router_login(ngx_im_session_t *s)
         *p++ = 'K';
         *p++ = (u_char) ngx_im_worker_id.len;
         p = ngx_cpymem(p, ngx_im_worker_id.data, ngx_im_worker_id.len);
+        *p++ = 0;
         *p++ = s->client_id;
         p = im_put_u32(p, (uint32_t) (s->token >> 32));
         p = im_put_u32(p, (uint32_t) s->token);
+
+        if (ngx_im_router_peers(s->uid, buf, p - buf) != NGX_OK) {
+            buf[2 + ngx_im_worker_id.len] |= NGX_IM_T_ALL;
+        }
 
         argv[0] = "PUBLISH";
         argvlen[0] = 7;
@@ -400,15 +427,21 @@ ngx_im_router_presence_del(ngx_im_session_t *s)
 
 /* the table */
 
-void
+ngx_int_t
 ngx_im_router_join(ngx_im_session_t *s)
 {
     ngx_im_user_t  *u;
 
     u = ngx_im_router_user(s->uid);
     if (u == NULL) {
-        ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
-        return;
+        return NGX_ERROR;
+    }
+
+    if (u->nsessions == 0 && ngx_im_dir_add(s->uid) != NGX_OK) {
+        if (u->sub == NGX_IM_SUB_NONE) {
+            ngx_im_router_free(u);
+        }
+        return NGX_ERROR;
     }
 
     ngx_queue_insert_tail(&u->sessions, &s->user_link);
@@ -434,6 +467,8 @@ ngx_im_router_join(ngx_im_session_t *s)
          * subscribed again when that is confirmed */
         break;
     }
+
+    return NGX_OK;
 }
 
 
@@ -461,6 +496,8 @@ ngx_im_router_leave(ngx_im_session_t *s)
     if (--u->nsessions) {
         return;
     }
+
+    ngx_im_dir_del(u->node.key);
 
     switch (u->sub) {
 
@@ -668,10 +705,11 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
     ngx_im_pub_t *pub)
 {
     u_char          channel[32];
-    u_char         *p, *buf;
+    u_char         *p, *buf, *flags;
     size_t          len;
     uint64_t        seq;
     ngx_uint_t      i, stored, local;
+    ngx_int_t       rc;
     const char     *argv[3];
     size_t          argvlen[3];
     ngx_im_user_t  *u;
@@ -685,17 +723,19 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
     pub->remaining = n;
 
-    len = 2 + ngx_im_worker_id.len + 8 + 1 + msg->entry_len;
+    len = 2 + ngx_im_worker_id.len + 1 + 8 + msg->entry_len;
     buf = ngx_alloc(len, ngx_cycle->log);
+    flags = NULL;
 
     if (buf) {
         p = buf;
         *p++ = 'D';
         *p++ = (u_char) ngx_im_worker_id.len;
         p = ngx_cpymem(p, ngx_im_worker_id.data, ngx_im_worker_id.len);
+        flags = p;
+        *p++ = stored ? NGX_IM_T_STORED : 0;
         p = im_put_u32(p, (uint32_t) (seq >> 32));
         p = im_put_u32(p, (uint32_t) seq);
-        *p++ = (u_char) stored;
         p = ngx_cpymem(p, msg->entry, msg->entry_len);
     }
 
@@ -711,6 +751,20 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         local = u ? ngx_im_router_local(u, msg, stored, 0) : 0;
 
         argvlen[1] = ngx_im_router_channel(channel, uids[i]);
+
+        /* this node's other workers: by datagram, no Redis in between */
+
+        if (buf) {
+            *flags &= ~NGX_IM_T_ALL;
+            rc = ngx_im_router_peers(uids[i], buf, len);
+
+            if (rc == NGX_OK) {
+                local++;
+
+            } else if (rc == NGX_AGAIN) {
+                *flags |= NGX_IM_T_ALL;
+            }
+        }
 
         if (stored) {
             /* write-through: the sender's ack waits for the append; the
@@ -802,16 +856,71 @@ done:
 }
 
 
-/* channel traffic */
+/*
+ * NGX_OK: handed to at least one peer; NGX_DECLINED: no peer;
+ * NGX_AGAIN: some peer could not be reached directly
+ */
+
+static ngx_int_t
+ngx_im_router_peers(uint32_t uid, u_char *data, size_t len)
+{
+    ngx_int_t   rc, sent;
+    ngx_uint_t  i, n;
+    ngx_pid_t   pids[NGX_IM_DIR_PIDS];
+
+    n = ngx_im_dir_peers(uid, pids);
+
+    sent = NGX_DECLINED;
+
+    for (i = 0; i < n; i++) {
+        rc = ngx_im_ipc_send(pids[i], uid, data, len);
+
+        if (rc == NGX_AGAIN) {
+            return NGX_AGAIN;
+        }
+
+        if (rc == NGX_OK) {
+            sent = NGX_OK;
+        }
+    }
+
+    return sent;
+}
+
 
 static void
 ngx_im_router_message(u_char *channel, size_t clen, u_char *data,
     size_t len)
 {
-    u_char            *p, *last;
-    size_t             olen;
+    ngx_int_t  uid;
+
+    if (clen <= 5 || ngx_strncmp(channel, "im:u:", 5) != 0) {
+        return;
+    }
+
+    uid = ngx_atoi(channel + 5, clen - 5);
+    if (uid == NGX_ERROR) {
+        return;
+    }
+
+    ngx_im_router_traffic((uint32_t) uid, data, len, 0);
+}
+
+
+static void
+ngx_im_router_ipc(u_char *data, size_t len)
+{
+    ngx_im_router_traffic(im_get_u32(data), data + 4, len - 4, 1);
+}
+
+
+static void
+ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
+{
+    u_char            *p, *last, flags;
+    size_t             olen, plen;
     uint64_t           seq, token;
-    ngx_uint_t         own, stored;
+    ngx_uint_t         own, node;
     ngx_queue_t       *q, *next;
     ngx_im_msg_t      *msg;
     ngx_im_user_t     *u;
@@ -820,7 +929,7 @@ ngx_im_router_message(u_char *channel, size_t clen, u_char *data,
     p = data;
     last = data + len;
 
-    if (len < 2 || (size_t) (last - p - 2) < p[1]) {
+    if (len < 3 || (size_t) (last - p - 3) < p[1]) {
         return;
     }
 
@@ -828,53 +937,55 @@ ngx_im_router_message(u_char *channel, size_t clen, u_char *data,
     own = (olen == ngx_im_worker_id.len
            && ngx_memcmp(p + 2, ngx_im_worker_id.data, olen) == 0);
 
-    switch (p[0]) {
+    /* same node: the part of the worker id before the colon */
+    plen = ngx_im_worker_id.len;
+    while (plen && ngx_im_worker_id.data[plen - 1] != ':') {
+        plen--;
+    }
+
+    node = (olen > plen && ngx_memcmp(p + 2, ngx_im_worker_id.data, plen) == 0);
+
+    flags = p[2 + olen];
+
+    if (!ipc && node && !own && !(flags & NGX_IM_T_ALL)) {
+        /* the datagram brought it already */
+        return;
+    }
+
+    p += 3 + olen;
+
+    u = ngx_im_router_find(uid);
+
+    switch (data[0]) {
 
     case 'D':
-        p += 2 + olen;
-
-        if (last - p < 9) {
+        if (last - p < 8) {
             return;
         }
 
         seq = ((uint64_t) im_get_u32(p) << 32) | im_get_u32(p + 4);
-        stored = p[8] & 1;
-        p += 9;
+        p += 8;
 
         msg = ngx_im_msg_from_entry(p, last - p);
         if (msg == NULL) {
             return;
         }
 
-        u = ngx_im_router_channel_user(channel, clen);
-
         if ((u == NULL
-             || ngx_im_router_local(u, msg, stored, own ? seq : 0) == 0)
-            && !stored && !own)
+             || ngx_im_router_local(u, msg, flags & NGX_IM_T_STORED,
+                                    own ? seq : 0) == 0)
+            && !(flags & NGX_IM_T_STORED) && !own)
         {
             /* offline-only: the publisher counted this worker as a
              * taker, and there is none any more */
-            ngx_int_t  uid;
-
-            uid = (clen > 5) ? ngx_atoi(channel + 5, clen - 5) : NGX_ERROR;
-
-            if (uid != NGX_ERROR) {
-                (void) ngx_im_store_push((uint32_t) uid, msg, NULL, NULL);
-            }
+            (void) ngx_im_store_push(uid, msg, NULL, NULL);
         }
 
         ngx_im_msg_unref(msg);
         return;
 
     case 'K':
-        p += 2 + olen;
-
-        if (last - p < 9) {
-            return;
-        }
-
-        u = ngx_im_router_channel_user(channel, clen);
-        if (u == NULL) {
+        if (last - p < 9 || u == NULL) {
             return;
         }
 
@@ -887,12 +998,8 @@ ngx_im_router_message(u_char *channel, size_t clen, u_char *data,
             next = ngx_queue_next(q);
             s = ngx_queue_data(q, ngx_im_session_t, user_link);
 
-            if (s->client_id != p[0] || (own && s->token == token)) {
-                continue;
-            }
-
-            if (own && s->token > token) {
-                /* a newer login on this worker already */
+            if (s->client_id != p[0] || (own && s->token >= token)) {
+                /* another device, or this login or a newer one here */
                 continue;
             }
 

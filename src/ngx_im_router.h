@@ -16,14 +16,16 @@
 #include "ngx_im_session.h"
 
 
+ngx_int_t ngx_im_router_init_zone(ngx_cycle_t *cycle);
 ngx_int_t ngx_im_router_init(ngx_cycle_t *cycle);
 void ngx_im_router_exit(void);
 
 /* after a good answer from the user centre: applies the login policy and
  * answers with ngx_im_session_login_done() (now or later) */
 void ngx_im_router_login(ngx_im_session_t *s);
-/* the session is live: it gets the uid's messages from now on */
-void ngx_im_router_join(ngx_im_session_t *s);
+/* the session is live: it gets the uid's messages from now on;
+ * NGX_ERROR: no room (the zone is full) */
+ngx_int_t ngx_im_router_join(ngx_im_session_t *s);
 void ngx_im_router_leave(ngx_im_session_t *s);
 /* periodic: keeps the session's presence key alive (reject policy) */
 void ngx_im_router_refresh(ngx_im_session_t *s);

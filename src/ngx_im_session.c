@@ -397,6 +397,10 @@ ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
         return;
     }
 
+    if (code == 0 && ngx_im_router_join(s) != NGX_OK) {
+        code = 2;
+    }
+
     (void) ngx_im_session_send(s, ack, im_build_connect_ack(ack, code));
 
     if (code != 0) {
@@ -419,8 +423,6 @@ ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
     s->login_time = ngx_current_msec;
 
     ngx_add_timer(&s->timer, imcf->ping_interval);
-
-    ngx_im_router_join(s);
 
     /* what the client sent while it was being authenticated */
 

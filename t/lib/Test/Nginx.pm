@@ -379,7 +379,11 @@ sub expand {
             if $name eq 'nginx.conf';
     }
 
-    $content =~ s/%%TEST_GLOBALS%%/$self->test_globals/ge;
+    # live WebSocket sessions keep a worker through a graceful stop, as
+    # they should; a test's stop() should not wait for the clients
+    my $wst = $content =~ /worker_shutdown_timeout/ ? ''
+        : "worker_shutdown_timeout 3s;\n";
+    $content =~ s/%%TEST_GLOBALS%%/$self->test_globals . $wst/ge;
     $content =~ s/%%TEST_GLOBALS_HTTP%%/$self->test_globals_http/ge;
     $content =~ s/%%TEST_GLOBALS_STREAM%%/$self->test_globals_stream/ge;
     $content =~ s/%%TESTDIR%%/$self->{_testdir}/g;

@@ -1,0 +1,579 @@
+/*
+ * ngx_im_zone.c: this node's directory and its workers' mail.
+ *
+ * Owns the im_zone shared memory (an rbtree uid -> pids of the workers
+ * holding that uid, under the slab pool's mutex, which the master unlocks
+ * when a worker dies holding it) and each worker's datagram socket.  The
+ * zone survives a reload, so old and new workers keep finding each other;
+ * a worker that died leaves pids behind, dropped the first time a message
+ * to them bounces and swept whenever a worker starts.
+ */
+
+#include "ngx_im_zone.h"
+
+#include <sys/un.h>
+
+
+#define NGX_IM_IPC_BUF  (256 * 1024)
+
+
+typedef struct {
+    ngx_rbtree_node_t      node;              /* key: uid */
+    ngx_pid_t              pids[NGX_IM_DIR_PIDS];
+} ngx_im_dirent_t;
+
+
+typedef struct {
+    ngx_rbtree_t           rbtree;
+    ngx_rbtree_node_t      sentinel;
+    uint64_t               instance;
+    ngx_uint_t             users;
+} ngx_im_shctx_t;
+
+
+static ngx_int_t ngx_im_zone_init(ngx_shm_zone_t *shm_zone, void *data);
+static void ngx_im_ipc_read_handler(ngx_event_t *ev);
+static void ngx_im_dir_sweep(void);
+
+
+static ngx_shm_zone_t    *ngx_im_shm_zone;
+static ngx_im_shctx_t    *ngx_im_sh;
+static ngx_slab_pool_t   *ngx_im_shpool;
+static ngx_connection_t  *ngx_im_ipc_conn;
+static void             (*ngx_im_ipc_handler)(u_char *data, size_t len);
+static u_char            *ngx_im_ipc_buf;
+
+
+char *
+ngx_im_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_str_t       *value;
+    ssize_t          size;
+    ngx_shm_zone_t  *shm_zone;
+
+    value = cf->args->elts;
+
+    size = ngx_parse_size(&value[2]);
+
+    if (size == NGX_ERROR || size < (ssize_t) (8 * ngx_pagesize)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid im_zone size \"%V\"", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    shm_zone = ngx_shared_memory_add(cf, &value[1], size, &ngx_im_module);
+    if (shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (shm_zone->data) {
+        return "is duplicate";
+    }
+
+    shm_zone->init = ngx_im_zone_init;
+    shm_zone->data = (void *) 1;   /* set by init */
+
+    ((ngx_im_conf_t *) conf)->zone = shm_zone;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_im_zone_init(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_im_shctx_t   *octx = data;
+
+    size_t            len;
+    ngx_im_shctx_t   *ctx;
+    ngx_slab_pool_t  *shpool;
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (octx && octx != (void *) 1) {
+        /* reload: the workers of both generations share the directory */
+        shm_zone->data = octx;
+        return NGX_OK;
+    }
+
+    if (shm_zone->shm.exists) {
+        shm_zone->data = shpool->data;
+        return NGX_OK;
+    }
+
+    ctx = ngx_slab_alloc(shpool, sizeof(ngx_im_shctx_t));
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_rbtree_init(&ctx->rbtree, &ctx->sentinel, ngx_rbtree_insert_value);
+
+    ctx->instance = ((uint64_t) ngx_random() << 33)
+                    ^ ((uint64_t) ngx_random() << 11)
+                    ^ (uint64_t) ngx_time() ^ (uint64_t) ngx_pid;
+    ctx->users = 0;
+
+    shpool->data = ctx;
+    shm_zone->data = ctx;
+
+    len = sizeof(" in im_zone \"\"") + shm_zone->shm.name.len;
+
+    shpool->log_ctx = ngx_slab_alloc(shpool, len);
+    if (shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(shpool->log_ctx, " in im_zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    return NGX_OK;
+}
+
+
+ngx_uint_t
+ngx_im_zone_enabled(void)
+{
+    return ngx_im_sh != NULL;
+}
+
+
+uint64_t
+ngx_im_zone_instance(void)
+{
+    return ngx_im_sh ? ngx_im_sh->instance : 0;
+}
+
+
+static socklen_t
+ngx_im_ipc_addr(struct sockaddr_un *sun, ngx_pid_t pid)
+{
+    u_char  *p;
+
+    ngx_memzero(sun, sizeof(struct sockaddr_un));
+    sun->sun_family = AF_UNIX;
+
+    /* abstract namespace: nothing on disk, gone with the process */
+    p = (u_char *) sun->sun_path;
+    *p++ = '\0';
+    p = ngx_sprintf(p, "ngx_im.%016xL.%P", ngx_im_sh->instance, pid);
+
+    return (socklen_t) (offsetof(struct sockaddr_un, sun_path)
+                        + (p - (u_char *) sun->sun_path));
+}
+
+
+ngx_int_t
+ngx_im_zone_init_process(ngx_cycle_t *cycle,
+    void (*handler)(u_char *data, size_t len))
+{
+    int                  fd, size;
+    socklen_t            len;
+    ngx_im_conf_t       *imcf;
+    ngx_connection_t    *c;
+    struct sockaddr_un   sun;
+
+    imcf = ngx_im_get_conf();
+
+    if (imcf->zone == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_im_shm_zone = imcf->zone;
+    ngx_im_sh = imcf->zone->data;
+    ngx_im_shpool = (ngx_slab_pool_t *) imcf->zone->shm.addr;
+    ngx_im_ipc_handler = handler;
+
+    ngx_im_dir_sweep();
+
+    ngx_im_ipc_buf = ngx_alloc(NGX_IM_IPC_BUF, cycle->log);
+    if (ngx_im_ipc_buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    fd = socket(AF_UNIX, SOCK_DGRAM|SOCK_NONBLOCK|SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_socket_errno,
+                      "im zone: socket() failed");
+        return NGX_ERROR;
+    }
+
+    /* room for bursts between workers */
+    size = 4 * 1024 * 1024;
+    (void) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(int));
+
+    len = ngx_im_ipc_addr(&sun, ngx_pid);
+
+    if (bind(fd, (struct sockaddr *) &sun, len) == -1) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_socket_errno,
+                      "im zone: bind() of the worker socket failed");
+        (void) close(fd);
+        return NGX_ERROR;
+    }
+
+    c = ngx_get_connection(fd, cycle->log);
+    if (c == NULL) {
+        (void) close(fd);
+        return NGX_ERROR;
+    }
+
+    c->read->handler = ngx_im_ipc_read_handler;
+    c->read->log = cycle->log;
+    c->write->log = cycle->log;
+    c->data = NULL;
+
+    /* not a client: graceful shutdown must not wait for it */
+    c->read->channel = 1;
+
+    ngx_im_ipc_conn = c;
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_im_zone_exit_process(void)
+{
+    ngx_rbtree_node_t  *node;
+
+    if (ngx_im_ipc_conn) {
+        ngx_close_connection(ngx_im_ipc_conn);
+        ngx_im_ipc_conn = NULL;
+    }
+
+    if (ngx_im_sh == NULL) {
+        return;
+    }
+
+    /* whatever this worker still holds is not held any more */
+
+    ngx_shmtx_lock(&ngx_im_shpool->mutex);
+
+    if (ngx_im_sh->rbtree.root != ngx_im_sh->rbtree.sentinel) {
+        node = ngx_rbtree_min(ngx_im_sh->rbtree.root,
+                              ngx_im_sh->rbtree.sentinel);
+
+        while (node) {
+            ngx_rbtree_node_t  *next;
+            ngx_im_dirent_t    *e = (ngx_im_dirent_t *) node;
+            ngx_uint_t          i, used;
+
+            next = ngx_rbtree_next(&ngx_im_sh->rbtree, node);
+
+            used = 0;
+            for (i = 0; i < NGX_IM_DIR_PIDS; i++) {
+                if (e->pids[i] == ngx_pid) {
+                    e->pids[i] = 0;
+                }
+                used += (e->pids[i] != 0);
+            }
+
+            if (used == 0) {
+                ngx_rbtree_delete(&ngx_im_sh->rbtree, node);
+                ngx_slab_free_locked(ngx_im_shpool, node);
+                ngx_im_sh->users--;
+            }
+
+            node = next;
+        }
+    }
+
+    ngx_shmtx_unlock(&ngx_im_shpool->mutex);
+
+    ngx_im_sh = NULL;
+}
+
+
+static ngx_im_dirent_t *
+ngx_im_dir_find(uint32_t uid)
+{
+    ngx_rbtree_node_t  *node, *sentinel;
+
+    node = ngx_im_sh->rbtree.root;
+    sentinel = ngx_im_sh->rbtree.sentinel;
+
+    while (node != sentinel) {
+        if (uid < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (uid > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        return (ngx_im_dirent_t *) node;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_im_dir_remove_pid(uint32_t uid, ngx_pid_t pid)
+{
+    ngx_uint_t        i, used;
+    ngx_im_dirent_t  *e;
+
+    e = ngx_im_dir_find(uid);
+    if (e == NULL) {
+        return;
+    }
+
+    used = 0;
+
+    for (i = 0; i < NGX_IM_DIR_PIDS; i++) {
+        if (e->pids[i] == pid) {
+            e->pids[i] = 0;
+        }
+        used += (e->pids[i] != 0);
+    }
+
+    if (used == 0) {
+        ngx_rbtree_delete(&ngx_im_sh->rbtree, &e->node);
+        ngx_slab_free_locked(ngx_im_shpool, e);
+        ngx_im_sh->users--;
+    }
+}
+
+
+ngx_int_t
+ngx_im_dir_add(uint32_t uid)
+{
+    ngx_uint_t        i;
+    ngx_im_dirent_t  *e;
+
+    if (ngx_im_sh == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_shmtx_lock(&ngx_im_shpool->mutex);
+
+    e = ngx_im_dir_find(uid);
+
+    if (e == NULL) {
+        e = ngx_slab_alloc_locked(ngx_im_shpool, sizeof(ngx_im_dirent_t));
+        if (e == NULL) {
+            ngx_shmtx_unlock(&ngx_im_shpool->mutex);
+            ngx_log_error(NGX_LOG_CRIT, ngx_cycle->log, 0,
+                          "im zone \"%V\" is full: login of uid %uD refused",
+                          &ngx_im_shm_zone->shm.name, uid);
+            return NGX_DECLINED;
+        }
+
+        ngx_memzero(e, sizeof(ngx_im_dirent_t));
+        e->node.key = uid;
+        ngx_rbtree_insert(&ngx_im_sh->rbtree, &e->node);
+        ngx_im_sh->users++;
+    }
+
+    for (i = 0; i < NGX_IM_DIR_PIDS; i++) {
+        if (e->pids[i] == ngx_pid) {
+            break;
+        }
+    }
+
+    if (i == NGX_IM_DIR_PIDS) {
+        for (i = 0; i < NGX_IM_DIR_PIDS; i++) {
+            if (e->pids[i] == 0) {
+                e->pids[i] = ngx_pid;
+                break;
+            }
+        }
+    }
+
+    /* more workers than slots: peers learn of it through Redis */
+
+    ngx_shmtx_unlock(&ngx_im_shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_im_dir_del(uint32_t uid)
+{
+    if (ngx_im_sh == NULL) {
+        return;
+    }
+
+    ngx_shmtx_lock(&ngx_im_shpool->mutex);
+    ngx_im_dir_remove_pid(uid, ngx_pid);
+    ngx_shmtx_unlock(&ngx_im_shpool->mutex);
+}
+
+
+ngx_uint_t
+ngx_im_dir_peers(uint32_t uid, ngx_pid_t *pids)
+{
+    ngx_uint_t        i, n;
+    ngx_im_dirent_t  *e;
+
+    if (ngx_im_sh == NULL) {
+        return 0;
+    }
+
+    n = 0;
+
+    ngx_shmtx_lock(&ngx_im_shpool->mutex);
+
+    e = ngx_im_dir_find(uid);
+
+    if (e) {
+        for (i = 0; i < NGX_IM_DIR_PIDS; i++) {
+            if (e->pids[i] && e->pids[i] != ngx_pid) {
+                pids[n++] = e->pids[i];
+            }
+        }
+    }
+
+    ngx_shmtx_unlock(&ngx_im_shpool->mutex);
+
+    return n;
+}
+
+
+ngx_uint_t
+ngx_im_dir_users(void)
+{
+    return ngx_im_sh ? ngx_im_sh->users : 0;
+}
+
+
+/* drop the pids of workers that are gone (killed, crashed) */
+
+static void
+ngx_im_dir_sweep(void)
+{
+    ngx_uint_t          i, used;
+    ngx_im_dirent_t    *e;
+    ngx_rbtree_node_t  *node, *next;
+
+    ngx_shmtx_lock(&ngx_im_shpool->mutex);
+
+    if (ngx_im_sh->rbtree.root == ngx_im_sh->rbtree.sentinel) {
+        ngx_shmtx_unlock(&ngx_im_shpool->mutex);
+        return;
+    }
+
+    node = ngx_rbtree_min(ngx_im_sh->rbtree.root, ngx_im_sh->rbtree.sentinel);
+
+    while (node) {
+        next = ngx_rbtree_next(&ngx_im_sh->rbtree, node);
+        e = (ngx_im_dirent_t *) node;
+
+        used = 0;
+
+        for (i = 0; i < NGX_IM_DIR_PIDS; i++) {
+            if (e->pids[i] && kill(e->pids[i], 0) == -1
+                && ngx_errno == NGX_ESRCH)
+            {
+                e->pids[i] = 0;
+            }
+            used += (e->pids[i] != 0);
+        }
+
+        if (used == 0) {
+            ngx_rbtree_delete(&ngx_im_sh->rbtree, node);
+            ngx_slab_free_locked(ngx_im_shpool, node);
+            ngx_im_sh->users--;
+        }
+
+        node = next;
+    }
+
+    ngx_shmtx_unlock(&ngx_im_shpool->mutex);
+}
+
+
+/* mail */
+
+ngx_int_t
+ngx_im_ipc_send(ngx_pid_t pid, uint32_t uid, u_char *data, size_t len)
+{
+    u_char              hdr[4];
+    ssize_t             n;
+    ngx_err_t           err;
+    struct iovec        iov[2];
+    struct msghdr       msg;
+    struct sockaddr_un  sun;
+
+    if (ngx_im_ipc_conn == NULL) {
+        return NGX_AGAIN;
+    }
+
+    (void) im_put_u32(hdr, uid);
+
+    iov[0].iov_base = hdr;
+    iov[0].iov_len = 4;
+    iov[1].iov_base = data;
+    iov[1].iov_len = len;
+
+    ngx_memzero(&msg, sizeof(struct msghdr));
+    msg.msg_name = &sun;
+    msg.msg_namelen = ngx_im_ipc_addr(&sun, pid);
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 2;
+
+    n = sendmsg(ngx_im_ipc_conn->fd, &msg, MSG_DONTWAIT|MSG_NOSIGNAL);
+
+    if (n != -1) {
+        return NGX_OK;
+    }
+
+    err = ngx_socket_errno;
+
+    if (err == ECONNREFUSED || err == ENOENT) {
+        /* that worker is gone: forget it */
+        ngx_shmtx_lock(&ngx_im_shpool->mutex);
+        ngx_im_dir_remove_pid(uid, pid);
+        ngx_shmtx_unlock(&ngx_im_shpool->mutex);
+        return NGX_DECLINED;
+    }
+
+    if (err != NGX_EAGAIN && err != ENOBUFS) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, err,
+                      "im zone: sendmsg() to worker %P failed", pid);
+    }
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_im_ipc_read_handler(ngx_event_t *ev)
+{
+    ssize_t            n;
+    ngx_uint_t         i;
+    ngx_connection_t  *c = ev->data;
+
+    if (c->close) {
+        return;
+    }
+
+    for (i = 0; i < 1024; i++) {
+        n = recv(c->fd, ngx_im_ipc_buf, NGX_IM_IPC_BUF, MSG_DONTWAIT);
+
+        if (n == -1) {
+            if (ngx_socket_errno != NGX_EAGAIN) {
+                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, ngx_socket_errno,
+                              "im zone: recv() failed");
+            }
+
+            ev->ready = 0;
+            (void) ngx_handle_read_event(ev, 0);
+            return;
+        }
+
+        if (n > 4) {
+            ngx_im_ipc_handler(ngx_im_ipc_buf, n);
+        }
+    }
+
+    /* more may wait: come back after the others had their turn */
+    ngx_post_event(ev, &ngx_posted_events);
+}
