@@ -1,0 +1,100 @@
+#!/usr/bin/perl
+
+# The shipped configurations pass `nginx -t` with the built module:
+#   conf/nginx.conf   production example, with its paths moved into the test
+#                     directory (module, certificate, pid, logs, cache, temp);
+#   conf/dev.conf.in  development template, rendered by tools/im-devrun
+#                     --config-only exactly as `make -f Makefile.dev run` does.
+
+use strict;
+use warnings;
+
+use Test::More;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::Nginx;    # skips everything when the module is not built
+
+my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl/);
+$t->plan(6);
+
+my $d = $t->testdir;
+my $repo = $t->repo;
+my $nginx = $Test::Nginx::NGINX;
+my $module = $t->im_module;
+my $stream_module = $Test::Nginx::STREAM_MODULE;
+
+sub slurp {
+    my ($f) = @_;
+    open my $fh, '<', $f or die "open $f: $!\n";
+    local $/;
+    return scalar <$fh>;
+}
+
+# nginx -t; returns (exit status, output)
+sub nginx_t {
+    my ($prefix, $conf) = @_;
+    my $out = `'$nginx' -t -p '$prefix/' -c '$conf' 2>&1`;
+    return ($? >> 8, $out);
+}
+
+###############################################################################
+# production example
+
+mkdir "$d/prod";
+mkdir "$d/prod/$_" for qw/ssl logs cache tmp/;
+
+my $ssl = `openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \\
+    -keyout '$d/prod/ssl/im.key' -out '$d/prod/ssl/im.crt' 2>&1`;
+die "openssl req failed:\n$ssl" if $?;
+
+my $conf = slurp("$repo/conf/nginx.conf");
+
+# every path of the example must be one we know how to move
+my %moved = (
+    '/usr/lib/nginx/modules/ngx_im_module.so'     => $module,
+    '/usr/lib/nginx/modules/ngx_stream_module.so' => $stream_module,
+    '/etc/nginx/ssl/'                             => "$d/prod/ssl/",
+    '/run/nginx.pid'                              => "$d/prod/nginx.pid",
+    '/var/log/nginx/'                             => "$d/prod/logs/",
+    '/var/cache/nginx/'                           => "$d/prod/cache/",
+);
+for my $from (sort { length $b <=> length $a } keys %moved) {
+    my $to = $moved{$from};
+    $conf =~ s/\Q$from\E/$to/g;
+}
+
+my $path_re = qr/^\s*(?:load_module|pid|error_log|access_log|include|root|alias
+    |ssl_\w+|\w+_temp_path|proxy_cache_path)\s+(\/\S*)/x;
+my @left = grep {
+    /$path_re/ && index($1, "$d/") != 0 && $1 !~ /^\Q$module\E;?$|^\Q$stream_module\E;?$/
+} split /\n/, $conf;
+is(join("\n", @left), '', 'production example: no path left outside the test dir');
+
+# temp paths are compiled-in defaults (/var/lib/nginx/...): add ours
+my $temp = join '', map { "    ${_}_temp_path $d/prod/tmp/$_;\n" }
+    qw/client_body proxy fastcgi uwsgi scgi/;
+$conf =~ s/^(http\s*\{\s*\n)/$1$temp/m or die "no http block\n";
+
+$t->write_file('prod/nginx.conf', $conf);
+
+my ($rc, $out) = nginx_t("$d/prod", "$d/prod/nginx.conf");
+is($rc, 0, 'production example: nginx -t exits 0') or diag($out);
+like($out, qr/test is successful/, 'production example: test is successful');
+
+###############################################################################
+# development template, rendered by im-devrun itself
+
+{
+    local $ENV{IM_DEV_DIR} = "$d/dev";
+    local $ENV{IM_MODULE} = $module;
+    local $ENV{IM_STREAM_MODULE} = $stream_module;
+    my $r = `'$repo/tools/im-devrun' --config-only 2>&1`;
+    is($?, 0, 'im-devrun --config-only renders the template') or diag($r);
+}
+
+($rc, $out) = nginx_t("$d/dev", "$d/dev/nginx.conf");
+is($rc, 0, 'dev template: nginx -t exits 0') or diag($out);
+like($out, qr/test is successful/, 'dev template: test is successful');
+
+###############################################################################
