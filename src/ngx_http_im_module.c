@@ -498,7 +498,8 @@ ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n)
                 ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                               "im: text frame refused");
                 ngx_im_session_close(s, NGX_IM_CLOSE_TEXT);
-                return;
+                /* the stream is sound: the peer's close frame is read */
+                continue;
             }
 
             ngx_im_session_message(s, ev.data, ev.len);
