@@ -55,14 +55,37 @@ function portOpen(port) {
 
 // ------------------------------------------------------------------ the dev stack
 
-const stack = { proc: null, dir: null, log: '', exited: null, ports: null };
+const stack = { proc: null, dir: null, logFile: null, exited: null, ports: null };
 
-function logTail(n = 60) { return stack.log.split('\n').slice(-n).join('\n'); }
+function readLog() {
+  try { return fs.readFileSync(stack.logFile, 'utf8'); } catch { return ''; }
+}
+function logTail(n = 60) { return readLog().split('\n').slice(-n).join('\n'); }
+
+// im-devrun runs under a small bash watchdog: the watchdog passes SIGTERM on to it, and
+// stops it by itself when this test process is gone (even if it was SIGKILLed), so the
+// stack never outlives the test. Output goes to a file, not a pipe, so nothing in the
+// stack can die of SIGPIPE when this process ends.
+const WATCHDOG = `
+trap '' INT
+"$0" &
+d=$!
+trap 'kill -TERM $d 2>/dev/null' TERM HUP
+while kill -0 "$IM_E2E_PARENT" 2>/dev/null && kill -0 $d 2>/dev/null; do sleep 0.3; done
+kill -TERM $d 2>/dev/null
+while kill -0 $d 2>/dev/null; do sleep 0.2; done
+wait $d
+rc=$?
+# orphaned: nobody will copy the log or remove the run directory
+if ! kill -0 "$IM_E2E_PARENT" 2>/dev/null && [ -z "$IM_E2E_KEEP" ]; then rm -rf "$IM_DEV_DIR"; fi
+exit $rc
+`;
 
 async function startStack() {
   const [ws, wss, tcp, redis, uc] = await freePorts(5);
   stack.ports = { ws, wss, tcp, redis, uc };
   stack.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'im-e2e-'));
+  stack.logFile = path.join(stack.dir, 'devrun.log');
   const env = {
     ...process.env,
     IM_DEV_WS_PORT: String(ws),
@@ -72,20 +95,21 @@ async function startStack() {
     IM_DEV_UC_PORT: String(uc),
     IM_DEV_DIR: stack.dir,
     IM_MODULE: MODULE,
+    IM_E2E_PARENT: String(process.pid),
   };
-  // Its own process group, so that a last-resort kill reaches everything it started.
-  const p = spawn(DEVRUN, [], { cwd: JS_DIR, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const out = fs.openSync(stack.logFile, 'a');
+  // Its own process group, so that a last-resort kill reaches the watchdog and im-devrun.
+  const p = spawn('bash', ['-c', WATCHDOG, DEVRUN], { cwd: JS_DIR, env, stdio: ['ignore', out, out], detached: true });
+  fs.closeSync(out);
   stack.proc = p;
+  stack.exited = new Promise((resolve) => p.once('exit', (code, signal) => resolve({ code, signal })));
+  p.once('error', (e) => fs.appendFileSync(stack.logFile, `\nspawn error: ${e.message}\n`));
   // If this process is stopped before the after hook runs, stop the stack anyway.
   const onExit = () => { try { if (p.exitCode === null) process.kill(p.pid, 'SIGTERM'); } catch { /* gone */ } };
   process.once('exit', onExit);
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-    process.once(sig, () => { onExit(); process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1)); });
+  for (const [sig, n] of [['SIGINT', 2], ['SIGTERM', 15], ['SIGHUP', 1]]) {
+    process.once(sig, () => { onExit(); process.exit(128 + n); });
   }
-  stack.exited = new Promise((resolve) => p.once('exit', (code, signal) => resolve({ code, signal })));
-  p.once('error', (e) => { stack.log += `\nspawn error: ${e.message}\n`; });
-  p.stdout.on('data', (d) => { stack.log += d; });
-  p.stderr.on('data', (d) => { stack.log += d; });
 
   const deadline = Date.now() + START_TIMEOUT;
   let exited = null;
@@ -98,7 +122,7 @@ async function startStack() {
     }
   }
   // The banner is printed once every service answers.
-  while (!/dev server is up/.test(stack.log) && !exited && Date.now() < deadline) await sleep(100);
+  while (!/dev server is up/.test(readLog()) && !exited && Date.now() < deadline) await sleep(100);
 }
 
 function killPidFile(file) {
@@ -116,13 +140,13 @@ async function stopStack() {
     const r = await Promise.race([stack.exited, sleep(STOP_TIMEOUT).then(() => null)]);
     if (!r) {
       try { process.kill(-p.pid, 'SIGKILL'); } catch { /* gone */ }
-      // it starts each service in its own session: kill those by their pid files
+      // im-devrun starts each service in its own session: kill those by their pid files
       killPidFile(path.join(stack.dir, 'nginx.pid'));
       killPidFile(path.join(stack.dir, 'redis.pid'));
     }
   }
   fs.mkdirSync(ARTIFACTS, { recursive: true });
-  fs.writeFileSync(path.join(ARTIFACTS, 'e2e-devrun.log'), stack.log);
+  fs.writeFileSync(path.join(ARTIFACTS, 'e2e-devrun.log'), readLog());
   if (!process.env.IM_E2E_KEEP) fs.rmSync(stack.dir, { recursive: true, force: true });
 }
 
@@ -258,6 +282,6 @@ test('e2e against the real server (ws, wss, offline delivery, kick)', { timeout:
   });
 
   for (const s of sessions) assert.deepEqual(s.errors, [], 'no uncaught page errors');
-  const bad = stack.log.split('\n').filter((l) => /\[(alert|emerg|crit)\]|exited on signal/.test(l));
+  const bad = readLog().split('\n').filter((l) => /\[(alert|emerg|crit)\]|exited on signal/.test(l));
   assert.deepEqual(bad, [], 'no [alert]/[emerg]/[crit] and no crashed worker in the server log');
 });
