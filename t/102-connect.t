@@ -1,0 +1,171 @@
+#!/usr/bin/perl
+# CONNECT (PROTOCOL.md 3.1, 7) over ws and wss: the three field variants
+# (no role, role, role + ClientId) and what the user centre receives for
+# them; trailing / truncated CONNECT -> <<10,1>> and close; first message
+# not CONNECT -> closed without reply; no CONNECT within
+# im_connect_timeout -> closed; a second CONNECT on a live session -> 1;
+# headers and urlencoded body of the user-centre request.
+use strict;
+use warnings;
+use utf8;
+use Test::More;
+use lib 't/lib';
+use Test::Nginx qw/port/;
+use Time::HiRes qw/time sleep/;
+use IM::Redis;
+use IM::UserCentre;
+use IM::Client;
+use IM::Proto qw/:all/;
+use IM::Setup qw/write_conf transports/;
+
+my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl redis/);
+my $redis = IM::Redis->new(t => $t);
+my $uc = IM::UserCentre->new(t => $t, users => <<'U');
+* * uid-from-name
+U
+write_conf($t, redis => $redis, uc => $uc,
+    main => "im_connect_timeout 1s;\nim_close_grace 2s;",
+    body => 'username=$im_username&password=$im_password'
+        . '&role=$im_role&client_id=$im_client_id');
+$t->run();
+
+# the user-centre request made for username $u (the last one)
+sub uc_request {
+    my ($u) = @_;
+    my ($r) = grep { ($_->{params}{username} // '') eq $u } reverse $uc->requests;
+    return $r;
+}
+
+# data messages received until the connection closes (within $s seconds):
+# (closed?, [messages])
+sub until_closed {
+    my ($c, $s) = @_;
+    my @m;
+    my $deadline = time + $s;
+    while (time < $deadline) {
+        my $m = $c->next(timeout => $deadline - time);
+        last unless $m;
+        push @m, $m;
+    }
+    return ($c->ws->wait_closed(0.2) ? 1 : 0, \@m);
+}
+
+my $n = 1100;
+for my $tr (transports()) {
+    my ($name, %o) = @$tr;
+
+    # -- the three variants of CONNECT
+    my @variants = (
+        ['no role', {}, '0', '0'],
+        ['role 1', { role => 1 }, '1', '0'],
+        ['role 2 + ClientId 3', { role => 2, client_id => 3 }, '2', '3'],
+        ['role 0 + ClientId 127', { role => 0, client_id => 127 }, '0', '127'],
+    );
+    for my $v (@variants) {
+        my ($what, $opt, $role, $cid) = @$v;
+        my $user = 'v' . ++$n;
+        my $c = IM::Client->new(%o, auto_pong => 1);
+        is($c->login($user, 'pw', %$opt), 0, "$name: CONNECT $what accepted");
+        my $r = uc_request($user);
+        is($r && $r->{params}{role}, $role, "$name: $what: \$im_role is $role");
+        is($r && $r->{params}{client_id}, $cid, "$name: $what: \$im_client_id is $cid");
+        # the session is live: a message to itself comes back
+        my $id = $c->publish($n, 'self');
+        ok($c->expect(cmd => PUB_ACK, msgid => $id), "$name: $what: session live (PUB_ACK)");
+        my $p = $c->expect(cmd => PUBLISH, msgid => $id);
+        ok($p, "$name: $what: push to itself") and $c->ack($id);
+        $c->close(1000);
+    }
+
+    # -- a byte after ClientId: protocol violation
+    {
+        my $c = IM::Client->new(%o);
+        $c->send(connect_msg('v' . ++$n, 'pw', role => 1, client_id => 2) . "\x00");
+        my ($closed, $m) = until_closed($c, 4);
+        is(join(' ', map { hexdump($_->{raw}) } @$m), '0a 01',
+            "$name: trailing byte after ClientId -> exactly <<10,1>>");
+        ok($closed, "$name: ... and the connection is closed");
+    }
+
+    # -- UserLen pointing past the end
+    {
+        my $c = IM::Client->new(%o);
+        $c->send("\x01\x00\x20abc");
+        my ($closed, $m) = until_closed($c, 4);
+        is(join(' ', map { hexdump($_->{raw}) } @$m), '0a 01',
+            "$name: truncated CONNECT -> exactly <<10,1>>");
+        ok($closed, "$name: ... and the connection is closed");
+    }
+
+    # -- first message not CONNECT: closed, no reply
+    for my $first (['PING', ping_msg()], ['PUBLISH', publish_msg(1, msgid(), 'x')],
+        ['PUB_ACK', pub_ack(msgid())], ['unknown cmd 99', "\x63abc"])
+    {
+        my ($what, $bytes) = @$first;
+        my $c = IM::Client->new(%o);
+        $c->send($bytes);
+        my ($closed, $m) = until_closed($c, 3);
+        ok($closed, "$name: first message $what -> connection closed");
+        is(scalar @$m, 0, "$name: first message $what -> no reply")
+            or diag(join ', ', map { hexdump($_->{raw}) } @$m);
+    }
+
+    # -- no CONNECT within im_connect_timeout (1s)
+    {
+        my $c = IM::Client->new(%o);
+        my $t0 = time;
+        my ($closed, $m) = until_closed($c, 4);
+        my $dt = time - $t0;
+        ok($closed, "$name: silent connection closed");
+        ok($dt > 0.7 && $dt < 3, "$name: ... after about im_connect_timeout (1s): "
+            . sprintf('%.2fs', $dt));
+        is(scalar @$m, 0, "$name: ... without a protocol message");
+    }
+    # a CONNECT within the time is fine even close to the limit
+    {
+        my $c = IM::Client->new(%o, auto_pong => 1);
+        sleep 0.6;
+        is($c->login('v' . ++$n, 'pw'), 0, "$name: CONNECT after 0.6s accepted");
+        ok($c->nothing_for(1.2), "$name: ... and the session is not closed by the connect timer");
+        ok(!$c->is_closed, "$name: ... still open");
+    }
+
+    # -- a second CONNECT on a live session
+    {
+        my $c = IM::Client->new(%o, auto_pong => 1);
+        my $user = 'v' . ++$n;
+        is($c->login($user, 'pw'), 0, "$name: first CONNECT accepted");
+        my $before = grep { ($_->{params}{username} // '') eq $user } $uc->requests;
+        is($c->login($user, 'pw'), 1, "$name: second CONNECT on the live session -> 1");
+        my $m = $c->ws->conn;    # keep the socket
+        is($c->login('v' . ++$n, 'pw'), 1, "$name: CONNECT as another user on it -> 1")
+            unless $c->is_closed;
+    }
+}
+
+# -- what the user centre receives: headers and an urlencoded body
+{
+    my %o = (transports())[0]->@[1 .. 4];
+    my $user = "u1077 a&b=c+d%e f/ü|##|src|##|7;?#\x{0}";
+    my $pass = "p&s=w+r%d ü'\"<>\x01\x{ff}";
+    utf8::encode($user);
+    utf8::encode($pass);
+    my $c = IM::Client->new(%o, auto_pong => 1);
+    is($c->login($user, $pass, role => 3, client_id => 2), 0,
+        'special characters: login accepted (uid from the name)');
+    my ($r) = grep { ($_->{params}{username} // '') eq $user } $uc->requests;
+    ok($r, 'user centre got the username back, byte for byte after decoding');
+    is($r && $r->{params}{password}, $pass, 'password byte for byte after decoding');
+    is($r && $r->{method}, 'POST', 'method POST');
+    is($r && $r->{accept}, 'application/json', 'Accept: application/json');
+    is($r && $r->{content_type}, 'application/x-www-form-urlencoded;charset=utf-8',
+        'Content-Type: application/x-www-form-urlencoded;charset=utf-8');
+    my $body = $r ? $r->{body} : '';
+    like($body, qr/\Ausername=[A-Za-z0-9%+._~*-]*&password=[A-Za-z0-9%+._~*-]*&role=3&client_id=2\z/,
+        'body: four fields, values urlencoded (no raw & = space % or non-ASCII)')
+        or diag($body);
+    my $id = $c->publish(1077, 'hi');
+    ok($c->expect(cmd => PUB_ACK, msgid => $id), 'special characters: the session is live');
+}
+
+$t->done_testing();

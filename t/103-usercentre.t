@@ -1,0 +1,143 @@
+#!/usr/bin/perl
+# User centre answers (PROTOCOL.md 3.1, 7) over ws and wss: pass / denied /
+# 500 / garbage / too late (and other bad answers) -> 0 / 3 / 2 / 2 / 2;
+# after a non-zero code the server waits im_close_grace (2s) for the client
+# to close, then closes; a slow user centre does not block other logins.
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib';
+use Test::Nginx qw/port/;
+use Time::HiRes qw/time sleep/;
+use IM::Redis;
+use IM::UserCentre;
+use IM::Client;
+use IM::Proto qw/:all/;
+use IM::Setup qw/write_conf transports/;
+
+my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl redis/);
+my $redis = IM::Redis->new(t => $t);
+my $uc = IM::UserCentre->new(t => $t, users => <<'U');
+pass      pw  2001
+pass2     pw  2002
+denied    pw  denied
+wrongpw   right 2003
+err500    pw  status:500
+err404    pw  status:404
+err302    pw  status:302
+garbage   pw  garbage
+nouid     pw  json:{"result":"pass"}
+strange   pw  json:{"result":"maybe","uid":2004}
+badjson   pw  json:{"result":"pass","uid":20
+empty     pw  json:
+closer    pw  close
+late      pw  delay:4:2005
+slowok    pw  delay:0.6:2006
+U
+write_conf($t, redis => $redis, uc => $uc,
+    main => "im_close_grace 2s;",
+    auth => "proxy_read_timeout 2s;");
+$t->run();
+
+for my $tr (transports()) {
+    my ($name, %o) = @$tr;
+
+    # -- every answer, all logins at once
+    my @cases = (
+        [pass => 'pw', 0], [denied => 'pw', 3], [wrongpw => 'pw', 3],
+        [err500 => 'pw', 2], [err404 => 'pw', 2], [err302 => 'pw', 2],
+        [garbage => 'pw', 2], [nouid => 'pw', 2], [strange => 'pw', 2],
+        [badjson => 'pw', 2], [empty => 'pw', 2], [closer => 'pw', 2],
+        [late => 'pw', 2], [slowok => 'pw', 0],
+    );
+    # handshakes first, then every CONNECT at once; acks are read in the
+    # order they are due (the delayed ones last)
+    my (%c, %sent_at, %ack_at);
+    $c{$_->[0]} = IM::Client->new(%o, auto_pong => 1) for @cases;
+    for my $case (@cases) {
+        my ($user, $pass) = @$case;
+        $sent_at{$user} = time;
+        $c{$user}->send(connect_msg($user, $pass, role => 1));
+    }
+    for my $case (@cases) {
+        my ($user, $pass, $want) = @$case;
+        my $m = $c{$user}->expect(cmd => CONNECT_ACK, timeout => 6);
+        $ack_at{$user} = time;
+        is($m && $m->{code}, $want, "$name: user centre '$user' -> code $want");
+        is($m && $m->{raw}, pack('CC', 2, $want), "$name: '$user': exactly <<2,$want>>")
+            if $user =~ /^(?:pass|denied|err500|garbage|late)$/;
+    }
+    ok($ack_at{late} - $sent_at{late} < 3.8,
+        "$name: too-late answer: code 2 at proxy_read_timeout, not at the answer: "
+        . sprintf('%.2fs', $ack_at{late} - $sent_at{late}));
+
+    # -- grace: the non-zero codes leave the connection open ~2s, then
+    # close. "Open" is checked 1.4s after the CONNECT was sent (the ack came
+    # later), "closed" 3.5s after the ack was read (it came earlier).
+    my @refused = sort { $sent_at{$a} <=> $sent_at{$b} }
+        grep { $_ ne 'pass' && $_ ne 'slowok' } map { $_->[0] } @cases;
+    my (%early, %late);
+    for my $user (@refused) {
+        my $ws = $c{$user}->ws;
+        my $left = $sent_at{$user} + 1.4 - time;
+        $early{$user} = 1 if $left > 0 ? $ws->wait_closed($left) : $ws->is_closed;
+    }
+    @refused = sort { $ack_at{$a} <=> $ack_at{$b} } @refused;
+    for my $user (@refused) {
+        my $ws = $c{$user}->ws;
+        my $left = $ack_at{$user} + 3.5 - time;
+        $late{$user} = 1 unless $ws->wait_closed($left > 0.05 ? $left : 0.05);
+    }
+    is(join(' ', grep { $early{$_} } @refused), '',
+        "$name: after a non-zero code the connection stays open for the grace (1.4s checked)");
+    is(join(' ', grep { $late{$_} } @refused), '',
+        "$name: ... and the server closes it after im_close_grace (by 3.5s)");
+
+    # the accepted ones are live
+    for my $user (qw/pass slowok/) {
+        my $id = $c{$user}->publish(2002, 'x');
+        ok($c{$user}->expect(cmd => PUB_ACK, msgid => $id), "$name: '$user' session live");
+    }
+    my $p2 = IM::Client->new(%o, auto_pong => 1, auto_ack => 1);
+    is($p2->login('pass2', 'pw'), 0, "$name: pass2 logs in");
+    $p2->drain(0.5);    # the two messages above
+
+    # -- the client closes first during the grace: fine, nothing else
+    {
+        my $c = IM::Client->new(%o);
+        is($c->login('denied', 'pw'), 3, "$name: denied again");
+        $c->close(1000);
+        ok($c->wait_closed(1), "$name: client-initiated close during the grace completes at once");
+    }
+
+    # -- a refused connection is not a session: a PUBLISH on it is not acked
+    {
+        my $c = IM::Client->new(%o);
+        is($c->login('denied', 'pw'), 3, "$name: denied (then publishes)");
+        my $id = $c->publish(2002, 'sneaky');
+        my @got = $c->drain(1);
+        ok(!grep({ $_->{cmd} == PUB_ACK } @got), "$name: no PUB_ACK on a refused connection");
+        ok($p2->nothing_for(0.3), "$name: nothing delivered from a refused connection");
+    }
+
+    # -- a slow user centre does not block another login
+    # (the slow one is answered at proxy_read_timeout, 2s)
+    {
+        my $slow = IM::Client->new(%o);
+        my $fast = IM::Client->new(%o, auto_pong => 1);
+        $slow->send(connect_msg('late', 'pw'));
+        is($fast->login('pass', 'pw'), 0, "$name: a login during a slow one is accepted");
+        ok($slow->nothing_for(0.05), "$name: ... before the slow one is answered");
+        my $id = $fast->publish(2002, 'during');
+        ok($fast->expect(cmd => PUB_ACK, msgid => $id),
+            "$name: ... and its session works meanwhile");
+        ok($slow->nothing_for(0.05), "$name: ... still before the slow one is answered");
+        my $m = $slow->expect(cmd => CONNECT_ACK);
+        is($m && $m->{code}, 2, "$name: the slow one still gets its answer (2)");
+        $slow->close(1000);
+        $fast->close(1000);
+    }
+    $p2->close(1000);
+}
+
+$t->done_testing();
