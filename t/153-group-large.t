@@ -1,0 +1,123 @@
+#!/usr/bin/perl
+# A group of 1,000 members, all online (issue 5 item 5, scaled to a test):
+# 1,000 WebSocket sessions from this one process over 2 workers, one group
+# message from a member reaches the 999 others exactly (bytes checked), all
+# within a bound; a part-group message listing 500 of them reaches those
+# 500 only. IM_GROUP_N overrides the size.
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib';
+use Test::Nginx qw/port/;
+use IM::Redis;
+use IM::UserCentre;
+use IM::Client;
+use IM::Proto qw/:all/;
+use Time::HiRes qw/time/;
+
+my $N = $ENV{IM_GROUP_N} // 1000;
+
+my $t = Test::Nginx->new()->has(qw/http redis/);
+my $redis = IM::Redis->new(t => $t);
+my $uc = IM::UserCentre->new(t => $t, users => "* * uid-from-name\n");
+
+$t->write_file_expand('nginx.conf', <<"EOF");
+%%TEST_GLOBALS%%
+daemon on;
+worker_processes 2;
+worker_rlimit_nofile 8192;
+im_redis ${\ $redis->addr};
+events { worker_connections 4096; }
+http {
+    %%TEST_GLOBALS_HTTP%%
+    server {
+        listen 127.0.0.1:%%PORT_9095%% reuseport backlog=4096;
+        location /ws { im_websocket; im_auth /_auth; }
+        location = /_auth {
+            internal;
+            proxy_pass http://127.0.0.1:${\ $uc->port}/auth;
+            proxy_method POST;
+            proxy_pass_request_headers off;
+            proxy_set_header Content-Type "application/x-www-form-urlencoded;charset=utf-8";
+            proxy_set_header Accept application/json;
+            proxy_set_body "username=\$im_username&password=\$im_password";
+        }
+    }
+}
+EOF
+$t->run();
+
+my $GID = 777;
+my @U = map { 100000 + $_ } 1 .. $N;
+$redis->select_cmd(1, 'SADD', "im_group:$GID", @U);
+
+my %cl;
+my $t0 = time;
+my $ok = 0;
+for my $i (0 .. int(($N - 1) / 100)) {
+    my @batch = grep { defined } @U[$i * 100 .. $i * 100 + 99];
+    for my $u (@batch) {
+        $cl{$u} = IM::Client->new(port => port(9095), auto_pong => 1, uid => $u);
+        $cl{$u}->send(connect_msg("u$u", 'pw'));
+    }
+    for my $u (@batch) {
+        my $m = $cl{$u}->expect(cmd => CONNECT_ACK, timeout => 10);
+        $ok++ if $m && $m->{code} == 0;
+    }
+}
+is($ok, $N, "$N members online");
+diag(sprintf "logins: %.1fs", time - $t0);
+
+my $sender = $U[0];
+my $payload = '{"from":' . $sender . ',"to":' . $GID
+    . ',"content":{"type":"text","text":"to all"}}';
+
+$t0 = time;
+my $id = $cl{$sender}->group_publish($GID, $payload, raw => 1);
+my $ack = $cl{$sender}->expect(cmd => GROUP_PUB_ACK, msgid => $id, timeout => 20);
+ok($ack, 'sender gets GROUP_PUB_ACK');
+my $t_ack = time - $t0;
+my $push = group_push_msg($GID, $id, $payload);
+my @missing;
+for my $u (@U[1 .. $#U]) {
+    my $m = $cl{$u}->expect(msgid => $id, timeout => 10);
+    if ($m && $m->{raw} eq $push) {
+        $cl{$u}->ack($id, cmd => GROUP_PUB_ACK);
+    } else {
+        push @missing, $u;
+    }
+}
+my $t_all = time - $t0;
+is(scalar @missing, 0, ($N - 1) . ' members got the exact push')
+    or diag('missing ' . scalar(@missing) . ": @missing[0 .. ($#missing < 9 ? $#missing : 9)] ...");
+ok($t_all < 20, sprintf 'all within 20 s (ack after %.2fs, last read after %.2fs)',
+    $t_ack, $t_all);
+diag(sprintf "group of %d: ack %.2fs, all read %.2fs", $N, $t_ack, $t_all);
+ok($cl{$sender}->nothing_for(0.2), 'the sender does not get it');
+
+# part-group listing every other member
+my @half = @U[grep { $_ % 2 } 1 .. $#U];
+my %in = map { $_ => 1 } @half;
+$t0 = time;
+my $id2 = $cl{$sender}->part_publish($GID, \@half, $payload, raw => 1);
+ok($cl{$sender}->expect(cmd => GROUP_PART_PUB_ACK, msgid => $id2, timeout => 20),
+    'part-group to ' . scalar(@half) . ' acked');
+my $push2 = part_push_msg($GID, $id2, \@half, $payload);
+@missing = ();
+for my $u (@half) {
+    my $m = $cl{$u}->expect(msgid => $id2, timeout => 10);
+    if ($m && $m->{raw} eq $push2) {
+        $cl{$u}->ack($id2, cmd => GROUP_PART_PUB_ACK);
+    } else {
+        push @missing, $u;
+    }
+}
+is(scalar @missing, 0, scalar(@half) . ' listed members got the part-group push');
+diag(sprintf "part-group of %d: all read %.2fs", scalar @half, time - $t0);
+my @leak = grep { !$in{$_} && $_ != $sender && !$cl{$_}->nothing_for(0.002) } @U;
+is(scalar @leak, 0, 'members not listed got nothing');
+
+$_->close(1000) for values %cl;
+$_->wait_closed(2) for values %cl;
+
+$t->done_testing();
