@@ -1,0 +1,141 @@
+#!/usr/bin/perl
+# Unacknowledged pushes (PROTOCOL.md 3.4) over ws and wss: re-pushed every
+# im_repush_interval (1s here), exactly 3 re-pushes, then the session is
+# closed and the message is delivered again after the next login. Acks 4,
+# 6 and 12 all count, a long ack (MsgId ++ "_" ++ 32 bytes) counts, an
+# unknown ack is ignored.
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib';
+use Test::Nginx qw/port/;
+use Time::HiRes qw/time sleep/;
+use IM::Redis;
+use IM::UserCentre;
+use IM::Client;
+use IM::Proto qw/:all/;
+use IM::Setup qw/write_conf transports/;
+
+my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl redis/);
+my $redis = IM::Redis->new(t => $t);
+my $uc = IM::UserCentre->new(t => $t, users => "* * uid-from-name\n");
+write_conf($t, redis => $redis, uc => $uc,
+    main => "im_repush_interval 1s;\nim_repush_max 3;\nim_close_grace 2s;");
+$t->run();
+
+my $base = 3000;
+for my $tr (transports()) {
+    my ($name, %o) = @$tr;
+    $base += 100;
+    my ($su, $ru) = ("s$base", 'r' . ($base + 1));
+    my $ruid = $base + 1;
+
+    my $s = IM::Client->new(%o, auto_pong => 1);
+    is($s->login($su, 'pw'), 0, "$name: sender logs in");
+
+    # -- never acked: 1 push + 3 re-pushes, ~1s apart, then closed
+    {
+        my $r = IM::Client->new(%o, auto_pong => 1);
+        is($r->login($ru, 'pw'), 0, "$name: recipient logs in");
+        my $id = $s->publish($ruid, 'unacked');
+        ok($s->expect(cmd => PUB_ACK, msgid => $id), "$name: PUB_ACK");
+
+        my (@at, @raw, @other);
+        my $deadline = time + 9;
+        while (time < $deadline) {
+            my $m = $r->next(timeout => $deadline - time) or last;
+            if ($m->{cmd} == PUBLISH && $m->{msgid} eq $id) {
+                push @at, time;
+                push @raw, $m->{raw};
+            } else {
+                push @other, $m;
+            }
+        }
+        my $closed_at = time;
+        ok($r->ws->wait_closed(0.1), "$name: session closed after the re-pushes");
+        is(scalar @at, 4, "$name: the push and exactly 3 re-pushes");
+        is(scalar(grep { $_ eq push_msg($id, $raw[0] ? decode_server($raw[0])->{payload} : '') } @raw),
+            scalar @raw, "$name: every re-push is the same bytes");
+        my @gaps = map { $at[$_] - $at[$_ - 1] } 1 .. $#at;
+        my $gaps = join ' ', map { sprintf '%.2f', $_ } @gaps;
+        ok(@gaps == 3 && !grep({ $_ < 0.7 || $_ > 2.0 } @gaps),
+            "$name: re-pushes about im_repush_interval (1s) apart: $gaps");
+        my $after = @at ? $closed_at - $at[-1] : -1;
+        ok(@at && $after > 0.5 && $after < 3.5,
+            "$name: closed about an interval after the last re-push: "
+            . sprintf('%.2fs', $after));
+        is(join(',', map { $_->{name} } grep { $_->{cmd} != PING && $_->{cmd} != DISCONNECT } @other), '',
+            "$name: nothing else pushed (PING, DISCONNECT allowed)");
+
+        # the next login gets it again, same MsgId and bytes
+        my $r2 = IM::Client->new(%o, auto_pong => 1);
+        is($r2->login($ru, 'pw'), 0, "$name: recipient logs in again");
+        my $m = $r2->expect(cmd => PUBLISH);
+        is($m && $m->{msgid}, $id, "$name: the unacked message is delivered after the next login");
+        is($m && $m->{raw}, $raw[0], "$name: ... with the same bytes");
+        $r2->ack($id) if $m;
+        ok($r2->nothing_for(1.5), "$name: acked: no re-push");
+        $r2->close(1000);
+        $r2->wait_closed(2);
+        my $r3 = IM::Client->new(%o, auto_pong => 1);
+        is($r3->login($ru, 'pw'), 0, "$name: recipient logs in a third time");
+        ok($r3->nothing_for(1.2), "$name: ... nothing delivered again");
+        $r3->close(1000);
+        $r3->wait_closed(2);
+    }
+
+    # -- the acks: 4, 6, 12, long, unknown
+    {
+        my $r = IM::Client->new(%o, auto_pong => 1);
+        is($r->login($ru, 'pw'), 0, "$name: recipient logs in (acks)");
+        my %ack = (
+            ack4  => sub { pub_ack($_[0]) },
+            ack6  => sub { group_pub_ack($_[0]) },
+            ack12 => sub { part_pub_ack($_[0]) },
+            long4 => sub { pub_ack($_[0] . '_' . ('0123456789abcdef' x 2)) },
+            long6 => sub { group_pub_ack($_[0] . '_' . ('fedcba9876543210' x 2)) },
+        );
+        my @kinds = sort keys %ack;
+        my %id;
+        for my $k (@kinds, 'unknown') {
+            $id{$k} = $s->publish($ruid, $k);
+            ok($s->expect(cmd => PUB_ACK, msgid => $id{$k}), "$name: $k: PUB_ACK");
+        }
+        my %got;
+        for my $k (@kinds, 'unknown') {
+            my $m = $r->expect(cmd => PUBLISH, msgid => $id{$k});
+            ok($m, "$name: $k: pushed");
+            if ($k eq 'unknown') {
+                $r->send(pub_ack(msgid()));    # nobody's MsgId
+                $r->send(group_pub_ack(msgid()));
+            } else {
+                $r->send($ack{$k}->($id{$k}));
+            }
+        }
+        # within 1.8s: only the message acked with an unknown id comes again
+        my @again = grep { $_->{cmd} == PUBLISH } $r->drain(1.8);
+        is(join(' ', sort map { $_->{text} // $_->{payload} } @again), 'unknown',
+            "$name: acks 4, 6, 12 and long acks stop re-pushes; the unknown ack does not");
+        ok(!grep({ $_->{cmd} == INVALID_PACKET } @again), "$name: no error for the unknown ack");
+        ok(!$r->is_closed, "$name: session still open after the unknown ack");
+        $r->ack($id{unknown});
+        ok(!grep({ $_->{cmd} == PUBLISH } $r->drain(1.5)), "$name: finally acked: quiet");
+        # the session still works
+        my $id = $s->publish($ruid, 'later');
+        ok($r->expect(cmd => PUBLISH, msgid => $id), "$name: session works after all that");
+        $r->ack($id);
+        $r->close(1000);
+        $r->wait_closed(2);
+
+        # none of them comes back after a new login
+        my $r2 = IM::Client->new(%o, auto_pong => 1);
+        is($r2->login($ru, 'pw'), 0, "$name: recipient logs in again");
+        my @back = grep { $_->{cmd} == PUBLISH } $r2->drain(1.2);
+        is(join(' ', map { $_->{text} // $_->{payload} } @back), '',
+            "$name: every acked message left the store");
+        $r2->close(1000);
+    }
+    $s->close(1000);
+}
+
+$t->done_testing();
