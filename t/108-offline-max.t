@@ -1,0 +1,71 @@
+#!/usr/bin/perl
+# im_offline_max (PROTOCOL.md 5): with a cap of 3, 5 messages stored for an
+# offline uid leave the newest 3; the oldest 2 are dropped, counted
+# (offline_dropped in /status) and logged. Other uids are unaffected.
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib';
+use Test::Nginx qw/port http_get/;
+use Time::HiRes qw/time sleep/;
+use JSON::PP;
+use IM::Redis;
+use IM::UserCentre;
+use IM::Client;
+use IM::Proto qw/:all/;
+use IM::Setup qw/write_conf transports/;
+
+my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl redis/);
+my $redis = IM::Redis->new(t => $t);
+my $uc = IM::UserCentre->new(t => $t, users => "* * uid-from-name\n");
+write_conf($t, redis => $redis, uc => $uc, main => "im_offline_max 3;");
+$t->run();
+
+sub status {
+    my $r = http_get('/status', port => port(9095)) // '';
+    my ($body) = $r =~ /\r\n\r\n(.*)\z/s;
+    return eval { decode_json($body // '') } // {};
+}
+
+my $base = 7000;
+for my $tr (transports()) {
+    my ($name, %o) = @$tr;
+    $base += 100;
+    my ($r, $q) = ($base + 1, $base + 2);
+
+    my $s = IM::Client->new(%o, auto_pong => 1);
+    is($s->login("s$base", 'pw'), 0, "$name: sender logs in");
+    my $dropped0 = status()->{offline_dropped} // 0;
+    my $mark = $t->log_mark;
+
+    my @ids;
+    for my $i (1 .. 5) {
+        push @ids, $s->publish($r, "m$i");
+        ok($s->expect(cmd => PUB_ACK, msgid => $ids[-1]), "$name: m$i acked to the sender");
+    }
+    # another offline uid with 3: at the cap, nothing dropped
+    for my $i (1 .. 3) {
+        my $id = $s->publish($q, "q$i");
+        $s->expect(cmd => PUB_ACK, msgid => $id);
+    }
+
+    my $c = IM::Client->new(%o, auto_pong => 1, auto_ack => 1);
+    is($c->login("u$r", 'pw'), 0, "$name: recipient logs in");
+    my @p = grep { $_->{cmd} == PUBLISH } $c->drain(1.5);
+    is(join(' ', map { $_->{text} // '?' } @p), 'm3 m4 m5',
+        "$name: cap 3: the newest 3 delivered in order, the oldest 2 dropped");
+    is(join(' ', map { $_->{msgid} } @p), join(' ', @ids[2 .. 4]), "$name: ... with their MsgIds");
+
+    my $d = $c;
+    my $cq = IM::Client->new(%o, auto_pong => 1, auto_ack => 1);
+    is($cq->login("u$q", 'pw'), 0, "$name: the other recipient logs in");
+    @p = grep { $_->{cmd} == PUBLISH } $cq->drain(1.2);
+    is(join(' ', map { $_->{text} // '?' } @p), 'q1 q2 q3', "$name: exactly at the cap: all 3 kept");
+
+    is((status()->{offline_dropped} // 0) - $dropped0, 2, "$name: offline_dropped counts 2 more");
+    ok($t->wait_for_log(qr/\[(?:warn|notice|info|error)\][^\n]*(?:drop|oldest)/i, from => $mark, timeout => 1),
+        "$name: the drop is logged (warn/notice/info/error)");
+    $_->close(1000) for $c, $cq, $s;
+}
+
+$t->done_testing();
