@@ -3,7 +3,9 @@
 # im_part_push_as_group on -> GROUP_PART_PUBLISH is pushed as a plain group
 # push <<5, Gid, MsgId, Len, Payload>> (online and from the offline store),
 # the sender still gets <<12, MsgId>>, an empty result is still <<10, 11, MsgId>>;
-# im_group_db / im_group_prefix -> membership read from that db and key only.
+# im_group_db / im_group_prefix -> membership read from that db and key only;
+# junk set members ignored, a key of the wrong type refused, a member online
+# from two devices gets the push on both.
 use strict;
 use warnings;
 use Test::More;
@@ -115,7 +117,52 @@ is(hex_of($m && $m->{raw}), hexdump(group_push_msg($GID, $id5, $p5)),
 $c->ack($id5, cmd => GROUP_PUB_ACK) if $m;
 ok($c->nothing_for(1.3), 'and acked');
 
-for my $cl ($a, $b, $c, $d) {
+###############################################################################
+# membership edge cases: junk members, a key of the wrong type, a member
+# online from two devices
+
+my $G2 = 4343;
+$redis->select_cmd(3, 'SADD', "grp:$G2", 2001, 2002, 'abc', '0', '-5',
+    '4294967296', ' 2003', '2004x', '');
+my $p6 = payload(2001, $G2, 'junk around');
+my $id6 = $a->group_publish($G2, $p6, raw => 1);
+ok($a->expect(cmd => GROUP_PUB_ACK, msgid => $id6), 'junk set members: acked');
+$m = $b->expect(msgid => $id6);
+is(hex_of($m && $m->{raw}), hexdump(group_push_msg($G2, $id6, $p6)),
+    'junk set members: the valid member receives');
+$b->ack($id6, cmd => GROUP_PUB_ACK) if $m;
+ok($c->nothing_for(0.3) && $d->nothing_for(0.1),
+    "' 2003' and '2004x' are not 2003 and 2004");
+ok($a->nothing_for(0.1), 'junk: sender gets nothing more');
+
+$redis->select_cmd(3, 'SET', "grp:4444", '2001');
+my $id7 = $a->group_publish(4444, payload(2001, 4444, 'wrong type'), raw => 1);
+$m = $a->next;
+is(hex_of($m && $m->{raw}), hexdump(invalid_packet(GROUP_PUBLISH, $id7)),
+    'group key of the wrong type (WRONGTYPE): <<10, 5, MsgId>>');
+$a->ping;
+ok($a->expect(cmd => PING_RESP), '... session stays');
+
+# 2002 from a second device: both sessions get the push, one ack is enough
+my $b2 = IM::Client->new(port => port(9095), auto_pong => 1, uid => 2002);
+is($b2->login('u2002', 'pw', role => 2, client_id => 2), 0, 'u2002 logs in from a second device');
+my $p8 = payload(2001, $GID, 'two devices');
+my $id8 = $a->group_publish($GID, $p8, raw => 1);
+ok($a->expect(cmd => GROUP_PUB_ACK, msgid => $id8), 'acked');
+my $m1 = $b->expect(msgid => $id8);
+my $m2 = $b2->expect(msgid => $id8);
+ok($m1 && $m2 && $m1->{raw} eq $m2->{raw}
+    && $m1->{raw} eq group_push_msg($GID, $id8, $p8),
+    'both sessions of 2002 get the group push');
+$b2->ack($id8, cmd => GROUP_PUB_ACK);
+$c->expect(msgid => $id8) && $c->ack($id8, cmd => GROUP_PUB_ACK);
+$b->close(1000);
+$b->wait_closed(2);
+select undef, undef, undef, 0.3;
+$b = user(2002);
+ok($b->nothing_for(1), 'acked by the other device: not redelivered to the first');
+
+for my $cl ($a, $b, $b2, $c, $d) {
     $cl->close(1000);
     $cl->wait_closed(2);
 }

@@ -307,6 +307,31 @@ ok($u1->nothing_for(0.3) && $u2->nothing_for(0.1), 'refused messages were not de
 }
 
 ###############################################################################
+# half-close: requests, then the client shuts its sending side (as
+# `printf ... | nc` does): every request still answered, then closed
+
+{
+    my $s = tcp();
+    my @ids = map { msgid() } 1 .. 3;
+    $s->send_raw(tcp_frame(publish_msg(1001, $ids[0], payload(1001, 'hc')))
+        . tcp_frame(group_publish_msg($GID, $ids[1], payload($GID, 'hc')))
+        . tcp_frame(publish_msg(1003, $ids[2], payload(1003, 'hc'))));
+    shutdown($s->conn->sock, 1);
+    my @a = map { $s->recv_msg(3) } 1 .. 3;
+    is(join(' | ', map { hex_of($_) } @a),
+        join(' | ', map { hexdump($_) } pub_ack($ids[0]), group_pub_ack($ids[1]),
+            pub_ack($ids[2])),
+        'half-closed after 3 requests: 3 answers');
+    ok($s->wait_closed(3), '... then the server closes');
+    for my $i (@ids[0, 1]) {
+        $m = $u1->expect(msgid => $i);
+        $u1->ack($i, cmd => $m ? $IM::Proto::ACK_FOR{$m->{cmd}} : PUB_ACK);
+    }
+    $m = $u2->expect(msgid => $ids[1]);
+    $u2->ack($ids[1], cmd => GROUP_PUB_ACK) if $m;
+}
+
+###############################################################################
 # malformed input: [Len]<<10, Cmd>>, then close
 
 my $okmsg = publish_msg(1001, msgid(), payload(1001, 'ok'));
