@@ -1,0 +1,99 @@
+#!/usr/bin/perl
+# Heartbeat and closing (PROTOCOL.md 3.5) over ws and wss: the server sends
+# PING every im_ping_interval (1s here); a client that never answers
+# PING_RESP is closed after im_ping_timeout (1s); one that answers stays; a
+# client PING gets PING_RESP; DISCONNECT closes the session (no reply) and
+# the uid is offline afterwards.
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib';
+use Test::Nginx qw/port/;
+use Time::HiRes qw/time sleep/;
+use IM::Redis;
+use IM::UserCentre;
+use IM::Client;
+use IM::Proto qw/:all/;
+use IM::Setup qw/write_conf transports/;
+
+my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl redis/);
+my $redis = IM::Redis->new(t => $t);
+my $uc = IM::UserCentre->new(t => $t, users => "* * uid-from-name\n");
+write_conf($t, redis => $redis, uc => $uc,
+    main => "im_ping_interval 1s;\nim_ping_timeout 1s;\nim_close_grace 2s;");
+$t->run();
+
+my $base = 8000;
+for my $tr (transports()) {
+    my ($name, %o) = @$tr;
+    $base += 100;
+
+    # run both clients side by side: one answers, one stays silent
+    my $good = IM::Client->new(%o);
+    my $mute = IM::Client->new(%o);
+    is($good->login('u' . ($base + 1), 'pw'), 0, "$name: answering client logs in");
+    my $login_at = time;
+    is($mute->login('u' . ($base + 2), 'pw'), 0, "$name: silent client logs in");
+    my $mute_login = time;
+
+    my (@good_pings, @mute_pings, @good_other, $mute_closed);
+    my $end = time + 4.5;
+    while (time < $end) {
+        if (my $m = $good->next(timeout => 0.05)) {
+            if ($m->{cmd} == PING) {
+                push @good_pings, time;
+                is($m->{raw}, "\x07", "$name: PING is exactly <<7>>") if @good_pings == 1;
+                $good->ping_resp;
+            } else {
+                push @good_other, $m;
+            }
+        }
+        next if $mute_closed;
+        if (my $m = $mute->next(timeout => 0.05)) {
+            push @mute_pings, time if $m->{cmd} == PING;
+        }
+        $mute_closed = time if $mute->is_closed || $mute->ws->close_received;
+    }
+    my $n = @good_pings;
+    ok($n >= 3 && $n <= 5, "$name: about one PING a second (4.5s: $n)");
+    my @gaps = map { $good_pings[$_] - $good_pings[$_ - 1] } 1 .. $#good_pings;
+    ok(@gaps && !grep({ $_ < 0.6 || $_ > 1.8 } @gaps),
+        "$name: PINGs im_ping_interval apart: " . join(' ', map { sprintf '%.2f', $_ } @gaps));
+    ok(!$good->is_closed, "$name: the answering client is still connected");
+    is(join(',', map { $_->{name} } @good_other), '', "$name: nothing but PINGs meanwhile");
+
+    $mute_closed //= $mute->ws->wait_closed(2) ? time : undef;
+    ok($mute_closed, "$name: the silent client is closed");
+    ok(@mute_pings >= 1, "$name: ... after it got a PING");
+    my $dt = ($mute_closed // time) - ($mute_pings[0] // $mute_login);
+    ok($dt > 0.6 && $dt < 2.6, "$name: ... about im_ping_timeout after it: " . sprintf('%.2fs', $dt));
+
+    # a client PING gets PING_RESP
+    $good->ping;
+    my $m = $good->expect(cmd => PING_RESP);
+    is($m && $m->{raw}, "\x08", "$name: client PING -> exactly <<8>>");
+
+    # still a session: a message to it arrives
+    my $s = IM::Client->new(%o, auto_pong => 1);
+    is($s->login('s' . $base, 'pw'), 0, "$name: sender logs in");
+    my $id = $s->publish($base + 1, 'hi');
+    ok($good->expect(cmd => PUBLISH, msgid => $id), "$name: the answering client receives");
+    $good->ack($id);
+
+    # DISCONNECT: no reply, server closes, the uid is offline afterwards
+    $good->disconnect;
+    my @after = $good->drain(1);
+    ok($good->ws->wait_closed(1.5), "$name: DISCONNECT -> the server closes the connection");
+    is(join(',', map { $_->{name} } grep { $_->{cmd} != PING } @after), '',
+        "$name: ... without a reply");
+    my $id2 = $s->publish($base + 1, 'while away');
+    ok($s->expect(cmd => PUB_ACK, msgid => $id2), "$name: a message to the uid is acked (stored)");
+    my $back = IM::Client->new(%o, auto_pong => 1);
+    is($back->login('u' . ($base + 1), 'pw'), 0, "$name: logs in again");
+    ok($back->expect(cmd => PUBLISH, msgid => $id2), "$name: ... and gets the message sent while away");
+    $back->ack($id2);
+    $back->close(1000);
+    $s->close(1000);
+}
+
+$t->done_testing();
