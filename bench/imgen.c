@@ -985,6 +985,7 @@ static void worker(int w)
     int sk = o.mode;                                /* senders' transport */
     uint64_t started = now_ns(), cpu_m0 = 0;
     int ready_sent = 0, cpu_m0_taken = 0, cpu_m1_taken = 0;
+    uint64_t last_ping = started;
     static struct epoll_event evs[1024];
 
     wid = w;
@@ -1063,9 +1064,23 @@ static void worker(int w)
             m_start = shm->m_start;
             m_end = shm->m_end;
             t_end = shm->t_end;
+            /* fan-out: a message is complete when every member that is up has it */
+            if (o.scen == S_FANOUT) {
+                fo_members = shm->live_members;
+                if (fo_members < 1) fo_members = 1;
+            }
         }
 
         if (shm->stop) break;
+
+        /* MQTT keepalive is 300 s: a PINGREQ every 120 s keeps long holds up */
+        if (o.mode == M_MQTT && now - last_ping > 120 * 1000000000ull) {
+            uint8_t pr[2];
+            last_ping = now;
+            for (i = 0; i < nconns; i++) {
+                if (conns[i].state == ST_LIVE) send_raw(&conns[i], pr, mqtt_pingreq(pr));
+            }
+        }
 
         if (traffic_on) {
             if (!cpu_m0_taken && now >= m_start) {
