@@ -12,13 +12,16 @@
 #
 # Knobs (environment; defaults full / quick):
 #   BENCH_MODES      delivery modes             "write_through offline_only"
-#   BENCH_IDLE       idle session counts        "10000 50000" / "2000"
-#   BENCH_PAIRS      1:1 pairs                  1000 / 200
+#   BENCH_IDLE       idle session counts        "10000 50000" / "1000"
+#   BENCH_PAIRS      1:1 pairs                  1000 / 100
 #   BENCH_WINDOW     messages in flight per sender (pairs, fanout)  4
-#   BENCH_RATE       open-loop total rate       20000 / 5000
-#   BENCH_MEMBERS    fan-out group members      1000 / 200
-#   BENCH_DURATION   measured seconds           10 / 2
-#   BENCH_WARMUP     warm-up seconds            2 / 0.5
+#   BENCH_RATE       open-loop total rate       20000 / 2000
+#   BENCH_MEMBERS    fan-out group members      1000 / 100
+#   BENCH_DURATION   measured seconds           10 / 1
+#   BENCH_WARMUP     warm-up seconds            2 / 0.3
+#   BENCH_DRAIN      seconds to wait for in-flight messages after the window  2 / 0.5
+#   BENCH_HOLD       idle: seconds the sessions are held (memory read after SETTLE)  8 / 1.5
+#   BENCH_SETTLE     idle: seconds between the last login and the memory reading     3 / 0.5
 #   BENCH_PAYLOAD    payload bytes              128
 #   BENCH_IM         run the IM server: auto (if the module is built) | 0 | 1
 #   BENCH_PEER       run mosquitto: 1 | 0
@@ -43,13 +46,16 @@ QUICK=${BENCH_QUICK:-0}
 q() { if [[ $QUICK == 1 ]]; then echo "$2"; else echo "$1"; fi; }
 
 MODES=${BENCH_MODES:-write_through offline_only}
-IDLE=${BENCH_IDLE:-$(q "10000 50000" "2000")}
-PAIRS=${BENCH_PAIRS:-$(q 1000 200)}
+IDLE=${BENCH_IDLE:-$(q "10000 50000" "1000")}
+PAIRS=${BENCH_PAIRS:-$(q 1000 100)}
 WINDOW=${BENCH_WINDOW:-4}
-RATE=${BENCH_RATE:-$(q 20000 5000)}
-MEMBERS=${BENCH_MEMBERS:-$(q 1000 200)}
-DURATION=${BENCH_DURATION:-$(q 10 2)}
-WARMUP=${BENCH_WARMUP:-$(q 2 0.5)}
+RATE=${BENCH_RATE:-$(q 20000 2000)}
+MEMBERS=${BENCH_MEMBERS:-$(q 1000 100)}
+DURATION=${BENCH_DURATION:-$(q 10 1)}
+WARMUP=${BENCH_WARMUP:-$(q 2 0.3)}
+DRAIN=${BENCH_DRAIN:-$(q 2 0.5)}
+HOLD=${BENCH_HOLD:-$(q 8 1.5)}
+SETTLE=${BENCH_SETTLE:-$(q 3 0.5)}
 PAYLOAD=${BENCH_PAYLOAD:-128}
 RUN_IM=${BENCH_IM:-auto}
 RUN_PEER=${BENCH_PEER:-1}
@@ -254,7 +260,7 @@ start_nginx() {     # name workers pinned(0|1) delivery
         [[ $(tr ',' '\n' <<< "$NGX_WORKERS" | grep -c .) -ge $workers ]] && break
         sleep 0.1
     done
-    sleep 0.3       # Redis connections of the workers
+    sleep 0.2       # Redis connections of the workers
 }
 
 stop_nginx() {
@@ -333,7 +339,7 @@ seed_group() {
 fresh_inbox() { rcli -n 0 FLUSHDB > /dev/null; }
 
 common_traffic() {   # args shared by the traffic scenarios
-    echo -d "$DURATION" -W "$WARMUP" -w "$WINDOW"
+    echo -d "$DURATION" -W "$WARMUP" -w "$WINDOW" --drain "$DRAIN"
 }
 
 run_im_mode() {     # delivery
@@ -346,9 +352,9 @@ run_im_mode() {     # delivery
             procs=$(( (n + 11999) / 12000 ))
             lt=$(login_tmo "$n")
             gen "im/$dv/idle-$n" $((lt + 30)) 0 -m ws -p "$WS_PORT" -s idle -n "$n" -P "$procs" \
-                -S 8 -C 200 --hold "$(q 8 3)" --settle "$(q 3 1)" --login-timeout "$lt" \
+                -S 8 -C 200 --hold "$HOLD" --settle "$SETTLE" --login-timeout "$lt" \
                 --cpu-pids "$NGX_WORKERS" --mem-pids "$NGX_PID,$NGX_WORKERS"
-            sleep 1
+            sleep "$(q 1 0.2)"
         done
         stop_nginx
         check_nginx_log "idle-$dv"
@@ -362,7 +368,7 @@ run_im_mode() {     # delivery
             --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID"
         fresh_inbox
         gen "im/$dv/rate-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s rate -k "$PAIRS" -r "$RATE" \
-            -d "$DURATION" -W "$WARMUP" --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID" \
+            -d "$DURATION" -W "$WARMUP" --drain "$DRAIN" --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID" \
             --hist-out "$OUT/hist-im-$dv-rate.txt"
         fresh_inbox
         gen "im/$dv/fanout-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s fanout -M "$MEMBERS" -g "$GID" \
@@ -393,15 +399,15 @@ run_peer() {
         procs=$(( (n + 11999) / 12000 ))
         lt=$(login_tmo "$n")
         gen "mosquitto/-/idle-$n" $((lt + 30)) 0 -m mqtt -p "$MQTT_PORT" -s idle -n "$n" \
-            -P "$procs" -S 8 -C 50 --hold "$(q 8 3)" --settle "$(q 3 1)" --login-timeout "$lt" \
+            -P "$procs" -S 8 -C 50 --hold "$HOLD" --settle "$SETTLE" --login-timeout "$lt" \
             --cpu-pids "$MQ_PID" --mem-pids "$MQ_PID"
-        sleep 1
+        sleep "$(q 1 0.2)"
     done
     tmo=$(traffic_tmo 30)
     gen "mosquitto/-/pairs-mqtt" "$tmo" 1 -m mqtt -p "$MQTT_PORT" -C 50 -s pairs -k "$PAIRS" \
         $(common_traffic) --cpu-pids "$MQ_PID"
     gen "mosquitto/-/rate-mqtt" "$tmo" 1 -m mqtt -p "$MQTT_PORT" -C 50 -s rate -k "$PAIRS" -r "$RATE" \
-        -d "$DURATION" -W "$WARMUP" --cpu-pids "$MQ_PID" --hist-out "$OUT/hist-mosquitto-rate.txt"
+        -d "$DURATION" -W "$WARMUP" --drain "$DRAIN" --cpu-pids "$MQ_PID" --hist-out "$OUT/hist-mosquitto-rate.txt"
     gen "mosquitto/-/fanout-mqtt" "$tmo" 1 -m mqtt -p "$MQTT_PORT" -C 50 -s fanout -M "$MEMBERS" \
         -g "$GID" $(common_traffic) --cpu-pids "$MQ_PID" \
         --hist-out "$OUT/hist-mosquitto-fanout.txt"
