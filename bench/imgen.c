@@ -868,7 +868,7 @@ static size_t in_mqtt(conn_t *c, uint8_t *buf, size_t len)
     return off;
 }
 
-static void on_readable(conn_t *c)
+static void on_readable(conn_t *c, int to_eof)
 {
     for (;;) {
         uint8_t *buf = scratch;
@@ -913,9 +913,10 @@ static void on_readable(conn_t *c)
             c->ib = NULL;
             c->icap = 0;
         }
-        if ((size_t) n < SCRATCH - have) {
-            /* short read: most likely drained; ET needs EAGAIN, so go on */
-            continue;
+        if ((size_t) n < SCRATCH - have && !to_eof) {
+            /* short read: the socket was drained; new data raises a new edge.
+             * (After RDHUP/HUP read on to see the end of the stream.) */
+            return;
         }
     }
 }
@@ -944,7 +945,7 @@ static void on_event(conn_t *c, uint32_t evs)
         if (c->fd < 0) return;
     }
     if (evs & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-        on_readable(c);
+        on_readable(c, (evs & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
     }
 }
 
