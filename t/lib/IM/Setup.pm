@@ -29,7 +29,7 @@ use warnings;
 use Exporter qw/import/;
 use Test::Nginx qw/port/;
 
-our @EXPORT_OK = qw/write_conf transports transport make_cert/;
+our @EXPORT_OK = qw/write_conf transports transport make_cert ssl_opts/;
 
 # a self-signed certificate im.crt / im.key in the test dir
 sub make_cert {
@@ -100,11 +100,21 @@ EOF
     return $t;
 }
 
+# one client TLS context for every wss connection: building one per
+# connection (IO::Socket::SSL's default) costs ~150 ms, reusing it ~10 ms
+my $CTX;
+sub ssl_opts {
+    require IO::Socket::SSL;
+    $CTX //= IO::Socket::SSL::SSL_Context->new(
+        SSL_verify_mode => IO::Socket::SSL::SSL_VERIFY_NONE());
+    return { SSL_reuse_ctx => $CTX };
+}
+
 # [name, IM::Client/IM::WS options] of ws and wss
 sub transports {
     return (
         ['ws',  port => port(9095), path => '/ws'],
-        ['wss', port => port(8443), path => '/wss', ssl => 1],
+        ['wss', port => port(8443), path => '/wss', ssl => 1, ssl_opts => ssl_opts()],
     );
 }
 
