@@ -190,6 +190,13 @@ class Reader {
   u16(what) { this.need(2, what); const v = this.dv.getUint16(this.o); this.o += 2; return v; }
   u32(what) { this.need(4, what); const v = this.dv.getUint32(this.o); this.o += 4; return v; }
   bytes(n, what) { this.need(n, what); const v = this.b.slice(this.o, this.o + n); this.o += n; return v; }
+  /** n bytes announced by a length field: 'length' error when they are not all there. */
+  counted(n, what) {
+    if (this.o + n > this.b.length) {
+      throw this.err('length', `${CMD_NAME[this.cmd] ?? this.cmd}: ${what} length ${n} points past the end`);
+    }
+    return this.bytes(n, what);
+  }
   readMsgId() { this.msgId = bytesToMsgId(this.bytes(MSGID_LEN, 'MsgId')); return this.msgId; }
   left() { return this.b.length - this.o; }
   end() {
@@ -302,12 +309,14 @@ export function encodeInvalid(cmd, msgId) {
 
 function readPayload(r) {
   const len = r.u16('payload length');
-  return r.bytes(len, 'payload');
+  return r.counted(len, 'payload');
 }
 
-function readAck(r, cmd) {
+function readAck(r, cmd, longOk) {
   const msgId = r.readMsgId();
-  // Longer acks are accepted; only the first 32 bytes after the command count.
+  // From a client, longer acks are accepted: only the first 32 bytes after the
+  // command count. The server sends exactly 33 bytes.
+  if (!longOk) r.end();
   const extra = r.bytes(r.left(), 'extra');
   return { cmd, msgId, extra };
 }
@@ -316,8 +325,10 @@ function readGroupPart(r, cmd) {
   const gid = r.u32('Gid');
   const msgId = r.readMsgId();
   const n = r.u16('uid count');
+  const ub = r.counted(4 * n, 'uid list');
+  const dv = new DataView(ub.buffer, ub.byteOffset, ub.byteLength);
   const uids = new Array(n);
-  for (let i = 0; i < n; i++) uids[i] = r.u32('uid');
+  for (let i = 0; i < n; i++) uids[i] = dv.getUint32(4 * i);
   const payload = readPayload(r);
   r.end();
   return { cmd, gid, msgId, uids, payload };
@@ -336,7 +347,7 @@ function start(buf) {
  * Returns a plain object whose `cmd` is the command byte:
  *   2  {cmd, code, name, text}
  *   3  {cmd, msgId, payload}               1:1 push
- *   4/6/12 {cmd, msgId, extra}             acks
+ *   4/6/12 {cmd, msgId, extra}             acks (exactly 33 bytes: extra is empty)
  *   5  {cmd, gid, msgId, payload}          group push
  *   11 {cmd, gid, msgId, uids, payload}    part-group push
  *   7/8/9/20 {cmd}
@@ -372,7 +383,7 @@ export function decodeServerMessage(buf) {
     case CMD.PUB_ACK:
     case CMD.GROUP_PUB_ACK:
     case CMD.GROUP_PART_PUB_ACK:
-      return readAck(r, cmd);
+      return readAck(r, cmd, false);
     case CMD.PING:
     case CMD.PING_RESP:
     case CMD.DISCONNECT:
@@ -398,7 +409,7 @@ export function decodeServerMessage(buf) {
  *   3  {cmd, toUid, msgId, payload}
  *   5  {cmd, gid, msgId, payload}
  *   11 {cmd, gid, msgId, uids, payload}
- *   4/6/12 {cmd, msgId, extra}
+ *   4/6/12 {cmd, msgId, extra}   (extra: the bytes after the MsgId of a long ack)
  *   7/8/9 {cmd}
  * Throws ProtoError on anything malformed.
  */
@@ -407,8 +418,8 @@ export function decodeClientMessage(buf) {
   const cmd = r.cmd;
   switch (cmd) {
     case CMD.CONNECT: {
-      const usernameBytes = r.bytes(r.u16('username length'), 'username');
-      const passwordBytes = r.bytes(r.u16('password length'), 'password');
+      const usernameBytes = r.counted(r.u16('username length'), 'username');
+      const passwordBytes = r.counted(r.u16('password length'), 'password');
       const m = {
         cmd,
         username: utf8dec.decode(usernameBytes),
@@ -440,7 +451,7 @@ export function decodeClientMessage(buf) {
     case CMD.PUB_ACK:
     case CMD.GROUP_PUB_ACK:
     case CMD.GROUP_PART_PUB_ACK:
-      return readAck(r, cmd);
+      return readAck(r, cmd, true);
     case CMD.PING:
     case CMD.PING_RESP:
     case CMD.DISCONNECT:

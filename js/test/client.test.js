@@ -260,12 +260,20 @@ describe('sending', () => {
     assert.deepEqual([...held[1].payload], [1, 2, 3]);
   });
 
-  test('a long ack (MsgId ++ "_" ++ 32 bytes) resolves too', async () => {
-    srv.onPublish = (m, conn) => conn.send(P.encodeAck(4, m.msgId, '_' + 'a'.repeat(32)));
+  test('an ack longer than 33 bytes from the server is a protocol error: reported, not matched', async () => {
+    srv.onPublish = (m, conn) => {
+      conn.send(P.encodeAck(4, m.msgId, '_' + 'a'.repeat(32)));
+      setTimeout(() => conn.send(P.encodeAck(4, m.msgId)), 50);
+    };
     const c = makeClient();
+    const errs = record(c, 'error');
+    const acks = record(c, 'ack');
     await c.connect();
     const r = await c.sendMessage(1002, 'x');
     assert.equal(r.cmd, 4);
+    assert.equal(errs.length, 1);
+    assert.equal(errs[0].error.reason, 'trailing');
+    assert.equal(acks.length, 1);
   });
 
   test('INVALID_PACKET with the MsgId rejects that send; the session stays up', async () => {

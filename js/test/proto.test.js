@@ -127,12 +127,21 @@ describe('CONNECT variants (§3.1)', () => {
   test('more than Role + ClientId is trailing', () => {
     assertProtoError(() => P.decodeClientMessage(hex('01 0001 61 0001 62 01 02 03')), 'trailing', { cmd: 1 });
   });
-  test('truncated user, password, length fields', () => {
-    assertProtoError(() => P.decodeClientMessage(hex('01')), 'truncated', { cmd: 1 });
-    assertProtoError(() => P.decodeClientMessage(hex('01 00')), 'truncated');
-    assertProtoError(() => P.decodeClientMessage(hex('01 0004 7465')), 'truncated');
-    assertProtoError(() => P.decodeClientMessage(hex('01 0001 61')), 'truncated');
-    assertProtoError(() => P.decodeClientMessage(hex('01 0001 61 0005 6162')), 'truncated');
+  test('errors, as in the C codec: truncated fixed fields, lengths past the end, trailing', () => {
+    const cases = [
+      ['01', 'truncated', 'CONNECT without UserLen'],
+      ['01 00', 'truncated', 'CONNECT with half a UserLen'],
+      ['01 0005 61626364', 'length', 'UserLen past the end'],
+      ['01 ffff 61626364', 'length', 'UserLen 65535 past the end'],
+      ['01 0001 61', 'truncated', 'CONNECT without PassLen'],
+      ['01 0001 61 00', 'truncated', 'CONNECT with half a PassLen'],
+      ['01 0001 61 0003 7070', 'length', 'PassLen past the end'],
+      ['01 0000 0000 000000', 'trailing', 'empty fields, 3 bytes after PassLen'],
+    ];
+    for (const [h, reason, name] of cases) {
+      assertProtoError(() => P.decodeClientMessage(hex(h)), reason, { cmd: 1, msgId: undefined });
+      assert.ok(name);
+    }
   });
   test('encode refuses out-of-range role / clientId and over-long fields', () => {
     assertProtoError(() => P.encodeConnect({ username: 'a', password: 'b', role: 256 }), 'bad_value');
@@ -234,24 +243,30 @@ describe('every message, both directions', () => {
 });
 
 describe('long acks (§3.4)', () => {
-  const extra = '_' + 'f'.repeat(32);
+  const MSGID2 = '0123456789abcdef0123456789ABCDEF';
   for (const cmd of [4, 6, 12]) {
-    test(`ack ${cmd} with MsgId ++ "_" ++ 32 bytes is accepted both ways`, () => {
+    test(`ack ${cmd}: longer from a client is fine, from the server exactly 33 bytes`, () => {
+      const extra = '_' + MSGID2;
       const b = P.encodeAck(cmd, MSGID, extra);
       assert.equal(b.length, 1 + 32 + 33);
       assertBytes(b, `${cmd.toString(16).padStart(2, '0')} ${MSGID_HEX} ${Buffer.from(extra).toString('hex')}`);
-      for (const dec of [P.decodeClientMessage, P.decodeServerMessage]) {
-        const m = dec(b);
-        assert.equal(m.cmd, cmd);
-        assert.equal(m.msgId, MSGID);
-        assert.equal(text(m.extra), extra);
-      }
+      // client -> server: MsgId ++ "_" ++ 32 more bytes (the field client's)
+      let m = P.decodeClientMessage(b);
+      assert.equal(m.cmd, cmd);
+      assert.equal(m.msgId, MSGID);
+      assert.equal(text(m.extra), extra);
+      m = P.decodeClientMessage(b.subarray(0, 34));
+      assert.equal(m.extra.length, 1);
+      m = P.decodeClientMessage(b.subarray(0, 33));
+      assert.equal(m.extra.length, 0);
+      assertProtoError(() => P.decodeClientMessage(b.subarray(0, 32)), 'truncated', { cmd, msgId: undefined });
+      assertProtoError(() => P.decodeClientMessage(b.subarray(0, 1)), 'truncated', { cmd });
+      // server -> client: the server sends none longer
+      assert.equal(P.decodeServerMessage(b.subarray(0, 33)).msgId, MSGID);
+      assertProtoError(() => P.decodeServerMessage(b.subarray(0, 34)), 'trailing', { cmd, msgId: MSGID });
+      assertProtoError(() => P.decodeServerMessage(b.subarray(0, 20)), 'truncated', { cmd });
     });
   }
-  test('an ack shorter than 33 bytes is truncated', () => {
-    assertProtoError(() => P.decodeClientMessage(hex(`04 ${MSGID_HEX.slice(0, 62)}`)), 'truncated', { cmd: 4 });
-    assertProtoError(() => P.decodeServerMessage(hex('06')), 'truncated', { cmd: 6 });
-  });
 });
 
 describe('errors: truncated, trailing, unknown command', () => {
@@ -260,14 +275,30 @@ describe('errors: truncated, trailing, unknown command', () => {
     group: P.encodeGroupPublish({ gid: 1234, msgId: MSGID, payload: 'hello world' }),
     part: P.encodeGroupPartPublish({ gid: 1234, msgId: MSGID, uids: [1234, 1235], payload: 'hello world' }),
   };
-  test('every strict prefix of a PUBLISH / GROUP / PART message is truncated', () => {
-    for (const [name, b] of Object.entries(full)) {
-      for (let n = 1; n < b.length; n++) {
-        assertProtoError(() => P.decodeClientMessage(b.subarray(0, n)), 'truncated', { cmd: b[0] });
+  // Like check_prefixes() of the C tests: each cut gives the error of the field it
+  // cuts (ends of fields and their error), and the MsgId is reported iff it was read.
+  const T = 'truncated';
+  const L = 'length';
+  const prefixCases = [
+    ['PUBLISH C->S', P.decodeClientMessage, full.publish, 5, [[5, T], [37, T], [39, T], [50, L]]],
+    ['push S->C', P.decodeServerMessage, P.encodePush({ msgId: MSGID, payload: 'hello world' }), 1, [[33, T], [35, T], [46, L]]],
+    ['GROUP_PUBLISH C->S', P.decodeClientMessage, full.group, 5, [[5, T], [37, T], [39, T], [50, L]]],
+    ['GROUP_PUBLISH S->C', P.decodeServerMessage, full.group, 5, [[5, T], [37, T], [39, T], [50, L]]],
+    ['GROUP_PART_PUBLISH C->S', P.decodeClientMessage, full.part, 5, [[5, T], [37, T], [39, T], [47, L], [49, T], [60, L]]],
+    ['GROUP_PART_PUBLISH S->C', P.decodeServerMessage, full.part, 5, [[5, T], [37, T], [39, T], [47, L], [49, T], [60, L]]],
+  ];
+  for (const [name, decode, b, msgIdOff, cuts] of prefixCases) {
+    test(`${name}: every prefix gives its field's error, MsgId iff read`, () => {
+      assert.equal(b.length, cuts.at(-1)[0]);
+      assertProtoError(() => decode(b.subarray(0, 0)), 'empty');
+      for (let k = 1; k < b.length; k++) {
+        const want = cuts.find(([end]) => k < end)[1];
+        const msgId = k >= msgIdOff + 32 ? MSGID : undefined;
+        assertProtoError(() => decode(b.subarray(0, k)), want, { cmd: b[0], msgId });
       }
-      assert.ok(P.decodeClientMessage(b), name);
-    }
-  });
+      assert.equal(decode(b).msgId, MSGID);
+    });
+  }
   test('MsgId is reported when it could be read (what INVALID_PACKET echoes)', () => {
     const b = full.publish;
     let e = null;
@@ -278,11 +309,22 @@ describe('errors: truncated, trailing, unknown command', () => {
     assert.equal(e.reason, 'truncated');
   });
   test('payload length pointing past the end', () => {
-    assertProtoError(() => P.decodeClientMessage(hex(`03 000004d2 ${MSGID_HEX} 000c ${HELLO_HEX}`)), 'truncated', { msgId: MSGID });
-    assertProtoError(() => P.decodeServerMessage(hex(`03 ${MSGID_HEX} ffff ${HELLO_HEX}`)), 'truncated');
+    assertProtoError(() => P.decodeClientMessage(hex(`03 000004d2 ${MSGID_HEX} 000c ${HELLO_HEX}`)), 'length', { msgId: MSGID });
+    assertProtoError(() => P.decodeServerMessage(hex(`03 ${MSGID_HEX} ffff ${HELLO_HEX}`)), 'length');
   });
   test('uid count pointing past the end', () => {
-    assertProtoError(() => P.decodeClientMessage(hex(`0b 000004d2 ${MSGID_HEX} 0003 000004d2 000004d3 000b ${HELLO_HEX}`)), 'truncated');
+    assertProtoError(() => P.decodeClientMessage(hex(`0b 000004d2 ${MSGID_HEX} 0003 000004d2 000004d3 000b ${HELLO_HEX}`)), 'length');
+    const MSGID2 = '0123456789abcdef0123456789ABCDEF';
+    const m2 = Buffer.from(MSGID2).toString('hex');
+    assertProtoError(() => P.decodeClientMessage(hex(`0b 00000007 ${m2} ffff 00000001 0000`)), 'length', { msgId: MSGID2 });
+  });
+  test('part-group with N = 0 is well formed (refusing it is the session\'s job)', () => {
+    const MSGID2 = '0123456789abcdef0123456789ABCDEF';
+    const b = P.encodeGroupPartPublish({ gid: 7, msgId: MSGID2, uids: [], payload: 'x' });
+    assertBytes(b, `0b 00000007 ${Buffer.from(MSGID2).toString('hex')} 0000 0001 78`);
+    const m = P.decodeClientMessage(b);
+    assert.deepEqual(m.uids, []);
+    assert.equal(m.gid, 7);
   });
   test('trailing bytes after every fixed-shape message', () => {
     for (const [name, b] of Object.entries(full)) {
@@ -305,6 +347,26 @@ describe('errors: truncated, trailing, unknown command', () => {
     assertProtoError(() => P.decodeServerMessage(hex('0a 03 3535')), 'truncated');
     assertProtoError(() => P.decodeServerMessage(hex(`0a 03 ${MSGID_HEX} 00`)), 'trailing');
   });
+  test('exactly the commands of PROTOCOL.md are known, in each direction', () => {
+    const clientOk = new Set([1, 3, 4, 5, 6, 7, 8, 9, 11, 12]);
+    const serverOk = new Set([2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 20]);
+    for (const [decode, ok] of [[P.decodeClientMessage, clientOk], [P.decodeServerMessage, serverOk]]) {
+      for (let c = 0; c < 256; c++) {
+        const msg = new Uint8Array(40);
+        msg[0] = c;
+        let reason = 'ok';
+        try { decode(msg); } catch (e) { reason = e.reason; assert.equal(e.cmd, c); }
+        assert.equal(reason === 'unknown_cmd', !ok.has(c), `cmd ${c}: ${reason}`);
+      }
+    }
+  });
+  test('INVALID_PACKET of 3..33 bytes: truncated MsgId, not reported', () => {
+    const b = P.encodeInvalid(5, MSGID);
+    for (let k = 3; k < 34; k++) {
+      assertProtoError(() => P.decodeServerMessage(b.subarray(0, k)), 'truncated', { cmd: 10, msgId: undefined });
+    }
+    assertProtoError(() => P.decodeClientMessage(b), 'unknown_cmd');
+  });
   test('unknown and empty commands', () => {
     for (const c of [0, 13, 19, 21, 255]) {
       assertProtoError(() => P.decodeServerMessage(Uint8Array.of(c)), 'unknown_cmd', { cmd: c });
@@ -326,6 +388,24 @@ describe('limits and field checks', () => {
     assertProtoError(() => P.encodeGroupPartPublish({ gid: 1, msgId: MSGID, uids: [1], payload: 'é'.repeat(16384) }), 'payload_too_large');
     // a smaller operator limit
     assertProtoError(() => P.encodePublish({ toUid: 1, msgId: MSGID, payload: 'abc' }, { maxPayload: 2 }), 'payload_too_large');
+  });
+  test('codec limits: uid 2^32-1, 65535-byte payload, 65535 uids (operator limit above the default)', () => {
+    const payload = Uint8Array.from({ length: 65535 }, (_, i) => (i * 7) & 0xff);
+    const b = P.encodePublish({ toUid: 0xffffffff, msgId: MSGID, payload }, { maxPayload: 65535 });
+    assert.equal(b.length, 1 + 4 + 32 + 2 + 65535);
+    assertBytes(b.subarray(37, 39), 'ffff');
+    const m = P.decodeClientMessage(b);
+    assert.equal(m.toUid, 0xffffffff);
+    assert.deepEqual(m.payload, payload);
+    const uids = Array.from({ length: 65535 }, (_, i) => 0xfffe0000 + i);
+    const big = P.encodeGroupPartPublish({ gid: 1, msgId: MSGID, uids, payload }, { maxPayload: 65535 });
+    assertBytes(big.subarray(37, 43), 'fffffffe0000');
+    const pm = P.decodeServerMessage(big);
+    assert.equal(pm.uids.length, 65535);
+    assert.equal(pm.uids[65534], 0xfffe0000 + 65534);
+    assertProtoError(() => P.decodeClientMessage(big.subarray(0, big.length - 1)), 'length');
+    assertProtoError(() => P.encodePublish({ toUid: 1, msgId: MSGID, payload: new Uint8Array(65536) }, { maxPayload: 70000 }),
+      'payload_too_large');
   });
   test('empty payload', () => {
     assertBytes(P.encodePublish({ toUid: 1, msgId: MSGID, payload: '' }), `03 00000001 ${MSGID_HEX} 0000`);
