@@ -446,6 +446,10 @@ ngx_im_router_join(ngx_im_session_t *s)
 
     ngx_queue_insert_tail(&u->sessions, &s->user_link);
     u->nsessions++;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
+                   "im join: uid %uD sessions %ui sub %ui", s->uid,
+                   u->nsessions, u->sub);
     s->urec = u;
     s->live_seq = ++ngx_im_seq;
 

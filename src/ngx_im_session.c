@@ -397,8 +397,14 @@ ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
         return;
     }
 
-    if (code == 0 && ngx_im_router_join(s) != NGX_OK) {
-        code = 2;
+    if (code == 0) {
+        /* live before it joins: the router may push the inbox at once */
+        s->state = NGX_IM_S_LIVE;
+
+        if (ngx_im_router_join(s) != NGX_OK) {
+            s->state = NGX_IM_S_AUTH;
+            code = 2;
+        }
     }
 
     (void) ngx_im_session_send(s, ack, im_build_connect_ack(ack, code));
@@ -419,7 +425,6 @@ ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
                   "im: uid %uD client %d logged in", s->uid,
                   (int) s->client_id);
 
-    s->state = NGX_IM_S_LIVE;
     s->login_time = ngx_current_msec;
 
     ngx_add_timer(&s->timer, imcf->ping_interval);
@@ -892,6 +897,10 @@ ngx_im_session_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
 {
     ngx_im_inflight_t  *f;
 
+    ngx_log_debug4(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
+                   "im push: uid %uD state %ui loading %d closing %d",
+                   s->uid, s->state, (int) s->loading, (int) s->closing);
+
     if (s->closing || s->state != NGX_IM_S_LIVE || s->backend) {
         return NGX_DECLINED;
     }
@@ -1046,6 +1055,10 @@ ngx_im_session_sync(ngx_im_session_t *s)
         return;
     }
 
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
+                   "im sync: uid %uD load under way %d", s->uid,
+                   s->load_ref != NULL);
+
     if (s->load_ref) {
         /* what was stored after that read is read again afterwards */
         s->resync = 1;
@@ -1112,6 +1125,11 @@ ngx_im_session_loaded(redisReply *reply, void *data)
     }
 
     s->load_ref = NULL;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
+                   "im inbox: uid %uD, %uz entries", s->uid,
+                   reply && reply->type == REDIS_REPLY_ARRAY
+                   ? reply->elements : 0);
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
         ngx_im_session_load_retry(s);
