@@ -235,9 +235,10 @@ start_nginx() {     # name workers pinned(0|1) delivery
         -e "s|@UC_PORT@|$UC_PORT|g" -e "s|@REUSEPORT@|$reuse|g" \
         "$HERE/nginx.conf.in" > "$dir/nginx.conf"
     # a module still being written may lack a directive: leave it out, say so
-    local d
+    local d syms
+    syms=$(strings "$IM_MODULE")    # not "strings | grep -q": SIGPIPE under pipefail
     for d in im_zone im_delivery; do
-        if ! strings "$IM_MODULE" | grep -qx "$d"; then
+        if ! grep -qx "$d" <<< "$syms"; then
             sed -i "s|^$d |# not in this build: $d |" "$dir/nginx.conf"
             grep -qs "directive $d" "$NOTES" || note "the module has no directive $d: left out"
         fi
