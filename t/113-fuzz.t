@@ -9,7 +9,7 @@ use strict;
 use warnings;
 use Test::More;
 use lib 't/lib';
-use Test::Nginx qw/port http_get/;
+use Test::Nginx qw/port http_get wait_until/;
 use Time::HiRes qw/time sleep/;
 use IM::Redis;
 use IM::UserCentre;
@@ -30,7 +30,8 @@ write_conf($t, redis => $redis, uc => $uc,
         . "im_connect_timeout 2s;\nim_repush_interval 1s;");
 $t->run();
 
-my @workers = $t->worker_pids;
+my @workers;
+wait_until(sub { @workers = $t->worker_pids; @workers }, 5);
 ok(scalar @workers, 'worker running: ' . join(' ', @workers));
 
 sub rbytes { join '', map { chr int rand 256 } 1 .. $_[0] }
