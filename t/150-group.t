@@ -6,7 +6,8 @@
 # GROUP_PART_PUBLISH with non-members and duplicates (each member once, the
 # uid list pushed as given); an empty part-group result refused; offline
 # members served after login with the original Gid and push format; acks
-# 4, 6 and 12 all count for either push; payload over im_max_payload refused.
+# 4, 6 and 12 all count for either push; payload over im_max_payload refused;
+# pushes never acked: session closed after re-pushes, redelivered at login.
 use strict;
 use warnings;
 use Test::More;
@@ -28,6 +29,7 @@ daemon on;
 worker_processes 1;
 im_redis ${\ $redis->addr};
 im_repush_interval 1s;
+im_repush_max 1;
 im_max_payload 1000;
 events { }
 http {
@@ -290,6 +292,38 @@ $b->wait_closed(3);
 select undef, undef, undef, 0.3;
 $b = user(1002);
 ok($b->nothing_for(1), 'after re-login nothing acked is redelivered');
+
+###############################################################################
+# pushes never acked: the session is closed after the re-pushes and the
+# messages stay stored, redelivered at the next login in their own format
+
+{
+    my $pg = payload(1001, $GID, 'never acked');
+    my $ig = $a->group_publish($GID, $pg, raw => 1);
+    ok($a->expect(cmd => GROUP_PUB_ACK, msgid => $ig), 'group message acked to the sender');
+    my @lp = (1003, 1002);
+    my $pp = payload(1001, $GID, 'never acked part');
+    my $ip = $a->part_publish($GID, \@lp, $pp, raw => 1);
+    ok($a->expect(cmd => GROUP_PART_PUB_ACK, msgid => $ip), 'part-group message acked to the sender');
+    $b->expect(msgid => $ig) && $b->ack($ig, cmd => GROUP_PUB_ACK);
+    $b->expect(msgid => $ip) && $b->ack($ip, cmd => GROUP_PART_PUB_ACK);
+    $d->expect(msgid => $ig) && $d->ack($ig, cmd => GROUP_PUB_ACK);
+    # 1003 reads but never acks: one re-push (im_repush_max 1), then closed
+    my @got = grep { ($_->{msgid} // '') eq $ig || ($_->{msgid} // '') eq $ip }
+        $c->drain(3.5);
+    ok(@got >= 2, '1003 gets the pushes (' . scalar(@got) . ' with re-pushes) and does not ack');
+    ok($c->wait_closed(3), '1003: session closed after the re-pushes');
+    $c = user(1003);
+    my $m1 = $c->next;
+    is(hex_of($m1 && $m1->{raw}), hexdump(group_push_msg($GID, $ig, $pg)),
+        'at the next login: the group push <<5, Gid, ...>> again');
+    $c->ack($ig, cmd => GROUP_PUB_ACK) if $m1;
+    my $m2 = $c->next;
+    is(hex_of($m2 && $m2->{raw}), hexdump(part_push_msg($GID, $ip, \@lp, $pp)),
+        'then the part-group push <<11, Gid, ..., list as sent>> again');
+    $c->ack($ip, cmd => GROUP_PART_PUB_ACK) if $m2;
+    ok($c->nothing_for(1.3), 'acked now: nothing more');
+}
 
 # leave before the stop (a live session holds up nginx's graceful shutdown)
 for my $cl ($a, $b, $c, $d) {
