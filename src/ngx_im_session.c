@@ -60,7 +60,8 @@ static void ngx_im_session_simple(ngx_im_session_t *s, u_char cmd);
 static void ngx_im_session_release(ngx_im_session_t *s, ngx_queue_t *q);
 static void ngx_im_session_loaded(redisReply *reply, void *data);
 static void ngx_im_session_load_retry(ngx_im_session_t *s);
-static void ngx_im_session_members(redisReply *reply, void *data);
+static void ngx_im_session_members(void *data, ngx_int_t rc,
+    uint32_t *uids, ngx_uint_t n);
 static void ngx_im_pub_fail(ngx_im_pub_t *pub, ngx_uint_t refused);
 static ngx_im_inflight_t *ngx_im_session_find(ngx_queue_t *q,
     const u_char *msgid);
@@ -645,56 +646,43 @@ ngx_im_uid_cmp(const void *one, const void *two)
 
 
 static void
-ngx_im_session_members(redisReply *reply, void *data)
+ngx_im_session_members(void *data, ngx_int_t rc, uint32_t *members,
+    ngx_uint_t n)
 {
     ngx_im_group_req_t  *gr = data;
 
-    size_t         i, j, n;
-    uint32_t      *members, *to, uid;
-    ngx_int_t      v;
-    ngx_uint_t     sender_in;
+    uint32_t      *to, uid;
+    ngx_uint_t     i, j, sender_in;
     ngx_im_pub_t  *pub;
-    redisReply    *e;
 
     pub = gr->pub;
-    members = NULL;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+    if (rc != NGX_OK) {
         ngx_im_pub_fail(pub, 0);
         goto done;
     }
 
-    members = ngx_alloc((reply->elements + 1) * sizeof(uint32_t),
-                        ngx_cycle->log);
-    if (members == NULL) {
-        ngx_im_pub_fail(pub, 0);
-        goto done;
-    }
+    ngx_qsort(members, n, sizeof(uint32_t), ngx_im_uid_cmp);
 
-    n = 0;
+    /* the sender out, each member once */
+
     sender_in = 0;
+    j = 0;
 
-    for (i = 0; i < reply->elements; i++) {
-        e = reply->element[i];
-
-        if (e->type != REDIS_REPLY_STRING) {
-            continue;
-        }
-
-        v = ngx_atoi((u_char *) e->str, e->len);
-        if (v <= 0 || v > 0xffffffff) {
-            continue;
-        }
-
-        uid = (uint32_t) v;
-
-        if (uid == gr->sender) {
+    for (i = 0; i < n; i++) {
+        if (members[i] == gr->sender) {
             sender_in = 1;
             continue;
         }
 
-        members[n++] = uid;
+        if (j && members[j - 1] == members[i]) {
+            continue;
+        }
+
+        members[j++] = members[i];
     }
+
+    n = j;
 
     /* the system (uid 0, the TCP API) need not be a member */
 
@@ -708,7 +696,6 @@ ngx_im_session_members(redisReply *reply, void *data)
     if (gr->part) {
         /* the listed uids that are members, each once */
 
-        ngx_qsort(members, n, sizeof(uint32_t), ngx_im_uid_cmp);
         ngx_qsort(gr->uids, gr->n, sizeof(uint32_t), ngx_im_uid_cmp);
 
         to = gr->uids;
@@ -741,10 +728,6 @@ ngx_im_session_members(redisReply *reply, void *data)
     ngx_im_router_deliver(gr->msg, to, n, pub);
 
 done:
-
-    if (members) {
-        ngx_free(members);
-    }
 
     ngx_im_msg_unref(gr->msg);
     ngx_free(gr);

@@ -217,12 +217,25 @@ ngx_im_store_load(uint32_t uid, ngx_im_redis_cb_pt cb, void *data)
 }
 
 
-ngx_int_t
-ngx_im_store_members(uint32_t gid, ngx_im_redis_cb_pt cb, void *data)
+typedef struct {
+    ngx_im_members_cb_pt    cb;
+    void                   *data;
+    uint32_t                gid;
+    uint32_t               *uids;
+    ngx_uint_t              n;
+    ngx_uint_t              size;
+} ngx_im_members_t;
+
+
+static void ngx_im_store_members_step(redisReply *reply, void *data);
+
+
+static ngx_int_t
+ngx_im_store_sscan(ngx_im_members_t *mr, const char *cursor, size_t clen)
 {
     u_char          key[NGX_MAX_ERROR_STR];
-    const char     *argv[2];
-    size_t          argvlen[2];
+    const char     *argv[5];
+    size_t          argvlen[5];
     ngx_im_conf_t  *imcf;
 
     imcf = ngx_im_get_conf();
@@ -231,10 +244,123 @@ ngx_im_store_members(uint32_t gid, ngx_im_redis_cb_pt cb, void *data)
         return NGX_ERROR;
     }
 
-    argv[0] = "SMEMBERS";
-    argvlen[0] = 8;
+    argv[0] = "SSCAN";
+    argvlen[0] = 5;
     argv[1] = (char *) key;
-    argvlen[1] = ngx_sprintf(key, "%V%uD", &imcf->group_prefix, gid) - key;
+    argvlen[1] = ngx_sprintf(key, "%V%uD", &imcf->group_prefix, mr->gid)
+                 - key;
+    argv[2] = cursor;
+    argvlen[2] = clen;
+    argv[3] = "COUNT";
+    argvlen[3] = 5;
+    argv[4] = "1000";
+    argvlen[4] = 4;
 
-    return ngx_im_redis_cmd(NGX_IM_REDIS_GROUP, cb, data, 2, argv, argvlen);
+    return ngx_im_redis_cmd(NGX_IM_REDIS_GROUP, ngx_im_store_members_step,
+                            mr, 5, argv, argvlen);
+}
+
+
+ngx_int_t
+ngx_im_store_members(uint32_t gid, ngx_im_members_cb_pt cb, void *data)
+{
+    ngx_im_members_t  *mr;
+
+    mr = ngx_calloc(sizeof(ngx_im_members_t), ngx_cycle->log);
+    if (mr == NULL) {
+        return NGX_ERROR;
+    }
+
+    mr->cb = cb;
+    mr->data = data;
+    mr->gid = gid;
+
+    if (ngx_im_store_sscan(mr, "0", 1) != NGX_OK) {
+        ngx_free(mr);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_im_store_members_step(redisReply *reply, void *data)
+{
+    ngx_im_members_t  *mr = data;
+
+    size_t       i;
+    uint32_t    *nu;
+    ngx_int_t    v;
+    redisReply  *cursor, *list, *e;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[1]->type != REDIS_REPLY_ARRAY)
+    {
+        if (reply && reply->type == REDIS_REPLY_ERROR) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "im store: group %uD: %s", mr->gid, reply->str);
+        }
+        goto failed;
+    }
+
+    cursor = reply->element[0];
+    list = reply->element[1];
+
+    if (mr->n + list->elements > mr->size) {
+        mr->size = ngx_max(2 * mr->size, mr->n + list->elements + 16);
+
+        nu = ngx_alloc(mr->size * sizeof(uint32_t), ngx_cycle->log);
+        if (nu == NULL) {
+            goto failed;
+        }
+
+        if (mr->uids) {
+            ngx_memcpy(nu, mr->uids, mr->n * sizeof(uint32_t));
+            ngx_free(mr->uids);
+        }
+
+        mr->uids = nu;
+    }
+
+    for (i = 0; i < list->elements; i++) {
+        e = list->element[i];
+
+        if (e->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        /* what is not a uid is not a member */
+        v = ngx_atoi((u_char *) e->str, e->len);
+        if (v <= 0 || v > 0xffffffff) {
+            continue;
+        }
+
+        mr->uids[mr->n++] = (uint32_t) v;
+    }
+
+    if (!(cursor->len == 1 && cursor->str[0] == '0')) {
+        if (ngx_im_store_sscan(mr, cursor->str, cursor->len) == NGX_OK) {
+            return;
+        }
+        goto failed;
+    }
+
+    /* SSCAN may return a member twice: the caller counts each once */
+    mr->cb(mr->data, NGX_OK, mr->uids, mr->n);
+    goto done;
+
+failed:
+
+    mr->cb(mr->data, NGX_ERROR, NULL, 0);
+
+done:
+
+    if (mr->uids) {
+        ngx_free(mr->uids);
+    }
+
+    ngx_free(mr);
 }
