@@ -5,7 +5,8 @@
 # the user centre's log); a second node (another nginx, im_node_id, same
 # Redis) holds more members. Group and part-group messages sent from each
 # worker and from the other node reach every member once; a member offline
-# at send time gets it at its next login, wherever it lands.
+# at send time gets it at its next login, wherever it lands. The TCP API of
+# each node (uid 0) reaches members on every worker and node.
 use strict;
 use warnings;
 use Test::More;
@@ -14,10 +15,11 @@ use Test::Nginx qw/port/;
 use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
+use IM::TCP;
 use IM::Proto qw/:all/;
 use JSON::PP ();
 
-my $t = Test::Nginx->new()->has(qw/http redis/);
+my $t = Test::Nginx->new()->has(qw/http stream redis/);
 my $redis = IM::Redis->new(t => $t);
 my $uc = IM::UserCentre->new(t => $t, users => "* * uid-from-name\n");
 
@@ -46,6 +48,13 @@ http {
             proxy_set_body "username=\$im_username&password=\$im_password&worker=\$im_worker&node=$node";
         }
         location = /status { im_status; }
+    }
+}
+stream {
+    %%TEST_GLOBALS_STREAM%%
+    server {
+        listen 127.0.0.1:%%PORT_${port}1%% reuseport;
+        im_tcp;
     }
 }
 EOF
@@ -126,10 +135,10 @@ sub check_all {
             . join ' ', map { "$_=" . ($where{$_} // '?') } @bad);
     # exactly once: nothing more for anyone, the sender included
     my @dup = grep { my $u = $_; grep { ($_->{msgid} // '') eq $id }
-        $cl{$u}->drain(0) } @to, $sender;
+        $cl{$u}->drain(0) } @to, grep { defined } $sender;
     select undef, undef, undef, 0.3;
     push @dup, grep { my $u = $_; grep { ($_->{msgid} // '') eq $id }
-        $cl{$u}->drain(0.01) } @to, $sender;
+        $cl{$u}->drain(0.01) } @to, grep { defined } $sender;
     is("@dup", '', "$name: nobody gets it twice, the sender never");
 }
 
@@ -162,6 +171,29 @@ for my $s (grep { defined } $s0, $s1, $B[0]) {
     my @leak = grep { my $u = $_; grep { ($_->{msgid} // '') eq $id }
         $cl{$u}->drain(0.005) } @others;
     is("@leak", '', 'part-group: members not listed get nothing');
+}
+
+# the TCP API (uid 0) on each node: every member, whatever worker
+for my $port (90951, 90961) {
+    my $c = IM::TCP->new(port => port($port));
+    my $p = payload(0, "tcp $port");
+    my $id = msgid();
+    my $m = $c->request(group_publish_msg($GID, $id, $p), 5);
+    is($m && hexdump($m->{raw}), hexdump(group_pub_ack($id)),
+        "TCP API ($port): GROUP_PUBLISH as uid 0 answered");
+    check_all("TCP group via port $port", $id, group_push_msg($GID, $id, $p),
+        undef, @A, @B);
+    my @list = (@A[0 .. 4], @B[0 .. 2], 9999);
+    my $id2 = msgid();
+    $m = $c->request(part_publish_msg($GID, $id2, \@list, $p), 5);
+    is($m && hexdump($m->{raw}), hexdump(part_pub_ack($id2)),
+        "TCP API ($port): GROUP_PART_PUBLISH as uid 0 answered");
+    check_all("TCP part-group via port $port", $id2,
+        part_push_msg($GID, $id2, \@list, $p), undef, @A[0 .. 4], @B[0 .. 2]);
+    my @leak = grep { my $u = $_; grep { ($_->{msgid} // '') eq $id2 }
+        $cl{$u}->drain(0.005) } @A[5 .. $#A], @B[3 .. $#B];
+    is("@leak", '', "TCP part-group via port $port: members not listed get nothing");
+    $c->close;
 }
 
 # offline member: message while away, delivered at the next login
