@@ -176,6 +176,10 @@ $rid = msgid();
 $m = $c->request(group_publish_msg($GID, $rid, 'y' x 1001));
 is(hex_of($m && $m->{raw}), hexdump(invalid_packet(GROUP_PUBLISH, $rid)),
     'group payload over im_max_payload: <<10, 5, MsgId>>');
+$rid = msgid();
+$m = $c->request(publish_msg(1003, $rid, 'x' x 1000));
+is(hex_of($m && $m->{raw}), hexdump(pub_ack($rid)),
+    'payload of exactly im_max_payload: accepted');
 ok(!$c->is_closed, 'connection still open after the refusals');
 $id = msgid();
 $m = $c->request(publish_msg(1001, $id, $p));
