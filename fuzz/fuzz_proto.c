@@ -1,0 +1,262 @@
+
+/*
+ * fuzz_proto.c: libFuzzer target of the protocol codec.
+ *
+ * Owns the properties checked on arbitrary input, parsed as a client
+ * message and as a server message from an exact-size copy (so ASan sees
+ * any read past the end):
+ *   - the result is a known im_rc_t, cmd is set whenever len > 0, every
+ *     pointer the parser returns lies inside the input;
+ *   - an IM_OK message rebuilt with the builders (into exact-size
+ *     buffers) gives back the input byte for byte (long client acks: the
+ *     first 33 bytes, and ack_extra counts the rest);
+ *   - no strict prefix of an IM_OK message is IM_OK, except where the
+ *     protocol has optional tails (CONNECT's Role and ClientId, the
+ *     bytes after a client ack's MsgId).
+ */
+
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ngx_im_proto.h"
+
+
+#define CHECK(cond)                                                           \
+    do {                                                                      \
+        if (!(cond)) {                                                        \
+            fprintf(stderr, "fuzz_proto: check failed: %s (line %d)\n",      \
+                    #cond, __LINE__);                                         \
+            abort();                                                          \
+        }                                                                     \
+    } while (0)
+
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+
+/* p..p+n lies inside in..in+len */
+
+static int
+inside(const uint8_t *in, size_t len, const uint8_t *p, size_t n)
+{
+    return p >= in && n <= len && (size_t) (p - in) <= len - n;
+}
+
+
+static void
+check_fields(const uint8_t *in, size_t len, im_rc_t rc, const im_msg_t *m)
+{
+    CHECK(rc >= IM_OK && rc <= IM_ERR_TRAILING);
+    CHECK(im_rc_str(rc) != NULL);
+
+    if (len == 0) {
+        CHECK(rc == IM_ERR_EMPTY && m->cmd == 0);
+        return;
+    }
+
+    CHECK(rc != IM_ERR_EMPTY);
+    CHECK(m->cmd == in[0]);
+
+    if (m->msgid) {
+        CHECK(inside(in, len, m->msgid, IM_MSGID_LEN));
+    }
+
+    if (m->user) {
+        CHECK(inside(in, len, m->user, m->user_len));
+    }
+
+    if (m->pass) {
+        CHECK(inside(in, len, m->pass, m->pass_len));
+    }
+
+    if (m->uids) {
+        CHECK(inside(in, len, m->uids, (size_t) m->n_uids * 4));
+    }
+
+    if (m->payload) {
+        CHECK(inside(in, len, m->payload, m->payload_len));
+    }
+
+    CHECK(m->has_client_id == 0 || m->has_role);
+}
+
+
+/* build into an exact-size buffer and compare with the input */
+
+static void
+same(const uint8_t *in, size_t len, const uint8_t *out, size_t n,
+    size_t size)
+{
+    CHECK(n == size);
+    CHECK(n == len);
+    CHECK(memcmp(in, out, n) == 0);
+}
+
+
+static void
+rebuild(int server, const uint8_t *in, size_t len, const im_msg_t *m)
+{
+    uint8_t  *out;
+    size_t    size, n;
+
+    switch (m->cmd) {
+
+    case IM_CMD_CONNECT:
+        CHECK(!server);
+        size = IM_SIZE_CONNECT(m->user_len, m->pass_len)
+               - (m->has_role ? 0 : 1) - (m->has_client_id ? 0 : 1);
+        out = malloc(IM_SIZE_CONNECT(m->user_len, m->pass_len));
+        CHECK(out != NULL);
+        n = im_build_connect(out, m->user, m->user_len, m->pass,
+                             m->pass_len, m->has_role ? m->role : -1,
+                             m->has_client_id ? m->client_id : -1);
+        same(in, len, out, n, size);
+        free(out);
+        return;
+
+    case IM_CMD_CONNECT_ACK:
+        CHECK(server);
+        out = malloc(IM_SIZE_CONNECT_ACK);
+        CHECK(out != NULL);
+        n = im_build_connect_ack(out, m->code);
+        same(in, len, out, n, IM_SIZE_CONNECT_ACK);
+        free(out);
+        return;
+
+    case IM_CMD_PUBLISH:
+        CHECK(m->msgid != NULL && m->payload != NULL);
+
+        if (server) {
+            size = IM_SIZE_PUSH(m->payload_len);
+            out = malloc(size);
+            CHECK(out != NULL);
+            n = im_build_push(out, m->msgid, m->payload, m->payload_len);
+
+        } else {
+            size = IM_SIZE_PUBLISH(m->payload_len);
+            out = malloc(size);
+            CHECK(out != NULL);
+            n = im_build_publish(out, m->to, m->msgid, m->payload,
+                                 m->payload_len);
+        }
+
+        same(in, len, out, n, size);
+        free(out);
+        return;
+
+    case IM_CMD_GROUP_PUBLISH:
+        CHECK(m->msgid != NULL && m->payload != NULL);
+        size = IM_SIZE_GROUP(m->payload_len);
+        out = malloc(size);
+        CHECK(out != NULL);
+        n = im_build_group(out, m->to, m->msgid, m->payload, m->payload_len);
+        same(in, len, out, n, size);
+        free(out);
+        return;
+
+    case IM_CMD_GROUP_PART_PUBLISH:
+        CHECK(m->msgid != NULL && m->payload != NULL && m->uids != NULL);
+        size = IM_SIZE_PART((size_t) m->n_uids, (size_t) m->payload_len);
+        out = malloc(size);
+        CHECK(out != NULL);
+        n = im_build_part(out, m->to, m->msgid, m->n_uids, m->uids,
+                          m->payload, m->payload_len);
+        same(in, len, out, n, size);
+        free(out);
+        return;
+
+    case IM_CMD_PUB_ACK:
+    case IM_CMD_GROUP_PUB_ACK:
+    case IM_CMD_GROUP_PART_PUB_ACK:
+        CHECK(m->msgid == in + 1);
+        CHECK(m->ack_extra == len - IM_SIZE_ACK);
+        CHECK(!server || m->ack_extra == 0);
+        out = malloc(IM_SIZE_ACK);
+        CHECK(out != NULL);
+        n = im_build_ack(out, m->cmd, m->msgid);
+        same(in, IM_SIZE_ACK, out, n, IM_SIZE_ACK);
+        free(out);
+        return;
+
+    case IM_CMD_PING:
+    case IM_CMD_PING_RESP:
+    case IM_CMD_DISCONNECT:
+    case IM_CMD_LOGOUT:
+        CHECK(server || m->cmd != IM_CMD_LOGOUT);
+        out = malloc(IM_SIZE_SIMPLE);
+        CHECK(out != NULL);
+        n = im_build_simple(out, m->cmd);
+        same(in, len, out, n, IM_SIZE_SIMPLE);
+        free(out);
+        return;
+
+    case IM_CMD_INVALID:
+        CHECK(server);
+        size = m->msgid ? IM_SIZE_INVALID : 2;
+        out = malloc(size);
+        CHECK(out != NULL);
+        n = im_build_invalid(out, m->code, m->msgid);
+        same(in, len, out, n, size);
+        free(out);
+        return;
+
+    default:
+        /* an unknown command must never parse */
+        CHECK(0);
+    }
+}
+
+
+static void
+check(int server, const uint8_t *in, size_t len)
+{
+    im_rc_t   rc, rc2;
+    im_msg_t  m, m2;
+
+    rc = server ? im_parse_server(in, len, &m) : im_parse_client(in, len, &m);
+
+    check_fields(in, len, rc, &m);
+
+    if (rc != IM_OK) {
+        return;
+    }
+
+    rebuild(server, in, len, &m);
+
+    /* a strict prefix of a complete message is not a message */
+
+    if (len > 1 && m.cmd != IM_CMD_CONNECT && m.ack_extra == 0) {
+        rc2 = server ? im_parse_server(in, len - 1, &m2)
+                     : im_parse_client(in, len - 1, &m2);
+        CHECK(rc2 != IM_OK);
+        CHECK(rc2 != IM_ERR_TRAILING);
+    }
+}
+
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    uint8_t  *in;
+
+    /* an exact-size copy: a read past the end is a heap overflow */
+
+    in = malloc(size ? size : 1);
+    if (in == NULL) {
+        return 0;
+    }
+
+    if (size) {
+        memcpy(in, data, size);
+    }
+
+    check(0, in, size);
+    check(1, in, size);
+
+    free(in);
+
+    return 0;
+}

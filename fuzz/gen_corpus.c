@@ -1,0 +1,355 @@
+
+/*
+ * gen_corpus.c: writes the committed seed corpora (`make corpus`).
+ *
+ * Owns the seed inputs of both fuzz targets, built with the codecs' own
+ * builders so that they stay in step with them: every protocol message
+ * valid and broken in the usual ways for fuzz_proto; for fuzz_wsframe
+ * frame streams on both sides, each behind the target's 3-byte prefix
+ * (flags, split point), and a few frame lists for its structured mode.
+ * Not linked with libFuzzer; run by hand, its output is committed.
+ */
+
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ngx_im_proto.h"
+#include "ngx_im_wsframe.h"
+
+
+#define MSGID   "550e8400e29b41d4a716446655440000"
+#define HELLO   "hello world"
+#define U8(s)   ((const uint8_t *) (s))
+
+/* fuzz_wsframe's flags byte: side, max_message index, structured mode */
+#define SERVER        0x01
+#define MAX_125       (2 << 1)
+#define MAX_1K        (4 << 1)
+#define MAX_1M        (7 << 1)
+#define STRUCTURED    0x80
+
+
+static const char     *dir;
+static const uint8_t   mask[4] = { 0x12, 0x34, 0x56, 0x78 };
+
+
+static void
+out(const char *target, const char *name, const uint8_t *p, size_t n)
+{
+    char   path[512];
+    FILE  *f;
+
+    snprintf(path, sizeof(path), "%s/%s/%s", dir, target, name);
+
+    f = fopen(path, "wb");
+    if (f == NULL || fwrite(p, 1, n, f) != n || fclose(f) != 0) {
+        perror(path);
+        exit(1);
+    }
+}
+
+
+static void
+proto(const char *name, const uint8_t *p, size_t n)
+{
+    out("fuzz_proto", name, p, n);
+}
+
+
+static void
+gen_proto(void)
+{
+    uint8_t  b[256], uids[8];
+    size_t   n;
+
+    n = im_build_connect(b, U8("test"), 4, U8("123456"), 6, 1, -1);
+    proto("connect_seed", b, n);
+    n = im_build_connect(b, U8("test"), 4, U8("123456"), 6, -1, -1);
+    proto("connect_no_role", b, n);
+    n = im_build_connect(b, U8("42|##|app|##|77"), 15, U8("pw"), 2, 2, 3);
+    proto("connect_role_client_id", b, n);
+    b[n++] = 0;
+    proto("connect_trailing", b, n);
+    proto("connect_user_past_end", U8("\x01\x00\x09" "abc"), 6);
+    proto("connect_no_passlen", U8("\x01\x00\x01" "a"), 4);
+
+    n = im_build_publish(b, 1234, U8(MSGID), U8(HELLO), 11);
+    proto("publish_seed", b, n);
+    proto("publish_cut_in_msgid", b, 20);
+    proto("publish_no_len", b, 37);
+    b[n++] = 'x';
+    proto("publish_trailing", b, n);
+    n = im_build_publish(b, 7, U8(MSGID), U8(HELLO), 11);
+    b[38] = 0x20;
+    proto("publish_len_past_end", b, n);
+
+    n = im_build_push(b, U8(MSGID), U8("{\"content\":1}"), 13);
+    proto("push", b, n);
+
+    n = im_build_group(b, 1234, U8(MSGID), U8(HELLO), 11);
+    proto("group_seed", b, n);
+
+    im_put_u32(im_put_u32(uids, 1234), 1235);
+    n = im_build_part(b, 1234, U8(MSGID), 2, uids, U8(HELLO), 11);
+    proto("part_seed", b, n);
+    proto("part_cut_in_uids", b, 43);
+    n = im_build_part(b, 9, U8(MSGID), 0, NULL, U8("x"), 1);
+    proto("part_no_uids", b, n);
+    b[38] = 0x40;
+    proto("part_n_past_end", b, n);
+
+    n = im_build_ack(b, IM_CMD_PUB_ACK, U8(MSGID));
+    proto("pub_ack", b, n);
+    proto("pub_ack_short", b, n - 1);
+    b[n] = '_';
+    memcpy(b + n + 1, MSGID, 32);
+    proto("pub_ack_long", b, n + 33);
+    n = im_build_ack(b, IM_CMD_GROUP_PUB_ACK, U8(MSGID));
+    proto("group_pub_ack", b, n);
+    n = im_build_ack(b, IM_CMD_GROUP_PART_PUB_ACK, U8(MSGID));
+    proto("group_part_pub_ack", b, n);
+
+    n = im_build_connect_ack(b, 0);
+    proto("connect_ack_0", b, n);
+    n = im_build_connect_ack(b, 3);
+    proto("connect_ack_3", b, n);
+    proto("connect_ack_short", b, 1);
+
+    n = im_build_simple(b, IM_CMD_PING);
+    proto("ping", b, n);
+    b[n++] = 0;
+    proto("ping_trailing", b, n);
+    n = im_build_simple(b, IM_CMD_PING_RESP);
+    proto("ping_resp", b, n);
+    n = im_build_simple(b, IM_CMD_DISCONNECT);
+    proto("disconnect", b, n);
+    n = im_build_simple(b, IM_CMD_LOGOUT);
+    proto("logout", b, n);
+
+    n = im_build_invalid(b, IM_CMD_PUBLISH, NULL);
+    proto("invalid", b, n);
+    n = im_build_invalid(b, IM_CMD_GROUP_PUBLISH, U8(MSGID));
+    proto("invalid_msgid", b, n);
+    proto("invalid_cut", b, 20);
+
+    proto("empty", b, 0);
+    proto("cmd_0", U8("\x00"), 1);
+    proto("cmd_13", U8("\x0d\x00"), 2);
+    proto("cmd_255", U8("\xff"), 1);
+}
+
+
+/* a fuzz_wsframe input: flags, split point, then the stream */
+
+static uint8_t  ws[2048];
+static size_t   wlen;
+
+
+static void
+ws_start(unsigned flags, unsigned split)
+{
+    ws[0] = (uint8_t) flags;
+    ws[1] = (uint8_t) (split >> 8);
+    ws[2] = (uint8_t) split;
+    wlen = 3;
+}
+
+
+/* a frame as the side of the input expects it (masked to a server) */
+
+static void
+ws_frame(int opcode, int fin, const void *payload, size_t len)
+{
+    if (ws[0] & SERVER) {
+        wlen += im_ws_build_masked(ws + wlen, opcode, fin, payload, len,
+                                   mask);
+        return;
+    }
+
+    wlen += im_ws_header(ws + wlen, opcode, fin, len);
+    memcpy(ws + wlen, payload, len);
+    wlen += len;
+}
+
+
+static void
+ws_raw(const void *p, size_t len)
+{
+    memcpy(ws + wlen, p, len);
+    wlen += len;
+}
+
+
+static void
+ws_out(const char *name)
+{
+    out("fuzz_wsframe", name, ws, wlen);
+}
+
+
+static void
+gen_wsframe(void)
+{
+    static uint8_t  big[1000];
+    uint8_t         cl[64];
+    size_t          n;
+
+    memset(big, 'b', sizeof(big));
+
+    ws_start(SERVER | MAX_1K, 5);
+    ws_frame(IM_WS_OP_BINARY, 1, HELLO, 11);
+    ws_out("server_binary");
+
+    ws_start(SERVER | MAX_1K, 9);
+    ws_frame(IM_WS_OP_TEXT, 1, "caf\xc3\xa9", 5);
+    ws_frame(IM_WS_OP_BINARY, 1, "", 0);
+    ws_out("server_text_then_empty");
+
+    ws_start(SERVER | MAX_1K, 17);
+    ws_frame(IM_WS_OP_TEXT, 0, "Hel", 3);
+    ws_frame(IM_WS_OP_PING, 1, "p", 1);
+    ws_frame(IM_WS_OP_CONT, 0, "lo ", 3);
+    ws_frame(IM_WS_OP_PONG, 1, "", 0);
+    ws_frame(IM_WS_OP_CONT, 1, "world", 5);
+    ws_out("server_fragmented_ping");
+
+    ws_start(SERVER | MAX_1K, 3);
+    n = im_ws_close_payload(cl, 1000, U8("bye"), 3);
+    ws_frame(IM_WS_OP_CLOSE, 1, cl, n);
+    ws_out("server_close_1000");
+
+    ws_start(SERVER | MAX_1K, 1);
+    ws_frame(IM_WS_OP_CLOSE, 1, "", 0);
+    ws_out("server_close_empty");
+
+    ws_start(SERVER | MAX_1K, 2);
+    ws_frame(IM_WS_OP_CLOSE, 1, "\x03", 1);
+    ws_out("server_close_1_byte");
+
+    ws_start(SERVER | MAX_1K, 4);
+    n = im_ws_close_payload(cl, 1005, NULL, 0);
+    ws_frame(IM_WS_OP_CLOSE, 1, cl, n);
+    ws_out("server_close_1005");
+
+    ws_start(SERVER | MAX_1K, 6);
+    n = im_ws_close_payload(cl, 4000, U8("\xed\xa0\x80"), 3);
+    ws_frame(IM_WS_OP_CLOSE, 1, cl, n);
+    ws_out("server_close_bad_utf8");
+
+    ws_start(SERVER | MAX_1K, 70);
+    ws_frame(IM_WS_OP_PING, 1, big, 125);
+    ws_frame(IM_WS_OP_PONG, 1, big, 125);
+    ws_out("server_ping_125");
+
+    ws_start(SERVER | MAX_1K, 0);
+    ws_frame(IM_WS_OP_PING, 1, big, 126);
+    ws_out("server_ping_126");
+
+    ws_start(SERVER | MAX_1K, 1);
+    ws_frame(IM_WS_OP_PING, 0, "x", 1);
+    ws_out("server_ping_no_fin");
+
+    ws_start(SERVER | MAX_1K, 1);
+    ws_frame(IM_WS_OP_BINARY, 1, "x", 1);
+    ws[3] |= 0x40;
+    ws_out("server_rsv1");
+
+    ws_start(SERVER | MAX_1K, 1);
+    ws_frame(3, 1, "x", 1);
+    ws_out("server_opcode_3");
+
+    ws_start(SERVER | MAX_1K, 1);
+    ws_frame(IM_WS_OP_CONT, 1, "x", 1);
+    ws_out("server_cont_alone");
+
+    ws_start(SERVER | MAX_1K, 8);
+    ws_frame(IM_WS_OP_TEXT, 0, "x", 1);
+    ws_frame(IM_WS_OP_BINARY, 1, "y", 1);
+    ws_out("server_data_inside_fragments");
+
+    ws_start(SERVER | MAX_1K, 100);
+    ws_frame(IM_WS_OP_BINARY, 1, big, 300);
+    ws_out("server_len16");
+
+    ws_start(SERVER | MAX_1K, 12);
+    ws_raw("\x82\xff\x00\x00\x00\x00\x00\x00\x00\x05" "\0\0\0\0" "12345",
+           19);
+    ws_out("server_len64_short");
+
+    ws_start(SERVER | MAX_1M, 2);
+    ws_raw("\x82\xff\x80\x00\x00\x00\x00\x00\x00\x05", 10);
+    ws_out("server_len64_top_bit");
+
+    ws_start(SERVER | MAX_125, 3);
+    ws_frame(IM_WS_OP_BINARY, 1, big, 200);
+    ws_out("server_too_big");
+
+    ws_start(SERVER | MAX_125, 50);
+    ws_frame(IM_WS_OP_BINARY, 0, big, 100);
+    ws_frame(IM_WS_OP_CONT, 1, big, 100);
+    ws_out("server_fragments_too_big");
+
+    ws_start(SERVER | MAX_1K, 4);
+    wlen += im_ws_header(ws + wlen, IM_WS_OP_BINARY, 1, 3);
+    ws_raw("abc", 3);
+    ws_out("server_unmasked");
+
+    ws_start(MAX_1K, 3);
+    ws_frame(IM_WS_OP_BINARY, 1, HELLO, 11);
+    ws_frame(IM_WS_OP_PING, 1, "", 0);
+    ws_out("client_binary_ping");
+
+    ws_start(MAX_1K, 7);
+    ws_frame(IM_WS_OP_BINARY, 0, "ab", 2);
+    n = im_ws_close_payload(cl, 1001, NULL, 0);
+    ws_frame(IM_WS_OP_CLOSE, 1, cl, n);
+    ws_frame(IM_WS_OP_CONT, 1, "cd", 2);
+    ws_out("client_fragmented_close");
+
+    ws_start(MAX_1K, 2);
+    wlen += im_ws_build_masked(ws + wlen, IM_WS_OP_BINARY, 1, U8("m"), 1,
+                               mask);
+    ws_out("client_masked");
+
+    ws_start(MAX_1K, 200);
+    ws_frame(IM_WS_OP_BINARY, 1, big, 1000);
+    ws_out("client_len16");
+
+    /* structured: [FIN|RSV|op] [len] payload; len 0xff: [len16] + 100 */
+
+    ws_start(STRUCTURED | SERVER | MAX_1K, 0);
+    ws_raw("\x01\x03" "abc" "\x89\x01" "p" "\x80\x02" "de", 12);
+    ws_out("structured_fragments");
+
+    ws_start(STRUCTURED | MAX_1M, 0);
+    ws_raw("\x88\x02" "\x03\xe8" "\x82\xff\x01\x00", 8);
+    ws_out("structured_len16_close");
+
+    ws_start(STRUCTURED | SERVER | MAX_125, 0);
+    ws_raw("\x82\x80", 2);
+    ws_out("structured_too_big");
+}
+
+
+int
+main(int argc, char **argv)
+{
+    char  path[512];
+
+    dir = argc > 1 ? argv[1] : "corpus";
+
+    mkdir(dir, 0755);
+    snprintf(path, sizeof(path), "%s/fuzz_proto", dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof(path), "%s/fuzz_wsframe", dir);
+    mkdir(path, 0755);
+
+    gen_proto();
+    gen_wsframe();
+
+    return 0;
+}
