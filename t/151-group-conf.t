@@ -4,8 +4,9 @@
 # push <<5, Gid, MsgId, Len, Payload>> (online and from the offline store),
 # the sender still gets <<12, MsgId>>, an empty result is still <<10, 11, MsgId>>;
 # im_group_db / im_group_prefix -> membership read from that db and key only;
-# junk set members ignored, a key of the wrong type refused, a member online
-# from two devices gets the push on both.
+# junk set members ignored, a key of the wrong type refused, a group larger
+# than one SSCAN step (3,003 members), a member online from two devices gets
+# the push on both.
 use strict;
 use warnings;
 use Test::More;
@@ -142,6 +143,51 @@ is(hex_of($m && $m->{raw}), hexdump(invalid_packet(GROUP_PUBLISH, $id7)),
     'group key of the wrong type (WRONGTYPE): <<10, 5, MsgId>>');
 $a->ping;
 ok($a->expect(cmd => PING_RESP), '... session stays');
+
+# a group larger than one SSCAN step (the membership is read in steps):
+# 3,000 offline members around the online ones; each online member once,
+# the sender found wherever it is, a non-member still refused
+my $G3 = 5000;
+$redis->select_cmd(3, 'SADD', "grp:$G3", 500000 .. 502999);
+$redis->select_cmd(3, 'SADD', "grp:$G3", 2001, 2002, 2003);
+my $p9 = payload(2001, $G3, 'big group');
+my $id9 = $a->group_publish($G3, $p9, raw => 1);
+ok($a->expect(cmd => GROUP_PUB_ACK, msgid => $id9, timeout => 10),
+    'group of 3,003 members: acked');
+for my $cl ($b, $c) {
+    $m = $cl->expect(msgid => $id9, timeout => 10);
+    is(hex_of($m && $m->{raw}), hexdump(group_push_msg($G3, $id9, $p9)),
+        'group of 3,003 members: ' . $cl->uid . ' gets it');
+    $cl->ack($id9, cmd => GROUP_PUB_ACK) if $m;
+}
+ok($b->nothing_for(0.5) && $c->nothing_for(0.1), '... once');
+ok($a->nothing_for(0.1) && $d->nothing_for(0.1), '... not the sender, not 2004');
+my $id10 = $d->group_publish($G3, payload(2004, $G3, 'outsider'), raw => 1);
+$m = $d->next(timeout => 10);
+is(hex_of($m && $m->{raw}), hexdump(invalid_packet(GROUP_PUBLISH, $id10)),
+    'group of 3,003 members: a non-member refused');
+my @l11 = (502999, 2003, 500000, 2004, 2003);
+my $id11 = $a->part_publish($G3, \@l11, $p9, raw => 1);
+ok($a->expect(cmd => GROUP_PART_PUB_ACK, msgid => $id11, timeout => 10),
+    'group of 3,003 members: part-group acked');
+$m = $c->expect(msgid => $id11, timeout => 10);
+is(hex_of($m && $m->{raw}), hexdump(group_push_msg($G3, $id11, $p9)),
+    'group of 3,003 members: part-group to 2003 (as cmd 5)');
+$c->ack($id11, cmd => GROUP_PUB_ACK) if $m;
+ok($c->nothing_for(0.5) && $b->nothing_for(0.1) && $d->nothing_for(0.1),
+    '... once, and only to the listed member online');
+for my $u (500000, 502999) {
+    my $o = user($u);
+    my @got = map { $o->next(timeout => 3) } 1 .. 2;
+    is(join(' | ', map { hex_of($_ && $_->{raw}) } @got),
+        join(' | ', map { hexdump($_) } group_push_msg($G3, $id9, $p9),
+            group_push_msg($G3, $id11, $p9)),
+        "offline member $u of the big group gets both at login");
+    $o->ack($_->{msgid}, cmd => GROUP_PUB_ACK) for grep { $_ } @got;
+    ok($o->nothing_for(0.3), "$u: nothing more");
+    $o->close(1000);
+    $o->wait_closed(2);
+}
 
 # 2002 from a second device: both sessions get the push, one ack is enough
 my $b2 = IM::Client->new(port => port(9095), auto_pong => 1, uid => 2002);
