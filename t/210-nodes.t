@@ -82,7 +82,7 @@ sub login {
     my $pid;
     if (defined $code && $code == 0) {
         $pid = $t->wait_for_log(
-            qr/#(\d+): [^\n]*im: uid $uid client \d+ logged in\b/,
+            qr/#(\d+): [^\n]*im: uid $uid client \d+ logged in(?! elsewhere)\b/,
             from => $mark);
     }
     return ($c, $code, $pid);

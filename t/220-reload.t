@@ -1,0 +1,384 @@
+#!/usr/bin/perl
+# Reload and binary upgrade during traffic (issue 4 item 3, Tests; PROTOCOL.md
+# §3.5, §5): one nginx, two workers, im_zone, reuseport.
+#
+# 1. nginx -s reload with a long worker_shutdown_timeout: sessions made
+#    before the reload stay on the old workers and keep working; logins made
+#    after it go to the new workers; messages flow both ways between old and
+#    new sessions (the zone survives the reload); a login on a new worker
+#    kicks the old-worker session of that uid; a burst sent across the
+#    reload and messages to an offline user are all delivered; the old
+#    workers exit once their sessions are closed.
+# 2. worker_shutdown_timeout 2s: when it runs out, old sessions get
+#    DISCONNECT <<9>> and a close 1001, then the server closes the TCP
+#    connection; logging in again (on a new worker) brings what was pending.
+# 3. Binary upgrade: USR2 to the master (a new master, same binary, is
+#    started; nginx.pid.oldbin holds the old one), then QUIT to the old
+#    master: old sessions keep working until worker_shutdown_timeout,
+#    chatting with sessions of the new master; logins go to the new
+#    master's workers; nothing acked is lost.
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib';
+use Test::Nginx qw/port wait_until/;
+use IM::Redis;
+use IM::UserCentre;
+use IM::Client;
+use IM::Proto qw/:all/;
+use Time::HiRes qw/sleep time/;
+
+my $t0 = Test::Nginx->new()->has(qw/http redis/);    # holds the helpers
+my $redis = IM::Redis->new(t => $t0);
+my $uc = IM::UserCentre->new(t => $t0, users => "* * uid-from-name\n");
+
+sub instance {
+    my (%o) = @_;
+    my $t = Test::Nginx->new()->has(qw/http redis/);
+    $t->write_file_expand('nginx.conf', <<"EOF");
+%%TEST_GLOBALS%%
+daemon on;
+worker_processes 2;
+worker_shutdown_timeout $o{wst};
+im_redis ${\ $redis->addr};
+im_zone im 1m;
+im_ping_interval 20s;
+im_ping_timeout 5s;
+im_repush_interval 1s;
+im_repush_max 6;
+im_close_grace 1s;
+events { }
+http {
+    %%TEST_GLOBALS_HTTP%%
+    server {
+        listen 127.0.0.1:%%PORT_$o{port}%% reuseport;
+        location /ws { im_websocket; im_auth /_auth; }
+        location = /_auth {
+            internal;
+            proxy_pass http://127.0.0.1:${\ $uc->port}/auth;
+            proxy_method POST;
+            proxy_pass_request_headers off;
+            proxy_set_header Content-Type "application/x-www-form-urlencoded;charset=utf-8";
+            proxy_set_header Accept application/json;
+            proxy_set_body "username=\$im_username&password=\$im_password";
+        }
+    }
+}
+EOF
+    $t->{im_port} = port($o{port});
+    return $t;
+}
+
+# log in uid $uid; returns (client, code, worker pid)
+sub login {
+    my ($t, $uid, %o) = @_;
+    my $c = IM::Client->new(port => $t->{im_port}, auto_pong => 1,
+        uid => $uid, auto_ack => $o{auto_ack} // 1);
+    my $mark = $t->log_mark;
+    my $code = $c->login("u$uid", 'pw', client_id => $o{client_id});
+    my $pid;
+    if (defined $code && $code == 0) {
+        $pid = $t->wait_for_log(
+            qr/#(\d+): [^\n]*im: uid $uid client \d+ logged in(?! elsewhere)\b/,
+            from => $mark);
+    }
+    return ($c, $code, $pid);
+}
+
+# a message from $from to $to, acked and delivered
+sub chat {
+    my ($from, $to, $name) = @_;
+    my $id = $from->publish($to->uid, $name);
+    my $ack = $from->expect(cmd => PUB_ACK, msgid => $id);
+    my $m = $to->expect(cmd => PUBLISH, msgid => $id);
+    ok($ack && $m, $name);
+    return $m;
+}
+
+# MsgIds of the first $n distinct pushes
+sub firsts {
+    my ($c, $n, $timeout) = @_;
+    my (@ids, %seen);
+    while (my $m = $c->expect(cmd => PUBLISH, timeout => $timeout // 3)) {
+        push @ids, $m->{msgid} unless $seen{$m->{msgid}}++;
+        last if @ids >= $n;
+    }
+    return @ids;
+}
+
+sub alive { Test::Nginx::alive($_[0]) }
+
+# reload, and wait until every worker of before has stopped accepting
+sub reload {
+    my ($t) = @_;
+    my @before = $t->worker_pids;
+    my $mark = $t->log_mark;
+    $t->reload();
+    my $ok = wait_until(sub {
+        my $log = $t->error_log($mark);
+        return !grep { $log !~ /#$_: gracefully shutting down/ && alive($_) }
+            @before;
+    }, 5);
+    diag('reload: old workers did not start shutting down') unless $ok;
+    return $ok;
+}
+
+###############################################################################
+# 1. reload; old workers keep their sessions
+
+{
+    my $t = instance(port => 9095, wst => '30s');
+    $t->run();
+
+    ok(wait_until(sub { (() = $t->worker_pids) == 2 }, 5), 'reload: two workers');
+    my @old = $t->worker_pids;
+    my %old = map { $_ => 1 } @old;
+
+    my (%c, %w);
+    for my $u (1001 .. 1008) {
+        my ($c, $code, $pid) = login($t, $u);
+        is($code, 0, "reload: u$u logs in before the reload");
+        ($c{$u}, $w{$u}) = ($c, $pid);
+    }
+    my %used = map { $w{$_} // '?' => 1 } 1001 .. 1008;
+    is(scalar(keys %used), 2, 'reload: sessions on both old workers');
+
+    # an offline user gets messages before and after the reload
+    my @off = map { $c{1008}->publish(1099, "offline $_") } 1 .. 3;
+    is(scalar(grep { $c{1008}->expect(cmd => PUB_ACK, msgid => $_) } @off),
+        3, 'reload: messages to offline u1099 acked before the reload');
+
+    # a burst whose acks and deliveries straddle the reload, between
+    # sessions on different workers
+    my ($snd, $rcv) = (1001, grep { $w{$_} ne $w{1001} } 1002 .. 1007);
+    my @burst = map { $c{$snd}->publish($rcv, "burst $_") } 1 .. 20;
+    reload($t);
+    push @burst, map { $c{$snd}->publish($rcv, "burst $_") } 21 .. 40;
+
+    my @new = grep { !$old{$_} } $t->worker_pids;
+    ok(wait_until(sub { @new = grep { !$old{$_} } $t->worker_pids; @new == 2 }, 5),
+        'reload: two new workers');
+    my %new = map { $_ => 1 } @new;
+
+    my $acked = grep { $c{$snd}->expect(cmd => PUB_ACK, msgid => $_) } @burst;
+    is($acked, 40, 'reload: the burst across the reload is acked');
+    my @bgot = firsts($c{$rcv}, 40);
+    is_deeply([sort @bgot], [sort @burst],
+        'reload: every message of the burst is delivered');
+    {
+        local $TODO = 'server bug: cross-worker bursts are reordered when a '
+            . 'datagram falls back to Redis (net.unix.max_dgram_qlen)';
+        is_deeply(\@bgot, \@burst, 'reload: the burst is delivered in order')
+            or diag('order of arrival: ' . join ' ', map {
+                my $x = $_; (grep { $burst[$_] eq $x } 0 .. $#burst)[0] } @bgot);
+    }
+
+    ok(!grep({ !alive($_) } @old), 'reload: the old workers stay while they hold sessions');
+
+    # old sessions keep working, same-worker and cross-worker
+    my ($same) = grep { $w{$_} eq $w{1003} } 1001, 1002, 1004 .. 1008;
+    my ($cross) = grep { $w{$_} ne $w{1003} } 1001, 1002, 1004 .. 1008;
+    chat($c{1003}, $c{$same}, 'reload: old -> old, same worker') if $same;
+    chat($c{$same}, $c{1003}, 'reload: old -> old, same worker, back') if $same;
+    chat($c{1003}, $c{$cross}, 'reload: old -> old, across old workers') if $cross;
+    chat($c{$cross}, $c{1003}, 'reload: old -> old, across old workers, back') if $cross;
+
+    # new logins go to the new workers
+    my %nw;
+    for my $u (1011 .. 1018) {
+        my ($c, $code, $pid) = login($t, $u);
+        is($code, 0, "reload: u$u logs in after the reload");
+        ok($pid && $new{$pid}, "reload: u$u is on a new worker");
+        ($c{$u}, $w{$u}) = ($c, $pid);
+        $nw{$pid} //= $u;
+    }
+    is(scalar(keys %nw), 2, 'reload: new sessions on both new workers');
+
+    # old <-> new, every pair of workers, both ways
+    my %ow;
+    $ow{$w{$_}} //= $_ for 1003 .. 1007;
+    for my $o (sort values %ow) {
+        for my $n (sort values %nw) {
+            chat($c{$o}, $c{$n}, "reload: old u$o ($w{$o}) -> new u$n ($w{$n})");
+            chat($c{$n}, $c{$o}, "reload: new u$n ($w{$n}) -> old u$o ($w{$o})");
+        }
+    }
+
+    # kick across generations: u1005 (old worker) logs in again
+    {
+        my ($k, $code, $pid) = login($t, 1005);
+        is($code, 0, 'reload: u1005 logs in again');
+        ok($pid && $new{$pid}, 'reload: on a new worker');
+        ok($c{1005}->expect(cmd => LOGOUT), 'reload: its old-worker session gets LOGOUT');
+        chat($c{1004}, $k, 'reload: old -> the new session of u1005');
+        $c{1005}->disconnect;
+        ($c{1005}, $w{1005}) = ($k, $pid);
+    }
+
+    # the offline user logs in: before and after the reload
+    push @off, map { $c{1006}->publish(1099, "offline after $_") } 1 .. 2;
+    is(scalar(grep { $c{1006}->expect(cmd => PUB_ACK, msgid => $_) } @off[3, 4]),
+        2, 'reload: messages to offline u1099 acked after the reload');
+    {
+        my ($c, $code, $pid) = login($t, 1099);
+        is($code, 0, 'reload: u1099 logs in');
+        is_deeply([firsts($c, 5)], \@off, 'reload: u1099 gets all five, in order');
+        $c->disconnect;
+    }
+
+    # old sessions close: the old workers exit
+    $c{$_}->disconnect for grep { $old{$w{$_} // 0} } keys %c;
+    ok(wait_until(sub { !grep { alive($_) } @old }, 5),
+        'reload: old workers exit once their sessions are closed');
+
+    # the new workers still route between themselves (stale zone entries of
+    # the old workers ignored)
+    my ($n1, $n2) = sort values %nw;
+    chat($c{$n1}, $c{$n2}, 'reload: new -> new after the old workers left');
+    chat($c{$n2}, $c{1005}, 'reload: new -> u1005 after the old workers left');
+    chat($c{1005}, $c{$n1}, 'reload: u1005 -> new after the old workers left');
+
+    # a second reload with sessions everywhere
+    my @gen2 = $t->worker_pids;
+    reload($t);
+    my ($late, $lcode, $lpid) = login($t, 1021);
+    is($lcode, 0, 'reload 2: a login after the second reload');
+    ok($lpid && !grep({ $_ == $lpid } @gen2), 'reload 2: on a third-generation worker');
+    chat($late, $c{$n1}, 'reload 2: third generation -> second');
+    chat($c{$n2}, $late, 'reload 2: second generation -> third');
+    $late->disconnect;
+
+    $_->disconnect for values %c;
+    $t->stop();
+}
+
+###############################################################################
+# 2. worker_shutdown_timeout runs out: DISCONNECT, close 1001
+
+{
+    my $t = instance(port => 9096, wst => '2s');
+    $t->run();
+    wait_until(sub { (() = $t->worker_pids) == 2 }, 5);
+    my %old = map { $_ => 1 } $t->worker_pids;
+
+    my ($a) = login($t, 1101);
+    my ($b, $code) = login($t, 1102, auto_ack => 0);
+    is($code, 0, 'shutdown timeout: u1102 logs in (does not acknowledge)');
+    my $id1 = $a->publish(1102, 'pending before the reload');
+    ok($a->expect(cmd => PUB_ACK, msgid => $id1), 'shutdown timeout: acked');
+    ok($b->expect(cmd => PUBLISH, msgid => $id1), 'shutdown timeout: pushed, not acknowledged');
+
+    my $start = time;
+    reload($t);
+    my $id2 = $a->publish(1102, 'pending after the reload');
+    ok($a->expect(cmd => PUB_ACK, msgid => $id2), 'shutdown timeout: acked after the reload');
+    ok($b->expect(cmd => PUBLISH, msgid => $id2), 'shutdown timeout: old session still served');
+
+    # what the clients see when the 2 s run out
+    for my $x (['u1101', $a], ['u1102', $b]) {
+        my ($name, $c) = @$x;
+        my $closed = $c->wait_closed(5);
+        ok($closed, "shutdown timeout: the server closes ${name}'s connection");
+        my @got = grep { $_->{cmd} != PUBLISH } $c->drain(0);
+        my @cmds = map { $_->{cmd} } @got;
+        local $TODO = 'server bug: on worker_shutdown_timeout the connection '
+            . 'is closed without DISCONNECT and close frame';
+        ok(grep({ $_ == DISCONNECT } @cmds), "shutdown timeout: $name got DISCONNECT <<9>>")
+            or diag("got commands (@cmds), close frame: "
+                . ($c->ws->close_received ? 'yes' : 'none'));
+        is($c->close_code, 1001, "shutdown timeout: $name got close 1001");
+    }
+    my $took = time - $start;
+    ok($took >= 1.5 && $took < 5, "shutdown timeout: after about 2 s (${\ sprintf '%.1f', $took} s)");
+    ok(wait_until(sub { !grep { alive($_) } keys %old }, 3), 'shutdown timeout: old workers exit');
+
+    # back in, on the new workers: the pending messages come
+    my ($a2, $c1, $p1) = login($t, 1101);
+    my ($b2, $c2, $p2) = login($t, 1102);
+    is("$c1/$c2", '0/0', 'shutdown timeout: both log in again');
+    ok($p2 && !$old{$p2}, 'shutdown timeout: on a new worker');
+    is_deeply([firsts($b2, 2)], [$id1, $id2],
+        'shutdown timeout: u1102 gets what was pending, in order');
+    chat($b2, $a2, 'shutdown timeout: chat again');
+    $_->disconnect for $a2, $b2;
+    $t->stop();
+}
+
+###############################################################################
+# 3. binary upgrade: USR2, then QUIT to the old master
+
+{
+    my $t = instance(port => 9097, wst => '3s');
+    $t->run();
+    my $d = $t->testdir;
+    my $oldm = $t->master_pid;
+    wait_until(sub { (() = $t->worker_pids) == 2 }, 5);
+    my @oldw = $t->worker_pids;
+    my %oldw = map { $_ => 1 } @oldw;
+
+    my ($a) = login($t, 1201);
+    my ($b, $code) = login($t, 1202, auto_ack => 0);
+    is($code, 0, 'upgrade: u1202 logs in (does not acknowledge)');
+    my @pending = ($a->publish(1202, 'pending before USR2'));
+    ok($a->expect(cmd => PUB_ACK, msgid => $pending[0]), 'upgrade: acked');
+
+    my $mark = $t->log_mark;
+    kill 'USR2', $oldm;
+    # the old master renames the pid file to nginx.pid.oldbin and starts the
+    # new binary, which writes nginx.pid: the harness (stop()) reads the
+    # master from nginx.pid, so it finds the new master by itself
+    my $newm = wait_until(sub {
+        return undef unless -s "$d/nginx.pid.oldbin" && -s "$d/nginx.pid";
+        my ($p) = $t->read_file('nginx.pid') =~ /(\d+)/;
+        return $p && $p != $oldm ? $p : undef;
+    }, 5);
+    ok($newm, 'upgrade: a new master');
+    ok($newm && wait_until(sub { Test::Nginx::_children_of($newm) >= 2 }, 5),
+        'upgrade: with its workers');
+    my %neww = map { $_ => 1 } $newm ? Test::Nginx::_children_of($newm) : ();
+
+    # both generations accept now; the old sessions still work
+    push @pending, $a->publish(1202, 'pending between USR2 and QUIT');
+    ok($a->expect(cmd => PUB_ACK, msgid => $pending[1]), 'upgrade: acked between USR2 and QUIT');
+
+    kill 'QUIT', $oldm;
+    # the old workers stop accepting: new logins reach the new master
+    ok(wait_until(sub { $t->error_log($mark) =~ /gracefully shutting down/ }, 5),
+        'upgrade: old workers shut down gracefully');
+    my ($n, $ncode, $npid) = login($t, 1211);
+    is($ncode, 0, 'upgrade: a login after QUIT to the old master');
+    ok($npid && $neww{$npid}, 'upgrade: on a new-master worker');
+
+    # old <-> new while the old workers wait for worker_shutdown_timeout
+    chat($a, $n, 'upgrade: old-master session -> new-master session');
+    chat($n, $a, 'upgrade: new-master session -> old-master session');
+    push @pending, $n->publish(1202, 'pending, from the new master');
+    ok($n->expect(cmd => PUB_ACK, msgid => $pending[2]), 'upgrade: acked by the new master');
+    ok($b->expect(cmd => PUBLISH, msgid => $pending[2]),
+        'upgrade: pushed to the old-master session');
+
+    # worker_shutdown_timeout (3 s): DISCONNECT, close 1001
+    ok($b->wait_closed(6), 'upgrade: the old session is closed by the server');
+    {
+        local $TODO = 'server bug: on worker_shutdown_timeout the connection '
+            . 'is closed without DISCONNECT and close frame';
+        ok(grep({ $_->{cmd} == DISCONNECT } $b->drain(0)), 'upgrade: with DISCONNECT');
+        is($b->close_code, 1001, 'upgrade: and close 1001');
+    }
+    ok(wait_until(sub { !alive($oldm) && !grep { alive($_) } @oldw }, 5),
+        'upgrade: the old master and its workers exit');
+    ok(!-e "$d/nginx.pid.oldbin", 'upgrade: nginx.pid.oldbin removed');
+
+    my ($b2, $bcode, $bpid) = login($t, 1202);
+    is($bcode, 0, 'upgrade: u1202 logs in again');
+    ok($bpid && $neww{$bpid}, 'upgrade: on a new-master worker');
+    is_deeply([firsts($b2, 3)], \@pending, 'upgrade: every pending message, in order');
+    chat($b2, $n, 'upgrade: new -> new');
+    chat($n, $b2, 'upgrade: new -> new, back');
+
+    $t->{_master} = $newm;    # so that master_pid / worker_pids follow it
+    $_->disconnect for $a, $n, $b2;
+    $t->stop();
+}
+
+$t0->done_testing();
