@@ -54,7 +54,6 @@ $t->run();
 my $JSON = JSON::PP->new->utf8->canonical;
 my $GID = 100;
 
-sub members { $redis->select_cmd(1, 'SMEMBERS', "im_group:$_[0]") }
 sub sadd { my $g = shift; $redis->select_cmd(1, 'SADD', "im_group:$g", @_) }
 sub srem { my $g = shift; $redis->select_cmd(1, 'SREM', "im_group:$g", @_) }
 
