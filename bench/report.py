@@ -166,7 +166,7 @@ b_rows = [
     ("latency p50 / p99 ms (closed loop)", lambda r: f"{r['latency_us']['p50']/1e3:.2f} / {r['latency_us']['p99']/1e3:.2f}", None),
     ("generator CPU %", lambda r: r["gen_cpu_pct"], 0),
     ("other load on the machine, % of a CPU", lambda r: r["other_cpu_pct"], 0),
-    ("lost / dups / errors", lambda r: f"{r['lost']} / {r['dups']} / {r['errors']}", None),
+    ("undelivered after drain / dups / errors", lambda r: f"{r['lost']} / {r['dups']} / {r['errors']}", None),
 ]
 
 
@@ -193,7 +193,7 @@ c_rows = [
     ("max µs", lambda r: r["latency_us"]["max"], 0),
     ("server CPU % (Redis %)", lambda r: f"{r['srv_cpu_pct']:.0f} ({r.get('aux_cpu_pct', 0):.0f})", None),
     ("other load on the machine, % of a CPU", lambda r: r["other_cpu_pct"], 0),
-    ("lost / dups", lambda r: f"{r['lost']} / {r['dups']}", None),
+    ("undelivered after drain / dups", lambda r: f"{r['lost']} / {r['dups']}", None),
 ]
 md.append(table(c_rows, lambda k: transport(k, "rate-ws", "rate-mqtt")) + "\n")
 if a.plot and os.path.exists(a.plot):
@@ -298,8 +298,10 @@ md.append("""## How to read the generator's JSON
 
 `delivered_per_s` counts first receipts at receivers inside the measured window;
 `*_cpu_us_per_msg` divides the CPU time of the sampled processes in that window by
-those deliveries (fan-out: per member delivery). `lost` is sent minus received after
-the drain period, `dups` re-pushes seen again, `gaps` sequence holes. Latency
+those deliveries (fan-out: per member delivery). `lost` ("undelivered after drain") is
+sent minus received when the run ends, the drain period after the window included: on a
+saturated or starved server it counts messages still queued, not messages dropped.
+`dups` are re-pushes seen again, `gaps` sequence holes. Latency
 histograms are log-linear (relative error < 1.6 %).
 """)
 
