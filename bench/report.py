@@ -316,7 +316,7 @@ if a.plot and shutil.which("gnuplot"):
             curves.append(f"'{p}' using 3:2 with linespoints title '{title}'")
     if curves:
         rate = next((r.get("rate") for l, r in runs.items() if "/rate-" in l and "rate" in r), 0)
-        gp = f"""set terminal pngcairo size 900,500
+        gp = f"""set terminal pngcairo size 900,500 noenhanced
 set output '{a.plot}'
 set logscale x
 set logscale y
