@@ -16,7 +16,7 @@ use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
 use IM::Proto qw/:all/;
-use IM::Setup qw/write_conf transports/;
+use IM::Setup qw/write_conf transports each_transport/;
 
 my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl redis/);
 my $redis = IM::Redis->new(t => $t);
@@ -51,8 +51,9 @@ sub until_closed {
 }
 
 my $n = 1100;
-for my $tr (transports()) {
-    my ($name, %o) = @$tr;
+each_transport(sub {
+    my ($name, $i, %o) = @_;
+    $n += 1000 * $i;
 
     # -- the three variants of CONNECT
     my @variants = (
@@ -141,7 +142,7 @@ for my $tr (transports()) {
         is($c->login('v' . ++$n, 'pw'), 1, "$name: CONNECT as another user on it -> 1")
             unless $c->is_closed;
     }
-}
+});
 
 # -- what the user centre receives: headers and an urlencoded body
 {

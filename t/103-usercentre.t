@@ -13,11 +13,12 @@ use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
 use IM::Proto qw/:all/;
-use IM::Setup qw/write_conf transports/;
+use IM::Setup qw/write_conf transports each_transport/;
 
 my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl redis/);
 my $redis = IM::Redis->new(t => $t);
-my $uc = IM::UserCentre->new(t => $t, users => <<'U');
+# one set of users per transport (both run at once): ws.pass, wss.pass ...
+my $users = <<'U';
 pass      pw  2001
 pass2     pw  2002
 denied    pw  denied
@@ -34,13 +35,22 @@ closer    pw  close
 late      pw  delay:4:2005
 slowok    pw  delay:0.6:2006
 U
+my $all = '';
+for my $p (['ws', 0], ['wss', 100]) {
+    (my $u = $users) =~ s/^(\S+)/$p->[0].$1/gm;
+    $u =~ s/\b(20\d\d)$/$1 + $p->[1]/gme;
+    $all .= $u;
+}
+my $uc = IM::UserCentre->new(t => $t, users => $all);
 write_conf($t, redis => $redis, uc => $uc,
     main => "im_close_grace 2s;",
     auth => "proxy_read_timeout 2s;");
 $t->run();
 
-for my $tr (transports()) {
-    my ($name, %o) = @$tr;
+each_transport(sub {
+    my ($name, $i, %o) = @_;
+    my $u = sub { "$name.$_[0]" };
+    my $pass2 = 2002 + 100 * $i;
 
     # -- every answer, all logins at once
     my @cases = (
@@ -57,7 +67,7 @@ for my $tr (transports()) {
     for my $case (@cases) {
         my ($user, $pass) = @$case;
         $sent_at{$user} = time;
-        $c{$user}->send(connect_msg($user, $pass, role => 1));
+        $c{$user}->send(connect_msg($u->($user), $pass, role => 1));
     }
     for my $case (@cases) {
         my ($user, $pass, $want) = @$case;
@@ -95,17 +105,17 @@ for my $tr (transports()) {
 
     # the accepted ones are live
     for my $user (qw/pass slowok/) {
-        my $id = $c{$user}->publish(2002, 'x');
+        my $id = $c{$user}->publish($pass2, 'x');
         ok($c{$user}->expect(cmd => PUB_ACK, msgid => $id), "$name: '$user' session live");
     }
     my $p2 = IM::Client->new(%o, auto_pong => 1, auto_ack => 1);
-    is($p2->login('pass2', 'pw'), 0, "$name: pass2 logs in");
+    is($p2->login($u->('pass2'), 'pw'), 0, "$name: pass2 logs in");
     $p2->drain(0.5);    # the two messages above
 
     # -- the client closes first during the grace: fine, nothing else
     {
         my $c = IM::Client->new(%o);
-        is($c->login('denied', 'pw'), 3, "$name: denied again");
+        is($c->login($u->('denied'), 'pw'), 3, "$name: denied again");
         $c->close(1000);
         ok($c->wait_closed(1), "$name: client-initiated close during the grace completes at once");
     }
@@ -113,8 +123,8 @@ for my $tr (transports()) {
     # -- a refused connection is not a session: a PUBLISH on it is not acked
     {
         my $c = IM::Client->new(%o);
-        is($c->login('denied', 'pw'), 3, "$name: denied (then publishes)");
-        my $id = $c->publish(2002, 'sneaky');
+        is($c->login($u->('denied'), 'pw'), 3, "$name: denied (then publishes)");
+        my $id = $c->publish($pass2, 'sneaky');
         my @got = $c->drain(1);
         ok(!grep({ $_->{cmd} == PUB_ACK } @got), "$name: no PUB_ACK on a refused connection");
         ok($p2->nothing_for(0.3), "$name: nothing delivered from a refused connection");
@@ -125,10 +135,10 @@ for my $tr (transports()) {
     {
         my $slow = IM::Client->new(%o);
         my $fast = IM::Client->new(%o, auto_pong => 1);
-        $slow->send(connect_msg('late', 'pw'));
-        is($fast->login('pass', 'pw'), 0, "$name: a login during a slow one is accepted");
+        $slow->send(connect_msg($u->('late'), 'pw'));
+        is($fast->login($u->('pass'), 'pw'), 0, "$name: a login during a slow one is accepted");
         ok($slow->nothing_for(0.05), "$name: ... before the slow one is answered");
-        my $id = $fast->publish(2002, 'during');
+        my $id = $fast->publish($pass2, 'during');
         ok($fast->expect(cmd => PUB_ACK, msgid => $id),
             "$name: ... and its session works meanwhile");
         ok($slow->nothing_for(0.05), "$name: ... still before the slow one is answered");
@@ -138,6 +148,6 @@ for my $tr (transports()) {
         $fast->close(1000);
     }
     $p2->close(1000);
-}
+});
 
 $t->done_testing();

@@ -13,7 +13,7 @@ use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
 use IM::Proto qw/:all/;
-use IM::Setup qw/write_conf transports/;
+use IM::Setup qw/write_conf transports each_transport/;
 
 my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl redis/);
 my $redis = IM::Redis->new(t => $t);
@@ -23,9 +23,9 @@ write_conf($t, redis => $redis, uc => $uc,
 $t->run();
 
 my $base = 5000;
-for my $tr (transports()) {
-    my ($name, %o) = @$tr;
-    $base += 100;
+each_transport(sub {
+    my ($name, $i, %o) = @_;
+    $base += 100 * ($i + 1);
     my $x = $base + 1;
 
     my $s = IM::Client->new(%o, auto_pong => 1);
@@ -86,6 +86,6 @@ for my $tr (transports()) {
         $a2->close(1000);
     }
     $s->close(1000);
-}
+});
 
 $t->done_testing();

@@ -16,7 +16,7 @@ use IM::UserCentre;
 use IM::Client;
 use IM::TCP;
 use IM::Proto qw/:all/;
-use IM::Setup qw/write_conf transports/;
+use IM::Setup qw/write_conf transports each_transport/;
 
 my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl redis/);
 my $redis = IM::Redis->new(t => $t);
@@ -51,9 +51,9 @@ sub n_pushes {
 }
 
 my $base = 6000;
-for my $tr (transports()) {
-    my ($name, %o) = @$tr;
-    $base += 100;
+each_transport(sub {
+    my ($name, $i, %o) = @_;
+    $base += 100 * ($i + 1);
     my $r = $base + 1;
 
     my $s = IM::Client->new(%o, auto_pong => 1);
@@ -122,6 +122,6 @@ for my $tr (transports()) {
         "$name: the sender gets the 50 PUB_ACKs, in order");
     $c->close(1000);
     $s->close(1000);
-}
+});
 
 $t->done_testing();

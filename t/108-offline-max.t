@@ -13,7 +13,7 @@ use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
 use IM::Proto qw/:all/;
-use IM::Setup qw/write_conf transports/;
+use IM::Setup qw/write_conf transports each_transport/;
 
 my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl redis/);
 my $redis = IM::Redis->new(t => $t);
@@ -28,9 +28,9 @@ sub status {
 }
 
 my $base = 7000;
-for my $tr (transports()) {
-    my ($name, %o) = @$tr;
-    $base += 100;
+each_transport(sub {
+    my ($name, $i, %o) = @_;
+    $base += 100 * ($i + 1);
     my ($r, $q) = ($base + 1, $base + 2);
 
     my $s = IM::Client->new(%o, auto_pong => 1);
@@ -66,6 +66,6 @@ for my $tr (transports()) {
     ok($t->wait_for_log(qr/\[(?:warn|notice|info|error)\][^\n]*(?:drop|oldest)/i, from => $mark, timeout => 1),
         "$name: the drop is logged (warn/notice/info/error)");
     $_->close(1000) for $c, $cq, $s;
-}
+}, serial => 1);    # offline_dropped is one counter for both
 
 $t->done_testing();

@@ -17,7 +17,7 @@ use IM::UserCentre;
 use IM::Client;
 use IM::WS;
 use IM::Proto qw/:all/;
-use IM::Setup qw/write_conf transports/;
+use IM::Setup qw/write_conf transports each_transport/;
 
 my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl redis/);
 my $redis = IM::Redis->new(t => $t);
@@ -30,9 +30,9 @@ use constant { OP_CONT => 0, OP_TEXT => 1, OP_BINARY => 2, OP_CLOSE => 8,
     OP_PING => 9, OP_PONG => 10 };
 
 my $base = 10000;
-for my $tr (transports()) {
-    my ($name, %o) = @$tr;
-    $base += 100;
+each_transport(sub {
+    my ($name, $i, %o) = @_;
+    $base += 100 * ($i + 1);
     my $rid = $base + 1;
     my $n = $base + 10;
 
@@ -158,6 +158,6 @@ for my $tr (transports()) {
         . "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
         . "Sec-WebSocket-Version: 13\r\n\r\n");
     ok(!$h->upgraded && ($h->status // 0) >= 400, "$name: HTTP/1.0 -> refused (" . ($h->status // 'none') . ')');
-}
+});
 
 $t->done_testing();

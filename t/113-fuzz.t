@@ -16,7 +16,7 @@ use IM::UserCentre;
 use IM::Client;
 use IM::WS;
 use IM::Proto qw/:all/;
-use IM::Setup qw/write_conf transports/;
+use IM::Setup qw/write_conf transports each_transport/;
 
 my $seed = $ENV{IM_FUZZ_SEED} // int(rand(1 << 30));
 srand($seed);
@@ -70,9 +70,9 @@ sub random_message {
 }
 
 my $n = 0;
-for my $tr (transports()) {
-    my ($name, %o) = @$tr;
-    $uidbase += 100;
+each_transport(sub {
+    my ($name, $i, %o) = @_;
+    $uidbase += 100 * ($i + 1);
     my $by_uid = $uidbase + 99;
     my $by = IM::Client->new(%o, auto_pong => 1, auto_ack => 1);
     is($by->login("u$by_uid", 'pw'), 0, "$name: bystander logs in");
@@ -140,7 +140,7 @@ for my $tr (transports()) {
     is(join(' ', $t->worker_pids), join(' ', @workers), "$name: same worker process (no crash)");
     $_->close(1000) for grep { $_ } $s, $by, @s;
     $_->disconnect for @hs;
-}
+});
 
 like(http_get('/status', port => port(9095)) // '', qr/"sessions"/, 'status still answers');
 is(join(' ', $t->worker_pids), join(' ', @workers), 'same worker process at the end');

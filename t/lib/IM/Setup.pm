@@ -27,9 +27,12 @@ use strict;
 use warnings;
 
 use Exporter qw/import/;
+use Test::More ();
+use Test2::IPC;    # tests of forked children count in the parent
 use Test::Nginx qw/port/;
 
-our @EXPORT_OK = qw/write_conf transports transport make_cert ssl_opts/;
+our @EXPORT_OK = qw/write_conf transports transport make_cert ssl_opts
+    each_transport/;
 
 # a self-signed certificate im.crt / im.key in the test dir
 sub make_cert {
@@ -116,6 +119,37 @@ sub transports {
         ['ws',  port => port(9095), path => '/ws'],
         ['wss', port => port(8443), path => '/wss', ssl => 1, ssl_opts => ssl_opts()],
     );
+}
+
+# each_transport(sub { my ($name, $i, %o) = @_; ... }): the body once per
+# transport ($i = 0 for ws, 1 for wss), both at once in forked children
+# (their tests count in the parent); IM_SERIAL=1 (or serial => 1) runs them
+# one after the other in this process. Bodies must not share uids.
+sub each_transport {
+    my ($code, %opt) = @_;
+    my @tr = transports();
+    if ($ENV{IM_SERIAL} || $opt{serial}) {
+        for my $i (0 .. $#tr) {
+            my ($name, %o) = @{$tr[$i]};
+            $code->($name, $i, %o);
+        }
+        return;
+    }
+    my %kids;
+    for my $i (0 .. $#tr) {
+        my ($name, %o) = @{$tr[$i]};
+        my $pid = fork() // die "fork: $!\n";
+        if ($pid == 0) {
+            my $ok = eval { $code->($name, $i, %o); 1 };
+            Test::More::ok(0, "$name: the test body died: $@") unless $ok;
+            exit 0;
+        }
+        $kids{$pid} = $name;
+    }
+    for my $pid (sort keys %kids) {
+        waitpid($pid, 0);
+        Test::More::ok(0, "$kids{$pid}: the test process exited with status $?") if $?;
+    }
 }
 
 sub transport {
