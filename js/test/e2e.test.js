@@ -158,7 +158,7 @@ const sessions = [];
 before(async () => {
   if (skip) return;
   await startStack();
-  browser = await launch();
+  browser = await launch('e2e');
 }, { timeout: START_TIMEOUT + 40000 });
 
 after(async () => {

@@ -14,7 +14,7 @@ const pages = [];
 before(async () => {
   if (skip) return;
   server = await startMiniServer();
-  browser = await launch();
+  browser = await launch('page');
 });
 
 after(async () => {

@@ -18,9 +18,16 @@ export function chromiumMissing() {
     : `headless Chromium not found at ${CHROMIUM} (install it: apt-get install -y chromium)`;
 }
 
-export async function launch() {
+let prefix = 'browser';
+
+/** Launch Chromium; `name` prefixes this run's failure screenshots (old ones are removed). */
+export async function launch(name = 'browser') {
   const { chromium } = await import('playwright-core');
+  prefix = name;
   fs.mkdirSync(ARTIFACTS, { recursive: true });
+  for (const f of fs.readdirSync(ARTIFACTS)) {
+    if (f.startsWith(`${prefix}-failure-`)) fs.rmSync(path.join(ARTIFACTS, f), { force: true });
+  }
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30000 });
 }
 
@@ -72,7 +79,7 @@ export async function diagnose(page, what, fn) {
       }));
       state = `\n  page ${s.url}\n  server ${s.server}\n  status: ${s.status}\n  banner: ${s.banner}`
         + `\n  client events:\n    ${s.events.join('\n    ') || '(none)'}`;
-      const file = `failure-${++failures}`;
+      const file = `${prefix}-failure-${++failures}`;
       await shot(page, file);
       state += `\n  screenshot: test-artifacts/${file}.png`;
     } catch { /* page gone */ }
