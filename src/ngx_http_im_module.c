@@ -497,7 +497,7 @@ ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n)
             if (ev.opcode == IM_WS_OP_TEXT) {
                 ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                               "im: text frame refused");
-                ngx_im_session_close(s, NGX_IM_CLOSE_TEXT);
+                ngx_im_session_drain(s, NGX_IM_CLOSE_TEXT, 0, 0);
                 /* the stream is sound: the peer's close frame is read */
                 continue;
             }
@@ -538,11 +538,11 @@ ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n)
                           (int) ev.code);
 
             if (ev.code == 1009) {
-                ngx_im_session_close(s, NGX_IM_CLOSE_TOO_BIG);
+                ngx_im_session_drain(s, NGX_IM_CLOSE_TOO_BIG, 0, 0);
 
             } else {
                 ctx->peer_code = ev.code;
-                ngx_im_session_close(s, NGX_IM_CLOSE_PROTOCOL);
+                ngx_im_session_drain(s, NGX_IM_CLOSE_PROTOCOL, 0, 0);
             }
 
             /* nothing more can be read from this stream */

@@ -63,6 +63,8 @@ static void ngx_im_session_load_retry(ngx_im_session_t *s);
 static void ngx_im_session_members(void *data, ngx_int_t rc,
     uint32_t *uids, ngx_uint_t n);
 static void ngx_im_pub_fail(ngx_im_pub_t *pub, ngx_uint_t refused);
+static void ngx_im_session_dispatch(ngx_im_session_t *s);
+static void ngx_im_pub_deliver(ngx_im_pub_t *pub);
 static ngx_im_inflight_t *ngx_im_session_find(ngx_queue_t *q,
     const u_char *msgid);
 
@@ -138,7 +140,7 @@ ngx_im_session_read(ngx_im_session_t *s)
 
     for (i = 0; i < NGX_IM_READ_LOOPS; i++) {
 
-        if (s->finishing) {
+        if (s->finishing || s->draining) {
             return;
         }
 
@@ -148,6 +150,12 @@ ngx_im_session_read(ngx_im_session_t *s)
             if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
                 ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
             }
+            return;
+        }
+
+        if (n == 0 && !s->closing && !ngx_queue_empty(&s->pubs)) {
+            /* a half-close: the answers still due are sent first */
+            ngx_im_session_drain(s, NGX_IM_CLOSE_FLUSH, 0, 0);
             return;
         }
 
@@ -173,7 +181,7 @@ ngx_im_session_message(ngx_im_session_t *s, u_char *p, size_t n)
     ngx_buf_t     *b;
     size_t         size;
 
-    if (s->closing || s->state == NGX_IM_S_GRACE
+    if (s->closing || s->draining || s->state == NGX_IM_S_GRACE
         || s->state == NGX_IM_S_CLOSING)
     {
         return;
@@ -313,10 +321,36 @@ ngx_im_session_live(ngx_im_session_t *s, u_char *p, size_t n, im_msg_t *m)
 static void
 ngx_im_session_violation(ngx_im_session_t *s, u_char cmd)
 {
+    ngx_im_session_drain(s, NGX_IM_CLOSE_PROTOCOL, 1, cmd);
+}
+
+
+/* answers to earlier requests go first: the TCP API promises one
+ * response per request, in order, and a violation is the last one */
+
+void
+ngx_im_session_drain(ngx_im_session_t *s, ngx_uint_t reason,
+    ngx_uint_t invalid, u_char cmd)
+{
     u_char  buf[IM_SIZE_INVALID];
 
-    (void) ngx_im_session_send(s, buf, im_build_invalid(buf, cmd, NULL));
-    ngx_im_session_close(s, NGX_IM_CLOSE_PROTOCOL);
+    if (s->closing || s->draining) {
+        return;
+    }
+
+    if (!ngx_queue_empty(&s->pubs)) {
+        s->draining = 1;
+        s->drain_reason = reason;
+        s->drain_invalid = invalid;
+        s->drain_cmd = cmd;
+        return;
+    }
+
+    if (invalid) {
+        (void) ngx_im_session_send(s, buf, im_build_invalid(buf, cmd, NULL));
+    }
+
+    ngx_im_session_close(s, reason);
 }
 
 
@@ -520,6 +554,7 @@ ngx_im_session_refuse(ngx_im_session_t *s, u_char cmd, const u_char *msgid)
 
     pub->done = 1;
     pub->refused = 1;
+    pub->resolved = 1;
     ngx_im_session_answer(s);
 }
 
@@ -592,10 +627,13 @@ ngx_im_session_publish(ngx_im_session_t *s, u_char *p, size_t n,
     }
 
     if (m->cmd == IM_CMD_PUBLISH) {
-        uint32_t  to = m->to;
+        pub->msg = msg;
+        pub->to1 = m->to;
+        pub->to = &pub->to1;
+        pub->nto = 1;
+        pub->resolved = 1;
 
-        ngx_im_router_deliver(msg, &to, 1, pub);
-        ngx_im_msg_unref(msg);
+        ngx_im_session_dispatch(s);
         return;
     }
 
@@ -635,6 +673,65 @@ ngx_im_session_publish(ngx_im_session_t *s, u_char *p, size_t n,
 }
 
 
+/*
+ * Messages of one sender are handed to the router in the order they came,
+ * whatever their kind: a 1:1 message waits behind a group message whose
+ * members are still being read, so each recipient sees them in order.
+ */
+
+static void
+ngx_im_session_dispatch(ngx_im_session_t *s)
+{
+    ngx_queue_t   *q;
+    ngx_im_pub_t  *pub;
+
+again:
+
+    for (q = ngx_queue_head(&s->pubs);
+         q != ngx_queue_sentinel(&s->pubs);
+         q = ngx_queue_next(q))
+    {
+        pub = ngx_queue_data(q, ngx_im_pub_t, queue);
+
+        if (!pub->resolved) {
+            return;
+        }
+
+        if (pub->msg == NULL) {
+            continue;
+        }
+
+        /* the router may answer at once and free pubs: start over */
+        ngx_im_pub_deliver(pub);
+        goto again;
+    }
+}
+
+
+static void
+ngx_im_pub_deliver(ngx_im_pub_t *pub)
+{
+    uint32_t      *to;
+    ngx_uint_t     n;
+    ngx_im_msg_t  *msg;
+
+    msg = pub->msg;
+    to = pub->to;
+    n = pub->nto;
+
+    pub->msg = NULL;
+    pub->to = NULL;
+
+    ngx_im_router_deliver(msg, to, n, pub);
+
+    ngx_im_msg_unref(msg);
+
+    if (to && to != &pub->to1) {
+        ngx_free(to);
+    }
+}
+
+
 static int ngx_libc_cdecl
 ngx_im_uid_cmp(const void *one, const void *two)
 {
@@ -651,16 +748,21 @@ ngx_im_session_members(void *data, ngx_int_t rc, uint32_t *members,
 {
     ngx_im_group_req_t  *gr = data;
 
-    uint32_t      *to, uid;
-    ngx_uint_t     i, j, sender_in;
-    ngx_im_pub_t  *pub;
+    uint32_t          *to, uid;
+    ngx_uint_t         i, j, sender_in;
+    ngx_im_pub_t      *pub;
+    ngx_im_session_t  *s;
 
     pub = gr->pub;
+    s = pub->session;
 
     if (rc != NGX_OK) {
         ngx_im_pub_fail(pub, 0);
         goto done;
     }
+
+    /* pub->msg stays NULL until the recipients are known: fail paths
+     * below leave nothing to deliver */
 
     ngx_qsort(members, n, sizeof(uint32_t), ngx_im_uid_cmp);
 
@@ -725,12 +827,31 @@ ngx_im_session_members(void *data, ngx_int_t rc, uint32_t *members,
         goto done;
     }
 
-    ngx_im_router_deliver(gr->msg, to, n, pub);
+    pub->to = ngx_alloc(n * sizeof(uint32_t), ngx_cycle->log);
+    if (pub->to == NULL) {
+        ngx_im_pub_fail(pub, 0);
+        goto done;
+    }
+
+    ngx_memcpy(pub->to, to, n * sizeof(uint32_t));
+    pub->nto = n;
+    pub->msg = ngx_im_msg_ref(gr->msg);
+    pub->resolved = 1;
+
+    if (s == NULL) {
+        /* the sender is gone: no order to keep */
+        ngx_im_pub_deliver(pub);
+    }
 
 done:
 
     ngx_im_msg_unref(gr->msg);
     ngx_free(gr);
+
+    if (s) {
+        /* this one, and what waited behind it */
+        ngx_im_session_dispatch(s);
+    }
 }
 
 
@@ -741,6 +862,7 @@ ngx_im_pub_fail(ngx_im_pub_t *pub, ngx_uint_t refused)
         pub->refused = 1;
     }
 
+    pub->resolved = 1;
     pub->remaining = 1;
     ngx_im_pub_served(pub, 0);
 }
@@ -809,6 +931,12 @@ ngx_im_session_answer(ngx_im_session_t *s)
         }
 
         ngx_free(pub);
+    }
+
+    if (s->draining) {
+        s->draining = 0;
+        ngx_im_session_drain(s, s->drain_reason, s->drain_invalid,
+                             s->drain_cmd);
     }
 }
 
@@ -1532,12 +1660,17 @@ ngx_im_session_close_handler(ngx_event_t *ev)
         ngx_im_session_simple(s, IM_CMD_DISCONNECT);
     }
 
-    if (s->transport->goodbye) {
+    if (s->transport->goodbye && reason != NGX_IM_CLOSE_FLUSH) {
         s->transport->goodbye(s, reason);
     }
 
     /* a bound on flushing and on waiting for the peer's close */
     ngx_add_timer(&s->timer, ngx_min(imcf->close_grace, 5000));
+
+    if (s->ws_closing) {
+        /* the peer's close frame may be waiting unread */
+        ngx_post_event(s->connection->read, &ngx_posted_events);
+    }
 
     ngx_im_session_write(s);
 }
@@ -1546,7 +1679,7 @@ ngx_im_session_close_handler(ngx_event_t *ev)
 static void
 ngx_im_session_teardown(ngx_im_session_t *s)
 {
-    ngx_queue_t   *q;
+    ngx_queue_t   *q, late;
     ngx_im_pub_t  *pub;
 
     s->torn_down = 1;
@@ -1564,7 +1697,10 @@ ngx_im_session_teardown(ngx_im_session_t *s)
     ngx_im_session_release(s, &s->waiting);
     ngx_im_session_release(s, &s->inflight);
 
-    /* own messages still under way finish without us */
+    /* own messages still under way finish without us; those that waited
+     * for their turn go now */
+
+    ngx_queue_init(&late);
 
     while (!ngx_queue_empty(&s->pubs)) {
         q = ngx_queue_head(&s->pubs);
@@ -1573,10 +1709,20 @@ ngx_im_session_teardown(ngx_im_session_t *s)
 
         if (pub->done) {
             ngx_free(pub);
-
-        } else {
-            pub->session = NULL;
+            continue;
         }
+
+        pub->session = NULL;
+
+        if (pub->msg && pub->resolved) {
+            ngx_queue_insert_tail(&late, q);
+        }
+    }
+
+    while (!ngx_queue_empty(&late)) {
+        q = ngx_queue_head(&late);
+        ngx_queue_remove(q);
+        ngx_im_pub_deliver(ngx_queue_data(q, ngx_im_pub_t, queue));
     }
 
     if (s->login_ref) {

@@ -33,6 +33,7 @@
 #define NGX_IM_CLOSE_EOF        1     /* the peer went away */
 #define NGX_IM_CLOSE_ERROR      2     /* I/O error or no memory */
 #define NGX_IM_CLOSE_SLOW       3     /* the peer does not read */
+#define NGX_IM_CLOSE_FLUSH      4     /* send what is due, then close */
 
 
 typedef struct {
@@ -102,6 +103,10 @@ struct ngx_im_session_s {
     unsigned               ws_closing:1;    /* waiting for the peer's close */
     unsigned               finishing:1;     /* finalize on the close event */
     unsigned               client_left:1;   /* DISCONNECT or close frame */
+    unsigned               draining:1;      /* closing once answers are out */
+    unsigned               drain_invalid:1;
+    u_char                 drain_cmd;
+    ngx_uint_t             drain_reason;
 };
 
 
@@ -125,6 +130,10 @@ ngx_int_t ngx_im_session_send(ngx_im_session_t *s, u_char *p, size_t n);
 ngx_int_t ngx_im_session_send_raw(ngx_im_session_t *s, u_char *p, size_t n);
 
 void ngx_im_session_close(ngx_im_session_t *s, ngx_uint_t reason);
+/* close once every pending publish has had its answer; invalid: send
+ * <<10, cmd>> after them (a protocol violation) */
+void ngx_im_session_drain(ngx_im_session_t *s, ngx_uint_t reason,
+    ngx_uint_t invalid, u_char cmd);
 /* the connection is going away under us (nginx closes it): tear down now */
 void ngx_im_session_abort(ngx_im_session_t *s);
 
@@ -148,10 +157,15 @@ struct ngx_im_pub_s {
     ngx_im_session_t      *session;        /* NULL once it is gone */
     u_char                 msgid[IM_MSGID_LEN];
     uint8_t                cmd;             /* the request's command */
+    ngx_im_msg_t          *msg;             /* still to hand to the router */
+    uint32_t              *to;              /* its recipients, once known */
+    ngx_uint_t             nto;
+    uint32_t               to1;
     ngx_uint_t             remaining;       /* recipients not yet served */
     unsigned               done:1;
     unsigned               failed:1;
     unsigned               refused:1;       /* refusal, not failure */
+    unsigned               resolved:1;      /* recipients known */
 };
 
 void ngx_im_pub_served(ngx_im_pub_t *pub, ngx_uint_t ok);

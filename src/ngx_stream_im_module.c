@@ -139,6 +139,10 @@ ngx_stream_im_handler(ngx_stream_session_t *s)
     c->read->handler = ngx_stream_im_read_handler;
     c->write->handler = ngx_stream_im_write_handler;
 
+    /* a backend connection is let go at a graceful shutdown, as an idle
+     * keepalive connection is; its pending answers are sent first */
+    c->idle = 1;
+
     /* bytes a preread phase already took */
 
     if (c->buffer && c->buffer->pos < c->buffer->last) {
@@ -174,7 +178,14 @@ ngx_stream_im_read_handler(ngx_event_t *ev)
     }
 
     if (c->close) {
-        /* the worker is shutting down */
+        /* the worker is shutting down: answers still due go out first */
+        c->close = 0;
+
+        if (!ngx_queue_empty(&ctx->session->pubs)) {
+            ngx_im_session_drain(ctx->session, NGX_IM_CLOSE_FLUSH, 0, 0);
+            return;
+        }
+
         ngx_im_session_abort(ctx->session);
         ctx->finalized = 1;
         ngx_stream_finalize_session(s, NGX_STREAM_OK);
@@ -232,7 +243,7 @@ ngx_stream_im_input(ngx_im_session_t *s, u_char *p, size_t n)
 
     imcf = ngx_im_get_conf();
 
-    while (n && !s->closing) {
+    while (n && !s->closing && !s->draining) {
 
         if (ctx->have == 0 && n >= 4
             && (len = im_get_u32(p)) <= imcf->max_message
@@ -273,7 +284,7 @@ ngx_stream_im_input(ngx_im_session_t *s, u_char *p, size_t n)
                 ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                               "im: backend message of %uz bytes is over "
                               "im_max_message", len);
-                ngx_im_session_close(s, NGX_IM_CLOSE_TOO_BIG);
+                ngx_im_session_drain(s, NGX_IM_CLOSE_TOO_BIG, 0, 0);
                 return;
             }
 

@@ -256,9 +256,7 @@ ok($u1->nothing_for(0.3) && $u2->nothing_for(0.1), 'refused messages were not de
         my @g = grep { $kind{$_} eq $k } @seen;
         is_deeply(\@g, \@w, "... the $k pushes among themselves in request order");
     }
-    TODO: {
-        local $TODO = 'server bug: pushes to one recipient not in acceptance '
-            . '(= answer) order across kinds: 1:1 overtakes group';
+    {
         my ($diff) = grep { $seen[$_] ne $to1001[$_] } 0 .. $#to1001;
         ok(!defined $diff, '... all of them in the order accepted (answered)')
             or diag("first difference at push $diff: got a $kind{$seen[$diff]} push, "
@@ -327,9 +325,7 @@ ok($u1->nothing_for(0.3) && $u2->nothing_for(0.1), 'refused messages were not de
         last unless defined $a;
         push @a, $a;
     }
-    TODO: {
-        local $TODO = 'server bug: EOF from the client ends the session at '
-            . 'once, pending answers are dropped';
+    {
         is(join(' | ', map { hex_of($_) } @a),
             join(' | ', map { hexdump($_) } pub_ack($ids[0]), group_pub_ack($ids[1]),
                 pub_ack($ids[2])),
@@ -403,9 +399,7 @@ ok($u1->nothing_for(0.3), 'nothing of the malformed input was delivered');
         last unless defined $a;
         push @a, $a;
     }
-    TODO: {
-        local $TODO = 'server bug: a violation is answered at once, ahead of '
-            . 'pending answers, which the close then drops';
+    {
         is(join(' | ', map { hex_of($_) } @a),
             join(' | ', map { hexdump($_) } group_pub_ack($i1), pub_ack($i2),
                 part_pub_ack($i3), invalid_packet(0x63)),
@@ -447,9 +441,7 @@ ok($u1->nothing_for(0.3), 'nothing of the malformed input was delivered');
     my $i = msgid();
     $s->send_raw(tcp_frame(publish_msg(1001, $i, payload(1001, 'first')))
         . pack('N', 1 << 24));
-    TODO: {
-        local $TODO = 'server bug: the close for an oversized length drops '
-            . 'the pending answer of the request before it';
+    {
         is(hex_of($s->recv_msg(3)), hexdump(pub_ack($i)),
             'valid request before an oversized one answered');
     }
