@@ -16,6 +16,7 @@ package Test::Nginx;
 # sanitizer reports (one extra test, counted by ->plan).
 
 use strict;
+use File::Spec;
 use warnings;
 
 use Exporter qw/import/;
@@ -39,6 +40,8 @@ our $NGINX = $ENV{TEST_NGINX_BINARY} // '/usr/sbin/nginx';
 our $STREAM_MODULE = $ENV{TEST_NGINX_STREAM_MODULE}
     // '/usr/lib/nginx/modules/ngx_stream_module.so';
 our $IM_MODULE = $ENV{IM_MODULE} // "$REPO/build/nginx/objs/ngx_im_module.so";
+# nginx runs with -p in the test dir: a relative path would be looked up there
+$IM_MODULE = File::Spec->rel2abs($IM_MODULE);
 
 # default bound of every wait, seconds (scale it up for sanitizer builds)
 our $TIMEOUT = $ENV{TEST_NGINX_TIMEOUT} // 5;
