@@ -125,23 +125,27 @@ my $uc = IM::UserCentre->new(t => $t0, users => "* * uid-from-name\n");
     $a->run();
     $b->run();
 
-    # sessions on both workers of each node
-    my (%on, %pid);
-    for my $n ([$a, 1101 .. 1108], [$b, 1201 .. 1208]) {
-        my ($t, @uids) = @$n;
-        for my $u (@uids) {
+    # sessions on both workers of each node (reuseport spreads connections
+    # by a hash: more logins until both workers hold one)
+    my (%on, %pid, %users);
+    for my $n ([$a, 1101], [$b, 1201]) {
+        my ($t, $first) = @$n;
+        my %w;
+        for my $u ($first .. $first + 29) {
             my ($c, $code, $pid) = login($t, $u);
             is($code, 0, "node $t->{im_name}: u$u logs in");
             ($on{$u}, $pid{$u}) = ($c, $pid);
+            push @{$users{$t->{im_name}}}, $u;
+            $w{$pid // '?'} = 1;
+            last if $u >= $first + 7 && keys %w >= 2;
         }
-        my %w = map { $pid{$_} // '?' => 1 } @uids;
         is(scalar(keys %w), 2,
             "node $t->{im_name}: sessions on both workers");
     }
 
     # one sender on a, a receiver on each worker of b, and back; the same
     # from b's side
-    for my $dir ([1101, [1201 .. 1208]], [1201, [1101 .. 1108]]) {
+    for my $dir ([1101, $users{b}], [1201, $users{a}]) {
         my ($s, $rs) = @$dir;
         my %seen;
         for my $r (@$rs) {

@@ -108,6 +108,23 @@ sub firsts {
 
 sub alive { Test::Nginx::alive($_[0]) }
 
+# log in uids from @$uids until each worker of @$pids holds $min sessions
+# (reuseport spreads connections by a hash); returns { pid => [uids] } or
+# undef when that did not happen
+sub spread {
+    my ($t, $c, $w, $uids, $pids, $min) = @_;
+    my %by;
+    for my $u (@$uids) {
+        my ($cl, $code, $pid) = login($t, $u);
+        next unless defined $code && $code == 0 && $pid;
+        ($c->{$u}, $w->{$u}) = ($cl, $pid);
+        push @{$by{$pid}}, $u;
+        return \%by unless grep { @{$by{$_} || []} < $min } @$pids;
+    }
+    diag('sessions per worker: ' . join ' ', map { "$_:" . @{$by{$_}} } keys %by);
+    return undef;
+}
+
 # reload, and wait until every worker of before has stopped accepting
 sub reload {
     my ($t) = @_;
@@ -134,23 +151,21 @@ sub reload {
     my @old = $t->worker_pids;
     my %old = map { $_ => 1 } @old;
 
+    # sessions on both old workers: at least 4 on each
     my (%c, %w);
-    for my $u (1001 .. 1008) {
-        my ($c, $code, $pid) = login($t, $u);
-        is($code, 0, "reload: u$u logs in before the reload");
-        ($c{$u}, $w{$u}) = ($c, $pid);
-    }
-    my %used = map { $w{$_} // '?' => 1 } 1001 .. 1008;
-    is(scalar(keys %used), 2, 'reload: sessions on both old workers');
+    my $by = spread($t, \%c, \%w, [1001 .. 1040], \@old, 4);
+    ok($by, 'reload: sessions on both old workers');
+    my @A = @{$by->{$old[0]} || []};
+    my @B = @{$by->{$old[1]} || []};
 
     # an offline user gets messages before and after the reload
-    my @off = map { $c{1008}->publish(1099, "offline $_") } 1 .. 3;
-    is(scalar(grep { $c{1008}->expect(cmd => PUB_ACK, msgid => $_) } @off),
+    my @off = map { $c{$A[3]}->publish(1099, "offline $_") } 1 .. 3;
+    is(scalar(grep { $c{$A[3]}->expect(cmd => PUB_ACK, msgid => $_) } @off),
         3, 'reload: messages to offline u1099 acked before the reload');
 
     # a burst whose acks and deliveries straddle the reload, between
     # sessions on different workers
-    my ($snd, $rcv) = (1001, grep { $w{$_} ne $w{1001} } 1002 .. 1007);
+    my ($snd, $rcv) = ($A[0], $B[0]);
     my @burst = map { $c{$snd}->publish($rcv, "burst $_") } 1 .. 20;
     reload($t);
     push @burst, map { $c{$snd}->publish($rcv, "burst $_") } 21 .. 40;
@@ -176,48 +191,44 @@ sub reload {
     ok(!grep({ !alive($_) } @old), 'reload: the old workers stay while they hold sessions');
 
     # old sessions keep working, same-worker and cross-worker
-    my ($same) = grep { $w{$_} eq $w{1003} } 1001, 1002, 1004 .. 1008;
-    my ($cross) = grep { $w{$_} ne $w{1003} } 1001, 1002, 1004 .. 1008;
-    chat($c{1003}, $c{$same}, 'reload: old -> old, same worker') if $same;
-    chat($c{$same}, $c{1003}, 'reload: old -> old, same worker, back') if $same;
-    chat($c{1003}, $c{$cross}, 'reload: old -> old, across old workers') if $cross;
-    chat($c{$cross}, $c{1003}, 'reload: old -> old, across old workers, back') if $cross;
+    chat($c{$A[1]}, $c{$A[2]}, 'reload: old -> old, same worker');
+    chat($c{$A[2]}, $c{$A[1]}, 'reload: old -> old, same worker, back');
+    chat($c{$A[1]}, $c{$B[1]}, 'reload: old -> old, across old workers');
+    chat($c{$B[1]}, $c{$A[1]}, 'reload: old -> old, across old workers, back');
 
-    # new logins go to the new workers
-    my %nw;
-    for my $u (1011 .. 1018) {
-        my ($c, $code, $pid) = login($t, $u);
-        is($code, 0, "reload: u$u logs in after the reload");
-        ok($pid && $new{$pid}, "reload: u$u is on a new worker");
-        ($c{$u}, $w{$u}) = ($c, $pid);
-        $nw{$pid} //= $u;
-    }
-    is(scalar(keys %nw), 2, 'reload: new sessions on both new workers');
+    # new logins go to the new workers, both of them
+    my $mark = $t->log_mark;
+    my $nby = spread($t, \%c, \%w, [1101 .. 1140], \@new, 1);
+    ok($nby, 'reload: new sessions on both new workers');
+    my @after = grep { $_ > 1100 } keys %c;
+    is(scalar(grep { !$new{$w{$_} // 0} } @after), 0,
+        'reload: every login after the reload is on a new worker')
+        or diag(join ' ', map { "u$_:$w{$_}" } @after);
+    my %nw = map { $_ => $nby->{$_}[0] } grep { $nby->{$_} } @new;
 
     # old <-> new, every pair of workers, both ways
-    my %ow;
-    $ow{$w{$_}} //= $_ for 1003 .. 1007;
-    for my $o (sort values %ow) {
+    for my $o ($A[1], $B[1]) {
         for my $n (sort values %nw) {
             chat($c{$o}, $c{$n}, "reload: old u$o ($w{$o}) -> new u$n ($w{$n})");
             chat($c{$n}, $c{$o}, "reload: new u$n ($w{$n}) -> old u$o ($w{$o})");
         }
     }
 
-    # kick across generations: u1005 (old worker) logs in again
+    # kick across generations: $B[2] (old worker) logs in again
+    my $kk = $B[2];
     {
-        my ($k, $code, $pid) = login($t, 1005);
-        is($code, 0, 'reload: u1005 logs in again');
+        my ($k, $code, $pid) = login($t, $kk);
+        is($code, 0, "reload: u$kk logs in again");
         ok($pid && $new{$pid}, 'reload: on a new worker');
-        ok($c{1005}->expect(cmd => LOGOUT), 'reload: its old-worker session gets LOGOUT');
-        chat($c{1004}, $k, 'reload: old -> the new session of u1005');
-        $c{1005}->disconnect;
-        ($c{1005}, $w{1005}) = ($k, $pid);
+        ok($c{$kk}->expect(cmd => LOGOUT), 'reload: its old-worker session gets LOGOUT');
+        chat($c{$A[3]}, $k, "reload: old -> the new session of u$kk");
+        $c{$kk}->disconnect;
+        ($c{$kk}, $w{$kk}) = ($k, $pid);
     }
 
     # the offline user logs in: before and after the reload
-    push @off, map { $c{1006}->publish(1099, "offline after $_") } 1 .. 2;
-    is(scalar(grep { $c{1006}->expect(cmd => PUB_ACK, msgid => $_) } @off[3, 4]),
+    push @off, map { $c{$B[3]}->publish(1099, "offline after $_") } 1 .. 2;
+    is(scalar(grep { $c{$B[3]}->expect(cmd => PUB_ACK, msgid => $_) } @off[3, 4]),
         2, 'reload: messages to offline u1099 acked after the reload');
     {
         my ($c, $code, $pid) = login($t, 1099);
@@ -235,13 +246,13 @@ sub reload {
     # the old workers ignored)
     my ($n1, $n2) = sort values %nw;
     chat($c{$n1}, $c{$n2}, 'reload: new -> new after the old workers left');
-    chat($c{$n2}, $c{1005}, 'reload: new -> u1005 after the old workers left');
-    chat($c{1005}, $c{$n1}, 'reload: u1005 -> new after the old workers left');
+    chat($c{$n2}, $c{$kk}, "reload: new -> u$kk after the old workers left");
+    chat($c{$kk}, $c{$n1}, "reload: u$kk -> new after the old workers left");
 
     # a second reload with sessions everywhere
     my @gen2 = $t->worker_pids;
     reload($t);
-    my ($late, $lcode, $lpid) = login($t, 1021);
+    my ($late, $lcode, $lpid) = login($t, 1201);
     is($lcode, 0, 'reload 2: a login after the second reload');
     ok($lpid && !grep({ $_ == $lpid } @gen2), 'reload 2: on a third-generation worker');
     chat($late, $c{$n1}, 'reload 2: third generation -> second');

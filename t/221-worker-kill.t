@@ -1,0 +1,243 @@
+#!/usr/bin/perl
+# kill -9 of one worker during traffic (issue 4 item 2, Tests; PROTOCOL.md
+# §5): two workers, im_zone, reuseport. The master respawns the worker; its
+# users (their connections die with it) log in again and get every message
+# that was acked to a sender, including ones pushed but not acknowledged,
+# ones they never read, and ones sent while they were away; the sessions of
+# the other worker are untouched and keep chatting, with each other and with
+# the users coming back; the zone's stale entries (pids of the dead worker)
+# do not lose messages; later logins and chat work on both workers (no lock
+# trouble).
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib';
+use Test::Nginx qw/port wait_until/;
+use IM::Redis;
+use IM::UserCentre;
+use IM::Client;
+use IM::Proto qw/:all/;
+
+my $t = Test::Nginx->new()->has(qw/http redis/);
+# intended here: the killed worker; the master unlocking the zone's mutex
+# if the worker died holding it is the recovery asked for
+$t->allow_alerts(qr/exited on signal 9/, qr/shared memory zone "im" was locked by/);
+my $redis = IM::Redis->new(t => $t);
+my $uc = IM::UserCentre->new(t => $t, users => "* * uid-from-name\n");
+
+$t->write_file_expand('nginx.conf', <<"EOF");
+%%TEST_GLOBALS%%
+daemon on;
+worker_processes 2;
+im_redis ${\ $redis->addr};
+im_zone im 1m;
+im_ping_interval 20s;
+im_ping_timeout 5s;
+im_repush_interval 1s;
+im_repush_max 8;
+im_close_grace 1s;
+events { }
+http {
+    %%TEST_GLOBALS_HTTP%%
+    server {
+        listen 127.0.0.1:%%PORT_9095%% reuseport;
+        location /ws { im_websocket; im_auth /_auth; }
+        location = /_auth {
+            internal;
+            proxy_pass http://127.0.0.1:${\ $uc->port}/auth;
+            proxy_method POST;
+            proxy_pass_request_headers off;
+            proxy_set_header Content-Type "application/x-www-form-urlencoded;charset=utf-8";
+            proxy_set_header Accept application/json;
+            proxy_set_body "username=\$im_username&password=\$im_password";
+        }
+    }
+}
+EOF
+$t->run();
+
+# log in uid $uid; returns (client, code, worker pid)
+sub login {
+    my ($uid, %o) = @_;
+    my $c = IM::Client->new(port => port(9095), auto_pong => 1,
+        uid => $uid, auto_ack => $o{auto_ack} // 1);
+    my $mark = $t->log_mark;
+    my $code = $c->login("u$uid", 'pw');
+    my $pid;
+    if (defined $code && $code == 0) {
+        $pid = $t->wait_for_log(
+            qr/#(\d+): [^\n]*im: uid $uid client \d+ logged in(?! elsewhere)\b/,
+            from => $mark);
+    }
+    return ($c, $code, $pid);
+}
+
+# a message from $from to $to, acked and delivered
+sub chat {
+    my ($from, $to, $name) = @_;
+    my $id = $from->publish($to->uid, $name);
+    my $ack = $from->expect(cmd => PUB_ACK, msgid => $id);
+    my $m = $to->expect(cmd => PUBLISH, msgid => $id);
+    ok($ack && $m, $name);
+    return $m;
+}
+
+# MsgIds of the distinct pushes arriving until $n of them came or $timeout
+sub firsts {
+    my ($c, $n, $timeout) = @_;
+    my (@ids, %seen);
+    while (my $m = $c->expect(cmd => PUBLISH, timeout => $timeout // 3)) {
+        push @ids, $m->{msgid} unless $seen{$m->{msgid}}++;
+        last if @ids >= $n;
+    }
+    return @ids;
+}
+
+sub acked {
+    my ($c, @ids) = @_;
+    return grep { $c->expect(cmd => PUB_ACK, msgid => $_, timeout => 3) } @ids;
+}
+
+###############################################################################
+
+ok(wait_until(sub { (() = $t->worker_pids) == 2 }, 5), 'two workers');
+
+# sessions on both workers, at least 3 on each (reuseport spreads
+# connections by a hash: log in until it is so)
+my (%c, %w, %by);
+for my $u (2001 .. 2060) {
+    my ($c, $code, $pid) = login($u);
+    next unless defined $code && $code == 0 && $pid;
+    ($c{$u}, $w{$u}) = ($c, $pid);
+    push @{$by{$pid}}, $u;
+    last if keys %by == 2 && !grep { @$_ < 3 } values %by;
+}
+my @W = sort { $by{$a}[0] <=> $by{$b}[0] } keys %by;
+ok(@W == 2 && !grep({ @$_ < 3 } values %by), 'at least 3 sessions on each worker')
+    or BAIL_OUT('users are not spread: ' . join ' ', map { "$_:$w{$_}" } sort keys %w);
+
+# the victim worker holds the first session; the other one survives
+my $dead = $W[0];
+my @V = @{$by{$W[0]}};
+my @S = @{$by{$W[1]}};
+my ($v1, $v2, $v3) = @V;
+my ($s1, $s2) = @S;
+diag("killing worker $dead (u@V); surviving: u@S");
+
+# before: chat both ways across the workers
+chat($c{$s1}, $c{$v1}, "u$s1 -> u$v1 before the kill");
+chat($c{$v1}, $c{$s1}, "u$v1 -> u$s1 before the kill");
+
+# v1 reads but does not acknowledge: pushed, unacked
+$c{$v1}->auto_ack(0);
+my @to_v1 = map { $c{$s1}->publish($v1, "to v1 unacked $_") } 1 .. 2;
+is(scalar(acked($c{$s1}, @to_v1)), 2, 'messages to v1 acked to the sender');
+is_deeply([firsts($c{$v1}, 2)], \@to_v1, 'pushed to v1 (not acknowledged)');
+
+# v2 does not read at all; v3 goes on chatting
+$c{$v2}->ws->stop_reading;
+my @to_v2 = map { $c{$s2}->publish($v2, "to v2 unread $_") } 1 .. 3;
+is(scalar(acked($c{$s2}, @to_v2)), 3, 'messages to v2 acked to the sender');
+
+# what a victim sent and had acked must reach the survivor
+my $from_v3 = $c{$v3}->publish($s2, 'from v3 right before the kill');
+ok($c{$v3}->expect(cmd => PUB_ACK, msgid => $from_v3), 'v3 -> s2 acked');
+
+# traffic across the kill: a burst s1 -> v2, the kill in its middle
+my @burst = map { $c{$s1}->publish($v2, "burst $_") } 1 .. 10;
+my $mark = $t->log_mark;
+kill 'KILL', $dead;
+push @burst, map { $c{$s1}->publish($v2, "burst $_") } 11 .. 20;
+my @burst_acked = acked($c{$s1}, @burst);
+is(scalar(@burst_acked), 20, 'the burst across the kill is acked to the sender');
+
+ok($t->wait_for_log(qr/worker process $dead exited on signal 9/, from => $mark),
+    'the master saw the worker die');
+my $respawned = $t->wait_for_log(qr/start worker process (\d+)/, from => $mark);
+ok($respawned, "the master respawned it (pid ${\ ($respawned // '?')})");
+ok(wait_until(sub { (() = $t->worker_pids) == 2 }, 5), 'two workers again');
+
+# the victims' connections died with the worker
+for my $u (@V) {
+    ok($c{$u}->wait_closed(3), "u$u: connection gone with the worker");
+}
+
+# the survivors are untouched
+for my $u (@S) {
+    ok(!$c{$u}->is_closed, "u$u: still connected");
+}
+chat($c{$s1}, $c{$s2}, 'survivors chat after the kill');
+chat($c{$s2}, $c{$s1}, 'survivors chat after the kill, back');
+ok($c{$s2}->expect(cmd => PUBLISH, msgid => $from_v3),
+    "s2 got v3's message sent right before the kill");
+ok(!grep({ $_->{cmd} == LOGOUT || $_->{cmd} == DISCONNECT }
+    map { $c{$_}->drain(0.2) } @S), 'no LOGOUT or DISCONNECT for the survivors');
+
+# while the victims are away (the zone still names the dead worker for them)
+push @to_v1, $c{$s1}->publish($v1, 'to v1 while away');
+push @to_v2, $c{$s2}->publish($v2, 'to v2 while away');
+my $to_v3 = $c{$s2}->publish($v3, 'to v3 while away');
+ok($c{$s1}->expect(cmd => PUB_ACK, msgid => $to_v1[-1]), 'to v1 while away: acked');
+ok($c{$s2}->expect(cmd => PUB_ACK, msgid => $to_v2[-1]), 'to v2 while away: acked');
+ok($c{$s2}->expect(cmd => PUB_ACK, msgid => $to_v3), 'to v3 while away: acked');
+
+# they come back: everything acked to a sender and not acknowledged by them
+my %back;
+# (in the order the server took them: v2's three, the burst, the last one)
+for my $x ([$v1, \@to_v1], [$v2, [@to_v2[0 .. 2], @burst, $to_v2[3]]],
+    [$v3, [$to_v3]])
+{
+    my ($u, $want) = @$x;
+    my ($c, $code, $pid) = login($u);
+    is($code, 0, "u$u logs in again (on worker ${\ ($pid // '?')})");
+    my @got = firsts($c, scalar(@$want));
+    is_deeply([sort @got], [sort @$want], "u$u gets every acked message")
+        or diag(scalar(@got) . ' of ' . scalar(@$want));
+    is_deeply(\@got, $want, "u$u gets them in order");
+    ($back{$u}, $w{$u}) = ($c, $pid);
+}
+is_deeply([firsts($back{$v1}, 0, 1)], [], 'nothing pushed twice after the acks');
+
+# they chat with the survivors, both ways
+for my $u ($v1, $v2, $v3) {
+    chat($c{$s1}, $back{$u}, "survivor u$s1 -> u$u back");
+    chat($back{$u}, $c{$s2}, "u$u back -> survivor u$s2");
+}
+
+# later logins spread over the surviving and the respawned worker; chat
+# across them, both ways (the zone's directory and lock work)
+my (%late, %lw);
+for my $u (2201 .. 2260) {
+    my ($c, $code, $pid) = login($u);
+    next unless defined $code && $code == 0 && $pid;
+    $late{$u} = $c;
+    $lw{$pid} //= $u;
+    last if keys %lw == 2;
+}
+is(scalar(keys %lw), 2, 'later logins land on both workers');
+ok($respawned && $lw{$respawned}, 'one of them on the respawned worker');
+my ($l1, $l2) = sort values %lw;
+if ($l1 && $l2) {
+    chat($late{$l1}, $late{$l2}, 'later logins chat across the workers');
+    chat($late{$l2}, $late{$l1}, 'later logins chat across the workers, back');
+    chat($late{$l1}, $c{$s1}, 'a later login -> a survivor');
+    chat($c{$s2}, $late{$l2}, 'a survivor -> a later login');
+}
+
+# a uid that moves from one worker to the other keeps working (its stale
+# entry in the zone is overwritten / dropped)
+{
+    my $u = $v3;
+    $back{$u}->disconnect;
+    my ($c, $code, $pid);
+    for (1 .. 50) {
+        ($c, $code, $pid) = login($u);
+        last if $pid && $pid ne $w{$u};
+        $c->disconnect;
+    }
+    ok($pid && $pid ne $w{$u}, "u$u logs in on the other worker");
+    chat($c{$s1}, $c, "u$s1 -> u$u after it moved") if $c;
+}
+
+$t->stop();
+$t->done_testing();
