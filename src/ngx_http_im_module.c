@@ -29,14 +29,24 @@ typedef struct {
 } ngx_http_im_loc_conf_t;
 
 
+/*
+ * The context lives in the connection's pool: once a session is live the
+ * HTTP request (its pool holds the handshake and the auth subrequest, some
+ * ten kilobytes) is freed and the connection is served directly.
+ */
+
 typedef struct {
-    ngx_http_request_t     *request;
+    ngx_http_request_t     *request;        /* NULL once detached */
+    ngx_connection_t       *connection;
     ngx_im_session_t       *session;
     im_ws_parser_t          parser;
+    ngx_event_t             detach;
     ngx_uint_t              peer_code;
     unsigned                echo:1;
     unsigned                got_close:1;
     unsigned                finalized:1;
+    unsigned                detaching:1;
+    unsigned                detached:1;
 } ngx_http_im_ctx_t;
 
 
@@ -45,6 +55,10 @@ static ngx_int_t ngx_http_im_status_handler(ngx_http_request_t *r);
 static void ngx_http_im_read(ngx_http_request_t *r);
 static void ngx_http_im_write(ngx_http_request_t *r);
 static void ngx_http_im_cleanup(void *data);
+static void ngx_http_im_goodbye_now(ngx_http_im_ctx_t *ctx);
+static void ngx_http_im_detach_handler(ngx_event_t *ev);
+static void ngx_http_im_conn_read(ngx_event_t *ev);
+static void ngx_http_im_conn_write(ngx_event_t *ev);
 
 static void ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n);
 static size_t ngx_http_im_header(ngx_im_session_t *s, u_char *buf,
@@ -303,13 +317,19 @@ ngx_http_im_handler(ngx_http_request_t *r)
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_im_ctx_t));
+    ctx = ngx_pcalloc(c->pool, sizeof(ngx_http_im_ctx_t));
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ctx->request = r;
+    ctx->connection = c;
     ctx->echo = ilcf->echo;
+
+    ctx->detach.handler = ngx_http_im_detach_handler;
+    ctx->detach.data = ctx;
+    ctx->detach.log = c->log;
+    ctx->detach.cancelable = 1;
 
     /* Sec-WebSocket-Accept: base64(sha1(key ++ GUID)) */
 
@@ -404,7 +424,153 @@ ngx_http_im_handler(ngx_http_request_t *r)
         ngx_im_session_close(ctx->session, NGX_IM_CLOSE_ERROR);
     }
 
+    if (ctx->echo) {
+        ngx_post_event(&ctx->detach, &ngx_posted_events);
+    }
+
     return NGX_DONE;
+}
+
+
+/*
+ * After login nothing of the HTTP request is needed: free it and serve the
+ * connection directly, as nginx itself does between keepalive requests.
+ */
+
+static void
+ngx_http_im_detach_handler(ngx_event_t *ev)
+{
+    ngx_chain_t             *cl;
+    ngx_connection_t        *c;
+    ngx_im_session_t        *s;
+    ngx_http_request_t      *r;
+    ngx_http_im_ctx_t       *ctx;
+    ngx_http_connection_t   *hc;
+
+    ctx = ev->data;
+
+    if (ctx->finalized || ctx->detached) {
+        return;
+    }
+
+    c = ctx->connection;
+    r = ctx->request;
+    s = ctx->session;
+
+    if (s->closing || s->draining) {
+        return;
+    }
+
+    if (s->state == NGX_IM_S_AUTH) {
+        /* the login policy is still being applied */
+        ngx_add_timer(ev, 50);
+        return;
+    }
+
+    if (s->state != NGX_IM_S_LIVE) {
+        /* refused or kicked: it closes soon anyway */
+        return;
+    }
+
+    if (r->main->count > 1 || r->out || r->postponed || r->posted_requests) {
+        /* the auth subrequest or the 101 response is not quite done */
+        ngx_add_timer(ev, 50);
+        return;
+    }
+
+    hc = r->http_connection;
+
+    ctx->detaching = 1;
+
+    /* logs the request (status 101), runs its cleanups, frees its pool */
+    ngx_http_free_request(r, 0);
+
+    c->destroyed = 0;
+    c->data = ctx;
+    c->log->action = "serving im websocket";
+    c->read->handler = ngx_http_im_conn_read;
+    c->write->handler = ngx_http_im_conn_write;
+
+    ctx->request = NULL;
+    ctx->detaching = 0;
+    ctx->detached = 1;
+
+    /* the header buffers: everything in them was consumed */
+
+    if (c->buffer && c->buffer->start
+        && ngx_pfree(c->pool, c->buffer->start) == NGX_OK)
+    {
+        c->buffer->start = NULL;
+        c->buffer->pos = NULL;
+        c->buffer->last = NULL;
+        c->buffer->end = NULL;
+    }
+
+    for (cl = hc->busy; cl; cl = cl->next) {
+        (void) ngx_pfree(c->pool, cl->buf->start);
+    }
+
+    for (cl = hc->free; cl; cl = cl->next) {
+        (void) ngx_pfree(c->pool, cl->buf->start);
+    }
+
+    hc->busy = NULL;
+    hc->free = NULL;
+    hc->nbusy = 0;
+
+#if (NGX_HTTP_SSL)
+    if (c->ssl && c->ssl->buf && c->ssl->buf->start
+        && c->ssl->buf->pos == c->ssl->buf->last)
+    {
+        /* nginx's 16k TLS write buffer: our own chunks take its place */
+        if (ngx_pfree(c->pool, c->ssl->buf->start) == NGX_OK) {
+            c->ssl->buf->start = NULL;
+            c->ssl->buffer = 0;
+        }
+    }
+#endif
+
+    if (c->read->ready) {
+        ngx_post_event(c->read, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_im_conn_read(ngx_event_t *ev)
+{
+    ngx_connection_t   *c = ev->data;
+    ngx_http_im_ctx_t  *ctx = c->data;
+
+    if (ctx->finalized) {
+        return;
+    }
+
+    if (c->close) {
+        /* worker_shutdown_timeout ran out */
+        ngx_http_im_goodbye_now(ctx);
+        ngx_im_session_abort(ctx->session);
+        ctx->finalized = 1;
+        im_ws_parser_free(&ctx->parser);
+        ngx_http_close_connection(c);
+        return;
+    }
+
+    ngx_im_session_read(ctx->session);
+}
+
+
+static void
+ngx_http_im_conn_write(ngx_event_t *ev)
+{
+    ngx_connection_t   *c = ev->data;
+    ngx_http_im_ctx_t  *ctx = c->data;
+
+    if (ctx->finalized) {
+        return;
+    }
+
+    ngx_im_session_write(ctx->session);
 }
 
 
@@ -605,7 +771,7 @@ ngx_http_im_pre_flush(ngx_im_session_t *s)
 
     r = ctx->request;
 
-    if (r->out == NULL) {
+    if (r == NULL || r->out == NULL) {
         return NGX_OK;
     }
 
@@ -634,10 +800,23 @@ ngx_http_im_finalize(ngx_im_session_t *s)
     ngx_http_request_t  *r;
 
     r = ctx->request;
-    c = r->connection;
+    c = ctx->connection;
 
     ctx->finalized = 1;
     im_ws_parser_free(&ctx->parser);
+
+    if (ctx->detach.timer_set) {
+        ngx_del_timer(&ctx->detach);
+    }
+
+    if (ctx->detach.posted) {
+        ngx_delete_posted_event(&ctx->detach);
+    }
+
+    if (r == NULL) {
+        ngx_http_close_connection(c);
+        return;
+    }
 
     ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
     ngx_http_run_posted_requests(c);
@@ -651,18 +830,36 @@ ngx_http_im_cleanup(void *data)
 {
     ngx_http_im_ctx_t  *ctx = data;
 
+    if (ctx->finalized || ctx->detaching) {
+        return;
+    }
+
+    ctx->finalized = 1;
+
+    if (ctx->detach.timer_set) {
+        ngx_del_timer(&ctx->detach);
+    }
+
+    if (ctx->detach.posted) {
+        ngx_delete_posted_event(&ctx->detach);
+    }
+
+    ngx_http_im_goodbye_now(ctx);
+    ngx_im_session_abort(ctx->session);
+    im_ws_parser_free(&ctx->parser);
+}
+
+
+static void
+ngx_http_im_goodbye_now(ngx_http_im_ctx_t *ctx)
+{
     u_char             goodbye[] = { 0x82, 0x01, IM_CMD_DISCONNECT,
                                      0x88, 0x02, 0x03, 0xe9 };
     ngx_connection_t  *c;
     ngx_im_session_t  *s;
 
-    if (ctx->finalized) {
-        return;
-    }
-
-    ctx->finalized = 1;
     s = ctx->session;
-    c = s->connection;
+    c = ctx->connection;
 
     if (!s->torn_down && s->state == NGX_IM_S_LIVE && !s->backend
         && !c->error && s->out == NULL)
@@ -670,9 +867,6 @@ ngx_http_im_cleanup(void *data)
         /* best effort, the worker is going: DISCONNECT, close 1001 */
         (void) c->send(c, goodbye, sizeof(goodbye));
     }
-
-    ngx_im_session_abort(s);
-    im_ws_parser_free(&ctx->parser);
 }
 
 
@@ -785,6 +979,11 @@ ngx_http_im_auth_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
     }
 
     ngx_im_session_auth_done(s, code, code == 0 ? (uint32_t) v : 0);
+
+    if (code == 0 && !ctx->detach.posted && !ctx->detach.timer_set) {
+        /* after this subrequest is finished with */
+        ngx_post_event(&ctx->detach, &ngx_posted_events);
+    }
 
     return rc;
 }
