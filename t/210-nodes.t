@@ -24,6 +24,7 @@ use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
 use IM::Proto qw/:all/;
+use Time::HiRes qw/time/;
 
 my %TIMERS = (
     im_ping_interval   => '20s',
@@ -37,7 +38,8 @@ my %TIMERS = (
 sub node {
     my (%o) = @_;
     my $t = Test::Nginx->new()->has(qw/http redis/);
-    my $timers = join "\n", map { "$_ $TIMERS{$_};" } sort keys %TIMERS;
+    my %tm = (%TIMERS, %{$o{timers} || {}});
+    my $timers = join "\n", map { "$_ $tm{$_};" } sort keys %tm;
     my $policy = $o{policy} ? "im_login_policy $o{policy};" : '';
     my $workers = $o{workers} // 2;
     $t->write_file_expand('nginx.conf', <<"EOF");
@@ -345,8 +347,6 @@ my $uc = IM::UserCentre->new(t => $t0, users => "* * uid-from-name\n");
         ok($peer->expect(cmd => PUB_ACK, msgid => $id), 'reject: acked');
         ok($first->expect(cmd => PUBLISH, msgid => $id),
             'reject: the ClientId 0 session has it');
-        local $TODO = 'server bug: a second session of a uid on the same '
-            . 'worker never leaves the inbox-loading state';
         ok($pc->expect(cmd => PUBLISH, msgid => $id),
             'reject: the ClientId 1 session on the same worker has it');
         $pc->disconnect;
@@ -369,6 +369,67 @@ my $uc = IM::UserCentre->new(t => $t0, users => "* * uid-from-name\n");
 
     $a->stop();
     $b->stop();
+}
+
+###############################################################################
+# reject policy and a killed node: the dead node's presence keys expire
+# (after 3 ping intervals + the ping timeout + 1 s: 8 s here), then its users
+# log in on the other node and get what was acked to their senders
+
+{
+    my %short = (im_ping_interval => '2s', im_ping_timeout => '1s',
+        im_repush_interval => '5s', im_repush_max => '5');
+    my $c = node(name => 'c', port => 9099, redis => $redis, uc => $uc,
+        policy => 'reject', workers => 1, timers => \%short);
+    my $d = node(name => 'd', port => 9100, redis => $redis, uc => $uc,
+        policy => 'reject', workers => 1, timers => \%short);
+    $c->run();
+    $d->run();
+
+    my ($v, $code) = login($c, 1401, auto_ack => 0);
+    is($code, 0, 'reject, killed node: u1401 logs in on c');
+    my ($s, $code2) = login($d, 1402);
+    is($code2, 0, 'reject, killed node: u1402 logs in on d');
+    my $id1 = $s->publish(1401, 'pushed, not acknowledged');
+    ok($s->expect(cmd => PUB_ACK, msgid => $id1), 'reject, killed node: acked');
+    ok($v->expect(cmd => PUBLISH, msgid => $id1), 'reject, killed node: pushed');
+
+    # past the first TTL: the live session's key is refreshed
+    # (both clients read meanwhile: they answer PINGs)
+    my $t_end = time + 9;
+    while (time < $t_end) {
+        $v->drain(0.25);
+        $s->drain(0.25);
+    }
+    my ($dup, $dcode) = login($d, 1401);
+    is($dcode, 1, 'reject, killed node: still refused on d after 9 s (key refreshed)');
+    $dup->close;
+
+    kill 'KILL', $c->master_pid, $c->worker_pids;
+    my $killed = time;
+    ok($v->wait_closed(3), 'reject, killed node: the client lost node c');
+    my $id2 = $s->publish(1401, 'sent while node c is dead');
+    ok($s->expect(cmd => PUB_ACK, msgid => $id2), 'reject, killed node: acked');
+
+    my ($back, $bcode);
+    while (time - $killed < 14) {
+        ($back, $bcode) = login($d, 1401);
+        last if defined $bcode && $bcode == 0;
+        $back->close;
+        $s->drain(0.5);    # answers PINGs meanwhile
+    }
+    my $took = time - $killed;
+    is($bcode, 0, sprintf('reject, killed node: u1401 logs in on d (after %.1f s)', $took));
+    ok($took < 11, 'reject, killed node: within the presence TTL (8 s) and a bit');
+    if (defined $bcode && $bcode == 0) {
+        is_deeply([firsts($back, 2)], [$id1, $id2],
+            'reject, killed node: both messages, in order');
+        chat($s, $back, 'reject, killed node: d -> u1401 on d');
+        $back->disconnect;
+    }
+    $s->disconnect;
+    $c->stop();
+    $d->stop();
 }
 
 $t0->done_testing();

@@ -17,6 +17,15 @@
 #    master: old sessions keep working until worker_shutdown_timeout,
 #    chatting with sessions of the new master; logins go to the new
 #    master's workers; nothing acked is lost.
+#    Observed: the new master is a fresh exec, so its im_zone is a new
+#    shared-memory segment with its own instance id; its workers' ids
+#    (node/instance:pid) differ from the old generation's in the node part,
+#    so the two generations reach each other through Redis pub/sub as two
+#    nodes would. Between USR2 and QUIT both generations accept on the
+#    inherited listeners. The harness finds the new master by itself:
+#    stop() reads nginx.pid (rewritten by the new master); master_pid and
+#    worker_pids keep naming the old one, so the test reads nginx.pid and
+#    the new master's children itself.
 use strict;
 use warnings;
 use Test::More;
