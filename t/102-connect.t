@@ -15,6 +15,7 @@ use Time::HiRes qw/time sleep/;
 use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
+use IM::WS;
 use IM::Proto qw/:all/;
 use IM::Setup qw/write_conf transports each_transport/;
 
@@ -129,6 +130,32 @@ each_transport(sub {
         is($c->login('v' . ++$n, 'pw'), 0, "$name: CONNECT after 0.6s accepted");
         ok($c->nothing_for(1.2), "$name: ... and the session is not closed by the connect timer");
         ok(!$c->is_closed, "$name: ... still open");
+    }
+
+    # -- pipelined: the client does not wait for CONNECT_ACK
+    {
+        my $user = 'v' . ++$n;
+        my $c = IM::Client->new(%o, auto_pong => 1);
+        my $id = msgid();
+        $c->ws->send_raw(IM::WS::build_frame(opcode => 2, payload => connect_msg($user, 'pw'))
+            . IM::WS::build_frame(opcode => 2, payload => publish_msg($n, $id, 'pipelined'))
+            . IM::WS::build_frame(opcode => 2, payload => ping_msg()));
+        my @m = $c->drain(1.5);
+        my $pub = pub_ack($id);
+        my @r = map { hexdump($_->{raw}) } grep { $_->{cmd} != PUBLISH } @m;
+        is($r[0], '02 00', "$name: CONNECT, PUBLISH, PING in one write -> CONNECT_ACK 0 first");
+        # (PUB_ACK waits for Redis, PING_RESP does not: their order is free)
+        my @w = (hexdump($pub), '08');
+        is(join(' | ', sort @r[1 .. $#r]), join(' | ', sort @w),
+            "$name: ... then PUB_ACK and PING_RESP");
+        ok(grep({ $_->{cmd} == PUBLISH && $_->{msgid} eq $id } @m), "$name: ... and the pipelined PUBLISH is delivered");
+        $c->ack($id);
+        $c = IM::Client->new(%o, auto_pong => 1);
+        $user = 'v' . ++$n;
+        $c->ws->send_raw(IM::WS::build_frame(opcode => 2, payload => connect_msg($user, 'pw'))
+            . IM::WS::build_frame(opcode => 2, payload => connect_msg($user, 'pw')));
+        is(join(' | ', map { hexdump($_->{raw}) } $c->drain(1)), '02 00 | 02 01',
+            "$name: two CONNECTs in one write -> 0, then 1");
     }
 
     # -- a second CONNECT on a live session

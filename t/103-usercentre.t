@@ -147,6 +147,29 @@ each_transport(sub {
         $slow->close(1000);
         $fast->close(1000);
     }
+    # -- the client goes away while its login is being checked: no crash,
+    # no ghost session (the answer, pass, arrives after it left)
+    {
+        my $mark = $t->log_mark;
+        my @gone;
+        for my $how (qw/abort close disconnect/) {
+            my $c = IM::Client->new(%o);
+            $c->send(connect_msg($u->('slowok'), 'pw'));
+            $how eq 'abort' ? $c->ws->abort : $how eq 'close' ? $c->close(1000) : $c->ws->disconnect;
+            push @gone, $c;
+        }
+        my $c = IM::Client->new(%o);
+        $c->send(connect_msg($u->('late'), 'pw'));
+        $c->ws->abort;
+        sleep 2.5;    # past slowok's 0.6s and late's proxy_read_timeout 2s
+        my $id = $p2->publish(2006 + 100 * $i, 'to a user who left during login');
+        ok($p2->expect(cmd => PUB_ACK, msgid => $id), "$name: a message to the one who left is acked");
+        my $back = IM::Client->new(%o, auto_pong => 1, auto_ack => 1);
+        is($back->login($u->('slowok'), 'pw'), 0, "$name: ... who logs in later");
+        ok($back->expect(cmd => PUBLISH, msgid => $id), "$name: ... and gets it (it was stored, no ghost session took it)");
+        ok(!grep({ $_->{cmd} == LOGOUT } $back->drain(0.3)), "$name: ... and no ghost session was kicked in between");
+        $back->close(1000);
+    }
     $p2->close(1000);
 });
 
