@@ -2,6 +2,8 @@
 # im_offline_max (PROTOCOL.md 5): with a cap of 3, 5 messages stored for an
 # offline uid leave the newest 3; the oldest 2 are dropped, counted
 # (offline_dropped in /status) and logged. Other uids are unaffected.
+# im_offline_ttl (3s here) is the life of each stored message: one stored
+# 3.6s before the login is gone, one stored 1.6s before is delivered.
 use strict;
 use warnings;
 use Test::More;
@@ -18,7 +20,7 @@ use IM::Setup qw/write_conf transports each_transport/;
 my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl redis/);
 my $redis = IM::Redis->new(t => $t);
 my $uc = IM::UserCentre->new(t => $t, users => "* * uid-from-name\n");
-write_conf($t, redis => $redis, uc => $uc, main => "im_offline_max 3;");
+write_conf($t, redis => $redis, uc => $uc, main => "im_offline_max 3;\nim_offline_ttl 3s;");
 $t->run();
 
 sub status {
@@ -67,5 +69,26 @@ each_transport(sub {
         "$name: the drop is logged (warn/notice/info/error)");
     $_->close(1000) for $c, $cq, $s;
 }, serial => 1);    # offline_dropped is one counter for both
+
+# -- TTL, per message
+{
+    my %o = IM::Setup::transport('ws');
+    my $z = 7900;
+    my $s = IM::Client->new(%o, auto_pong => 1);
+    is($s->login('s7999', 'pw'), 0, 'ttl: sender logs in');
+    my $t0 = time;
+    my $old = $s->publish($z, 'old');
+    ok($s->expect(cmd => PUB_ACK, msgid => $old), 'ttl: the old one acked');
+    sleep 2 - (time - $t0);
+    my $new = $s->publish($z, 'new');
+    ok($s->expect(cmd => PUB_ACK, msgid => $new), 'ttl: the new one acked 2s later');
+    sleep 3.6 - (time - $t0);
+    my $c = IM::Client->new(%o, auto_pong => 1, auto_ack => 1);
+    is($c->login("u$z", 'pw'), 0, 'ttl: recipient logs in 3.6s after the first');
+    my @p = grep { $_->{cmd} == PUBLISH } $c->drain(1);
+    is(join(' ', map { $_->{text} // '?' } @p), 'new',
+        'ttl: the message older than im_offline_ttl expired, the younger one is delivered');
+    $_->close(1000) for $c, $s;
+}
 
 $t->done_testing();
