@@ -30,7 +30,8 @@ use strict;
 use warnings;
 use Test::More;
 use lib 't/lib';
-use Test::Nginx qw/port wait_until/;
+use Test::Nginx qw/port wait_until http_get/;
+use JSON::PP ();
 use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
@@ -62,6 +63,7 @@ http {
     server {
         listen 127.0.0.1:%%PORT_$o{port}%% reuseport;
         location /ws { im_websocket; im_auth /_auth; }
+        location = /status { im_status; }
         location = /_auth {
             internal;
             proxy_pass http://127.0.0.1:${\ $uc->port}/auth;
@@ -95,6 +97,14 @@ sub login {
 }
 
 # a message from $from to $to, acked and delivered
+# im_status of whichever worker answers
+sub status {
+    my ($port) = @_;
+    my $r = http_get('/status', port => $port) // '';
+    my ($body) = $r =~ /\r\n\r\n(.*)\z/s;
+    return eval { JSON::PP::decode_json($body // '') } // {};
+}
+
 sub chat {
     my ($from, $to, $name) = @_;
     my $id = $from->publish($to->uid, $name);
@@ -167,6 +177,10 @@ sub reload {
     my @A = @{$by->{$old[0]} || []};
     my @B = @{$by->{$old[1]} || []};
 
+    my $st0 = status($t->{im_port});
+    my ($inst0) = ($st0->{id} // '') =~ m{/([0-9a-f]+):};
+    is($st0->{node_users}, scalar(keys %c), 'reload: the zone lists every user');
+
     # an offline user gets messages before and after the reload
     my @off = map { $c{$A[3]}->publish(1099, "offline $_") } 1 .. 3;
     is(scalar(grep { $c{$A[3]}->expect(cmd => PUB_ACK, msgid => $_) } @off),
@@ -198,6 +212,15 @@ sub reload {
     }
 
     ok(!grep({ !alive($_) } @old), 'reload: the old workers stay while they hold sessions');
+
+    # the zone survived: a new worker sees the same directory (same
+    # instance, the old workers' users still listed)
+    my $st1 = status($t->{im_port});
+    ok($new{$st1->{pid} // 0}, 'reload: /status answered by a new worker');
+    my ($inst1) = ($st1->{id} // '') =~ m{/([0-9a-f]+):};
+    is($inst1, $inst0, 'reload: same zone instance in the new workers');
+    is($st1->{node_users}, scalar(keys %c),
+        'reload: the new workers see the old workers\' users in the zone');
 
     # old sessions keep working, same-worker and cross-worker
     chat($c{$A[1]}, $c{$A[2]}, 'reload: old -> old, same worker');
@@ -356,6 +379,7 @@ sub reload {
     ok($newm && wait_until(sub { Test::Nginx::_children_of($newm) >= 2 }, 5),
         'upgrade: with its workers');
     my %neww = map { $_ => 1 } $newm ? Test::Nginx::_children_of($newm) : ();
+    my ($inst_old) = (status($t->{im_port})->{id} // '') =~ m{/([0-9a-f]+):};
 
     # both generations accept now; the old sessions still work
     push @pending, $a->publish(1202, 'pending between USR2 and QUIT');
@@ -368,6 +392,10 @@ sub reload {
     my ($n, $ncode, $npid) = login($t, 1211);
     is($ncode, 0, 'upgrade: a login after QUIT to the old master');
     ok($npid && $neww{$npid}, 'upgrade: on a new-master worker');
+    my ($inst_new) = (status($t->{im_port})->{id} // '') =~ m{/([0-9a-f]+):};
+    diag("upgrade: zone instance of the old master $inst_old, of the new one "
+        . ($inst_new // '?') . ' (a fresh zone: the generations talk through Redis)')
+        if $ENV{TEST_NGINX_VERBOSE};
 
     # old <-> new while the old workers wait for worker_shutdown_timeout
     chat($a, $n, 'upgrade: old-master session -> new-master session');

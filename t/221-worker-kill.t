@@ -12,7 +12,8 @@ use strict;
 use warnings;
 use Test::More;
 use lib 't/lib';
-use Test::Nginx qw/port wait_until/;
+use Test::Nginx qw/port wait_until http_get/;
+use JSON::PP ();
 use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
@@ -46,6 +47,7 @@ http {
     server {
         listen 127.0.0.1:%%PORT_$port%% reuseport;
         location /ws { im_websocket; im_auth /_auth; }
+        location = /status { im_status; }
         location = /_auth {
             internal;
             proxy_pass http://127.0.0.1:${\ $uc->port}/auth;
@@ -80,6 +82,14 @@ sub login {
 }
 
 # a message from $from to $to, acked and delivered
+# im_status of whichever worker answers
+sub status {
+    my ($port) = @_;
+    my $r = http_get('/status', port => $port) // '';
+    my ($body) = $r =~ /\r\n\r\n(.*)\z/s;
+    return eval { JSON::PP::decode_json($body // '') } // {};
+}
+
 sub chat {
     my ($from, $to, $name) = @_;
     my $id = $from->publish($to->uid, $name);
@@ -163,6 +173,12 @@ ok($t->wait_for_log(qr/worker process $dead exited on signal 9/, from => $mark),
 my $respawned = $t->wait_for_log(qr/start worker process (\d+)/, from => $mark);
 ok($respawned, "the master respawned it (pid ${\ ($respawned // '?')})");
 ok(wait_until(sub { (() = $t->worker_pids) == 2 }, 5), 'two workers again');
+
+# the respawned worker swept the dead one's pids from the zone: only the
+# survivors' users are listed (v2's entry may also have been dropped when
+# the burst's datagram bounced)
+is(status(port(9095))->{node_users}, scalar(@S),
+    'the zone lists only the surviving worker\'s users');
 
 # the victims' connections died with the worker
 for my $u (@V) {
