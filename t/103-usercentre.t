@@ -34,11 +34,20 @@ empty     pw  json:
 closer    pw  close
 late      pw  delay:4:2005
 slowok    pw  delay:0.6:2006
+uid0      pw  json:{"result":"pass","uid":0}
+uidneg    pw  json:{"result":"pass","uid":-1}
+uidbig    pw  json:{"result":"pass","uid":4294967296}
+uidfrac   pw  json:{"result":"pass","uid":1.5}
+array     pw  json:[{"result":"pass","uid":2007}]
+nullres   pw  json:{"result":null,"uid":2007}
+extra     pw  json:{"result":"pass","uid":2007,"name":"x","roles":[1,2]}
+spaces    pw  json:  { "result" : "pass" , "uid" : 2008 }  
 U
 my $all = '';
 for my $p (['ws', 0], ['wss', 100]) {
     (my $u = $users) =~ s/^(\S+)/$p->[0].$1/gm;
     $u =~ s/\b(20\d\d)$/$1 + $p->[1]/gme;
+    $u =~ s/("uid" ?: ?)(20\d\d)\b/$1 . ($2 + $p->[1])/ge;
     $all .= $u;
 }
 my $uc = IM::UserCentre->new(t => $t, users => $all);
@@ -59,6 +68,10 @@ each_transport(sub {
         [garbage => 'pw', 2], [nouid => 'pw', 2], [strange => 'pw', 2],
         [badjson => 'pw', 2], [empty => 'pw', 2], [closer => 'pw', 2],
         [late => 'pw', 2], [slowok => 'pw', 0],
+        # uid 0 is the system's; a uid must be a 32-bit unsigned integer
+        [uid0 => 'pw', 2], [uidneg => 'pw', 2], [uidbig => 'pw', 2],
+        [uidfrac => 'pw', 2], [array => 'pw', 2], [nullres => 'pw', 2],
+        [extra => 'pw', 0], [spaces => 'pw', 0],
     );
     # handshakes first, then every CONNECT at once; acks are read in the
     # order they are due (the delayed ones last)
@@ -85,7 +98,7 @@ each_transport(sub {
     # close. "Open" is checked 1.4s after the CONNECT was sent (the ack came
     # later), "closed" 3.5s after the ack was read (it came earlier).
     my @refused = sort { $sent_at{$a} <=> $sent_at{$b} }
-        grep { $_ ne 'pass' && $_ ne 'slowok' } map { $_->[0] } @cases;
+        map { $_->[0] } grep { $_->[2] != 0 } @cases;
     my (%early, %late);
     for my $user (@refused) {
         my $ws = $c{$user}->ws;
