@@ -14,7 +14,7 @@ use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
 use IM::Proto qw/:all/;
-use IM::Setup qw/write_conf transports each_transport/;
+use IM::Setup qw/write_conf transports each_transport no_sessions_left/;
 
 my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl redis/);
 my $redis = IM::Redis->new(t => $t);
@@ -124,5 +124,12 @@ each_transport(sub {
     }
     $s->close(1000);
 });
+
+# every session ended: nothing leaked
+{
+    my ($ok, $st) = no_sessions_left(8);
+    ok($ok, 'no session or user left in /status once every client is gone')
+        or diag(explain($st));
+}
 
 $t->done_testing();

@@ -17,7 +17,7 @@ use IM::UserCentre;
 use IM::Client;
 use IM::WS;
 use IM::Proto qw/:all/;
-use IM::Setup qw/write_conf transports each_transport/;
+use IM::Setup qw/write_conf transports each_transport no_sessions_left/;
 
 my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl redis/);
 my $redis = IM::Redis->new(t => $t);
@@ -159,5 +159,12 @@ each_transport(sub {
         . "Sec-WebSocket-Version: 13\r\n\r\n");
     ok(!$h->upgraded && ($h->status // 0) >= 400, "$name: HTTP/1.0 -> refused (" . ($h->status // 'none') . ')');
 });
+
+# every session ended: nothing leaked
+{
+    my ($ok, $st) = no_sessions_left(8);
+    ok($ok, 'no session or user left in /status once every client is gone')
+        or diag(explain($st));
+}
 
 $t->done_testing();

@@ -16,7 +16,7 @@ use IM::UserCentre;
 use IM::Client;
 use IM::WS;
 use IM::Proto qw/:all/;
-use IM::Setup qw/write_conf transports each_transport/;
+use IM::Setup qw/write_conf transports each_transport no_sessions_left/;
 
 my $seed = $ENV{IM_FUZZ_SEED} // int(rand(1 << 30));
 srand($seed);
@@ -144,4 +144,11 @@ each_transport(sub {
 
 like(http_get('/status', port => port(9095)) // '', qr/"sessions"/, 'status still answers');
 is(join(' ', $t->worker_pids), join(' ', @workers), 'same worker process at the end');
+# every session ended: nothing leaked
+{
+    my ($ok, $st) = no_sessions_left(8);
+    ok($ok, 'no session or user left in /status once every client is gone')
+        or diag(explain($st));
+}
+
 $t->done_testing();

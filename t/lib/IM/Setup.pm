@@ -32,7 +32,7 @@ use Test2::IPC;    # tests of forked children count in the parent
 use Test::Nginx qw/port/;
 
 our @EXPORT_OK = qw/write_conf transports transport make_cert ssl_opts
-    each_transport/;
+    each_transport status no_sessions_left/;
 
 # a self-signed certificate im.crt / im.key in the test dir
 sub make_cert {
@@ -150,6 +150,27 @@ sub each_transport {
         waitpid($pid, 0);
         Test::More::ok(0, "$kids{$pid}: the test process exited with status $?") if $?;
     }
+}
+
+# /status of the (single) worker as a hash ({} when unreadable)
+sub status {
+    require JSON::PP;
+    my $r = Test::Nginx::http_get('/status', port => port(9095)) // '';
+    my ($body) = $r =~ /\r\n\r\n(.*)\z/s;
+    return eval { JSON::PP::decode_json($body // '') } // {};
+}
+
+# after every client closed: true when /status shows no session and no
+# user left within $timeout seconds (a leak check); ok() it yourself
+sub no_sessions_left {
+    my ($timeout) = @_;
+    my $st;
+    my $ok = Test::Nginx::wait_until(sub {
+        $st = status();
+        return defined $st->{sessions} && $st->{sessions} == 0
+            && ($st->{users} // 0) == 0;
+    }, $timeout // 6);
+    return wantarray ? ($ok, $st) : $ok;
 }
 
 sub transport {
