@@ -861,8 +861,11 @@ ngx_http_im_goodbye_now(ngx_http_im_ctx_t *ctx)
     s = ctx->session;
     c = ctx->connection;
 
+    /* nginx marks the connection as failed when it ends it at
+     * worker_shutdown_timeout: the socket itself is fine, try */
+
     if (!s->torn_down && s->state == NGX_IM_S_LIVE && !s->backend
-        && !c->error && s->out == NULL)
+        && s->out == NULL && !c->write->error)
     {
         /* best effort, the worker is going: DISCONNECT, close 1001 */
         (void) c->send(c, goodbye, sizeof(goodbye));

@@ -67,6 +67,16 @@ static void ngx_im_router_subscribe(ngx_im_user_t *u);
 static void ngx_im_router_stored(redisReply *reply, void *data);
 static void ngx_im_router_published(redisReply *reply, void *data);
 static void ngx_im_router_presence(redisReply *reply, void *data);
+static ngx_int_t ngx_im_router_claim(ngx_im_session_t *s, char *script,
+    u_char *stale, size_t slen, ngx_im_ref_t *ref);
+
+
+/* the reject policy's claim of a presence key (see ngx_im_router_claim) */
+static char  ngx_im_router_claim_script[] =
+    "local v = redis.call('get', KEYS[1]) "
+    "if not v or v == ARGV[3] then "
+    "redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end "
+    "return v";
 
 
 static ngx_rbtree_t            ngx_im_users;
@@ -229,7 +239,7 @@ ngx_im_router_presence_ttl(void)
 void
 ngx_im_router_login(ngx_im_session_t *s)
 {
-    u_char             key[64], val[NGX_MAX_ERROR_STR], ttl[NGX_INT_T_LEN];
+    u_char             key[64];
     u_char            *p, *buf;
     size_t             len;
     const char        *argv[6];
@@ -268,22 +278,7 @@ ngx_im_router_login(ngx_im_session_t *s)
 
         ref->session = s;
 
-        argv[0] = "SET";
-        argvlen[0] = 3;
-        argv[1] = (char *) key;
-        argvlen[1] = ngx_im_router_presence_key(key, s);
-        argv[2] = (char *) val;
-        argvlen[2] = ngx_im_router_presence_value(val, s);
-        argv[3] = "NX";
-        argvlen[3] = 2;
-        argv[4] = "EX";
-        argvlen[4] = 2;
-        argv[5] = (char *) ttl;
-        argvlen[5] = ngx_sprintf(ttl, "%T", ngx_im_router_presence_ttl())
-                     - ttl;
-
-        if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_router_presence, ref,
-                             6, argv, argvlen)
+        if (ngx_im_router_claim(s, ngx_im_router_claim_script, NULL, 0, ref)
             != NGX_OK)
         {
             ngx_free(ref);
@@ -347,6 +342,83 @@ ngx_im_router_login(ngx_im_session_t *s)
 }
 
 
+/*
+ * The reject policy's presence key "im:p:<uid>:<ClientId>" holds the live
+ * session's "<worker id>:<token>".  A login claims it; when another holds
+ * it, and that holder is a worker of this node that is gone (killed, and
+ * respawned under another pid) or this worker without such a session, the
+ * claim takes it over; a holder elsewhere expires with its TTL.
+ */
+
+static ngx_int_t
+ngx_im_router_claim(ngx_im_session_t *s, char *script, u_char *stale,
+    size_t slen, ngx_im_ref_t *ref)
+{
+    u_char       key[64], val[NGX_MAX_ERROR_STR], ttl[NGX_INT_T_LEN];
+    const char  *argv[7];
+    size_t       argvlen[7];
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = script;
+    argvlen[1] = ngx_strlen(script);
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = (char *) key;
+    argvlen[3] = ngx_im_router_presence_key(key, s);
+    argv[4] = (char *) val;
+    argvlen[4] = ngx_im_router_presence_value(val, s);
+    argv[5] = (char *) ttl;
+    argvlen[5] = ngx_sprintf(ttl, "%T", ngx_im_router_presence_ttl()) - ttl;
+    argv[6] = stale ? (char *) stale : "";
+    argvlen[6] = stale ? slen : 0;
+
+    return ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_router_presence, ref,
+                            7, argv, argvlen);
+}
+
+
+static ngx_uint_t
+ngx_im_router_stale(ngx_im_session_t *s, u_char *v, size_t len)
+{
+    u_char     *p, *last;
+    size_t      plen;
+    ngx_pid_t   pid;
+
+    /* "<node>/<instance>:<pid>:<token>"; this node's part ends at the
+     * colon before the pid, as in this worker's id */
+
+    plen = ngx_im_worker_id.len;
+    while (plen && ngx_im_worker_id.data[plen - 1] != ':') {
+        plen--;
+    }
+
+    if (plen == 0 || len <= plen
+        || ngx_memcmp(v, ngx_im_worker_id.data, plen) != 0)
+    {
+        return 0;
+    }
+
+    p = v + plen;
+    last = ngx_strlchr(p, v + len, ':');
+    if (last == NULL) {
+        return 0;
+    }
+
+    pid = ngx_atoi(p, last - p);
+    if (pid == NGX_ERROR) {
+        return 0;
+    }
+
+    if (pid == ngx_pid) {
+        /* here: the table was searched already, no such session */
+        return 1;
+    }
+
+    return kill(pid, 0) == -1 && ngx_errno == NGX_ESRCH;
+}
+
+
 static void
 ngx_im_router_presence(redisReply *reply, void *data)
 {
@@ -354,20 +426,36 @@ ngx_im_router_presence(redisReply *reply, void *data)
     ngx_im_session_t  *s;
 
     s = ref->session;
-    ngx_free(ref);
 
     if (s == NULL) {
+        ngx_free(ref);
         return;
     }
 
-    s->login_ref = NULL;
-
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        s->login_ref = NULL;
+        ngx_free(ref);
         ngx_im_session_login_done(s, 2);
         return;
     }
 
-    ngx_im_session_login_done(s, reply->type == REDIS_REPLY_NIL ? 1 : 0);
+    if (reply->type == REDIS_REPLY_STRING
+        && ngx_im_router_stale(s, (u_char *) reply->str, reply->len)
+        && ngx_im_router_claim(s, ngx_im_router_claim_script,
+                               (u_char *) reply->str, reply->len, ref)
+           == NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                      "im: uid %uD client %d: presence of a gone worker "
+                      "taken over", s->uid, (int) s->client_id);
+        return;
+    }
+
+    s->login_ref = NULL;
+    ngx_free(ref);
+
+    ngx_im_session_login_done(s, reply->type == REDIS_REPLY_INTEGER
+                                 && reply->integer == 1 ? 0 : 1);
 }
 
 
