@@ -493,6 +493,19 @@ ngx_im_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 }
 
 
+void
+ngx_im_redis_flush(void)
+{
+    ngx_im_redis_conn_t  *rc;
+
+    rc = &ngx_im_redis_conns[NGX_IM_REDIS_INBOX];
+
+    if (rc->state == NGX_IM_REDIS_READY && rc->c && rc->c->write->active) {
+        redisAsyncHandleWrite(rc->ac);
+    }
+}
+
+
 static ngx_int_t
 ngx_im_redis_sub_cmd(const char *cmd, u_char *channel, size_t len)
 {

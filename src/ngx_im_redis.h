@@ -51,6 +51,10 @@ ngx_uint_t ngx_im_redis_ready(ngx_uint_t which);
 ngx_int_t ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb,
     void *data, int argc, const char **argv, const size_t *argvlen);
 
+/* write what is queued for the inbox connection now, not on the next
+ * event loop pass */
+void ngx_im_redis_flush(void);
+
 ngx_int_t ngx_im_redis_subscribe(u_char *channel, size_t len);
 ngx_int_t ngx_im_redis_unsubscribe(u_char *channel, size_t len);
 

@@ -10,11 +10,31 @@
  */
 
 #include "ngx_im_zone.h"
+#include "ngx_im_redis.h"
 
 #include <sys/un.h>
 
 
-#define NGX_IM_IPC_BUF  (256 * 1024)
+#define NGX_IM_IPC_CHUNK  (64 * 1024)
+#define NGX_IM_IPC_PEERS  64
+
+
+/* datagrams to one peer, oldest first: records [Len:32][Uid:32][Data] */
+typedef struct ngx_im_dgram_s  ngx_im_dgram_t;
+
+struct ngx_im_dgram_s {
+    ngx_im_dgram_t        *next;
+    size_t                 len;
+    size_t                 size;
+    u_char                 data[1];
+};
+
+
+typedef struct {
+    ngx_pid_t              pid;
+    ngx_im_dgram_t        *head;
+    ngx_im_dgram_t        *tail;
+} ngx_im_peer_t;
 
 
 typedef struct {
@@ -34,6 +54,7 @@ typedef struct {
 static ngx_int_t ngx_im_zone_init(ngx_shm_zone_t *shm_zone, void *data);
 static void ngx_im_ipc_read_handler(ngx_event_t *ev);
 static void ngx_im_dir_sweep(void);
+static void ngx_im_ipc_flush_handler(ngx_event_t *ev);
 
 
 static ngx_shm_zone_t    *ngx_im_shm_zone;
@@ -42,6 +63,10 @@ static ngx_slab_pool_t   *ngx_im_shpool;
 static ngx_connection_t  *ngx_im_ipc_conn;
 static void             (*ngx_im_ipc_handler)(u_char *data, size_t len);
 static u_char            *ngx_im_ipc_buf;
+static size_t             ngx_im_ipc_buf_size;
+static ngx_im_peer_t      ngx_im_peers[NGX_IM_IPC_PEERS];
+static ngx_event_t        ngx_im_ipc_flush;
+static ngx_connection_t   ngx_im_ipc_dummy;
 
 
 char *
@@ -185,10 +210,22 @@ ngx_im_zone_init_process(ngx_cycle_t *cycle,
 
     ngx_im_dir_sweep();
 
-    ngx_im_ipc_buf = ngx_alloc(NGX_IM_IPC_BUF, cycle->log);
+    /* the largest datagram: a chunk, or one record of the largest message */
+    ngx_im_ipc_buf_size = ngx_max(NGX_IM_IPC_CHUNK,
+                                  imcf->max_message + 8 * 1024);
+
+    ngx_im_ipc_buf = ngx_alloc(ngx_im_ipc_buf_size, cycle->log);
     if (ngx_im_ipc_buf == NULL) {
         return NGX_ERROR;
     }
+
+    ngx_memzero(ngx_im_peers, sizeof(ngx_im_peers));
+
+    ngx_im_ipc_dummy.fd = (ngx_socket_t) -1;
+    ngx_im_ipc_flush.data = &ngx_im_ipc_dummy;
+    ngx_im_ipc_flush.handler = ngx_im_ipc_flush_handler;
+    ngx_im_ipc_flush.log = cycle->log;
+    ngx_im_ipc_flush.cancelable = 1;
 
     fd = socket(AF_UNIX, SOCK_DGRAM|SOCK_NONBLOCK|SOCK_CLOEXEC, 0);
     if (fd == -1) {
@@ -197,9 +234,19 @@ ngx_im_zone_init_process(ngx_cycle_t *cycle,
         return NGX_ERROR;
     }
 
-    /* room for bursts between workers */
+    /* room for bursts between workers, and for large datagrams */
     size = 4 * 1024 * 1024;
-    (void) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(int));
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(int))
+        == -1)
+    {
+        (void) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(int));
+    }
+
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(int))
+        == -1)
+    {
+        (void) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(int));
+    }
 
     len = ngx_im_ipc_addr(&sun, ngx_pid);
 
@@ -238,6 +285,24 @@ void
 ngx_im_zone_exit_process(void)
 {
     ngx_rbtree_node_t  *node;
+    ngx_uint_t       i;
+    ngx_im_dgram_t  *d;
+
+    if (ngx_im_ipc_flush.timer_set) {
+        ngx_del_timer(&ngx_im_ipc_flush);
+    }
+
+    if (ngx_im_ipc_flush.posted) {
+        ngx_delete_posted_event(&ngx_im_ipc_flush);
+    }
+
+    for (i = 0; i < NGX_IM_IPC_PEERS; i++) {
+        while (ngx_im_peers[i].head) {
+            d = ngx_im_peers[i].head;
+            ngx_im_peers[i].head = d->next;
+            ngx_free(d);
+        }
+    }
 
     if (ngx_im_ipc_conn) {
         ngx_close_connection(ngx_im_ipc_conn);
@@ -490,63 +555,178 @@ ngx_im_dir_sweep(void)
 }
 
 
-/* mail */
+/*
+ * Mail.  Records for one peer are queued in order and leave as few
+ * datagrams as possible at the end of the event loop pass; a peer whose
+ * queue is full is tried again a millisecond later, and what comes for it
+ * meanwhile waits behind, so nothing overtakes.
+ */
 
 ngx_int_t
 ngx_im_ipc_send(ngx_pid_t pid, uint32_t uid, u_char *data, size_t len)
 {
-    u_char              hdr[4];
-    ssize_t             n;
-    ngx_err_t           err;
-    struct iovec        iov[2];
-    struct msghdr       msg;
-    struct sockaddr_un  sun;
+    u_char          *p;
+    size_t           need;
+    ngx_uint_t       i;
+    ngx_im_peer_t   *peer, *free;
+    ngx_im_dgram_t  *d;
 
     if (ngx_im_ipc_conn == NULL) {
         return NGX_AGAIN;
     }
 
-    (void) im_put_u32(hdr, uid);
+    need = 8 + len;
 
-    iov[0].iov_base = hdr;
-    iov[0].iov_len = 4;
-    iov[1].iov_base = data;
-    iov[1].iov_len = len;
-
-    ngx_memzero(&msg, sizeof(struct msghdr));
-    msg.msg_name = &sun;
-    msg.msg_namelen = ngx_im_ipc_addr(&sun, pid);
-    msg.msg_iov = iov;
-    msg.msg_iovlen = 2;
-
-    n = sendmsg(ngx_im_ipc_conn->fd, &msg, MSG_DONTWAIT|MSG_NOSIGNAL);
-
-    if (n != -1) {
-        return NGX_OK;
+    if (need > ngx_im_ipc_buf_size) {
+        return NGX_AGAIN;
     }
 
-    err = ngx_socket_errno;
+    peer = NULL;
+    free = NULL;
 
-    if (err == ECONNREFUSED || err == ENOENT) {
-        /* that worker is gone: forget it */
-        ngx_shmtx_lock(&ngx_im_shpool->mutex);
-        ngx_im_dir_remove_pid(uid, pid);
-        ngx_shmtx_unlock(&ngx_im_shpool->mutex);
-        return NGX_DECLINED;
+    for (i = 0; i < NGX_IM_IPC_PEERS; i++) {
+        if (ngx_im_peers[i].pid == pid) {
+            peer = &ngx_im_peers[i];
+            break;
+        }
+
+        if (free == NULL && ngx_im_peers[i].pid == 0) {
+            free = &ngx_im_peers[i];
+        }
     }
 
-    if (err != NGX_EAGAIN && err != ENOBUFS) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, err,
-                      "im zone: sendmsg() to worker %P failed", pid);
+    if (peer == NULL) {
+        if (free == NULL) {
+            /* more peers than slots: Redis carries it */
+            return NGX_AGAIN;
+        }
+
+        peer = free;
+        peer->pid = pid;
     }
 
-    return NGX_AGAIN;
+    d = peer->tail;
+
+    if (d == NULL || d->size - d->len < need) {
+        d = ngx_alloc(offsetof(ngx_im_dgram_t, data)
+                      + ngx_max(NGX_IM_IPC_CHUNK, need), ngx_cycle->log);
+        if (d == NULL) {
+            return NGX_AGAIN;
+        }
+
+        d->next = NULL;
+        d->len = 0;
+        d->size = ngx_max(NGX_IM_IPC_CHUNK, need);
+
+        if (peer->tail) {
+            peer->tail->next = d;
+
+        } else {
+            peer->head = d;
+        }
+
+        peer->tail = d;
+    }
+
+    p = d->data + d->len;
+    p = im_put_u32(p, (uint32_t) len);
+    p = im_put_u32(p, uid);
+    ngx_memcpy(p, data, len);
+    d->len += need;
+
+    if (!ngx_im_ipc_flush.posted && !ngx_im_ipc_flush.timer_set) {
+        ngx_post_event(&ngx_im_ipc_flush, &ngx_posted_events);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_im_ipc_flush_handler(ngx_event_t *ev)
+{
+    ssize_t              n;
+    ngx_err_t            err;
+    ngx_uint_t           i, again;
+    ngx_im_peer_t       *peer;
+    ngx_im_dgram_t      *d;
+    struct sockaddr_un   sun;
+    socklen_t            len;
+
+    again = 0;
+
+    /* the inbox appends of these messages reach Redis first, so that a
+     * recipient's ack (and its removal from the inbox) cannot overtake
+     * them */
+    ngx_im_redis_flush();
+
+    for (i = 0; i < NGX_IM_IPC_PEERS; i++) {
+        peer = &ngx_im_peers[i];
+
+        if (peer->pid == 0) {
+            continue;
+        }
+
+        len = ngx_im_ipc_addr(&sun, peer->pid);
+
+        while (peer->head) {
+            d = peer->head;
+
+            n = sendto(ngx_im_ipc_conn->fd, d->data, d->len,
+                       MSG_DONTWAIT|MSG_NOSIGNAL, (struct sockaddr *) &sun,
+                       len);
+
+            if (n == -1) {
+                err = ngx_socket_errno;
+
+                if (err == NGX_EAGAIN || err == ENOBUFS) {
+                    again = 1;
+                    break;
+                }
+
+                if (err == ECONNREFUSED || err == ENOENT) {
+                    /* that worker is gone: its sessions with it */
+                    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                                  "im zone: worker %P is gone", peer->pid);
+                    ngx_im_dir_sweep();
+
+                } else {
+                    ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, err,
+                                  "im zone: sendto() to worker %P failed",
+                                  peer->pid);
+                }
+
+                /* drop what was for it */
+                while (peer->head) {
+                    d = peer->head;
+                    peer->head = d->next;
+                    ngx_free(d);
+                }
+
+                break;
+            }
+
+            peer->head = d->next;
+            ngx_free(d);
+        }
+
+        if (peer->head == NULL) {
+            peer->tail = NULL;
+            peer->pid = 0;
+        }
+    }
+
+    if (again) {
+        ngx_add_timer(ev, 1);
+    }
 }
 
 
 static void
 ngx_im_ipc_read_handler(ngx_event_t *ev)
 {
+    u_char            *p, *last;
+    size_t             len;
     ssize_t            n;
     ngx_uint_t         i;
     ngx_connection_t  *c = ev->data;
@@ -556,7 +736,7 @@ ngx_im_ipc_read_handler(ngx_event_t *ev)
     }
 
     for (i = 0; i < 1024; i++) {
-        n = recv(c->fd, ngx_im_ipc_buf, NGX_IM_IPC_BUF, MSG_DONTWAIT);
+        n = recv(c->fd, ngx_im_ipc_buf, ngx_im_ipc_buf_size, MSG_DONTWAIT);
 
         if (n == -1) {
             if (ngx_socket_errno != NGX_EAGAIN) {
@@ -569,8 +749,19 @@ ngx_im_ipc_read_handler(ngx_event_t *ev)
             return;
         }
 
-        if (n > 4) {
-            ngx_im_ipc_handler(ngx_im_ipc_buf, n);
+        p = ngx_im_ipc_buf;
+        last = p + n;
+
+        while (last - p >= 8) {
+            len = im_get_u32(p);
+
+            if ((size_t) (last - p - 8) < len) {
+                break;
+            }
+
+            /* the handler gets [Uid:32][Data] */
+            ngx_im_ipc_handler(p + 4, 4 + len);
+            p += 8 + len;
         }
     }
 

@@ -204,8 +204,6 @@ sub reload {
     is_deeply([sort @bgot], [sort @burst],
         'reload: every message of the burst is delivered');
     {
-        local $TODO = 'server bug: cross-worker bursts are reordered when a '
-            . 'datagram falls back to Redis (net.unix.max_dgram_qlen)';
         is_deeply(\@bgot, \@burst, 'reload: the burst is delivered in order')
             or diag('order of arrival: ' . join ' ', map {
                 my $x = $_; (grep { $burst[$_] eq $x } 0 .. $#burst)[0] } @bgot);
@@ -324,8 +322,6 @@ sub reload {
         ok($closed, "shutdown timeout: the server closes ${name}'s connection");
         my @got = grep { $_->{cmd} != PUBLISH } $c->drain(0);
         my @cmds = map { $_->{cmd} } @got;
-        local $TODO = 'server bug: on worker_shutdown_timeout the connection '
-            . 'is closed without DISCONNECT and close frame';
         ok(grep({ $_ == DISCONNECT } @cmds), "shutdown timeout: $name got DISCONNECT <<9>>")
             or diag("got commands (@cmds), close frame: "
                 . ($c->ws->close_received ? 'yes' : 'none'));
@@ -408,8 +404,6 @@ sub reload {
     # worker_shutdown_timeout (3 s): DISCONNECT, close 1001
     ok($b->wait_closed(6), 'upgrade: the old session is closed by the server');
     {
-        local $TODO = 'server bug: on worker_shutdown_timeout the connection '
-            . 'is closed without DISCONNECT and close frame';
         ok(grep({ $_->{cmd} == DISCONNECT } $b->drain(0)), 'upgrade: with DISCONNECT');
         is($b->close_code, 1001, 'upgrade: and close 1001');
     }

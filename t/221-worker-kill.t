@@ -321,8 +321,6 @@ $t->stop();
         select(undef, undef, undef, 0.5);
     }
     {
-        local $TODO = 'server bug: under the reject policy, users of a killed '
-            . 'worker are refused (code 1) until their presence key expires';
         is($code, 0, 'reject: the victim logs in again within 5 s')
             or diag("last code " . ($code // 'none') . " after $tries tries; "
                 . "im:p:$victim:0 = " . ($redis->cmd(GET => "im:p:$victim:0") // 'nil')
