@@ -320,7 +320,7 @@ sub reload {
         my ($name, $c) = @$x;
         my $closed = $c->wait_closed(5);
         ok($closed, "shutdown timeout: the server closes ${name}'s connection");
-        my @got = grep { $_->{cmd} != PUBLISH } $c->drain(0);
+        my @got = grep { $_->{cmd} != PUBLISH } $c->drain(0.2);
         my @cmds = map { $_->{cmd} } @got;
         ok(grep({ $_ == DISCONNECT } @cmds), "shutdown timeout: $name got DISCONNECT <<9>>")
             or diag("got commands (@cmds), close frame: "
@@ -404,7 +404,7 @@ sub reload {
     # worker_shutdown_timeout (3 s): DISCONNECT, close 1001
     ok($b->wait_closed(6), 'upgrade: the old session is closed by the server');
     {
-        ok(grep({ $_->{cmd} == DISCONNECT } $b->drain(0)), 'upgrade: with DISCONNECT');
+        ok(grep({ $_->{cmd} == DISCONNECT } $b->drain(0.2)), 'upgrade: with DISCONNECT');
         is($b->close_code, 1001, 'upgrade: and close 1001');
     }
     ok(wait_until(sub { !alive($oldm) && !grep { alive($_) } @oldw }, 5),
