@@ -22,6 +22,8 @@ use IM::Setup qw/write_conf transports each_transport/;
 my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl redis/);
 my $redis = IM::Redis->new(t => $t);
 my $uc = IM::UserCentre->new(t => $t, users => <<'U');
+slow1001 * delay:1.6:1001
+slow2001 * delay:1.6:2001
 * * uid-from-name
 U
 write_conf($t, redis => $redis, uc => $uc,
@@ -130,6 +132,15 @@ each_transport(sub {
         is($c->login('v' . ++$n, 'pw'), 0, "$name: CONNECT after 0.6s accepted");
         ok($c->nothing_for(1.2), "$name: ... and the session is not closed by the connect timer");
         ok(!$c->is_closed, "$name: ... still open");
+    }
+
+    # -- the connect timer stops at CONNECT: a user centre slower than
+    # im_connect_timeout (1.6s > 1s) still gets its answer through
+    {
+        my $c = IM::Client->new(%o, auto_pong => 1);
+        is($c->login('slow' . (1001 + 1000 * $i), 'pw', timeout => 4), 0,
+            "$name: login answered after 1.6s (> im_connect_timeout) is accepted");
+        ok(!$c->is_closed && $c->nothing_for(1.2), "$name: ... and the session stays");
     }
 
     # -- pipelined: the client does not wait for CONNECT_ACK
