@@ -135,6 +135,43 @@ each_transport(sub {
             "$name: every acked message left the store");
         $r2->close(1000);
     }
+    # -- acks are per recipient: another uid acking my MsgId changes nothing,
+    # and one MsgId sent to two uids is two deliveries
+    {
+        my ($au, $eu) = ($base + 5, $base + 6);
+        my $a = IM::Client->new(%o, auto_pong => 1);
+        my $e = IM::Client->new(%o, auto_pong => 1);
+        is($a->login("a$au", 'pw'), 0, "$name: A logs in");
+        is($e->login("e$eu", 'pw'), 0, "$name: E logs in");
+        my $id = $s->publish($au, 'for A only');
+        ok($a->expect(cmd => PUBLISH, msgid => $id), "$name: A gets it (no ack yet)");
+        $e->send(pub_ack($id));    # E acks A's MsgId
+        my $again = $a->expect(cmd => PUBLISH, msgid => $id, timeout => 2);
+        ok($again, "$name: E's ack of A's MsgId does not stop A's re-push");
+        $a->close(1000);
+        $a->wait_closed(2);
+        $a = IM::Client->new(%o, auto_pong => 1);
+        is($a->login("a$au", 'pw'), 0, "$name: A logs in again");
+        ok($a->expect(cmd => PUBLISH, msgid => $id), "$name: ... and still gets it: E's ack did not remove it");
+        $a->ack($id);
+
+        my $shared = msgid();
+        $s->publish($au, 'same id to A', msgid => $shared);
+        $s->publish($eu, 'same id to E', msgid => $shared);
+        my $ma = $a->expect(cmd => PUBLISH, msgid => $shared);
+        my $me = $e->expect(cmd => PUBLISH, msgid => $shared);
+        is($ma && $ma->{text}, 'same id to A', "$name: one MsgId to two uids: A gets its own");
+        is($me && $me->{text}, 'same id to E', "$name: ... and E gets its own");
+        $a->ack($shared);    # A acks; E does not
+        $e->close(1000);
+        $e->wait_closed(2);
+        $e = IM::Client->new(%o, auto_pong => 1);
+        is($e->login("e$eu", 'pw'), 0, "$name: E logs in again");
+        my $m = $e->expect(cmd => PUBLISH, msgid => $shared);
+        is($m && $m->{text}, 'same id to E', "$name: A's ack did not remove E's copy");
+        $e->ack($shared) if $m;
+        $_->close(1000) for $a, $e;
+    }
     $s->close(1000);
 });
 
