@@ -121,6 +121,43 @@ each_transport(sub {
     is(join(' ', map { $_->{msgid} } @acks), join(' ', @burst),
         "$name: the sender gets the 50 PUB_ACKs, in order");
     $c->close(1000);
+
+    # -- logging in while messages pour in: stored ones first, then live
+    # ones, in the order accepted, none lost, none twice
+    {
+        my $w = $base + 7;
+        my ($rc, @ids, %acked);
+        my $acks = sub {
+            $acked{$_->{msgid}} = 1 for grep { $_->{cmd} == PUB_ACK } $s->drain($_[0]);
+        };
+        for my $k (1 .. 300) {
+            push @ids, $s->publish($w, "n$k");
+            if ($k == 100) {
+                $rc = IM::Client->new(%o, auto_pong => 1);
+                $rc->send(connect_msg("u$w", 'pw'));
+            }
+            $acks->(0.001) unless $k % 50;
+        }
+        # read the recipient at once (an ack later than 2s would bring re-pushes)
+        my $m = $rc->expect(cmd => CONNECT_ACK);
+        is($m && $m->{code}, 0, "$name: recipient logged in during the burst");
+        my (@seq, %seen);
+        my $deadline = time + 10;
+        while (keys(%seen) < 300 and my $p = $rc->next(timeout => $deadline - time)) {
+            next unless $p->{cmd} == PUBLISH;
+            $rc->ack($p->{msgid});
+            push @seq, ($p->{text} // '?') =~ /^n(\d+)$/ ? $1 : -1;
+            $seen{$p->{msgid}}++;
+        }
+        push @seq, map { $_->{text} =~ /^n(\d+)$/ ? $1 : -1 } grep { $_->{cmd} == PUBLISH } $rc->drain(0.5);
+        $acks->(1);
+        is(scalar(keys %acked), 300, "$name: all 300 acked to the sender");
+        is(scalar(grep { !$seen{$_} } keys %acked), 0, "$name: every acked message delivered");
+        my @bad = grep { $seq[$_] <= $seq[$_ - 1] } 1 .. $#seq;
+        is(scalar @bad, 0, "$name: in the order accepted, no duplicates")
+            or diag("sequence: @seq\nout of order at: " . join(' ', map { "$seq[$_ - 1]->$seq[$_]" } @bad[0 .. ($#bad < 9 ? $#bad : 9)]));
+        $rc->close(1000);
+    }
     $s->close(1000);
 });
 
