@@ -138,6 +138,17 @@ each_transport(sub {
     $e->ws->send_frame(opcode => OP_CLOSE, payload => '');
     ok($e->ws->wait_closed(3) && $e->ws->close_received, "$name: empty close frame echoed, connection closed");
 
+    # a client that never answers the server's close frame: the server
+    # closes TCP itself (after about im_close_grace, 2s)
+    my $q = IM::Client->new(%o, auto_pong => 1);
+    is($q->login('v' . $n++, 'pw'), 0, "$name: a session that will not answer the close");
+    $q->ws->{no_close_reply} = 1;    # IM::WS: don't echo the close
+    my $t1 = time;
+    $q->ws->send_text('provoke 1003');
+    ok($q->ws->wait_closed(5), "$name: the server closes TCP without the client's close reply");
+    ok(time - $t1 < 4.5, sprintf("$name: ... in bounded time (%.1fs)", time - $t1));
+    is($q->close_code, 1003, "$name: ... after sending close 1003");
+
     $r->close(1000);
 
     # -- handshake errors
