@@ -27,6 +27,7 @@ typedef struct {
     ngx_msec_t             deadline;
     ngx_uint_t             repushes;
     unsigned               stored:1;
+    unsigned               live:1;          /* counted in waiting_bytes */
 } ngx_im_inflight_t;
 
 
@@ -60,6 +61,7 @@ static void ngx_im_session_simple(ngx_im_session_t *s, u_char cmd);
 static void ngx_im_session_release(ngx_im_session_t *s, ngx_queue_t *q);
 static void ngx_im_session_loaded(redisReply *reply, void *data);
 static void ngx_im_session_load_retry(ngx_im_session_t *s);
+static void ngx_im_session_feed(ngx_im_session_t *s);
 static void ngx_im_session_members(void *data, ngx_int_t rc,
     uint32_t *uids, ngx_uint_t n);
 static void ngx_im_pub_fail(ngx_im_pub_t *pub, ngx_uint_t refused);
@@ -985,6 +987,7 @@ ngx_im_session_send_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
     f->msg = ngx_im_msg_ref(msg);
     f->repushes = 0;
     f->stored = stored;
+    f->live = 0;
     f->deadline = ngx_current_msec + imcf->repush_interval;
 
     ngx_queue_insert_tail(&s->inflight, &f->queue);
@@ -1016,7 +1019,11 @@ ngx_im_session_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
         return NGX_DECLINED;
     }
 
-    if (s->loading) {
+    if (s->loading || !ngx_queue_empty(&s->waiting)
+        || s->out_size >= ngx_im_get_conf()->send_buffer / 2)
+    {
+        /* behind the inbox, or behind what the client has yet to read:
+         * pushed as the output drains (ngx_im_session_feed) */
         if (ngx_im_session_find(&s->waiting, msg->msgid)) {
             return NGX_OK;
         }
@@ -1029,7 +1036,20 @@ ngx_im_session_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
         f->msg = ngx_im_msg_ref(msg);
         f->stored = stored;
         f->repushes = 0;
+        f->live = 1;
         ngx_queue_insert_tail(&s->waiting, &f->queue);
+
+        s->waiting_bytes += msg->push_len;
+
+        if (s->waiting_bytes > ngx_im_get_conf()->send_buffer) {
+            /* the client does not read: what waits is not kept for it
+             * without bound (it goes back to the store) */
+            ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
+                          "im: uid %uD does not read, %uz bytes waiting: "
+                          "closing", s->uid, s->waiting_bytes);
+            ngx_im_stats.slow_closed++;
+            ngx_im_session_close(s, NGX_IM_CLOSE_SLOW);
+        }
 
         return NGX_OK;
     }
@@ -1200,15 +1220,35 @@ ngx_im_session_load_retry(ngx_im_session_t *s)
     /* Redis is away: the router calls sync again when it is back, and
      * meanwhile live messages are not held back */
 
+    s->loading = 0;
+    ngx_im_session_feed(s);
+}
+
+
+/*
+ * Pushes waiting for their turn leave while the client keeps reading: a
+ * backlog larger than im_send_buffer is a reason to wait, not to close.
+ */
+
+static void
+ngx_im_session_feed(ngx_im_session_t *s)
+{
+    size_t              limit;
     ngx_queue_t        *q;
     ngx_im_inflight_t  *f;
 
-    s->loading = 0;
+    limit = ngx_im_get_conf()->send_buffer / 2;
 
-    while (!ngx_queue_empty(&s->waiting) && !s->closing) {
+    while (!ngx_queue_empty(&s->waiting) && !s->closing && !s->loading
+           && s->state == NGX_IM_S_LIVE && s->out_size < limit)
+    {
         q = ngx_queue_head(&s->waiting);
         f = ngx_queue_data(q, ngx_im_inflight_t, queue);
         ngx_queue_remove(q);
+
+        if (f->live) {
+            s->waiting_bytes -= f->msg->push_len;
+        }
 
         (void) ngx_im_session_send_push(s, f->msg, f->stored);
 
@@ -1224,9 +1264,11 @@ ngx_im_session_loaded(redisReply *reply, void *data)
     ngx_im_ref_t  *ref = data;
 
     size_t              i;
+    ngx_queue_t         inbox;
     ngx_im_msg_t       *msg;
     redisReply         *e;
     ngx_im_session_t   *s;
+    ngx_im_inflight_t  *f;
 
     s = ref->session;
     ngx_free(ref);
@@ -1246,6 +1288,8 @@ ngx_im_session_loaded(redisReply *reply, void *data)
         ngx_im_session_load_retry(s);
         return;
     }
+
+    ngx_queue_init(&inbox);
 
     for (i = 0; i < reply->elements && !s->closing; i++) {
         e = reply->element[i];
@@ -1281,8 +1325,35 @@ ngx_im_session_loaded(redisReply *reply, void *data)
             continue;
         }
 
-        (void) ngx_im_session_send_push(s, msg, 1);
-        ngx_im_msg_unref(msg);
+        if (ngx_im_session_find(&s->inflight, msg->msgid)
+            || ngx_im_session_find(&inbox, msg->msgid))
+        {
+            ngx_im_msg_unref(msg);
+            continue;
+        }
+
+        f = ngx_alloc(sizeof(ngx_im_inflight_t), s->connection->log);
+        if (f == NULL) {
+            ngx_im_msg_unref(msg);
+            break;
+        }
+
+        f->msg = msg;
+        f->stored = 1;
+        f->repushes = 0;
+        f->live = 0;
+        ngx_queue_insert_tail(&inbox, &f->queue);
+    }
+
+    /* the inbox first, then what came live while it was read */
+
+    if (!ngx_queue_empty(&inbox)) {
+        if (!ngx_queue_empty(&s->waiting)) {
+            ngx_queue_add(&inbox, &s->waiting);
+        }
+
+        ngx_queue_init(&s->waiting);
+        ngx_queue_add(&s->waiting, &inbox);
     }
 
     ngx_im_session_load_retry(s);
@@ -1555,6 +1626,11 @@ ngx_im_session_write(ngx_im_session_t *s)
                 s->out_size += cl->buf->last - cl->buf->pos;
             }
         }
+    }
+
+    if (!ngx_queue_empty(&s->waiting)) {
+        /* room again: the next pushes, out at the next pass */
+        ngx_im_session_feed(s);
     }
 
     if (s->out || c->buffered) {

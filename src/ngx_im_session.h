@@ -77,7 +77,8 @@ struct ngx_im_session_s {
     void                  *urec;           /* the router's record */
 
     ngx_queue_t            inflight;        /* pushed, unacked, by deadline */
-    ngx_queue_t            waiting;         /* for after the inbox load */
+    ngx_queue_t            waiting;         /* to push when there is room */
+    size_t                 waiting_bytes;   /* of live messages in it */
     ngx_queue_t            pubs;            /* own messages, acks in order */
     ngx_chain_t           *deferred;        /* input during auth */
 
