@@ -12,6 +12,8 @@ package IM::Setup;
 #       my ($name, %o) = @$tr;                 # ('ws', port => .., path => '/ws')
 #       my $c = IM::Client->new(%o, auto_pong => 1);
 #   }
+#   each_transport(sub { my ($name, $i, %o) = @_; ... });   # ws and wss at once
+#   ok(scalar no_sessions_left(), 'no leak');                # /status check
 #
 # Options of write_conf:
 #   redis, uc    IM::Redis / IM::UserCentre objects (required)
