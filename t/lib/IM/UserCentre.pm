@@ -34,7 +34,7 @@ sub new {
         '--users', $t->testdir . "/$self->{users}", '--log', $self->{log},
         ($o{workers} ? ('--workers', $o{workers}) : ()));
     $self->{pid} = $t->daemon_pid;
-    $t->waitforsocket($self->addr)
+    $t->waitforsocket($self->addr, 20)
         or die "im-usercentre did not start on " . $self->addr . ":\n"
         . $t->daemon_log($self->{pid});
     return $self;

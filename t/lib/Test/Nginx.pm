@@ -534,7 +534,7 @@ sub _wait_listen {
     my %seen;
     my @ports = grep { !$seen{$_}++ } map { @$_ } values %{$self->{_listen}};
     for my $num (@ports) {
-        $self->waitforsocket('127.0.0.1:' . port($num)) or return 0;
+        $self->waitforsocket('127.0.0.1:' . port($num), 20) or return 0;
     }
     return 1;
 }
