@@ -91,6 +91,26 @@ ngx_im_get_conf(void)
 }
 
 
+/* the node of key in an rbtree keyed by uid or gid, or NULL */
+static ngx_inline ngx_rbtree_node_t *
+ngx_im_rbtree_lookup(ngx_rbtree_t *tree, ngx_rbtree_key_t key)
+{
+    ngx_rbtree_node_t  *node;
+
+    node = tree->root;
+
+    while (node != tree->sentinel) {
+        if (key == node->key) {
+            return node;
+        }
+
+        node = (key < node->key) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
 /* called by the http and stream modules' directive handlers */
 ngx_im_conf_t *ngx_im_conf_enable(ngx_conf_t *cf);
 

@@ -128,26 +128,7 @@ ngx_im_router_users(void)
 static ngx_im_user_t *
 ngx_im_router_find(uint32_t uid)
 {
-    ngx_rbtree_node_t  *node, *sentinel;
-
-    node = ngx_im_users.root;
-    sentinel = ngx_im_users.sentinel;
-
-    while (node != sentinel) {
-        if (uid < node->key) {
-            node = node->left;
-            continue;
-        }
-
-        if (uid > node->key) {
-            node = node->right;
-            continue;
-        }
-
-        return (ngx_im_user_t *) node;
-    }
-
-    return NULL;
+    return (ngx_im_user_t *) ngx_im_rbtree_lookup(&ngx_im_users, uid);
 }
 
 

@@ -1819,22 +1819,7 @@ ngx_im_session_teardown(ngx_im_session_t *s)
 static void
 ngx_im_session_finalize(ngx_im_session_t *s)
 {
-    if (!s->torn_down) {
-        ngx_im_session_teardown(s);
-    }
-
-    if (s->timer.timer_set) {
-        ngx_del_timer(&s->timer);
-    }
-
-    if (s->close_ev.posted) {
-        ngx_delete_posted_event(&s->close_ev);
-    }
-
-    ngx_im_session_free_out(s);
-
-    ngx_im_stats.sessions--;
-
+    ngx_im_session_abort(s);
     s->transport->finalize(s);
 }
 

@@ -53,7 +53,9 @@ typedef struct {
 
 static ngx_int_t ngx_im_zone_init(ngx_shm_zone_t *shm_zone, void *data);
 static void ngx_im_ipc_read_handler(ngx_event_t *ev);
-static void ngx_im_dir_sweep(void);
+static void ngx_im_dir_prune(ngx_uint_t (*gone)(ngx_pid_t pid));
+static ngx_uint_t ngx_im_dir_dead(ngx_pid_t pid);
+static ngx_uint_t ngx_im_dir_self(ngx_pid_t pid);
 static void ngx_im_ipc_flush_handler(ngx_event_t *ev);
 
 
@@ -208,7 +210,7 @@ ngx_im_zone_init_process(ngx_cycle_t *cycle,
     ngx_im_shpool = (ngx_slab_pool_t *) imcf->zone->shm.addr;
     ngx_im_ipc_handler = handler;
 
-    ngx_im_dir_sweep();
+    ngx_im_dir_prune(ngx_im_dir_dead);
 
     /* the largest datagram: a chunk, or one record of the largest message */
     ngx_im_ipc_buf_size = ngx_max(NGX_IM_IPC_CHUNK,
@@ -284,7 +286,6 @@ ngx_im_zone_init_process(ngx_cycle_t *cycle,
 void
 ngx_im_zone_exit_process(void)
 {
-    ngx_rbtree_node_t  *node;
     ngx_uint_t       i;
     ngx_im_dgram_t  *d;
 
@@ -314,39 +315,7 @@ ngx_im_zone_exit_process(void)
     }
 
     /* whatever this worker still holds is not held any more */
-
-    ngx_shmtx_lock(&ngx_im_shpool->mutex);
-
-    if (ngx_im_sh->rbtree.root != ngx_im_sh->rbtree.sentinel) {
-        node = ngx_rbtree_min(ngx_im_sh->rbtree.root,
-                              ngx_im_sh->rbtree.sentinel);
-
-        while (node) {
-            ngx_rbtree_node_t  *next;
-            ngx_im_dirent_t    *e = (ngx_im_dirent_t *) node;
-            ngx_uint_t          i, used;
-
-            next = ngx_rbtree_next(&ngx_im_sh->rbtree, node);
-
-            used = 0;
-            for (i = 0; i < NGX_IM_DIR_PIDS; i++) {
-                if (e->pids[i] == ngx_pid) {
-                    e->pids[i] = 0;
-                }
-                used += (e->pids[i] != 0);
-            }
-
-            if (used == 0) {
-                ngx_rbtree_delete(&ngx_im_sh->rbtree, node);
-                ngx_slab_free_locked(ngx_im_shpool, node);
-                ngx_im_sh->users--;
-            }
-
-            node = next;
-        }
-    }
-
-    ngx_shmtx_unlock(&ngx_im_shpool->mutex);
+    ngx_im_dir_prune(ngx_im_dir_self);
 
     ngx_im_sh = NULL;
 }
@@ -355,26 +324,7 @@ ngx_im_zone_exit_process(void)
 static ngx_im_dirent_t *
 ngx_im_dir_find(uint32_t uid)
 {
-    ngx_rbtree_node_t  *node, *sentinel;
-
-    node = ngx_im_sh->rbtree.root;
-    sentinel = ngx_im_sh->rbtree.sentinel;
-
-    while (node != sentinel) {
-        if (uid < node->key) {
-            node = node->left;
-            continue;
-        }
-
-        if (uid > node->key) {
-            node = node->right;
-            continue;
-        }
-
-        return (ngx_im_dirent_t *) node;
-    }
-
-    return NULL;
+    return (ngx_im_dirent_t *) ngx_im_rbtree_lookup(&ngx_im_sh->rbtree, uid);
 }
 
 
@@ -509,10 +459,10 @@ ngx_im_dir_users(void)
 }
 
 
-/* drop the pids of workers that are gone (killed, crashed) */
+/* drop from every entry the pids that gone() names */
 
 static void
-ngx_im_dir_sweep(void)
+ngx_im_dir_prune(ngx_uint_t (*gone)(ngx_pid_t pid))
 {
     ngx_uint_t          i, used;
     ngx_im_dirent_t    *e;
@@ -520,12 +470,8 @@ ngx_im_dir_sweep(void)
 
     ngx_shmtx_lock(&ngx_im_shpool->mutex);
 
-    if (ngx_im_sh->rbtree.root == ngx_im_sh->rbtree.sentinel) {
-        ngx_shmtx_unlock(&ngx_im_shpool->mutex);
-        return;
-    }
-
-    node = ngx_rbtree_min(ngx_im_sh->rbtree.root, ngx_im_sh->rbtree.sentinel);
+    node = (ngx_im_sh->rbtree.root == ngx_im_sh->rbtree.sentinel) ? NULL
+           : ngx_rbtree_min(ngx_im_sh->rbtree.root, ngx_im_sh->rbtree.sentinel);
 
     while (node) {
         next = ngx_rbtree_next(&ngx_im_sh->rbtree, node);
@@ -534,9 +480,7 @@ ngx_im_dir_sweep(void)
         used = 0;
 
         for (i = 0; i < NGX_IM_DIR_PIDS; i++) {
-            if (e->pids[i] && kill(e->pids[i], 0) == -1
-                && ngx_errno == NGX_ESRCH)
-            {
+            if (e->pids[i] && gone(e->pids[i])) {
                 e->pids[i] = 0;
             }
             used += (e->pids[i] != 0);
@@ -552,6 +496,21 @@ ngx_im_dir_sweep(void)
     }
 
     ngx_shmtx_unlock(&ngx_im_shpool->mutex);
+}
+
+
+static ngx_uint_t
+ngx_im_dir_dead(ngx_pid_t pid)
+{
+    /* killed or crashed workers */
+    return kill(pid, 0) == -1 && ngx_errno == NGX_ESRCH;
+}
+
+
+static ngx_uint_t
+ngx_im_dir_self(ngx_pid_t pid)
+{
+    return pid == ngx_pid;
 }
 
 
@@ -688,7 +647,7 @@ ngx_im_ipc_flush_handler(ngx_event_t *ev)
                     /* that worker is gone: its sessions with it */
                     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                                   "im zone: worker %P is gone", peer->pid);
-                    ngx_im_dir_sweep();
+                    ngx_im_dir_prune(ngx_im_dir_dead);
 
                 } else {
                     ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, err,
