@@ -58,7 +58,8 @@ enum { S_IDLE, S_PAIRS, S_RATE, S_FANOUT };
 static struct {
     int      mode, scen;
     char     host[64];
-    int      port, tcp_port;
+    int      port, tcp_port, recv_port;
+    long     tcp_conns;
     char     path[128];
     int      procs;
     long     sessions, pairs, members;
@@ -159,7 +160,7 @@ static uint64_t *fo_sent;         /* fanout: intended send time of seq */
 
 enum { ST_IDLE, ST_CONNECTING, ST_HANDSHAKE, ST_LOGIN, ST_SUBSCRIBE, ST_LIVE,
        ST_CLOSED, ST_FAILED };
-enum { R_IDLE, R_SENDER, R_RECEIVER, R_MEMBER, R_FSENDER };
+enum { R_IDLE, R_SENDER, R_RECEIVER, R_MEMBER, R_FSENDER, R_TCPMUX };
 
 typedef struct conn conn_t;
 
@@ -176,6 +177,7 @@ struct conn {
     uint32_t   uid;
     uint32_t   peer_uid;     /* sender: the receiver's uid */
     conn_t    *peer;         /* sender <-> receiver in the same process */
+    conn_t    *via;          /* --tcp-conns: the shared TCP connection of a sender */
     uint32_t   sid;          /* sender id carried in the msgid */
     uint16_t   mqtt_pid;
 
@@ -311,7 +313,9 @@ static void flush_all(void)
 /* ------------------------------------------------------------------ */
 /* connection set-up */
 
-static struct sockaddr_in dst_ws, dst_tcp;
+static struct sockaddr_in dst_ws, dst_tcp, dst_recv;
+static long npairs_local;          /* pairs/rate: pairs of this worker */
+static long mux_first;             /* --tcp-conns: index of the first shared connection */
 static long src_rr;
 static long in_progress;          /* connects/logins in flight */
 static long *pending;             /* ring of conn indices waiting to connect */
@@ -345,7 +349,8 @@ static void conn_close_fd(conn_t *c, int rst)
 
 static void conn_start(conn_t *c)
 {
-    struct sockaddr_in *dst = (c->kind == M_TCP) ? &dst_tcp : &dst_ws;
+    struct sockaddr_in *dst = (c->kind == M_TCP) ? &dst_tcp
+        : (c->role == R_RECEIVER || c->role == R_MEMBER) ? &dst_recv : &dst_ws;
     int fd, one = 1;
 
     fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -392,7 +397,7 @@ static void became_live(conn_t *c)
     in_progress--;
     n_live++;
     n_done_login++;
-    R->ok++;
+    if (c->role != R_TCPMUX) R->ok++;     /* shared TCP connections are not sessions */
     if (c->role == R_MEMBER) {
         __sync_fetch_and_add(&shm->live_members, 1);
     }
@@ -560,7 +565,7 @@ static void send_one(conn_t *c, uint64_t intended)
         make_msgid(msgid, c->sid, seq);
         if (c->role == R_FSENDER) n = imc_group(m, o.gid, msgid, pl, o.payload);
         else n = imc_publish(m, c->peer_uid, msgid, pl, o.payload);
-        send_msg(c, m, n);
+        send_msg(c->via ? c->via : c, m, n);
     }
 
     if (c->role == R_FSENDER && seq < (uint64_t) o.max_msgs) fo_sent[seq] = intended;
@@ -709,6 +714,21 @@ static void on_im(conn_t *c, const uint8_t *p, size_t n)
     case IM_CMD_PUB_ACK:
     case IM_CMD_GROUP_PUB_ACK:
     case IM_CMD_GROUP_PART_PUB_ACK:
+        if (c->role == R_TCPMUX) {
+            /* shared TCP connection: the MsgId names the sender (pair) */
+            uint64_t sid;
+            if (m.msgid == NULL || get_hex(m.msgid + 8, 8, &sid)) {
+                R->errors++;
+                return;
+            }
+            long k = (long) sid - (long) conns[0].sid;
+            if (k < 0 || k >= npairs_local) {
+                R->errors++;
+                return;
+            }
+            on_sender_ack(&conns[2 * k]);
+            return;
+        }
         on_sender_ack(c);
         return;
 
@@ -1011,7 +1031,17 @@ static void worker(int w)
     case S_PAIRS:
     case S_RATE:
         slice(o.pairs, w, &from, &to);
+        npairs_local = to - from;
         nconns = 2 * (to - from);
+        mux_first = -1;
+        if (o.mode == M_TCP && o.tcp_conns > 0) {
+            /* senders share --tcp-conns connections (split over the workers) */
+            long mf, mt;
+            slice(o.tcp_conns, w, &mf, &mt);
+            if (mt - mf < 1) mt = mf + 1;
+            mux_first = nconns;
+            nconns += mt - mf;
+        }
         conns = calloc(nconns ? nconns : 1, sizeof(conn_t));
         for (i = 0; i < to - from; i++) {
             long pair = from + i;
@@ -1022,6 +1052,16 @@ static void worker(int w)
             r->peer = s;
             s->peer_uid = r->uid;
             s->sid = pair;
+        }
+        if (mux_first >= 0) {
+            long nm = nconns - mux_first;
+            for (i = mux_first; i < nconns; i++) {
+                setup_conn(&conns[i], M_TCP, R_TCPMUX, 0);
+            }
+            for (i = 0; i < npairs_local; i++) {
+                conn_t *s = &conns[2 * i];
+                s->via = &conns[mux_first + i % nm];
+            }
         }
         break;
     case S_FANOUT:
@@ -1045,7 +1085,15 @@ static void worker(int w)
     dirty = calloc(nconns + 1, sizeof(conn_t *));
     pend_cap = nconns * 4 + 16;
     pending = calloc(pend_cap, sizeof(long));
-    for (i = 0; i < nconns; i++) pend_push(i);
+    for (i = 0; i < nconns; i++) {
+        if (conns[i].via) {         /* virtual sender on a shared TCP connection */
+            conns[i].state = ST_LIVE;
+            n_done_login++;
+            R->ok++;                /* counted as up (its connection is checked below) */
+            continue;
+        }
+        pend_push(i);
+    }
 
     for (;;) {
         uint64_t now = now_ns();
@@ -1112,7 +1160,7 @@ static void worker(int w)
                  * round robin over its senders */
                 static uint64_t j;
                 static long next_s;
-                long ns = nconns / 2;
+                long ns = npairs_local;
                 double rate_w = o.rate * (double) ns / (double) o.pairs;
                 if (ns > 0 && rate_w > 0) {
                     for (;;) {
@@ -1313,6 +1361,10 @@ static void usage(void)
 "  -p, --port N               WebSocket or MQTT port                  [9095]\n"
 "      --tcp-port N           backend TCP API port (mode tcp)         [19095]\n"
 "      --path P               WebSocket path                          [/ws]\n"
+"      --recv-port N          receivers/members connect to this WebSocket port\n"
+"                             (another node); senders stay on -p     [= -p]\n"
+"      --tcp-conns N          mode tcp, pairs/rate: the senders share N backend\n"
+"                             connections, requests pipelined; 0: one each [0]\n"
 "  -P, --procs N              worker processes                        [1]\n"
 "  -n, --sessions N           idle: sessions                          [1000]\n"
 "  -k, --pairs K              pairs/rate: sender->receiver pairs      [1000]\n"
@@ -1356,7 +1408,8 @@ int main(int argc, char **argv)
         { "user-base", 1, 0, 'u' }, { "uid-base", 1, 0, 6 }, { "max-msgs", 1, 0, 7 },
         { "cpu-pids", 1, 0, 8 }, { "aux-pids", 1, 0, 9 }, { "mem-pids", 1, 0, 10 },
         { "label", 1, 0, 11 }, { "timeout", 1, 0, 'T' }, { "login-timeout", 1, 0, 12 },
-        { "gen-users", 1, 0, 13 }, { "hist-out", 1, 0, 14 }, { "verbose", 0, 0, 'v' }, { "help", 0, 0, 'h' },
+        { "gen-users", 1, 0, 13 }, { "hist-out", 1, 0, 14 }, { "verbose", 0, 0, 'v' },
+        { "recv-port", 1, 0, 15 }, { "tcp-conns", 1, 0, 16 }, { "help", 0, 0, 'h' },
         { 0, 0, 0, 0 }
     };
     long gen_users = -1;
@@ -1403,6 +1456,8 @@ int main(int argc, char **argv)
             else if (!strcmp(optarg, "fanout")) o.scen = S_FANOUT;
             else usage();
             break;
+        case 15: o.recv_port = atoi(optarg); break;
+        case 16: o.tcp_conns = atol(optarg); break;
         case 'H': snprintf(o.host, sizeof(o.host), "%s", optarg); break;
         case 'p': o.port = atoi(optarg); break;
         case 1: o.tcp_port = atoi(optarg); break;
@@ -1460,6 +1515,9 @@ int main(int argc, char **argv)
     dst_tcp = dst_ws;
     dst_ws.sin_port = htons(o.port);
     dst_tcp.sin_port = htons(o.tcp_port);
+    dst_recv = dst_ws;
+    if (o.recv_port > 0) dst_recv.sin_port = htons(o.recv_port);
+    if (o.tcp_conns < 0) die("--tcp-conns >= 0");
 
     struct timespec rt;
     clock_gettime(CLOCK_REALTIME, &rt);
@@ -1601,7 +1659,11 @@ int main(int argc, char **argv)
             A->retries, login_ns / 1e9, login_ns ? A->ok / (login_ns / 1e9) : 0.0);
     if (o.scen == S_PAIRS || o.scen == S_RATE) {
         fprintf(f, ",\"pairs\":%ld", o.pairs);
+        if (o.mode == M_TCP) {
+            fprintf(f, ",\"tcp_conns\":%ld", o.tcp_conns > 0 ? o.tcp_conns : o.pairs);
+        }
     }
+    if (o.recv_port > 0) fprintf(f, ",\"recv_port\":%d", o.recv_port);
     if (o.scen == S_PAIRS || o.scen == S_FANOUT) fprintf(f, ",\"window\":%d", o.window);
     if (o.scen == S_RATE) fprintf(f, ",\"rate\":%.0f", o.rate);
     if (o.scen == S_FANOUT) fprintf(f, ",\"members\":%ld,\"gid\":%u", o.members, o.gid);

@@ -284,6 +284,11 @@ md.append("""Reference figures quoted in issue 7 (same machine kind, another gen
 0.8–1 KB per idle connection; nchan 1.3.6 11.5 KB per idle WebSocket connection.
 """)
 
+if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(a.report)), "SCALING.md")):
+    md.append("Workers vs nodes (issue 4), fan-out to 1,000 and 10,000 members with "
+              "`bench/group-read.sh` (issue 5) and the backend TCP API over 1 and 100 "
+              "connections (issue 6): [SCALING.md](SCALING.md), from `bench/scaling.sh`.\n")
+
 if notes:
     md.append("## Notes of this run\n\n" + "\n".join("- " + l for l in notes.splitlines()) + "\n")
 
