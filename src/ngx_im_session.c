@@ -635,7 +635,14 @@ ngx_im_session_publish(ngx_im_session_t *s, u_char *p, size_t n,
         pub->nto = 1;
         pub->resolved = 1;
 
-        ngx_im_session_dispatch(s);
+        if (s->unresolved == 0) {
+            /* nothing waits ahead of it: no need to walk the queue */
+            ngx_im_pub_deliver(pub);
+
+        } else {
+            ngx_im_session_dispatch(s);
+        }
+
         return;
     }
 
@@ -671,7 +678,10 @@ ngx_im_session_publish(ngx_im_session_t *s, u_char *p, size_t n,
         ngx_im_msg_unref(msg);
         ngx_free(gr);
         ngx_im_pub_fail(pub, 0);
+        return;
     }
+
+    s->unresolved++;
 }
 
 
@@ -852,6 +862,7 @@ done:
 
     if (s) {
         /* this one, and what waited behind it */
+        s->unresolved--;
         ngx_im_session_dispatch(s);
     }
 }

@@ -80,6 +80,7 @@ struct ngx_im_session_s {
     ngx_queue_t            waiting;         /* to push when there is room */
     size_t                 waiting_bytes;   /* of live messages in it */
     ngx_queue_t            pubs;            /* own messages, acks in order */
+    ngx_uint_t             unresolved;      /* groups whose members are read */
     ngx_chain_t           *deferred;        /* input during auth */
 
     /* outstanding Redis work that must not outlive the session */
