@@ -40,7 +40,8 @@ sub seed_bytes {
     return $b;
 }
 
-my $seed_file = '/work/shared/seed/000_4e764dc0cf2b8e24.txt';
+# the project's shared folder sits beside the checkout (as in CI)
+my $seed_file = "$Test::Nginx::REPO/../shared/seed/000_4e764dc0cf2b8e24.txt";
 my %seed;
 if (open my $fh, '<:encoding(UTF-8)', $seed_file) {
     my @lines = grep { /^\s*\|0x/ } <$fh>;
