@@ -239,6 +239,7 @@ ngx_http_im_handler(ngx_http_request_t *r)
     ngx_connection_t         *c;
     ngx_http_cleanup_t       *cln;
     ngx_http_im_ctx_t        *ctx;
+    ngx_http_core_loc_conf_t *clcf;
     ngx_im_conf_t            *imcf;
     ngx_http_im_loc_conf_t   *ilcf;
 
@@ -402,6 +403,13 @@ ngx_http_im_handler(ngx_http_request_t *r)
     }
 
     c->log->action = "serving im websocket";
+
+    /* small messages both ways: Nagle's delays would be the latency */
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->tcp_nodelay && ngx_tcp_nodelay(c) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     r->read_event_handler = ngx_http_im_read;
     r->write_event_handler = ngx_http_im_write;

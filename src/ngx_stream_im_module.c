@@ -110,14 +110,22 @@ static ngx_im_transport_t  ngx_stream_im_transport = {
 static void
 ngx_stream_im_handler(ngx_stream_session_t *s)
 {
-    ngx_connection_t          *c;
-    ngx_stream_im_ctx_t       *ctx;
-    ngx_stream_im_srv_conf_t  *iscf;
+    ngx_connection_t            *c;
+    ngx_stream_im_ctx_t         *ctx;
+    ngx_stream_im_srv_conf_t    *iscf;
+    ngx_stream_core_srv_conf_t  *cscf;
 
     c = s->connection;
     iscf = ngx_stream_get_module_srv_conf(s, ngx_stream_im_module);
 
     c->log->action = "serving im backend api";
+
+    cscf = ngx_stream_get_module_srv_conf(s, ngx_stream_core_module);
+
+    if (cscf->tcp_nodelay && ngx_tcp_nodelay(c) != NGX_OK) {
+        ngx_stream_finalize_session(s, NGX_STREAM_INTERNAL_SERVER_ERROR);
+        return;
+    }
 
     ctx = ngx_pcalloc(c->pool, sizeof(ngx_stream_im_ctx_t));
     if (ctx == NULL) {
