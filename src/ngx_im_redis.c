@@ -204,6 +204,13 @@ ngx_im_redis_connect(ngx_im_redis_conn_t *rc)
         return;
     }
 
+    /* replies wanted at once, not after a delayed ACK */
+    {
+        int  on = 1;
+
+        (void) setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(int));
+    }
+
     c->data = rc;
     c->read->handler = ngx_im_redis_read_handler;
     c->write->handler = ngx_im_redis_write_handler;

@@ -1569,16 +1569,94 @@ ngx_im_session_send_raw(ngx_im_session_t *s, u_char *p, size_t n)
 }
 
 
+/*
+ * Output leaves once per connection per event loop pass, whatever the
+ * number of messages queued in it: sessions with something to send wait in
+ * a list flushed at the end of the pass.  When a pass handles many events
+ * the list is flushed early, every NGX_IM_FLUSH_BATCH sessions, so a push
+ * does not wait for hundreds of other events: batching for throughput,
+ * bounded delay for latency.
+ */
+
+#define NGX_IM_FLUSH_BATCH  32
+
+static ngx_queue_t   ngx_im_flush_queue;
+static ngx_uint_t    ngx_im_flush_n;
+static ngx_uint_t    ngx_im_flushing;
+static ngx_event_t   ngx_im_flush_ev;
+static ngx_connection_t  ngx_im_flush_dummy;
+
+
+static void
+ngx_im_session_flush_all(void)
+{
+    ngx_queue_t       *q;
+    ngx_im_session_t  *s;
+
+    if (ngx_im_flushing) {
+        return;
+    }
+
+    ngx_im_flushing = 1;
+
+    while (!ngx_queue_empty(&ngx_im_flush_queue)) {
+        q = ngx_queue_head(&ngx_im_flush_queue);
+        ngx_queue_remove(q);
+        ngx_im_flush_n--;
+
+        s = ngx_queue_data(q, ngx_im_session_t, flush_link);
+        s->flush_posted = 0;
+
+        ngx_im_session_write(s);
+    }
+
+    ngx_im_flushing = 0;
+}
+
+
+static void
+ngx_im_session_flush_handler(ngx_event_t *ev)
+{
+    ngx_im_session_flush_all();
+}
+
+
 static void
 ngx_im_session_post_flush(ngx_im_session_t *s)
 {
-    ngx_connection_t  *c = s->connection;
+    if (s->flush_posted) {
+        return;
+    }
 
-    /* one write per connection per event loop pass, whatever the number
-     * of messages queued in it */
+    if (ngx_im_flush_ev.handler == NULL) {
+        ngx_queue_init(&ngx_im_flush_queue);
+        ngx_im_flush_dummy.fd = (ngx_socket_t) -1;
+        ngx_im_flush_ev.data = &ngx_im_flush_dummy;
+        ngx_im_flush_ev.handler = ngx_im_session_flush_handler;
+        ngx_im_flush_ev.log = ngx_cycle->log;
+    }
 
-    if (!c->write->posted) {
-        ngx_post_event(c->write, &ngx_posted_events);
+    s->flush_posted = 1;
+    ngx_queue_insert_tail(&ngx_im_flush_queue, &s->flush_link);
+
+    if (++ngx_im_flush_n >= NGX_IM_FLUSH_BATCH) {
+        ngx_im_session_flush_all();
+        return;
+    }
+
+    if (!ngx_im_flush_ev.posted) {
+        ngx_post_event(&ngx_im_flush_ev, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_im_session_unflush(ngx_im_session_t *s)
+{
+    if (s->flush_posted) {
+        ngx_queue_remove(&s->flush_link);
+        ngx_im_flush_n--;
+        s->flush_posted = 0;
     }
 }
 
@@ -1843,6 +1921,8 @@ ngx_im_session_abort(ngx_im_session_t *s)
     if (!s->torn_down) {
         ngx_im_session_teardown(s);
     }
+
+    ngx_im_session_unflush(s);
 
     if (s->timer.timer_set) {
         ngx_del_timer(&s->timer);

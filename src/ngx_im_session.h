@@ -91,6 +91,7 @@ struct ngx_im_session_s {
     ngx_event_t            repush;
     ngx_event_t            close_ev;
 
+    ngx_queue_t            flush_link;      /* in the list of writers */
     ngx_chain_t           *out;
     ngx_chain_t          **last_out;
     size_t                 out_size;
