@@ -403,21 +403,32 @@ im_build_connect_ack(uint8_t *out, uint8_t code)
 }
 
 
-size_t
-im_build_publish(uint8_t *out, uint32_t to_uid, const uint8_t *msgid,
-    const uint8_t *payload, uint16_t len)
+/* <<Cmd, To:32, MsgId, Len:16, Payload>>: PUBLISH (C->S) and GROUP_PUBLISH */
+
+static size_t
+im_build_addressed(uint8_t *out, uint8_t cmd, uint32_t to,
+    const uint8_t *msgid, const uint8_t *payload, uint16_t len)
 {
     uint8_t  *p;
 
     p = out;
 
-    *p++ = IM_CMD_PUBLISH;
-    p = im_put_u32(p, to_uid);
+    *p++ = cmd;
+    p = im_put_u32(p, to);
     p = im_put_bytes(p, msgid, IM_MSGID_LEN);
     p = im_put_u16(p, len);
     p = im_put_bytes(p, payload, len);
 
     return (size_t) (p - out);
+}
+
+
+size_t
+im_build_publish(uint8_t *out, uint32_t to_uid, const uint8_t *msgid,
+    const uint8_t *payload, uint16_t len)
+{
+    return im_build_addressed(out, IM_CMD_PUBLISH, to_uid, msgid, payload,
+                              len);
 }
 
 
@@ -442,17 +453,8 @@ size_t
 im_build_group(uint8_t *out, uint32_t gid, const uint8_t *msgid,
     const uint8_t *payload, uint16_t len)
 {
-    uint8_t  *p;
-
-    p = out;
-
-    *p++ = IM_CMD_GROUP_PUBLISH;
-    p = im_put_u32(p, gid);
-    p = im_put_bytes(p, msgid, IM_MSGID_LEN);
-    p = im_put_u16(p, len);
-    p = im_put_bytes(p, payload, len);
-
-    return (size_t) (p - out);
+    return im_build_addressed(out, IM_CMD_GROUP_PUBLISH, gid, msgid, payload,
+                              len);
 }
 
 
