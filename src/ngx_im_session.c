@@ -41,6 +41,70 @@ typedef struct {
 } ngx_im_group_req_t;
 
 
+/*
+ * Per-message records are recycled: a message costs no malloc for them
+ * once the worker has warmed up.  The lists keep at most NGX_IM_SPARE.
+ */
+
+#define NGX_IM_SPARE  4096
+
+typedef struct ngx_im_spare_s  ngx_im_spare_t;
+
+struct ngx_im_spare_s {
+    ngx_im_spare_t        *next;
+};
+
+static ngx_im_spare_t  *ngx_im_spare_inflight;
+static ngx_uint_t       ngx_im_nspare_inflight;
+static ngx_im_spare_t  *ngx_im_spare_pub;
+static ngx_uint_t       ngx_im_nspare_pub;
+
+
+static void *
+ngx_im_spare_get(ngx_im_spare_t **list, ngx_uint_t *n, size_t size)
+{
+    ngx_im_spare_t  *sp;
+
+    sp = *list;
+
+    if (sp) {
+        *list = sp->next;
+        (*n)--;
+        return sp;
+    }
+
+    return ngx_alloc(size, ngx_cycle->log);
+}
+
+
+static void
+ngx_im_spare_put(ngx_im_spare_t **list, ngx_uint_t *n, void *p)
+{
+    ngx_im_spare_t  *sp = p;
+
+    if (*n >= NGX_IM_SPARE) {
+        ngx_free(p);
+        return;
+    }
+
+    sp->next = *list;
+    *list = sp;
+    (*n)++;
+}
+
+
+#define ngx_im_inflight_alloc()                                               \
+    ngx_im_spare_get(&ngx_im_spare_inflight, &ngx_im_nspare_inflight,         \
+                     sizeof(ngx_im_inflight_t))
+#define ngx_im_inflight_free(f)                                               \
+    ngx_im_spare_put(&ngx_im_spare_inflight, &ngx_im_nspare_inflight, f)
+#define ngx_im_pub_alloc()                                                    \
+    ngx_im_spare_get(&ngx_im_spare_pub, &ngx_im_nspare_pub,                   \
+                     sizeof(ngx_im_pub_t))
+#define ngx_im_pub_free(pub)                                                  \
+    ngx_im_spare_put(&ngx_im_spare_pub, &ngx_im_nspare_pub, pub)
+
+
 static void ngx_im_session_timer_handler(ngx_event_t *ev);
 static void ngx_im_session_repush_handler(ngx_event_t *ev);
 static void ngx_im_session_close_handler(ngx_event_t *ev);
@@ -525,7 +589,7 @@ ngx_im_session_pub(ngx_im_session_t *s, u_char cmd, const u_char *msgid)
 {
     ngx_im_pub_t  *pub;
 
-    pub = ngx_alloc(sizeof(ngx_im_pub_t), s->connection->log);
+    pub = ngx_im_pub_alloc();
     if (pub == NULL) {
         return NULL;
     }
@@ -895,7 +959,7 @@ ngx_im_pub_served(ngx_im_pub_t *pub, ngx_uint_t ok)
     pub->done = 1;
 
     if (pub->session == NULL) {
-        ngx_free(pub);
+        ngx_im_pub_free(pub);
         return;
     }
 
@@ -943,7 +1007,7 @@ ngx_im_session_answer(ngx_im_session_t *s)
                                        im_build_ack(buf, ack, pub->msgid));
         }
 
-        ngx_free(pub);
+        ngx_im_pub_free(pub);
     }
 
     if (s->draining) {
@@ -990,7 +1054,7 @@ ngx_im_session_send_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
 
     imcf = ngx_im_get_conf();
 
-    f = ngx_alloc(sizeof(ngx_im_inflight_t), s->connection->log);
+    f = ngx_im_inflight_alloc();
     if (f == NULL) {
         return NGX_ERROR;
     }
@@ -1039,7 +1103,7 @@ ngx_im_session_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
             return NGX_OK;
         }
 
-        f = ngx_alloc(sizeof(ngx_im_inflight_t), s->connection->log);
+        f = ngx_im_inflight_alloc();
         if (f == NULL) {
             return NGX_DECLINED;
         }
@@ -1092,7 +1156,7 @@ ngx_im_session_ack(ngx_im_session_t *s, im_msg_t *m)
     }
 
     ngx_im_msg_unref(f->msg);
-    ngx_free(f);
+    ngx_im_inflight_free(f);
 
     if (ngx_queue_empty(&s->inflight) && s->repush.timer_set) {
         ngx_del_timer(&s->repush);
@@ -1181,7 +1245,7 @@ ngx_im_session_release(ngx_im_session_t *s, ngx_queue_t *head)
         }
 
         ngx_im_msg_unref(f->msg);
-        ngx_free(f);
+        ngx_im_inflight_free(f);
     }
 }
 
@@ -1264,7 +1328,7 @@ ngx_im_session_feed(ngx_im_session_t *s)
         (void) ngx_im_session_send_push(s, f->msg, f->stored);
 
         ngx_im_msg_unref(f->msg);
-        ngx_free(f);
+        ngx_im_inflight_free(f);
     }
 }
 
@@ -1343,7 +1407,7 @@ ngx_im_session_loaded(redisReply *reply, void *data)
             continue;
         }
 
-        f = ngx_alloc(sizeof(ngx_im_inflight_t), s->connection->log);
+        f = ngx_im_inflight_alloc();
         if (f == NULL) {
             ngx_im_msg_unref(msg);
             break;
@@ -1873,7 +1937,7 @@ ngx_im_session_teardown(ngx_im_session_t *s)
         ngx_queue_remove(q);
 
         if (pub->done) {
-            ngx_free(pub);
+            ngx_im_pub_free(pub);
             continue;
         }
 
