@@ -526,8 +526,6 @@ ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
                   "im: uid %uD client %d logged in", s->uid,
                   (int) s->client_id);
 
-    s->login_time = ngx_current_msec;
-
     ngx_add_timer(&s->timer, imcf->ping_interval);
 
     /* what the client sent while it was being authenticated */

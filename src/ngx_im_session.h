@@ -66,7 +66,6 @@ struct ngx_im_session_s {
     uint8_t                role;
     uint8_t                client_id;
     uint64_t               token;           /* unique in this worker */
-    ngx_msec_t             login_time;
     uint64_t               live_seq;        /* when it joined the router */
 
     ngx_str_t              user;
