@@ -9,6 +9,7 @@ use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
 use IM::Proto qw/:all/;
+use IM::Setup qw/write_conf/;
 
 my $t = Test::Nginx->new()->has(qw/http/);
 my $redis = IM::Redis->new(t => $t);
@@ -17,30 +18,7 @@ alice alice-secret 1001
 bob bob-secret 1002
 U
 
-$t->write_file_expand('nginx.conf', <<"EOF2");
-%%TEST_GLOBALS%%
-daemon on;
-worker_processes 1;
-im_redis ${\ $redis->addr};
-events { }
-http {
-    %%TEST_GLOBALS_HTTP%%
-    server {
-        listen 127.0.0.1:%%PORT_9095%%;
-        location /ws { im_websocket; im_auth /_auth; }
-        location = /_auth {
-            internal;
-            proxy_pass http://127.0.0.1:${\ $uc->port}/auth;
-            proxy_method POST;
-            proxy_pass_request_headers off;
-            proxy_set_header Content-Type "application/x-www-form-urlencoded;charset=utf-8";
-            proxy_set_header Accept application/json;
-            proxy_set_body "username=\$im_username&password=\$im_password";
-        }
-        location = /status { im_status; }
-    }
-}
-EOF2
+write_conf($t, redis => $redis, uc => $uc, stream => 0);
 $t->run();
 
 my $a = IM::Client->new(port => port(9095), auto_pong => 1);

@@ -24,6 +24,7 @@ use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
 use IM::Proto qw/:all/;
+use IM::Cluster qw/login firsts chat/;
 use Time::HiRes qw/time/;
 
 my %TIMERS = (
@@ -72,44 +73,6 @@ EOF
     $t->{im_port} = port($o{port});
     $t->{im_name} = $o{name};
     return $t;
-}
-
-# log in uid $uid on node $t; returns (client, code, worker pid)
-sub login {
-    my ($t, $uid, %o) = @_;
-    my $c = IM::Client->new(port => $t->{im_port}, auto_pong => 1,
-        uid => $uid, auto_ack => $o{auto_ack} // 1);
-    my $mark = $t->log_mark;
-    my $code = $c->login("u$uid", 'pw', client_id => $o{client_id});
-    my $pid;
-    if (defined $code && $code == 0) {
-        $pid = $t->wait_for_log(
-            qr/#(\d+): [^\n]*im: uid $uid client \d+ logged in(?! elsewhere)\b/,
-            from => $mark);
-    }
-    return ($c, $code, $pid);
-}
-
-# MsgIds of the first $n distinct pushes (acked by auto_ack as they come)
-sub firsts {
-    my ($c, $n, $timeout) = @_;
-    my (@ids, %seen);
-    while (my $m = $c->expect(cmd => PUBLISH, timeout => $timeout // 3)) {
-        push @ids, $m->{msgid} unless $seen{$m->{msgid}}++;
-        last if @ids >= $n;
-    }
-    return @ids;
-}
-
-# a message from $from to $to, acked and delivered
-sub chat {
-    my ($from, $to, $name) = @_;
-    my $id = $from->publish($to->uid, $name);
-    my $ack = $from->expect(cmd => PUB_ACK, msgid => $id);
-    my $m = $to->expect(cmd => PUBLISH, msgid => $id);
-    ok($ack && $m, $name);
-    is($m && $m->{text}, $name, "$name: payload") if $m;
-    return $m;
 }
 
 ###############################################################################

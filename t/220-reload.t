@@ -36,6 +36,7 @@ use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
 use IM::Proto qw/:all/;
+use IM::Cluster qw/login status chat firsts/;
 use Time::HiRes qw/sleep time/;
 
 my $t0 = Test::Nginx->new()->has(qw/http redis/);    # holds the helpers
@@ -78,51 +79,6 @@ http {
 EOF
     $t->{im_port} = port($o{port});
     return $t;
-}
-
-# log in uid $uid; returns (client, code, worker pid)
-sub login {
-    my ($t, $uid, %o) = @_;
-    my $c = IM::Client->new(port => $t->{im_port}, auto_pong => 1,
-        uid => $uid, auto_ack => $o{auto_ack} // 1);
-    my $mark = $t->log_mark;
-    my $code = $c->login("u$uid", 'pw', client_id => $o{client_id});
-    my $pid;
-    if (defined $code && $code == 0) {
-        $pid = $t->wait_for_log(
-            qr/#(\d+): [^\n]*im: uid $uid client \d+ logged in(?! elsewhere)\b/,
-            from => $mark);
-    }
-    return ($c, $code, $pid);
-}
-
-# a message from $from to $to, acked and delivered
-# im_status of whichever worker answers
-sub status {
-    my ($port) = @_;
-    my $r = http_get('/status', port => $port) // '';
-    my ($body) = $r =~ /\r\n\r\n(.*)\z/s;
-    return eval { JSON::PP::decode_json($body // '') } // {};
-}
-
-sub chat {
-    my ($from, $to, $name) = @_;
-    my $id = $from->publish($to->uid, $name);
-    my $ack = $from->expect(cmd => PUB_ACK, msgid => $id);
-    my $m = $to->expect(cmd => PUBLISH, msgid => $id);
-    ok($ack && $m, $name);
-    return $m;
-}
-
-# MsgIds of the first $n distinct pushes
-sub firsts {
-    my ($c, $n, $timeout) = @_;
-    my (@ids, %seen);
-    while (my $m = $c->expect(cmd => PUBLISH, timeout => $timeout // 3)) {
-        push @ids, $m->{msgid} unless $seen{$m->{msgid}}++;
-        last if @ids >= $n;
-    }
-    return @ids;
 }
 
 sub alive { Test::Nginx::alive($_[0]) }

@@ -18,6 +18,7 @@ use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
 use IM::Proto qw/:all/;
+use IM::Cluster qw/login status chat firsts/;
 use Time::HiRes qw/time/;
 
 my $t = Test::Nginx->new()->has(qw/http redis/);
@@ -64,51 +65,7 @@ EOF
 
 conf($t, 9095, '');
 $t->run();
-
-# log in uid $uid; returns (client, code, worker pid)
-sub login {
-    my ($uid, %o) = @_;
-    my $c = IM::Client->new(port => port(9095), auto_pong => 1,
-        uid => $uid, auto_ack => $o{auto_ack} // 1);
-    my $mark = $t->log_mark;
-    my $code = $c->login("u$uid", 'pw');
-    my $pid;
-    if (defined $code && $code == 0) {
-        $pid = $t->wait_for_log(
-            qr/#(\d+): [^\n]*im: uid $uid client \d+ logged in(?! elsewhere)\b/,
-            from => $mark);
-    }
-    return ($c, $code, $pid);
-}
-
-# a message from $from to $to, acked and delivered
-# im_status of whichever worker answers
-sub status {
-    my ($port) = @_;
-    my $r = http_get('/status', port => $port) // '';
-    my ($body) = $r =~ /\r\n\r\n(.*)\z/s;
-    return eval { JSON::PP::decode_json($body // '') } // {};
-}
-
-sub chat {
-    my ($from, $to, $name) = @_;
-    my $id = $from->publish($to->uid, $name);
-    my $ack = $from->expect(cmd => PUB_ACK, msgid => $id);
-    my $m = $to->expect(cmd => PUBLISH, msgid => $id);
-    ok($ack && $m, $name);
-    return $m;
-}
-
-# MsgIds of the distinct pushes arriving until $n of them came or $timeout
-sub firsts {
-    my ($c, $n, $timeout) = @_;
-    my (@ids, %seen);
-    while (my $m = $c->expect(cmd => PUBLISH, timeout => $timeout // 3)) {
-        push @ids, $m->{msgid} unless $seen{$m->{msgid}}++;
-        last if @ids >= $n;
-    }
-    return @ids;
-}
+$t->{im_port} = port(9095);
 
 sub acked {
     my ($c, @ids) = @_;
@@ -123,7 +80,7 @@ ok(wait_until(sub { (() = $t->worker_pids) == 2 }, 5), 'two workers');
 # connections by a hash: log in until it is so)
 my (%c, %w, %by);
 for my $u (2001 .. 2060) {
-    my ($c, $code, $pid) = login($u);
+    my ($c, $code, $pid) = login($t, $u);
     next unless defined $code && $code == 0 && $pid;
     ($c{$u}, $w{$u}) = ($c, $pid);
     push @{$by{$pid}}, $u;
@@ -211,7 +168,7 @@ for my $x ([$v1, \@to_v1], [$v2, [@to_v2[0 .. 2], @burst, $to_v2[3]]],
     [$v3, [$to_v3]])
 {
     my ($u, $want) = @$x;
-    my ($c, $code, $pid) = login($u);
+    my ($c, $code, $pid) = login($t, $u);
     is($code, 0, "u$u logs in again (on worker ${\ ($pid // '?')})");
     my @got = firsts($c, scalar(@$want));
     is_deeply([sort @got], [sort @$want], "u$u gets every acked message")
@@ -231,7 +188,7 @@ for my $u ($v1, $v2, $v3) {
 # across them, both ways (the zone's directory and lock work)
 my (%late, %lw);
 for my $u (2201 .. 2260) {
-    my ($c, $code, $pid) = login($u);
+    my ($c, $code, $pid) = login($t, $u);
     next unless defined $code && $code == 0 && $pid;
     $late{$u} = $c;
     $lw{$pid} //= $u;
@@ -254,7 +211,7 @@ if ($l1 && $l2) {
     $back{$u}->disconnect;
     my ($c, $code, $pid);
     for (1 .. 50) {
-        ($c, $code, $pid) = login($u);
+        ($c, $code, $pid) = login($t, $u);
         last if $pid && $pid ne $w{$u};
         $c->disconnect;
     }

@@ -12,33 +12,17 @@ use IM::UserCentre;
 use IM::Client;
 use IM::WS;
 use IM::Proto qw/:all/;
+use IM::Setup qw/write_conf/;
 
 my $t = Test::Nginx->new()->has(qw/http/);
 my $redis = IM::Redis->new(t => $t);
 my $uc = IM::UserCentre->new(t => $t, users => "* pw uid-from-name\n");
 
-$t->write_file_expand('nginx.conf', <<"EOF2");
-%%TEST_GLOBALS%%
-worker_processes 1;
-im_redis ${\ $redis->addr};
-im_zone tiny 32k;
-events { }
-http {
-    %%TEST_GLOBALS_HTTP%%
-    server {
-        listen 127.0.0.1:%%PORT_9095%%;
-        location /ws { im_websocket; im_auth /_auth; }
-        location /echo { im_websocket_echo; }
-        location = /_auth {
-            internal;
-            proxy_pass http://127.0.0.1:${\ $uc->port}/auth;
-            proxy_method POST;
-            proxy_pass_request_headers off;
-            proxy_set_body "username=\$im_username&password=\$im_password";
-        }
-    }
-}
-EOF2
+# the echo mode on a server of its own
+write_conf($t, redis => $redis, uc => $uc, stream => 0,
+    main => 'im_zone tiny 32k;',
+    http => 'server { listen 127.0.0.1:%%PORT_9096%%; '
+        . 'location /echo { im_websocket_echo; } }');
 $t->run();
 
 # fill the zone: one entry per uid
@@ -71,7 +55,7 @@ $late->close(1000);
 $_->close(1000) for @in;
 
 # echo mode: binary and text messages come back, bad UTF-8 is 1007
-my $e = IM::WS->new(port => port(9095), path => '/echo');
+my $e = IM::WS->new(port => port(9096), path => '/echo');
 ok($e->upgraded, 'echo: upgraded');
 $e->send_binary("\x00\x01\xff");
 is($e->recv_message(3), "\x00\x01\xff", 'echo: binary message returned');
