@@ -17,38 +17,15 @@ use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
 use IM::Proto qw/:all/;
+use IM::Setup qw/write_conf/;
 use JSON::PP ();
 
 my $t = Test::Nginx->new()->has(qw/http redis/);
 my $redis = IM::Redis->new(t => $t);
 my $uc = IM::UserCentre->new(t => $t, users => "* * uid-from-name\n");
 
-$t->write_file_expand('nginx.conf', <<"EOF");
-%%TEST_GLOBALS%%
-daemon on;
-worker_processes 1;
-im_redis ${\ $redis->addr};
-im_repush_interval 1s;
-im_repush_max 1;
-im_max_payload 1000;
-events { }
-http {
-    %%TEST_GLOBALS_HTTP%%
-    server {
-        listen 127.0.0.1:%%PORT_9095%%;
-        location /ws { im_websocket; im_auth /_auth; }
-        location = /_auth {
-            internal;
-            proxy_pass http://127.0.0.1:${\ $uc->port}/auth;
-            proxy_method POST;
-            proxy_pass_request_headers off;
-            proxy_set_header Content-Type "application/x-www-form-urlencoded;charset=utf-8";
-            proxy_set_header Accept application/json;
-            proxy_set_body "username=\$im_username&password=\$im_password";
-        }
-    }
-}
-EOF
+write_conf($t, redis => $redis, uc => $uc, stream => 0,
+    main => 'im_repush_interval 1s; im_repush_max 1; im_max_payload 1000;');
 $t->run();
 
 my $JSON = JSON::PP->new->utf8->canonical;
