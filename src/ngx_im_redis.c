@@ -432,10 +432,83 @@ ngx_im_redis_watchdog_handler(ngx_event_t *ev)
 }
 
 
+/*
+ * The request in RESP, built in one buffer kept by the worker: hiredis's own
+ * formatting (sds printf, a malloc and a free per command) was the largest
+ * user-space cost of a stored message.
+ */
+
+static u_char *
+ngx_im_redis_num(u_char *p, u_char lead, size_t n)
+{
+    u_char   tmp[NGX_SIZE_T_LEN], *t;
+
+    t = tmp + sizeof(tmp);
+
+    do {
+        *--t = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    *p++ = lead;
+    p = ngx_cpymem(p, t, tmp + sizeof(tmp) - t);
+    *p++ = '\r'; *p++ = '\n';
+
+    return p;
+}
+
+
+static u_char *
+ngx_im_redis_format(int argc, const char **argv, const size_t *argvlen,
+    size_t *len)
+{
+    int             i;
+    u_char         *p;
+    size_t          need;
+
+    static u_char  *buf;
+    static size_t   size;
+
+    need = sizeof("*\r\n") - 1 + NGX_INT_T_LEN;
+
+    for (i = 0; i < argc; i++) {
+        need += sizeof("$\r\n\r\n") - 1 + NGX_SIZE_T_LEN + argvlen[i];
+    }
+
+    if (need > size) {
+        if (buf) {
+            ngx_free(buf);
+        }
+
+        size = ngx_max(need, 4096);
+
+        buf = ngx_alloc(size, ngx_cycle->log);
+        if (buf == NULL) {
+            size = 0;
+            return NULL;
+        }
+    }
+
+    p = ngx_im_redis_num(buf, '*', argc);
+
+    for (i = 0; i < argc; i++) {
+        p = ngx_im_redis_num(p, '$', argvlen[i]);
+        p = ngx_cpymem(p, argv[i], argvlen[i]);
+        *p++ = '\r'; *p++ = '\n';
+    }
+
+    *len = p - buf;
+
+    return buf;
+}
+
+
 ngx_int_t
 ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
     int argc, const char **argv, const size_t *argvlen)
 {
+    u_char               *cmd;
+    size_t                len;
     ngx_im_redis_req_t   *req;
     ngx_im_redis_conn_t  *rc;
 
@@ -461,9 +534,12 @@ ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
     req->data = data;
     req->rc = rc;
 
-    if (redisAsyncCommandArgv(rc->ac, ngx_im_redis_reply, req, argc, argv,
-                              argvlen)
-        != REDIS_OK)
+    cmd = ngx_im_redis_format(argc, argv, argvlen, &len);
+
+    if (cmd == NULL
+        || redisAsyncFormattedCommand(rc->ac, ngx_im_redis_reply, req,
+                                      (char *) cmd, len)
+           != REDIS_OK)
     {
         req->next = ngx_im_redis_free_reqs;
         ngx_im_redis_free_reqs = req;
@@ -692,14 +768,36 @@ ngx_im_redis_cleanup(void *privdata)
 }
 
 
+/*
+ * hiredis reads at most 16 KB per call.  Once per event loop pass is too
+ * little under load: a pass over thousands of client events takes
+ * milliseconds, the subscriber connection falls behind the messages
+ * published to it and Redis closes it at its pubsub output buffer limit
+ * (32 MB), which turns into a resubscription and an inbox reload for every
+ * session.  So read on while the socket has more, up to 1 MB per pass.
+ */
+
+#define NGX_IM_REDIS_READS  64
+
 static void
 ngx_im_redis_read_handler(ngx_event_t *ev)
 {
+    int                   n;
+    ngx_uint_t            i;
     ngx_connection_t     *c = ev->data;
     ngx_im_redis_conn_t  *rc = c->data;
 
-    if (rc->ac) {
+    for (i = 0; i < NGX_IM_REDIS_READS; i++) {
+
+        if (rc->ac == NULL || rc->c != c) {
+            return;
+        }
+
         redisAsyncHandleRead(rc->ac);
+
+        if (rc->c != c || ioctl(c->fd, FIONREAD, &n) == -1 || n <= 0) {
+            return;
+        }
     }
 }
 
