@@ -99,16 +99,93 @@ ngx_im_store_key(u_char *buf, uint32_t uid)
 }
 
 
+/*
+ * An append is RPUSH and EXPIRE pipelined; the trim to im_offline_max runs
+ * only when RPUSH reports the inbox longer than that, which is rare, instead
+ * of after every append.  Until it runs the inbox may hold a few more.
+ */
+
+typedef struct ngx_im_append_s  ngx_im_append_t;
+
+struct ngx_im_append_s {
+    ngx_im_append_t        *next;
+    ngx_im_redis_cb_pt      cb;
+    void                   *data;
+    uint32_t                uid;
+};
+
+
+static ngx_im_append_t  *ngx_im_store_free_appends;
+
+
+static void
+ngx_im_store_appended(redisReply *reply, void *data)
+{
+    ngx_im_append_t     *a = data;
+    u_char               key[32], num[NGX_INT_T_LEN];
+    void                *cbdata;
+    const char          *argv[4];
+    size_t               argvlen[4];
+    ngx_im_conf_t       *imcf;
+    ngx_im_redis_cb_pt   cb;
+
+    imcf = ngx_im_get_conf();
+
+    if (reply && reply->type == REDIS_REPLY_INTEGER
+        && reply->integer > (long long) imcf->offline_max)
+    {
+        argv[0] = "LTRIM";
+        argvlen[0] = 5;
+        argv[1] = (char *) key;
+        argvlen[1] = ngx_im_store_key(key, a->uid);
+        argv[2] = (char *) num;
+        argvlen[2] = ngx_sprintf(num, "-%ui", imcf->offline_max) - num;
+        argv[3] = "-1";
+        argvlen[3] = 2;
+
+        (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 4, argv,
+                                argvlen);
+    }
+
+    cb = a->cb;
+    cbdata = a->data;
+
+    a->next = ngx_im_store_free_appends;
+    ngx_im_store_free_appends = a;
+
+    if (cb) {
+        cb(reply, cbdata);
+    }
+}
+
+
 ngx_int_t
 ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg, ngx_im_redis_cb_pt cb,
     void *data)
 {
-    u_char          key[32], num[NGX_INT_T_LEN], ttl[NGX_INT_T_LEN];
-    const char     *argv[4];
-    size_t          argvlen[4];
-    ngx_im_conf_t  *imcf;
+    u_char            key[32], ttl[NGX_INT_T_LEN];
+    const char       *argv[3];
+    size_t            argvlen[3];
+    ngx_im_conf_t    *imcf;
+    ngx_im_append_t  *a;
 
     imcf = ngx_im_get_conf();
+
+    a = ngx_im_store_free_appends;
+
+    if (a) {
+        ngx_im_store_free_appends = a->next;
+
+    } else {
+        a = ngx_alloc(sizeof(ngx_im_append_t), ngx_cycle->log);
+        if (a == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    a->cb = cb;
+    a->data = data;
+    a->uid = uid;
 
     argv[0] = "RPUSH";
     argvlen[0] = 5;
@@ -117,24 +194,17 @@ ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg, ngx_im_redis_cb_pt cb,
     argv[2] = (char *) msg->entry;
     argvlen[2] = msg->entry_len;
 
-    if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, cb, data, 3, argv, argvlen)
+    if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_store_appended, a, 3,
+                         argv, argvlen)
         != NGX_OK)
     {
+        a->next = ngx_im_store_free_appends;
+        ngx_im_store_free_appends = a;
         return NGX_ERROR;
     }
 
-    /* pipelined behind the append on the same connection, so they run
-     * right after it; their replies are not needed */
-
-    argv[0] = "LTRIM";
-    argvlen[0] = 5;
-    argv[2] = (char *) num;
-    argvlen[2] = ngx_sprintf(num, "-%ui", imcf->offline_max) - num;
-    argv[3] = "-1";
-    argvlen[3] = 2;
-
-    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 4, argv,
-                            argvlen);
+    /* pipelined behind the append on the same connection, so it runs
+     * right after it; its reply is not needed */
 
     argv[0] = "EXPIRE";
     argvlen[0] = 6;
