@@ -1180,7 +1180,8 @@ ngx_http_im_status_handler(ngx_http_request_t *r)
                           "\"accepted\":%uA,\"refused\":%uA,"
                           "\"pushed\":%uA,\"repushed\":%uA,\"acked\":%uA,"
                           "\"stored\":%uA,\"offline_dropped\":%uA,"
-                          "\"kicked\":%uA,\"slow_closed\":%uA}\n",
+                          "\"kicked\":%uA,\"slow_closed\":%uA,"
+                          "\"channel_skipped\":%uA}\n",
                           ngx_worker, ngx_pid, &ngx_im_worker_id,
                           ngx_im_stats.sessions, ngx_im_router_users(),
                           ngx_im_dir_users(),
@@ -1189,7 +1190,8 @@ ngx_http_im_status_handler(ngx_http_request_t *r)
                           ngx_im_stats.pushed, ngx_im_stats.repushed,
                           ngx_im_stats.acked, ngx_im_stats.stored,
                           ngx_im_stats.offline_dropped, ngx_im_stats.kicked,
-                          ngx_im_stats.slow_closed);
+                          ngx_im_stats.slow_closed,
+                          ngx_im_stats.channel_skipped);
     b->last_buf = 1;
     b->last_in_chain = 1;
 

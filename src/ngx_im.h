@@ -77,6 +77,7 @@ typedef struct {
     ngx_atomic_uint_t   offline_dropped; /* oldest dropped over the cap */
     ngx_atomic_uint_t   kicked;
     ngx_atomic_uint_t   slow_closed;
+    ngx_atomic_uint_t   channel_skipped; /* deliveries to an "alone" uid */
 } ngx_im_stats_t;
 
 

@@ -14,10 +14,22 @@
  * Traffic, binary, the same on channels and datagrams:
  *   'D' OriginLen:8 Origin Flags:8 Seq:64 Entry      a message
  *   'K' OriginLen:8 Origin Flags:8 ClientId:8 Token:64   a login elsewhere
+ *   'J' OriginLen:8 Origin Flags:8      a worker subscribed to the channel
+ *   'S' OriginLen:8 Origin Flags:8      load the inbox again
  * Flags: 1 the message is in the inbox; 2 this node's workers must take
  * the channel copy too (a datagram could not be sent).  A worker hears its
  * own channel traffic as well; Seq tells which of its sessions got a
  * message directly already.
+ *
+ * Alone: most users are online in one place.  When a PUBLISH to a uid's
+ * channel reaches only this worker's own subscription, the uid is marked
+ * alone and later messages skip the channel (and its echo) while it stays
+ * so: they go to the local sessions and, in write-through, the inbox.  Any
+ * worker that subscribes to a channel announces it with 'J' once the
+ * subscription is confirmed; a worker that was alone for that uid marks it
+ * shared and publishes 'S' behind its appends, so the newcomer loads the
+ * inbox again and finds every message it skipped.  The mark is dropped
+ * whenever the subscription is not known to be in place.
  */
 
 #include "ngx_im_router.h"
@@ -40,7 +52,19 @@ typedef struct {
     ngx_queue_t            sessions;
     ngx_uint_t             nsessions;
     ngx_uint_t             sub;
+    uint64_t               stamp;       /* changes when "alone" may not */
+    ngx_uint_t             alone;       /* no other node holds the uid */
 } ngx_im_user_t;
+
+
+/* a PUBLISH whose subscriber count may tell that a uid is alone */
+typedef struct ngx_im_probe_s  ngx_im_probe_t;
+
+struct ngx_im_probe_s {
+    ngx_im_probe_t        *next;
+    uint32_t               uid;
+    uint64_t               stamp;
+};
 
 
 typedef struct {
@@ -49,6 +73,7 @@ typedef struct {
     uint32_t               uid;
     ngx_uint_t             local;
     ngx_uint_t             self;
+    uint64_t               stamp;       /* 0: not a probe */
 } ngx_im_rcpt_t;
 
 
@@ -83,6 +108,8 @@ static ngx_rbtree_t            ngx_im_users;
 static ngx_rbtree_node_t       ngx_im_users_sentinel;
 static ngx_uint_t              ngx_im_nusers;
 static uint64_t                ngx_im_seq;
+static uint64_t                ngx_im_stamp;
+static ngx_im_probe_t         *ngx_im_free_probes;
 
 static ngx_im_redis_handlers_t  ngx_im_router_handlers = {
     ngx_im_router_message,
@@ -148,6 +175,7 @@ ngx_im_router_user(uint32_t uid)
     }
 
     u->node.key = uid;
+    u->stamp = ++ngx_im_stamp;
     ngx_queue_init(&u->sessions);
     ngx_rbtree_insert(&ngx_im_users, &u->node);
     ngx_im_nusers++;
@@ -187,6 +215,121 @@ ngx_im_router_channel_user(u_char *channel, size_t clen)
     }
 
     return ngx_im_router_find((uint32_t) uid);
+}
+
+
+/* alone (see the comment at the top) */
+
+static void
+ngx_im_router_shared(ngx_im_user_t *u)
+{
+    u->alone = 0;
+    u->stamp = ++ngx_im_stamp;
+}
+
+
+static ngx_uint_t
+ngx_im_router_alone(ngx_im_user_t *u)
+{
+    return u->alone && u->sub == NGX_IM_SUB_SUBSCRIBED
+           && ngx_im_redis_ready(NGX_IM_REDIS_SUB);
+}
+
+
+/* whether the count a PUBLISH to u's channel returns can tell */
+static ngx_uint_t
+ngx_im_router_probing(ngx_im_user_t *u)
+{
+    return u != NULL && !u->alone && u->sub == NGX_IM_SUB_SUBSCRIBED
+           && ngx_im_redis_ready(NGX_IM_REDIS_SUB);
+}
+
+
+static void
+ngx_im_router_learn(uint32_t uid, uint64_t stamp, redisReply *reply)
+{
+    ngx_im_user_t  *u;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER
+        || reply->integer != 1)
+    {
+        return;
+    }
+
+    u = ngx_im_router_find(uid);
+
+    /* the stamp is the same: no foreign 'J', no change of subscription
+     * since the PUBLISH left, so the one subscriber was this worker */
+
+    if (u && u->stamp == stamp && u->sub == NGX_IM_SUB_SUBSCRIBED
+        && ngx_im_redis_ready(NGX_IM_REDIS_SUB))
+    {
+        u->alone = 1;
+    }
+}
+
+
+static void
+ngx_im_router_probed(redisReply *reply, void *data)
+{
+    ngx_im_probe_t  *pr = data;
+
+    ngx_im_router_learn(pr->uid, pr->stamp, reply);
+
+    pr->next = ngx_im_free_probes;
+    ngx_im_free_probes = pr;
+}
+
+
+static ngx_im_probe_t *
+ngx_im_router_probe(ngx_im_user_t *u)
+{
+    ngx_im_probe_t  *pr;
+
+    pr = ngx_im_free_probes;
+
+    if (pr) {
+        ngx_im_free_probes = pr->next;
+
+    } else {
+        pr = ngx_alloc(sizeof(ngx_im_probe_t), ngx_cycle->log);
+        if (pr == NULL) {
+            return NULL;
+        }
+    }
+
+    pr->uid = (uint32_t) u->node.key;
+    pr->stamp = u->stamp;
+
+    return pr;
+}
+
+
+/* 'J' or 'S' on the uid's channel, on the inbox connection: behind every
+ * append this worker made */
+
+static void
+ngx_im_router_notice(uint32_t uid, u_char type)
+{
+    u_char       buf[3 + 255], channel[32], *p;
+    const char  *argv[3];
+    size_t       argvlen[3];
+
+    p = buf;
+    *p++ = type;
+    *p++ = (u_char) ngx_im_worker_id.len;
+    p = ngx_cpymem(p, ngx_im_worker_id.data, ngx_im_worker_id.len);
+    *p++ = 0;
+
+    argv[0] = "PUBLISH";
+    argvlen[0] = 7;
+    argv[1] = (char *) channel;
+    argvlen[1] = ngx_im_router_channel(channel, uid);
+    argv[2] = (char *) buf;
+    argvlen[2] = p - buf;
+
+    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 3, argv,
+                            argvlen);
 }
 
 
@@ -661,6 +804,10 @@ ngx_im_router_subscribed(u_char *channel, size_t clen)
     }
 
     u->sub = NGX_IM_SUB_SUBSCRIBED;
+    ngx_im_router_shared(u);
+
+    /* a worker elsewhere that skipped this channel must know of us */
+    ngx_im_router_notice((uint32_t) u->node.key, 'J');
 
     /* from now on every message reaches us: the inbox holds the rest */
     ngx_im_router_sync_all(u);
@@ -706,6 +853,7 @@ ngx_im_router_sub_connected(void)
         u = (ngx_im_user_t *) node;
 
         u->sub = NGX_IM_SUB_NONE;
+        ngx_im_router_shared(u);
 
         if (u->nsessions) {
             ngx_im_router_subscribe(u);
@@ -781,13 +929,14 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
     u_char         *p, *buf, *flags;
     size_t          len;
     uint64_t        seq;
-    ngx_uint_t      i, stored, local;
+    ngx_uint_t      i, stored, local, probe;
     ngx_int_t       rc;
     const char     *argv[3];
     size_t          argvlen[3];
     ngx_im_user_t  *u;
     ngx_im_conf_t  *imcf;
     ngx_im_rcpt_t  *r;
+    ngx_im_probe_t *pr;
 
     imcf = ngx_im_get_conf();
 
@@ -827,6 +976,8 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
         /* this node's other workers: by datagram, no Redis in between */
 
+        rc = NGX_DECLINED;
+
         if (buf) {
             *flags &= ~NGX_IM_T_ALL;
             rc = ngx_im_router_peers(uids[i], buf, len);
@@ -838,6 +989,28 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
                 *flags |= NGX_IM_T_ALL;
             }
         }
+
+        /* nobody elsewhere: the channel is skipped */
+
+        if (u && local && rc != NGX_AGAIN && ngx_im_router_alone(u)) {
+            ngx_im_stats.channel_skipped++;
+
+            if (!stored) {
+                ngx_im_pub_served(pub, 1);
+                continue;
+            }
+
+            if (ngx_im_store_push(uids[i], msg, ngx_im_router_stored, pub)
+                != NGX_OK)
+            {
+                ngx_im_pub_served(pub, 0);
+            }
+
+            continue;
+        }
+
+        /* a sibling worker's subscription would count too */
+        probe = (rc == NGX_DECLINED && ngx_im_router_probing(u));
 
         if (stored) {
             /* write-through: the sender's ack waits for the append; the
@@ -851,8 +1024,17 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
             }
 
             if (buf) {
-                (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 3,
-                                        argv, argvlen);
+                pr = probe ? ngx_im_router_probe(u) : NULL;
+
+                if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX,
+                                     pr ? ngx_im_router_probed : NULL, pr,
+                                     3, argv, argvlen)
+                    != NGX_OK
+                    && pr)
+                {
+                    pr->next = ngx_im_free_probes;
+                    ngx_im_free_probes = pr;
+                }
             }
 
             continue;
@@ -875,6 +1057,7 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         r->uid = uids[i];
         r->local = local;
         r->self = (u && u->sub == NGX_IM_SUB_SUBSCRIBED);
+        r->stamp = probe ? u->stamp : 0;
 
         if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_router_published, r,
                              3, argv, argvlen)
@@ -904,6 +1087,10 @@ ngx_im_router_published(redisReply *reply, void *data)
 {
     ngx_im_rcpt_t  *r = data;
     ngx_int_t       others;
+
+    if (r->stamp) {
+        ngx_im_router_learn(r->uid, r->stamp, reply);
+    }
 
     if (reply && reply->type == REDIS_REPLY_INTEGER) {
         others = (ngx_int_t) reply->integer - (ngx_int_t) r->self;
@@ -1055,6 +1242,27 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
         }
 
         ngx_im_msg_unref(msg);
+        return;
+
+    case 'J':
+        if (u == NULL || node) {
+            /* siblings get this node's messages by datagram anyway */
+            return;
+        }
+
+        if (u->alone) {
+            /* whatever was skipped is in the inbox, before this */
+            ngx_im_router_notice(uid, 'S');
+        }
+
+        ngx_im_router_shared(u);
+        return;
+
+    case 'S':
+        if (u && !node) {
+            ngx_im_router_sync_all(u);
+        }
+
         return;
 
     case 'K':
