@@ -1634,13 +1634,16 @@ ngx_im_session_send_raw(ngx_im_session_t *s, u_char *p, size_t n)
 /*
  * Output leaves once per connection per event loop pass, whatever the
  * number of messages queued in it: sessions with something to send wait in
- * a list flushed at the end of the pass.  When a pass handles many events
- * the list is flushed early, every NGX_IM_FLUSH_BATCH sessions, so a push
- * does not wait for hundreds of other events: batching for throughput,
- * bounded delay for latency.
+ * a list flushed at the end of the pass.  A group message reaches a
+ * thousand sessions in one pass, and the next group message read in the
+ * same pass joins it in the same write: one system call per member for
+ * several messages.  (Flushing every 32 sessions instead cost three times
+ * the CPU per fan-out delivery, and measured no better latency in 1:1.)
+ * The list is flushed early only past NGX_IM_FLUSH_BATCH sessions, so a
+ * pass over a very large group still writes as it goes.
  */
 
-#define NGX_IM_FLUSH_BATCH  32
+#define NGX_IM_FLUSH_BATCH  1024
 
 static ngx_queue_t   ngx_im_flush_queue;
 static ngx_uint_t    ngx_im_flush_n;
