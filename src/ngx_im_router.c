@@ -50,10 +50,11 @@
 typedef struct {
     ngx_rbtree_node_t      node;        /* key: uid */
     ngx_queue_t            sessions;
-    ngx_uint_t             nsessions;
-    ngx_uint_t             sub;
     uint64_t               stamp;       /* changes when "alone" may not */
-    ngx_uint_t             alone;       /* no other node holds the uid */
+    time_t                 ttl_set;     /* the inbox's TTL given then */
+    uint32_t               nsessions;
+    unsigned               sub:2;
+    unsigned               alone:1;     /* no other node holds the uid */
 } ngx_im_user_t;
 
 
@@ -661,7 +662,7 @@ ngx_im_router_join(ngx_im_session_t *s)
 
     ngx_log_debug3(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
                    "im join: uid %uD sessions %ui sub %ui", s->uid,
-                   u->nsessions, u->sub);
+                   (ngx_uint_t) u->nsessions, (ngx_uint_t) u->sub);
     s->urec = u;
     s->live_seq = ++ngx_im_seq;
 
@@ -1000,7 +1001,8 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
                 continue;
             }
 
-            if (ngx_im_store_push(uids[i], msg, ngx_im_router_stored, pub)
+            if (ngx_im_store_push(uids[i], msg, &u->ttl_set,
+                                  ngx_im_router_stored, pub)
                 != NGX_OK)
             {
                 ngx_im_pub_served(pub, 0);
@@ -1016,7 +1018,8 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
             /* write-through: the sender's ack waits for the append; the
              * publish behind it on the same connection cannot overtake */
 
-            if (ngx_im_store_push(uids[i], msg, ngx_im_router_stored, pub)
+            if (ngx_im_store_push(uids[i], msg, u ? &u->ttl_set : NULL,
+                                  ngx_im_router_stored, pub)
                 != NGX_OK)
             {
                 ngx_im_pub_served(pub, 0);
@@ -1100,7 +1103,8 @@ ngx_im_router_published(redisReply *reply, void *data)
             goto done;
         }
 
-        if (ngx_im_store_push(r->uid, r->msg, ngx_im_router_stored, r->pub)
+        if (ngx_im_store_push(r->uid, r->msg, NULL, ngx_im_router_stored,
+                              r->pub)
             == NGX_OK)
         {
             goto done;
@@ -1238,7 +1242,7 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
         {
             /* offline-only: the publisher counted this worker as a
              * taker, and there is none any more */
-            (void) ngx_im_store_push(uid, msg, NULL, NULL);
+            (void) ngx_im_store_push(uid, msg, NULL, NULL, NULL);
         }
 
         ngx_im_msg_unref(msg);

@@ -1235,7 +1235,7 @@ ngx_im_session_release(ngx_im_session_t *s, ngx_queue_t *head)
         /* in write-through mode it is in the inbox already */
 
         if (!f->stored && s->uid) {
-            if (ngx_im_store_push(s->uid, f->msg, NULL, NULL) != NGX_OK) {
+            if (ngx_im_store_push(s->uid, f->msg, NULL, NULL, NULL) != NGX_OK) {
                 ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
                               "im: uid %uD: an unacknowledged message "
                               "could not be stored", s->uid);

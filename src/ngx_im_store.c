@@ -3,10 +3,13 @@
  *
  * Owns the stored form of a message and every Redis key of the inbox and
  * of the group sets.  The inbox is a list per uid: appended in accept order,
- * trimmed to the cap, given the TTL again on every append, and a message
- * leaves it (LREM of its exact bytes) when a recipient acknowledges it.
- * Each entry also carries its own expiry, so one old message in a busy
- * inbox still expires on time.
+ * trimmed to the cap, and a message leaves it (LREM of its exact bytes)
+ * when a recipient acknowledges it.  Each entry carries its own expiry, so
+ * one old message in a busy inbox still expires on time; the key's TTL only
+ * collects what nobody reads.  That TTL is im_offline_ttl plus a slack of an
+ * eighth of it, given when the list is created and again on appends, but
+ * for a uid online here at most once per slack: a stored message is then one
+ * Redis command, not two.  The key never expires before its newest entry.
  */
 
 #include "ngx_im_store.h"
@@ -112,7 +115,40 @@ struct ngx_im_append_s {
     ngx_im_redis_cb_pt      cb;
     void                   *data;
     uint32_t                uid;
+    ngx_uint_t              ttl_sent;   /* EXPIRE went behind the RPUSH */
 };
+
+
+static time_t
+ngx_im_store_slack(void)
+{
+    time_t  slack;
+
+    slack = ngx_im_get_conf()->offline_ttl / 8;
+
+    return slack ? slack : 1;
+}
+
+
+static void
+ngx_im_store_expire(u_char *key, size_t klen)
+{
+    u_char       ttl[NGX_INT_T_LEN];
+    const char  *argv[3];
+    size_t       argvlen[3];
+
+    argv[0] = "EXPIRE";
+    argvlen[0] = 6;
+    argv[1] = (char *) key;
+    argvlen[1] = klen;
+    argv[2] = (char *) ttl;
+    argvlen[2] = ngx_sprintf(ttl, "%T", ngx_im_get_conf()->offline_ttl
+                                        + ngx_im_store_slack())
+                 - ttl;
+
+    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 3, argv,
+                            argvlen);
+}
 
 
 static ngx_im_append_t  *ngx_im_store_free_appends;
@@ -130,6 +166,13 @@ ngx_im_store_appended(redisReply *reply, void *data)
     ngx_im_redis_cb_pt   cb;
 
     imcf = ngx_im_get_conf();
+
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1
+        && !a->ttl_sent)
+    {
+        /* a new list: it must not live for ever */
+        ngx_im_store_expire(key, ngx_im_store_key(key, a->uid));
+    }
 
     if (reply && reply->type == REDIS_REPLY_INTEGER
         && reply->integer > (long long) imcf->offline_max)
@@ -160,16 +203,13 @@ ngx_im_store_appended(redisReply *reply, void *data)
 
 
 ngx_int_t
-ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg, ngx_im_redis_cb_pt cb,
-    void *data)
+ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg, time_t *ttl_set,
+    ngx_im_redis_cb_pt cb, void *data)
 {
-    u_char            key[32], ttl[NGX_INT_T_LEN];
+    u_char            key[32];
     const char       *argv[3];
     size_t            argvlen[3];
-    ngx_im_conf_t    *imcf;
     ngx_im_append_t  *a;
-
-    imcf = ngx_im_get_conf();
 
     a = ngx_im_store_free_appends;
 
@@ -186,6 +226,8 @@ ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg, ngx_im_redis_cb_pt cb,
     a->cb = cb;
     a->data = data;
     a->uid = uid;
+    a->ttl_sent = (ttl_set == NULL
+                   || *ttl_set + ngx_im_store_slack() <= ngx_time());
 
     argv[0] = "RPUSH";
     argvlen[0] = 5;
@@ -203,16 +245,16 @@ ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg, ngx_im_redis_cb_pt cb,
         return NGX_ERROR;
     }
 
-    /* pipelined behind the append on the same connection, so it runs
-     * right after it; its reply is not needed */
+    if (a->ttl_sent) {
+        /* pipelined behind the append on the same connection, so it runs
+         * right after it; its reply is not needed */
 
-    argv[0] = "EXPIRE";
-    argvlen[0] = 6;
-    argv[2] = (char *) ttl;
-    argvlen[2] = ngx_sprintf(ttl, "%T", imcf->offline_ttl) - ttl;
+        ngx_im_store_expire(key, argvlen[1]);
 
-    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 3, argv,
-                            argvlen);
+        if (ttl_set) {
+            *ttl_set = ngx_time();
+        }
+    }
 
     return NGX_OK;
 }

@@ -59,9 +59,11 @@ ngx_im_msg_unref(ngx_im_msg_t *msg)
  * Append msg to the inbox of uid (trimmed to im_offline_max, expiring after
  * im_offline_ttl); cb gets the reply of the append, to be judged by
  * ngx_im_store_pushed().  NGX_ERROR: Redis is down, cb is not called.
+ * ttl_set, when not NULL, is the caller's memory of when it last gave this
+ * inbox its TTL: the TTL is then given again only when due.
  */
 ngx_int_t ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg,
-    ngx_im_redis_cb_pt cb, void *data);
+    time_t *ttl_set, ngx_im_redis_cb_pt cb, void *data);
 ngx_int_t ngx_im_store_pushed(redisReply *reply);
 void ngx_im_store_remove(uint32_t uid, ngx_im_msg_t *msg);
 /* the whole inbox, oldest first: an array of entries */
