@@ -30,9 +30,13 @@ typedef struct {
 
 
 /*
- * The context lives in the connection's pool: once a session is live the
- * HTTP request (its pool holds the handshake and the auth subrequest, some
- * ten kilobytes) is freed and the connection is served directly.
+ * Once a session is live the HTTP request (its pool holds the handshake and
+ * the auth subrequest, some ten kilobytes) is freed and the connection is
+ * served directly.  The context and the session are one allocation of
+ * their own (ngx_http_im_block_t); a plain connection then lets its pool
+ * go too, and the block keeps what nginx kept there and still needs: the
+ * log and the client's address.  A TLS connection keeps its pool, which
+ * holds the TLS state.
  */
 
 typedef struct {
@@ -50,6 +54,15 @@ typedef struct {
 } ngx_http_im_ctx_t;
 
 
+typedef struct {
+    ngx_http_im_ctx_t       ctx;            /* first: the block is ctx */
+    ngx_im_session_t        session;
+    ngx_pool_cleanup_t     *cln;            /* frees it with the pool */
+    ngx_log_t               log;            /* once the pool is gone */
+    /* then the client's sockaddr and its text */
+} ngx_http_im_block_t;
+
+
 static ngx_int_t ngx_http_im_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_im_status_handler(ngx_http_request_t *r);
 static void ngx_http_im_read(ngx_http_request_t *r);
@@ -59,6 +72,11 @@ static void ngx_http_im_goodbye_now(ngx_http_im_ctx_t *ctx);
 static void ngx_http_im_detach_handler(ngx_event_t *ev);
 static void ngx_http_im_conn_read(ngx_event_t *ev);
 static void ngx_http_im_conn_write(ngx_event_t *ev);
+static void ngx_http_im_block_free(void *data);
+static void ngx_http_im_own_pool(ngx_http_im_ctx_t *ctx);
+static void ngx_http_im_close(ngx_http_im_ctx_t *ctx);
+static u_char *ngx_http_im_log_error(ngx_log_t *log, u_char *buf,
+    size_t len);
 
 static void ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n);
 static size_t ngx_http_im_header(ngx_im_session_t *s, u_char *buf,
@@ -239,6 +257,7 @@ ngx_http_im_handler(ngx_http_request_t *r)
     ngx_connection_t         *c;
     ngx_http_cleanup_t       *cln;
     ngx_http_im_ctx_t        *ctx;
+    ngx_http_im_block_t      *blk;
     ngx_http_core_loc_conf_t *clcf;
     ngx_im_conf_t            *imcf;
     ngx_http_im_loc_conf_t   *ilcf;
@@ -318,10 +337,22 @@ ngx_http_im_handler(ngx_http_request_t *r)
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    ctx = ngx_pcalloc(c->pool, sizeof(ngx_http_im_ctx_t));
-    if (ctx == NULL) {
+    blk = ngx_calloc(sizeof(ngx_http_im_block_t) + c->socklen
+                     + c->addr_text.len, c->log);
+    if (blk == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    blk->cln = ngx_pool_cleanup_add(c->pool, 0);
+    if (blk->cln == NULL) {
+        ngx_free(blk);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    blk->cln->handler = ngx_http_im_block_free;
+    blk->cln->data = blk;
+
+    ctx = &blk->ctx;
 
     ctx->request = r;
     ctx->connection = c;
@@ -373,7 +404,7 @@ ngx_http_im_handler(ngx_http_request_t *r)
     ngx_memcpy(h->value.data, dst.data, dst.len);
 
     ctx->session = ngx_im_session_create(c, &ngx_http_im_transport, ctx,
-                                         ctx->echo);
+                                         ctx->echo, &blk->session);
     if (ctx->session == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -526,6 +557,10 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
     hc->free = NULL;
     hc->nbusy = 0;
 
+    if (c->ssl == NULL && s->deferred == NULL) {
+        ngx_http_im_own_pool(ctx);
+    }
+
 #if (NGX_HTTP_SSL)
     if (c->ssl && c->ssl->buf && c->ssl->buf->start
         && c->ssl->buf->pos == c->ssl->buf->last)
@@ -560,7 +595,7 @@ ngx_http_im_conn_read(ngx_event_t *ev)
         ngx_im_session_abort(ctx->session);
         ctx->finalized = 1;
         im_ws_parser_free(&ctx->parser);
-        ngx_http_close_connection(c);
+        ngx_http_im_close(ctx);
         return;
     }
 
@@ -822,12 +857,112 @@ ngx_http_im_finalize(ngx_im_session_t *s)
     }
 
     if (r == NULL) {
-        ngx_http_close_connection(c);
+        ngx_http_im_close(ctx);
         return;
     }
 
     ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
     ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * A plain connection after the login: its pool held the log, the client's
+ * address, the HTTP connection state and the freed header buffers, half a
+ * kilobyte per idle session.  The block takes the first two and the pool
+ * goes.
+ */
+
+static void
+ngx_http_im_own_pool(ngx_http_im_ctx_t *ctx)
+{
+    u_char               *p;
+    ngx_connection_t     *c;
+    ngx_http_im_block_t  *blk;
+
+    blk = (ngx_http_im_block_t *) ctx;
+    c = ctx->connection;
+
+    p = (u_char *) (blk + 1);
+
+    ngx_memcpy(p, c->sockaddr, c->socklen);
+    c->sockaddr = (struct sockaddr *) p;
+    p += c->socklen;
+
+    ngx_memcpy(p, c->addr_text.data, c->addr_text.len);
+    c->addr_text.data = p;
+
+    blk->log = *c->log;
+    blk->log.handler = ngx_http_im_log_error;
+    blk->log.data = c;
+
+    c->log = &blk->log;
+    c->read->log = c->log;
+    c->write->log = c->log;
+    ctx->detach.log = c->log;
+    ngx_im_session_moved(ctx->session);
+
+    /* the local address may have been looked up into the pool */
+    c->local_sockaddr = NULL;
+    c->local_socklen = 0;
+    c->buffer = NULL;
+
+    blk->cln->handler = NULL;
+    blk->cln = NULL;
+
+    ngx_destroy_pool(c->pool);
+    c->pool = NULL;
+}
+
+
+/* the connection of a detached session */
+
+static void
+ngx_http_im_close(ngx_http_im_ctx_t *ctx)
+{
+    ngx_connection_t  *c;
+
+    c = ctx->connection;
+
+    if (c->pool) {
+        /* the pool's cleanup frees the block */
+        ngx_http_close_connection(c);
+        return;
+    }
+
+#if (NGX_STAT_STUB)
+    (void) ngx_atomic_fetch_add(ngx_stat_active, -1);
+#endif
+
+    c->destroyed = 1;
+    ngx_close_connection(c);
+    ngx_free(ctx);
+}
+
+
+static void
+ngx_http_im_block_free(void *data)
+{
+    ngx_free(data);
+}
+
+
+static u_char *
+ngx_http_im_log_error(ngx_log_t *log, u_char *buf, size_t len)
+{
+    u_char            *p;
+    ngx_connection_t  *c;
+
+    p = buf;
+
+    if (log->action) {
+        p = ngx_snprintf(buf, len, " while %s", log->action);
+        len -= p - buf;
+    }
+
+    c = log->data;
+
+    return ngx_snprintf(p, len, ", client: %V", &c->addr_text);
 }
 
 

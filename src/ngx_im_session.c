@@ -15,7 +15,15 @@
 #include "ngx_im_router.h"
 
 
-#define NGX_IM_CHUNK        4096
+/*
+ * Output chunks: one allocation of 1 KB holds the chain link, the buffer
+ * header and the bytes; a session with more to send chains several.  Each
+ * session that has output waiting until the end of the pass holds one, so
+ * they are small; spare ones are kept for reuse, but no more than
+ * NGX_IM_CHUNKS_FREE, or a burst would stay allocated for good.
+ */
+#define NGX_IM_CHUNK        (1024 - sizeof(ngx_chain_t) - sizeof(ngx_buf_t))
+#define NGX_IM_CHUNKS_FREE  256
 #define NGX_IM_READ_BUF     65536
 #define NGX_IM_READ_LOOPS   16
 #define NGX_IM_DEFER_MAX    65536
@@ -137,21 +145,28 @@ static ngx_im_inflight_t *ngx_im_session_find(ngx_queue_t *q,
 
 static u_char        ngx_im_read_buf[NGX_IM_READ_BUF];
 static ngx_chain_t  *ngx_im_free_chunks;
+static ngx_uint_t    ngx_im_nfree_chunks;
 static uint64_t      ngx_im_session_tokens;
 
 
 ngx_im_session_t *
 ngx_im_session_create(ngx_connection_t *c, ngx_im_transport_t *transport,
-    void *ctx, ngx_uint_t backend)
+    void *ctx, ngx_uint_t backend, ngx_im_session_t *mem)
 {
     ngx_im_conf_t     *imcf;
     ngx_im_session_t  *s;
 
     imcf = ngx_im_get_conf();
 
-    s = ngx_pcalloc(c->pool, sizeof(ngx_im_session_t));
-    if (s == NULL) {
-        return NULL;
+    if (mem) {
+        s = mem;
+        ngx_memzero(s, sizeof(ngx_im_session_t));
+
+    } else {
+        s = ngx_pcalloc(c->pool, sizeof(ngx_im_session_t));
+        if (s == NULL) {
+            return NULL;
+        }
     }
 
     s->connection = c;
@@ -190,6 +205,24 @@ ngx_im_session_create(ngx_connection_t *c, ngx_im_transport_t *transport,
     }
 
     return s;
+}
+
+
+/*
+ * The transport gave the connection a log of its own and let its pool go:
+ * nothing of the session may point into either any more.
+ */
+
+void
+ngx_im_session_moved(ngx_im_session_t *s)
+{
+    s->timer.log = s->connection->log;
+    s->repush.log = s->connection->log;
+    s->close_ev.log = s->connection->log;
+
+    /* pool memory; only the login needed them */
+    ngx_str_null(&s->user);
+    ngx_str_null(&s->pass);
 }
 
 
@@ -1505,6 +1538,7 @@ ngx_im_chunk_alloc(size_t size)
     if (size <= NGX_IM_CHUNK && ngx_im_free_chunks) {
         cl = ngx_im_free_chunks;
         ngx_im_free_chunks = cl->next;
+        ngx_im_nfree_chunks--;
 
         b = cl->buf;
         b->pos = b->start;
@@ -1543,9 +1577,12 @@ ngx_im_chunk_alloc(size_t size)
 static void
 ngx_im_chunk_free(ngx_chain_t *cl)
 {
-    if ((size_t) (cl->buf->end - cl->buf->start) == NGX_IM_CHUNK) {
+    if ((size_t) (cl->buf->end - cl->buf->start) == NGX_IM_CHUNK
+        && ngx_im_nfree_chunks < NGX_IM_CHUNKS_FREE)
+    {
         cl->next = ngx_im_free_chunks;
         ngx_im_free_chunks = cl;
+        ngx_im_nfree_chunks++;
         return;
     }
 

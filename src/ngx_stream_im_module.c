@@ -136,7 +136,8 @@ ngx_stream_im_handler(ngx_stream_session_t *s)
     ctx->stream = s;
     ctx->timeout = iscf->timeout;
 
-    ctx->session = ngx_im_session_create(c, &ngx_stream_im_transport, ctx, 1);
+    ctx->session = ngx_im_session_create(c, &ngx_stream_im_transport, ctx, 1,
+                                         NULL);
     if (ctx->session == NULL) {
         ngx_stream_finalize_session(s, NGX_STREAM_INTERNAL_SERVER_ERROR);
         return;
