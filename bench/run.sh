@@ -15,6 +15,8 @@
 #   BENCH_IDLE       idle session counts        "10000 50000" / "1000"
 #   BENCH_PAIRS      1:1 pairs                  1000 / 100
 #   BENCH_WINDOW     messages in flight per sender (pairs, fanout)  4
+#   BENCH_FANOUT_WIDE  the fan-out again with this many group messages in
+#                    flight ("" to skip)        16
 #   BENCH_RATE       open-loop total rate       20000 / 2000
 #   BENCH_MEMBERS    fan-out group members      1000 / 100
 #   BENCH_DURATION   measured seconds           10 / 1
@@ -49,6 +51,7 @@ MODES=${BENCH_MODES:-write_through offline_only}
 IDLE=${BENCH_IDLE:-$(q "10000 50000" "1000")}
 PAIRS=${BENCH_PAIRS:-$(q 1000 100)}
 WINDOW=${BENCH_WINDOW:-4}
+FANOUT_WIDE=${BENCH_FANOUT_WIDE-16}
 RATE=${BENCH_RATE:-$(q 20000 2000)}
 MEMBERS=${BENCH_MEMBERS:-$(q 1000 100)}
 DURATION=${BENCH_DURATION:-$(q 10 1)}
@@ -375,6 +378,12 @@ run_im_mode() {     # delivery
         gen "im/$dv/fanout-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s fanout -M "$MEMBERS" -g "$GID" \
             $(common_traffic) --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID" \
             --hist-out "$OUT/hist-im-$dv-fanout.txt"
+        if [[ -n $FANOUT_WIDE ]]; then
+            fresh_inbox
+            gen "im/$dv/fanoutwide-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s fanout -M "$MEMBERS" \
+                -g "$GID" -d "$DURATION" -W "$WARMUP" -w "$FANOUT_WIDE" --drain "$DRAIN" \
+                --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID"
+        fi
         if [[ $RUN_TCP == 1 ]]; then
             fresh_inbox
             gen "im/$dv/pairs-tcp" "$tmo" 1 -m tcp -p "$WS_PORT" --tcp-port "$TCP_PORT" -s pairs \
@@ -412,6 +421,11 @@ run_peer() {
     gen "mosquitto/-/fanout-mqtt" "$tmo" 1 -m mqtt -p "$MQTT_PORT" -C 50 -s fanout -M "$MEMBERS" \
         -g "$GID" $(common_traffic) --cpu-pids "$MQ_PID" \
         --hist-out "$OUT/hist-mosquitto-fanout.txt"
+    if [[ -n $FANOUT_WIDE ]]; then
+        gen "mosquitto/-/fanoutwide-mqtt" "$tmo" 1 -m mqtt -p "$MQTT_PORT" -C 50 -s fanout \
+            -M "$MEMBERS" -g "$GID" -d "$DURATION" -W "$WARMUP" -w "$FANOUT_WIDE" \
+            --drain "$DRAIN" --cpu-pids "$MQ_PID"
+    fi
     stop_mosquitto
 }
 
