@@ -1211,6 +1211,30 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
 
     flags = p[2 + olen];
 
+    if (data[0] == 'J' || data[0] == 'S') {
+        /* from every worker but this one, siblings too: a sibling past
+         * the directory's slots gets no datagrams */
+
+        u = own ? NULL : ngx_im_router_find(uid);
+
+        if (u == NULL) {
+            return;
+        }
+
+        if (data[0] == 'S') {
+            ngx_im_router_sync_all(u);
+            return;
+        }
+
+        if (u->alone) {
+            /* whatever was skipped is in the inbox, before this */
+            ngx_im_router_notice(uid, 'S');
+        }
+
+        ngx_im_router_shared(u);
+        return;
+    }
+
     if (!ipc && node && !own && !(flags & NGX_IM_T_ALL)) {
         /* the datagram brought it already */
         return;
@@ -1246,27 +1270,6 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
         }
 
         ngx_im_msg_unref(msg);
-        return;
-
-    case 'J':
-        if (u == NULL || node) {
-            /* siblings get this node's messages by datagram anyway */
-            return;
-        }
-
-        if (u->alone) {
-            /* whatever was skipped is in the inbox, before this */
-            ngx_im_router_notice(uid, 'S');
-        }
-
-        ngx_im_router_shared(u);
-        return;
-
-    case 'S':
-        if (u && !node) {
-            ngx_im_router_sync_all(u);
-        }
-
         return;
 
     case 'K':

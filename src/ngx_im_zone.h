@@ -15,7 +15,9 @@
 #include "ngx_im.h"
 
 
-#define NGX_IM_DIR_PIDS  8
+/* workers of this node holding one uid that the directory names (one entry
+ * is then 64 bytes of the slab); more still get its messages, by Redis */
+#define NGX_IM_DIR_PIDS  6
 
 
 char *ngx_im_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
