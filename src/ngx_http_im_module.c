@@ -44,7 +44,7 @@ typedef struct {
     ngx_connection_t       *connection;
     ngx_im_session_t       *session;
     im_ws_parser_t          parser;
-    ngx_event_t             detach;
+    ngx_event_t            *detach;         /* until detached */
     ngx_uint_t              peer_code;
     unsigned                echo:1;
     unsigned                got_close:1;
@@ -358,10 +358,13 @@ ngx_http_im_handler(ngx_http_request_t *r)
     ctx->connection = c;
     ctx->echo = ilcf->echo;
 
-    ctx->detach.handler = ngx_http_im_detach_handler;
-    ctx->detach.data = ctx;
-    ctx->detach.log = c->log;
-    ctx->detach.cancelable = 1;
+    ctx->detach = ngx_im_event_alloc(ngx_http_im_detach_handler, ctx,
+                                     c->log);
+    if (ctx->detach == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->detach->cancelable = 1;
 
     /* Sec-WebSocket-Accept: base64(sha1(key ++ GUID)) */
 
@@ -464,7 +467,7 @@ ngx_http_im_handler(ngx_http_request_t *r)
     }
 
     if (ctx->echo) {
-        ngx_post_event(&ctx->detach, &ngx_posted_events);
+        ngx_post_event(ctx->detach, &ngx_posted_events);
     }
 
     return NGX_DONE;
@@ -572,6 +575,10 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
         }
     }
 #endif
+
+    /* not needed any more: this is its handler, nothing touches it after */
+    ngx_im_event_free(ctx->detach);
+    ctx->detach = NULL;
 
     if (c->read->ready) {
         ngx_post_event(c->read, &ngx_posted_events);
@@ -848,12 +855,9 @@ ngx_http_im_finalize(ngx_im_session_t *s)
     ctx->finalized = 1;
     im_ws_parser_free(&ctx->parser);
 
-    if (ctx->detach.timer_set) {
-        ngx_del_timer(&ctx->detach);
-    }
-
-    if (ctx->detach.posted) {
-        ngx_delete_posted_event(&ctx->detach);
+    if (ctx->detach) {
+        ngx_im_event_free(ctx->detach);
+        ctx->detach = NULL;
     }
 
     if (r == NULL) {
@@ -899,7 +903,9 @@ ngx_http_im_own_pool(ngx_http_im_ctx_t *ctx)
     c->log = &blk->log;
     c->read->log = c->log;
     c->write->log = c->log;
-    ctx->detach.log = c->log;
+    if (ctx->detach) {
+        ctx->detach->log = c->log;
+    }
     ngx_im_session_moved(ctx->session);
 
     /* the local address may have been looked up into the pool */
@@ -943,7 +949,13 @@ ngx_http_im_close(ngx_http_im_ctx_t *ctx)
 static void
 ngx_http_im_block_free(void *data)
 {
-    ngx_free(data);
+    ngx_http_im_ctx_t  *ctx = data;
+
+    if (ctx->detach) {
+        ngx_im_event_free(ctx->detach);
+    }
+
+    ngx_free(ctx);
 }
 
 
@@ -979,12 +991,9 @@ ngx_http_im_cleanup(void *data)
 
     ctx->finalized = 1;
 
-    if (ctx->detach.timer_set) {
-        ngx_del_timer(&ctx->detach);
-    }
-
-    if (ctx->detach.posted) {
-        ngx_delete_posted_event(&ctx->detach);
+    if (ctx->detach) {
+        ngx_im_event_free(ctx->detach);
+        ctx->detach = NULL;
     }
 
     ngx_http_im_goodbye_now(ctx);
@@ -1126,9 +1135,11 @@ ngx_http_im_auth_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
 
     ngx_im_session_auth_done(s, code, code == 0 ? (uint32_t) v : 0);
 
-    if (code == 0 && !ctx->detach.posted && !ctx->detach.timer_set) {
+    if (code == 0 && ctx->detach && !ctx->detach->posted
+        && !ctx->detach->timer_set)
+    {
         /* after this subrequest is finished with */
-        ngx_post_event(&ctx->detach, &ngx_posted_events);
+        ngx_post_event(ctx->detach, &ngx_posted_events);
     }
 
     return rc;

@@ -116,6 +116,7 @@ ngx_im_spare_put(ngx_im_spare_t **list, ngx_uint_t *n, void *p)
 static void ngx_im_session_timer_handler(ngx_event_t *ev);
 static void ngx_im_session_repush_handler(ngx_event_t *ev);
 static void ngx_im_session_close_handler(ngx_event_t *ev);
+static void ngx_im_session_post_close(ngx_im_session_t *s);
 static void ngx_im_session_teardown(ngx_im_session_t *s);
 static void ngx_im_session_finalize(ngx_im_session_t *s);
 static void ngx_im_session_post_flush(ngx_im_session_t *s);
@@ -184,15 +185,6 @@ ngx_im_session_create(ngx_connection_t *c, ngx_im_transport_t *transport,
     s->timer.data = s;
     s->timer.log = c->log;
 
-    s->repush.handler = ngx_im_session_repush_handler;
-    s->repush.data = s;
-    s->repush.log = c->log;
-    s->repush.cancelable = 1;
-
-    s->close_ev.handler = ngx_im_session_close_handler;
-    s->close_ev.data = s;
-    s->close_ev.log = c->log;
-
     ngx_im_stats.sessions++;
 
     if (backend) {
@@ -217,12 +209,91 @@ void
 ngx_im_session_moved(ngx_im_session_t *s)
 {
     s->timer.log = s->connection->log;
-    s->repush.log = s->connection->log;
-    s->close_ev.log = s->connection->log;
+
+    if (s->repush) {
+        s->repush->log = s->connection->log;
+    }
+
+    if (s->close_ev) {
+        s->close_ev->log = s->connection->log;
+    }
 
     /* pool memory; only the login needed them */
     ngx_str_null(&s->user);
     ngx_str_null(&s->pass);
+}
+
+
+/*
+ * An ngx_event_t is 96 bytes, and an idle session needs none but its timer:
+ * the re-push event exists while pushes await their acks, the close event
+ * once the session closes, the WebSocket detach event until the login.
+ * Spare ones are kept for reuse, up to NGX_IM_EVENTS_FREE.
+ */
+
+#define NGX_IM_EVENTS_FREE  1024
+
+static ngx_event_t  *ngx_im_free_events;
+static ngx_uint_t    ngx_im_nfree_events;
+
+
+ngx_event_t *
+ngx_im_event_alloc(ngx_event_handler_pt handler, void *data, ngx_log_t *log)
+{
+    ngx_event_t  *ev;
+
+    ev = ngx_im_free_events;
+
+    if (ev) {
+        ngx_im_free_events = ev->data;
+        ngx_im_nfree_events--;
+
+    } else {
+        ev = ngx_alloc(sizeof(ngx_event_t), log);
+        if (ev == NULL) {
+            return NULL;
+        }
+    }
+
+    ngx_memzero(ev, sizeof(ngx_event_t));
+
+    ev->handler = handler;
+    ev->data = data;
+    ev->log = log;
+
+    return ev;
+}
+
+
+void
+ngx_im_event_free(ngx_event_t *ev)
+{
+    if (ev->timer_set) {
+        ngx_del_timer(ev);
+    }
+
+    if (ev->posted) {
+        ngx_delete_posted_event(ev);
+    }
+
+    if (ngx_im_nfree_events < NGX_IM_EVENTS_FREE) {
+        ev->data = ngx_im_free_events;
+        ngx_im_free_events = ev;
+        ngx_im_nfree_events++;
+        return;
+    }
+
+    ngx_free(ev);
+}
+
+
+static void
+ngx_im_session_drop_repush(ngx_im_session_t *s)
+{
+    if (s->repush) {
+        ngx_im_event_free(s->repush);
+        s->repush = NULL;
+    }
 }
 
 
@@ -603,10 +674,7 @@ ngx_im_session_kick(ngx_im_session_t *s)
 
     ngx_im_session_release(s, &s->waiting);
     ngx_im_session_release(s, &s->inflight);
-
-    if (s->repush.timer_set) {
-        ngx_del_timer(&s->repush);
-    }
+    ngx_im_session_drop_repush(s);
 
     ngx_im_session_simple(s, IM_CMD_LOGOUT);
     ngx_im_session_grace(s);
@@ -1100,8 +1168,19 @@ ngx_im_session_send_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
 
     ngx_im_stats.pushed++;
 
-    if (!s->repush.timer_set) {
-        ngx_add_timer(&s->repush, imcf->repush_interval);
+    if (s->repush == NULL) {
+        s->repush = ngx_im_event_alloc(ngx_im_session_repush_handler, s,
+                                       s->connection->log);
+        if (s->repush == NULL) {
+            ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
+            return NGX_ERROR;
+        }
+
+        s->repush->cancelable = 1;
+    }
+
+    if (!s->repush->timer_set) {
+        ngx_add_timer(s->repush, imcf->repush_interval);
     }
 
     return ngx_im_session_send(s, msg->push, msg->push_len);
@@ -1189,8 +1268,8 @@ ngx_im_session_ack(ngx_im_session_t *s, im_msg_t *m)
     ngx_im_msg_unref(f->msg);
     ngx_im_inflight_free(f);
 
-    if (ngx_queue_empty(&s->inflight) && s->repush.timer_set) {
-        ngx_del_timer(&s->repush);
+    if (ngx_queue_empty(&s->inflight)) {
+        ngx_im_session_drop_repush(s);
     }
 }
 
@@ -1478,6 +1557,12 @@ ngx_im_session_timer_handler(ngx_event_t *ev)
 {
     ngx_im_session_t  *s = ev->data;
     ngx_im_conf_t     *imcf;
+
+    if (s->close_wanted) {
+        s->close_wanted = 0;
+        ngx_im_session_close_handler(ev);
+        return;
+    }
 
     if (s->torn_down) {
         /* the peer did not finish the close in time */
@@ -1831,11 +1916,9 @@ ngx_im_session_write(ngx_im_session_t *s)
         return;
     }
 
-    if (s->state == NGX_IM_S_CLOSING && !s->ws_closing
-        && !s->close_ev.posted)
-    {
+    if (s->state == NGX_IM_S_CLOSING && !s->ws_closing) {
         /* all said */
-        ngx_post_event(&s->close_ev, &ngx_posted_events);
+        ngx_im_session_post_close(s);
     }
 }
 
@@ -1883,8 +1966,27 @@ ngx_im_session_close(ngx_im_session_t *s, ngx_uint_t reason)
         s->close_reason = reason;
     }
 
-    if (!s->close_ev.posted) {
-        ngx_post_event(&s->close_ev, &ngx_posted_events);
+    ngx_im_session_post_close(s);
+}
+
+
+static void
+ngx_im_session_post_close(ngx_im_session_t *s)
+{
+    if (s->close_ev == NULL) {
+        s->close_ev = ngx_im_event_alloc(ngx_im_session_close_handler, s,
+                                         s->connection->log);
+
+        if (s->close_ev == NULL) {
+            /* no memory even for that: the session timer does it */
+            s->close_wanted = 1;
+            ngx_add_timer(&s->timer, 1);
+            return;
+        }
+    }
+
+    if (!s->close_ev->posted) {
+        ngx_post_event(s->close_ev, &ngx_posted_events);
     }
 }
 
@@ -1957,9 +2059,7 @@ ngx_im_session_teardown(ngx_im_session_t *s)
         ngx_del_timer(&s->timer);
     }
 
-    if (s->repush.timer_set) {
-        ngx_del_timer(&s->repush);
-    }
+    ngx_im_session_drop_repush(s);
 
     ngx_im_session_release(s, &s->waiting);
     ngx_im_session_release(s, &s->inflight);
@@ -2030,8 +2130,11 @@ ngx_im_session_abort(ngx_im_session_t *s)
         ngx_del_timer(&s->timer);
     }
 
-    if (s->close_ev.posted) {
-        ngx_delete_posted_event(&s->close_ev);
+    ngx_im_session_drop_repush(s);
+
+    if (s->close_ev) {
+        ngx_im_event_free(s->close_ev);
+        s->close_ev = NULL;
     }
 
     ngx_im_session_free_out(s);

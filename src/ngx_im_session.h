@@ -87,8 +87,10 @@ struct ngx_im_session_s {
     struct ngx_im_ref_s   *load_ref;
 
     ngx_event_t            timer;           /* connect, ping, grace, close */
-    ngx_event_t            repush;
-    ngx_event_t            close_ev;
+    /* only while there is something to re-push, only once closing: an
+     * idle session does not carry them (ngx_im_event_alloc) */
+    ngx_event_t           *repush;
+    ngx_event_t           *close_ev;
 
     ngx_queue_t            flush_link;      /* in the list of writers */
     ngx_chain_t           *out;
@@ -107,6 +109,7 @@ struct ngx_im_session_s {
     unsigned               client_left:1;   /* DISCONNECT or close frame */
     unsigned               draining:1;      /* closing once answers are out */
     unsigned               drain_invalid:1;
+    unsigned               close_wanted:1;  /* on the timer: no close_ev */
     u_char                 drain_cmd;
     ngx_uint_t             drain_reason;
 };
@@ -118,6 +121,12 @@ ngx_im_session_t *ngx_im_session_create(ngx_connection_t *c,
     ngx_im_session_t *mem);
 /* the connection's log moved and its pool is gone (after the login) */
 void ngx_im_session_moved(ngx_im_session_t *s);
+
+/* events needed for a while, from a worker's free list; free deletes the
+ * timer and the posting */
+ngx_event_t *ngx_im_event_alloc(ngx_event_handler_pt handler, void *data,
+    ngx_log_t *log);
+void ngx_im_event_free(ngx_event_t *ev);
 
 /* read handler body: recv until EAGAIN, feed the transport */
 void ngx_im_session_read(ngx_im_session_t *s);
