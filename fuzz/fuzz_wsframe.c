@@ -207,7 +207,9 @@ feed(im_ws_parser_t *p, const uint8_t *src, size_t len, size_t base,
         if (rc != IM_WS_ERROR) {
             CHECK(in_range(buf, len, ev.data, ev.len)
                   || in_range(p->buf, p->buf_size, ev.data, ev.len)
-                  || in_range(p->ctl, sizeof(p->ctl), ev.data, ev.len));
+                  || (p->ctl && in_range(p->ctl, IM_WS_MAX_CONTROL, ev.data,
+                                         ev.len))
+                  || ev.len == 0);
         }
 
         add(r, rc, &ev, base + used);

@@ -22,6 +22,10 @@
 #define IM_WS_ST_FAILED   2
 
 
+/* the data of an empty message: never NULL */
+static uint8_t  im_ws_empty[1];
+
+
 static uint16_t im_ws_check_start(im_ws_parser_t *p);
 static uint16_t im_ws_check_length(im_ws_parser_t *p);
 static uint64_t im_ws_frame_length(im_ws_parser_t *p);
@@ -46,10 +50,13 @@ void
 im_ws_parser_free(im_ws_parser_t *p)
 {
     free(p->buf);
+    free(p->ctl);
 
     p->buf = NULL;
     p->buf_len = 0;
     p->buf_size = 0;
+    p->ctl = NULL;
+    p->ctl_release = 0;
 }
 
 
@@ -74,6 +81,12 @@ im_ws_parse(im_ws_parser_t *p, uint8_t *in, size_t len, size_t *consumed,
     if (p->release) {
         p->release = 0;
         p->buf_len = 0;
+    }
+
+    if (p->ctl_release) {
+        p->ctl_release = 0;
+        free(p->ctl);
+        p->ctl = NULL;
     }
 
     pos = 0;
@@ -174,6 +187,14 @@ im_ws_parse(im_ws_parser_t *p, uint8_t *in, size_t len, size_t *consumed,
             }
 
             if (p->opcode & 0x8) {
+                if (p->ctl == NULL) {
+                    p->ctl = malloc(IM_WS_MAX_CONTROL);
+                    if (p->ctl == NULL) {
+                        code = IM_WS_CLOSE_INTERNAL;
+                        goto failed;
+                    }
+                }
+
                 im_ws_unmask(p, p->ctl + p->ctl_len, in + pos, n);
                 p->ctl_len += n;
 
@@ -201,7 +222,9 @@ im_ws_parse(im_ws_parser_t *p, uint8_t *in, size_t len, size_t *consumed,
 
         if (p->opcode & 0x8) {
             *consumed = pos;
-            return im_ws_control(p, p->ctl, p->ctl_len, ev);
+            p->ctl_release = (p->ctl != NULL);
+            return im_ws_control(p, p->ctl ? p->ctl : im_ws_empty,
+                                 p->ctl_len, ev);
         }
 
         if (!p->fin) {
@@ -217,7 +240,7 @@ im_ws_parse(im_ws_parser_t *p, uint8_t *in, size_t len, size_t *consumed,
         /* an empty message may have no buffer: data is never NULL */
 
         ev->opcode = p->msg_opcode ? p->msg_opcode : p->opcode;
-        ev->data = p->buf ? p->buf : p->ctl;
+        ev->data = p->buf ? p->buf : im_ws_empty;
         ev->len = p->buf_len;
 
         p->msg_opcode = 0;

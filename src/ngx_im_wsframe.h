@@ -98,7 +98,10 @@ typedef struct {
     size_t     buf_size;
 
     size_t     ctl_len;      /* control frame payload collected */
-    uint8_t    ctl[IM_WS_MAX_CONTROL];
+    uint8_t   *ctl;          /* IM_WS_MAX_CONTROL bytes, only while a
+                                control frame arrives in pieces: a
+                                parser is kept per idle connection */
+    int        ctl_release;  /* ctl was handed out: free it next call */
 } im_ws_parser_t;
 
 
