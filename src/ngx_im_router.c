@@ -26,10 +26,15 @@
  * alone and later messages skip the channel (and its echo) while it stays
  * so: they go to the local sessions and, in write-through, the inbox.  Any
  * worker that subscribes to a channel announces it with 'J' once the
- * subscription is confirmed; a worker that was alone for that uid marks it
- * shared and publishes 'S' behind its appends, so the newcomer loads the
- * inbox again and finds every message it skipped.  The mark is dropped
- * whenever the subscription is not known to be in place.
+ * subscription is confirmed (and again whenever the connection it went out
+ * on comes back).  A newcomer is subscribed before its 'J' arrives, so the
+ * messages skipped meanwhile must still reach it: every skipped message is
+ * kept for NGX_IM_KEEP_MS, and a worker that was alone for the uid, on a
+ * foreign 'J', publishes those of that uid again, marks it shared, and
+ * publishes 'S' behind its appends so the holders load the inbox again
+ * (anything older and not yet acked).  When the keep is full a message is
+ * published instead of skipped.  The mark is dropped whenever the
+ * subscription is not known to be in place.
  */
 
 #include "ngx_im_router.h"
@@ -56,6 +61,19 @@ typedef struct {
     unsigned               sub:2;
     unsigned               alone:1;     /* no other node holds the uid */
 } ngx_im_user_t;
+
+
+/* skipped messages, kept in case a subscriber turns up: one ring per
+ * worker, oldest first */
+
+#define NGX_IM_KEEP_MS    500
+#define NGX_IM_KEEP_MAX   262144
+
+typedef struct {
+    ngx_im_msg_t          *msg;
+    ngx_msec_t             at;
+    uint32_t               uid;
+} ngx_im_kept_t;
 
 
 /* a PUBLISH whose subscriber count may tell that a uid is alone */
@@ -95,6 +113,7 @@ static void ngx_im_router_published(redisReply *reply, void *data);
 static void ngx_im_router_presence(redisReply *reply, void *data);
 static ngx_int_t ngx_im_router_claim(ngx_im_session_t *s, char *script,
     u_char *stale, size_t slen, ngx_im_ref_t *ref);
+static void ngx_im_router_unkeep(ngx_msec_t older_than);
 
 
 /* the reject policy's claim of a presence key (see ngx_im_router_claim) */
@@ -111,6 +130,11 @@ static ngx_uint_t              ngx_im_nusers;
 static uint64_t                ngx_im_seq;
 static uint64_t                ngx_im_stamp;
 static ngx_im_probe_t         *ngx_im_free_probes;
+
+static ngx_im_kept_t          *ngx_im_kept;
+static ngx_uint_t              ngx_im_kept_head;
+static ngx_uint_t              ngx_im_kept_n;
+static ngx_event_t             ngx_im_kept_ev;
 
 static ngx_im_redis_handlers_t  ngx_im_router_handlers = {
     ngx_im_router_message,
@@ -141,6 +165,14 @@ ngx_im_router_init_zone(ngx_cycle_t *cycle)
 void
 ngx_im_router_exit(void)
 {
+    if (ngx_im_kept) {
+        ngx_im_router_unkeep(0);
+
+        if (ngx_im_kept_ev.timer_set) {
+            ngx_del_timer(&ngx_im_kept_ev);
+        }
+    }
+
     ngx_im_zone_exit_process();
     ngx_im_redis_exit();
 }
@@ -303,6 +335,151 @@ ngx_im_router_probe(ngx_im_user_t *u)
     pr->stamp = u->stamp;
 
     return pr;
+}
+
+
+static void
+ngx_im_router_unkeep(ngx_msec_t older_than)
+{
+    ngx_im_kept_t  *k;
+
+    while (ngx_im_kept_n) {
+        k = &ngx_im_kept[ngx_im_kept_head];
+
+        if ((ngx_msec_int_t) (ngx_current_msec - k->at) < (ngx_msec_int_t)
+                                                          older_than)
+        {
+            break;
+        }
+
+        ngx_im_msg_unref(k->msg);
+        ngx_im_kept_head = (ngx_im_kept_head + 1) % NGX_IM_KEEP_MAX;
+        ngx_im_kept_n--;
+    }
+}
+
+
+static void
+ngx_im_router_keep_handler(ngx_event_t *ev)
+{
+    ngx_im_router_unkeep(NGX_IM_KEEP_MS);
+
+    if (ngx_im_kept_n) {
+        ngx_add_timer(ev, NGX_IM_KEEP_MS);
+    }
+}
+
+
+/* NGX_DECLINED: no room, publish it */
+
+static ngx_int_t
+ngx_im_router_keep(uint32_t uid, ngx_im_msg_t *msg)
+{
+    ngx_im_kept_t  *k;
+
+    if (ngx_im_kept == NULL) {
+        ngx_im_kept = ngx_alloc(NGX_IM_KEEP_MAX * sizeof(ngx_im_kept_t),
+                                ngx_cycle->log);
+        if (ngx_im_kept == NULL) {
+            return NGX_DECLINED;
+        }
+
+        ngx_im_kept_ev.handler = ngx_im_router_keep_handler;
+        ngx_im_kept_ev.log = ngx_cycle->log;
+        ngx_im_kept_ev.data = &ngx_im_kept_ev;
+        ngx_im_kept_ev.cancelable = 1;
+    }
+
+    ngx_im_router_unkeep(NGX_IM_KEEP_MS);
+
+    if (ngx_im_kept_n == NGX_IM_KEEP_MAX) {
+        return NGX_DECLINED;
+    }
+
+    k = &ngx_im_kept[(ngx_im_kept_head + ngx_im_kept_n) % NGX_IM_KEEP_MAX];
+    k->msg = ngx_im_msg_ref(msg);
+    k->at = ngx_current_msec;
+    k->uid = uid;
+    ngx_im_kept_n++;
+
+    if (!ngx_im_kept_ev.timer_set) {
+        ngx_add_timer(&ngx_im_kept_ev, NGX_IM_KEEP_MS);
+    }
+
+    return NGX_OK;
+}
+
+
+/* a newcomer for uid: what was skipped for it lately goes to the channel */
+
+static void
+ngx_im_router_replay(uint32_t uid)
+{
+    u_char          channel[32];
+    u_char         *p, *buf;
+    size_t          len, size;
+    uint64_t        seq;
+    ngx_uint_t      i, n;
+    const char     *argv[3];
+    size_t          argvlen[3];
+    ngx_im_kept_t  *k;
+    ngx_im_conf_t  *imcf;
+
+    imcf = ngx_im_get_conf();
+
+    /* this worker's own sessions had them: the echo skips them all */
+    seq = ngx_im_seq;
+
+    buf = NULL;
+    size = 0;
+
+    argv[0] = "PUBLISH";
+    argvlen[0] = 7;
+    argv[1] = (char *) channel;
+    argvlen[1] = ngx_im_router_channel(channel, uid);
+
+    for (i = 0, n = ngx_im_kept_n; i < n; i++) {
+        k = &ngx_im_kept[(ngx_im_kept_head + i) % NGX_IM_KEEP_MAX];
+
+        if (k->uid != uid) {
+            continue;
+        }
+
+        len = 2 + ngx_im_worker_id.len + 1 + 8 + k->msg->entry_len;
+
+        if (len > size) {
+            if (buf) {
+                ngx_free(buf);
+            }
+
+            buf = ngx_alloc(len, ngx_cycle->log);
+            if (buf == NULL) {
+                return;
+            }
+
+            size = len;
+        }
+
+        p = buf;
+        *p++ = 'D';
+        *p++ = (u_char) ngx_im_worker_id.len;
+        p = ngx_cpymem(p, ngx_im_worker_id.data, ngx_im_worker_id.len);
+        *p++ = (imcf->delivery == NGX_IM_WRITE_THROUGH) ? NGX_IM_T_STORED
+                                                         : 0;
+        p = im_put_u32(p, (uint32_t) (seq >> 32));
+        p = im_put_u32(p, (uint32_t) seq);
+        p = ngx_cpymem(p, k->msg->entry, k->msg->entry_len);
+
+        argv[2] = (char *) buf;
+        argvlen[2] = len;
+
+        (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 3, argv,
+                                argvlen);
+    }
+
+    if (buf) {
+        ngx_free(buf);
+    }
 }
 
 
@@ -871,19 +1048,27 @@ ngx_im_router_sub_connected(void)
 static void
 ngx_im_router_inbox_connected(void)
 {
+    ngx_im_user_t      *u;
     ngx_rbtree_node_t  *node;
 
     if (ngx_im_users.root == ngx_im_users.sentinel) {
         return;
     }
 
-    /* loads that failed while Redis was away */
+    /* loads that failed while Redis was away, and announcements that
+     * may have been lost with the connection */
 
     for (node = ngx_rbtree_min(ngx_im_users.root, ngx_im_users.sentinel);
          node;
          node = ngx_rbtree_next(&ngx_im_users, node))
     {
-        ngx_im_router_sync_all((ngx_im_user_t *) node);
+        u = (ngx_im_user_t *) node;
+
+        if (u->sub == NGX_IM_SUB_SUBSCRIBED) {
+            ngx_im_router_notice((uint32_t) u->node.key, 'J');
+        }
+
+        ngx_im_router_sync_all(u);
     }
 }
 
@@ -993,7 +1178,9 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
         /* nobody elsewhere: the channel is skipped */
 
-        if (u && local && rc != NGX_AGAIN && ngx_im_router_alone(u)) {
+        if (u && local && rc != NGX_AGAIN && ngx_im_router_alone(u)
+            && ngx_im_router_keep(uids[i], msg) == NGX_OK)
+        {
             ngx_im_stats.channel_skipped++;
 
             if (!stored) {
@@ -1227,7 +1414,9 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
         }
 
         if (u->alone) {
-            /* whatever was skipped is in the inbox, before this */
+            /* the newcomer may have subscribed before these were
+             * skipped; older ones, not acked yet, are in the inbox */
+            ngx_im_router_replay(uid);
             ngx_im_router_notice(uid, 'S');
         }
 
