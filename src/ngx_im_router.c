@@ -251,6 +251,62 @@ ngx_im_router_channel_user(u_char *channel, size_t clen)
 }
 
 
+/* traffic records */
+
+#define NGX_IM_HEAD_LEN  (3 + ngx_im_worker_id.len)
+#define NGX_IM_D_LEN(msg)  (NGX_IM_HEAD_LEN + 8 + (msg)->entry_len)
+
+
+/* Type OriginLen Origin Flags */
+
+static u_char *
+ngx_im_router_head(u_char *p, u_char type, u_char flags)
+{
+    *p++ = type;
+    *p++ = (u_char) ngx_im_worker_id.len;
+    p = ngx_cpymem(p, ngx_im_worker_id.data, ngx_im_worker_id.len);
+    *p++ = flags;
+
+    return p;
+}
+
+
+/* 'D': the head, Seq and the message; NGX_IM_D_LEN(msg) bytes */
+
+static u_char *
+ngx_im_router_d(u_char *p, u_char flags, uint64_t seq, ngx_im_msg_t *msg)
+{
+    p = ngx_im_router_head(p, 'D', flags);
+    p = im_put_u32(p, (uint32_t) (seq >> 32));
+    p = im_put_u32(p, (uint32_t) seq);
+
+    return ngx_cpymem(p, msg->entry, msg->entry_len);
+}
+
+
+/* a record to the uid's channel, on the inbox connection: behind every
+ * append this worker made */
+
+static ngx_int_t
+ngx_im_router_publish(uint32_t uid, u_char *data, size_t len,
+    ngx_im_redis_cb_pt cb, void *cbdata)
+{
+    u_char       channel[32];
+    const char  *argv[3];
+    size_t       argvlen[3];
+
+    argv[0] = "PUBLISH";
+    argvlen[0] = 7;
+    argv[1] = (char *) channel;
+    argvlen[1] = ngx_im_router_channel(channel, uid);
+    argv[2] = (char *) data;
+    argvlen[2] = len;
+
+    return ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, cb, cbdata, 3, argv,
+                            argvlen);
+}
+
+
 /* alone (see the comment at the top) */
 
 static void
@@ -415,28 +471,20 @@ ngx_im_router_keep(uint32_t uid, ngx_im_msg_t *msg)
 static void
 ngx_im_router_replay(uint32_t uid)
 {
-    u_char          channel[32];
-    u_char         *p, *buf;
-    size_t          len, size;
+    u_char         *buf, *p;
+    size_t          size;
     uint64_t        seq;
-    ngx_uint_t      i, n;
-    const char     *argv[3];
-    size_t          argvlen[3];
+    ngx_uint_t      i, n, flags;
     ngx_im_kept_t  *k;
-    ngx_im_conf_t  *imcf;
 
-    imcf = ngx_im_get_conf();
+    flags = (ngx_im_get_conf()->delivery == NGX_IM_WRITE_THROUGH)
+            ? NGX_IM_T_STORED : 0;
 
     /* this worker's own sessions had them: the echo skips them all */
     seq = ngx_im_seq;
 
     buf = NULL;
     size = 0;
-
-    argv[0] = "PUBLISH";
-    argvlen[0] = 7;
-    argv[1] = (char *) channel;
-    argvlen[1] = ngx_im_router_channel(channel, uid);
 
     for (i = 0, n = ngx_im_kept_n; i < n; i++) {
         k = &ngx_im_kept[(ngx_im_kept_head + i) % NGX_IM_KEEP_MAX];
@@ -445,36 +493,22 @@ ngx_im_router_replay(uint32_t uid)
             continue;
         }
 
-        len = 2 + ngx_im_worker_id.len + 1 + 8 + k->msg->entry_len;
-
-        if (len > size) {
+        if (NGX_IM_D_LEN(k->msg) > size) {
             if (buf) {
                 ngx_free(buf);
             }
 
-            buf = ngx_alloc(len, ngx_cycle->log);
+            size = NGX_IM_D_LEN(k->msg);
+
+            buf = ngx_alloc(size, ngx_cycle->log);
             if (buf == NULL) {
                 return;
             }
-
-            size = len;
         }
 
-        p = buf;
-        *p++ = 'D';
-        *p++ = (u_char) ngx_im_worker_id.len;
-        p = ngx_cpymem(p, ngx_im_worker_id.data, ngx_im_worker_id.len);
-        *p++ = (imcf->delivery == NGX_IM_WRITE_THROUGH) ? NGX_IM_T_STORED
-                                                         : 0;
-        p = im_put_u32(p, (uint32_t) (seq >> 32));
-        p = im_put_u32(p, (uint32_t) seq);
-        p = ngx_cpymem(p, k->msg->entry, k->msg->entry_len);
+        p = ngx_im_router_d(buf, (u_char) flags, seq, k->msg);
 
-        argv[2] = (char *) buf;
-        argvlen[2] = len;
-
-        (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 3, argv,
-                                argvlen);
+        (void) ngx_im_router_publish(uid, buf, p - buf, NULL, NULL);
     }
 
     if (buf) {
@@ -483,31 +517,16 @@ ngx_im_router_replay(uint32_t uid)
 }
 
 
-/* 'J' or 'S' on the uid's channel, on the inbox connection: behind every
- * append this worker made */
+/* 'J' or 'S' */
 
 static void
 ngx_im_router_notice(uint32_t uid, u_char type)
 {
-    u_char       buf[3 + 255], channel[32], *p;
-    const char  *argv[3];
-    size_t       argvlen[3];
+    u_char  buf[3 + 255], *p;
 
-    p = buf;
-    *p++ = type;
-    *p++ = (u_char) ngx_im_worker_id.len;
-    p = ngx_cpymem(p, ngx_im_worker_id.data, ngx_im_worker_id.len);
-    *p++ = 0;
+    p = ngx_im_router_head(buf, type, 0);
 
-    argv[0] = "PUBLISH";
-    argvlen[0] = 7;
-    argv[1] = (char *) channel;
-    argvlen[1] = ngx_im_router_channel(channel, uid);
-    argv[2] = (char *) buf;
-    argvlen[2] = p - buf;
-
-    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 3, argv,
-                            argvlen);
+    (void) ngx_im_router_publish(uid, buf, p - buf, NULL, NULL);
 }
 
 
@@ -541,11 +560,7 @@ ngx_im_router_presence_ttl(void)
 void
 ngx_im_router_login(ngx_im_session_t *s)
 {
-    u_char             key[64];
     u_char            *p, *buf;
-    size_t             len;
-    const char        *argv[6];
-    size_t             argvlen[6];
     ngx_queue_t       *q, *next;
     ngx_im_ref_t      *ref;
     ngx_im_user_t     *u;
@@ -610,33 +625,20 @@ ngx_im_router_login(ngx_im_session_t *s)
 
     /* ... and on every other worker and node */
 
-    len = 2 + ngx_im_worker_id.len + 1 + 1 + 8;
-    buf = ngx_alloc(len, s->connection->log);
+    buf = ngx_alloc(NGX_IM_HEAD_LEN + 1 + 8, s->connection->log);
 
     if (buf) {
-        p = buf;
-        *p++ = 'K';
-        *p++ = (u_char) ngx_im_worker_id.len;
-        p = ngx_cpymem(p, ngx_im_worker_id.data, ngx_im_worker_id.len);
-        *p++ = 0;
+        p = ngx_im_router_head(buf, 'K', 0);
         *p++ = s->client_id;
         p = im_put_u32(p, (uint32_t) (s->token >> 32));
         p = im_put_u32(p, (uint32_t) s->token);
 
         if (ngx_im_router_peers(s->uid, buf, p - buf) != NGX_OK) {
-            buf[2 + ngx_im_worker_id.len] |= NGX_IM_T_ALL;
+            buf[NGX_IM_HEAD_LEN - 1] |= NGX_IM_T_ALL;
         }
 
-        argv[0] = "PUBLISH";
-        argvlen[0] = 7;
-        argv[1] = (char *) key;
-        argvlen[1] = ngx_im_router_channel(key, s->uid);
-        argv[2] = (char *) buf;
-        argvlen[2] = p - buf;
-
         /* Redis down: the other session stays until it ends by itself */
-        (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 3, argv,
-                                argvlen);
+        (void) ngx_im_router_publish(s->uid, buf, p - buf, NULL, NULL);
         ngx_free(buf);
     }
 
@@ -1111,14 +1113,11 @@ void
 ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
     ngx_im_pub_t *pub)
 {
-    u_char          channel[32];
-    u_char         *p, *buf, *flags;
+    u_char         *buf, *flags;
     size_t          len;
     uint64_t        seq;
     ngx_uint_t      i, stored, local, probe;
     ngx_int_t       rc;
-    const char     *argv[3];
-    size_t          argvlen[3];
     ngx_im_user_t  *u;
     ngx_im_conf_t  *imcf;
     ngx_im_rcpt_t  *r;
@@ -1131,34 +1130,19 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
     pub->remaining = n;
 
-    len = 2 + ngx_im_worker_id.len + 1 + 8 + msg->entry_len;
+    len = NGX_IM_D_LEN(msg);
     buf = ngx_alloc(len, ngx_cycle->log);
     flags = NULL;
 
     if (buf) {
-        p = buf;
-        *p++ = 'D';
-        *p++ = (u_char) ngx_im_worker_id.len;
-        p = ngx_cpymem(p, ngx_im_worker_id.data, ngx_im_worker_id.len);
-        flags = p;
-        *p++ = stored ? NGX_IM_T_STORED : 0;
-        p = im_put_u32(p, (uint32_t) (seq >> 32));
-        p = im_put_u32(p, (uint32_t) seq);
-        p = ngx_cpymem(p, msg->entry, msg->entry_len);
+        (void) ngx_im_router_d(buf, stored ? NGX_IM_T_STORED : 0, seq, msg);
+        flags = buf + NGX_IM_HEAD_LEN - 1;
     }
-
-    argv[0] = "PUBLISH";
-    argvlen[0] = 7;
-    argv[1] = (char *) channel;
-    argv[2] = (char *) buf;
-    argvlen[2] = len;
 
     for (i = 0; i < n; i++) {
 
         u = ngx_im_router_find(uids[i]);
         local = u ? ngx_im_router_local(u, msg, stored, 0) : 0;
-
-        argvlen[1] = ngx_im_router_channel(channel, uids[i]);
 
         /* this node's other workers: by datagram, no Redis in between */
 
@@ -1216,9 +1200,9 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
             if (buf) {
                 pr = probe ? ngx_im_router_probe(u) : NULL;
 
-                if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX,
-                                     pr ? ngx_im_router_probed : NULL, pr,
-                                     3, argv, argvlen)
+                if (ngx_im_router_publish(uids[i], buf, len,
+                                          pr ? ngx_im_router_probed : NULL,
+                                          pr)
                     != NGX_OK
                     && pr)
                 {
@@ -1249,8 +1233,8 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         r->self = (u && u->sub == NGX_IM_SUB_SUBSCRIBED);
         r->stamp = probe ? u->stamp : 0;
 
-        if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_router_published, r,
-                             3, argv, argvlen)
+        if (ngx_im_router_publish(uids[i], buf, len, ngx_im_router_published,
+                                  r)
             != NGX_OK)
         {
             ngx_im_msg_unref(r->msg);
