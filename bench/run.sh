@@ -349,20 +349,20 @@ common_traffic() {   # args shared by the traffic scenarios
 run_im_mode() {     # delivery
     local dv=$1 n procs tmo lt
 
-    # (a) idle memory: several workers, several generator processes
-    if start_nginx "idle-$dv" "$IDLE_WORKERS" 0 "$dv"; then
-        for n in $IDLE; do
-            fresh_inbox
-            procs=$(( (n + 11999) / 12000 ))
-            lt=$(login_tmo "$n")
-            gen "im/$dv/idle-$n" $((lt + 30)) 0 -m ws -p "$WS_PORT" -s idle -n "$n" -P "$procs" \
-                -S 8 -C 200 --hold "$HOLD" --settle "$SETTLE" --login-timeout "$lt" \
-                --cpu-pids "$NGX_WORKERS" --mem-pids "$NGX_PID,$NGX_WORKERS"
-            sleep "$(q 1 0.2)"
-        done
+    # (a) idle memory: several workers, several generator processes; a
+    # fresh nginx for each count, so no count starts from memory an earlier
+    # one left in the workers' heaps
+    for n in $IDLE; do
+        start_nginx "idle-$dv-$n" "$IDLE_WORKERS" 0 "$dv" || continue
+        fresh_inbox
+        procs=$(( (n + 11999) / 12000 ))
+        lt=$(login_tmo "$n")
+        gen "im/$dv/idle-$n" $((lt + 30)) 0 -m ws -p "$WS_PORT" -s idle -n "$n" -P "$procs" \
+            -S 8 -C 200 --hold "$HOLD" --settle "$SETTLE" --login-timeout "$lt" \
+            --cpu-pids "$NGX_WORKERS" --mem-pids "$NGX_PID,$NGX_WORKERS"
         stop_nginx
-        check_nginx_log "idle-$dv"
-    fi
+        check_nginx_log "idle-$dv-$n"
+    done
 
     # (b) (c) (d): one worker on CPU 0, generator on CPU 1
     if start_nginx "one-$dv" 1 1 "$dv"; then

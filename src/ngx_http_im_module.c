@@ -45,7 +45,7 @@ typedef struct {
     ngx_im_session_t       *session;
     im_ws_parser_t          parser;
     ngx_event_t            *detach;         /* until detached */
-    ngx_uint_t              peer_code;
+    uint16_t                peer_code;
     unsigned                echo:1;
     unsigned                got_close:1;
     unsigned                finalized:1;

@@ -55,8 +55,8 @@
 typedef struct {
     ngx_rbtree_node_t      node;        /* key: uid */
     ngx_queue_t            sessions;
-    uint64_t               stamp;       /* changes when "alone" may not */
-    time_t                 ttl_set;     /* the inbox's TTL given then */
+    uint32_t               stamp;       /* changes when "alone" may not */
+    uint32_t               ttl_set;     /* the inbox's TTL given then */
     uint32_t               nsessions;
     unsigned               sub:2;
     unsigned               alone:1;     /* no other node holds the uid */
@@ -82,7 +82,7 @@ typedef struct ngx_im_probe_s  ngx_im_probe_t;
 struct ngx_im_probe_s {
     ngx_im_probe_t        *next;
     uint32_t               uid;
-    uint64_t               stamp;
+    uint32_t               stamp;
 };
 
 
@@ -92,7 +92,7 @@ typedef struct {
     uint32_t               uid;
     ngx_uint_t             local;
     ngx_uint_t             self;
-    uint64_t               stamp;       /* 0: not a probe */
+    uint32_t               stamp;       /* 0: not a probe */
 } ngx_im_rcpt_t;
 
 
@@ -114,6 +114,7 @@ static void ngx_im_router_presence(redisReply *reply, void *data);
 static ngx_int_t ngx_im_router_claim(ngx_im_session_t *s, char *script,
     u_char *stale, size_t slen, ngx_im_ref_t *ref);
 static void ngx_im_router_unkeep(ngx_msec_t older_than);
+static uint32_t ngx_im_router_stamp(void);
 
 
 /* the reject policy's claim of a presence key (see ngx_im_router_claim) */
@@ -128,7 +129,7 @@ static ngx_rbtree_t            ngx_im_users;
 static ngx_rbtree_node_t       ngx_im_users_sentinel;
 static ngx_uint_t              ngx_im_nusers;
 static uint64_t                ngx_im_seq;
-static uint64_t                ngx_im_stamp;
+static uint32_t                ngx_im_stamp;
 static ngx_im_probe_t         *ngx_im_free_probes;
 
 static ngx_im_kept_t          *ngx_im_kept;
@@ -208,7 +209,7 @@ ngx_im_router_user(uint32_t uid)
     }
 
     u->node.key = uid;
-    u->stamp = ++ngx_im_stamp;
+    u->stamp = ngx_im_router_stamp();
     ngx_queue_init(&u->sessions);
     ngx_rbtree_insert(&ngx_im_users, &u->node);
     ngx_im_nusers++;
@@ -309,11 +310,25 @@ ngx_im_router_publish(uint32_t uid, u_char *data, size_t len,
 
 /* alone (see the comment at the top) */
 
+/* never 0, which marks a publish that is no probe; a wrap after 2^32
+ * changes is harmless: a probe is answered within seconds */
+
+static uint32_t
+ngx_im_router_stamp(void)
+{
+    if (++ngx_im_stamp == 0) {
+        ngx_im_stamp = 1;
+    }
+
+    return ngx_im_stamp;
+}
+
+
 static void
 ngx_im_router_shared(ngx_im_user_t *u)
 {
     u->alone = 0;
-    u->stamp = ++ngx_im_stamp;
+    u->stamp = ngx_im_router_stamp();
 }
 
 
@@ -335,7 +350,7 @@ ngx_im_router_probing(ngx_im_user_t *u)
 
 
 static void
-ngx_im_router_learn(uint32_t uid, uint64_t stamp, redisReply *reply)
+ngx_im_router_learn(uint32_t uid, uint32_t stamp, redisReply *reply)
 {
     ngx_im_user_t  *u;
 

@@ -1198,7 +1198,8 @@ ngx_im_session_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
 
     ngx_log_debug4(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
                    "im push: uid %uD state %ui loading %d closing %d",
-                   s->uid, s->state, (int) s->loading, (int) s->closing);
+                   s->uid, (ngx_uint_t) s->state, (int) s->loading,
+                   (int) s->closing);
 
     if (s->closing || s->state != NGX_IM_S_LIVE || s->backend) {
         return NGX_DECLINED;

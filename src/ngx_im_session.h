@@ -59,12 +59,14 @@ struct ngx_im_session_s {
     ngx_im_transport_t    *transport;
     void                  *ctx;             /* the transport's */
 
-    ngx_uint_t             state;
-    ngx_uint_t             close_reason;
-
     uint32_t               uid;
     uint8_t                role;
     uint8_t                client_id;
+    uint8_t                state;
+    u_char                 drain_cmd;
+    uint16_t               close_reason;
+    uint16_t               drain_reason;
+    uint32_t               unresolved;      /* groups whose members are read */
     uint64_t               token;           /* unique in this worker */
     uint64_t               live_seq;        /* when it joined the router */
 
@@ -79,7 +81,6 @@ struct ngx_im_session_s {
     ngx_queue_t            waiting;         /* to push when there is room */
     size_t                 waiting_bytes;   /* of live messages in it */
     ngx_queue_t            pubs;            /* own messages, acks in order */
-    ngx_uint_t             unresolved;      /* groups whose members are read */
     ngx_chain_t           *deferred;        /* input during auth */
 
     /* outstanding Redis work that must not outlive the session */
@@ -110,8 +111,6 @@ struct ngx_im_session_s {
     unsigned               draining:1;      /* closing once answers are out */
     unsigned               drain_invalid:1;
     unsigned               close_wanted:1;  /* on the timer: no close_ev */
-    u_char                 drain_cmd;
-    ngx_uint_t             drain_reason;
 };
 
 

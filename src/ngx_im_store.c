@@ -203,7 +203,7 @@ ngx_im_store_appended(redisReply *reply, void *data)
 
 
 ngx_int_t
-ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg, time_t *ttl_set,
+ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg, uint32_t *ttl_set,
     ngx_im_redis_cb_pt cb, void *data)
 {
     u_char            key[32];
@@ -227,7 +227,7 @@ ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg, time_t *ttl_set,
     a->data = data;
     a->uid = uid;
     a->ttl_sent = (ttl_set == NULL
-                   || *ttl_set + ngx_im_store_slack() <= ngx_time());
+                   || (time_t) *ttl_set + ngx_im_store_slack() <= ngx_time());
 
     argv[0] = "RPUSH";
     argvlen[0] = 5;
@@ -252,7 +252,8 @@ ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg, time_t *ttl_set,
         ngx_im_store_expire(key, argvlen[1]);
 
         if (ttl_set) {
-            *ttl_set = ngx_time();
+            /* seconds since 1970 fit 32 bits until 2106 */
+            *ttl_set = (uint32_t) ngx_time();
         }
     }
 

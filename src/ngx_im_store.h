@@ -63,7 +63,7 @@ ngx_im_msg_unref(ngx_im_msg_t *msg)
  * inbox its TTL: the TTL is then given again only when due.
  */
 ngx_int_t ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg,
-    time_t *ttl_set, ngx_im_redis_cb_pt cb, void *data);
+    uint32_t *ttl_set, ngx_im_redis_cb_pt cb, void *data);
 ngx_int_t ngx_im_store_pushed(redisReply *reply);
 void ngx_im_store_remove(uint32_t uid, ngx_im_msg_t *msg);
 /* the whole inbox, oldest first: an array of entries */

@@ -71,37 +71,37 @@ typedef struct {
 typedef struct {
     size_t     max_message;  /* cap on a reassembled data message (and
                                 a single data frame) */
-    int        server;       /* 1: client frames must be masked (else
+    uint8_t    server;       /* 1: client frames must be masked (else
                                 1002); 0: must not be */
 
-    /* private state: use the functions below only */
+    /* private state: use the functions below only; small fields first,
+     * packed: a parser is kept per idle connection */
 
-    unsigned   state;        /* header, payload, failed */
-    unsigned   hdr_have;     /* header bytes collected so far */
-    unsigned   hdr_need;     /* header length, known after 2 bytes */
+    uint8_t    state;        /* header, payload, failed */
+    uint8_t    hdr_have;     /* header bytes collected so far */
+    uint8_t    hdr_need;     /* header length, known after 2 bytes */
+    uint8_t    mask_pos;     /* offset into the mask of the next byte */
+    uint8_t    opcode;       /* opcode of the current frame */
+    uint8_t    fin;
+    uint8_t    masked;
     uint8_t    hdr[IM_WS_MAX_HEADER];
     uint8_t    mask[4];
-    unsigned   mask_pos;     /* offset into the mask of the next byte */
-    int        opcode;       /* opcode of the current frame */
-    int        fin;
-    int        masked;
+    uint8_t    msg_opcode;   /* TEXT/BINARY of a fragmented message in
+                                progress, 0 if none */
+    uint8_t    release;      /* buf was handed out: empty it next call */
+    uint8_t    ctl_release;  /* ctl was handed out: free it next call */
+    uint8_t    ctl_len;      /* control frame payload collected */
+    uint16_t   error_code;   /* close code once failed */
+
     uint64_t   frame_len;    /* payload length of the current frame */
     uint64_t   remaining;    /* payload bytes of the frame still due */
-
-    int        msg_opcode;   /* TEXT/BINARY of a fragmented message in
-                                progress, 0 if none */
-    int        release;      /* buf was handed out: empty it next call */
-    uint16_t   error_code;   /* close code once failed */
 
     uint8_t   *buf;          /* data message reassembly */
     size_t     buf_len;
     size_t     buf_size;
 
-    size_t     ctl_len;      /* control frame payload collected */
     uint8_t   *ctl;          /* IM_WS_MAX_CONTROL bytes, only while a
-                                control frame arrives in pieces: a
-                                parser is kept per idle connection */
-    int        ctl_release;  /* ctl was handed out: free it next call */
+                                control frame arrives in pieces */
 } im_ws_parser_t;
 
 
