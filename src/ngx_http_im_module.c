@@ -1222,10 +1222,17 @@ ngx_http_im_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     switch (data) {
 
     case 0:
-        return ngx_http_im_form_value(r, v, s->user.data, s->user.len);
-
     case 1:
-        return ngx_http_im_form_value(r, v, s->pass.data, s->pass.len);
+        if (s->cred == NULL) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        return (data == 0)
+               ? ngx_http_im_form_value(r, v, s->cred->user.data,
+                                        s->cred->user.len)
+               : ngx_http_im_form_value(r, v, s->cred->pass.data,
+                                        s->cred->pass.len);
 
     default:
         break;

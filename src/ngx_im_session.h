@@ -42,7 +42,7 @@ typedef struct {
     void     (*input)(ngx_im_session_t *s, u_char *p, size_t n);
     /* framing header for an outgoing message of len bytes (<= 16) */
     size_t   (*header)(ngx_im_session_t *s, u_char *buf, size_t len);
-    /* ask whoever authenticates: s->user, s->pass, s->role, s->client_id;
+    /* ask whoever authenticates: s->cred, s->role, s->client_id;
      * the answer comes through ngx_im_session_auth_done() */
     ngx_int_t (*auth)(ngx_im_session_t *s);
     /* framing-level goodbye (a WebSocket close frame); may be NULL */
@@ -52,6 +52,12 @@ typedef struct {
     /* give the connection back to nginx; s is gone afterwards */
     void     (*finalize)(ngx_im_session_t *s);
 } ngx_im_transport_t;
+
+
+typedef struct ngx_im_cred_s {
+    ngx_str_t              user;
+    ngx_str_t              pass;
+} ngx_im_cred_t;
 
 
 struct ngx_im_session_s {
@@ -70,8 +76,8 @@ struct ngx_im_session_s {
     uint64_t               token;           /* unique in this worker */
     uint64_t               live_seq;        /* when it joined the router */
 
-    ngx_str_t              user;
-    ngx_str_t              pass;
+    /* from CONNECT, in the connection's pool, until the login is done */
+    struct ngx_im_cred_s  *cred;
 
     /* router */
     ngx_queue_t            user_link;
@@ -87,7 +93,10 @@ struct ngx_im_session_s {
     struct ngx_im_ref_s   *login_ref;
     struct ngx_im_ref_s   *load_ref;
 
-    ngx_event_t            timer;           /* connect, ping, grace, close */
+    /* the one pending timer (connect, ping, grace, close): a place in the
+     * worker's queue of its delay (see ngx_im_session_add_timer) */
+    ngx_queue_t            timer_link;
+    ngx_msec_t             deadline;
     /* only while there is something to re-push, only once closing: an
      * idle session does not carry them (ngx_im_event_alloc) */
     ngx_event_t           *repush;
@@ -111,6 +120,7 @@ struct ngx_im_session_s {
     unsigned               draining:1;      /* closing once answers are out */
     unsigned               drain_invalid:1;
     unsigned               close_wanted:1;  /* on the timer: no close_ev */
+    unsigned               timer_set:1;
 };
 
 
