@@ -41,8 +41,6 @@ typedef struct {
 
 typedef struct {
     ngx_http_request_t     *request;        /* NULL once detached */
-    ngx_connection_t       *connection;
-    ngx_im_session_t       *session;
     im_ws_parser_t          parser;
     ngx_event_t            *detach;         /* until detached */
     uint16_t                peer_code;
@@ -56,11 +54,18 @@ typedef struct {
 
 typedef struct {
     ngx_http_im_ctx_t       ctx;            /* first: the block is ctx */
-    ngx_im_session_t        session;
+    ngx_im_session_t        session;        /* its connection is ctx's */
     ngx_pool_cleanup_t     *cln;            /* frees it with the pool */
     ngx_log_t               log;            /* once the pool is gone */
     /* then the client's sockaddr and its text */
 } ngx_http_im_block_t;
+
+
+/* the session and the connection of a context: both in its block */
+#define ngx_http_im_ctx_session(ctx)                                          \
+    (&((ngx_http_im_block_t *) (ctx))->session)
+#define ngx_http_im_ctx_connection(ctx)                                       \
+    (ngx_http_im_ctx_session(ctx)->connection)
 
 
 static ngx_int_t ngx_http_im_handler(ngx_http_request_t *r);
@@ -355,7 +360,6 @@ ngx_http_im_handler(ngx_http_request_t *r)
     ctx = &blk->ctx;
 
     ctx->request = r;
-    ctx->connection = c;
     ctx->echo = ilcf->echo;
 
     ctx->detach = ngx_im_event_alloc(ngx_http_im_detach_handler, ctx,
@@ -406,9 +410,10 @@ ngx_http_im_handler(ngx_http_request_t *r)
     h->value.len = dst.len;
     ngx_memcpy(h->value.data, dst.data, dst.len);
 
-    ctx->session = ngx_im_session_create(c, &ngx_http_im_transport, ctx,
-                                         ctx->echo, &blk->session);
-    if (ctx->session == NULL) {
+    if (ngx_im_session_create(c, &ngx_http_im_transport, ctx, ctx->echo,
+                              &blk->session)
+        == NULL)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -417,7 +422,7 @@ ngx_http_im_handler(ngx_http_request_t *r)
     cln = ngx_http_cleanup_add(r, 0);
     if (cln == NULL) {
         im_ws_parser_free(&ctx->parser);
-        ngx_im_session_abort(ctx->session);
+        ngx_im_session_abort(ngx_http_im_ctx_session(ctx));
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -454,7 +459,7 @@ ngx_http_im_handler(ngx_http_request_t *r)
     /* a client may send its first frame with the handshake */
 
     if (r->header_in->pos < r->header_in->last) {
-        ngx_http_im_input(ctx->session, r->header_in->pos,
+        ngx_http_im_input(ngx_http_im_ctx_session(ctx), r->header_in->pos,
                           r->header_in->last - r->header_in->pos);
         r->header_in->pos = r->header_in->last;
     }
@@ -463,7 +468,7 @@ ngx_http_im_handler(ngx_http_request_t *r)
         ngx_post_event(c->read, &ngx_posted_events);
 
     } else if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_im_session_close(ctx->session, NGX_IM_CLOSE_ERROR);
+        ngx_im_session_close(ngx_http_im_ctx_session(ctx), NGX_IM_CLOSE_ERROR);
     }
 
     if (ctx->echo) {
@@ -495,9 +500,9 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
         return;
     }
 
-    c = ctx->connection;
+    c = ngx_http_im_ctx_connection(ctx);
     r = ctx->request;
-    s = ctx->session;
+    s = ngx_http_im_ctx_session(ctx);
 
     if (s->closing || s->draining) {
         return;
@@ -599,14 +604,14 @@ ngx_http_im_conn_read(ngx_event_t *ev)
     if (c->close) {
         /* worker_shutdown_timeout ran out */
         ngx_http_im_goodbye_now(ctx);
-        ngx_im_session_abort(ctx->session);
+        ngx_im_session_abort(ngx_http_im_ctx_session(ctx));
         ctx->finalized = 1;
         im_ws_parser_free(&ctx->parser);
         ngx_http_im_close(ctx);
         return;
     }
 
-    ngx_im_session_read(ctx->session);
+    ngx_im_session_read(ngx_http_im_ctx_session(ctx));
 }
 
 
@@ -620,7 +625,7 @@ ngx_http_im_conn_write(ngx_event_t *ev)
         return;
     }
 
-    ngx_im_session_write(ctx->session);
+    ngx_im_session_write(ngx_http_im_ctx_session(ctx));
 }
 
 
@@ -635,7 +640,7 @@ ngx_http_im_read(ngx_http_request_t *r)
         return;
     }
 
-    ngx_im_session_read(ctx->session);
+    ngx_im_session_read(ngx_http_im_ctx_session(ctx));
 }
 
 
@@ -650,7 +655,7 @@ ngx_http_im_write(ngx_http_request_t *r)
         return;
     }
 
-    ngx_im_session_write(ctx->session);
+    ngx_im_session_write(ngx_http_im_ctx_session(ctx));
 }
 
 
@@ -850,7 +855,7 @@ ngx_http_im_finalize(ngx_im_session_t *s)
     ngx_http_request_t  *r;
 
     r = ctx->request;
-    c = ctx->connection;
+    c = ngx_http_im_ctx_connection(ctx);
 
     ctx->finalized = 1;
     im_ws_parser_free(&ctx->parser);
@@ -885,7 +890,7 @@ ngx_http_im_own_pool(ngx_http_im_ctx_t *ctx)
     ngx_http_im_block_t  *blk;
 
     blk = (ngx_http_im_block_t *) ctx;
-    c = ctx->connection;
+    c = ngx_http_im_ctx_connection(ctx);
 
     p = (u_char *) (blk + 1);
 
@@ -906,7 +911,7 @@ ngx_http_im_own_pool(ngx_http_im_ctx_t *ctx)
     if (ctx->detach) {
         ctx->detach->log = c->log;
     }
-    ngx_im_session_moved(ctx->session);
+    ngx_im_session_moved(ngx_http_im_ctx_session(ctx));
 
     /* the local address may have been looked up into the pool */
     c->local_sockaddr = NULL;
@@ -928,7 +933,7 @@ ngx_http_im_close(ngx_http_im_ctx_t *ctx)
 {
     ngx_connection_t  *c;
 
-    c = ctx->connection;
+    c = ngx_http_im_ctx_connection(ctx);
 
     if (c->pool) {
         /* the pool's cleanup frees the block */
@@ -997,7 +1002,7 @@ ngx_http_im_cleanup(void *data)
     }
 
     ngx_http_im_goodbye_now(ctx);
-    ngx_im_session_abort(ctx->session);
+    ngx_im_session_abort(ngx_http_im_ctx_session(ctx));
     im_ws_parser_free(&ctx->parser);
 }
 
@@ -1010,8 +1015,8 @@ ngx_http_im_goodbye_now(ngx_http_im_ctx_t *ctx)
     ngx_connection_t  *c;
     ngx_im_session_t  *s;
 
-    s = ctx->session;
-    c = ctx->connection;
+    s = ngx_http_im_ctx_session(ctx);
+    c = ngx_http_im_ctx_connection(ctx);
 
     /* nginx marks the connection as failed when it ends it at
      * worker_shutdown_timeout: the socket itself is fine, try */
@@ -1079,7 +1084,7 @@ ngx_http_im_auth_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
         return rc;
     }
 
-    s = ctx->session;
+    s = ngx_http_im_ctx_session(ctx);
 
     if (s->closing || s->state != NGX_IM_S_AUTH) {
         return rc;
@@ -1217,7 +1222,7 @@ ngx_http_im_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         return NGX_OK;
     }
 
-    s = ctx->session;
+    s = ngx_http_im_ctx_session(ctx);
 
     switch (data) {
 

@@ -1719,7 +1719,7 @@ ngx_im_session_timer_handler(ngx_event_t *ev)
         q = ngx_queue_head(&tq->sessions);
         s = ngx_queue_data(q, ngx_im_session_t, timer_link);
 
-        left = (ngx_msec_int_t) (s->deadline - ngx_current_msec);
+        left = (int32_t) (s->deadline - (uint32_t) ngx_current_msec);
 
         if (left > 0) {
             ngx_add_timer(ev, (ngx_msec_t) left);
@@ -1769,7 +1769,7 @@ ngx_im_session_add_timer(ngx_im_session_t *s, ngx_msec_t delay)
 
     tq = &ngx_im_timer_queues[i];
 
-    s->deadline = ngx_current_msec + delay;
+    s->deadline = (uint32_t) (ngx_current_msec + delay);
     ngx_queue_insert_tail(&tq->sessions, &s->timer_link);
     s->timer_set = 1;
 

@@ -96,7 +96,6 @@ struct ngx_im_session_s {
     /* the one pending timer (connect, ping, grace, close): a place in the
      * worker's queue of its delay (see ngx_im_session_add_timer) */
     ngx_queue_t            timer_link;
-    ngx_msec_t             deadline;
     /* only while there is something to re-push, only once closing: an
      * idle session does not carry them (ngx_im_event_alloc) */
     ngx_event_t           *repush;
@@ -121,6 +120,8 @@ struct ngx_im_session_s {
     unsigned               drain_invalid:1;
     unsigned               close_wanted:1;  /* on the timer: no close_ev */
     unsigned               timer_set:1;
+    uint32_t               deadline;        /* msec, wraps: compare the
+                                               difference */
 };
 
 
