@@ -1686,7 +1686,7 @@ ngx_im_session_trim_note(void)
  * Session timers.  A session has one pending timer at most, and each kind
  * (connect, ping, ping timeout, grace, close) has one fixed delay, so the
  * sessions wait in one queue per delay, in the order of their deadlines,
- * and one event per queue drives it: 24 bytes in the session instead of an
+ * and one event per queue drives it: 20 bytes in the session instead of an
  * ngx_event_t's 96.  The events are not cancelable, as the sessions' own
  * timers were: a gracefully exiting worker keeps its sessions until they
  * end or worker_shutdown_timeout runs out; an empty queue drops its event.
