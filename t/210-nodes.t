@@ -35,44 +35,10 @@ my %TIMERS = (
     im_close_grace     => '1s',
 );
 
-# one node: nginx instance on %%PORT_$port%%
+# one node (IM::Cluster::node) with these timers
 sub node {
     my (%o) = @_;
-    my $t = Test::Nginx->new()->has(qw/http redis/);
-    my %tm = (%TIMERS, %{$o{timers} || {}});
-    my $timers = join "\n", map { "$_ $tm{$_};" } sort keys %tm;
-    my $policy = $o{policy} ? "im_login_policy $o{policy};" : '';
-    my $workers = $o{workers} // 2;
-    $t->write_file_expand('nginx.conf', <<"EOF");
-%%TEST_GLOBALS%%
-daemon on;
-worker_processes $workers;
-im_redis ${\ $o{redis}->addr};
-im_node_id $o{name};
-im_zone im 1m;
-$timers
-$policy
-events { }
-http {
-    %%TEST_GLOBALS_HTTP%%
-    server {
-        listen 127.0.0.1:%%PORT_$o{port}%% reuseport;
-        location /ws { im_websocket; im_auth /_auth; }
-        location = /_auth {
-            internal;
-            proxy_pass http://127.0.0.1:${\ $o{uc}->port}/auth;
-            proxy_method POST;
-            proxy_pass_request_headers off;
-            proxy_set_header Content-Type "application/x-www-form-urlencoded;charset=utf-8";
-            proxy_set_header Accept application/json;
-            proxy_set_body "username=\$im_username&password=\$im_password";
-        }
-    }
-}
-EOF
-    $t->{im_port} = port($o{port});
-    $t->{im_name} = $o{name};
-    return $t;
+    return IM::Cluster::node(%o, timers => { %TIMERS, %{$o{timers} || {}} });
 }
 
 ###############################################################################

@@ -49,42 +49,11 @@ my %TIMERS = (
     im_close_grace     => '1s',
 );
 
-# one node, one worker: nginx instance on %%PORT_$port%%, /status there
+# one node (IM::Cluster::node), one worker, /status there
 sub node {
     my (%o) = @_;
-    my $t = Test::Nginx->new()->has(qw/http redis/);
-    my $timers = join "\n", map { "$_ $TIMERS{$_};" } sort keys %TIMERS;
-    $t->write_file_expand('nginx.conf', <<"EOF");
-%%TEST_GLOBALS%%
-daemon on;
-worker_processes 1;
-im_redis ${\ $o{redis}->addr};
-im_node_id $o{name};
-im_zone im 1m;
-im_delivery $o{mode};
-$timers
-events { }
-http {
-    %%TEST_GLOBALS_HTTP%%
-    server {
-        listen 127.0.0.1:%%PORT_$o{port}%%;
-        location /ws { im_websocket; im_auth /_auth; }
-        location = /status { im_status; }
-        location = /_auth {
-            internal;
-            proxy_pass http://127.0.0.1:${\ $o{uc}->port}/auth;
-            proxy_method POST;
-            proxy_pass_request_headers off;
-            proxy_set_header Content-Type "application/x-www-form-urlencoded;charset=utf-8";
-            proxy_set_header Accept application/json;
-            proxy_set_body "username=\$im_username&password=\$im_password";
-        }
-    }
-}
-EOF
-    $t->{im_port} = port($o{port});
-    $t->{im_name} = $o{name};
-    return $t;
+    return IM::Cluster::node(%o, workers => 1, status => 1,
+        delivery => $o{mode}, timers => \%TIMERS);
 }
 
 ###############################################################################

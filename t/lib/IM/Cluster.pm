@@ -1,10 +1,11 @@
 package IM::Cluster;
 
-# Helpers of the tests with several workers or nodes (t/21*, t/22*): log in
-# and learn, from the server's own log, which worker took the session;
-# check a message end to end; read /status.
+# Helpers of the tests with several workers or nodes (t/21*, t/22*): one
+# node's configuration; log in and learn, from the server's own log, which
+# worker took the session; check a message end to end; read /status.
 #
-#   use IM::Cluster qw/login chat firsts status/;
+#   use IM::Cluster qw/node login chat firsts status/;
+#   my $a = node(name => 'a', port => 9095, redis => $redis, uc => $uc);
 #   $t->{im_port} = port(9095);                # where login() connects
 #   my ($c, $code, $pid) = login($t, 2001, client_id => 2, auto_ack => 0);
 #   chat($alice, $bob, 'a -> b');              # one ok(): acked and delivered
@@ -17,11 +18,60 @@ use warnings;
 use Exporter qw/import/;
 use Test::More ();
 use JSON::PP ();
-use Test::Nginx qw/http_get/;
+use Test::Nginx qw/http_get port/;
 use IM::Client;
 use IM::Proto qw/:const/;
 
-our @EXPORT_OK = qw/login chat firsts status/;
+our @EXPORT_OK = qw/node login chat firsts status/;
+
+# one node: an nginx instance (not started yet) on %%PORT_<port>%% with its
+# own im_node_id and im_zone, sharing the redis-server and user centre given.
+# Options: workers (2; a reuseport listener when more than one), timers
+# (directive => value), policy (im_login_policy), delivery (im_delivery),
+# status (a /status location).
+sub node {
+    my (%o) = @_;
+    my $t = Test::Nginx->new()->has(qw/http redis/);
+    my $tm = $o{timers} || {};
+    my $timers = join "\n", map { "$_ $tm->{$_};" } sort keys %$tm;
+    my $workers = $o{workers} // 2;
+    my $reuse = $workers > 1 ? ' reuseport' : '';
+    my $policy = $o{policy} ? "im_login_policy $o{policy};" : '';
+    my $delivery = $o{delivery} ? "im_delivery $o{delivery};" : '';
+    my $status = $o{status} ? 'location = /status { im_status; }' : '';
+    $t->write_file_expand('nginx.conf', <<"EOF");
+%%TEST_GLOBALS%%
+daemon on;
+worker_processes $workers;
+im_redis ${\ $o{redis}->addr};
+im_node_id $o{name};
+im_zone im 1m;
+$timers
+$policy
+$delivery
+events { }
+http {
+    %%TEST_GLOBALS_HTTP%%
+    server {
+        listen 127.0.0.1:%%PORT_$o{port}%%$reuse;
+        location /ws { im_websocket; im_auth /_auth; }
+        $status
+        location = /_auth {
+            internal;
+            proxy_pass http://127.0.0.1:${\ $o{uc}->port}/auth;
+            proxy_method POST;
+            proxy_pass_request_headers off;
+            proxy_set_header Content-Type "application/x-www-form-urlencoded;charset=utf-8";
+            proxy_set_header Accept application/json;
+            proxy_set_body "username=\$im_username&password=\$im_password";
+        }
+    }
+}
+EOF
+    $t->{im_port} = port($o{port});
+    $t->{im_name} = $o{name};
+    return $t;
+}
 
 # log in uid $uid (user "u$uid", password "pw") on $t's port; returns
 # (client, code, pid of the worker that logged it in)
