@@ -112,6 +112,26 @@ ngx_im_rbtree_lookup(ngx_rbtree_t *tree, ngx_rbtree_key_t key)
 }
 
 
+/*
+ * Records made and freed per message (pending answers, pushes in flight,
+ * Redis requests, appends, probes, events) are recycled through a worker's
+ * list of spares instead of malloc'd each time; a list keeps at most max,
+ * so a burst does not stay allocated for good.
+ */
+typedef struct {
+    void               *list;       /* linked through the first word */
+    ngx_uint_t          n;
+    ngx_uint_t          max;
+    size_t              size;
+} ngx_im_spares_t;
+
+#define ngx_im_spares(type, max)  { NULL, 0, max, sizeof(type) }
+
+void *ngx_im_spare_get(ngx_im_spares_t *sp);    /* not zeroed */
+void ngx_im_spare_put(ngx_im_spares_t *sp, void *p);
+void ngx_im_spare_drain(ngx_im_spares_t *sp);   /* free the spares */
+
+
 /* called by the http and stream modules' directive handlers */
 ngx_im_conf_t *ngx_im_conf_enable(ngx_conf_t *cf);
 

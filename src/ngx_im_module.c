@@ -447,3 +447,49 @@ ngx_im_exit_process(ngx_cycle_t *cycle)
 
     ngx_im_router_exit();
 }
+
+
+void *
+ngx_im_spare_get(ngx_im_spares_t *sp)
+{
+    void  *p;
+
+    p = sp->list;
+
+    if (p) {
+        sp->list = *(void **) p;
+        sp->n--;
+        return p;
+    }
+
+    return ngx_alloc(sp->size, ngx_cycle->log);
+}
+
+
+void
+ngx_im_spare_put(ngx_im_spares_t *sp, void *p)
+{
+    if (sp->n >= sp->max) {
+        ngx_free(p);
+        return;
+    }
+
+    *(void **) p = sp->list;
+    sp->list = p;
+    sp->n++;
+}
+
+
+void
+ngx_im_spare_drain(ngx_im_spares_t *sp)
+{
+    void  *p;
+
+    while (sp->list) {
+        p = sp->list;
+        sp->list = *(void **) p;
+        ngx_free(p);
+    }
+
+    sp->n = 0;
+}

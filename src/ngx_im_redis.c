@@ -33,14 +33,11 @@ typedef struct {
 } ngx_im_redis_conn_t;
 
 
-typedef struct ngx_im_redis_req_s  ngx_im_redis_req_t;
-
-struct ngx_im_redis_req_s {
+typedef struct {
     ngx_im_redis_cb_pt    cb;
     void                 *data;
     ngx_im_redis_conn_t  *rc;
-    ngx_im_redis_req_t   *next;      /* free list */
-};
+} ngx_im_redis_req_t;
 
 
 static void ngx_im_redis_connect(ngx_im_redis_conn_t *rc);
@@ -68,7 +65,8 @@ static void ngx_im_redis_write_handler(ngx_event_t *ev);
 
 static ngx_im_redis_conn_t       ngx_im_redis_conns[NGX_IM_REDIS_N];
 static ngx_im_redis_handlers_t  *ngx_im_redis_handlers;
-static ngx_im_redis_req_t       *ngx_im_redis_free_reqs;
+static ngx_im_spares_t           ngx_im_redis_spare_reqs =
+    ngx_im_spares(ngx_im_redis_req_t, 4096);
 static ngx_event_t               ngx_im_redis_watchdog;
 /* nginx's debug log reads a descriptor out of every timer's data */
 static ngx_connection_t          ngx_im_redis_dummy;
@@ -518,16 +516,9 @@ ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
         return NGX_ERROR;
     }
 
-    req = ngx_im_redis_free_reqs;
-
-    if (req) {
-        ngx_im_redis_free_reqs = req->next;
-
-    } else {
-        req = ngx_alloc(sizeof(ngx_im_redis_req_t), ngx_cycle->log);
-        if (req == NULL) {
-            return NGX_ERROR;
-        }
+    req = ngx_im_spare_get(&ngx_im_redis_spare_reqs);
+    if (req == NULL) {
+        return NGX_ERROR;
     }
 
     req->cb = cb;
@@ -541,8 +532,7 @@ ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
                                       (char *) cmd, len)
            != REDIS_OK)
     {
-        req->next = ngx_im_redis_free_reqs;
-        ngx_im_redis_free_reqs = req;
+        ngx_im_spare_put(&ngx_im_redis_spare_reqs, req);
         return NGX_ERROR;
     }
 
@@ -571,8 +561,7 @@ ngx_im_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
         req->cb(r, req->data);
     }
 
-    req->next = ngx_im_redis_free_reqs;
-    ngx_im_redis_free_reqs = req;
+    ngx_im_spare_put(&ngx_im_redis_spare_reqs, req);
 }
 
 

@@ -77,13 +77,10 @@ typedef struct {
 
 
 /* a PUBLISH whose subscriber count may tell that a uid is alone */
-typedef struct ngx_im_probe_s  ngx_im_probe_t;
-
-struct ngx_im_probe_s {
-    ngx_im_probe_t        *next;
+typedef struct {
     uint32_t               uid;
     uint32_t               stamp;
-};
+} ngx_im_probe_t;
 
 
 typedef struct {
@@ -130,7 +127,8 @@ static ngx_rbtree_node_t       ngx_im_users_sentinel;
 static ngx_uint_t              ngx_im_nusers;
 static uint64_t                ngx_im_seq;
 static uint32_t                ngx_im_stamp;
-static ngx_im_probe_t         *ngx_im_free_probes;
+static ngx_im_spares_t         ngx_im_spare_probes =
+    ngx_im_spares(ngx_im_probe_t, 4096);
 
 static ngx_im_kept_t          *ngx_im_kept;
 static ngx_uint_t              ngx_im_kept_head;
@@ -380,8 +378,7 @@ ngx_im_router_probed(redisReply *reply, void *data)
 
     ngx_im_router_learn(pr->uid, pr->stamp, reply);
 
-    pr->next = ngx_im_free_probes;
-    ngx_im_free_probes = pr;
+    ngx_im_spare_put(&ngx_im_spare_probes, pr);
 }
 
 
@@ -390,16 +387,9 @@ ngx_im_router_probe(ngx_im_user_t *u)
 {
     ngx_im_probe_t  *pr;
 
-    pr = ngx_im_free_probes;
-
-    if (pr) {
-        ngx_im_free_probes = pr->next;
-
-    } else {
-        pr = ngx_alloc(sizeof(ngx_im_probe_t), ngx_cycle->log);
-        if (pr == NULL) {
-            return NULL;
-        }
+    pr = ngx_im_spare_get(&ngx_im_spare_probes);
+    if (pr == NULL) {
+        return NULL;
     }
 
     pr->uid = (uint32_t) u->node.key;
@@ -1221,8 +1211,7 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
                     != NGX_OK
                     && pr)
                 {
-                    pr->next = ngx_im_free_probes;
-                    ngx_im_free_probes = pr;
+                    ngx_im_spare_put(&ngx_im_spare_probes, pr);
                 }
             }
 

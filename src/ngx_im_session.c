@@ -54,68 +54,16 @@ typedef struct {
 } ngx_im_group_req_t;
 
 
-/*
- * Per-message records are recycled: a message costs no malloc for them
- * once the worker has warmed up.  The lists keep at most NGX_IM_SPARE.
- */
+/* per-message records: no malloc for them once the worker has warmed up */
 
-#define NGX_IM_SPARE  4096
+static ngx_im_spares_t  ngx_im_spare_inflight =
+    ngx_im_spares(ngx_im_inflight_t, 4096);
+static ngx_im_spares_t  ngx_im_spare_pub = ngx_im_spares(ngx_im_pub_t, 4096);
 
-typedef struct ngx_im_spare_s  ngx_im_spare_t;
-
-struct ngx_im_spare_s {
-    ngx_im_spare_t        *next;
-};
-
-static ngx_im_spare_t  *ngx_im_spare_inflight;
-static ngx_uint_t       ngx_im_nspare_inflight;
-static ngx_im_spare_t  *ngx_im_spare_pub;
-static ngx_uint_t       ngx_im_nspare_pub;
-
-
-static void *
-ngx_im_spare_get(ngx_im_spare_t **list, ngx_uint_t *n, size_t size)
-{
-    ngx_im_spare_t  *sp;
-
-    sp = *list;
-
-    if (sp) {
-        *list = sp->next;
-        (*n)--;
-        return sp;
-    }
-
-    return ngx_alloc(size, ngx_cycle->log);
-}
-
-
-static void
-ngx_im_spare_put(ngx_im_spare_t **list, ngx_uint_t *n, void *p)
-{
-    ngx_im_spare_t  *sp = p;
-
-    if (*n >= NGX_IM_SPARE) {
-        ngx_free(p);
-        return;
-    }
-
-    sp->next = *list;
-    *list = sp;
-    (*n)++;
-}
-
-
-#define ngx_im_inflight_alloc()                                               \
-    ngx_im_spare_get(&ngx_im_spare_inflight, &ngx_im_nspare_inflight,         \
-                     sizeof(ngx_im_inflight_t))
-#define ngx_im_inflight_free(f)                                               \
-    ngx_im_spare_put(&ngx_im_spare_inflight, &ngx_im_nspare_inflight, f)
-#define ngx_im_pub_alloc()                                                    \
-    ngx_im_spare_get(&ngx_im_spare_pub, &ngx_im_nspare_pub,                   \
-                     sizeof(ngx_im_pub_t))
-#define ngx_im_pub_free(pub)                                                  \
-    ngx_im_spare_put(&ngx_im_spare_pub, &ngx_im_nspare_pub, pub)
+#define ngx_im_inflight_alloc()  ngx_im_spare_get(&ngx_im_spare_inflight)
+#define ngx_im_inflight_free(f)  ngx_im_spare_put(&ngx_im_spare_inflight, f)
+#define ngx_im_pub_alloc()       ngx_im_spare_get(&ngx_im_spare_pub)
+#define ngx_im_pub_free(pub)     ngx_im_spare_put(&ngx_im_spare_pub, pub)
 
 
 static void ngx_im_session_timeout(ngx_im_session_t *s);
@@ -233,13 +181,11 @@ ngx_im_session_moved(ngx_im_session_t *s)
  * An ngx_event_t is 96 bytes, and an idle session needs none but its timer:
  * the re-push event exists while pushes await their acks, the close event
  * once the session closes, the WebSocket detach event until the login.
- * Spare ones are kept for reuse, up to NGX_IM_EVENTS_FREE.
+ * Spare ones are kept for reuse.
  */
 
-#define NGX_IM_EVENTS_FREE  1024
-
-static ngx_event_t  *ngx_im_free_events;
-static ngx_uint_t    ngx_im_nfree_events;
+static ngx_im_spares_t  ngx_im_spare_events =
+    ngx_im_spares(ngx_event_t, 1024);
 
 
 ngx_event_t *
@@ -247,17 +193,9 @@ ngx_im_event_alloc(ngx_event_handler_pt handler, void *data, ngx_log_t *log)
 {
     ngx_event_t  *ev;
 
-    ev = ngx_im_free_events;
-
-    if (ev) {
-        ngx_im_free_events = ev->data;
-        ngx_im_nfree_events--;
-
-    } else {
-        ev = ngx_alloc(sizeof(ngx_event_t), log);
-        if (ev == NULL) {
-            return NULL;
-        }
+    ev = ngx_im_spare_get(&ngx_im_spare_events);
+    if (ev == NULL) {
+        return NULL;
     }
 
     ngx_memzero(ev, sizeof(ngx_event_t));
@@ -281,14 +219,7 @@ ngx_im_event_free(ngx_event_t *ev)
         ngx_delete_posted_event(ev);
     }
 
-    if (ngx_im_nfree_events < NGX_IM_EVENTS_FREE) {
-        ev->data = ngx_im_free_events;
-        ngx_im_free_events = ev;
-        ngx_im_nfree_events++;
-        return;
-    }
-
-    ngx_free(ev);
+    ngx_im_spare_put(&ngx_im_spare_events, ev);
 }
 
 
@@ -1871,7 +1802,6 @@ static void
 ngx_im_session_free_spares(void)
 {
     ngx_chain_t  *cl;
-    ngx_event_t  *ev;
 
     while (ngx_im_free_chunks) {
         cl = ngx_im_free_chunks;
@@ -1881,13 +1811,7 @@ ngx_im_session_free_spares(void)
 
     ngx_im_nfree_chunks = 0;
 
-    while (ngx_im_free_events) {
-        ev = ngx_im_free_events;
-        ngx_im_free_events = ev->data;
-        ngx_free(ev);
-    }
-
-    ngx_im_nfree_events = 0;
+    ngx_im_spare_drain(&ngx_im_spare_events);
 }
 
 

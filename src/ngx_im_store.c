@@ -108,15 +108,12 @@ ngx_im_store_key(u_char *buf, uint32_t uid)
  * of after every append.  Until it runs the inbox may hold a few more.
  */
 
-typedef struct ngx_im_append_s  ngx_im_append_t;
-
-struct ngx_im_append_s {
-    ngx_im_append_t        *next;
+typedef struct {
     ngx_im_redis_cb_pt      cb;
     void                   *data;
     uint32_t                uid;
     ngx_uint_t              ttl_sent;   /* EXPIRE went behind the RPUSH */
-};
+} ngx_im_append_t;
 
 
 static time_t
@@ -151,7 +148,8 @@ ngx_im_store_expire(u_char *key, size_t klen)
 }
 
 
-static ngx_im_append_t  *ngx_im_store_free_appends;
+static ngx_im_spares_t  ngx_im_spare_appends =
+    ngx_im_spares(ngx_im_append_t, 4096);
 
 
 static void
@@ -193,8 +191,7 @@ ngx_im_store_appended(redisReply *reply, void *data)
     cb = a->cb;
     cbdata = a->data;
 
-    a->next = ngx_im_store_free_appends;
-    ngx_im_store_free_appends = a;
+    ngx_im_spare_put(&ngx_im_spare_appends, a);
 
     if (cb) {
         cb(reply, cbdata);
@@ -211,16 +208,9 @@ ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg, uint32_t *ttl_set,
     size_t            argvlen[3];
     ngx_im_append_t  *a;
 
-    a = ngx_im_store_free_appends;
-
-    if (a) {
-        ngx_im_store_free_appends = a->next;
-
-    } else {
-        a = ngx_alloc(sizeof(ngx_im_append_t), ngx_cycle->log);
-        if (a == NULL) {
-            return NGX_ERROR;
-        }
+    a = ngx_im_spare_get(&ngx_im_spare_appends);
+    if (a == NULL) {
+        return NGX_ERROR;
     }
 
     a->cb = cb;
@@ -240,8 +230,7 @@ ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg, uint32_t *ttl_set,
                          argv, argvlen)
         != NGX_OK)
     {
-        a->next = ngx_im_store_free_appends;
-        ngx_im_store_free_appends = a;
+        ngx_im_spare_put(&ngx_im_spare_appends, a);
         return NGX_ERROR;
     }
 
