@@ -27,7 +27,9 @@
  * they are small; spare ones are kept for reuse, but no more than
  * NGX_IM_CHUNKS_FREE, or a burst would stay allocated for good.
  */
-#define NGX_IM_CHUNK        (1024 - sizeof(ngx_chain_t) - sizeof(ngx_buf_t))
+#define NGX_IM_CHUNK_SIZE   1024
+#define NGX_IM_CHUNK        (NGX_IM_CHUNK_SIZE - sizeof(ngx_chain_t)            \
+                             - sizeof(ngx_buf_t))
 #define NGX_IM_CHUNKS_FREE  256
 #define NGX_IM_READ_BUF     65536
 #define NGX_IM_READ_LOOPS   16
@@ -104,8 +106,10 @@ static ngx_im_inflight_t *ngx_im_session_find(ngx_queue_t *q,
 
 static u_char        ngx_im_read_buf[NGX_IM_READ_BUF];
 static ngx_str_t     ngx_im_session_nobody = ngx_string("");
-static ngx_chain_t  *ngx_im_free_chunks;
-static ngx_uint_t    ngx_im_nfree_chunks;
+/* spare chunks of the standard size; the first word of a spare is its
+ * chain link's, rewritten when it is taken again */
+static ngx_im_spares_t  ngx_im_spare_chunks =
+    { NULL, 0, NGX_IM_CHUNKS_FREE, NGX_IM_CHUNK_SIZE };
 static uint64_t      ngx_im_session_tokens;
 
 
@@ -1741,25 +1745,15 @@ ngx_im_chunk_alloc(size_t size)
     ngx_buf_t    *b;
     ngx_chain_t  *cl;
 
-    if (size <= NGX_IM_CHUNK && ngx_im_free_chunks) {
-        cl = ngx_im_free_chunks;
-        ngx_im_free_chunks = cl->next;
-        ngx_im_nfree_chunks--;
-
-        b = cl->buf;
-        b->pos = b->start;
-        b->last = b->start;
-        b->flush = 0;
-        cl->next = NULL;
-        return cl;
-    }
-
-    if (size < NGX_IM_CHUNK) {
+    if (size <= NGX_IM_CHUNK) {
         size = NGX_IM_CHUNK;
+        cl = ngx_im_spare_get(&ngx_im_spare_chunks);
+
+    } else {
+        cl = ngx_alloc(sizeof(ngx_chain_t) + sizeof(ngx_buf_t) + size,
+                       ngx_cycle->log);
     }
 
-    cl = ngx_alloc(sizeof(ngx_chain_t) + sizeof(ngx_buf_t) + size,
-                   ngx_cycle->log);
     if (cl == NULL) {
         return NULL;
     }
@@ -1783,12 +1777,8 @@ ngx_im_chunk_alloc(size_t size)
 static void
 ngx_im_chunk_free(ngx_chain_t *cl)
 {
-    if ((size_t) (cl->buf->end - cl->buf->start) == NGX_IM_CHUNK
-        && ngx_im_nfree_chunks < NGX_IM_CHUNKS_FREE)
-    {
-        cl->next = ngx_im_free_chunks;
-        ngx_im_free_chunks = cl;
-        ngx_im_nfree_chunks++;
+    if ((size_t) (cl->buf->end - cl->buf->start) == NGX_IM_CHUNK) {
+        ngx_im_spare_put(&ngx_im_spare_chunks, cl);
         return;
     }
 
@@ -1801,16 +1791,7 @@ ngx_im_chunk_free(ngx_chain_t *cl)
 static void
 ngx_im_session_free_spares(void)
 {
-    ngx_chain_t  *cl;
-
-    while (ngx_im_free_chunks) {
-        cl = ngx_im_free_chunks;
-        ngx_im_free_chunks = cl->next;
-        ngx_free(cl);
-    }
-
-    ngx_im_nfree_chunks = 0;
-
+    ngx_im_spare_drain(&ngx_im_spare_chunks);
     ngx_im_spare_drain(&ngx_im_spare_events);
 }
 
