@@ -1021,9 +1021,18 @@ ngx_http_im_goodbye_now(ngx_http_im_ctx_t *ctx)
     /* nginx marks the connection as failed when it ends it at
      * worker_shutdown_timeout: the socket itself is fine, try */
 
-    if (!s->torn_down && s->state == NGX_IM_S_LIVE && !s->backend
-        && s->out == NULL && !c->write->error)
+    if (s->torn_down || s->state != NGX_IM_S_LIVE || s->backend
+        || c->write->error)
     {
+        return;
+    }
+
+    if (s->out) {
+        /* what the pass has not flushed yet (a re-push, say) goes first */
+        ngx_im_session_write(s);
+    }
+
+    if (s->out == NULL && !s->closing) {
         /* best effort, the worker is going: DISCONNECT, close 1001 */
         (void) c->send(c, goodbye, sizeof(goodbye));
     }
