@@ -342,15 +342,15 @@ ngx_http_im_handler(ngx_http_request_t *r)
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    blk = ngx_calloc(sizeof(ngx_http_im_block_t) + c->socklen
-                     + c->addr_text.len, c->log);
+    blk = ngx_im_slab_alloc(sizeof(ngx_http_im_block_t) + c->socklen
+                            + c->addr_text.len);
     if (blk == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     blk->cln = ngx_pool_cleanup_add(c->pool, 0);
     if (blk->cln == NULL) {
-        ngx_free(blk);
+        ngx_im_slab_free(blk);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -947,7 +947,7 @@ ngx_http_im_close(ngx_http_im_ctx_t *ctx)
 
     c->destroyed = 1;
     ngx_close_connection(c);
-    ngx_free(ctx);
+    ngx_im_slab_free(ctx);
 }
 
 
@@ -960,7 +960,7 @@ ngx_http_im_block_free(void *data)
         ngx_im_event_free(ctx->detach);
     }
 
-    ngx_free(ctx);
+    ngx_im_slab_free(ctx);
 }
 
 

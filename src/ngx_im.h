@@ -114,22 +114,38 @@ ngx_im_rbtree_lookup(ngx_rbtree_t *tree, ngx_rbtree_key_t key)
 
 /*
  * Records made and freed per message (pending answers, pushes in flight,
- * Redis requests, appends, probes, events) are recycled through a worker's
- * list of spares instead of malloc'd each time; a list keeps at most max,
- * so a burst does not stay allocated for good.
+ * Redis requests, appends, probes, events, output chunks) are recycled
+ * through a worker's list of spares instead of malloc'd each time; a list
+ * keeps at most max, so a burst does not stay allocated for good, and
+ * ngx_im_spare_drain_all() empties every list once a burst is over.
  */
-typedef struct {
+typedef struct ngx_im_spares_s  ngx_im_spares_t;
+
+struct ngx_im_spares_s {
     void               *list;       /* linked through the first word */
     ngx_uint_t          n;
     ngx_uint_t          max;
     size_t              size;
-} ngx_im_spares_t;
+    ngx_im_spares_t    *next;       /* in the worker's list of lists */
+    ngx_uint_t          known;
+};
 
-#define ngx_im_spares(type, max)  { NULL, 0, max, sizeof(type) }
+#define ngx_im_spares(type, max)  { NULL, 0, max, sizeof(type), NULL, 0 }
 
 void *ngx_im_spare_get(ngx_im_spares_t *sp);    /* not zeroed */
 void ngx_im_spare_put(ngx_im_spares_t *sp, void *p);
 void ngx_im_spare_drain(ngx_im_spares_t *sp);   /* free the spares */
+void ngx_im_spare_drain_all(void);
+
+
+/*
+ * Objects that live as long as a session come from the worker's slab
+ * (ngx_im_slab.c), not from malloc: zeroed, at most NGX_IM_SLAB_MAX bytes.
+ */
+#define NGX_IM_SLAB_MAX  1024
+
+void *ngx_im_slab_alloc(size_t size);
+void ngx_im_slab_free(void *p);
 
 
 /* called by the http and stream modules' directive handlers */

@@ -466,12 +466,21 @@ ngx_im_spare_get(ngx_im_spares_t *sp)
 }
 
 
+static ngx_im_spares_t  *ngx_im_spare_lists;
+
+
 void
 ngx_im_spare_put(ngx_im_spares_t *sp, void *p)
 {
     if (sp->n >= sp->max) {
         ngx_free(p);
         return;
+    }
+
+    if (!sp->known) {
+        sp->known = 1;
+        sp->next = ngx_im_spare_lists;
+        ngx_im_spare_lists = sp;
     }
 
     *(void **) p = sp->list;
@@ -492,4 +501,15 @@ ngx_im_spare_drain(ngx_im_spares_t *sp)
     }
 
     sp->n = 0;
+}
+
+
+void
+ngx_im_spare_drain_all(void)
+{
+    ngx_im_spares_t  *sp;
+
+    for (sp = ngx_im_spare_lists; sp; sp = sp->next) {
+        ngx_im_spare_drain(sp);
+    }
 }

@@ -51,8 +51,9 @@ static void ngx_im_redis_setup_reply(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_im_redis_reply(redisAsyncContext *ac, void *r,
     void *privdata);
-static void ngx_im_redis_sub_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
+static void ngx_im_redis_sub_read(ngx_im_redis_conn_t *rc);
+static void ngx_im_redis_sub_reply(ngx_im_redis_conn_t *rc,
+    redisReply *reply);
 
 static void ngx_im_redis_add_read(void *privdata);
 static void ngx_im_redis_del_read(void *privdata);
@@ -578,12 +579,25 @@ ngx_im_redis_flush(void)
 }
 
 
+/*
+ * The subscriber connection bypasses hiredis's pub/sub bookkeeping: hiredis
+ * keeps a dictionary entry, a key and a callback per channel (about 100
+ * bytes per subscribed uid, scattered over the heap between the login
+ * burst's short-lived blocks) and copies and looks up the channel name for
+ * every message.  Once the connection is ready, (UN)SUBSCRIBE is appended
+ * to the context's output buffer as plain bytes, and what Redis sends is
+ * read here with hiredis's reply parser only; the channel name goes to the
+ * router, which has its own table.
+ */
+
 static ngx_int_t
 ngx_im_redis_sub_cmd(const char *cmd, u_char *channel, size_t len)
 {
-    ngx_im_redis_conn_t  *rc;
+    u_char               *buf;
+    size_t                n;
     const char           *argv[2];
     size_t                argvlen[2];
+    ngx_im_redis_conn_t  *rc;
 
     rc = &ngx_im_redis_conns[NGX_IM_REDIS_SUB];
 
@@ -596,12 +610,16 @@ ngx_im_redis_sub_cmd(const char *cmd, u_char *channel, size_t len)
     argv[1] = (char *) channel;
     argvlen[1] = len;
 
-    if (redisAsyncCommandArgv(rc->ac, ngx_im_redis_sub_reply, rc, 2, argv,
-                              argvlen)
-        != REDIS_OK)
+    buf = ngx_im_redis_format(2, argv, argvlen, &n);
+
+    if (buf == NULL
+        || redisAppendFormattedCommand(&rc->ac->c, (char *) buf, n)
+           != REDIS_OK)
     {
         return NGX_ERROR;
     }
+
+    ngx_im_redis_add_write(rc);
 
     if (rc->pending++ == 0) {
         rc->progress = ngx_current_msec;
@@ -626,15 +644,57 @@ ngx_im_redis_unsubscribe(u_char *channel, size_t len)
 
 
 static void
-ngx_im_redis_sub_reply(redisAsyncContext *ac, void *r, void *privdata)
+ngx_im_redis_sub_read(ngx_im_redis_conn_t *rc)
 {
-    redisReply           *reply = r;
-    redisReply           *type, *chan, *msg;
-    ngx_im_redis_conn_t  *rc = privdata;
+    void               *r;
+    redisAsyncContext  *ac;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements < 3)
-    {
+    ac = rc->ac;
+
+    if (redisBufferRead(&ac->c) != REDIS_OK) {
+        goto lost;
+    }
+
+    for ( ;; ) {
+        if (redisGetReply(&ac->c, &r) != REDIS_OK) {
+            goto lost;
+        }
+
+        if (r == NULL) {
+            return;
+        }
+
+        ngx_im_redis_sub_reply(rc, r);
+        freeReplyObject(r);
+
+        if (rc->ac != ac) {
+            return;
+        }
+    }
+
+lost:
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "im redis: connection %ui lost: %s", rc->which,
+                  ac->errstr[0] ? ac->errstr : "closed");
+
+    ngx_im_redis_down(rc);
+    redisAsyncFree(ac);
+}
+
+
+static void
+ngx_im_redis_sub_reply(ngx_im_redis_conn_t *rc, redisReply *reply)
+{
+    redisReply  *type, *chan, *msg;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) {
+
+        if (reply->type == REDIS_REPLY_ERROR) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "im redis: pub/sub: %*s", reply->len, reply->str);
+        }
+
         return;
     }
 
@@ -782,7 +842,14 @@ ngx_im_redis_read_handler(ngx_event_t *ev)
             return;
         }
 
-        redisAsyncHandleRead(rc->ac);
+        if (rc->which == NGX_IM_REDIS_SUB
+            && rc->state == NGX_IM_REDIS_READY)
+        {
+            ngx_im_redis_sub_read(rc);
+
+        } else {
+            redisAsyncHandleRead(rc->ac);
+        }
 
         if (rc->c != c || ioctl(c->fd, FIONREAD, &n) == -1 || n <= 0) {
             return;

@@ -201,7 +201,7 @@ ngx_im_router_user(uint32_t uid)
         return u;
     }
 
-    u = ngx_calloc(sizeof(ngx_im_user_t), ngx_cycle->log);
+    u = ngx_im_slab_alloc(sizeof(ngx_im_user_t));
     if (u == NULL) {
         return NULL;
     }
@@ -221,7 +221,7 @@ ngx_im_router_free(ngx_im_user_t *u)
 {
     ngx_rbtree_delete(&ngx_im_users, &u->node);
     ngx_im_nusers--;
-    ngx_free(u);
+    ngx_im_slab_free(u);
 }
 
 

@@ -73,7 +73,6 @@ static void ngx_im_session_add_timer(ngx_im_session_t *s, ngx_msec_t delay);
 static void ngx_im_session_del_timer(ngx_im_session_t *s);
 static void ngx_im_session_closing(ngx_im_session_t *s);
 static void ngx_im_session_trim_note(void);
-static void ngx_im_session_free_spares(void);
 static void ngx_im_session_repush_handler(ngx_event_t *ev);
 static void ngx_im_session_close_handler(ngx_event_t *ev);
 static void ngx_im_session_post_close(ngx_im_session_t *s);
@@ -109,7 +108,7 @@ static ngx_str_t     ngx_im_session_nobody = ngx_string("");
 /* spare chunks of the standard size; the first word of a spare is its
  * chain link's, rewritten when it is taken again */
 static ngx_im_spares_t  ngx_im_spare_chunks =
-    { NULL, 0, NGX_IM_CHUNKS_FREE, NGX_IM_CHUNK_SIZE };
+    { NULL, 0, NGX_IM_CHUNKS_FREE, NGX_IM_CHUNK_SIZE, NULL, 0 };
 static uint64_t      ngx_im_session_tokens;
 
 
@@ -1588,7 +1587,7 @@ ngx_im_session_trim_handler(ngx_event_t *ev)
     }
 
     if (ngx_im_trim_logins >= NGX_IM_TRIM_LOGINS) {
-        ngx_im_session_free_spares();
+        ngx_im_spare_drain_all();
 
 #if (NGX_IM_HAVE_MALLOC_TRIM)
         (void) malloc_trim(0);
@@ -1783,16 +1782,6 @@ ngx_im_chunk_free(ngx_chain_t *cl)
     }
 
     ngx_free(cl);
-}
-
-
-/* the burst is over: what the free lists keep goes back to the heap */
-
-static void
-ngx_im_session_free_spares(void)
-{
-    ngx_im_spare_drain(&ngx_im_spare_chunks);
-    ngx_im_spare_drain(&ngx_im_spare_events);
 }
 
 
