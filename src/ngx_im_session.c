@@ -1217,9 +1217,12 @@ ngx_im_session_ack(ngx_im_session_t *s, im_msg_t *m)
     ngx_im_msg_unref(f->msg);
     ngx_im_inflight_free(f);
 
-    if (ngx_queue_empty(&s->inflight)) {
-        ngx_im_session_drop_repush(s);
-    }
+    /*
+     * The re-push timer stays armed when the last push is acknowledged: it
+     * goes off once, finds nothing due and lets the event go.  Deleting it
+     * here and adding it again on the next push cost two timer tree
+     * operations per delivery in a fan-out.
+     */
 }
 
 
@@ -1277,6 +1280,10 @@ ngx_im_session_repush_handler(ngx_event_t *ev)
             return;
         }
     }
+
+    /* all acknowledged since the timer was set */
+
+    ngx_im_session_drop_repush(s);
 }
 
 
