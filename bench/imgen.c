@@ -1278,7 +1278,12 @@ static double cpu_of(const char *list)
     return total;
 }
 
-/* busy CPU seconds of the whole machine (all CPUs) from /proc/stat */
+/* busy CPU seconds of the whole machine (all CPUs) from /proc/stat, and
+ * apart from them the time the hypervisor ran something else on our vCPUs
+ * ("steal"): a vCPU stolen from for milliseconds at a time stalls whatever
+ * it was running, which a latency tail shows and no server can avoid */
+static double machine_steal_s;
+
 static double machine_busy(void)
 {
     unsigned long long v[10] = { 0 };
@@ -1288,8 +1293,9 @@ static double machine_busy(void)
                    &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]);
     fclose(f);
     if (n < 8) return 0;
-    /* user nice system [idle iowait] irq softirq steal */
-    return (double) (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / sysconf(_SC_CLK_TCK);
+    /* user nice system [idle iowait] irq softirq [steal] */
+    machine_steal_s = (double) v[7] / sysconf(_SC_CLK_TCK);
+    return (double) (v[0] + v[1] + v[2] + v[5] + v[6]) / sysconf(_SC_CLK_TCK);
 }
 
 static void mem_of(const char *list, double *rss_kb, double *pss_kb)
@@ -1579,7 +1585,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "imgen: %" PRIu64 " sessions up in %.2f s%s\n", ok,
             (login_done - start) / 1e9, login_timed_out ? " (login timeout)" : "");
 
-    double cpu0 = 0, cpu1 = 0, aux0 = 0, aux1 = 0, mb0 = 0, mb1 = 0;
+    double cpu0 = 0, cpu1 = 0, aux0 = 0, aux1 = 0, mb0 = 0, mb1 = 0, st0 = 0, st1 = 0;
     uint64_t m0 = 0, m1 = 0;
 
     if (o.scen == S_IDLE) {
@@ -1590,6 +1596,7 @@ int main(int argc, char **argv)
         cpu0 = cpu_of(o.cpu_pids);
         aux0 = cpu_of(o.aux_pids);
         mb0 = machine_busy();
+        st0 = machine_steal_s;
         double rest = o.hold - o.settle;
         uint64_t deadline = m0 + (uint64_t) ((rest > 0 ? rest : 0) * 1e9);
         shm->t0 = shm->m_start = m0;
@@ -1600,6 +1607,7 @@ int main(int argc, char **argv)
         cpu1 = cpu_of(o.cpu_pids);
         aux1 = cpu_of(o.aux_pids);
         mb1 = machine_busy();
+        st1 = machine_steal_s;
         shm->stop = 1;
     } else {
         uint64_t t = now_ns() + 50 * 1000000ull;
@@ -1614,11 +1622,13 @@ int main(int argc, char **argv)
         cpu0 = cpu_of(o.cpu_pids);
         aux0 = cpu_of(o.aux_pids);
         mb0 = machine_busy();
+        st0 = machine_steal_s;
         sleep_until(shm->m_end);
         m1 = now_ns();
         cpu1 = cpu_of(o.cpu_pids);
         aux1 = cpu_of(o.aux_pids);
         mb1 = machine_busy();
+        st1 = machine_steal_s;
     }
 
     for (int w = 0; w < o.procs; w++) {
@@ -1709,6 +1719,7 @@ int main(int argc, char **argv)
             double mb = mb1 - mb0;
             fprintf(f, ",\"machine_cpu_pct\":%.1f,\"other_cpu_pct\":%.1f", 100 * mb / win,
                     100 * (mb - cpu - aux - A->gen_cpu_us / 1e6) / win);
+            fprintf(f, ",\"steal_cpu_pct\":%.1f", 100 * (st1 - st0) / win);
         }
     } else if (o.cpu_pids[0]) {
         fprintf(f, ",\"srv_idle_cpu_pct\":%.2f", win > 0 ? 100 * cpu / win : 0);

@@ -122,7 +122,9 @@ so a stalled sender shows up as latency. "Other load" is the busy time of all CP
 (`/proc/stat`) over the window minus the server, Redis and generator processes: it
 includes the kernel's loopback softirq work charged to no process, and anything else
 running on the machine. A figure with tens of percent of other load was measured on a
-busy machine and is not comparable. Payloads are JSON (`{"t":...,"s":...,"r":...,
+busy machine and is not comparable. "Stolen" is the steal time of `/proc/stat`: time the
+hypervisor gave our vCPUs to something else. Steal comes in slices of milliseconds
+during which whatever the vCPU was running stands still; it is not in "other load". Payloads are JSON (`{"t":...,"s":...,"r":...,
 "content":{"type":"text",...}}`) of the size given in the commands.
 """)
 
@@ -166,6 +168,7 @@ b_rows = [
     ("latency p50 / p99 ms (closed loop)", lambda r: f"{r['latency_us']['p50']/1e3:.2f} / {r['latency_us']['p99']/1e3:.2f}", None),
     ("generator CPU %", lambda r: r["gen_cpu_pct"], 0),
     ("other load on the machine, % of a CPU", lambda r: r["other_cpu_pct"], 0),
+    ("vCPU time stolen by the hypervisor, % of a CPU", lambda r: r["steal_cpu_pct"], 0),
     ("undelivered after drain / dups / errors", lambda r: f"{r['lost']} / {r['dups']} / {r['errors']}", None),
 ]
 
@@ -193,6 +196,7 @@ c_rows = [
     ("max µs", lambda r: r["latency_us"]["max"], 0),
     ("server CPU % (Redis %)", lambda r: f"{r['srv_cpu_pct']:.0f} ({r.get('aux_cpu_pct', 0):.0f})", None),
     ("other load on the machine, % of a CPU", lambda r: r["other_cpu_pct"], 0),
+    ("vCPU time stolen by the hypervisor, % of a CPU", lambda r: r["steal_cpu_pct"], 0),
     ("undelivered after drain / dups", lambda r: f"{r['lost']} / {r['dups']}", None),
 ]
 md.append(table(c_rows, lambda k: transport(k, "rate-ws", "rate-mqtt")) + "\n")
@@ -213,6 +217,7 @@ d_rows = [
     ("server CPU % (Redis %)", lambda r: f"{r['srv_cpu_pct']:.0f} ({r.get('aux_cpu_pct', 0):.0f})", None),
     ("generator CPU %", lambda r: r["gen_cpu_pct"], 0),
     ("other load on the machine, % of a CPU", lambda r: r["other_cpu_pct"], 0),
+    ("vCPU time stolen by the hypervisor, % of a CPU", lambda r: r["steal_cpu_pct"], 0),
 ]
 md.append("(MQTT: the members subscribe to one topic `g/<gid>`, the sender publishes to it.)\n")
 md.append(table(d_rows, lambda k: transport(k, "fanout-ws", "fanout-mqtt")) + "\n")
