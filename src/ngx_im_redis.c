@@ -864,6 +864,7 @@ ngx_im_redis_read_handler(ngx_event_t *ev)
     ngx_uint_t            i;
     ngx_connection_t     *c = ev->data;
     ngx_im_redis_conn_t  *rc = c->data;
+    ngx_im_redis_conn_t  *prev;
 
     for (i = 0; i < NGX_IM_REDIS_READS; i++) {
 
@@ -871,6 +872,7 @@ ngx_im_redis_read_handler(ngx_event_t *ev)
             return;
         }
 
+        prev = ngx_im_redis_reading;
         ngx_im_redis_reading = rc;
 
         if (rc->which == NGX_IM_REDIS_SUB
@@ -882,7 +884,7 @@ ngx_im_redis_read_handler(ngx_event_t *ev)
             redisAsyncHandleRead(rc->ac);
         }
 
-        ngx_im_redis_reading = NULL;
+        ngx_im_redis_reading = prev;
 
         if (rc->c != c || ioctl(c->fd, FIONREAD, &n) == -1 || n <= 0) {
             return;

@@ -1572,8 +1572,8 @@ ngx_im_session_timeout(ngx_im_session_t *s)
  * handshakes (some 10 KB per login in progress) between the sessions'
  * memory, and glibc returns such free pages only on malloc_trim().  Once
  * logins have paused for a second after at least NGX_IM_TRIM_LOGINS of
- * them, the worker lets its spare output chunks and events go and trims:
- * 1.27 -> 1.10 KB per idle session measured at 10,000.
+ * them, the worker lets every list of spares go and trims: 1.27 -> 1.10 KB
+ * per idle session measured at 10,000.
  */
 
 #define NGX_IM_TRIM_LOGINS  256
