@@ -86,6 +86,34 @@ each_transport(sub {
         $r3->wait_closed(2);
     }
 
+    # -- the re-push timer outlives an ack: it was set for A, which is acked;
+    # B, pushed half an interval later, is still re-pushed, on its own
+    # schedule (not at A's deadline), and quiet once acked
+    {
+        my $r = IM::Client->new(%o, auto_pong => 1);
+        is($r->login($ru, 'pw'), 0, "$name: recipient logs in (timer after ack)");
+        my $a = $s->publish($ruid, 'A');
+        ok($r->expect(cmd => PUBLISH, msgid => $a), "$name: A pushed");
+        $r->ack($a);
+        sleep 0.5;
+        my $b = $s->publish($ruid, 'B');
+        my @at;
+        my $deadline = time + 1.9;
+        while (time < $deadline) {
+            my $m = $r->next(timeout => $deadline - time) or last;
+            push @at, time if $m->{cmd} == PUBLISH && $m->{msgid} eq $b;
+        }
+        my $gap = @at >= 2 ? $at[1] - $at[0] : -1;
+        ok(@at >= 2 && $gap > 0.6,
+            "$name: B re-pushed about an interval after its push: "
+            . sprintf('%d pushes, first gap %.2fs', scalar @at, $gap));
+        $r->ack($b);
+        ok(!grep({ $_->{cmd} == PUBLISH } $r->drain(1.5)), "$name: B acked: quiet");
+        ok(!$r->is_closed, "$name: session still open");
+        $r->close(1000);
+        $r->wait_closed(2);
+    }
+
     # -- the acks: 4, 6, 12, long, unknown
     {
         my $r = IM::Client->new(%o, auto_pong => 1);
