@@ -148,6 +148,12 @@ void *ngx_im_slab_alloc(size_t size);
 void ngx_im_slab_free(void *p);
 
 
+/* uid lists: order for qsort() and bsearch(); sort and drop repeats,
+ * returning the new length */
+int ngx_libc_cdecl ngx_im_uid_cmp(const void *one, const void *two);
+ngx_uint_t ngx_im_uids_unique(uint32_t *uids, ngx_uint_t n);
+
+
 /* called by the http and stream modules' directive handlers */
 ngx_im_conf_t *ngx_im_conf_enable(ngx_conf_t *cf);
 

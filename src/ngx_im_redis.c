@@ -5,7 +5,9 @@
  * triggered, since hiredis reads once per readiness), AUTH and SELECT on
  * connect, a watchdog that drops a connection whose commands stop being
  * answered (hiredis 0.14 has no timeouts of its own), and reconnection with
- * exponential backoff.  Nothing here knows about messages or sessions.
+ * exponential backoff.  Once a connection is ready, hiredis only connects,
+ * writes and parses: commands and their callbacks are kept here (see
+ * ngx_im_redis_cmd).  Nothing here knows about messages or sessions.
  */
 
 #include "ngx_im_redis.h"
@@ -28,6 +30,15 @@ struct ngx_im_redis_chunk_s {
 };
 
 
+typedef struct ngx_im_redis_req_s  ngx_im_redis_req_t;
+
+struct ngx_im_redis_req_s {
+    ngx_im_redis_cb_pt    cb;
+    void                 *data;
+    ngx_im_redis_req_t   *next;
+};
+
+
 typedef struct {
     ngx_uint_t           which;
     ngx_uint_t           state;
@@ -40,14 +51,9 @@ typedef struct {
     ngx_msec_t           backoff;
     ngx_event_t          reconnect;
     ngx_im_redis_chunk_t *arena;    /* the reply being read, newest first */
+    ngx_im_redis_req_t   *head;     /* commands sent, oldest first */
+    ngx_im_redis_req_t  **tail;
 } ngx_im_redis_conn_t;
-
-
-typedef struct {
-    ngx_im_redis_cb_pt    cb;
-    void                 *data;
-    ngx_im_redis_conn_t  *rc;
-} ngx_im_redis_req_t;
 
 
 static void ngx_im_redis_connect(ngx_im_redis_conn_t *rc);
@@ -59,9 +65,10 @@ static void ngx_im_redis_disconnected(const redisAsyncContext *ac,
     int status);
 static void ngx_im_redis_setup_reply(redisAsyncContext *ac, void *r,
     void *privdata);
-static void ngx_im_redis_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
-static void ngx_im_redis_sub_read(ngx_im_redis_conn_t *rc);
+static void ngx_im_redis_fail_all(ngx_im_redis_conn_t *rc);
+static void ngx_im_redis_ready_read(ngx_im_redis_conn_t *rc);
+static ngx_int_t ngx_im_redis_answer(ngx_im_redis_conn_t *rc,
+    redisReply *reply);
 static void ngx_im_redis_sub_reply(ngx_im_redis_conn_t *rc,
     redisReply *reply);
 
@@ -118,6 +125,7 @@ ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
         ngx_memzero(rc, sizeof(ngx_im_redis_conn_t));
 
         rc->which = i;
+        rc->tail = &rc->head;
         rc->db = (i == NGX_IM_REDIS_GROUP) ? imcf->group_db : imcf->redis_db;
         rc->backoff = NGX_IM_REDIS_BACKOFF_MIN;
 
@@ -165,6 +173,7 @@ ngx_im_redis_exit(void)
         }
 
         if (rc->ac) {
+            ngx_im_redis_fail_all(rc);
             redisAsyncFree(rc->ac);
             rc->ac = NULL;
         }
@@ -397,6 +406,8 @@ ngx_im_redis_down(ngx_im_redis_conn_t *rc)
     rc->state = NGX_IM_REDIS_DOWN;
     rc->pending = 0;
 
+    ngx_im_redis_fail_all(rc);
+
     if (ngx_im_redis_exiting) {
         return;
     }
@@ -531,6 +542,15 @@ ngx_im_redis_format(int argc, const char **argv, const size_t *argvlen,
 }
 
 
+/*
+ * A command is appended to hiredis's output buffer as it is, and its
+ * callback waits in the connection's own queue: hiredis's async layer
+ * would malloc a callback record per command, compare the command's name
+ * with three pub/sub commands and shift its list per reply, which made a
+ * third of the Redis work of a stored delivery.  Replies come back in the
+ * order of the commands; ngx_im_redis_answer() pairs them.
+ */
+
 ngx_int_t
 ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
     int argc, const char **argv, const size_t *argvlen)
@@ -553,18 +573,22 @@ ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
 
     req->cb = cb;
     req->data = data;
-    req->rc = rc;
+    req->next = NULL;
 
     cmd = ngx_im_redis_format(argc, argv, argvlen, &len);
 
     if (cmd == NULL
-        || redisAsyncFormattedCommand(rc->ac, ngx_im_redis_reply, req,
-                                      (char *) cmd, len)
+        || redisAppendFormattedCommand(&rc->ac->c, (char *) cmd, len)
            != REDIS_OK)
     {
         ngx_im_spare_put(&ngx_im_redis_spare_reqs, req);
         return NGX_ERROR;
     }
+
+    *rc->tail = req;
+    rc->tail = &req->next;
+
+    ngx_im_redis_add_write(rc);
 
     if (rc->pending++ == 0) {
         rc->progress = ngx_current_msec;
@@ -574,24 +598,61 @@ ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
 }
 
 
-static void
-ngx_im_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
+static ngx_int_t
+ngx_im_redis_answer(ngx_im_redis_conn_t *rc, redisReply *reply)
 {
-    ngx_im_redis_req_t   *req = privdata;
-    ngx_im_redis_conn_t  *rc;
+    ngx_im_redis_req_t  *req;
 
-    rc = req->rc;
+    req = rc->head;
 
-    if (r && rc->pending) {
-        rc->pending--;
-        rc->progress = ngx_current_msec;
+    if (req == NULL) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "im redis: connection %ui: a reply to no command",
+                      rc->which);
+        return NGX_ERROR;
     }
 
+    rc->head = req->next;
+
+    if (rc->head == NULL) {
+        rc->tail = &rc->head;
+    }
+
+    if (rc->pending) {
+        rc->pending--;
+    }
+
+    rc->progress = ngx_current_msec;
+
     if (req->cb) {
-        req->cb(r, req->data);
+        req->cb(reply, req->data);
     }
 
     ngx_im_spare_put(&ngx_im_redis_spare_reqs, req);
+
+    return NGX_OK;
+}
+
+
+/* the connection is gone: what it was asked fails, oldest first */
+
+static void
+ngx_im_redis_fail_all(ngx_im_redis_conn_t *rc)
+{
+    ngx_im_redis_req_t  *req;
+
+    while (rc->head) {
+        req = rc->head;
+        rc->head = req->next;
+
+        if (req->cb) {
+            req->cb(NULL, req->data);
+        }
+
+        ngx_im_spare_put(&ngx_im_redis_spare_reqs, req);
+    }
+
+    rc->tail = &rc->head;
 }
 
 
@@ -609,14 +670,13 @@ ngx_im_redis_flush(void)
 
 
 /*
- * The subscriber connection bypasses hiredis's pub/sub bookkeeping: hiredis
- * keeps a dictionary entry, a key and a callback per channel (about 100
- * bytes per subscribed uid, scattered over the heap between the login
+ * The subscriber connection bypasses hiredis's pub/sub bookkeeping as well:
+ * hiredis keeps a dictionary entry, a key and a callback per channel (about
+ * 100 bytes per subscribed uid, scattered over the heap between the login
  * burst's short-lived blocks) and copies and looks up the channel name for
- * every message.  Once the connection is ready, (UN)SUBSCRIBE is appended
- * to the context's output buffer as plain bytes, and what Redis sends is
- * read here with hiredis's reply parser only; the channel name goes to the
- * router, which has its own table.
+ * every message.  (UN)SUBSCRIBE is appended to the context's output buffer
+ * as plain bytes; the channel name of what Redis sends goes to the router,
+ * which has its own table.
  */
 
 static ngx_int_t
@@ -672,8 +732,10 @@ ngx_im_redis_unsubscribe(u_char *channel, size_t len)
 }
 
 
+/* a ready connection: hiredis's reply parser only */
+
 static void
-ngx_im_redis_sub_read(ngx_im_redis_conn_t *rc)
+ngx_im_redis_ready_read(ngx_im_redis_conn_t *rc)
 {
     void               *r;
     redisAsyncContext  *ac;
@@ -693,7 +755,14 @@ ngx_im_redis_sub_read(ngx_im_redis_conn_t *rc)
             return;
         }
 
-        ngx_im_redis_sub_reply(rc, r);
+        if (rc->which == NGX_IM_REDIS_SUB) {
+            ngx_im_redis_sub_reply(rc, r);
+
+        } else if (ngx_im_redis_answer(rc, r) != NGX_OK) {
+            ngx_im_redis_free_reply(r);
+            goto lost;
+        }
+
         ngx_im_redis_free_reply(r);
 
         if (rc->ac != ac) {
@@ -875,10 +944,8 @@ ngx_im_redis_read_handler(ngx_event_t *ev)
         prev = ngx_im_redis_reading;
         ngx_im_redis_reading = rc;
 
-        if (rc->which == NGX_IM_REDIS_SUB
-            && rc->state == NGX_IM_REDIS_READY)
-        {
-            ngx_im_redis_sub_read(rc);
+        if (rc->state == NGX_IM_REDIS_READY) {
+            ngx_im_redis_ready_read(rc);
 
         } else {
             redisAsyncHandleRead(rc->ac);

@@ -1121,7 +1121,7 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
     u_char         *buf, *flags;
     size_t          len;
     uint64_t        seq;
-    ngx_uint_t      i, stored, local, probe;
+    ngx_uint_t      i, stored, local, probe, peers;
     ngx_int_t       rc;
     ngx_im_user_t  *u;
     ngx_im_conf_t  *imcf;
@@ -1144,6 +1144,8 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         flags = buf + NGX_IM_HEAD_LEN - 1;
     }
 
+    peers = !ngx_im_dir_alone();
+
     for (i = 0; i < n; i++) {
 
         u = ngx_im_router_find(uids[i]);
@@ -1153,7 +1155,7 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
         rc = NGX_DECLINED;
 
-        if (buf) {
+        if (buf && peers) {
             *flags &= ~NGX_IM_T_ALL;
             rc = ngx_im_router_peers(uids[i], buf, len);
 

@@ -326,6 +326,7 @@ typedef struct {
     uint32_t               *uids;
     ngx_uint_t              n;
     ngx_uint_t              size;
+    ngx_uint_t              pages;
 } ngx_im_members_t;
 
 
@@ -355,7 +356,9 @@ ngx_im_store_sscan(ngx_im_members_t *mr, const char *cursor, size_t clen)
     argvlen[2] = clen;
     argv[3] = "COUNT";
     argvlen[3] = 5;
-    argv[4] = "1000";
+    /* a page visits about COUNT hash buckets: most groups are read in one
+     * round trip, and Redis is never held long for a large one */
+    argv[4] = "4096";
     argvlen[4] = 4;
 
     return ngx_im_redis_cmd(NGX_IM_REDIS_GROUP, ngx_im_store_members_step,
@@ -411,6 +414,8 @@ ngx_im_store_members_step(redisReply *reply, void *data)
     cursor = reply->element[0];
     list = reply->element[1];
 
+    mr->pages++;
+
     if (mr->n + list->elements > mr->size) {
         mr->size = ngx_max(2 * mr->size, mr->n + list->elements + 16);
 
@@ -450,7 +455,12 @@ ngx_im_store_members_step(redisReply *reply, void *data)
         goto failed;
     }
 
-    /* SSCAN may return a member twice: the caller counts each once */
+    /* one SSCAN call returns each member once; a member can come again in
+     * a later page when the set was rehashed in between */
+    if (mr->pages > 1) {
+        mr->n = ngx_im_uids_unique(mr->uids, mr->n);
+    }
+
     mr->cb(mr->data, NGX_OK, mr->uids, mr->n);
     goto done;
 

@@ -69,8 +69,9 @@ void ngx_im_store_remove(uint32_t uid, ngx_im_msg_t *msg);
 /* the whole inbox, oldest first: an array of entries */
 ngx_int_t ngx_im_store_load(uint32_t uid, ngx_im_redis_cb_pt cb,
     void *data);
-/* the members of group gid, read in SSCAN steps so that a large group
- * never holds Redis for long; rc NGX_ERROR when Redis failed */
+/* the members of group gid, each once, in no order, read in SSCAN steps
+ * so that a large group never holds Redis for long; rc NGX_ERROR when
+ * Redis failed */
 typedef void (*ngx_im_members_cb_pt)(void *data, ngx_int_t rc,
     uint32_t *uids, ngx_uint_t n);
 

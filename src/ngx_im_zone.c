@@ -43,11 +43,23 @@ typedef struct {
 } ngx_im_dirent_t;
 
 
+/* how many entries name a pid: a worker alone in the directory need not
+ * look a recipient up */
+#define NGX_IM_DIR_HOLDERS  64
+
+typedef struct {
+    ngx_pid_t              pid;
+    ngx_uint_t             entries;
+} ngx_im_holder_t;
+
+
 typedef struct {
     ngx_rbtree_t           rbtree;
     ngx_rbtree_node_t      sentinel;
     uint64_t               instance;
     ngx_uint_t             users;
+    ngx_im_holder_t        holders[NGX_IM_DIR_HOLDERS];
+    ngx_uint_t             uncounted;  /* a holder found no slot */
 } ngx_im_shctx_t;
 
 
@@ -139,6 +151,8 @@ ngx_im_zone_init(ngx_shm_zone_t *shm_zone, void *data)
                     ^ ((uint64_t) ngx_random() << 11)
                     ^ (uint64_t) ngx_time() ^ (uint64_t) ngx_pid;
     ctx->users = 0;
+    ngx_memzero(ctx->holders, sizeof(ctx->holders));
+    ctx->uncounted = 0;
 
     shpool->data = ctx;
     shm_zone->data = ctx;
@@ -328,6 +342,51 @@ ngx_im_dir_find(uint32_t uid)
 }
 
 
+/* under the mutex: an entry names pid from now on (1) or no more (-1) */
+
+static void
+ngx_im_dir_count(ngx_pid_t pid, ngx_int_t delta)
+{
+    ngx_uint_t        i;
+    ngx_im_holder_t  *h, *free;
+
+    free = NULL;
+
+    for (i = 0; i < NGX_IM_DIR_HOLDERS; i++) {
+        h = &ngx_im_sh->holders[i];
+
+        if (h->pid == pid) {
+            h->entries += delta;
+
+            if (h->entries == 0) {
+                h->pid = 0;
+            }
+
+            return;
+        }
+
+        if (free == NULL && h->pid == 0) {
+            free = h;
+        }
+    }
+
+    if (delta < 0) {
+        /* counted nowhere: it was uncounted */
+        return;
+    }
+
+    if (free == NULL) {
+        /* more holders than slots, for the zone's life: every worker
+         * looks every recipient up, as if never alone */
+        ngx_im_sh->uncounted = 1;
+        return;
+    }
+
+    free->pid = pid;
+    free->entries = 1;
+}
+
+
 static void
 ngx_im_dir_remove_pid(uint32_t uid, ngx_pid_t pid)
 {
@@ -344,6 +403,7 @@ ngx_im_dir_remove_pid(uint32_t uid, ngx_pid_t pid)
     for (i = 0; i < NGX_IM_DIR_PIDS; i++) {
         if (e->pids[i] == pid) {
             e->pids[i] = 0;
+            ngx_im_dir_count(pid, -1);
         }
         used += (e->pids[i] != 0);
     }
@@ -396,6 +456,7 @@ ngx_im_dir_add(uint32_t uid)
         for (i = 0; i < NGX_IM_DIR_PIDS; i++) {
             if (e->pids[i] == 0) {
                 e->pids[i] = ngx_pid;
+                ngx_im_dir_count(ngx_pid, 1);
                 break;
             }
         }
@@ -453,6 +514,33 @@ ngx_im_dir_peers(uint32_t uid, ngx_pid_t *pids)
 
 
 ngx_uint_t
+ngx_im_dir_alone(void)
+{
+    ngx_uint_t  i, alone;
+
+    if (ngx_im_sh == NULL) {
+        return 1;
+    }
+
+    ngx_shmtx_lock(&ngx_im_shpool->mutex);
+
+    alone = !ngx_im_sh->uncounted;
+
+    for (i = 0; alone && i < NGX_IM_DIR_HOLDERS; i++) {
+        if (ngx_im_sh->holders[i].pid != 0
+            && ngx_im_sh->holders[i].pid != ngx_pid)
+        {
+            alone = 0;
+        }
+    }
+
+    ngx_shmtx_unlock(&ngx_im_shpool->mutex);
+
+    return alone;
+}
+
+
+ngx_uint_t
 ngx_im_dir_users(void)
 {
     return ngx_im_sh ? ngx_im_sh->users : 0;
@@ -481,6 +569,7 @@ ngx_im_dir_prune(ngx_uint_t (*gone)(ngx_pid_t pid))
 
         for (i = 0; i < NGX_IM_DIR_PIDS; i++) {
             if (e->pids[i] && gone(e->pids[i])) {
+                ngx_im_dir_count(e->pids[i], -1);
                 e->pids[i] = 0;
             }
             used += (e->pids[i] != 0);

@@ -36,6 +36,9 @@ ngx_int_t ngx_im_dir_add(uint32_t uid);
 void ngx_im_dir_del(uint32_t uid);
 /* the other workers of this node holding uid */
 ngx_uint_t ngx_im_dir_peers(uint32_t uid, ngx_pid_t *pids);
+/* no other worker of this node holds any uid now: one check for a whole
+ * group rather than a lookup per member */
+ngx_uint_t ngx_im_dir_alone(void);
 ngx_uint_t ngx_im_dir_users(void);
 
 /* NGX_OK; NGX_AGAIN: the peer is busy; NGX_DECLINED: the peer is gone
