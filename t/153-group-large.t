@@ -117,6 +117,35 @@ diag(sprintf "part-group of %d: all read %.2fs", scalar @half, time - $t0);
 my @leak = grep { !$in{$_} && $_ != $sender && !$cl{$_}->nothing_for(0.002) } @U;
 is(scalar @leak, 0, 'members not listed got nothing');
 
+# a group read in several SSCAN pages: 19,000 more members, offline, so
+# that the set spans many times the 4,096 buckets of a page; the online
+# members must each get the message once, wherever their page
+my @off = map { 200000 + $_ } 1 .. 19000;
+$redis->select_cmd(1, 'SADD', "im_group:$GID", @off[$_ * 1000 .. $_ * 1000 + 999])
+    for 0 .. 18;
+is($redis->select_cmd(1, 'SCARD', "im_group:$GID"), $N + 19000,
+    'the group has ' . ($N + 19000) . ' members');
+$t0 = time;
+my $id3 = $cl{$sender}->group_publish($GID, $payload, raw => 1);
+ok($cl{$sender}->expect(cmd => GROUP_PUB_ACK, msgid => $id3, timeout => 30),
+    'group of ' . ($N + 19000) . ' acked');
+my $push3 = group_push_msg($GID, $id3, $payload);
+@missing = ();
+for my $u (@U[1 .. $#U]) {
+    my $m = $cl{$u}->expect(msgid => $id3, timeout => 10);
+    if ($m && $m->{raw} eq $push3) {
+        $cl{$u}->ack($id3, cmd => GROUP_PUB_ACK);
+    } else {
+        push @missing, $u;
+    }
+}
+is(scalar @missing, 0, ($N - 1) . ' online members of the paged group got it')
+    or diag('missing ' . scalar(@missing));
+diag(sprintf "group of %d: all online read %.2fs", $N + 19000, time - $t0);
+select(undef, undef, undef, 0.3);
+my @twice = grep { !$cl{$_}->nothing_for(0.001) } @U;
+is(scalar @twice, 0, 'nobody got it twice');
+
 $_->close(1000) for values %cl;
 $_->wait_closed(2) for values %cl;
 
