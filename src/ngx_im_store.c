@@ -95,10 +95,26 @@ ngx_im_msg_from_entry(u_char *entry, size_t len)
 }
 
 
+/* written by hand: ngx_sprintf()'s format parsing was 1.4% of a worker's
+ * time in a write-through fan-out, two keys per delivery */
+
 static size_t
 ngx_im_store_key(u_char *buf, uint32_t uid)
 {
-    return ngx_sprintf(buf, "im:inbox:%uD", uid) - buf;
+    u_char  *p, *t, tmp[NGX_INT32_LEN];
+
+    p = ngx_cpymem(buf, "im:inbox:", sizeof("im:inbox:") - 1);
+
+    t = tmp + sizeof(tmp);
+
+    do {
+        *--t = (u_char) ('0' + uid % 10);
+        uid /= 10;
+    } while (uid);
+
+    p = ngx_cpymem(p, t, tmp + sizeof(tmp) - t);
+
+    return p - buf;
 }
 
 
