@@ -25,6 +25,8 @@
 #   BENCH_HOLD       idle: seconds the sessions are held (memory read after SETTLE)  8 / 1.5
 #   BENCH_SETTLE     idle: seconds between the last login and the memory reading     3 / 0.5
 #   BENCH_PAYLOAD    payload bytes              128
+#   BENCH_REPEAT     runs of each 1:1, latency and fan-out scenario; the report
+#                    takes the median run and lists the others   3 / 1
 #   BENCH_IM         run the IM server: auto (if the module is built) | 0 | 1
 #   BENCH_PEER       run mosquitto: 1 | 0
 #   BENCH_TCP        also run 1:1 and fan-out with senders on the TCP API: 1 | 0
@@ -58,6 +60,7 @@ DURATION=${BENCH_DURATION:-$(q 10 1)}
 WARMUP=${BENCH_WARMUP:-$(q 2 0.3)}
 DRAIN=${BENCH_DRAIN:-$(q 2 0.5)}
 HOLD=${BENCH_HOLD:-$(q 8 1.5)}
+REPEAT=${BENCH_REPEAT:-$(q 3 1)}
 SETTLE=${BENCH_SETTLE:-$(q 3 0.5)}
 PAYLOAD=${BENCH_PAYLOAD:-128}
 RUN_IM=${BENCH_IM:-auto}
@@ -313,9 +316,11 @@ stop_mosquitto() {
 # one generator run: label timeout(s) pin(0|1) imgen-args...
 
 gen() {
-    local label=$1 tmo=$2 pin=$3
+    local label=$1 tmo=$2 pin=$3 arg args=()
     shift 3
-    local cmd=("$IMGEN" --label "$label" -T "$tmo" -l "$PAYLOAD" "$@")
+    # @REP@ in an argument (a histogram's file) names the repetition
+    for arg in "$@"; do args+=("${arg//@REP@/${REP:+-r$REP}}"); done
+    local cmd=("$IMGEN" --label "$label" -T "$tmo" -l "$PAYLOAD" "${args[@]}")
     [[ $pin == 1 ]] && cmd=(taskset -c 1 "${cmd[@]}")
     echo "${cmd[*]}" | sed "s|$HERE/|bench/|g" >> "$CMDS"
     log "run $label"
@@ -324,8 +329,23 @@ gen() {
     if [[ -z $line ]]; then
         line="{\"label\":\"$label\",\"error\":\"no result ($(tail -1 "$OUT/gen-${label//\//_}.log" | tr -d '"\\'))\"}"
     fi
+    [[ -n ${REP:-} ]] && line="{\"rep\":$REP,${line#\{}"
     echo "$line" >> "$RESULTS"
     log "  $line"
+}
+
+# the same generator run REPEAT times: repeat fresh|keep gen-args...; fresh
+# empties the inboxes before each run
+REP=
+repeat() {
+    local how=$1 k
+    shift
+    for ((k = 1; k <= REPEAT; k++)); do
+        REP=$k
+        [[ $how == fresh ]] && fresh_inbox
+        gen "$@"
+    done
+    REP=
 }
 
 # login time bound for n sessions (the user centre does a few thousand a second)
@@ -367,20 +387,16 @@ run_im_mode() {     # delivery
     # (b) (c) (d): one worker on CPU 0, generator on CPU 1
     if start_nginx "one-$dv" 1 1 "$dv"; then
         tmo=$(traffic_tmo 30)
-        fresh_inbox
-        gen "im/$dv/pairs-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s pairs -k "$PAIRS" $(common_traffic) \
-            --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID"
-        fresh_inbox
-        gen "im/$dv/rate-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s rate -k "$PAIRS" -r "$RATE" \
+        repeat fresh "im/$dv/pairs-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s pairs -k "$PAIRS" \
+            $(common_traffic) --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID"
+        repeat fresh "im/$dv/rate-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s rate -k "$PAIRS" -r "$RATE" \
             -d "$DURATION" -W "$WARMUP" --drain "$DRAIN" --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID" \
-            --hist-out "$OUT/hist-im-$dv-rate.txt"
-        fresh_inbox
-        gen "im/$dv/fanout-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s fanout -M "$MEMBERS" -g "$GID" \
+            --hist-out "$OUT/hist-im-$dv-rate@REP@.txt"
+        repeat fresh "im/$dv/fanout-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s fanout -M "$MEMBERS" -g "$GID" \
             $(common_traffic) --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID" \
-            --hist-out "$OUT/hist-im-$dv-fanout.txt"
+            --hist-out "$OUT/hist-im-$dv-fanout@REP@.txt"
         if [[ -n $FANOUT_WIDE ]]; then
-            fresh_inbox
-            gen "im/$dv/fanoutwide-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s fanout -M "$MEMBERS" \
+            repeat fresh "im/$dv/fanoutwide-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s fanout -M "$MEMBERS" \
                 -g "$GID" -d "$DURATION" -W "$WARMUP" -w "$FANOUT_WIDE" --drain "$DRAIN" \
                 --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID"
         fi
@@ -414,15 +430,16 @@ run_peer() {
         sleep "$(q 1 0.2)"
     done
     tmo=$(traffic_tmo 30)
-    gen "mosquitto/-/pairs-mqtt" "$tmo" 1 -m mqtt -p "$MQTT_PORT" -C 50 -s pairs -k "$PAIRS" \
+    repeat keep "mosquitto/-/pairs-mqtt" "$tmo" 1 -m mqtt -p "$MQTT_PORT" -C 50 -s pairs -k "$PAIRS" \
         $(common_traffic) --cpu-pids "$MQ_PID"
-    gen "mosquitto/-/rate-mqtt" "$tmo" 1 -m mqtt -p "$MQTT_PORT" -C 50 -s rate -k "$PAIRS" -r "$RATE" \
-        -d "$DURATION" -W "$WARMUP" --drain "$DRAIN" --cpu-pids "$MQ_PID" --hist-out "$OUT/hist-mosquitto-rate.txt"
-    gen "mosquitto/-/fanout-mqtt" "$tmo" 1 -m mqtt -p "$MQTT_PORT" -C 50 -s fanout -M "$MEMBERS" \
-        -g "$GID" $(common_traffic) --cpu-pids "$MQ_PID" \
-        --hist-out "$OUT/hist-mosquitto-fanout.txt"
+    repeat keep "mosquitto/-/rate-mqtt" "$tmo" 1 -m mqtt -p "$MQTT_PORT" -C 50 -s rate -k "$PAIRS" \
+        -r "$RATE" -d "$DURATION" -W "$WARMUP" --drain "$DRAIN" --cpu-pids "$MQ_PID" \
+        --hist-out "$OUT/hist-mosquitto-rate@REP@.txt"
+    repeat keep "mosquitto/-/fanout-mqtt" "$tmo" 1 -m mqtt -p "$MQTT_PORT" -C 50 -s fanout \
+        -M "$MEMBERS" -g "$GID" $(common_traffic) --cpu-pids "$MQ_PID" \
+        --hist-out "$OUT/hist-mosquitto-fanout@REP@.txt"
     if [[ -n $FANOUT_WIDE ]]; then
-        gen "mosquitto/-/fanoutwide-mqtt" "$tmo" 1 -m mqtt -p "$MQTT_PORT" -C 50 -s fanout \
+        repeat keep "mosquitto/-/fanoutwide-mqtt" "$tmo" 1 -m mqtt -p "$MQTT_PORT" -C 50 -s fanout \
             -M "$MEMBERS" -g "$GID" -d "$DURATION" -W "$WARMUP" -w "$FANOUT_WIDE" \
             --drain "$DRAIN" --cpu-pids "$MQ_PID"
     fi
