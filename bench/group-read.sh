@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # How long Redis is held by reading a group's members: one SMEMBERS of a
-# large set against the SSCAN COUNT 1000 steps the module uses. Redis's own
+# large set against the SSCAN COUNT 2048 steps the module uses. Redis's own
 # SLOWLOG gives each command's execution time, without the network.
-#   bench/group-read.sh [members]     (default 10000)
+#   bench/group-read.sh [members] [count]     (default 10000 2048)
 set -eu
 n=${1:-10000}
+count=${2:-2048}
 runs=20
 dir=$(mktemp -d)
 sock=$dir/redis.sock
@@ -37,10 +38,10 @@ cli slowlog reset >/dev/null
 for _ in $(seq $runs); do
     cur=0
     while :; do
-        cur=$(cli sscan g "$cur" count 1000 > "$dir/out"; head -1 "$dir/out")
+        cur=$(cli sscan g "$cur" count "$count" > "$dir/out"; head -1 "$dir/out")
         [ "$cur" = 0 ] && break
     done
 done
 read -r c s m <<<"$(stats sscan)"
-echo "SSCAN COUNT 1000, $n members: $((c / runs)) calls per read," \
+echo "SSCAN COUNT $count, $n members: $((c / runs)) calls per read," \
      "mean $((s / c)) us, max $m us per call, $((s / runs)) us per read"

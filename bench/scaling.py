@@ -179,7 +179,7 @@ md.append("")
 gr = read("group-read.txt").strip()
 if gr:
     md.append("`bench/group-read.sh` (how long Redis is held reading the member set: SLOWLOG "
-              "execution times, 20 reads each; the module reads with SSCAN COUNT 1000):")
+              "execution times, 20 reads each; the module reads with SSCAN COUNT 2048):")
     md.append("")
     md.append("```\n" + gr + "\n```")
     md.append("")

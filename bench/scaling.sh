@@ -266,7 +266,13 @@ done
 if [[ " $PARTS " == *" 5 "* ]]; then
     log "group-read.sh $max_m"
     echo "bench/group-read.sh $max_m" >> "$CMDS"
-    taskset -c 0 "$HERE/group-read.sh" "$max_m" > "$OUT/group-read.txt" 2>&1
+    {
+        taskset -c 0 "$HERE/group-read.sh" "$max_m"
+        # the module's page size against a smaller and a larger one
+        for c in 1000 4096; do
+            taskset -c 0 "$HERE/group-read.sh" "$max_m" "$c" | grep SSCAN
+        done
+    } > "$OUT/group-read.txt" 2>&1
     cat "$OUT/group-read.txt" >&2
 fi
 echo "elapsed: $(( $(date +%s) - T0 )) s" >> "$OUT/machine.txt"

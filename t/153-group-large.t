@@ -118,7 +118,7 @@ my @leak = grep { !$in{$_} && $_ != $sender && !$cl{$_}->nothing_for(0.002) } @U
 is(scalar @leak, 0, 'members not listed got nothing');
 
 # a group read in several SSCAN pages: 19,000 more members, offline, so
-# that the set spans many times the 4,096 buckets of a page; the online
+# that the set spans many pages of 2,048 members; the online
 # members must each get the message once, wherever their page
 my @off = map { 200000 + $_ } 1 .. 19000;
 $redis->select_cmd(1, 'SADD', "im_group:$GID", @off[$_ * 1000 .. $_ * 1000 + 999])
