@@ -38,15 +38,7 @@ http {
     server {
         listen 127.0.0.1:%%PORT_$port%% reuseport;
         location /ws { im_websocket; im_auth /_auth; }
-        location = /_auth {
-            internal;
-            proxy_pass http://127.0.0.1:${\ $uc->port}/auth;
-            proxy_method POST;
-            proxy_pass_request_headers off;
-            proxy_set_header Content-Type "application/x-www-form-urlencoded;charset=utf-8";
-            proxy_set_header Accept application/json;
-            proxy_set_body "username=\$im_username&password=\$im_password&worker=\$im_worker&node=$node";
-        }
+        ${\ $uc->auth_location(body => "username=\$im_username&password=\$im_password&worker=\$im_worker&node=$node") }
         location = /status { im_status; }
     }
 }

@@ -33,15 +33,7 @@ http {
     server {
         listen 127.0.0.1:%%PORT_9095%% reuseport backlog=4096;
         location /ws { im_websocket; im_auth /_auth; }
-        location = /_auth {
-            internal;
-            proxy_pass http://127.0.0.1:${\ $uc->port}/auth;
-            proxy_method POST;
-            proxy_pass_request_headers off;
-            proxy_set_header Content-Type "application/x-www-form-urlencoded;charset=utf-8";
-            proxy_set_header Accept application/json;
-            proxy_set_body "username=\$im_username&password=\$im_password";
-        }
+        ${\ $uc->auth_location }
     }
 }
 EOF
@@ -68,6 +60,22 @@ for my $i (0 .. int(($N - 1) / 100)) {
 is($ok, $N, "$N members online");
 diag(sprintf "logins: %.1fs", time - $t0);
 
+# the uids of @$who that did not get exactly $push as message $id; the
+# others ack it with $cmd
+sub missing {
+    my ($who, $id, $push, $cmd) = @_;
+    my @miss;
+    for my $u (@$who) {
+        my $m = $cl{$u}->expect(msgid => $id, timeout => 10);
+        if ($m && $m->{raw} eq $push) {
+            $cl{$u}->ack($id, cmd => $cmd);
+        } else {
+            push @miss, $u;
+        }
+    }
+    return @miss;
+}
+
 my $sender = $U[0];
 my $payload = '{"from":' . $sender . ',"to":' . $GID
     . ',"content":{"type":"text","text":"to all"}}';
@@ -78,15 +86,7 @@ my $ack = $cl{$sender}->expect(cmd => GROUP_PUB_ACK, msgid => $id, timeout => 20
 ok($ack, 'sender gets GROUP_PUB_ACK');
 my $t_ack = time - $t0;
 my $push = group_push_msg($GID, $id, $payload);
-my @missing;
-for my $u (@U[1 .. $#U]) {
-    my $m = $cl{$u}->expect(msgid => $id, timeout => 10);
-    if ($m && $m->{raw} eq $push) {
-        $cl{$u}->ack($id, cmd => GROUP_PUB_ACK);
-    } else {
-        push @missing, $u;
-    }
-}
+my @missing = missing([@U[1 .. $#U]], $id, $push, GROUP_PUB_ACK);
 my $t_all = time - $t0;
 is(scalar @missing, 0, ($N - 1) . ' members got the exact push')
     or diag('missing ' . scalar(@missing) . ": @missing[0 .. ($#missing < 9 ? $#missing : 9)] ...");
@@ -103,15 +103,7 @@ my $id2 = $cl{$sender}->part_publish($GID, \@half, $payload, raw => 1);
 ok($cl{$sender}->expect(cmd => GROUP_PART_PUB_ACK, msgid => $id2, timeout => 20),
     'part-group to ' . scalar(@half) . ' acked');
 my $push2 = part_push_msg($GID, $id2, \@half, $payload);
-@missing = ();
-for my $u (@half) {
-    my $m = $cl{$u}->expect(msgid => $id2, timeout => 10);
-    if ($m && $m->{raw} eq $push2) {
-        $cl{$u}->ack($id2, cmd => GROUP_PART_PUB_ACK);
-    } else {
-        push @missing, $u;
-    }
-}
+@missing = missing(\@half, $id2, $push2, GROUP_PART_PUB_ACK);
 is(scalar @missing, 0, scalar(@half) . ' listed members got the part-group push');
 diag(sprintf "part-group of %d: all read %.2fs", scalar @half, time - $t0);
 my @leak = grep { !$in{$_} && $_ != $sender && !$cl{$_}->nothing_for(0.002) } @U;
@@ -130,15 +122,7 @@ my $id3 = $cl{$sender}->group_publish($GID, $payload, raw => 1);
 ok($cl{$sender}->expect(cmd => GROUP_PUB_ACK, msgid => $id3, timeout => 30),
     'group of ' . ($N + 19000) . ' acked');
 my $push3 = group_push_msg($GID, $id3, $payload);
-@missing = ();
-for my $u (@U[1 .. $#U]) {
-    my $m = $cl{$u}->expect(msgid => $id3, timeout => 10);
-    if ($m && $m->{raw} eq $push3) {
-        $cl{$u}->ack($id3, cmd => GROUP_PUB_ACK);
-    } else {
-        push @missing, $u;
-    }
-}
+@missing = missing([@U[1 .. $#U]], $id3, $push3, GROUP_PUB_ACK);
 is(scalar @missing, 0, ($N - 1) . ' online members of the paged group got it')
     or diag('missing ' . scalar(@missing));
 diag(sprintf "group of %d: all online read %.2fs", $N + 19000, time - $t0);

@@ -56,15 +56,7 @@ http {
         listen 127.0.0.1:%%PORT_$o{port}%%$reuse;
         location /ws { im_websocket; im_auth /_auth; }
         $status
-        location = /_auth {
-            internal;
-            proxy_pass http://127.0.0.1:${\ $o{uc}->port}/auth;
-            proxy_method POST;
-            proxy_pass_request_headers off;
-            proxy_set_header Content-Type "application/x-www-form-urlencoded;charset=utf-8";
-            proxy_set_header Accept application/json;
-            proxy_set_body "username=\$im_username&password=\$im_password";
-        }
+        ${\ $o{uc}->auth_location }
     }
 }
 EOF

@@ -66,7 +66,6 @@ stream {
     }
 }
 S
-    my $ucport = $uc->port;
     my $raddr = $redis->addr;
 
     $t->write_file_expand('nginx.conf', <<"EOF");
@@ -87,16 +86,7 @@ http {
 
         location = /ws  { im_websocket; im_auth /_auth; $ws }
         location = /wss { im_websocket; im_auth /_auth; $ws }
-        location = /_auth {
-            internal;
-            proxy_pass http://127.0.0.1:$ucport/auth;
-            proxy_method POST;
-            proxy_pass_request_headers off;
-            proxy_set_header Content-Type "application/x-www-form-urlencoded;charset=utf-8";
-            proxy_set_header Accept application/json;
-            proxy_set_body "$body";
-            $auth
-        }
+        ${\ $uc->auth_location(body => $body, extra => $auth) }
         location = /status { im_status; }
     }
 }

@@ -3,7 +3,8 @@ package IM::UserCentre;
 # The scriptable user centre (tools/im-usercentre) for one test file.
 #
 #   my $uc = IM::UserCentre->new(t => $t, users => "alice alice-secret 1001\n");
-#   ... proxy_pass http://127.0.0.1:@{[ $uc->port ]}/auth ...
+#   ... location /ws { im_websocket; im_auth /_auth; }
+#       ${\ $uc->auth_location } ...   # the internal /_auth subrequest
 #   $uc->set_users("alice alice-secret delay:3:1001\n");
 #   my @req = $uc->requests;   # [{ body, params, accept, content_type, ... }]
 
@@ -43,6 +44,27 @@ sub new {
 sub port { $_[0]{port} }
 sub addr { '127.0.0.1:' . $_[0]{port} }
 sub url  { 'http://' . $_[0]->addr . '/auth' }
+
+# the internal location im_auth points to, proxying to this user centre as
+# conf/ does; body => the proxy_set_body value, extra => more directives
+sub auth_location {
+    my ($self, %o) = @_;
+    my $body = $o{body} // 'username=$im_username&password=$im_password';
+    my $extra = $o{extra} // '';
+    my $url = $self->url;
+    return <<"EOF";
+location = /_auth {
+            internal;
+            proxy_pass $url;
+            proxy_method POST;
+            proxy_pass_request_headers off;
+            proxy_set_header Content-Type "application/x-www-form-urlencoded;charset=utf-8";
+            proxy_set_header Accept application/json;
+            proxy_set_body "$body";
+            $extra
+        }
+EOF
+}
 sub pid  { $_[0]{pid} }
 
 # replace the users file (atomically; the next request sees it)
