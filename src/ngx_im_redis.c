@@ -153,6 +153,32 @@ ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
 }
 
 
+/*
+ * At exit: what the worker last asked of Redis (the removals of the last
+ * acks above all) leaves now, as far as the socket takes it at once; the
+ * event loop that would have written it is over.
+ */
+
+static void
+ngx_im_redis_flush_at_exit(ngx_im_redis_conn_t *rc)
+{
+    int         done;
+    ngx_uint_t  tries;
+
+    if (rc->state != NGX_IM_REDIS_READY) {
+        return;
+    }
+
+    for (tries = 0; tries < 8; tries++) {
+        done = 0;
+
+        if (redisBufferWrite(&rc->ac->c, &done) == REDIS_ERR || done) {
+            return;
+        }
+    }
+}
+
+
 void
 ngx_im_redis_exit(void)
 {
@@ -173,6 +199,7 @@ ngx_im_redis_exit(void)
         }
 
         if (rc->ac) {
+            ngx_im_redis_flush_at_exit(rc);
             ngx_im_redis_fail_all(rc);
             redisAsyncFree(rc->ac);
             rc->ac = NULL;
@@ -722,7 +749,24 @@ ngx_im_redis_sub_cmd(const char *cmd, u_char *channel, size_t len)
 ngx_int_t
 ngx_im_redis_subscribe(u_char *channel, size_t len)
 {
-    return ngx_im_redis_sub_cmd("SUBSCRIBE", channel, len);
+    int  done;
+
+    if (ngx_im_redis_sub_cmd("SUBSCRIBE", channel, len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /*
+     * Out now, not on the next pass: the session's CONNECT_ACK leaves in
+     * this one, and a message sent to the uid as soon as the client has
+     * it must find the subscription in Redis (offline-only mode stores
+     * nothing that another device took).  A failed write is seen again by
+     * the write handler.
+     */
+
+    (void) redisBufferWrite(&ngx_im_redis_conns[NGX_IM_REDIS_SUB].ac->c,
+                            &done);
+
+    return NGX_OK;
 }
 
 

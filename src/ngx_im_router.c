@@ -35,6 +35,17 @@
  * (anything older and not yet acked).  When the keep is full a message is
  * published instead of skipped.  The mark is dropped whenever the
  * subscription is not known to be in place.
+ *
+ * Order for the newcomer (PROTOCOL.md 3.4): it pushes its inbox first and
+ * what its channel brought after, so a replayed message must not be
+ * missing from the inbox it read while a later one is there.  Hence the
+ * newcomer reads the inbox before it publishes 'J' (one connection, so
+ * the read is done before any worker hears the 'J'), and an ack of a
+ * message that is still kept takes it out of the inbox only once the keep
+ * has let it go, NGX_IM_KEEP_MS later: until a foreign 'J' can still make
+ * this worker replay a message, that message stays in the inbox, and the
+ * newcomer's read finds it in its place.  The sessions here pass over
+ * such acked entries when they load the inbox themselves.
  */
 
 #include "ngx_im_router.h"
@@ -52,6 +63,8 @@
 #define NGX_IM_T_ALL              2
 
 
+typedef struct ngx_im_acking_s  ngx_im_acking_t;
+
 typedef struct {
     ngx_rbtree_node_t      node;        /* key: uid */
     ngx_queue_t            sessions;
@@ -60,7 +73,22 @@ typedef struct {
     uint32_t               nsessions;
     unsigned               sub:2;
     unsigned               alone:1;     /* no other node holds the uid */
+    ngx_im_acking_t       *acking;      /* the newest of its ring */
 } ngx_im_user_t;
+
+
+/* an ack whose removal from the inbox waits for the keep: in the worker's
+ * queue, oldest first, and in a ring of its uid's, which the uid's record
+ * points into at the newest (so both ends are at hand) */
+
+struct ngx_im_acking_s {
+    ngx_queue_t            queue;
+    ngx_im_acking_t       *next;        /* the next newer; the newest: the
+                                           oldest */
+    ngx_im_user_t         *user;
+    ngx_im_msg_t          *msg;
+    ngx_msec_t             at;
+};
 
 
 /* skipped messages, kept in case a subscriber turns up: one ring per
@@ -111,6 +139,8 @@ static void ngx_im_router_presence(redisReply *reply, void *data);
 static ngx_int_t ngx_im_router_claim(ngx_im_session_t *s, char *script,
     u_char *stale, size_t slen, ngx_im_ref_t *ref);
 static void ngx_im_router_unkeep(ngx_msec_t older_than);
+static void ngx_im_router_ack_done(ngx_im_user_t *u);
+static void ngx_im_router_unack(ngx_msec_t older_than);
 static uint32_t ngx_im_router_stamp(void);
 
 
@@ -135,6 +165,10 @@ static ngx_uint_t              ngx_im_kept_head;
 static ngx_uint_t              ngx_im_kept_n;
 static ngx_event_t             ngx_im_kept_ev;
 
+static ngx_queue_t             ngx_im_ackings;
+static ngx_im_spares_t         ngx_im_spare_ackings =
+    ngx_im_spares(ngx_im_acking_t, 4096);
+
 static ngx_im_redis_handlers_t  ngx_im_router_handlers = {
     ngx_im_router_message,
     ngx_im_router_subscribed,
@@ -149,6 +183,7 @@ ngx_im_router_init(ngx_cycle_t *cycle)
 {
     ngx_rbtree_init(&ngx_im_users, &ngx_im_users_sentinel,
                     ngx_rbtree_insert_value);
+    ngx_queue_init(&ngx_im_ackings);
 
     return ngx_im_redis_init(cycle, &ngx_im_router_handlers);
 }
@@ -166,6 +201,7 @@ ngx_im_router_exit(void)
 {
     if (ngx_im_kept) {
         ngx_im_router_unkeep(0);
+        ngx_im_router_unack(0);
 
         if (ngx_im_kept_ev.timer_set) {
             ngx_del_timer(&ngx_im_kept_ev);
@@ -219,6 +255,11 @@ ngx_im_router_user(uint32_t uid)
 static void
 ngx_im_router_free(ngx_im_user_t *u)
 {
+    /* nobody here hears a 'J' for it any more: nothing to wait for */
+    while (u->acking) {
+        ngx_im_router_ack_done(u);
+    }
+
     ngx_rbtree_delete(&ngx_im_users, &u->node);
     ngx_im_nusers--;
     ngx_im_slab_free(u);
@@ -413,6 +454,7 @@ ngx_im_router_unkeep(ngx_msec_t older_than)
             break;
         }
 
+        k->msg->kept--;
         ngx_im_msg_unref(k->msg);
         ngx_im_kept_head = (ngx_im_kept_head + 1) % NGX_IM_KEEP_MAX;
         ngx_im_kept_n--;
@@ -420,12 +462,126 @@ ngx_im_router_unkeep(ngx_msec_t older_than)
 }
 
 
+/* the oldest of u's waiting acks leaves the inbox now */
+
+static void
+ngx_im_router_ack_done(ngx_im_user_t *u)
+{
+    ngx_im_acking_t  *a;
+
+    a = u->acking->next;
+
+    if (a == u->acking) {
+        u->acking = NULL;
+
+    } else {
+        u->acking->next = a->next;
+    }
+
+    ngx_queue_remove(&a->queue);
+
+    ngx_im_store_remove((uint32_t) u->node.key, a->msg);
+
+    ngx_im_msg_unref(a->msg);
+    ngx_im_spare_put(&ngx_im_spare_ackings, a);
+}
+
+
+static void
+ngx_im_router_unack(ngx_msec_t older_than)
+{
+    ngx_im_acking_t  *a;
+
+    while (!ngx_queue_empty(&ngx_im_ackings)) {
+        a = ngx_queue_data(ngx_queue_head(&ngx_im_ackings), ngx_im_acking_t,
+                           queue);
+
+        if ((ngx_msec_int_t) (ngx_current_msec - a->at) < (ngx_msec_int_t)
+                                                          older_than)
+        {
+            break;
+        }
+
+        /* the oldest of all is the oldest of its uid's */
+        ngx_im_router_ack_done(a->user);
+    }
+}
+
+
+void
+ngx_im_router_acked(ngx_im_session_t *s, ngx_im_msg_t *msg)
+{
+    ngx_im_user_t    *u;
+    ngx_im_acking_t  *a;
+
+    u = s->urec;
+
+    if (msg->kept == 0 || u == NULL || ngx_exiting) {
+        ngx_im_store_remove(s->uid, msg);
+        return;
+    }
+
+    a = ngx_im_spare_get(&ngx_im_spare_ackings);
+    if (a == NULL) {
+        ngx_im_store_remove(s->uid, msg);
+        return;
+    }
+
+    a->user = u;
+    a->msg = ngx_im_msg_ref(msg);
+    a->at = ngx_current_msec;
+    ngx_queue_insert_tail(&ngx_im_ackings, &a->queue);
+
+    if (u->acking) {
+        a->next = u->acking->next;
+        u->acking->next = a;
+
+    } else {
+        a->next = a;
+    }
+
+    u->acking = a;
+
+    if (!ngx_im_kept_ev.timer_set) {
+        ngx_add_timer(&ngx_im_kept_ev, NGX_IM_KEEP_MS);
+    }
+}
+
+
+ngx_uint_t
+ngx_im_router_acking(ngx_im_session_t *s, u_char *msgid)
+{
+    ngx_im_user_t    *u;
+    ngx_im_acking_t  *a;
+
+    u = s->urec;
+
+    if (u == NULL || u->acking == NULL) {
+        return 0;
+    }
+
+    a = u->acking;
+
+    do {
+        if (ngx_memcmp(a->msg->msgid, msgid, IM_MSGID_LEN) == 0) {
+            return 1;
+        }
+
+        a = a->next;
+
+    } while (a != u->acking);
+
+    return 0;
+}
+
+
 static void
 ngx_im_router_keep_handler(ngx_event_t *ev)
 {
     ngx_im_router_unkeep(NGX_IM_KEEP_MS);
+    ngx_im_router_unack(NGX_IM_KEEP_MS);
 
-    if (ngx_im_kept_n) {
+    if (ngx_im_kept_n || !ngx_queue_empty(&ngx_im_ackings)) {
         ngx_add_timer(ev, NGX_IM_KEEP_MS);
     }
 }
@@ -459,6 +615,7 @@ ngx_im_router_keep(uint32_t uid, ngx_im_msg_t *msg)
 
     k = &ngx_im_kept[(ngx_im_kept_head + ngx_im_kept_n) % NGX_IM_KEEP_MAX];
     k->msg = ngx_im_msg_ref(msg);
+    k->msg->kept++;
     k->at = ngx_current_msec;
     k->uid = uid;
     ngx_im_kept_n++;
@@ -991,11 +1148,12 @@ ngx_im_router_subscribed(u_char *channel, size_t clen)
     u->sub = NGX_IM_SUB_SUBSCRIBED;
     ngx_im_router_shared(u);
 
-    /* a worker elsewhere that skipped this channel must know of us */
-    ngx_im_router_notice((uint32_t) u->node.key, 'J');
-
     /* from now on every message reaches us: the inbox holds the rest */
     ngx_im_router_sync_all(u);
+
+    /* a worker elsewhere that skipped this channel must know of us; read
+     * before this, the inbox still has what that worker may replay */
+    ngx_im_router_notice((uint32_t) u->node.key, 'J');
 }
 
 
@@ -1071,11 +1229,11 @@ ngx_im_router_inbox_connected(void)
     {
         u = (ngx_im_user_t *) node;
 
+        ngx_im_router_sync_all(u);
+
         if (u->sub == NGX_IM_SUB_SUBSCRIBED) {
             ngx_im_router_notice((uint32_t) u->node.key, 'J');
         }
-
-        ngx_im_router_sync_all(u);
     }
 }
 
@@ -1101,6 +1259,16 @@ ngx_im_router_local(ngx_im_user_t *u, ngx_im_msg_t *msg, ngx_uint_t stored,
 
         if (s->live_seq <= after) {
             /* had it directly from this worker */
+            n++;
+            continue;
+        }
+
+        if (stored && after) {
+            /* this worker stored it before the session joined: appended
+             * ahead of the session's first read of the inbox, which has
+             * it in its place; pushed now it would go behind what the
+             * session got directly since (its SUBSCRIBE can overtake this
+             * worker's last publishes) */
             n++;
             continue;
         }

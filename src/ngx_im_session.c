@@ -93,6 +93,7 @@ static void ngx_im_session_simple(ngx_im_session_t *s, u_char cmd);
 static void ngx_im_session_release(ngx_im_session_t *s, ngx_queue_t *q);
 static void ngx_im_session_loaded(redisReply *reply, void *data);
 static void ngx_im_session_load_retry(ngx_im_session_t *s);
+static void ngx_im_session_merge(ngx_im_session_t *s, ngx_queue_t *inbox);
 static void ngx_im_session_feed(ngx_im_session_t *s);
 static void ngx_im_session_members(void *data, ngx_int_t rc,
     uint32_t *uids, ngx_uint_t n);
@@ -1181,7 +1182,7 @@ ngx_im_session_ack(ngx_im_session_t *s, im_msg_t *m)
     ngx_im_stats.acked++;
 
     if (f->stored) {
-        ngx_im_store_remove(s->uid, f->msg);
+        ngx_im_router_acked(s, f->msg);
     }
 
     ngx_im_msg_unref(f->msg);
@@ -1437,7 +1438,8 @@ ngx_im_session_loaded(redisReply *reply, void *data)
         }
 
         if (ngx_im_session_find(&s->inflight, msg->msgid)
-            || ngx_im_session_find(&inbox, msg->msgid))
+            || ngx_im_session_find(&inbox, msg->msgid)
+            || ngx_im_router_acking(s, msg->msgid))
         {
             ngx_im_msg_unref(msg);
             continue;
@@ -1456,22 +1458,85 @@ ngx_im_session_loaded(redisReply *reply, void *data)
         ngx_queue_insert_tail(&inbox, &f->queue);
     }
 
-    /* the inbox first, then what came live while it was read */
-
-    if (!ngx_queue_empty(&inbox)) {
-        if (!ngx_queue_empty(&s->waiting)) {
-            ngx_queue_add(&inbox, &s->waiting);
-        }
-
-        ngx_queue_init(&s->waiting);
-        ngx_queue_add(&s->waiting, &inbox);
-    }
+    ngx_im_session_merge(s, &inbox);
+    s->loaded = 1;
 
     ngx_im_session_load_retry(s);
 
     if (s->resync && !s->closing) {
         s->resync = 0;
         ngx_im_session_sync(s);
+    }
+}
+
+
+/*
+ * The inbox read and what came live while it was read, into one queue in
+ * the order the messages were accepted (PROTOCOL.md 3.4).  Each stream is
+ * in that order: the inbox by its appends, the live messages by their
+ * publisher's.  A message in both marks a point where they meet: the live
+ * messages up to its live copy go before it.  Of the rest of the inbox,
+ * on the first read, what is older than the first such point is older
+ * than anything live (stored before this session subscribed) and goes
+ * first; on a later read the session has pushed live messages already, so
+ * what the inbox alone has is either on its way here live or late anyway,
+ * and goes last.  The live ones the inbox lacks were acked by another
+ * device meanwhile.
+ */
+
+static void
+ngx_im_session_merge(ngx_im_session_t *s, ngx_queue_t *inbox)
+{
+    ngx_queue_t         merged, late, *q, *first, *last;
+    ngx_im_inflight_t  *f, *live;
+
+    ngx_queue_init(&merged);
+    ngx_queue_init(&late);
+
+    while (!ngx_queue_empty(inbox)) {
+        q = ngx_queue_head(inbox);
+        ngx_queue_remove(q);
+        f = ngx_queue_data(q, ngx_im_inflight_t, queue);
+
+        live = ngx_im_session_find(&s->waiting, f->msg->msgid);
+
+        if (live == NULL) {
+            ngx_queue_insert_tail(s->loaded ? &late : &merged, q);
+            continue;
+        }
+
+        /* the live copy stays, behind what came live before it: the
+         * waiting ones up to it move to the merged queue at once */
+
+        first = ngx_queue_head(&s->waiting);
+        last = &live->queue;
+
+        s->waiting.next = last->next;
+        last->next->prev = &s->waiting;
+
+        first->prev = merged.prev;
+        merged.prev->next = first;
+        last->next = &merged;
+        merged.prev = last;
+
+        ngx_im_msg_unref(f->msg);
+        ngx_im_inflight_free(f);
+    }
+
+    /* merged, the rest of what came live, the late ones */
+
+    if (!ngx_queue_empty(&s->waiting)) {
+        ngx_queue_add(&merged, &s->waiting);
+    }
+
+    if (!ngx_queue_empty(&late)) {
+        ngx_queue_add(&merged, &late);
+    }
+
+    ngx_queue_init(&s->waiting);
+
+    if (!ngx_queue_empty(&merged)) {
+        ngx_queue_add(&s->waiting, &merged);
     }
 }
 

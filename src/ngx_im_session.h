@@ -112,6 +112,7 @@ struct ngx_im_session_s {
     unsigned               ping_sent:1;
     unsigned               loading:1;       /* inbox not pushed yet */
     unsigned               resync:1;        /* load again after this one */
+    unsigned               loaded:1;        /* the inbox was read once */
     unsigned               flush_posted:1;
     unsigned               ws_closing:1;    /* waiting for the peer's close */
     unsigned               finishing:1;     /* finalize on the close event */
