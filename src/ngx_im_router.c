@@ -14,8 +14,10 @@
  * Traffic, binary, the same on channels and datagrams:
  *   'D' OriginLen:8 Origin Flags:8 Seq:64 Entry      a message
  *   'K' OriginLen:8 Origin Flags:8 ClientId:8 Token:64   a login elsewhere
- *   'J' OriginLen:8 Origin Flags:8      a worker subscribed to the channel
+ *   'J' OriginLen:8 Origin Flags:8 [Nonce:64]  a worker subscribed to
+ *                                       the channel
  *   'S' OriginLen:8 Origin Flags:8      load the inbox again
+ *   'A' OriginLen:8 Origin Flags:8 Nonce:64  a worker heard this 'J'
  * Flags: 1 the message is in the inbox; 2 this node's workers must take
  * the channel copy too (a datagram could not be sent).  A worker hears its
  * own channel traffic as well; Seq tells which of its sessions got a
@@ -36,16 +38,13 @@
  * published instead of skipped.  The mark is dropped whenever the
  * subscription is not known to be in place.
  *
- * Order for the newcomer (PROTOCOL.md 3.4): it pushes its inbox first and
- * what its channel brought after, so a replayed message must not be
- * missing from the inbox it read while a later one is there.  Hence the
- * newcomer reads the inbox before it publishes 'J' (one connection, so
- * the read is done before any worker hears the 'J'), and an ack of a
- * message that is still kept takes it out of the inbox only once the keep
- * has let it go, NGX_IM_KEEP_MS later: until a foreign 'J' can still make
- * this worker replay a message, that message stays in the inbox, and the
- * newcomer's read finds it in its place.  The sessions here pass over
- * such acked entries when they load the inbox themselves.
+ * Order for the newcomer (PROTOCOL.md 3.4): it merges the inbox it read
+ * with what its channel brought meanwhile, so a replayed message must be
+ * there by the time it reads.  Its 'J' carries a nonce, every worker that
+ * hears it answers with 'A' and that nonce (an alone one behind its
+ * replay and 'S'), and the newcomer reads the inbox once PUBLISH's count
+ * of answers has come, or after NGX_IM_KEEP_MS (ngx_im_hold_t).  A uid
+ * nobody else holds is read at once, after the one round trip of its 'J'.
  */
 
 #include "ngx_im_router.h"
@@ -63,7 +62,7 @@
 #define NGX_IM_T_ALL              2
 
 
-typedef struct ngx_im_acking_s  ngx_im_acking_t;
+typedef struct ngx_im_hold_s  ngx_im_hold_t;
 
 typedef struct {
     ngx_rbtree_node_t      node;        /* key: uid */
@@ -73,22 +72,26 @@ typedef struct {
     uint32_t               nsessions;
     unsigned               sub:2;
     unsigned               alone:1;     /* no other node holds the uid */
-    ngx_im_acking_t       *acking;      /* the newest of its ring */
+    ngx_im_hold_t         *hold;        /* a newcomer waits for answers */
 } ngx_im_user_t;
 
 
-/* an ack whose removal from the inbox waits for the keep: in the worker's
- * queue, oldest first, and in a ring of its uid's, which the uid's record
- * points into at the newest (so both ends are at hand) */
+/* a newcomer's wait for the answers to its 'J' (see the top comment) */
 
-struct ngx_im_acking_s {
-    ngx_queue_t            queue;
-    ngx_im_acking_t       *next;        /* the next newer; the newest: the
-                                           oldest */
+struct ngx_im_hold_s {
+    uint64_t               nonce;
+    ngx_int_t              expected;    /* -1 until PUBLISH has counted */
+    ngx_uint_t             got;
+    ngx_event_t            timer;
     ngx_im_user_t         *user;
-    ngx_im_msg_t          *msg;
-    ngx_msec_t             at;
 };
+
+
+/* the PUBLISH of a 'J', for its count */
+typedef struct {
+    uint64_t               nonce;
+    uint32_t               uid;
+} ngx_im_jpub_t;
 
 
 /* skipped messages, kept in case a subscriber turns up: one ring per
@@ -139,9 +142,10 @@ static void ngx_im_router_presence(redisReply *reply, void *data);
 static ngx_int_t ngx_im_router_claim(ngx_im_session_t *s, char *script,
     u_char *stale, size_t slen, ngx_im_ref_t *ref);
 static void ngx_im_router_unkeep(ngx_msec_t older_than);
-static void ngx_im_router_ack_done(ngx_im_user_t *u);
-static void ngx_im_router_unack(ngx_msec_t older_than);
 static uint32_t ngx_im_router_stamp(void);
+static void ngx_im_router_announce(ngx_im_user_t *u);
+static void ngx_im_router_unhold(ngx_im_user_t *u);
+static void ngx_im_router_sync_all(ngx_im_user_t *u);
 
 
 /* the reject policy's claim of a presence key (see ngx_im_router_claim) */
@@ -165,10 +169,6 @@ static ngx_uint_t              ngx_im_kept_head;
 static ngx_uint_t              ngx_im_kept_n;
 static ngx_event_t             ngx_im_kept_ev;
 
-static ngx_queue_t             ngx_im_ackings;
-static ngx_im_spares_t         ngx_im_spare_ackings =
-    ngx_im_spares(ngx_im_acking_t, 4096);
-
 static ngx_im_redis_handlers_t  ngx_im_router_handlers = {
     ngx_im_router_message,
     ngx_im_router_subscribed,
@@ -183,7 +183,6 @@ ngx_im_router_init(ngx_cycle_t *cycle)
 {
     ngx_rbtree_init(&ngx_im_users, &ngx_im_users_sentinel,
                     ngx_rbtree_insert_value);
-    ngx_queue_init(&ngx_im_ackings);
 
     return ngx_im_redis_init(cycle, &ngx_im_router_handlers);
 }
@@ -201,7 +200,6 @@ ngx_im_router_exit(void)
 {
     if (ngx_im_kept) {
         ngx_im_router_unkeep(0);
-        ngx_im_router_unack(0);
 
         if (ngx_im_kept_ev.timer_set) {
             ngx_del_timer(&ngx_im_kept_ev);
@@ -255,9 +253,8 @@ ngx_im_router_user(uint32_t uid)
 static void
 ngx_im_router_free(ngx_im_user_t *u)
 {
-    /* nobody here hears a 'J' for it any more: nothing to wait for */
-    while (u->acking) {
-        ngx_im_router_ack_done(u);
+    if (u->hold) {
+        ngx_im_router_unhold(u);
     }
 
     ngx_rbtree_delete(&ngx_im_users, &u->node);
@@ -454,7 +451,6 @@ ngx_im_router_unkeep(ngx_msec_t older_than)
             break;
         }
 
-        k->msg->kept--;
         ngx_im_msg_unref(k->msg);
         ngx_im_kept_head = (ngx_im_kept_head + 1) % NGX_IM_KEEP_MAX;
         ngx_im_kept_n--;
@@ -462,126 +458,12 @@ ngx_im_router_unkeep(ngx_msec_t older_than)
 }
 
 
-/* the oldest of u's waiting acks leaves the inbox now */
-
-static void
-ngx_im_router_ack_done(ngx_im_user_t *u)
-{
-    ngx_im_acking_t  *a;
-
-    a = u->acking->next;
-
-    if (a == u->acking) {
-        u->acking = NULL;
-
-    } else {
-        u->acking->next = a->next;
-    }
-
-    ngx_queue_remove(&a->queue);
-
-    ngx_im_store_remove((uint32_t) u->node.key, a->msg);
-
-    ngx_im_msg_unref(a->msg);
-    ngx_im_spare_put(&ngx_im_spare_ackings, a);
-}
-
-
-static void
-ngx_im_router_unack(ngx_msec_t older_than)
-{
-    ngx_im_acking_t  *a;
-
-    while (!ngx_queue_empty(&ngx_im_ackings)) {
-        a = ngx_queue_data(ngx_queue_head(&ngx_im_ackings), ngx_im_acking_t,
-                           queue);
-
-        if ((ngx_msec_int_t) (ngx_current_msec - a->at) < (ngx_msec_int_t)
-                                                          older_than)
-        {
-            break;
-        }
-
-        /* the oldest of all is the oldest of its uid's */
-        ngx_im_router_ack_done(a->user);
-    }
-}
-
-
-void
-ngx_im_router_acked(ngx_im_session_t *s, ngx_im_msg_t *msg)
-{
-    ngx_im_user_t    *u;
-    ngx_im_acking_t  *a;
-
-    u = s->urec;
-
-    if (msg->kept == 0 || u == NULL || ngx_exiting) {
-        ngx_im_store_remove(s->uid, msg);
-        return;
-    }
-
-    a = ngx_im_spare_get(&ngx_im_spare_ackings);
-    if (a == NULL) {
-        ngx_im_store_remove(s->uid, msg);
-        return;
-    }
-
-    a->user = u;
-    a->msg = ngx_im_msg_ref(msg);
-    a->at = ngx_current_msec;
-    ngx_queue_insert_tail(&ngx_im_ackings, &a->queue);
-
-    if (u->acking) {
-        a->next = u->acking->next;
-        u->acking->next = a;
-
-    } else {
-        a->next = a;
-    }
-
-    u->acking = a;
-
-    if (!ngx_im_kept_ev.timer_set) {
-        ngx_add_timer(&ngx_im_kept_ev, NGX_IM_KEEP_MS);
-    }
-}
-
-
-ngx_uint_t
-ngx_im_router_acking(ngx_im_session_t *s, u_char *msgid)
-{
-    ngx_im_user_t    *u;
-    ngx_im_acking_t  *a;
-
-    u = s->urec;
-
-    if (u == NULL || u->acking == NULL) {
-        return 0;
-    }
-
-    a = u->acking;
-
-    do {
-        if (ngx_memcmp(a->msg->msgid, msgid, IM_MSGID_LEN) == 0) {
-            return 1;
-        }
-
-        a = a->next;
-
-    } while (a != u->acking);
-
-    return 0;
-}
-
-
 static void
 ngx_im_router_keep_handler(ngx_event_t *ev)
 {
     ngx_im_router_unkeep(NGX_IM_KEEP_MS);
-    ngx_im_router_unack(NGX_IM_KEEP_MS);
 
-    if (ngx_im_kept_n || !ngx_queue_empty(&ngx_im_ackings)) {
+    if (ngx_im_kept_n) {
         ngx_add_timer(ev, NGX_IM_KEEP_MS);
     }
 }
@@ -615,7 +497,6 @@ ngx_im_router_keep(uint32_t uid, ngx_im_msg_t *msg)
 
     k = &ngx_im_kept[(ngx_im_kept_head + ngx_im_kept_n) % NGX_IM_KEEP_MAX];
     k->msg = ngx_im_msg_ref(msg);
-    k->msg->kept++;
     k->at = ngx_current_msec;
     k->uid = uid;
     ngx_im_kept_n++;
@@ -679,7 +560,7 @@ ngx_im_router_replay(uint32_t uid)
 }
 
 
-/* 'J' or 'S' */
+/* 'J' (without a nonce) or 'S' */
 
 static void
 ngx_im_router_notice(uint32_t uid, u_char type)
@@ -689,6 +570,181 @@ ngx_im_router_notice(uint32_t uid, u_char type)
     p = ngx_im_router_head(buf, type, 0);
 
     (void) ngx_im_router_publish(uid, buf, p - buf, NULL, NULL);
+}
+
+
+/* 'J' or 'A' with a nonce */
+
+static ngx_int_t
+ngx_im_router_nonce(uint32_t uid, u_char type, uint64_t nonce,
+    ngx_im_redis_cb_pt cb, void *cbdata)
+{
+    u_char  buf[3 + 255 + 8], *p;
+
+    p = ngx_im_router_head(buf, type, 0);
+    p = im_put_u32(p, (uint32_t) (nonce >> 32));
+    p = im_put_u32(p, (uint32_t) nonce);
+
+    return ngx_im_router_publish(uid, buf, p - buf, cb, cbdata);
+}
+
+
+/*
+ * A newcomer's 'J' and the wait for its answers: the sessions of the uid
+ * here read the inbox once every other subscriber PUBLISH counted has
+ * answered (a worker alone for the uid answers behind its replay), or
+ * when the wait times out (a subscriber that does not answer: one gone
+ * since, or a build from before 'A').
+ */
+
+static void
+ngx_im_router_hold_done(ngx_im_user_t *u)
+{
+    ngx_im_router_unhold(u);
+    ngx_im_router_sync_all(u);
+}
+
+
+static void
+ngx_im_router_hold_timeout(ngx_event_t *ev)
+{
+    ngx_im_hold_t  *h = ev->data;
+
+    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                  "im: uid %uD: %ui of %i answers to its announcement "
+                  "came, reading the inbox anyway",
+                  (uint32_t) h->user->node.key, h->got, h->expected);
+
+    ngx_im_router_hold_done(h->user);
+}
+
+
+static void
+ngx_im_router_unhold(ngx_im_user_t *u)
+{
+    ngx_im_hold_t  *h = u->hold;
+
+    if (h->timer.timer_set) {
+        ngx_del_timer(&h->timer);
+    }
+
+    ngx_free(h);
+    u->hold = NULL;
+}
+
+
+static void
+ngx_im_router_hold_check(ngx_im_user_t *u)
+{
+    ngx_im_hold_t  *h = u->hold;
+
+    if (h->expected >= 0 && h->got >= (ngx_uint_t) h->expected) {
+        ngx_im_router_hold_done(u);
+    }
+}
+
+
+static void
+ngx_im_router_announced(redisReply *reply, void *data)
+{
+    ngx_im_jpub_t  *jp = data;
+    ngx_im_user_t  *u;
+
+    u = ngx_im_router_find(jp->uid);
+
+    if (u && u->hold && u->hold->nonce == jp->nonce) {
+
+        if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+            /* lost with the connection: nobody to wait for */
+            ngx_im_router_hold_done(u);
+
+        } else {
+            /* this worker's own subscription counts too */
+            u->hold->expected = reply->integer > 0 ? reply->integer - 1 : 0;
+            ngx_im_router_hold_check(u);
+        }
+    }
+
+    ngx_free(jp);
+}
+
+
+static void
+ngx_im_router_answered(ngx_im_user_t *u, u_char *p, u_char *last)
+{
+    uint64_t  nonce;
+
+    if (u == NULL || u->hold == NULL || last - p < 8) {
+        return;
+    }
+
+    nonce = ((uint64_t) im_get_u32(p) << 32) | im_get_u32(p + 4);
+
+    if (nonce == u->hold->nonce) {
+        u->hold->got++;
+        ngx_im_router_hold_check(u);
+    }
+}
+
+
+static void
+ngx_im_router_announce(ngx_im_user_t *u)
+{
+    uint32_t        uid;
+    ngx_im_hold_t  *h;
+    ngx_im_jpub_t  *jp;
+
+    static uint32_t  nonces;
+
+    uid = (uint32_t) u->node.key;
+
+    if (u->hold) {
+        ngx_im_router_unhold(u);
+    }
+
+    h = ngx_alloc(sizeof(ngx_im_hold_t), ngx_cycle->log);
+    jp = ngx_alloc(sizeof(ngx_im_jpub_t), ngx_cycle->log);
+
+    if (h == NULL || jp == NULL) {
+        goto failed;
+    }
+
+    ngx_memzero(h, sizeof(ngx_im_hold_t));
+    h->nonce = ((uint64_t) ngx_pid << 32) | ++nonces;
+    h->expected = -1;
+    h->user = u;
+    h->timer.handler = ngx_im_router_hold_timeout;
+    h->timer.data = h;
+    h->timer.log = ngx_cycle->log;
+    h->timer.cancelable = 1;
+
+    jp->nonce = h->nonce;
+    jp->uid = uid;
+
+    if (ngx_im_router_nonce(uid, 'J', h->nonce, ngx_im_router_announced, jp)
+        != NGX_OK)
+    {
+        goto failed;
+    }
+
+    u->hold = h;
+    ngx_add_timer(&h->timer, NGX_IM_KEEP_MS);
+
+    return;
+
+failed:
+
+    /* no announcement: read at once (inbox_connected announces again) */
+
+    if (h) {
+        ngx_free(h);
+    }
+
+    if (jp) {
+        ngx_free(jp);
+    }
+
+    ngx_im_router_sync_all(u);
 }
 
 
@@ -1013,7 +1069,10 @@ ngx_im_router_join(ngx_im_session_t *s)
     switch (u->sub) {
 
     case NGX_IM_SUB_SUBSCRIBED:
-        ngx_im_session_sync(s);
+        if (u->hold == NULL) {
+            ngx_im_session_sync(s);
+        }
+        /* else read with the others when the answers are in */
         break;
 
     case NGX_IM_SUB_NONE:
@@ -1148,12 +1207,10 @@ ngx_im_router_subscribed(u_char *channel, size_t clen)
     u->sub = NGX_IM_SUB_SUBSCRIBED;
     ngx_im_router_shared(u);
 
-    /* from now on every message reaches us: the inbox holds the rest */
-    ngx_im_router_sync_all(u);
-
-    /* a worker elsewhere that skipped this channel must know of us; read
-     * before this, the inbox still has what that worker may replay */
-    ngx_im_router_notice((uint32_t) u->node.key, 'J');
+    /* from now on every message reaches us, and the inbox holds the rest
+     * once a worker elsewhere that skipped this channel has replayed what
+     * it skipped: the sessions read it when the answers are in */
+    ngx_im_router_announce(u);
 }
 
 
@@ -1229,10 +1286,11 @@ ngx_im_router_inbox_connected(void)
     {
         u = (ngx_im_user_t *) node;
 
-        ngx_im_router_sync_all(u);
-
         if (u->sub == NGX_IM_SUB_SUBSCRIBED) {
-            ngx_im_router_notice((uint32_t) u->node.key, 'J');
+            ngx_im_router_announce(u);
+
+        } else {
+            ngx_im_router_sync_all(u);
         }
     }
 }
@@ -1556,29 +1614,53 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
 
     flags = p[2 + olen];
 
-    if (data[0] == 'J' || data[0] == 'S') {
+    if (data[0] == 'J' || data[0] == 'S' || data[0] == 'A') {
         /* from every worker but this one, siblings too: a sibling past
          * the directory's slots gets no datagrams */
 
-        u = own ? NULL : ngx_im_router_find(uid);
-
-        if (u == NULL) {
+        if (own) {
             return;
         }
 
-        if (data[0] == 'S') {
-            ngx_im_router_sync_all(u);
+        u = ngx_im_router_find(uid);
+        p += 3 + olen;
+
+        switch (data[0]) {
+
+        case 'S':
+            if (u && u->hold == NULL) {
+                /* else read when the answers are in */
+                ngx_im_router_sync_all(u);
+            }
             return;
+
+        case 'A':
+            ngx_im_router_answered(u, p, last);
+            return;
+
+        default: /* 'J' */
+            break;
         }
 
-        if (u->alone) {
+        if (u && u->alone) {
             /* the newcomer may have subscribed before these were
              * skipped; older ones, not acked yet, are in the inbox */
             ngx_im_router_replay(uid);
             ngx_im_router_notice(uid, 'S');
         }
 
-        ngx_im_router_shared(u);
+        if (u) {
+            ngx_im_router_shared(u);
+        }
+
+        /* behind the replay: the newcomer reads its inbox on this; a
+         * subscription just going away answers too, it was counted */
+        if (last - p >= 8) {
+            (void) ngx_im_router_nonce(uid, 'A',
+                                       ((uint64_t) im_get_u32(p) << 32)
+                                       | im_get_u32(p + 4), NULL, NULL);
+        }
+
         return;
     }
 

@@ -34,13 +34,6 @@ void ngx_im_router_refresh(ngx_im_session_t *s);
 void ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
     ngx_im_pub_t *pub);
 
-/* the session's client acked msg, which is in the inbox: it leaves the
- * inbox now, or a little later (see "Alone" in ngx_im_router.c) */
-void ngx_im_router_acked(ngx_im_session_t *s, ngx_im_msg_t *msg);
-/* an ack of this MsgId by a session of s's uid here is on its way to the
- * inbox: a load of the inbox passes over it */
-ngx_uint_t ngx_im_router_acking(ngx_im_session_t *s, u_char *msgid);
-
 ngx_uint_t ngx_im_router_users(void);
 
 

@@ -1182,7 +1182,7 @@ ngx_im_session_ack(ngx_im_session_t *s, im_msg_t *m)
     ngx_im_stats.acked++;
 
     if (f->stored) {
-        ngx_im_router_acked(s, f->msg);
+        ngx_im_store_remove(s->uid, f->msg);
     }
 
     ngx_im_msg_unref(f->msg);
@@ -1438,8 +1438,7 @@ ngx_im_session_loaded(redisReply *reply, void *data)
         }
 
         if (ngx_im_session_find(&s->inflight, msg->msgid)
-            || ngx_im_session_find(&inbox, msg->msgid)
-            || ngx_im_router_acking(s, msg->msgid))
+            || ngx_im_session_find(&inbox, msg->msgid))
         {
             ngx_im_msg_unref(msg);
             continue;

@@ -27,7 +27,6 @@ ngx_im_msg_alloc(size_t push_len)
     }
 
     msg->refs = 1;
-    msg->kept = 0;
     msg->push = msg->entry + NGX_IM_ENTRY_HDR;
     msg->push_len = push_len;
     msg->entry_len = NGX_IM_ENTRY_HDR + push_len;

@@ -23,7 +23,6 @@
 
 struct ngx_im_msg_s {
     ngx_uint_t       refs;
-    ngx_uint_t       kept;       /* entries in the router's keep */
     u_char          *msgid;      /* into push */
     u_char          *push;       /* entry + NGX_IM_ENTRY_HDR */
     size_t           push_len;
