@@ -1480,7 +1480,10 @@ ngx_im_session_loaded(redisReply *reply, void *data)
  * first; on a later read the session has pushed live messages already, so
  * what the inbox alone has is either on its way here live or late anyway,
  * and goes last.  The live ones the inbox lacks were acked by another
- * device meanwhile.
+ * device before the read (a replay among them: see "Alone" in
+ * ngx_im_router.c).  The waiting entries are moved by splicing: a loop
+ * moving them one at a time was compiled here (gcc 12, -O2) into one that
+ * never read the queue's head again and hung the worker.
  */
 
 static void
