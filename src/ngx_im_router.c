@@ -560,7 +560,7 @@ ngx_im_router_replay(uint32_t uid)
 }
 
 
-/* 'J' (without a nonce) or 'S' */
+/* 'S' */
 
 static void
 ngx_im_router_notice(uint32_t uid, u_char type)
