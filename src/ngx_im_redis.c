@@ -162,19 +162,10 @@ ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
 static void
 ngx_im_redis_flush_at_exit(ngx_im_redis_conn_t *rc)
 {
-    int         done;
-    ngx_uint_t  tries;
+    int  done;
 
-    if (rc->state != NGX_IM_REDIS_READY) {
-        return;
-    }
-
-    for (tries = 0; tries < 8; tries++) {
-        done = 0;
-
-        if (redisBufferWrite(&rc->ac->c, &done) == REDIS_ERR || done) {
-            return;
-        }
+    if (rc->state == NGX_IM_REDIS_READY) {
+        (void) redisBufferWrite(&rc->ac->c, &done);
     }
 }
 

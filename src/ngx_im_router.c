@@ -20,8 +20,9 @@
  *   'A' OriginLen:8 Origin Flags:8 Nonce:64  a worker heard this 'J'
  * Flags: 1 the message is in the inbox; 2 this node's workers must take
  * the channel copy too (a datagram could not be sent).  A worker hears its
- * own channel traffic as well; Seq tells which of its sessions got a
- * message directly already.
+ * own channel traffic as well: a write-through message it ignores (its
+ * sessions had it directly or read it from the inbox), of another one Seq
+ * tells which of its sessions got it directly already.
  *
  * Alone: most users are online in one place.  When a PUBLISH to a uid's
  * channel reaches only this worker's own subscription, the uid is marked
@@ -308,14 +309,28 @@ ngx_im_router_head(u_char *p, u_char type, u_char flags)
 }
 
 
+static u_char *
+ngx_im_router_put_u64(u_char *p, uint64_t v)
+{
+    p = im_put_u32(p, (uint32_t) (v >> 32));
+    return im_put_u32(p, (uint32_t) v);
+}
+
+
+static uint64_t
+ngx_im_router_get_u64(u_char *p)
+{
+    return ((uint64_t) im_get_u32(p) << 32) | im_get_u32(p + 4);
+}
+
+
 /* 'D': the head, Seq and the message; NGX_IM_D_LEN(msg) bytes */
 
 static u_char *
 ngx_im_router_d(u_char *p, u_char flags, uint64_t seq, ngx_im_msg_t *msg)
 {
     p = ngx_im_router_head(p, 'D', flags);
-    p = im_put_u32(p, (uint32_t) (seq >> 32));
-    p = im_put_u32(p, (uint32_t) seq);
+    p = ngx_im_router_put_u64(p, seq);
 
     return ngx_cpymem(p, msg->entry, msg->entry_len);
 }
@@ -560,30 +575,19 @@ ngx_im_router_replay(uint32_t uid)
 }
 
 
-/* 'S' */
-
-static void
-ngx_im_router_notice(uint32_t uid, u_char type)
-{
-    u_char  buf[3 + 255], *p;
-
-    p = ngx_im_router_head(buf, type, 0);
-
-    (void) ngx_im_router_publish(uid, buf, p - buf, NULL, NULL);
-}
-
-
-/* 'J' or 'A' with a nonce */
+/* 'S', or 'J' and 'A' with the 8 bytes of a nonce */
 
 static ngx_int_t
-ngx_im_router_nonce(uint32_t uid, u_char type, uint64_t nonce,
+ngx_im_router_notice(uint32_t uid, u_char type, u_char *nonce,
     ngx_im_redis_cb_pt cb, void *cbdata)
 {
     u_char  buf[3 + 255 + 8], *p;
 
     p = ngx_im_router_head(buf, type, 0);
-    p = im_put_u32(p, (uint32_t) (nonce >> 32));
-    p = im_put_u32(p, (uint32_t) nonce);
+
+    if (nonce) {
+        p = ngx_cpymem(p, nonce, 8);
+    }
 
     return ngx_im_router_publish(uid, buf, p - buf, cb, cbdata);
 }
@@ -678,7 +682,7 @@ ngx_im_router_answered(ngx_im_user_t *u, u_char *p, u_char *last)
         return;
     }
 
-    nonce = ((uint64_t) im_get_u32(p) << 32) | im_get_u32(p + 4);
+    nonce = ngx_im_router_get_u64(p);
 
     if (nonce == u->hold->nonce) {
         u->hold->got++;
@@ -690,6 +694,7 @@ ngx_im_router_answered(ngx_im_user_t *u, u_char *p, u_char *last)
 static void
 ngx_im_router_announce(ngx_im_user_t *u)
 {
+    u_char          nonce[8];
     uint32_t        uid;
     ngx_im_hold_t  *h;
     ngx_im_jpub_t  *jp;
@@ -721,7 +726,9 @@ ngx_im_router_announce(ngx_im_user_t *u)
     jp->nonce = h->nonce;
     jp->uid = uid;
 
-    if (ngx_im_router_nonce(uid, 'J', h->nonce, ngx_im_router_announced, jp)
+    (void) ngx_im_router_put_u64(nonce, h->nonce);
+
+    if (ngx_im_router_notice(uid, 'J', nonce, ngx_im_router_announced, jp)
         != NGX_OK)
     {
         goto failed;
@@ -848,8 +855,7 @@ ngx_im_router_login(ngx_im_session_t *s)
     if (buf) {
         p = ngx_im_router_head(buf, 'K', 0);
         *p++ = s->client_id;
-        p = im_put_u32(p, (uint32_t) (s->token >> 32));
-        p = im_put_u32(p, (uint32_t) s->token);
+        p = ngx_im_router_put_u64(p, s->token);
 
         if (ngx_im_router_peers(s->uid, buf, p - buf) != NGX_OK) {
             buf[NGX_IM_HEAD_LEN - 1] |= NGX_IM_T_ALL;
@@ -1321,16 +1327,6 @@ ngx_im_router_local(ngx_im_user_t *u, ngx_im_msg_t *msg, ngx_uint_t stored,
             continue;
         }
 
-        if (stored && after) {
-            /* this worker stored it before the session joined: appended
-             * ahead of the session's first read of the inbox, which has
-             * it in its place; pushed now it would go behind what the
-             * session got directly since (its SUBSCRIBE can overtake this
-             * worker's last publishes) */
-            n++;
-            continue;
-        }
-
         if (ngx_im_session_push(s, msg, stored) == NGX_OK) {
             n++;
         }
@@ -1646,7 +1642,7 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
             /* the newcomer may have subscribed before these were
              * skipped; older ones, not acked yet, are in the inbox */
             ngx_im_router_replay(uid);
-            ngx_im_router_notice(uid, 'S');
+            (void) ngx_im_router_notice(uid, 'S', NULL, NULL, NULL);
         }
 
         if (u) {
@@ -1656,9 +1652,7 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
         /* behind the replay: the newcomer reads its inbox on this; a
          * subscription just going away answers too, it was counted */
         if (last - p >= 8) {
-            (void) ngx_im_router_nonce(uid, 'A',
-                                       ((uint64_t) im_get_u32(p) << 32)
-                                       | im_get_u32(p + 4), NULL, NULL);
+            (void) ngx_im_router_notice(uid, 'A', p, NULL, NULL);
         }
 
         return;
@@ -1680,7 +1674,16 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
             return;
         }
 
-        seq = ((uint64_t) im_get_u32(p) << 32) | im_get_u32(p + 4);
+        if (own && (flags & NGX_IM_T_STORED)) {
+            /* this worker's own write-through message: the sessions here
+             * that were live then had it directly, and those that joined
+             * since read it from the inbox, in its place (pushed now it
+             * would go behind what they got directly: a new session's
+             * SUBSCRIBE can overtake this worker's last publishes) */
+            return;
+        }
+
+        seq = ngx_im_router_get_u64(p);
         p += 8;
 
         msg = ngx_im_msg_from_entry(p, last - p);
@@ -1706,7 +1709,7 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
             return;
         }
 
-        token = ((uint64_t) im_get_u32(p + 1) << 32) | im_get_u32(p + 5);
+        token = ngx_im_router_get_u64(p + 1);
 
         for (q = ngx_queue_head(&u->sessions);
              q != ngx_queue_sentinel(&u->sessions);

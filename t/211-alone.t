@@ -27,7 +27,13 @@
 #     once it has;
 #   - b's inbox connection killed right before the receiver logs in there
 #     (write_through): b's 'J' cannot be published, yet once b is back on
-#     Redis the next 10 must reach b (a must not stay alone).
+#     Redis the next 10 must reach b (a must not stay alone);
+#   - acked early (write_through): 10 messages skipped on a and acked
+#     there, an 11th not acked, then the receiver logs in on b: b gets all
+#     11 in order (b reads its inbox only once a has answered its 'J',
+#     behind the replay);
+#   - reload (write_through): messages acked right before a reload leave
+#     the inbox.
 use strict;
 use warnings;
 use Test::More;
@@ -324,7 +330,7 @@ for my $mode (qw/write_through offline_only/) {
         is(scalar @again, 0, 'acked early: the second device on a is not '
             . 'given the 10 acked ones');
         ok(wait_until(sub { ($redis->cmd(LLEN => $inbox) // -1) == 0 }, 3),
-            'acked early: the inbox empties once the keep is over');
+            'acked early: the inbox empties');
         $_->disconnect for $wa, $wb, $wc;
     }
 
@@ -499,8 +505,8 @@ for my $mode (qw/write_through offline_only/) {
         $_->disconnect for $ea, $eb, $ex;
     }
 
-    # -- a reload right after acks of kept messages: their removals from
-    # the inbox still happen (at the latest as the old worker exits)
+    # -- a reload right after acks: their removals from the inbox reach
+    # Redis (the old worker writes what is queued as it exits)
     if ($wt) {
         my $R = $base + 70;
         my ($ra, $code) = login($a, $R, auto_ack => 0);
