@@ -72,7 +72,8 @@ quick = "quick: 1" in machine
 
 COLS = [("im/write_through", "ngx_im write-through"),
         ("im/offline_only", "ngx_im offline-only"),
-        ("mosquitto/-", "mosquitto (MQTT QoS 1)")]
+        ("mosquitto/-", "mosquitto (MQTT QoS 1)"),
+        ("floor/-", "bare relay (machine floor)")]
 
 
 def get(col, scen):
@@ -115,6 +116,11 @@ def table(rows, scen_of):
 
 
 def transport(key, ws, mq):
+    """the scenario label of a column: mosquitto's are MQTT, the bare
+    relay's (bench/floor.c) raw records, and it runs only the fixed-rate
+    and fan-out scenarios"""
+    if key.startswith("floor"):
+        return ws.rsplit("-", 1)[0] + "-raw" if ws.split("-")[0] in ("rate", "fanout", "fanoutwide") else None
     return mq if key.startswith("mosquitto") else ws
 
 
@@ -153,7 +159,13 @@ CPU is counted separately and added in "total". Memory is RSS and PSS from
 `/proc/<pid>/smaps_rollup` summed over all nginx processes (master and workers), before
 the idle sessions are opened and after all of them have logged in, divided by the count.
 Latency of the fixed-rate run is measured from the *intended* send time (open loop),
-so a stalled sender shows up as latency. "Other load" is the busy time of all CPUs
+so a stalled sender shows up as latency. The last column, "bare relay", is
+`bench/bin/floor` (`bench/floor.c`): a relay that does nothing but move fixed records
+between plain TCP connections with the module's system calls per message (one epoll
+loop, a read per readable connection, one write per connection per loop pass), relay on
+CPU 0 and its client on CPU 1, at the same rate, connection count and payload. It is the
+floor this VM gives any server: what lies above it in the other columns is the server's,
+what lies below it no server here can reach. "Other load" is the busy time of all CPUs
 (`/proc/stat`) over the window minus the server, Redis and generator processes: it
 includes the kernel's loopback softirq work charged to no process, and anything else
 running on the machine. A figure with tens of percent of other load was measured on a
@@ -272,12 +284,12 @@ if any("-tcp" in l for l in runs):
         ("1:1 delivered msgs/s", lambda r: r["delivered_per_s"], 0),
         ("1:1 total server CPU µs / msg", lambda r: r.get("total_cpu_us_per_msg", r["srv_cpu_us_per_msg"]), 2),
     ]
-    md.append(table(t_rows, lambda k: None if k.startswith("mosquitto") else "pairs-tcp") + "\n")
+    md.append(table(t_rows, lambda k: None if k.startswith(("mosquitto", "floor")) else "pairs-tcp") + "\n")
     f_rows = [
         ("fan-out deliveries/s", lambda r: r["delivered_per_s"], 0),
         ("time to last member p99 ms", lambda r: r["last_member_us"]["p99"] / 1e3, 2),
     ]
-    md.append(table(f_rows, lambda k: None if k.startswith("mosquitto") else "fanout-tcp") + "\n")
+    md.append(table(f_rows, lambda k: None if k.startswith(("mosquitto", "floor")) else "fanout-tcp") + "\n")
 
 # ---- repeats
 rep_labels = [l for l, rs in allruns.items() if len(rs) > 1]
@@ -334,12 +346,14 @@ for n in idle_ns:
         tg.append(f"| idle {n:,} {dv}: ≤ 1024 bytes PSS per session | "
                   + (f"{pss:,.0f}" if pss is not None else "—")
                   + f" | {verdict(None if pss is None else pss <= 1024)} |")
+fl_p99 = v("floor/-/rate-raw", lambda r: r["latency_us"]["p99"])
+fl_note = (f" (bare relay, same run: {fl_p99:,.0f} µs)" if fl_p99 is not None else "")
 for dv in ("write_through", "offline_only"):
     p99 = v(f"im/{dv}/rate-ws", lambda r: r["latency_us"]["p99"])
     rate = v(f"im/{dv}/rate-ws", lambda r: r["rate"])
     ok = None if p99 is None else (p99 <= 1000 and rate >= 20000)
     tg.append(f"| {dv}: p99 ≤ 1 ms at 20,000 msgs/s | "
-              + (f"{p99:,.0f} µs at {rate:,.0f}/s" if p99 is not None else "—")
+              + (f"{p99:,.0f} µs at {rate:,.0f}/s{fl_note}" if p99 is not None else "—")
               + f" | {verdict(ok)} |")
 for dv in ("write_through", "offline_only"):
     for sc in ("fanout", "fanoutwide"):
@@ -349,9 +363,11 @@ for dv in ("write_through", "offline_only"):
         d = v(f"im/{dv}/{sc}-ws", lambda r: r["delivered_per_s"])
         core = v(f"im/{dv}/{sc}-ws", lambda r: 1e6 / r["srv_cpu_us_per_msg"])
         ok = None if core is None else core >= 300000
+        fl = v(f"floor/-/{sc}-raw", lambda r: 1e6 / r["srv_cpu_us_per_msg"])
+        fl_f = f"; bare relay, same run: {fl:,.0f}" if fl is not None else ""
         tg.append(f"| fan-out {dv}, window {r.get('window', '?')}: ≥ 300,000 deliveries/s per worker "
                   "(per worker core-second) | "
-                  + (f"{core:,.0f} ({d:,.0f}/s with the worker at {r['srv_cpu_pct']:.0f} %)"
+                  + (f"{core:,.0f} ({d:,.0f}/s with the worker at {r['srv_cpu_pct']:.0f} %{fl_f})"
                      if core is not None else "—")
                   + f" | {verdict(ok)} |")
 md.append("\n".join(tg) + "\n")
@@ -393,7 +409,8 @@ if a.plot and shutil.which("gnuplot"):
     for label, name, title in (
             ("im/write_through/rate-ws", "hist-im-write_through-rate", "ngx_im write-through"),
             ("im/offline_only/rate-ws", "hist-im-offline_only-rate", "ngx_im offline-only"),
-            ("mosquitto/-/rate-mqtt", "hist-mosquitto-rate", "mosquitto")):
+            ("mosquitto/-/rate-mqtt", "hist-mosquitto-rate", "mosquitto"),
+            ("floor/-/rate-raw", "hist-floor-rate", "bare relay (machine floor)")):
         r = runs.get(label) or {}
         # the median run's curve
         p = os.path.join(a.out, name + (f"-r{r['rep']}" if "rep" in r else "") + ".txt")

@@ -29,9 +29,12 @@
 #                    takes the median run and lists the others   3 / 1
 #   BENCH_IM         run the IM server: auto (if the module is built) | 0 | 1
 #   BENCH_PEER       run mosquitto: 1 | 0
+#   BENCH_FLOOR      run the bare relay (bench/floor.c, the machine's floor for
+#                    the fixed-rate and fan-out scenarios): 1 | 0
 #   BENCH_TCP        also run 1:1 and fan-out with senders on the TCP API: 1 | 0
 #   BENCH_IDLE_WORKERS  nginx workers for the idle scenario   4
-#   BENCH_PORT_BASE  ports: +95 ws, +96 tcp, +79 redis, +90 user centre, +83 mqtt   29000
+#   BENCH_PORT_BASE  ports: +95 ws, +96 tcp, +79 redis, +90 user centre, +83 mqtt,
+#                    +97 bare relay   38000
 #   IM_MODULE        module path   build/nginx/objs/ngx_im_module.so
 #   BENCH_OUT        output folder bench/out/<date>
 #
@@ -65,6 +68,7 @@ SETTLE=${BENCH_SETTLE:-$(q 3 0.5)}
 PAYLOAD=${BENCH_PAYLOAD:-128}
 RUN_IM=${BENCH_IM:-auto}
 RUN_PEER=${BENCH_PEER:-1}
+RUN_FLOOR=${BENCH_FLOOR:-1}
 RUN_TCP=${BENCH_TCP:-1}
 IDLE_WORKERS=${BENCH_IDLE_WORKERS:-4}
 PB=${BENCH_PORT_BASE:-38000}
@@ -73,6 +77,7 @@ STREAM_MODULE=${IM_STREAM_MODULE:-/usr/lib/nginx/modules/ngx_stream_module.so}
 NGINX=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
 OUT=${BENCH_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)$( [[ $QUICK == 1 ]] && echo -quick)}
 IMGEN=$HERE/bin/imgen
+FLOOR=$HERE/bin/floor
 GID=7001
 UID_BASE=100000
 
@@ -136,13 +141,13 @@ wait_port() {   # port seconds
 # ---------------------------------------------------------------------------
 # preparation
 
-# a block of five ports nobody listens on (other servers may run here)
+# a block of six ports nobody listens on (other servers may run here)
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for ((try = 0; try < 40; try++)); do
     WS_PORT=$((PB + 95)) TCP_PORT=$((PB + 96)) REDIS_PORT=$((PB + 79))
-    UC_PORT=$((PB + 90)) MQTT_PORT=$((PB + 83))
+    UC_PORT=$((PB + 90)) MQTT_PORT=$((PB + 83)) FLOOR_PORT=$((PB + 97))
     busy=0
-    for p in $WS_PORT $TCP_PORT $REDIS_PORT $UC_PORT $MQTT_PORT; do
+    for p in $WS_PORT $TCP_PORT $REDIS_PORT $UC_PORT $MQTT_PORT $FLOOR_PORT; do
         port_busy "$p" && busy=1
     done
     (( busy == 0 )) && break
@@ -150,7 +155,7 @@ for ((try = 0; try < 40; try++)); do
 done
 (( busy == 0 )) || { log "no free port block found"; exit 1; }
 
-make -s -C "$HERE" bin/imgen >&2 || { log "cannot build imgen"; exit 1; }
+make -s -C "$HERE" bin/imgen bin/floor >&2 || { log "cannot build imgen"; exit 1; }
 
 if [[ $RUN_IM == auto ]]; then
     if [[ -f $IM_MODULE ]]; then RUN_IM=1; else RUN_IM=0; note "IM server not run: $IM_MODULE not built"; fi
@@ -315,12 +320,13 @@ stop_mosquitto() {
 # ---------------------------------------------------------------------------
 # one generator run: label timeout(s) pin(0|1) imgen-args...
 
+# (GEN_BIN: another generator with imgen's options and output, bench/bin/floor)
 gen() {
     local label=$1 tmo=$2 pin=$3 arg args=()
     shift 3
     # @REP@ in an argument (a histogram's file) names the repetition
     for arg in "$@"; do args+=("${arg//@REP@/${REP:+-r$REP}}"); done
-    local cmd=("$IMGEN" --label "$label" -T "$tmo" -l "$PAYLOAD" "${args[@]}")
+    local cmd=("${GEN_BIN:-$IMGEN}" --label "$label" -T "$tmo" -l "$PAYLOAD" "${args[@]}")
     [[ $pin == 1 ]] && cmd=(taskset -c 1 "${cmd[@]}")
     echo "${cmd[*]}" | sed "s|$HERE/|bench/|g" >> "$CMDS"
     log "run $label"
@@ -446,9 +452,28 @@ run_peer() {
     stop_mosquitto
 }
 
+# the machine's floor: a bare relay (bench/floor.c; it pins itself, relay on
+# CPU 0, client on CPU 1) in the fixed-rate and fan-out scenarios, so the
+# report can tell the server's part of a tail from the VM's
+run_floor() {
+    local tmo
+    tmo=$(traffic_tmo 10)
+    GEN_BIN=$FLOOR repeat keep "floor/-/rate-raw" "$tmo" 0 -p "$FLOOR_PORT" -s rate -k "$PAIRS" \
+        -r "$RATE" -d "$DURATION" -W "$WARMUP" --hist-out "$OUT/hist-floor-rate@REP@.txt"
+    GEN_BIN=$FLOOR repeat keep "floor/-/fanout-raw" "$tmo" 0 -p "$FLOOR_PORT" -s fanout \
+        -M "$MEMBERS" -w "$WINDOW" -d "$DURATION" -W "$WARMUP"
+    if [[ -n $FANOUT_WIDE ]]; then
+        GEN_BIN=$FLOOR repeat keep "floor/-/fanoutwide-raw" "$tmo" 0 -p "$FLOOR_PORT" -s fanout \
+            -M "$MEMBERS" -w "$FANOUT_WIDE" -d "$DURATION" -W "$WARMUP"
+    fi
+}
+
 # ---------------------------------------------------------------------------
 
 T0=$(date +%s)
+if [[ $RUN_FLOOR == 1 ]]; then
+    run_floor
+fi
 if [[ $RUN_PEER == 1 ]]; then
     run_peer
 fi
