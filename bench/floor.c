@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #include "hist.h"
+#include "procstat.h"
 
 /* a record: [len:16][kind:16][dst:32][t:64][seq:64][payload], little
  * endian, len counts the whole record */
@@ -233,7 +234,7 @@ static void relay(int ls)
     int ep = epoll_create1(0);
 
     pin(0);
-    by_id = calloc((size_t) (nconns), sizeof(conn_t *));
+    by_id = calloc((size_t) nconns, sizeof(conn_t *));
     ev.events = EPOLLIN;
     ev.data.ptr = NULL;
     epoll_ctl(ep, EPOLL_CTL_ADD, ls, &ev);
@@ -304,39 +305,9 @@ static void client_record(conn_t *c, uint8_t *r, uint16_t len)
     put(c, K_ACK, 0, 0, seq, NULL, 0);
 }
 
-static double cpu_s(pid_t pid)
-{
-    char path[64], buf[1024];
-    unsigned long ut, st;
-    FILE *f;
-    char *p;
-
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
-    f = fopen(path, "r");
-    if (!f) return 0;
-    p = fgets(buf, sizeof(buf), f);
-    fclose(f);
-    if (!p || !(p = strrchr(buf, ')'))) return 0;
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
-               &ut, &st) != 2)
-        return 0;
-    return (double) (ut + st) / (double) sysconf(_SC_CLK_TCK);
-}
-
-static double steal_s(void)
-{
-    unsigned long long v[8] = { 0 };
-    FILE *f = fopen("/proc/stat", "r");
-    if (!f) return 0;
-    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1],
-               &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) != 8)
-        v[7] = 0;
-    fclose(f);
-    return (double) v[7] / (double) sysconf(_SC_CLK_TCK);
-}
-
 static void client(pid_t rp)
 {
+    char relay_pid[16], self_pid[16];
     struct sockaddr_in sa = { .sin_family = AF_INET };
     struct epoll_event ev, evs[1024];
     long np = nconns, i;
@@ -345,6 +316,8 @@ static void client(pid_t rp)
     double r0 = 0, c0 = 0, s0 = 0;
 
     pin(1);
+    snprintf(relay_pid, sizeof(relay_pid), "%d", (int) rp);
+    snprintf(self_pid, sizeof(self_pid), "%d", (int) getpid());
     sa.sin_port = htons((uint16_t) o.port);
     sa.sin_addr.s_addr = htonl(0x7f000001);
     for (i = 0; i < np; i++) {
@@ -376,9 +349,10 @@ static void client(pid_t rp)
         uint64_t now = now_ns();
         if (!measuring && now >= m_start) {
             measuring = 1;
-            r0 = cpu_s(rp);
-            c0 = cpu_s(getpid());
-            s0 = steal_s();
+            r0 = cpu_of(relay_pid);
+            c0 = cpu_of(self_pid);
+            (void) machine_busy();
+            s0 = machine_steal_s;
         }
         if (o.fanout) {
             /* window: messages sent and not yet acked or not yet with
@@ -420,9 +394,10 @@ static void client(pid_t rp)
         flush_all();
         if (measuring == 1 && now >= m_end) {
             measuring = 2;
-            r0 = cpu_s(rp) - r0;
-            c0 = cpu_s(getpid()) - c0;
-            s0 = steal_s() - s0;
+            r0 = cpu_of(relay_pid) - r0;
+            c0 = cpu_of(self_pid) - c0;
+            (void) machine_busy();
+            s0 = machine_steal_s - s0;
         }
     }
 
@@ -450,16 +425,12 @@ static void client(pid_t rp)
     if (o.hist_out) {
         FILE *f = fopen(o.hist_out, "w");
         if (f) {
-            fprintf(f, "# percentile latency_us 1/(1-p)  (floor, %llu samples)\n",
-                    (unsigned long long) lat.count);
-            for (double p = 0; p < 99.9999; p = 100 - (100 - p) / 1.12) {
-                fprintf(f, "%.5f %.1f %.2f\n", p, hist_pct(&lat, p) / 1e3,
-                        100 / (100 - p));
-            }
+            hist_write_curve(f, &lat, o.label);
             fclose(f);
         }
     }
 }
+
 
 int main(int argc, char **argv)
 {

@@ -3,7 +3,9 @@
  * up to 2^40 ns (~18 min). Mergeable by adding the arrays. */
 #ifndef IMGEN_HIST_H
 #define IMGEN_HIST_H
+#include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define HIST_MAXBITS 40
 #define HIST_N ((HIST_MAXBITS - 6 + 1) * 64 + 64)
@@ -61,5 +63,18 @@ static inline double hist_pct(const hist_t *h, double p)
         }
     }
     return (double) h->max;
+}
+/* the percentile curve bench/report.py plots: percentile, value in us and
+ * 1/(1-p), 51 points from 0 to 99.999 %, then the maximum */
+static inline void hist_write_curve(FILE *f, const hist_t *h, const char *what)
+{
+    fprintf(f, "# percentile latency_us 1/(1-p)  (%s, %llu samples)\n", what,
+            (unsigned long long) h->count);
+    for (int k = 0; k <= 50; k++) {
+        double q = 1.0 - pow(10.0, -k / 10.0);       /* 0, 20.6 %, ... 99.999 % */
+        fprintf(f, "%.5f %.1f %.3f\n", 100 * q, hist_pct(h, 100 * q) / 1e3,
+                1.0 / (1.0 - q));
+    }
+    fprintf(f, "100 %.1f inf\n", (double) h->max / 1e3);
 }
 #endif

@@ -120,7 +120,8 @@ def transport(key, ws, mq):
     relay's (bench/floor.c) raw records, and it runs only the fixed-rate
     and fan-out scenarios"""
     if key.startswith("floor"):
-        return ws.rsplit("-", 1)[0] + "-raw" if ws.split("-")[0] in ("rate", "fanout", "fanoutwide") else None
+        scen = ws.rsplit("-", 1)[0]
+        return scen + "-raw" if scen in ("rate", "fanout", "fanoutwide") else None
     return mq if key.startswith("mosquitto") else ws
 
 

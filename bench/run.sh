@@ -155,7 +155,7 @@ for ((try = 0; try < 40; try++)); do
 done
 (( busy == 0 )) || { log "no free port block found"; exit 1; }
 
-make -s -C "$HERE" bin/imgen bin/floor >&2 || { log "cannot build imgen"; exit 1; }
+make -s -C "$HERE" bin/imgen bin/floor >&2 || { log "cannot build imgen or floor"; exit 1; }
 
 if [[ $RUN_IM == auto ]]; then
     if [[ -f $IM_MODULE ]]; then RUN_IM=1; else RUN_IM=0; note "IM server not run: $IM_MODULE not built"; fi
