@@ -555,11 +555,13 @@ sub reload {
     my $mark = $self->log_mark;
     kill 'HUP', $self->{_master};
 
-    # the master logs "start worker process" for every new worker, or an
-    # [emerg] when the new configuration is refused
+    # the master logs "start worker process <pid>" for every new worker
+    # (after forking it), or an [emerg] when the new configuration is
+    # refused; "start worker processes", logged before the forks, is not
+    # enough: the new workers may not exist yet
     my $ok = wait_until(sub {
         my $new = $self->error_log($mark);
-        return $new =~ /start worker process|\[emerg\]/;
+        return $new =~ /start worker process \d+|\[emerg\]/;
     }, $TIMEOUT);
     Test::More::diag("reload: no new workers after ${TIMEOUT}s") unless $ok;
     $self->_wait_listen();
