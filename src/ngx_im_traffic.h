@@ -1,0 +1,114 @@
+
+/*
+ * ngx_im_traffic.h: the records workers and nodes exchange (traffic).
+ *
+ * Owns the byte layout of what goes over a uid's Redis channel
+ * ("im:u:<uid>") and, between the workers of one node, over unix
+ * datagrams: parsing one record and building each kind.  Pure C on libc
+ * only, like ngx_im_proto.h, so that the unit tests and the fuzz target
+ * exercise exactly the code the module runs.  The format is deployed:
+ * nodes of different builds share channels, so what is accepted here
+ * must stay what older builds accepted (see the notes on each type).
+ *
+ *   'D' OriginLen:8 Origin Flags:8 Seq:64 Entry   a message; Entry is
+ *                                     the stored message, opaque here
+ *   'K' OriginLen:8 Origin Flags:8 ClientId:8 Token:64
+ *                                     a login elsewhere (kick)
+ *   'J' OriginLen:8 Origin Flags:8 [Nonce:64]
+ *                                     a worker subscribed to the channel;
+ *                                     builds from before 'A' send no nonce
+ *   'S' OriginLen:8 Origin Flags:8    load the inbox again
+ *   'A' OriginLen:8 Origin Flags:8 Nonce:64
+ *                                     a worker heard the 'J' of this nonce
+ *
+ * Origin is the sending worker's id ("node:worker"), Flags a bit set of
+ * IM_TRAFFIC_STORED (the message is in the inbox) and IM_TRAFFIC_ALL
+ * (this node's workers must take the channel copy too: a datagram could
+ * not be sent).  Integers are big-endian.
+ *
+ * Acceptance, as the router has always had it: the head (type, OriginLen,
+ * Origin, Flags) must be complete; 'D' needs its Seq (the entry is
+ * checked by the caller, it may be empty here); 'K' needs ClientId and
+ * Token, 'A' its Nonce; 'J' has a nonce when 8 bytes follow the head;
+ * bytes after the last field are ignored, except for 'D', where they are
+ * the entry.  Any other type is an error.
+ *
+ * The parser never copies: origin and entry point into the input.  The
+ * builders never allocate: the caller sizes the output with the
+ * IM_TRAFFIC_*_LEN macros; the flags byte may be patched in place later
+ * (at IM_TRAFFIC_FLAGS_AT).
+ */
+
+
+#ifndef _NGX_IM_TRAFFIC_H_INCLUDED_
+#define _NGX_IM_TRAFFIC_H_INCLUDED_
+
+
+#include <stdint.h>
+#include <stddef.h>
+
+#include "ngx_im_proto.h"
+
+
+#define IM_TRAFFIC_STORED             1
+#define IM_TRAFFIC_ALL                2
+
+#define IM_TRAFFIC_ORIGIN_MAX         255
+
+#define IM_TRAFFIC_HEAD_LEN(olen)     (3 + (olen))
+#define IM_TRAFFIC_FLAGS_AT(olen)     (2 + (olen))
+#define IM_TRAFFIC_D_LEN(olen, elen)  (IM_TRAFFIC_HEAD_LEN(olen) + 8 + (elen))
+#define IM_TRAFFIC_K_LEN(olen)        (IM_TRAFFIC_HEAD_LEN(olen) + 9)
+#define IM_TRAFFIC_NOTICE_MAX                                                 \
+    (IM_TRAFFIC_HEAD_LEN(IM_TRAFFIC_ORIGIN_MAX) + 8)
+
+
+typedef struct {
+    uint8_t         type;         /* 'D' 'K' 'J' 'S' 'A' */
+    uint8_t         flags;
+    const uint8_t  *origin;       /* origin_len bytes into the input */
+    size_t          origin_len;
+
+    /* D */
+    uint64_t        seq;
+    const uint8_t  *entry;        /* into the input, not checked here */
+    size_t          entry_len;
+
+    /* K */
+    uint8_t         client_id;
+    uint64_t        token;
+
+    /* A, and J when has_nonce */
+    uint64_t        nonce;
+    unsigned        has_nonce;
+} im_traffic_t;
+
+
+/*
+ * Parse one record of len bytes.  Sets t->type whenever len > 0 (even on
+ * an error); never reads past p + len.  Results: IM_OK; IM_ERR_EMPTY
+ * (len 0); IM_ERR_TRUNCATED (no room for OriginLen and Flags, or a fixed
+ * field of the type missing); IM_ERR_LENGTH (OriginLen past the end);
+ * IM_ERR_UNKNOWN_CMD (another type byte, the head being complete).
+ */
+im_rc_t im_traffic_parse(const uint8_t *p, size_t len, im_traffic_t *t);
+
+uint8_t *im_traffic_put_u64(uint8_t *p, uint64_t v);
+uint64_t im_traffic_get_u64(const uint8_t *p);
+
+/*
+ * Builders write into buf and return the number of bytes written:
+ * IM_TRAFFIC_D_LEN(olen, elen), IM_TRAFFIC_K_LEN(olen), and for a notice
+ * ('J', 'S', 'A', flags 0) IM_TRAFFIC_HEAD_LEN(olen), plus 8 with a
+ * nonce (at most IM_TRAFFIC_NOTICE_MAX).  olen must not exceed
+ * IM_TRAFFIC_ORIGIN_MAX.
+ */
+size_t im_traffic_build_d(uint8_t *buf, const uint8_t *origin, size_t olen,
+    uint8_t flags, uint64_t seq, const uint8_t *entry, size_t elen);
+size_t im_traffic_build_k(uint8_t *buf, const uint8_t *origin, size_t olen,
+    uint8_t flags, uint8_t client_id, uint64_t token);
+size_t im_traffic_build_notice(uint8_t *buf, uint8_t type,
+    const uint8_t *origin, size_t olen, const uint64_t *nonce);
+
+
+#endif /* _NGX_IM_TRAFFIC_H_INCLUDED_ */
