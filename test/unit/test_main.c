@@ -16,9 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-
-void test_proto(void);
-void test_wsframe(void);
+#include "tap.h"
 
 
 static unsigned  tap_count;
@@ -134,6 +132,8 @@ main(void)
 {
     test_proto();
     test_wsframe();
+    test_traffic();
+    test_merge();
 
     printf("1..%u\n", tap_count);
     printf("%u passed, %u failed\n", tap_count - tap_failed, tap_failed);

@@ -18,22 +18,8 @@
 #include <string.h>
 
 #include "ngx_im_proto.h"
+#include "tap.h"
 
-
-#define PRINTF(f, a)  __attribute__((format(printf, f, a)))
-
-int tap_ok(int cond, const char *fmt, ...) PRINTF(2, 3);
-void tap_diag(const char *fmt, ...) PRINTF(1, 2);
-void tap_hex(const char *label, const uint8_t *p, size_t n);
-int tap_bytes(const uint8_t *got, size_t glen, const uint8_t *want,
-    size_t wlen, const char *fmt, ...) PRINTF(5, 6);
-uint8_t *tap_dup(const uint8_t *p, size_t n);
-
-void test_proto(void);
-
-
-#define U8(s)        ((const uint8_t *) (s))
-#define LIT(s)       U8(s), (sizeof(s) - 1)
 
 /* the seed's example MsgId: these 32 ASCII characters are the bytes */
 #define MSGID        "550e8400e29b41d4a716446655440000"
