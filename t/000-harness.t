@@ -24,54 +24,13 @@ use IM::Redis;
 use IM::UserCentre;
 
 my $t = Test::Nginx->new(im => 0)->has(qw/http stream redis mojo socket_ssl/)
-    ->plan(122);
+    ->plan(117);
 
 ###############################################################################
-# IM::Proto against the seed's examples
+# IM::Proto (the seed's examples and every other vector of docs/vectors.json:
+# t/012-vectors.t)
 
 my $ID = '550e8400e29b41d4a716446655440000';
-
-# bytes of a seed diagram line: |0x01 |0x00|... "text".getBytes() ...
-sub seed_bytes {
-    my ($line) = @_;
-    my $b = '';
-    while ($line =~ /0x([0-9a-fA-F]{2})|"([^"]*)"\.getBytes\(\)/g) {
-        $b .= defined $1 ? chr hex $1 : $2;
-    }
-    return $b;
-}
-
-# the project's shared folder sits beside the checkout (as in CI)
-my $seed_file = "$Test::Nginx::REPO/../shared/seed/000_4e764dc0cf2b8e24.txt";
-my %seed;
-if (open my $fh, '<:encoding(UTF-8)', $seed_file) {
-    my @lines = grep { /^\s*\|0x/ } <$fh>;
-    for (@lines) {
-        my $b = seed_bytes($_);
-        my $cmd = ord $b;
-        # first diagram of each command is the request, the next one its ack
-        push @{$seed{$cmd}}, $b;
-    }
-}
-
-SKIP: {
-    skip "seed file $seed_file not readable", 5 unless %seed;
-
-    is(hexdump(connect_msg('test', '123456', role => 1)),
-        hexdump($seed{1}[0]), 'CONNECT test/123456 role 1 = seed bytes');
-    is(hexdump(publish_msg(1234, $ID, 'hello world')),
-        hexdump($seed{3}[0]), 'PUBLISH to 1234 = seed bytes');
-    is(hexdump(pub_ack($ID)), hexdump($seed{4}[0]), 'PUB_ACK = seed bytes');
-    is(hexdump(group_publish_msg(1234, $ID, 'hello world')),
-        hexdump($seed{5}[0]), 'GROUP_PUBLISH to 1234 = seed bytes');
-
-    # the seed's diagram prints ToUserNum as "0x02" but declares it 16-bit
-    # (占2个byte); PROTOCOL.md 3.3: N:16. Widen that one field.
-    my $s = $seed{11}[0];
-    substr($s, 37, 1) = "\x00\x02" if substr($s, 37, 1) eq "\x02";
-    is(hexdump(part_publish_msg(1234, $ID, [1234, 1235], 'hello world')),
-        hexdump($s), 'GROUP_PART_PUBLISH 1234 to [1234,1235] = seed bytes');
-}
 
 is(hexdump(connect_msg('test', '123456', role => 1)),
     '01 00 04 74 65 73 74 00 06 31 32 33 34 35 36 01', 'CONNECT bytes');

@@ -3,7 +3,8 @@
 # TCP API's): CONNECT test/123456/role 1 accepted; PUBLISH to 1234 with
 # MsgId 550e8400e29b41d4a716446655440000 and payload "hello world"; the
 # recipient's push is exactly <<3, MsgId, Len, Payload>>, the PUB_ACK
-# exactly <<4, MsgId>>.
+# exactly <<4, MsgId>>. The bytes are those of docs/vectors.json (the
+# worked examples of docs/PROTOCOL.md 3.1, 3.3, 3.4 and 4).
 use strict;
 use warnings;
 use Test::More;
@@ -26,10 +27,11 @@ write_conf($t, redis => $redis, uc => $uc);
 $t->run();
 
 my $ID = '550e8400e29b41d4a716446655440000';
-my $CONNECT = "\x01\x00\x04test\x00\x06123456\x01";
-my $PUBLISH = "\x03\x00\x00\x04\xd2" . $ID . "\x00\x0b" . 'hello world';
-my $PUSH = "\x03" . $ID . "\x00\x0b" . 'hello world';
-my $PUB_ACK = "\x04" . $ID;
+my $CONNECT = vector('seed: CONNECT test / 123456, role 1')->{bytes};
+my $PUBLISH = vector('seed: PUBLISH to uid 1234, hello world')->{bytes};
+my $PUSH = vector("push of the seed's PUBLISH")->{bytes};
+my $PUB_ACK = vector('seed: PUB_ACK')->{bytes};
+my $CONNECT_ACK = vector('CONNECT_ACK 0, accepted')->{bytes};
 
 # the harness's encoder agrees with the seed
 is(connect_msg('test', '123456', role => 1), $CONNECT, 'connect_msg = seed bytes');
@@ -42,7 +44,7 @@ for my $tr (transports()) {
     ok($r->upgraded, "$name: recipient upgraded");
     $r->send($CONNECT);
     my $m = $r->next;
-    is($m && $m->{raw}, "\x02\x00", "$name: CONNECT test/123456/role 1 -> exactly <<2,0>>");
+    is($m && $m->{raw}, $CONNECT_ACK, "$name: CONNECT test/123456/role 1 -> exactly <<2,0>>");
     is($m && $m->{opcode}, 2, "$name: CONNECT_ACK is a binary message");
 
     my $s = IM::Client->new(%o, auto_pong => 1);
@@ -70,7 +72,8 @@ for my $tr (transports()) {
     my $r = IM::Client->new(transports_ws(), auto_pong => 1);
     is($r->login('test', '123456', role => 1), 0, 'tcp: recipient logs in');
     my $c = IM::TCP->new(port => port(19095));
-    $c->send_raw(pack('N', length $PUBLISH) . $PUBLISH);
+    $c->send_raw(
+        vector('seed: PUBLISH to uid 1234, hello world')->{bytes_tcp});
     my $a = $c->recv_msg;
     is($a, $PUB_ACK, 'tcp: answer is exactly [00 00 00 21]<<4, MsgId>>');
     my $m = $r->next;

@@ -1,7 +1,8 @@
 package IM::Proto;
 
-# Encoders and decoders of every message of /work/shared/PROTOCOL.md,
-# both directions. All integers big-endian; MsgId is 32 opaque bytes.
+# Encoders and decoders of every message of docs/PROTOCOL.md, both
+# directions. All integers big-endian; MsgId is 32 opaque bytes.
+# t/012-vectors.t checks both against docs/vectors.json.
 #
 #   use IM::Proto qw/:all/;
 #   my $bytes = connect_msg('test', '123456', role => 1);
@@ -12,6 +13,8 @@ use warnings;
 
 use Exporter qw/import/;
 use Digest::MD5 qw/md5_hex/;
+use File::Basename qw/dirname/;
+use File::Spec ();
 use Time::HiRes ();
 
 use constant {
@@ -40,6 +43,12 @@ our %NAME = (
 # the ack a client sends for a push of each kind
 our %ACK_FOR = (3 => 4, 5 => 6, 11 => 12);
 
+# the commands each side sends: any other is an unknown command there
+my %SENDS = (
+    c => {map { $_ => 1 } 1, 3 .. 9, 11, 12},
+    s => {map { $_ => 1 } 2 .. 12, 20},
+);
+
 my @CONST = qw/CONNECT CONNECT_ACK PUBLISH PUB_ACK GROUP_PUBLISH GROUP_PUB_ACK
     PING PING_RESP DISCONNECT INVALID_PACKET GROUP_PART_PUBLISH
     GROUP_PART_PUB_ACK LOGOUT/;
@@ -47,7 +56,7 @@ my @FUNC = qw/msgid connect_msg connect_ack publish_msg push_msg
     group_publish_msg group_push_msg part_publish_msg part_push_msg
     ack_msg pub_ack group_pub_ack part_pub_ack ping_msg ping_resp_msg
     disconnect_msg logout_msg invalid_packet tcp_frame tcp_unframe
-    decode_server decode_client hexdump/;
+    decode_server decode_client hexdump vectors vector/;
 our @EXPORT_OK = (@CONST, @FUNC);
 our %EXPORT_TAGS = (all => [@CONST, @FUNC], const => \@CONST, func => \@FUNC);
 
@@ -155,14 +164,18 @@ sub tcp_unframe {
 # Both return a hash: cmd, name, and per message code / msgid / payload /
 # gid / uids / to / user / pass / role / client_id / bad_cmd; 'error' is set
 # when the bytes don't form a valid message, 'extra' holds bytes after an
-# ack's 32-byte MsgId. 'raw' is the input.
+# ack's 32-byte MsgId. 'raw' is the input. With 'error' comes 'reason', the
+# error in the words of docs/vectors.json: empty, unknown_cmd, truncated (a
+# fixed-size field cut), length (a length field or N points past the end;
+# 'error' says 'truncated' for both), trailing.
 
 sub _reader {
     my ($bytes) = @_;
     my $pos = 0;
+    # $why: the error when the bytes are not there
     my $take = sub {
-        my ($n) = @_;
-        die "truncated\n" if $pos + $n > length $bytes;
+        my ($n, $why) = @_;
+        die(($why // 'truncated') . "\n") if $pos + $n > length $bytes;
         my $s = substr($bytes, $pos, $n);
         $pos += $n;
         return $s;
@@ -175,22 +188,25 @@ sub _reader {
 sub _decode {
     my ($bytes, $dir) = @_;
     my %m = (raw => $bytes);
-    return { %m, error => 'empty message' } unless length($bytes // '');
+    return { %m, error => 'empty message', reason => 'empty' }
+        unless length($bytes // '');
 
     my ($take, $left, $rest) = _reader($bytes);
     my $u8  = sub { unpack('C', $take->(1)) };
     my $u16 = sub { unpack('n', $take->(2)) };
     my $u32 = sub { unpack('N', $take->(4)) };
-    my $pl  = sub { $take->($u16->()) };
+    my $counted = sub { $take->($_[0], 'length') };
+    my $pl  = sub { $counted->($u16->()) };
 
     my $cmd = $u8->();
     $m{cmd} = $cmd;
     $m{name} = $NAME{$cmd} // "UNKNOWN($cmd)";
 
     my $ok = eval {
+        die "unknown command\n" unless $SENDS{$dir}{$cmd};
         if ($cmd == CONNECT) {
-            $m{user} = $take->($u16->());
-            $m{pass} = $take->($u16->());
+            $m{user} = $counted->($u16->());
+            $m{pass} = $counted->($u16->());
             $m{role} = $left->() ? $u8->() : undef;
             $m{client_id} = $left->() ? $u8->() : undef;
         } elsif ($cmd == CONNECT_ACK) {
@@ -207,13 +223,14 @@ sub _decode {
             $m{gid} = $u32->();
             $m{msgid} = $take->(32);
             my $n = $u16->();
-            $m{uids} = [map { $u32->() } 1 .. $n];
+            $m{uids} = [unpack('N*', $counted->(4 * $n))];
             $m{payload} = $pl->();
         } elsif ($cmd == PUB_ACK || $cmd == GROUP_PUB_ACK
             || $cmd == GROUP_PART_PUB_ACK)
         {
             $m{msgid} = $take->(32);
-            $m{extra} = $rest->() if $left->();
+            # only a client's ack may be longer (the field client's)
+            $m{extra} = $rest->() if $left->() && $dir eq 'c';
         } elsif ($cmd == INVALID_PACKET) {
             $m{bad_cmd} = $u8->();
             $m{msgid} = $take->(32) if $left->();
@@ -228,7 +245,9 @@ sub _decode {
     };
     unless ($ok) {
         chomp(my $e = $@);
-        $m{error} = $e;
+        $m{reason} = {'trailing bytes' => 'trailing',
+            'unknown command' => 'unknown_cmd'}->{$e} // $e;
+        $m{error} = $e eq 'length' ? 'truncated' : $e;
     }
     return \%m;
 }
@@ -239,6 +258,41 @@ sub decode_client { _decode($_[0], 'c') }
 sub hexdump {
     my ($b) = @_;
     return join ' ', map { sprintf '%02x', $_ } unpack('C*', $b // '');
+}
+
+###############################################################################
+# docs/vectors.json, the byte-exact examples (docs/PROTOCOL.md section 9)
+
+my $VECTORS_FILE = File::Spec->rel2abs(
+    dirname(__FILE__) . '/../../../docs/vectors.json');
+my $vectors;
+
+# every vector as in the file (its text fields are character strings),
+# plus 'bytes': the message its hex spells, and 'bytes_tcp' for tcp_hex
+sub vectors {
+    unless ($vectors) {
+        require JSON::PP;
+        open my $fh, '<:raw', $VECTORS_FILE
+            or die "open $VECTORS_FILE: $!\n";
+        my $json = do { local $/; <$fh> };
+        $vectors = JSON::PP->new->utf8->decode($json)->{vectors};
+        for my $v (@$vectors) {
+            for my $k (qw/hex tcp_hex/) {
+                next unless defined $v->{$k};
+                (my $h = $v->{$k}) =~ s/\s+//g;
+                $v->{$k eq 'hex' ? 'bytes' : 'bytes_tcp'} = pack('H*', $h);
+            }
+        }
+    }
+    return @$vectors;
+}
+
+# the vector of that name; dies when there is none
+sub vector {
+    my ($name) = @_;
+    my ($v) = grep { $_->{name} eq $name } vectors();
+    die "no vector \"$name\" in $VECTORS_FILE\n" unless $v;
+    return $v;
 }
 
 1;
