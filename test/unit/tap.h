@@ -37,6 +37,7 @@ void test_proto(void);
 void test_wsframe(void);
 void test_traffic(void);
 void test_merge(void);
+void test_vectors(void);
 
 
 #endif /* _TAP_H_INCLUDED_ */

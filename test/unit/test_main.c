@@ -134,6 +134,7 @@ main(void)
     test_wsframe();
     test_traffic();
     test_merge();
+    test_vectors();
 
     printf("1..%u\n", tap_count);
     printf("%u passed, %u failed\n", tap_count - tap_failed, tap_failed);
