@@ -77,6 +77,13 @@ my @dup = grep { $seen_name{$_->{name}}++ } @vectors;
 ok(@vectors >= 80 && !@dup, scalar(@vectors) . ' vectors, names unique')
     or diag(join ', ', map { $_->{name} } @dup);
 
+my %field = map { $_ => 1 }
+    qw/cmd user pass role client_id code to gid msgid uids payload extra
+    bad_cmd/;
+my @unknown = map { my $v = $_; map { "$v->{name}: $_" }
+    grep { !$field{$_} } keys %{$v->{fields}} } @vectors;
+ok(!@unknown, 'fields of known names only') or diag(join "\n", @unknown);
+
 my %seen;
 for my $v (grep { $_->{valid} } @vectors) {
     $seen{"$_ $v->{fields}{cmd}"} = 1 for dirs($v);

@@ -15,6 +15,8 @@ const { vectors } = JSON.parse(readFileSync(file, 'utf8'));
 
 const bytesOf = (hex) => new Uint8Array(Buffer.from(hex.replace(/\s+/g, ''), 'hex'));
 const utf8 = (s) => new Uint8Array(Buffer.from(s, 'utf8'));
+const FIELDS = new Set(['cmd', 'user', 'pass', 'role', 'client_id', 'code', 'to', 'gid', 'msgid', 'uids',
+  'payload', 'extra', 'bad_cmd']);
 const isAck = (cmd) => cmd === CMD.PUB_ACK || cmd === CMD.GROUP_PUB_ACK || cmd === CMD.GROUP_PART_PUB_ACK;
 
 function directions(v) {
@@ -86,6 +88,7 @@ describe('docs/vectors.json', () => {
       assert.match(v.hex, /^[0-9a-f ]*$/, v.name);
       assert.equal(typeof v.valid, 'boolean', v.name);
       assert.equal('error' in v, !v.valid, v.name);
+      for (const k of Object.keys(v.fields)) assert.ok(FIELDS.has(k), `${v.name}: unknown field ${k}`);
       if (v.seed) assert.ok(v.valid, v.name);
     }
   });
