@@ -6,7 +6,9 @@
  * builders so that they stay in step with them: every protocol message
  * valid and broken in the usual ways for fuzz_proto; for fuzz_wsframe
  * frame streams on both sides, each behind the target's 3-byte prefix
- * (flags, split point), and a few frame lists for its structured mode.
+ * (flags, split point), and a few frame lists for its structured mode;
+ * for fuzz_traffic every record type, at and around each length the
+ * parser accepts or refuses.
  * Not linked with libFuzzer; run by hand, its output is committed.
  */
 
@@ -19,6 +21,7 @@
 
 #include "ngx_im_proto.h"
 #include "ngx_im_wsframe.h"
+#include "ngx_im_traffic.h"
 
 
 #define MSGID   "550e8400e29b41d4a716446655440000"
@@ -335,6 +338,110 @@ gen_wsframe(void)
 }
 
 
+static void
+traffic(const char *name, const uint8_t *p, size_t n)
+{
+    out("fuzz_traffic", name, p, n);
+}
+
+
+/* a worker id as ngx_im_module.c makes it: node/instance:pid */
+#define ORIGIN  "n1/0123456789abcdef:4242"
+#define OLEN    24
+
+
+static void
+gen_traffic(void)
+{
+    uint8_t   b[IM_TRAFFIC_D_LEN(IM_TRAFFIC_ORIGIN_MAX, 64)];
+    uint8_t   origin[IM_TRAFFIC_ORIGIN_MAX];
+    uint8_t   entry[IM_SIZE_PUSH(11)];
+    size_t    n, elen, head;
+    uint64_t  nonce;
+
+    memset(origin, 'o', sizeof(origin));
+    nonce = 0x0000123400000007ULL;
+    head = IM_TRAFFIC_HEAD_LEN(OLEN);
+
+    /* the entry is opaque here: any bytes, a push's look like one */
+    elen = im_build_push(entry, U8(MSGID), U8(HELLO), 11);
+
+    n = im_traffic_build_d(b, U8(ORIGIN), OLEN, IM_TRAFFIC_STORED,
+                           0x0102030405060708ULL, entry, elen);
+    traffic("d_seed", b, n);
+    traffic("d_seq_short", b, head + 7);
+    traffic("d_no_seq", b, head);
+    traffic("d_empty_entry", b, head + 8);
+    traffic("d_head_short", b, head - 1);
+    b[IM_TRAFFIC_FLAGS_AT(OLEN)] = IM_TRAFFIC_STORED | IM_TRAFFIC_ALL;
+    traffic("d_flags_3", b, n);
+    n = im_traffic_build_d(b, U8(ORIGIN), OLEN, IM_TRAFFIC_ALL, 1, U8("x"),
+                           1);
+    traffic("d_offline_all", b, n);
+    n = im_traffic_build_d(b, NULL, 0, 0, 0, NULL, 0);
+    traffic("d_origin_0", b, n);
+    n = im_traffic_build_d(b, origin, IM_TRAFFIC_ORIGIN_MAX, 1, UINT64_MAX,
+                           entry, elen);
+    traffic("d_origin_255", b, n);
+
+    n = im_traffic_build_k(b, U8(ORIGIN), OLEN, 0, 1,
+                           0xf1e2d3c4b5a69788ULL);
+    traffic("k_seed", b, n);
+    traffic("k_token_short", b, n - 1);
+    traffic("k_client_id_only", b, head + 1);
+    memcpy(b + n, "more", 4);
+    traffic("k_trailing", b, n + 4);
+    n = im_traffic_build_k(b, U8(ORIGIN), OLEN, IM_TRAFFIC_ALL, 255, 0);
+    traffic("k_flags_all", b, n);
+    n = im_traffic_build_k(b, NULL, 0, 0, 0, 1);
+    traffic("k_origin_0", b, n);
+
+    n = im_traffic_build_notice(b, 'J', U8(ORIGIN), OLEN, &nonce);
+    traffic("j_nonce", b, n);
+    traffic("j_7_after_head", b, n - 1);
+    memcpy(b + n, "z", 1);
+    traffic("j_9_after_head", b, n + 1);
+    b[IM_TRAFFIC_FLAGS_AT(OLEN)] = IM_TRAFFIC_ALL;
+    traffic("j_flags_all", b, n);
+    n = im_traffic_build_notice(b, 'J', U8(ORIGIN), OLEN, NULL);
+    traffic("j_old", b, n);
+    n = im_traffic_build_notice(b, 'J', origin, IM_TRAFFIC_ORIGIN_MAX,
+                                &nonce);
+    traffic("j_origin_255", b, n);
+
+    n = im_traffic_build_notice(b, 'S', U8(ORIGIN), OLEN, NULL);
+    traffic("s_seed", b, n);
+    memcpy(b + n, "junk", 4);
+    traffic("s_trailing", b, n + 4);
+    traffic("s_head_short", b, n - 1);
+    n = im_traffic_build_notice(b, 'S', NULL, 0, NULL);
+    traffic("s_origin_0", b, n);
+
+    n = im_traffic_build_notice(b, 'A', U8(ORIGIN), OLEN, &nonce);
+    traffic("a_seed", b, n);
+    traffic("a_nonce_short", b, n - 1);
+    memcpy(b + n, "tail", 4);
+    traffic("a_trailing", b, n + 4);
+    n = im_traffic_build_notice(b, 'A', origin, IM_TRAFFIC_ORIGIN_MAX,
+                                &nonce);
+    traffic("a_origin_255", b, n);
+
+    traffic("empty", b, 0);
+    traffic("one_byte", U8("S"), 1);
+    traffic("two_bytes", U8("S\x00"), 2);
+    traffic("origin_past_end", U8("S\x05" "ab\x00"), 5);
+    traffic("origin_255_short", U8("D\xff" "abc"), 5);
+
+    n = im_traffic_build_d(b, U8(ORIGIN), OLEN, 0, 1, U8("x"), 1);
+    b[0] = 'X';
+    traffic("unknown_X", b, n);
+    b[0] = 'd';
+    traffic("unknown_lower_d", b, n);
+    b[0] = 0;
+    traffic("unknown_0", b, n);
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -347,9 +454,12 @@ main(int argc, char **argv)
     mkdir(path, 0755);
     snprintf(path, sizeof(path), "%s/fuzz_wsframe", dir);
     mkdir(path, 0755);
+    snprintf(path, sizeof(path), "%s/fuzz_traffic", dir);
+    mkdir(path, 0755);
 
     gen_proto();
     gen_wsframe();
+    gen_traffic();
 
     return 0;
 }
