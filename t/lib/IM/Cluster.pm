@@ -92,11 +92,12 @@ sub chat {
     return $m;
 }
 
-# MsgIds of the first $n distinct pushes (waiting $timeout for each)
+# MsgIds of the first $n distinct pushes (waiting $timeout for each; the
+# harness's bound by default)
 sub firsts {
     my ($c, $n, $timeout) = @_;
     my (@ids, %seen);
-    while (my $m = $c->expect(cmd => PUBLISH, timeout => $timeout // 3)) {
+    while (my $m = $c->expect(cmd => PUBLISH, timeout => $timeout // $Test::Nginx::TIMEOUT)) {
         push @ids, $m->{msgid} unless $seen{$m->{msgid}}++;
         last if @ids >= $n;
     }
