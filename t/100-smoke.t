@@ -4,12 +4,12 @@ use strict;
 use warnings;
 use Test::More;
 use lib 't/lib';
-use Test::Nginx qw/port/;
+use Test::Nginx qw/port wait_until/;
 use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
 use IM::Proto qw/:all/;
-use IM::Setup qw/write_conf/;
+use IM::Setup qw/write_conf status/;
 
 my $t = Test::Nginx->new()->has(qw/http/);
 my $redis = IM::Redis->new(t => $t);
@@ -34,8 +34,10 @@ my $m = $b->expect(cmd => PUBLISH);
 ok($m && $m->{msgid} eq $id, 'bob gets the push with the same MsgId');
 $b->ack($id);
 
+# bob offline: his close done and the server down to one user (alice)
 $b->ws->close(1000);
-sleep 1;
+$b->ws->wait_closed;
+wait_until(sub { (status()->{users} // -1) == 1 });
 my $id2 = $a->publish(1002, 'while away');
 ok($a->expect(cmd => PUB_ACK, msgid => $id2), 'acked while bob is offline');
 my $b2 = IM::Client->new(port => port(9095), auto_pong => 1);
