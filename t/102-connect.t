@@ -22,12 +22,15 @@ use IM::Setup qw/write_conf transports each_transport/;
 my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl redis/);
 my $redis = IM::Redis->new(t => $t);
 my $uc = IM::UserCentre->new(t => $t, users => <<'U');
-slow1001 * delay:1.6:1001
-slow2001 * delay:1.6:2001
+slow1001 * delay:2.6:1001
+slow2001 * delay:2.6:2001
 * * uid-from-name
 U
+# im_connect_timeout 2s: every client here sends its CONNECT right after the
+# handshake and must make it in time on a loaded machine too; the one that
+# waits on purpose waits 0.8 s of the 2
 write_conf($t, redis => $redis, uc => $uc,
-    main => "im_connect_timeout 1s;\nim_close_grace 2s;",
+    main => "im_connect_timeout 2s;\nim_close_grace 2s;",
     body => 'username=$im_username&password=$im_password'
         . '&role=$im_role&client_id=$im_client_id');
 $t->run();
@@ -51,6 +54,20 @@ sub until_closed {
         push @m, $m;
     }
     return ($c->ws->wait_closed(0.2) ? 1 : 0, \@m);
+}
+
+# messages until $done->([messages so far]) is true (within the harness's
+# bound), then whatever else comes within $extra seconds
+sub collect {
+    my ($c, $done, $extra) = @_;
+    my @m;
+    my $deadline = time + $Test::Nginx::TIMEOUT;
+    until ($done->(\@m)) {
+        my $m = $c->next(timeout => $deadline - time) or last;
+        push @m, $m;
+    }
+    push @m, $c->drain($extra);
+    return @m;
 }
 
 my $n = 1100;
@@ -85,7 +102,7 @@ each_transport(sub {
     {
         my $c = IM::Client->new(%o);
         $c->send(connect_msg('v' . ++$n, 'pw', role => 1, client_id => 2) . "\x00");
-        my ($closed, $m) = until_closed($c, 4);
+        my ($closed, $m) = until_closed($c, $Test::Nginx::TIMEOUT);
         is(join(' ', map { hexdump($_->{raw}) } @$m), '0a 01',
             "$name: trailing byte after ClientId -> exactly <<10,1>>");
         ok($closed, "$name: ... and the connection is closed");
@@ -95,7 +112,7 @@ each_transport(sub {
     {
         my $c = IM::Client->new(%o);
         $c->send("\x01\x00\x20abc");
-        my ($closed, $m) = until_closed($c, 4);
+        my ($closed, $m) = until_closed($c, $Test::Nginx::TIMEOUT);
         is(join(' ', map { hexdump($_->{raw}) } @$m), '0a 01',
             "$name: truncated CONNECT -> exactly <<10,1>>");
         ok($closed, "$name: ... and the connection is closed");
@@ -108,38 +125,41 @@ each_transport(sub {
         my ($what, $bytes) = @$first;
         my $c = IM::Client->new(%o);
         $c->send($bytes);
-        my ($closed, $m) = until_closed($c, 3);
+        my ($closed, $m) = until_closed($c, $Test::Nginx::TIMEOUT);
         ok($closed, "$name: first message $what -> connection closed");
         is(scalar @$m, 0, "$name: first message $what -> no reply")
             or diag(join ', ', map { hexdump($_->{raw}) } @$m);
     }
 
-    # -- no CONNECT within im_connect_timeout (1s)
+    # -- no CONNECT within im_connect_timeout (2s): closed, not before the 2 s
+    # ($t0 is taken before connecting, so the server's timer starts after
+    # it); how much later is the machine's business (the wait is bounded,
+    # and well below the default of 10 s)
     {
-        my $c = IM::Client->new(%o);
         my $t0 = time;
-        my ($closed, $m) = until_closed($c, 4);
+        my $c = IM::Client->new(%o);
+        my ($closed, $m) = until_closed($c, 2 + $Test::Nginx::TIMEOUT);
         my $dt = time - $t0;
         ok($closed, "$name: silent connection closed");
-        ok($dt > 0.7 && $dt < 3, "$name: ... after about im_connect_timeout (1s): "
+        ok($dt > 1.7, "$name: ... not before im_connect_timeout (2s): "
             . sprintf('%.2fs', $dt));
         is(scalar @$m, 0, "$name: ... without a protocol message");
     }
     # a CONNECT within the time is fine even close to the limit
     {
         my $c = IM::Client->new(%o, auto_pong => 1);
-        sleep 0.6;
-        is($c->login('v' . ++$n, 'pw'), 0, "$name: CONNECT after 0.6s accepted");
-        ok($c->nothing_for(1.2), "$name: ... and the session is not closed by the connect timer");
+        sleep 0.8;
+        is($c->login('v' . ++$n, 'pw'), 0, "$name: CONNECT after 0.8s accepted");
+        ok($c->nothing_for(1.6), "$name: ... and the session is not closed by the connect timer");
         ok(!$c->is_closed, "$name: ... still open");
     }
 
     # -- the connect timer stops at CONNECT: a user centre slower than
-    # im_connect_timeout (1.6s > 1s) still gets its answer through
+    # im_connect_timeout (2.6s > 2s) still gets its answer through
     {
         my $c = IM::Client->new(%o, auto_pong => 1);
-        is($c->login('slow' . (1001 + 1000 * $i), 'pw', timeout => 4), 0,
-            "$name: login answered after 1.6s (> im_connect_timeout) is accepted");
+        is($c->login('slow' . (1001 + 1000 * $i), 'pw', timeout => 2.6 + $Test::Nginx::TIMEOUT), 0,
+            "$name: login answered after 2.6s (> im_connect_timeout) is accepted");
         ok(!$c->is_closed && $c->nothing_for(1.2), "$name: ... and the session stays");
     }
 
@@ -151,7 +171,11 @@ each_transport(sub {
         $c->ws->send_raw(IM::WS::build_frame(opcode => 2, payload => connect_msg($user, 'pw'))
             . IM::WS::build_frame(opcode => 2, payload => publish_msg($n, $id, 'pipelined'))
             . IM::WS::build_frame(opcode => 2, payload => ping_msg()));
-        my @m = $c->drain(1.5);
+        # (all four answers, waited for within the harness bound, and
+        # whatever else comes right after)
+        my %want = (CONNECT_ACK, 1, PUB_ACK, 1, PING_RESP, 1, PUBLISH, 1);
+        my @m = collect($c, sub { my %got = map { $_->{cmd} => 1 } @{$_[0]};
+            !grep { !$got{$_} } keys %want }, 0.3);
         my $pub = pub_ack($id);
         my @r = map { hexdump($_->{raw}) } grep { $_->{cmd} != PUBLISH } @m;
         is($r[0], '02 00', "$name: CONNECT, PUBLISH, PING in one write -> CONNECT_ACK 0 first");
@@ -165,7 +189,8 @@ each_transport(sub {
         $user = 'v' . ++$n;
         $c->ws->send_raw(IM::WS::build_frame(opcode => 2, payload => connect_msg($user, 'pw'))
             . IM::WS::build_frame(opcode => 2, payload => connect_msg($user, 'pw')));
-        is(join(' | ', map { hexdump($_->{raw}) } $c->drain(1)), '02 00 | 02 01',
+        is(join(' | ', map { hexdump($_->{raw}) }
+                collect($c, sub { @{$_[0]} >= 2 }, 0.3)), '02 00 | 02 01',
             "$name: two CONNECTs in one write -> 0, then 1");
     }
 
