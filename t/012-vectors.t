@@ -131,4 +131,54 @@ for my $v (@vectors) {
     }
 }
 
+###############################################################################
+# the worked examples of docs/PROTOCOL.md: in a code block, a line
+# "vector: NAME" (or "tcp vector: NAME" for its tcp_hex) and then one line
+# per field, its bytes in hex and, after two spaces or more, what they mean
+
+my %by_name = map { $_->{name} => $_ } @vectors;
+my $md_file = "$FindBin::Bin/../docs/PROTOCOL.md";
+open my $md, '<:encoding(UTF-8)', $md_file or die "open $md_file: $!\n";
+my (@examples, $ex, $in_code);
+while (my $line = <$md>) {
+    chomp $line;
+    $line =~ s/^\s+//;    # code blocks inside list items are indented
+    if ($line =~ /^```/) {
+        $in_code = !$in_code;
+        undef $ex;
+        next;
+    }
+    next unless $in_code;
+    if ($line =~ /^(tcp )?vector: (.+?)(?:\s{2,}.*)?$/) {
+        push @examples, $ex = {tcp => !!$1, name => $2, bytes => '',
+            line => $.};
+    } elsif ($line eq '') {
+        undef $ex;
+    } elsif ($ex) {
+        if ($line =~ /^((?:[0-9a-f]{2} )*[0-9a-f]{2})(?:\s{2,}.*)?$/) {
+            (my $h = $1) =~ s/ //g;
+            $ex->{bytes} .= pack('H*', $h);
+        } else {
+            $ex->{bad} //= $line;
+        }
+    }
+}
+close $md;
+
+ok(@examples >= 30, scalar(@examples) . ' worked examples in docs/PROTOCOL.md');
+for my $e (@examples) {
+    my $v = $by_name{$e->{name}};
+    my $what = "PROTOCOL.md line $e->{line}: "
+        . ($e->{tcp} ? 'tcp ' : '') . "vector \"$e->{name}\"";
+    ok(!defined $e->{bad}, "$what: bytes only") or diag("line: $e->{bad}");
+    ok($v, "$what: in docs/vectors.json") or next;
+    is(hexdump($e->{bytes}), hexdump($e->{tcp} ? $v->{bytes_tcp} : $v->{bytes}),
+        "$what: the vector's bytes");
+}
+my %shown = map { $_->{name} => 1 } @examples;
+my @hidden = map { $_->{name} } grep { $_->{seed} && !$shown{$_->{name}} }
+    @vectors;
+ok(!@hidden, "every seed vector is a worked example of docs/PROTOCOL.md")
+    or diag("not shown: @hidden");
+
 done_testing();
