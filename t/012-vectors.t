@@ -168,7 +168,7 @@ close $md;
 ok(@examples >= 30, scalar(@examples) . ' worked examples in docs/PROTOCOL.md');
 for my $e (@examples) {
     my $v = $by_name{$e->{name}};
-    my $what = "PROTOCOL.md line $e->{line}: "
+    my $what = "docs/PROTOCOL.md line $e->{line}: "
         . ($e->{tcp} ? 'tcp ' : '') . "vector \"$e->{name}\"";
     ok(!defined $e->{bad}, "$what: bytes only") or diag("line: $e->{bad}");
     ok($v, "$what: in docs/vectors.json") or next;

@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# CONNECT (PROTOCOL.md 3.1, 7) over ws and wss: the three field variants
+# CONNECT (docs/PROTOCOL.md 3.1, 7) over ws and wss: the three field variants
 # (no role, role, role + ClientId) and what the user centre receives for
 # them; trailing / truncated CONNECT -> <<10,1>> and close; first message
 # not CONNECT -> closed without reply; no CONNECT within

@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# Unacknowledged pushes (PROTOCOL.md 3.4) over ws and wss: re-pushed every
+# Unacknowledged pushes (docs/PROTOCOL.md 3.4) over ws and wss: re-pushed every
 # im_repush_interval (1s here), exactly 3 re-pushes, then the session is
 # closed and the message is delivered again after the next login. Acks 4,
 # 6 and 12 all count, a long ack (MsgId ++ "_" ++ 32 bytes) counts, an

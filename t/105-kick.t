@@ -1,9 +1,9 @@
 #!/usr/bin/perl
-# Login policy kick (the default, PROTOCOL.md 3.2) over ws and wss: a second
-# login of the same (uid, ClientId) replaces the first, which gets exactly
-# <<20>> (LOGOUT) and is closed after im_close_grace (2s); its unacked
-# messages are delivered to the new session; the new one works. Sessions
-# of one uid with different ClientIds coexist and all receive.
+# Login policy kick (the default, docs/PROTOCOL.md 3.2) over ws and wss: a
+# second login of the same (uid, ClientId) replaces the first, which gets
+# exactly <<20>> (LOGOUT) and is closed after im_close_grace (2s); its unacked
+# messages are delivered to the new session; the new one works. Sessions of one
+# uid with different ClientIds coexist and all receive.
 use strict;
 use warnings;
 use Test::More;

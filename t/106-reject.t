@@ -1,8 +1,8 @@
 #!/usr/bin/perl
-# Login policy reject (im_login_policy reject, PROTOCOL.md 3.2) over ws and
-# wss: a second login of the same (uid, ClientId) gets CONNECT_ACK 1 (then
-# the grace close); the first session is untouched; another ClientId of the
-# uid is accepted; once the first session ends the uid can log in again.
+# Login policy reject (im_login_policy reject, docs/PROTOCOL.md 3.2) over ws
+# and wss: a second login of the same (uid, ClientId) gets CONNECT_ACK 1 (then
+# the grace close); the first session is untouched; another ClientId of the uid
+# is accepted; once the first session ends the uid can log in again.
 use strict;
 use warnings;
 use Test::More;

@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# Offline delivery and order (PROTOCOL.md 3.4, 5) over ws and wss: 5
+# Offline delivery and order (docs/PROTOCOL.md 3.4, 5) over ws and wss: 5
 # messages sent while the recipient is offline are pushed after its login,
 # in order, with their MsgIds and push bytes, before anything sent after
 # the login; acked ones never come again (third login: nothing);

@@ -1,10 +1,10 @@
 #!/usr/bin/perl
-# im_offline_max (PROTOCOL.md 5): with a cap of 3, 5 messages stored for an
-# offline uid leave the newest 3; the oldest 2 are dropped, counted
+# im_offline_max (docs/PROTOCOL.md 5): with a cap of 3, 5 messages stored for
+# an offline uid leave the newest 3; the oldest 2 are dropped, counted
 # (offline_dropped in /status) and logged. Other uids are unaffected.
-# im_offline_ttl (3s here) is the life of each stored message: one stored
-# 4.2s before the login is gone, one stored 1.7s before is delivered (the
-# store keeps expiry times in whole seconds: +-1s).
+# im_offline_ttl (3s here) is the life of each stored message: one stored 4.2s
+# before the login is gone, one stored 1.7s before is delivered (the store
+# keeps expiry times in whole seconds: +-1s).
 use strict;
 use warnings;
 use Test::More;

@@ -1,12 +1,12 @@
 #!/usr/bin/perl
-# Heartbeat and closing (PROTOCOL.md 3.5) over ws and wss: the server sends
-# PING every im_ping_interval (1s here); a client that never answers
+# Heartbeat and closing (docs/PROTOCOL.md 3.5) over ws and wss: the server
+# sends PING every im_ping_interval (1s here); a client that never answers
 # PING_RESP is closed after im_ping_timeout (1s); one that answers stays; a
-# client PING gets PING_RESP; DISCONNECT closes the session (no reply) and
-# the uid is offline afterwards. On graceful shutdown (SIGQUIT) sessions
-# live on until worker_shutdown_timeout (docs/ARCHITECTURE.md "Timers"; the
-# harness sets 3s), then each gets <<9>> and WebSocket close 1001 and is
-# closed; an unacked push is delivered after the restart.
+# client PING gets PING_RESP; DISCONNECT closes the session (no reply) and the
+# uid is offline afterwards. On graceful shutdown (SIGQUIT) sessions live on
+# until worker_shutdown_timeout (docs/ARCHITECTURE.md "Timers"; the harness
+# sets 3s), then each gets <<9>> and WebSocket close 1001 and is closed; an
+# unacked push is delivered after the restart.
 use strict;
 use warnings;
 use Test::More;

@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# Errors (PROTOCOL.md 6) over ws and wss. Refusals leave the session
+# Errors (docs/PROTOCOL.md 6) over ws and wss. Refusals leave the session
 # healthy: payload over im_max_payload (100 here) and PUBLISH to uid 0 get
 # <<10, 3, MsgId>>, no ack, and a following publish works. Protocol
 # violations (truncated message, trailing bytes, unknown command) get

@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# The WebSocket layer (RFC 6455, PROTOCOL.md 2) of a logged-in session, ws
+# The WebSocket layer (RFC 6455, docs/PROTOCOL.md 2) of a logged-in session, ws
 # and wss: text frame -> close 1003; unmasked frame, RSV bits, unknown
 # opcode, stray continuation, fragmented or long control frame -> 1002;
 # message over im_max_message (4k here) -> 1009; a fragmented binary message

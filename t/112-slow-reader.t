@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# A client that never reads (PROTOCOL.md 3, issue 3 item 1) over ws and
+# A client that never reads (docs/PROTOCOL.md 3, issue 3 item 1) over ws and
 # wss: with im_send_buffer 64k, a recipient that stops reading while
 # messages pour in is closed by the server instead of being buffered
 # without bound; the sender and another recipient are unaffected; every

@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# Nothing acked is lost by a crash (PROTOCOL.md 3.3, 5; issue 3 item 5):
+# Nothing acked is lost by a crash (docs/PROTOCOL.md 3.3, 5; issue 3 item 5):
 # messages are acked to their senders (ws, wss and the TCP API), every
 # nginx process gets SIGKILL right after the last PUB_ACK, before the
 # recipients got or acked them; nginx starts again on the same Redis and

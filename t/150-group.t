@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# Groups over WebSocket (PROTOCOL.md §3.3, §3.4, §6; issue 5):
+# Groups over WebSocket (docs/PROTOCOL.md §3.3, §3.4, §6; issue 5):
 # membership from the real Redis set im_group:<gid> in db 1, changed between
 # messages; the exact GROUP_PUBLISH push and GROUP_PUB_ACK; a non-member
 # sender refused (session stays); the sender never receives its own message;

@@ -1,8 +1,8 @@
 #!/usr/bin/perl
-# Groups under non-default directives (PROTOCOL.md §3.4; issue 5 item 3):
+# Groups under non-default directives (docs/PROTOCOL.md §3.4; issue 5 item 3):
 # im_part_push_as_group on -> GROUP_PART_PUBLISH is pushed as a plain group
-# push <<5, Gid, MsgId, Len, Payload>> (online and from the offline store),
-# the sender still gets <<12, MsgId>>, an empty result is still <<10, 11, MsgId>>;
+# push <<5, Gid, MsgId, Len, Payload>> (online and from the offline store), the
+# sender still gets <<12, MsgId>>, an empty result is still <<10, 11, MsgId>>;
 # im_group_db / im_group_prefix -> membership read from that db and key only;
 # junk set members ignored, a key of the wrong type refused, a group larger
 # than one SSCAN step (3,003 members), a member online from two devices gets

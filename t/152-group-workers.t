@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# Group members on different workers and nodes (issue 5 Tests; PROTOCOL.md
+# Group members on different workers and nodes (issue 5 Tests; docs/PROTOCOL.md
 # §3.3-3.4): worker_processes 2 with a reuseport listener spreads 40 members
 # over both workers (the auth subrequest carries $im_worker, read back from
 # the user centre's log); a second node (another nginx, im_node_id, same

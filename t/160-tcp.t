@@ -1,15 +1,15 @@
 #!/usr/bin/perl
-# TCP backend API (PROTOCOL.md §4, §6; issue 6): [Len:32] framing both ways.
-# PUBLISH to an online user (pushed; [Len]<<4, MsgId>>) and to an offline
-# one (delivered at login); GROUP_PUBLISH and GROUP_PART_PUBLISH as uid 0
-# (no membership needed); 1,000 pipelined requests of mixed kinds answered
-# 1,000 times in request order; requests split into one-byte writes;
-# refusals (payload over im_max_payload, PUBLISH to uid 0, empty part-group
-# result, group without members) answered <<10, Cmd, MsgId>> with the
-# connection kept; malformed input (truncated, trailing bytes, unknown cmd,
-# CONNECT, acks, empty frame) answered [Len]<<10, Cmd>> then closed, after
-# the answers to earlier pipelined requests; a length over im_max_message
-# closed without a response; im_tcp_timeout 1s closes an idle connection.
+# TCP backend API (docs/PROTOCOL.md §4, §6; issue 6): [Len:32] framing both
+# ways. PUBLISH to an online user (pushed; [Len]<<4, MsgId>>) and to an offline
+# one (delivered at login); GROUP_PUBLISH and GROUP_PART_PUBLISH as uid 0 (no
+# membership needed); 1,000 pipelined requests of mixed kinds answered 1,000
+# times in request order; requests split into one-byte writes; refusals
+# (payload over im_max_payload, PUBLISH to uid 0, empty part-group result,
+# group without members) answered <<10, Cmd, MsgId>> with the connection kept;
+# malformed input (truncated, trailing bytes, unknown cmd, CONNECT, acks, empty
+# frame) answered [Len]<<10, Cmd>> then closed, after the answers to earlier
+# pipelined requests; a length over im_max_message closed without a response;
+# im_tcp_timeout 1s closes an idle connection.
 use strict;
 use warnings;
 use Test::More;

@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# TCP backend API: access rules and TLS (PROTOCOL.md §4; issue 6 item 3).
+# TCP backend API: access rules and TLS (docs/PROTOCOL.md §4; issue 6 item 3).
 # A stream server that denies the client's address closes the connection
 # without a response and delivers nothing; "allow 127.0.0.1; deny all;"
 # serves; stream ssl (self-signed certificate): PUBLISH online and offline,

@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# Two nginx nodes, one Redis (issue 4 Tests; PROTOCOL.md §3.2, §5): two
+# Two nginx nodes, one Redis (issue 4 Tests; docs/PROTOCOL.md §3.2, §5): two
 # nginx instances (own ports, im_node_id a / b, each its own im_zone, two
 # workers each with a reuseport listener) share one redis-server and one
 # user centre.

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
-# Reload and binary upgrade during traffic (issue 4 item 3, Tests; PROTOCOL.md
-# §3.5, §5): one nginx, two workers, im_zone, reuseport.
+# Reload and binary upgrade during traffic (issue 4 item 3, Tests;
+# docs/PROTOCOL.md §3.5, §5): one nginx, two workers, im_zone, reuseport.
 #
 # 1. nginx -s reload with a long worker_shutdown_timeout: sessions made
 #    before the reload stay on the old workers and keep working; logins made

@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# kill -9 of one worker during traffic (issue 4 item 2, Tests; PROTOCOL.md
+# kill -9 of one worker during traffic (issue 4 item 2, Tests; docs/PROTOCOL.md
 # §5): two workers, im_zone, reuseport. The master respawns the worker; its
 # users (their connections die with it) log in again and get every message
 # that was acked to a sender, including ones pushed but not acknowledged,

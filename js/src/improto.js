@@ -1,4 +1,4 @@
-// improto.js — pure codec for the ngx_im wire protocol (docs: shared PROTOCOL.md).
+// improto.js — pure codec for the ngx_im wire protocol (the contract: docs/PROTOCOL.md).
 //
 // No I/O and no dependencies: every function takes or returns Uint8Array.
 // All integers are unsigned big-endian. A MsgId is exactly 32 opaque bytes; in
@@ -33,7 +33,7 @@ export const MAX_PAYLOAD = 32767; // the field's Android client reads Len as sig
 export const MAX_UINT16 = 0xffff;
 export const MAX_UINT32 = 0xffffffff;
 
-// CONNECT_ACK codes (PROTOCOL.md §3.1).
+// CONNECT_ACK codes (docs/PROTOCOL.md §3.1).
 export const CONNECT_CODE = Object.freeze({
   ACCEPTED: 0,
   DUPLICATE: 1,

@@ -2,12 +2,14 @@
 /*
  * test_proto.c: unit tests of the protocol codec (src/ngx_im_proto.c).
  *
- * Every message of PROTOCOL.md is checked byte for byte in each
+ * Every message of docs/PROTOCOL.md is checked byte for byte in each
  * direction it travels, built and parsed, starting with the worked
- * examples of the original document (seed/000_*.txt), then every error
- * result and when the MsgId is still reported.  Each parse reads from a
- * buffer of the message's exact size, so the ASan build of these tests
- * catches a read past the end.
+ * examples of the original document (docs/PROTOCOL.md 3.1, 3.3), then
+ * every error result and when the MsgId is still reported, with every
+ * prefix of a message and at the limits of the fields.  Each parse reads
+ * from a buffer of the message's exact size, so the ASan build of these
+ * tests catches a read past the end.  The examples of docs/vectors.json
+ * are checked by test_vectors.c.
  */
 
 
@@ -33,10 +35,10 @@
  * The seed's worked examples, transcribed from its byte tables.
  *
  * GROUP_PART_PUBLISH: the seed's table draws ToUserNum as "| 0x02 |",
- * one cell, but its format line says ToUserNum:16 and PROTOCOL.md says
- * N:16, so the field is the two bytes 0x00 0x02.  Its text lists the
- * uids as [1234, 2345] while its bytes are 0x04d2 and 0x04d3: the bytes
- * (1234, 1235) are what is checked.
+ * one cell, but its format line says ToUserNum:16 and so does
+ * docs/PROTOCOL.md 3.3 (N:16): the field is the two bytes 0x00 0x02.
+ * Its text lists the uids as [1234, 2345] while its bytes are 0x04d2
+ * and 0x04d3: the bytes (1234, 1235) are what is checked.
  */
 
 static const char seed_connect[] =
@@ -689,8 +691,8 @@ test_unknown(void)
             }
         }
 
-        tap_ok(good, "%s: exactly the commands of PROTOCOL.md are known",
-               dir ? "S->C" : "C->S");
+        tap_ok(good, "%s: exactly the commands of docs/PROTOCOL.md are"
+               " known", dir ? "S->C" : "C->S");
 
         is_rc(parse(dir, msg, 0, &m), IM_ERR_EMPTY, "empty message %s",
               dir ? "S->C" : "C->S");
