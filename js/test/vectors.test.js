@@ -112,6 +112,8 @@ describe('docs/vectors.json', () => {
             assert.deepEqual(m[k], want, `${v.name}: ${k}`);
           }
           if (isAck(v.fields.cmd) && v.fields.extra === '') assert.equal(m.extra.length, 0);
+          if ('user' in v.fields) assert.equal(m.username, v.fields.user, `${v.name}: username`);
+          if ('pass' in v.fields) assert.equal(m.password, v.fields.pass, `${v.name}: password`);
           assert.deepEqual(P.toHex(encode(dir, v.fields)), P.toHex(bytes), `${v.name}: built`);
         } else {
           assert.throws(() => decode(dir, bytes), (e) => {
