@@ -40,8 +40,9 @@ each_transport(sub {
         my $id = $s->publish($ruid, 'unacked');
         ok($s->expect(cmd => PUB_ACK, msgid => $id), "$name: PUB_ACK");
 
+        # (1 push + 3 re-pushes + the close: ~4 s, and the harness's bound)
         my (@at, @raw, @other);
-        my $deadline = time + 9;
+        my $deadline = time + 4 + $Test::Nginx::TIMEOUT;
         while (time < $deadline) {
             my $m = $r->next(timeout => $deadline - time) or last;
             if ($m->{cmd} == PUBLISH && $m->{msgid} eq $id) {
@@ -56,15 +57,17 @@ each_transport(sub {
         is(scalar @at, 4, "$name: the push and exactly 3 re-pushes");
         is(scalar(grep { $_ eq push_msg($id, $raw[0] ? decode_server($raw[0])->{payload} : '') } @raw),
             scalar @raw, "$name: every re-push is the same bytes");
+        # not sooner than im_repush_interval (1s): each gap over 0.6s, the
+        # three together over 2.4s (how much later is the machine's
+        # business: the loop above is bounded)
         my @gaps = map { $at[$_] - $at[$_ - 1] } 1 .. $#at;
         my $gaps = join ' ', map { sprintf '%.2f', $_ } @gaps;
-        # roughly: each gap 0.6-2.5s, the three together 2.4-4.5s
         my $span = @at == 4 ? $at[3] - $at[0] : 0;
-        ok(@gaps == 3 && !grep({ $_ < 0.6 || $_ > 2.5 } @gaps) && $span > 2.4 && $span < 4.5,
-            "$name: re-pushes about im_repush_interval (1s) apart: $gaps");
+        ok(@gaps == 3 && !grep({ $_ < 0.6 } @gaps) && $span > 2.4,
+            "$name: re-pushes im_repush_interval (1s) apart: $gaps");
         my $after = @at ? $closed_at - $at[-1] : -1;
-        ok(@at && $after > 0.5 && $after < 3.5,
-            "$name: closed about an interval after the last re-push: "
+        ok(@at && $after > 0.5,
+            "$name: closed an interval after the last re-push, not sooner: "
             . sprintf('%.2fs', $after));
         is(join(',', map { $_->{name} } grep { $_->{cmd} != PING && $_->{cmd} != DISCONNECT } @other), '',
             "$name: nothing else pushed (PING, DISCONNECT allowed)");
@@ -98,8 +101,8 @@ each_transport(sub {
         sleep 0.5;
         my $b = $s->publish($ruid, 'B');
         my @at;
-        my $deadline = time + 1.9;
-        while (time < $deadline) {
+        my $deadline = time + 1 + $Test::Nginx::TIMEOUT;
+        while (time < $deadline && @at < 2) {
             my $m = $r->next(timeout => $deadline - time) or last;
             push @at, time if $m->{cmd} == PUBLISH && $m->{msgid} eq $b;
         }
@@ -127,12 +130,10 @@ each_transport(sub {
         );
         my @kinds = sort keys %ack;
         my %id;
+        # each one acked as soon as it is pushed (well within the interval)
         for my $k (@kinds, 'unknown') {
             $id{$k} = $s->publish($ruid, $k);
             ok($s->expect(cmd => PUB_ACK, msgid => $id{$k}), "$name: $k: PUB_ACK");
-        }
-        my %got;
-        for my $k (@kinds, 'unknown') {
             my $m = $r->expect(cmd => PUBLISH, msgid => $id{$k});
             ok($m, "$name: $k: pushed");
             if ($k eq 'unknown') {
@@ -142,11 +143,21 @@ each_transport(sub {
                 $r->send($ack{$k}->($id{$k}));
             }
         }
-        # within 1.8s: only the message acked with an unknown id comes again
-        my @again = grep { $_->{cmd} == PUBLISH } $r->drain(1.8);
+        # the message acked with an unknown id comes again (the others,
+        # pushed before it, would have come again before it); then a
+        # moment more for anything else
+        my @all;
+        my $deadline = time + 1 + $Test::Nginx::TIMEOUT;
+        while (time < $deadline) {
+            my $m = $r->next(timeout => $deadline - time) or last;
+            push @all, $m;
+            last if $m->{cmd} == PUBLISH && $m->{msgid} eq $id{unknown};
+        }
+        push @all, $r->drain(0.3);
+        my @again = grep { $_->{cmd} == PUBLISH } @all;
         is(join(' ', sort map { $_->{text} // $_->{payload} } @again), 'unknown',
             "$name: acks 4, 6, 12 and long acks stop re-pushes; the unknown ack does not");
-        ok(!grep({ $_->{cmd} == INVALID_PACKET } @again), "$name: no error for the unknown ack");
+        ok(!grep({ $_->{cmd} == INVALID_PACKET } @all), "$name: no error for the unknown ack");
         ok(!$r->is_closed, "$name: session still open after the unknown ack");
         $r->ack($id{unknown});
         ok(!grep({ $_->{cmd} == PUBLISH } $r->drain(1.5)), "$name: finally acked: quiet");
@@ -176,7 +187,7 @@ each_transport(sub {
         my $id = $s->publish($au, 'for A only');
         ok($a->expect(cmd => PUBLISH, msgid => $id), "$name: A gets it (no ack yet)");
         $e->send(pub_ack($id));    # E acks A's MsgId
-        my $again = $a->expect(cmd => PUBLISH, msgid => $id, timeout => 2);
+        my $again = $a->expect(cmd => PUBLISH, msgid => $id, timeout => 1 + $Test::Nginx::TIMEOUT);
         ok($again, "$name: E's ack of A's MsgId does not stop A's re-push");
         $a->close(1000);
         $a->wait_closed(2);
