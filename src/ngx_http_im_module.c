@@ -19,7 +19,7 @@
 #include "ngx_im_session.h"
 #include "ngx_im_router.h"
 #include "ngx_im_wsframe.h"
-#include "ngx_im_zone.h"
+#include "ngx_im_dir.h"
 
 
 typedef struct {
@@ -73,7 +73,6 @@ static ngx_int_t ngx_http_im_status_handler(ngx_http_request_t *r);
 static void ngx_http_im_read(ngx_http_request_t *r);
 static void ngx_http_im_write(ngx_http_request_t *r);
 static void ngx_http_im_cleanup(void *data);
-static void ngx_http_im_goodbye_now(ngx_http_im_ctx_t *ctx);
 static void ngx_http_im_detach_handler(ngx_event_t *ev);
 static void ngx_http_im_conn_read(ngx_event_t *ev);
 static void ngx_http_im_conn_write(ngx_event_t *ev);
@@ -89,7 +88,8 @@ static size_t ngx_http_im_header(ngx_im_session_t *s, u_char *buf,
 static ngx_int_t ngx_http_im_auth(ngx_im_session_t *s);
 static ngx_int_t ngx_http_im_auth_done(ngx_http_request_t *r, void *data,
     ngx_int_t rc);
-static void ngx_http_im_goodbye(ngx_im_session_t *s, ngx_uint_t reason);
+static ngx_uint_t ngx_http_im_goodbye(ngx_im_session_t *s,
+    ngx_uint_t reason);
 static ngx_int_t ngx_http_im_pre_flush(ngx_im_session_t *s);
 static void ngx_http_im_finalize(ngx_im_session_t *s);
 
@@ -169,6 +169,19 @@ ngx_module_t  ngx_http_im_module = {
 
 
 static ngx_im_transport_t  ngx_http_im_transport = {
+    0,
+    ngx_http_im_input,
+    ngx_http_im_header,
+    ngx_http_im_auth,
+    ngx_http_im_goodbye,
+    ngx_http_im_pre_flush,
+    ngx_http_im_finalize
+};
+
+
+/* im_websocket_echo: the frame layer alone, for RFC 6455 test suites */
+static ngx_im_transport_t  ngx_http_im_echo_transport = {
+    1,
     ngx_http_im_input,
     ngx_http_im_header,
     ngx_http_im_auth,
@@ -410,8 +423,9 @@ ngx_http_im_handler(ngx_http_request_t *r)
     h->value.len = dst.len;
     ngx_memcpy(h->value.data, dst.data, dst.len);
 
-    if (ngx_im_session_create(c, &ngx_http_im_transport, ctx, ctx->echo,
-                              &blk->session)
+    if (ngx_im_session_create(c, ctx->echo ? &ngx_http_im_echo_transport
+                                           : &ngx_http_im_transport,
+                              ctx, &blk->session)
         == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -504,18 +518,14 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
     r = ctx->request;
     s = ngx_http_im_ctx_session(ctx);
 
-    if (s->closing || s->draining) {
-        return;
-    }
-
-    if (s->state == NGX_IM_S_AUTH) {
+    if (ngx_im_session_authenticating(s)) {
         /* the login policy is still being applied */
         ngx_add_timer(ev, 50);
         return;
     }
 
-    if (s->state != NGX_IM_S_LIVE) {
-        /* refused or kicked: it closes soon anyway */
+    if (!ngx_im_session_logged_in(s)) {
+        /* refused, kicked or closing: it closes soon anyway */
         return;
     }
 
@@ -565,7 +575,7 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
     hc->free = NULL;
     hc->nbusy = 0;
 
-    if (c->ssl == NULL && s->deferred == NULL) {
+    if (c->ssl == NULL) {
         ngx_http_im_own_pool(ctx);
     }
 
@@ -603,8 +613,7 @@ ngx_http_im_conn_read(ngx_event_t *ev)
 
     if (c->close) {
         /* worker_shutdown_timeout ran out */
-        ngx_http_im_goodbye_now(ctx);
-        ngx_im_session_abort(ngx_http_im_ctx_session(ctx));
+        (void) ngx_im_session_shutdown(ngx_http_im_ctx_session(ctx), 0);
         ctx->finalized = 1;
         im_ws_parser_free(&ctx->parser);
         ngx_http_im_close(ctx);
@@ -625,7 +634,7 @@ ngx_http_im_conn_write(ngx_event_t *ev)
         return;
     }
 
-    ngx_im_session_write(ngx_http_im_ctx_session(ctx));
+    ngx_im_output_write(ngx_http_im_ctx_session(ctx));
 }
 
 
@@ -655,7 +664,7 @@ ngx_http_im_write(ngx_http_request_t *r)
         return;
     }
 
-    ngx_im_session_write(ngx_http_im_ctx_session(ctx));
+    ngx_im_output_write(ngx_http_im_ctx_session(ctx));
 }
 
 
@@ -670,11 +679,11 @@ ngx_http_im_send_frame(ngx_im_session_t *s, ngx_uint_t opcode, u_char *p,
 
     hlen = im_ws_header(hdr, (int) opcode, 1, n);
 
-    if (ngx_im_session_send_raw(s, hdr, hlen) != NGX_OK) {
+    if (ngx_im_output_send_raw(s, hdr, hlen) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    return n ? ngx_im_session_send_raw(s, p, n) : NGX_OK;
+    return n ? ngx_im_output_send_raw(s, p, n) : NGX_OK;
 }
 
 
@@ -698,7 +707,7 @@ ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n)
             return;
 
         case IM_WS_MESSAGE:
-            if (ctx->got_close || s->closing) {
+            if (ctx->got_close || ngx_im_session_closing(s)) {
                 continue;
             }
 
@@ -718,7 +727,7 @@ ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n)
             if (ev.opcode == IM_WS_OP_TEXT) {
                 ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                               "im: text frame refused");
-                ngx_im_session_drain(s, NGX_IM_CLOSE_TEXT, 0, 0);
+                ngx_im_session_drain(s, NGX_IM_CLOSE_TEXT);
                 /* the stream is sound: the peer's close frame is read */
                 continue;
             }
@@ -727,7 +736,7 @@ ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n)
             continue;
 
         case IM_WS_PING:
-            if (!ctx->got_close && !s->torn_down) {
+            if (!ctx->got_close && ngx_im_session_can_send(s)) {
                 (void) ngx_http_im_send_frame(s, IM_WS_OP_PONG, ev.data,
                                               ev.len);
             }
@@ -743,14 +752,8 @@ ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n)
 
             ctx->got_close = 1;
             ctx->peer_code = ev.code;
-            s->client_left = 1;
 
-            if (s->torn_down) {
-                /* the answer to our close */
-                s->ws_closing = 0;
-            }
-
-            ngx_im_session_close(s, NGX_IM_CLOSE_NORMAL);
+            ngx_im_session_peer_closed(s);
             return;
 
         default: /* IM_WS_ERROR */
@@ -759,11 +762,11 @@ ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n)
                           (int) ev.code);
 
             if (ev.code == 1009) {
-                ngx_im_session_drain(s, NGX_IM_CLOSE_TOO_BIG, 0, 0);
+                ngx_im_session_drain(s, NGX_IM_CLOSE_TOO_BIG);
 
             } else {
                 ctx->peer_code = ev.code;
-                ngx_im_session_drain(s, NGX_IM_CLOSE_PROTOCOL, 0, 0);
+                ngx_im_session_drain(s, NGX_IM_CLOSE_PROTOCOL);
             }
 
             /* nothing more can be read from this stream */
@@ -781,7 +784,7 @@ ngx_http_im_header(ngx_im_session_t *s, u_char *buf, size_t len)
 }
 
 
-static void
+static ngx_uint_t
 ngx_http_im_goodbye(ngx_im_session_t *s, ngx_uint_t reason)
 {
     ngx_http_im_ctx_t  *ctx = s->ctx;
@@ -814,7 +817,7 @@ ngx_http_im_goodbye(ngx_im_session_t *s, ngx_uint_t reason)
     (void) ngx_http_im_send_frame(s, IM_WS_OP_CLOSE, body, 2);
 
     /* RFC 6455 7.1.1: the server closes TCP once both closes passed */
-    s->ws_closing = !ctx->got_close;
+    return !ctx->got_close;
 }
 
 
@@ -1001,41 +1004,8 @@ ngx_http_im_cleanup(void *data)
         ctx->detach = NULL;
     }
 
-    ngx_http_im_goodbye_now(ctx);
-    ngx_im_session_abort(ngx_http_im_ctx_session(ctx));
+    (void) ngx_im_session_shutdown(ngx_http_im_ctx_session(ctx), 0);
     im_ws_parser_free(&ctx->parser);
-}
-
-
-static void
-ngx_http_im_goodbye_now(ngx_http_im_ctx_t *ctx)
-{
-    u_char             goodbye[] = { 0x82, 0x01, IM_CMD_DISCONNECT,
-                                     0x88, 0x02, 0x03, 0xe9 };
-    ngx_connection_t  *c;
-    ngx_im_session_t  *s;
-
-    s = ngx_http_im_ctx_session(ctx);
-    c = ngx_http_im_ctx_connection(ctx);
-
-    /* nginx marks the connection as failed when it ends it at
-     * worker_shutdown_timeout: the socket itself is fine, try */
-
-    if (s->torn_down || s->state != NGX_IM_S_LIVE || s->backend
-        || c->write->error)
-    {
-        return;
-    }
-
-    if (s->out) {
-        /* what the pass has not flushed yet (a re-push, say) goes first */
-        ngx_im_session_write(s);
-    }
-
-    if (s->out == NULL && !s->closing) {
-        /* best effort, the worker is going: DISCONNECT, close 1001 */
-        (void) c->send(c, goodbye, sizeof(goodbye));
-    }
 }
 
 
@@ -1095,7 +1065,7 @@ ngx_http_im_auth_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
 
     s = ngx_http_im_ctx_session(ctx);
 
-    if (s->closing || s->state != NGX_IM_S_AUTH) {
+    if (!ngx_im_session_authenticating(s)) {
         return rc;
     }
 
@@ -1259,8 +1229,8 @@ ngx_http_im_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 
     v->data = p;
     v->len = ngx_sprintf(p, "%uD", data == 2 ? (uint32_t) s->role
-                                   : data == 3 ? (uint32_t) s->client_id
-                                   : s->uid)
+                                   : data == 3 ? (uint32_t) s->route.client_id
+                                   : s->route.uid)
              - p;
     v->valid = 1;
     v->no_cacheable = 1;

@@ -1,7 +1,7 @@
 /*
  * ngx_im.h: what every part of the module shares: the main-context
- * configuration of the CORE module ngx_im_module, counters, and the
- * forward declarations of the session, router and store layers.
+ * configuration of the CORE module ngx_im_module, the worker's counters
+ * and its name in traffic between workers and nodes.
  */
 
 #ifndef _NGX_IM_H_INCLUDED_
@@ -22,7 +22,6 @@
 #define NGX_IM_LOGIN_REJECT      1
 
 
-typedef struct ngx_im_session_s  ngx_im_session_t;
 typedef struct ngx_im_msg_s      ngx_im_msg_t;
 
 
@@ -58,6 +57,7 @@ typedef struct {
     size_t              send_buffer;
 
     ngx_flag_t          part_push_as_group;
+    ngx_flag_t          alone;
 
     ngx_shm_zone_t     *zone;
 } ngx_im_conf_t;
@@ -112,54 +112,14 @@ ngx_im_rbtree_lookup(ngx_rbtree_t *tree, ngx_rbtree_key_t key)
 }
 
 
-/*
- * Records made and freed per message (pending answers, pushes in flight,
- * Redis requests, appends, probes, events, output chunks) are recycled
- * through a worker's list of spares instead of malloc'd each time; a list
- * keeps at most max, so a burst does not stay allocated for good, and
- * ngx_im_spare_drain_all() empties every list once a burst is over.
- */
-typedef struct ngx_im_spares_s  ngx_im_spares_t;
-
-struct ngx_im_spares_s {
-    void               *list;       /* linked through the first word */
-    ngx_uint_t          n;
-    ngx_uint_t          max;
-    size_t              size;
-    ngx_im_spares_t    *next;       /* in the worker's list of lists */
-    ngx_uint_t          known;
-};
-
-#define ngx_im_spares(type, max)  { NULL, 0, max, sizeof(type), NULL, 0 }
-
-void *ngx_im_spare_get(ngx_im_spares_t *sp);    /* not zeroed */
-void ngx_im_spare_put(ngx_im_spares_t *sp, void *p);
-void ngx_im_spare_drain(ngx_im_spares_t *sp);   /* free the spares */
-void ngx_im_spare_drain_all(void);
-
-
-/*
- * Objects that live as long as a session come from the worker's slab
- * (ngx_im_slab.c), not from malloc: zeroed, at most NGX_IM_SLAB_MAX bytes.
- */
-#define NGX_IM_SLAB_MAX  1024
-
-void *ngx_im_slab_alloc(size_t size);
-void ngx_im_slab_free(void *p);
-
-
-/* uid lists: order for qsort() and bsearch(); sort and drop repeats,
- * returning the new length */
-int ngx_libc_cdecl ngx_im_uid_cmp(const void *one, const void *two);
-ngx_uint_t ngx_im_uids_unique(uint32_t *uids, ngx_uint_t n);
-
-
 /* called by the http and stream modules' directive handlers */
 ngx_im_conf_t *ngx_im_conf_enable(ngx_conf_t *cf);
 
 /* "node/instance:pid" names this worker in pub/sub traffic; workers that
- * share an im_zone share the part before the colon */
-extern ngx_str_t  ngx_im_worker_id;
+ * share an im_zone share the part up to the colon, whose length is
+ * ngx_im_node_prefix_len */
+extern ngx_str_t   ngx_im_worker_id;
+extern size_t      ngx_im_node_prefix_len;
 
 
 #endif /* _NGX_IM_H_INCLUDED_ */

@@ -2,14 +2,16 @@
  * ngx_im_module.c: the CORE module.
  *
  * Owns the main-context directives (Redis, delivery mode, timers, limits,
- * login policy, node id) and the worker's start and end: Redis connections
- * and the router come up in each worker that serves im_websocket or
- * im_tcp, and go away when it exits.
+ * login policy, node id) and the worker's start and end: the directory,
+ * the Redis connections and the router come up in each worker that serves
+ * im_websocket or im_tcp, wired to the session layer, and go away when it
+ * exits.
  */
 
 #include "ngx_im.h"
+#include "ngx_im_dir.h"
 #include "ngx_im_router.h"
-#include "ngx_im_zone.h"
+#include "ngx_im_session.h"
 
 
 static void *ngx_im_create_conf(ngx_cycle_t *cycle);
@@ -22,6 +24,7 @@ static void ngx_im_exit_process(ngx_cycle_t *cycle);
 
 ngx_im_stats_t  ngx_im_stats;
 ngx_str_t       ngx_im_worker_id;
+size_t          ngx_im_node_prefix_len;
 
 
 static ngx_conf_enum_t  ngx_im_delivery_modes[] = {
@@ -194,6 +197,13 @@ static ngx_command_t  ngx_im_commands[] = {
       offsetof(ngx_im_conf_t, part_push_as_group),
       NULL },
 
+    { ngx_string("im_alone"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      0,
+      offsetof(ngx_im_conf_t, alone),
+      NULL },
+
       ngx_null_command
 };
 
@@ -259,6 +269,7 @@ ngx_im_create_conf(ngx_cycle_t *cycle)
     imcf->max_message = NGX_CONF_UNSET_SIZE;
     imcf->send_buffer = NGX_CONF_UNSET_SIZE;
     imcf->part_push_as_group = NGX_CONF_UNSET;
+    imcf->alone = NGX_CONF_UNSET;
 
     return imcf;
 }
@@ -306,6 +317,7 @@ ngx_im_init_conf(ngx_cycle_t *cycle, void *conf)
     ngx_conf_init_size_value(imcf->max_message, 128 * 1024);
     ngx_conf_init_size_value(imcf->send_buffer, 1024 * 1024);
     ngx_conf_init_value(imcf->part_push_as_group, 0);
+    ngx_conf_init_value(imcf->alone, 1);
 
     if (imcf->max_payload > 65535) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
@@ -409,7 +421,7 @@ ngx_im_init_process(ngx_cycle_t *cycle)
 
     ngx_memzero(&ngx_im_stats, sizeof(ngx_im_stats_t));
 
-    if (ngx_im_router_init_zone(cycle) != NGX_OK) {
+    if (ngx_im_dir_init_process(cycle) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -426,11 +438,15 @@ ngx_im_init_process(ngx_cycle_t *cycle)
                  ^ (uint64_t) ngx_pid;
 
     ngx_im_worker_id.data = p;
-    ngx_im_worker_id.len = ngx_sprintf(p, "%V/%016xL:%P", &imcf->node_id,
-                                       instance, ngx_pid)
+    ngx_im_worker_id.len = ngx_sprintf(p, "%V/%016xL:", &imcf->node_id,
+                                       instance)
+                           - p;
+    ngx_im_node_prefix_len = ngx_im_worker_id.len;
+    ngx_im_worker_id.len = ngx_sprintf(p + ngx_im_worker_id.len, "%P",
+                                       ngx_pid)
                            - p;
 
-    return ngx_im_router_init(cycle);
+    return ngx_im_router_init(cycle, ngx_im_session_router_ops());
 }
 
 
@@ -446,101 +462,5 @@ ngx_im_exit_process(ngx_cycle_t *cycle)
     }
 
     ngx_im_router_exit();
-}
-
-
-void *
-ngx_im_spare_get(ngx_im_spares_t *sp)
-{
-    void  *p;
-
-    p = sp->list;
-
-    if (p) {
-        sp->list = *(void **) p;
-        sp->n--;
-        return p;
-    }
-
-    return ngx_alloc(sp->size, ngx_cycle->log);
-}
-
-
-static ngx_im_spares_t  *ngx_im_spare_lists;
-
-
-void
-ngx_im_spare_put(ngx_im_spares_t *sp, void *p)
-{
-    if (sp->n >= sp->max) {
-        ngx_free(p);
-        return;
-    }
-
-    if (!sp->known) {
-        sp->known = 1;
-        sp->next = ngx_im_spare_lists;
-        ngx_im_spare_lists = sp;
-    }
-
-    *(void **) p = sp->list;
-    sp->list = p;
-    sp->n++;
-}
-
-
-void
-ngx_im_spare_drain(ngx_im_spares_t *sp)
-{
-    void  *p;
-
-    while (sp->list) {
-        p = sp->list;
-        sp->list = *(void **) p;
-        ngx_free(p);
-    }
-
-    sp->n = 0;
-}
-
-
-void
-ngx_im_spare_drain_all(void)
-{
-    ngx_im_spares_t  *sp;
-
-    for (sp = ngx_im_spare_lists; sp; sp = sp->next) {
-        ngx_im_spare_drain(sp);
-    }
-}
-
-
-int ngx_libc_cdecl
-ngx_im_uid_cmp(const void *one, const void *two)
-{
-    uint32_t  a = *(const uint32_t *) one;
-    uint32_t  b = *(const uint32_t *) two;
-
-    return (a > b) - (a < b);
-}
-
-
-ngx_uint_t
-ngx_im_uids_unique(uint32_t *uids, ngx_uint_t n)
-{
-    ngx_uint_t  i, j;
-
-    if (n < 2) {
-        return n;
-    }
-
-    ngx_qsort(uids, n, sizeof(uint32_t), ngx_im_uid_cmp);
-
-    for (i = 1, j = 1; i < n; i++) {
-        if (uids[i] != uids[j - 1]) {
-            uids[j++] = uids[i];
-        }
-    }
-
-    return j;
+    ngx_im_dir_exit_process();
 }

@@ -11,6 +11,7 @@
  */
 
 #include "ngx_im_redis.h"
+#include "ngx_im_alloc.h"
 
 
 #define NGX_IM_REDIS_DOWN        0

@@ -13,6 +13,8 @@
  */
 
 #include "ngx_im_store.h"
+#include "ngx_im_alloc.h"
+#include "ngx_im_uids.h"
 
 
 ngx_im_msg_t *

@@ -98,6 +98,7 @@ ngx_module_t  ngx_stream_im_module = {
 
 
 static ngx_im_transport_t  ngx_stream_im_transport = {
+    1,
     ngx_stream_im_input,
     ngx_stream_im_header,
     ngx_stream_im_auth,
@@ -136,7 +137,7 @@ ngx_stream_im_handler(ngx_stream_session_t *s)
     ctx->stream = s;
     ctx->timeout = iscf->timeout;
 
-    ctx->session = ngx_im_session_create(c, &ngx_stream_im_transport, ctx, 1,
+    ctx->session = ngx_im_session_create(c, &ngx_stream_im_transport, ctx,
                                          NULL);
     if (ctx->session == NULL) {
         ngx_stream_finalize_session(s, NGX_STREAM_INTERNAL_SERVER_ERROR);
@@ -190,12 +191,10 @@ ngx_stream_im_read_handler(ngx_event_t *ev)
         /* the worker is shutting down: answers still due go out first */
         c->close = 0;
 
-        if (!ngx_queue_empty(&ctx->session->pubs)) {
-            ngx_im_session_drain(ctx->session, NGX_IM_CLOSE_FLUSH, 0, 0);
+        if (ngx_im_session_shutdown(ctx->session, 1) == NGX_AGAIN) {
             return;
         }
 
-        ngx_im_session_abort(ctx->session);
         ctx->finalized = 1;
         ngx_stream_finalize_session(s, NGX_STREAM_OK);
         return;
@@ -208,7 +207,7 @@ ngx_stream_im_read_handler(ngx_event_t *ev)
         return;
     }
 
-    if (ctx->session->closing) {
+    if (ngx_im_session_closing(ctx->session)) {
         /* nothing more is read; the close is under way */
         ngx_im_session_read(ctx->session);
         return;
@@ -235,7 +234,7 @@ ngx_stream_im_write_handler(ngx_event_t *ev)
         return;
     }
 
-    ngx_im_session_write(ctx->session);
+    ngx_im_output_write(ctx->session);
 }
 
 
@@ -252,7 +251,7 @@ ngx_stream_im_input(ngx_im_session_t *s, u_char *p, size_t n)
 
     imcf = ngx_im_get_conf();
 
-    while (n && !s->closing && !s->draining) {
+    while (n && ngx_im_session_reading(s)) {
 
         if (ctx->have == 0 && n >= 4
             && (len = im_get_u32(p)) <= imcf->max_message
@@ -293,7 +292,7 @@ ngx_stream_im_input(ngx_im_session_t *s, u_char *p, size_t n)
                 ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                               "im: backend message of %uz bytes is over "
                               "im_max_message", len);
-                ngx_im_session_drain(s, NGX_IM_CLOSE_TOO_BIG, 0, 0);
+                ngx_im_session_drain(s, NGX_IM_CLOSE_TOO_BIG);
                 return;
             }
 

@@ -1,15 +1,14 @@
 /*
- * ngx_im_zone.h: this node's directory and its workers' mail.
+ * ngx_im_dir.h: this node's directory of who holds which uid.
  *
  * With "im_zone name size;" the workers of one nginx share a directory
- * uid -> the pids of the workers holding a session of that uid, and each
- * worker has a datagram socket in the abstract namespace, named after the
- * zone's instance and its pid.  A worker hands a message to another worker
- * of its node directly, without going through Redis.
+ * uid -> the pids of the workers holding a session of that uid, so that a
+ * worker hands a message to a sibling directly (ngx_im_ipc.h) instead of
+ * through Redis.
  */
 
-#ifndef _NGX_IM_ZONE_H_INCLUDED_
-#define _NGX_IM_ZONE_H_INCLUDED_
+#ifndef _NGX_IM_DIR_H_INCLUDED_
+#define _NGX_IM_DIR_H_INCLUDED_
 
 
 #include "ngx_im.h"
@@ -22,10 +21,8 @@
 
 char *ngx_im_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
-/* the worker's socket; handler gets each datagram */
-ngx_int_t ngx_im_zone_init_process(ngx_cycle_t *cycle,
-    void (*handler)(u_char *data, size_t len));
-void ngx_im_zone_exit_process(void);
+ngx_int_t ngx_im_dir_init_process(ngx_cycle_t *cycle);
+void ngx_im_dir_exit_process(void);
 
 ngx_uint_t ngx_im_zone_enabled(void);
 /* a random number of this zone's life: workers sharing it share it */
@@ -40,11 +37,8 @@ ngx_uint_t ngx_im_dir_peers(uint32_t uid, ngx_pid_t *pids);
  * group rather than a lookup per member */
 ngx_uint_t ngx_im_dir_alone(void);
 ngx_uint_t ngx_im_dir_users(void);
-
-/* NGX_OK; NGX_AGAIN: the peer is busy; NGX_DECLINED: the peer is gone
- * (its directory entries for uid are dropped) */
-ngx_int_t ngx_im_ipc_send(ngx_pid_t pid, uint32_t uid, u_char *data,
-    size_t len);
+/* drop the entries of workers that no longer exist */
+void ngx_im_dir_forget_dead(void);
 
 
-#endif /* _NGX_IM_ZONE_H_INCLUDED_ */
+#endif /* _NGX_IM_DIR_H_INCLUDED_ */

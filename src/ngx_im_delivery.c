@@ -1,0 +1,539 @@
+/*
+ * ngx_im_delivery.c: messages to a session's client, until acknowledged.
+ *
+ * Owns a session's in-flight pushes (pushed, not yet acked, in deadline
+ * order) with their re-push timer, the pushes waiting for their turn (the
+ * inbox is being read, or the client has not read what it was sent), the
+ * acks, the inbox read after login and its merge with what came live
+ * meanwhile (ngx_im_merge.c), and the hand-back of everything unacked to
+ * the store when the session stops taking messages.  In-flight windows are
+ * small, so a MsgId is looked up by a linear scan.
+ */
+
+#include "ngx_im_delivery.h"
+#include "ngx_im_output.h"
+#include "ngx_im_merge.h"
+
+
+typedef struct {
+    ngx_queue_t            queue;
+    ngx_im_msg_t          *msg;
+    ngx_msec_t             deadline;
+    ngx_uint_t             repushes;
+    unsigned               stored:1;
+    unsigned               live:1;          /* counted in waiting_bytes */
+} ngx_im_inflight_t;
+
+
+static void ngx_im_delivery_repush_handler(ngx_event_t *ev);
+static void ngx_im_delivery_loaded(redisReply *reply, void *data);
+static void ngx_im_delivery_loading_done(ngx_im_session_t *s);
+static const u_char *ngx_im_delivery_id(ngx_queue_t *q);
+static void ngx_im_delivery_drop(ngx_queue_t *q, void *data);
+
+
+/* per-message records: no malloc for them once the worker has warmed up */
+
+static ngx_im_spares_t  ngx_im_spare_inflight =
+    ngx_im_spares(ngx_im_inflight_t, 4096);
+
+#define ngx_im_inflight_alloc()  ngx_im_spare_get(&ngx_im_spare_inflight)
+#define ngx_im_inflight_free(f)  ngx_im_spare_put(&ngx_im_spare_inflight, f)
+
+
+static void
+ngx_im_delivery_drop_repush(ngx_im_session_t *s)
+{
+    if (s->repush) {
+        ngx_im_event_free(s->repush);
+        s->repush = NULL;
+    }
+}
+
+
+/* pushes */
+
+static ngx_im_inflight_t *
+ngx_im_delivery_find(ngx_queue_t *head, const u_char *msgid)
+{
+    ngx_queue_t        *q;
+    ngx_im_inflight_t  *f;
+
+    for (q = ngx_queue_head(head);
+         q != ngx_queue_sentinel(head);
+         q = ngx_queue_next(q))
+    {
+        f = ngx_queue_data(q, ngx_im_inflight_t, queue);
+
+        if (ngx_memcmp(f->msg->msgid, msgid, IM_MSGID_LEN) == 0) {
+            return f;
+        }
+    }
+
+    return NULL;
+}
+
+
+static ngx_int_t
+ngx_im_delivery_send(ngx_im_session_t *s, ngx_im_msg_t *msg,
+    ngx_uint_t stored)
+{
+    ngx_im_conf_t      *imcf;
+    ngx_im_inflight_t  *f;
+
+    if (ngx_im_delivery_find(&s->inflight, msg->msgid)) {
+        return NGX_OK;
+    }
+
+    imcf = ngx_im_get_conf();
+
+    f = ngx_im_inflight_alloc();
+    if (f == NULL) {
+        return NGX_ERROR;
+    }
+
+    f->msg = ngx_im_msg_ref(msg);
+    f->repushes = 0;
+    f->stored = stored;
+    f->live = 0;
+    f->deadline = ngx_current_msec + imcf->repush_interval;
+
+    ngx_queue_insert_tail(&s->inflight, &f->queue);
+
+    ngx_im_stats.pushed++;
+
+    if (s->repush == NULL) {
+        s->repush = ngx_im_event_alloc(ngx_im_delivery_repush_handler, s,
+                                       s->connection->log);
+        if (s->repush == NULL) {
+            ngx_im_session_ops->close(s, NGX_IM_CLOSE_ERROR);
+            return NGX_ERROR;
+        }
+
+        s->repush->cancelable = 1;
+    }
+
+    if (!s->repush->timer_set) {
+        ngx_add_timer(s->repush, imcf->repush_interval);
+    }
+
+    return ngx_im_output_send(s, msg->push, msg->push_len);
+}
+
+
+/* NGX_OK: the session took the message (sent or queued for after the
+ * inbox), NGX_DECLINED: it cannot */
+
+ngx_int_t
+ngx_im_delivery_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
+    ngx_uint_t stored)
+{
+    ngx_im_inflight_t  *f;
+
+    ngx_log_debug4(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
+                   "im push: uid %uD state %ui loading %d phase %d",
+                   s->route.uid, (ngx_uint_t) s->state, (int) s->loading,
+                   (int) s->close_phase);
+
+    if (ngx_im_session_closing(s) || s->state != NGX_IM_S_LIVE
+        || ngx_im_session_system(s))
+    {
+        return NGX_DECLINED;
+    }
+
+    if (s->loading || !ngx_queue_empty(&s->waiting)
+        || s->out_size >= ngx_im_get_conf()->send_buffer / 2)
+    {
+        /* behind the inbox, or behind what the client has yet to read:
+         * pushed as the output drains (ngx_im_delivery_feed) */
+        if (ngx_im_delivery_find(&s->waiting, msg->msgid)) {
+            return NGX_OK;
+        }
+
+        f = ngx_im_inflight_alloc();
+        if (f == NULL) {
+            return NGX_DECLINED;
+        }
+
+        f->msg = ngx_im_msg_ref(msg);
+        f->stored = stored;
+        f->repushes = 0;
+        f->live = 1;
+        ngx_queue_insert_tail(&s->waiting, &f->queue);
+
+        s->waiting_bytes += msg->push_len;
+
+        if (s->waiting_bytes > ngx_im_get_conf()->send_buffer) {
+            /* the client does not read: what waits is not kept for it
+             * without bound (it goes back to the store) */
+            ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
+                          "im: uid %uD does not read, %uz bytes waiting: "
+                          "closing", s->route.uid, s->waiting_bytes);
+            ngx_im_stats.slow_closed++;
+            ngx_im_session_ops->close(s, NGX_IM_CLOSE_SLOW);
+        }
+
+        return NGX_OK;
+    }
+
+    if (ngx_im_delivery_send(s, msg, stored) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_im_delivery_ack(ngx_im_session_t *s, const u_char *msgid)
+{
+    ngx_im_inflight_t  *f;
+
+    f = ngx_im_delivery_find(&s->inflight, msgid);
+    if (f == NULL) {
+        /* an ack for an unknown MsgId is ignored */
+        return;
+    }
+
+    ngx_queue_remove(&f->queue);
+    ngx_im_stats.acked++;
+
+    if (f->stored) {
+        ngx_im_store_remove(s->route.uid, f->msg);
+    }
+
+    ngx_im_msg_unref(f->msg);
+    ngx_im_inflight_free(f);
+
+    /*
+     * The re-push timer stays armed when the last push is acknowledged: it
+     * goes off once, finds nothing due and lets the event go.  Deleting it
+     * here and adding it again on the next push cost two timer tree
+     * operations per delivery in a fan-out.
+     */
+}
+
+
+static void
+ngx_im_delivery_repush_handler(ngx_event_t *ev)
+{
+    ngx_im_session_t   *s = ev->data;
+
+    ngx_msec_int_t      left;
+    ngx_queue_t        *q;
+    ngx_im_conf_t      *imcf;
+    ngx_im_inflight_t  *f, *last;
+
+    if (ngx_im_session_closing(s) || s->state != NGX_IM_S_LIVE) {
+        return;
+    }
+
+    imcf = ngx_im_get_conf();
+
+    last = NULL;
+
+    while (!ngx_queue_empty(&s->inflight)) {
+        q = ngx_queue_head(&s->inflight);
+        f = ngx_queue_data(q, ngx_im_inflight_t, queue);
+
+        left = (ngx_msec_int_t) (f->deadline - ngx_current_msec);
+
+        if (left > 0 || f == last) {
+            ngx_add_timer(ev, left > 0 ? (ngx_msec_t) left : 1);
+            return;
+        }
+
+        if (f->repushes >= imcf->repush_max) {
+            ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                          "im: uid %uD did not ack after %ui re-pushes",
+                          s->route.uid, f->repushes);
+            ngx_im_session_ops->close(s, NGX_IM_CLOSE_NORMAL);
+            return;
+        }
+
+        f->repushes++;
+        f->deadline = ngx_current_msec + imcf->repush_interval;
+        ngx_queue_remove(q);
+        ngx_queue_insert_tail(&s->inflight, q);
+
+        if (last == NULL) {
+            last = f;
+        }
+
+        ngx_im_stats.repushed++;
+
+        if (ngx_im_output_send(s, f->msg->push, f->msg->push_len)
+            != NGX_OK)
+        {
+            return;
+        }
+    }
+
+    /* all acknowledged since the timer was set */
+
+    ngx_im_delivery_drop_repush(s);
+}
+
+
+/* hand messages not acknowledged back to the store (docs/PROTOCOL.md 5) */
+
+static void
+ngx_im_delivery_put_back(ngx_im_session_t *s, ngx_queue_t *head)
+{
+    ngx_queue_t        *q;
+    ngx_im_inflight_t  *f;
+
+    while (!ngx_queue_empty(head)) {
+        q = ngx_queue_head(head);
+        f = ngx_queue_data(q, ngx_im_inflight_t, queue);
+        ngx_queue_remove(q);
+
+        /* in write-through mode it is in the inbox already */
+
+        if (!f->stored && s->route.uid) {
+            if (ngx_im_store_push(s->route.uid, f->msg, NULL, NULL, NULL) != NGX_OK) {
+                ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
+                              "im: uid %uD: an unacknowledged message "
+                              "could not be stored", s->route.uid);
+            }
+        }
+
+        ngx_im_msg_unref(f->msg);
+        ngx_im_inflight_free(f);
+    }
+}
+
+
+/* the inbox: after login, and again after the router lost Redis */
+
+void
+ngx_im_delivery_sync(ngx_im_session_t *s)
+{
+    ngx_im_ref_t  *ref;
+
+    if (ngx_im_session_closing(s) || s->state != NGX_IM_S_LIVE) {
+        return;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
+                   "im sync: uid %uD load under way %d", s->route.uid,
+                   s->load_ref != NULL);
+
+    if (s->load_ref) {
+        /* what was stored after that read is read again afterwards */
+        s->resync = 1;
+        return;
+    }
+
+    ref = ngx_im_ref_alloc(s);
+    if (ref == NULL) {
+        return;
+    }
+
+    s->loading = 1;
+
+    if (ngx_im_store_load(s->route.uid, ngx_im_delivery_loaded, ref) != NGX_OK) {
+        ngx_im_ref_free(ref);
+        ngx_im_delivery_loading_done(s);
+        return;
+    }
+
+    s->load_ref = ref;
+}
+
+
+static void
+ngx_im_delivery_loading_done(ngx_im_session_t *s)
+{
+    /* Redis is away: the router calls sync again when it is back, and
+     * meanwhile live messages are not held back */
+
+    s->loading = 0;
+    ngx_im_delivery_feed(s);
+}
+
+
+/*
+ * Pushes waiting for their turn leave while the client keeps reading: a
+ * backlog larger than im_send_buffer is a reason to wait, not to close.
+ */
+
+void
+ngx_im_delivery_feed(ngx_im_session_t *s)
+{
+    size_t              limit;
+    ngx_queue_t        *q;
+    ngx_im_inflight_t  *f;
+
+    limit = ngx_im_get_conf()->send_buffer / 2;
+
+    while (!ngx_queue_empty(&s->waiting) && !ngx_im_session_closing(s) && !s->loading
+           && s->state == NGX_IM_S_LIVE && s->out_size < limit)
+    {
+        q = ngx_queue_head(&s->waiting);
+        f = ngx_queue_data(q, ngx_im_inflight_t, queue);
+        ngx_queue_remove(q);
+
+        if (f->live) {
+            s->waiting_bytes -= f->msg->push_len;
+        }
+
+        (void) ngx_im_delivery_send(s, f->msg, f->stored);
+
+        ngx_im_msg_unref(f->msg);
+        ngx_im_inflight_free(f);
+    }
+}
+
+
+static void
+ngx_im_delivery_loaded(redisReply *reply, void *data)
+{
+    ngx_im_ref_t  *ref = data;
+
+    size_t              i;
+    ngx_queue_t         inbox;
+    ngx_im_msg_t       *msg;
+    redisReply         *e;
+    ngx_im_session_t   *s;
+    ngx_im_inflight_t  *f;
+
+    s = ref->data;
+    ngx_im_ref_free(ref);
+
+    if (s == NULL) {
+        return;
+    }
+
+    s->load_ref = NULL;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
+                   "im inbox: uid %uD, %uz entries", s->route.uid,
+                   reply && reply->type == REDIS_REPLY_ARRAY
+                   ? reply->elements : 0);
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        ngx_im_delivery_loading_done(s);
+        return;
+    }
+
+    ngx_queue_init(&inbox);
+
+    for (i = 0; i < reply->elements && !ngx_im_session_closing(s); i++) {
+        e = reply->element[i];
+
+        if (e->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        msg = ngx_im_msg_from_entry((u_char *) e->str, e->len);
+        if (msg == NULL) {
+            ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
+                          "im: uid %uD: unreadable inbox entry dropped",
+                          s->route.uid);
+            /* remove exactly those bytes */
+            {
+                ngx_im_msg_t  *bad;
+
+                bad = ngx_im_msg_alloc(e->len - NGX_IM_ENTRY_HDR);
+                if (bad && e->len >= NGX_IM_ENTRY_HDR) {
+                    ngx_memcpy(bad->entry, e->str, e->len);
+                    ngx_im_store_remove(s->route.uid, bad);
+                }
+                if (bad) {
+                    ngx_im_msg_unref(bad);
+                }
+            }
+            continue;
+        }
+
+        if (msg->expire && msg->expire < ngx_time()) {
+            ngx_im_store_remove(s->route.uid, msg);
+            ngx_im_msg_unref(msg);
+            continue;
+        }
+
+        if (ngx_im_delivery_find(&s->inflight, msg->msgid)
+            || ngx_im_delivery_find(&inbox, msg->msgid))
+        {
+            ngx_im_msg_unref(msg);
+            continue;
+        }
+
+        f = ngx_im_inflight_alloc();
+        if (f == NULL) {
+            ngx_im_msg_unref(msg);
+            break;
+        }
+
+        f->msg = msg;
+        f->stored = 1;
+        f->repushes = 0;
+        f->live = 0;
+        ngx_queue_insert_tail(&inbox, &f->queue);
+    }
+
+    ngx_im_merge(&s->waiting, &inbox, s->loaded, ngx_im_delivery_id,
+                 ngx_im_delivery_drop, NULL);
+    s->loaded = 1;
+
+    ngx_im_delivery_loading_done(s);
+
+    if (s->resync && !ngx_im_session_closing(s)) {
+        s->resync = 0;
+        ngx_im_delivery_sync(s);
+    }
+}
+
+
+/*
+ * The inbox read and what came live while it was read become one queue in
+ * the order the messages were accepted (docs/PROTOCOL.md 3.4): see
+ * ngx_im_merge.h for the rule.  The live ones the inbox lacks were acked by
+ * another device before the read (a replay among them: see
+ * ngx_im_alone.c).
+ */
+
+static const u_char *
+ngx_im_delivery_id(ngx_queue_t *q)
+{
+    ngx_im_inflight_t  *f;
+
+    f = ngx_queue_data(q, ngx_im_inflight_t, queue);
+
+    return f->msg->msgid;
+}
+
+
+static void
+ngx_im_delivery_drop(ngx_queue_t *q, void *data)
+{
+    ngx_im_inflight_t  *f;
+
+    f = ngx_queue_data(q, ngx_im_inflight_t, queue);
+
+    ngx_im_msg_unref(f->msg);
+    ngx_im_inflight_free(f);
+}
+
+
+void
+ngx_im_delivery_release(ngx_im_session_t *s)
+{
+    ngx_im_delivery_drop_repush(s);
+
+    ngx_im_delivery_put_back(s, &s->waiting);
+    ngx_im_delivery_put_back(s, &s->inflight);
+}
+
+
+void
+ngx_im_delivery_end(ngx_im_session_t *s)
+{
+    ngx_im_delivery_release(s);
+
+    if (s->load_ref) {
+        s->load_ref->data = NULL;
+        s->load_ref = NULL;
+    }
+}

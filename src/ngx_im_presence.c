@@ -1,0 +1,344 @@
+/*
+ * ngx_im_presence.c: the login policy and the presence keys.
+ *
+ * Owns what happens between a good answer from the user centre and the
+ * CONNECT_ACK: under "kick" the older session of the same (uid, ClientId)
+ * is replaced here and, by a 'K' record on the uid's channel and to the
+ * sibling workers, everywhere else; under "reject" the login claims the
+ * presence key "im:p:<uid>:<ClientId>" (a Lua script, so that checking
+ * and taking it is one step) and is refused while another live session
+ * holds it.  The key is refreshed with the heartbeat and removed when the
+ * session leaves.
+ */
+
+#include "ngx_im_presence.h"
+#include "ngx_im_redis.h"
+
+
+static void ngx_im_presence_answer(redisReply *reply, void *data);
+static ngx_int_t ngx_im_presence_claim(ngx_im_route_t *r, char *script,
+    u_char *stale, size_t slen, ngx_im_ref_t *ref);
+
+
+/* the reject policy's claim of a presence key (see ngx_im_presence_claim) */
+static char  ngx_im_presence_claim_script[] =
+    "local v = redis.call('get', KEYS[1]) "
+    "if not v or v == ARGV[3] then "
+    "redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end "
+    "return v";
+
+
+static size_t
+ngx_im_presence_key(u_char *buf, ngx_im_route_t *r)
+{
+    return ngx_sprintf(buf, "im:p:%uD:%d", r->uid, (int) r->client_id) - buf;
+}
+
+
+static size_t
+ngx_im_presence_value(u_char *buf, ngx_im_route_t *r)
+{
+    return ngx_sprintf(buf, "%V:%uL", &ngx_im_worker_id, r->token) - buf;
+}
+
+
+static time_t
+ngx_im_presence_ttl(void)
+{
+    ngx_im_conf_t  *imcf = ngx_im_get_conf();
+
+    /* outlives two missed refreshes, gone soon after a crash */
+    return (time_t) ((3 * imcf->ping_interval + imcf->ping_timeout) / 1000)
+           + 1;
+}
+
+
+void
+ngx_im_presence_login(ngx_im_route_t *r)
+{
+    u_char                buf[IM_TRAFFIC_K_LEN(IM_TRAFFIC_ORIGIN_MAX)];
+    size_t                len;
+    ngx_queue_t          *q, *next;
+    ngx_im_ref_t         *ref;
+    ngx_im_user_t        *u;
+    ngx_im_conf_t        *imcf;
+    ngx_im_route_t       *other;
+    ngx_im_router_ops_t  *ops;
+
+    imcf = ngx_im_get_conf();
+    ops = ngx_im_router_ops();
+
+    u = ngx_im_router_find(r->uid);
+
+    if (imcf->login_policy == NGX_IM_LOGIN_REJECT) {
+
+        if (u) {
+            for (q = ngx_queue_head(&u->sessions);
+                 q != ngx_queue_sentinel(&u->sessions);
+                 q = ngx_queue_next(q))
+            {
+                other = ngx_queue_data(q, ngx_im_route_t, link);
+
+                if (other->client_id == r->client_id) {
+                    ops->login_done(r, 1);
+                    return;
+                }
+            }
+        }
+
+        ref = ngx_im_ref_alloc(r);
+        if (ref == NULL) {
+            ops->login_done(r, 2);
+            return;
+        }
+
+        if (ngx_im_presence_claim(r, ngx_im_presence_claim_script, NULL, 0,
+                                  ref)
+            != NGX_OK)
+        {
+            ngx_im_ref_free(ref);
+            ops->login_done(r, 2);
+            return;
+        }
+
+        ngx_log_debug2(NGX_LOG_DEBUG_EVENT, ops->log(r), 0,
+                       "im presence: uid %uD client %d claiming",
+                       r->uid, (int) r->client_id);
+
+        r->login_ref = ref;
+        return;
+    }
+
+    /* kick: the older session of this (uid, ClientId) goes, here ... */
+
+    if (u) {
+        for (q = ngx_queue_head(&u->sessions);
+             q != ngx_queue_sentinel(&u->sessions);
+             q = next)
+        {
+            next = ngx_queue_next(q);
+            other = ngx_queue_data(q, ngx_im_route_t, link);
+
+            if (other->client_id == r->client_id) {
+                ops->kick(other);
+            }
+        }
+    }
+
+    /* ... and on every other worker and node */
+
+    len = im_traffic_build_k(buf, ngx_im_worker_id.data,
+                             ngx_im_worker_id.len, 0, r->client_id,
+                             r->token);
+
+    if (ngx_im_router_peers(r->uid, buf, len) != NGX_OK) {
+        buf[IM_TRAFFIC_FLAGS_AT(ngx_im_worker_id.len)] |= IM_TRAFFIC_ALL;
+    }
+
+    /* Redis down: the other session stays until it ends by itself */
+    (void) ngx_im_router_publish(r->uid, buf, len, NULL, NULL);
+
+    ops->login_done(r, 0);
+}
+
+
+/* a 'K': a login elsewhere (or here, on a sibling) of this ClientId */
+
+void
+ngx_im_presence_kicked(ngx_im_user_t *u, ngx_uint_t own, im_traffic_t *t)
+{
+    ngx_queue_t     *q, *next;
+    ngx_im_route_t  *r;
+
+    for (q = ngx_queue_head(&u->sessions);
+         q != ngx_queue_sentinel(&u->sessions);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        r = ngx_queue_data(q, ngx_im_route_t, link);
+
+        if (r->client_id != t->client_id || (own && r->token >= t->token)) {
+            /* another device, or this login or a newer one here */
+            continue;
+        }
+
+        ngx_im_router_ops()->kick(r);
+    }
+}
+
+
+/*
+ * The reject policy's presence key "im:p:<uid>:<ClientId>" holds the live
+ * session's "<worker id>:<token>".  A login claims it; when another holds
+ * it, and that holder is a worker of this node that is gone (killed, and
+ * respawned under another pid) or this worker without such a session, the
+ * claim takes it over; a holder elsewhere expires with its TTL.
+ */
+
+static ngx_int_t
+ngx_im_presence_claim(ngx_im_route_t *r, char *script, u_char *stale,
+    size_t slen, ngx_im_ref_t *ref)
+{
+    u_char       key[64], val[NGX_MAX_ERROR_STR], ttl[NGX_INT_T_LEN];
+    const char  *argv[7];
+    size_t       argvlen[7];
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = script;
+    argvlen[1] = ngx_strlen(script);
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = (char *) key;
+    argvlen[3] = ngx_im_presence_key(key, r);
+    argv[4] = (char *) val;
+    argvlen[4] = ngx_im_presence_value(val, r);
+    argv[5] = (char *) ttl;
+    argvlen[5] = ngx_sprintf(ttl, "%T", ngx_im_presence_ttl()) - ttl;
+    argv[6] = stale ? (char *) stale : "";
+    argvlen[6] = stale ? slen : 0;
+
+    return ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_presence_answer, ref,
+                            7, argv, argvlen);
+}
+
+
+static ngx_uint_t
+ngx_im_presence_stale(u_char *v, size_t len)
+{
+    u_char     *p, *last;
+    size_t      plen;
+    ngx_pid_t   pid;
+
+    /* "<node>/<instance>:<pid>:<token>"; this node's part ends at the
+     * colon before the pid, as in this worker's id */
+
+    plen = ngx_im_node_prefix_len;
+
+    if (plen == 0 || len <= plen
+        || ngx_memcmp(v, ngx_im_worker_id.data, plen) != 0)
+    {
+        return 0;
+    }
+
+    p = v + plen;
+    last = ngx_strlchr(p, v + len, ':');
+    if (last == NULL) {
+        return 0;
+    }
+
+    pid = ngx_atoi(p, last - p);
+    if (pid == NGX_ERROR) {
+        return 0;
+    }
+
+    if (pid == ngx_pid) {
+        /* here: the table was searched already, no such session */
+        return 1;
+    }
+
+    return kill(pid, 0) == -1 && ngx_errno == NGX_ESRCH;
+}
+
+
+static void
+ngx_im_presence_answer(redisReply *reply, void *data)
+{
+    ngx_im_ref_t  *ref = data;
+
+    ngx_im_route_t       *r;
+    ngx_im_router_ops_t  *ops;
+
+    r = ref->data;
+
+    if (r == NULL) {
+        /* the session is gone */
+        ngx_im_ref_free(ref);
+        return;
+    }
+
+    ops = ngx_im_router_ops();
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        r->login_ref = NULL;
+        ngx_im_ref_free(ref);
+        ops->login_done(r, 2);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_STRING
+        && ngx_im_presence_stale((u_char *) reply->str, reply->len)
+        && ngx_im_presence_claim(r, ngx_im_presence_claim_script,
+                                 (u_char *) reply->str, reply->len, ref)
+           == NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_INFO, ops->log(r), 0,
+                      "im: uid %uD client %d: presence of a gone worker "
+                      "taken over", r->uid, (int) r->client_id);
+        return;
+    }
+
+    r->login_ref = NULL;
+    ngx_im_ref_free(ref);
+
+    ops->login_done(r, reply->type == REDIS_REPLY_INTEGER
+                       && reply->integer == 1 ? 0 : 1);
+}
+
+
+void
+ngx_im_presence_refresh(ngx_im_route_t *r)
+{
+    u_char          key[64], ttl[NGX_INT_T_LEN];
+    const char     *argv[3];
+    size_t          argvlen[3];
+    ngx_im_conf_t  *imcf;
+
+    imcf = ngx_im_get_conf();
+
+    if (imcf->login_policy != NGX_IM_LOGIN_REJECT || r->uid == 0) {
+        return;
+    }
+
+    argv[0] = "EXPIRE";
+    argvlen[0] = 6;
+    argv[1] = (char *) key;
+    argvlen[1] = ngx_im_presence_key(key, r);
+    argv[2] = (char *) ttl;
+    argvlen[2] = ngx_sprintf(ttl, "%T", ngx_im_presence_ttl()) - ttl;
+
+    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 3, argv,
+                            argvlen);
+}
+
+
+void
+ngx_im_presence_leave(ngx_im_route_t *r)
+{
+    u_char          key[64], val[NGX_MAX_ERROR_STR];
+    const char     *argv[5];
+    size_t          argvlen[5];
+
+    /* only this session's own key: a newer login may hold it already */
+    static char     script[] =
+        "if redis.call('get', KEYS[1]) == ARGV[1] then "
+        "return redis.call('del', KEYS[1]) end return 0";
+
+    if (ngx_im_get_conf()->login_policy != NGX_IM_LOGIN_REJECT) {
+        return;
+    }
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = script;
+    argvlen[1] = sizeof(script) - 1;
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = (char *) key;
+    argvlen[3] = ngx_im_presence_key(key, r);
+    argv[4] = (char *) val;
+    argvlen[4] = ngx_im_presence_value(val, r);
+
+    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 5, argv,
+                            argvlen);
+}

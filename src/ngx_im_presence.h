@@ -1,0 +1,30 @@
+/*
+ * ngx_im_presence.h: the login policy.
+ *
+ * "im_login_policy kick" (the default) replaces an older session of the
+ * same (uid, ClientId) wherever it is: here at once, on other workers and
+ * nodes by a 'K' record.  "reject" refuses the new login while such a
+ * session lives anywhere, which a presence key in Redis tells.
+ */
+
+#ifndef _NGX_IM_PRESENCE_H_INCLUDED_
+#define _NGX_IM_PRESENCE_H_INCLUDED_
+
+
+#include "ngx_im_router.h"
+#include "ngx_im_traffic.h"
+
+
+/* after a good answer from the user centre: applies the login policy and
+ * answers through the router's ops->login_done (now or later) */
+void ngx_im_presence_login(ngx_im_route_t *r);
+/* periodic: keeps the session's presence key alive (reject policy) */
+void ngx_im_presence_refresh(ngx_im_route_t *r);
+/* the session leaves: its presence key goes (reject policy) */
+void ngx_im_presence_leave(ngx_im_route_t *r);
+/* a 'K' record for uid: the sessions it replaces here go */
+void ngx_im_presence_kicked(ngx_im_user_t *u, ngx_uint_t own,
+    im_traffic_t *t);
+
+
+#endif /* _NGX_IM_PRESENCE_H_INCLUDED_ */

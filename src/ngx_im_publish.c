@@ -1,0 +1,483 @@
+/*
+ * ngx_im_publish.c: a session's own messages, answered in order.
+ *
+ * Owns the publish pipeline: the checks that refuse a message and leave
+ * the session healthy (docs/PROTOCOL.md 6), the message object built once
+ * in its push form, the group's members read from the store before a group
+ * message can go, the hand-over to the router in the order the requests
+ * came (a 1:1 message waits behind a group message whose members are still
+ * being read, so each recipient sees one sender's messages in order), and
+ * the answers, which leave strictly in request order: the TCP API promises
+ * one response per request, in order, and WebSocket keeps the same rule.
+ */
+
+#include "ngx_im_publish.h"
+#include "ngx_im_output.h"
+#include "ngx_im_uids.h"
+
+
+/*
+ * A group message waiting for its members.  Its size follows a part-group
+ * list (up to 65,535 uids), so it is allocated per group message, as are
+ * the recipients (pub->to); 1:1 messages need neither.
+ */
+typedef struct {
+    ngx_im_pub_t          *pub;
+    ngx_im_msg_t          *msg;
+    uint32_t               sender;
+    ngx_uint_t             part;
+    ngx_uint_t             n;
+    uint32_t               uids[1];
+} ngx_im_group_req_t;
+
+
+static void ngx_im_publish_dispatch(ngx_im_session_t *s);
+static void ngx_im_publish_deliver(ngx_im_pub_t *pub);
+static void ngx_im_publish_members(void *data, ngx_int_t rc,
+    uint32_t *uids, ngx_uint_t n);
+static void ngx_im_publish_fail(ngx_im_pub_t *pub, ngx_uint_t refused);
+static void ngx_im_publish_done(ngx_im_ticket_t *t);
+static void ngx_im_publish_answer(ngx_im_session_t *s);
+
+
+/* per-message records: no malloc for them once the worker has warmed up */
+
+static ngx_im_spares_t  ngx_im_spare_pub = ngx_im_spares(ngx_im_pub_t, 4096);
+
+#define ngx_im_pub_alloc()       ngx_im_spare_get(&ngx_im_spare_pub)
+#define ngx_im_pub_free(pub)     ngx_im_spare_put(&ngx_im_spare_pub, pub)
+
+
+static ngx_im_pub_t *
+ngx_im_publish_pub(ngx_im_session_t *s, u_char cmd, const u_char *msgid)
+{
+    ngx_im_pub_t  *pub;
+
+    pub = ngx_im_pub_alloc();
+    if (pub == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(pub, sizeof(ngx_im_pub_t));
+    pub->ticket.done = ngx_im_publish_done;
+    pub->session = s;
+    pub->cmd = cmd;
+    ngx_memcpy(pub->msgid, msgid, IM_MSGID_LEN);
+
+    ngx_queue_insert_tail(&s->pubs, &pub->queue);
+
+    return pub;
+}
+
+
+static void
+ngx_im_publish_refuse(ngx_im_session_t *s, u_char cmd, const u_char *msgid)
+{
+    ngx_im_pub_t  *pub;
+
+    pub = ngx_im_publish_pub(s, cmd, msgid);
+    if (pub == NULL) {
+        ngx_im_session_ops->close(s, NGX_IM_CLOSE_ERROR);
+        return;
+    }
+
+    ngx_im_stats.refused++;
+
+    pub->done = 1;
+    pub->refused = 1;
+    pub->resolved = 1;
+    ngx_im_publish_answer(s);
+}
+
+
+void
+ngx_im_publish(ngx_im_session_t *s, u_char *p, size_t n,
+    im_msg_t *m)
+{
+    size_t               len;
+    time_t               expire;
+    ngx_im_pub_t        *pub;
+    ngx_im_msg_t        *msg;
+    ngx_im_conf_t       *imcf;
+    ngx_im_group_req_t  *gr;
+
+    imcf = ngx_im_get_conf();
+
+    if (m->payload_len > imcf->max_payload
+        || (m->cmd == IM_CMD_PUBLISH && m->to == 0)
+        || (m->cmd == IM_CMD_GROUP_PART_PUBLISH && m->n_uids == 0))
+    {
+        ngx_im_publish_refuse(s, m->cmd, m->msgid);
+        return;
+    }
+
+    switch (m->cmd) {
+
+    case IM_CMD_PUBLISH:
+        len = IM_SIZE_PUSH(m->payload_len);
+        break;
+
+    case IM_CMD_GROUP_PART_PUBLISH:
+        if (!imcf->part_push_as_group) {
+            /* pushed as received: the uid list as the sender gave it */
+            len = n;
+            break;
+        }
+        /* fall through */
+
+    default: /* IM_CMD_GROUP_PUBLISH */
+        len = IM_SIZE_GROUP(m->payload_len);
+        break;
+    }
+
+    msg = ngx_im_msg_alloc(len);
+    if (msg == NULL) {
+        ngx_im_session_ops->close(s, NGX_IM_CLOSE_ERROR);
+        return;
+    }
+
+    if (m->cmd == IM_CMD_PUBLISH) {
+        (void) im_build_push(msg->push, m->msgid, m->payload, m->payload_len);
+
+    } else if (len == n) {
+        ngx_memcpy(msg->push, p, n);
+
+    } else {
+        (void) im_build_group(msg->push, m->to, m->msgid, m->payload,
+                              m->payload_len);
+    }
+
+    expire = ngx_time() + imcf->offline_ttl;
+    ngx_im_msg_finish(msg, expire);
+
+    pub = ngx_im_publish_pub(s, m->cmd, m->msgid);
+    if (pub == NULL) {
+        ngx_im_msg_unref(msg);
+        ngx_im_session_ops->close(s, NGX_IM_CLOSE_ERROR);
+        return;
+    }
+
+    if (m->cmd == IM_CMD_PUBLISH) {
+        pub->msg = msg;
+        pub->to1 = m->to;
+        pub->to = &pub->to1;
+        pub->nto = 1;
+        pub->resolved = 1;
+
+        if (s->unresolved == 0) {
+            /* nothing waits ahead of it: no need to walk the queue */
+            ngx_im_publish_deliver(pub);
+
+        } else {
+            ngx_im_publish_dispatch(s);
+        }
+
+        return;
+    }
+
+    /* groups: the members first */
+
+    len = sizeof(ngx_im_group_req_t);
+    if (m->cmd == IM_CMD_GROUP_PART_PUBLISH) {
+        len += m->n_uids * sizeof(uint32_t);
+    }
+
+    gr = ngx_alloc(len, s->connection->log);
+    if (gr == NULL) {
+        ngx_im_msg_unref(msg);
+        ngx_im_publish_fail(pub, 0);
+        return;
+    }
+
+    gr->pub = pub;
+    gr->msg = msg;
+    gr->sender = s->route.uid;
+    gr->part = (m->cmd == IM_CMD_GROUP_PART_PUBLISH);
+    gr->n = 0;
+
+    if (gr->part) {
+        ngx_uint_t  i;
+
+        for (i = 0; i < m->n_uids; i++) {
+            gr->uids[gr->n++] = im_get_u32(m->uids + 4 * i);
+        }
+    }
+
+    if (ngx_im_store_members(m->to, ngx_im_publish_members, gr) != NGX_OK) {
+        ngx_im_msg_unref(msg);
+        ngx_free(gr);
+        ngx_im_publish_fail(pub, 0);
+        return;
+    }
+
+    s->unresolved++;
+}
+
+
+/*
+ * Messages of one sender are handed to the router in the order they came,
+ * whatever their kind: a 1:1 message waits behind a group message whose
+ * members are still being read, so each recipient sees them in order.
+ */
+
+static void
+ngx_im_publish_dispatch(ngx_im_session_t *s)
+{
+    ngx_queue_t   *q;
+    ngx_im_pub_t  *pub;
+
+again:
+
+    for (q = ngx_queue_head(&s->pubs);
+         q != ngx_queue_sentinel(&s->pubs);
+         q = ngx_queue_next(q))
+    {
+        pub = ngx_queue_data(q, ngx_im_pub_t, queue);
+
+        if (!pub->resolved) {
+            return;
+        }
+
+        if (pub->msg == NULL) {
+            continue;
+        }
+
+        /* the router may answer at once and free pubs: start over */
+        ngx_im_publish_deliver(pub);
+        goto again;
+    }
+}
+
+
+static void
+ngx_im_publish_deliver(ngx_im_pub_t *pub)
+{
+    uint32_t      *to;
+    ngx_uint_t     n;
+    ngx_im_msg_t  *msg;
+
+    msg = pub->msg;
+    to = pub->to;
+    n = pub->nto;
+
+    pub->msg = NULL;
+    pub->to = NULL;
+
+    ngx_im_router_deliver(msg, to, n, &pub->ticket);
+
+    ngx_im_msg_unref(msg);
+
+    if (to && to != &pub->to1) {
+        ngx_free(to);
+    }
+}
+
+
+static void
+ngx_im_publish_members(void *data, ngx_int_t rc, uint32_t *members,
+    ngx_uint_t n)
+{
+    ngx_im_group_req_t  *gr = data;
+
+    uint32_t           uid;
+    ngx_uint_t         i, j, m, sender_in;
+    ngx_im_pub_t      *pub;
+    ngx_im_session_t  *s;
+
+    pub = gr->pub;
+    s = pub->session;
+
+    if (rc != NGX_OK) {
+        ngx_im_publish_fail(pub, 0);
+        goto done;
+    }
+
+    /* pub->msg stays NULL until the recipients are known: fail paths
+     * below leave nothing to deliver */
+
+    /* the sender out; the store gives each member once */
+
+    sender_in = 0;
+
+    for (i = 0; i < n; i++) {
+        if (members[i] == gr->sender) {
+            sender_in = 1;
+            members[i] = members[--n];
+            break;
+        }
+    }
+
+    /* the system (uid 0, the TCP API) need not be a member */
+
+    if (gr->sender != 0 && !sender_in) {
+        ngx_im_publish_fail(pub, 1);
+        goto done;
+    }
+
+    if (gr->part) {
+        /* the members that are listed: the list sorted, each once */
+
+        m = ngx_im_uids_unique(gr->uids, gr->n);
+        j = 0;
+
+        for (i = 0; i < n; i++) {
+            uid = members[i];
+
+            if (bsearch(&uid, gr->uids, m, sizeof(uint32_t), ngx_im_uid_cmp)
+                != NULL)
+            {
+                members[j++] = uid;
+            }
+        }
+
+        n = j;
+    }
+
+    if (n == 0) {
+        ngx_im_publish_fail(pub, 1);
+        goto done;
+    }
+
+    pub->to = ngx_alloc(n * sizeof(uint32_t), ngx_cycle->log);
+    if (pub->to == NULL) {
+        ngx_im_publish_fail(pub, 0);
+        goto done;
+    }
+
+    ngx_memcpy(pub->to, members, n * sizeof(uint32_t));
+    pub->nto = n;
+    pub->msg = ngx_im_msg_ref(gr->msg);
+    pub->resolved = 1;
+
+    if (s == NULL) {
+        /* the sender is gone: no order to keep */
+        ngx_im_publish_deliver(pub);
+    }
+
+done:
+
+    ngx_im_msg_unref(gr->msg);
+    ngx_free(gr);
+
+    if (s) {
+        /* this one, and what waited behind it */
+        s->unresolved--;
+        ngx_im_publish_dispatch(s);
+    }
+}
+
+
+static void
+ngx_im_publish_fail(ngx_im_pub_t *pub, ngx_uint_t refused)
+{
+    if (refused) {
+        pub->refused = 1;
+    }
+
+    pub->resolved = 1;
+    pub->ticket.remaining = 1;
+    ngx_im_ticket_served(&pub->ticket, 0);
+}
+
+
+/* every recipient is served: the answer may leave */
+
+static void
+ngx_im_publish_done(ngx_im_ticket_t *t)
+{
+    ngx_im_pub_t  *pub = (ngx_im_pub_t *) t;
+
+    pub->done = 1;
+
+    if (pub->session == NULL) {
+        ngx_im_pub_free(pub);
+        return;
+    }
+
+    ngx_im_publish_answer(pub->session);
+}
+
+
+/* acks and refusals leave in the order the requests came */
+
+static void
+ngx_im_publish_answer(ngx_im_session_t *s)
+{
+    u_char         buf[IM_SIZE_INVALID];
+    u_char         ack;
+    ngx_queue_t   *q;
+    ngx_im_pub_t  *pub;
+
+    while (!ngx_queue_empty(&s->pubs)) {
+        q = ngx_queue_head(&s->pubs);
+        pub = ngx_queue_data(q, ngx_im_pub_t, queue);
+
+        if (!pub->done) {
+            return;
+        }
+
+        ngx_queue_remove(q);
+
+        if (pub->ticket.failed || pub->refused) {
+            if (!pub->refused) {
+                ngx_im_stats.refused++;
+            }
+
+            (void) ngx_im_output_send(s, buf,
+                                       im_build_invalid(buf, pub->cmd,
+                                                        pub->msgid));
+
+        } else {
+            ngx_im_stats.accepted++;
+
+            ack = (pub->cmd == IM_CMD_PUBLISH) ? IM_CMD_PUB_ACK
+                  : (pub->cmd == IM_CMD_GROUP_PUBLISH) ? IM_CMD_GROUP_PUB_ACK
+                  : IM_CMD_GROUP_PART_PUB_ACK;
+
+            (void) ngx_im_output_send(s, buf,
+                                       im_build_ack(buf, ack, pub->msgid));
+        }
+
+        ngx_im_pub_free(pub);
+    }
+
+    if (s->close_phase == NGX_IM_CP_DRAINING) {
+        ngx_im_session_ops->answered(s);
+    }
+}
+
+
+void
+ngx_im_publish_end(ngx_im_session_t *s)
+{
+    ngx_queue_t   *q, late;
+    ngx_im_pub_t  *pub;
+
+    /* own messages still under way finish without us; those that waited
+     * for their turn go now */
+
+    ngx_queue_init(&late);
+
+    while (!ngx_queue_empty(&s->pubs)) {
+        q = ngx_queue_head(&s->pubs);
+        pub = ngx_queue_data(q, ngx_im_pub_t, queue);
+        ngx_queue_remove(q);
+
+        if (pub->done) {
+            ngx_im_pub_free(pub);
+            continue;
+        }
+
+        pub->session = NULL;
+
+        if (pub->msg && pub->resolved) {
+            ngx_queue_insert_tail(&late, q);
+        }
+    }
+
+    while (!ngx_queue_empty(&late)) {
+        q = ngx_queue_head(&late);
+        ngx_queue_remove(q);
+        ngx_im_publish_deliver(ngx_queue_data(q, ngx_im_pub_t, queue));
+    }
+}

@@ -1,0 +1,170 @@
+/*
+ * ngx_im_state.h: a session's record, shared by the parts of a session.
+ *
+ * A session is one client connection (WebSocket) or one backend connection
+ * (TCP API).  Its record is read and written by the parts below the state
+ * machine: output (ngx_im_output.c), delivery (ngx_im_delivery.c) and
+ * publishing (ngx_im_publish.c); the state machine (ngx_im_session.c)
+ * drives them and owns the states and the close phases.  Transports see
+ * only ngx_im_session.h.
+ */
+
+#ifndef _NGX_IM_STATE_H_INCLUDED_
+#define _NGX_IM_STATE_H_INCLUDED_
+
+
+#include "ngx_im.h"
+#include "ngx_im_alloc.h"
+#include "ngx_im_timer.h"
+#include "ngx_im_store.h"
+#include "ngx_im_router.h"
+
+
+typedef struct ngx_im_session_s  ngx_im_session_t;
+
+
+/* states of the protocol */
+#define NGX_IM_S_CONNECT     0   /* waiting for CONNECT */
+#define NGX_IM_S_AUTH        1   /* asking the user centre */
+#define NGX_IM_S_LIVE        2
+#define NGX_IM_S_GRACE       3   /* refused or kicked: the client closes */
+#define NGX_IM_S_CLOSING     4   /* saying goodbye, flushing */
+
+/*
+ * Close phases, in order; a session only moves forward through them.
+ *   NONE          open
+ *   DRAINING      to close once every pending publish has its answer
+ *   POSTED        the close is posted: torn down on the posted event
+ *   FLUSHING      torn down; the goodbye and what was due are being sent
+ *   WAITING_PEER  as FLUSHING, and the peer's close frame is awaited
+ *   FINAL         finalized at the next close event, whatever is left
+ */
+#define NGX_IM_CP_NONE          0
+#define NGX_IM_CP_DRAINING      1
+#define NGX_IM_CP_POSTED        2
+#define NGX_IM_CP_FLUSHING      3
+#define NGX_IM_CP_WAITING_PEER  4
+#define NGX_IM_CP_FINAL         5
+
+/* why a session ends; the WebSocket close code follows from it */
+#define NGX_IM_CLOSE_NORMAL     1000
+#define NGX_IM_CLOSE_SHUTDOWN   1001
+#define NGX_IM_CLOSE_PROTOCOL   1002
+#define NGX_IM_CLOSE_TEXT       1003
+#define NGX_IM_CLOSE_POLICY     1008
+#define NGX_IM_CLOSE_TOO_BIG    1009
+#define NGX_IM_CLOSE_EOF        1     /* the peer went away */
+#define NGX_IM_CLOSE_ERROR      2     /* I/O error or no memory */
+#define NGX_IM_CLOSE_SLOW       3     /* the peer does not read */
+#define NGX_IM_CLOSE_FLUSH      4     /* send what is due, then close */
+#define NGX_IM_CLOSE_LEFT       5     /* the client said goodbye
+                                         (DISCONNECT or a close frame) */
+
+
+typedef struct {
+    /* "speaks as the system": uid 0, live from the start, no CONNECT, no
+     * pushes, no heartbeats (the TCP API; the WebSocket echo test mode) */
+    unsigned   system:1;
+    /* bytes read from the connection: decode them and call
+     * ngx_im_session_message() for each whole message */
+    void     (*input)(ngx_im_session_t *s, u_char *p, size_t n);
+    /* framing header for an outgoing message of len bytes (<= 16) */
+    size_t   (*header)(ngx_im_session_t *s, u_char *buf, size_t len);
+    /* ask whoever authenticates: s->cred, s->role, s->route.client_id;
+     * the answer comes through ngx_im_session_auth_done() */
+    ngx_int_t (*auth)(ngx_im_session_t *s);
+    /* framing-level goodbye (a WebSocket close frame); returns 1 when the
+     * peer's own goodbye is to be awaited; may be NULL */
+    ngx_uint_t (*goodbye)(ngx_im_session_t *s, ngx_uint_t reason);
+    /* something to send before the output (the 101 response); may be
+     * NULL */
+    ngx_int_t (*pre_flush)(ngx_im_session_t *s);
+    /* give the connection back to nginx; s is gone afterwards */
+    void     (*finalize)(ngx_im_session_t *s);
+} ngx_im_transport_t;
+
+
+/* what the state machine does for the parts below it */
+typedef struct {
+    /* end the session (deferred to a posted event) */
+    void     (*close)(ngx_im_session_t *s, ngx_uint_t reason);
+    /* a write went out: room for pushes waiting for it */
+    void     (*written)(ngx_im_session_t *s);
+    /* all output is out: a closing session may end */
+    void     (*flushed)(ngx_im_session_t *s);
+    /* the answers due are out: a drain goes on */
+    void     (*answered)(ngx_im_session_t *s);
+} ngx_im_session_ops_t;
+
+extern ngx_im_session_ops_t  *ngx_im_session_ops;
+
+
+typedef struct ngx_im_cred_s {
+    ngx_str_t              user;
+    ngx_str_t              pass;
+} ngx_im_cred_t;
+
+
+struct ngx_im_session_s {
+    ngx_connection_t      *connection;
+    ngx_im_transport_t    *transport;
+    void                  *ctx;             /* the transport's */
+
+    ngx_im_route_t         route;           /* uid, ClientId, token */
+
+    uint8_t                role;
+    uint8_t                state;
+    uint8_t                close_phase;
+    u_char                 drain_cmd;
+    uint16_t               close_reason;
+    uint16_t               drain_reason;
+    uint32_t               unresolved;      /* groups whose members are read */
+
+    /* from CONNECT, in the connection's pool, until the login is done */
+    struct ngx_im_cred_s  *cred;
+
+    /* delivery */
+    ngx_queue_t            inflight;        /* pushed, unacked, by deadline */
+    ngx_queue_t            waiting;         /* to push when there is room */
+    size_t                 waiting_bytes;   /* of live messages in it */
+    ngx_im_ref_t          *load_ref;        /* an inbox read under way */
+    /* only while there is something to re-push: an idle session does not
+     * carry it */
+    ngx_event_t           *repush;
+
+    /* publishing */
+    ngx_queue_t            pubs;            /* own messages, acks in order */
+    ngx_chain_t           *deferred;        /* input during auth */
+
+    /* the one pending timer (connect, ping, grace, close) */
+    ngx_im_timer_t         timer;
+    /* only once closing */
+    ngx_event_t           *close_ev;
+
+    /* output */
+    ngx_queue_t            flush_link;      /* in the list of writers */
+    ngx_chain_t           *out;
+    ngx_chain_t          **last_out;
+    size_t                 out_size;
+
+    unsigned               ping_sent:1;
+    unsigned               loading:1;       /* inbox not pushed yet */
+    unsigned               resync:1;        /* load again after this one */
+    unsigned               loaded:1;        /* the inbox was read once */
+    unsigned               flush_posted:1;
+    unsigned               drain_invalid:1;
+};
+
+
+#define ngx_im_session_system(s)  ((s)->transport->system)
+
+/* the close is under way (posted or later) */
+#define ngx_im_session_closing(s)  ((s)->close_phase >= NGX_IM_CP_POSTED)
+/* nothing more is taken from the peer */
+#define ngx_im_session_stopped(s)  ((s)->close_phase != NGX_IM_CP_NONE)
+/* torn down: no longer in the router, nothing more is pushed */
+#define ngx_im_session_torn_down(s)                                           \
+    ((s)->close_phase >= NGX_IM_CP_FLUSHING)
+
+
+#endif /* _NGX_IM_STATE_H_INCLUDED_ */
