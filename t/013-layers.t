@@ -1,0 +1,107 @@
+#!/usr/bin/perl
+
+# The layers of src/ (docs/ARCHITECTURE.md, "Layers"): a file includes
+# only headers of its own layer or of a layer below, so includes and calls
+# go one way; a lower layer reaches a higher one only through operations
+# the higher one registers (ngx_im_router_ops_t, ngx_im_session_ops_t).
+# The codecs include nothing of nginx (the merge only ngx_config.h and
+# ngx_core.h, for ngx_queue_t), so the unit tests and fuzzers build them
+# alone. Every file of src/ must have a layer here: a new file is placed
+# on purpose. No nginx needed.
+
+use strict;
+use warnings;
+
+use FindBin;
+use Test::More;
+
+my $src = "$FindBin::Bin/../src";
+
+# lowest first
+my @layers = (
+    [ codecs    => qw/ngx_im_proto ngx_im_wsframe ngx_im_traffic
+                      ngx_im_merge/ ],
+    [ base      => qw/ngx_im ngx_im_alloc ngx_im_timer ngx_im_uids/ ],
+    [ redis     => qw/ngx_im_redis/ ],
+    [ store     => qw/ngx_im_store/ ],
+    [ node      => qw/ngx_im_dir ngx_im_ipc/ ],
+    [ router    => qw/ngx_im_router ngx_im_presence ngx_im_alone/ ],
+    [ parts     => qw/ngx_im_state ngx_im_output ngx_im_delivery
+                      ngx_im_publish/ ],
+    [ session   => qw/ngx_im_session/ ],
+    [ transport => qw/ngx_im_module ngx_http_im_module
+                      ngx_stream_im_module/ ],
+);
+
+my (%layer, %name);
+for my $i (0 .. $#layers) {
+    my ($n, @rooms) = @{ $layers[$i] };
+    $name{$i} = $n;
+    $layer{$_} = $i for @rooms;
+}
+
+sub room { my $f = shift; $f =~ s{.*/}{}; $f =~ s/\.[ch]$//; $f }
+
+opendir(my $dh, $src) or die "$src: $!";
+my @files = sort grep { /\.[ch]$/ } readdir $dh;
+closedir $dh;
+
+ok(@files > 10, 'src/ has its files') or BAIL_OUT('no src/');
+
+my %seen;
+for my $f (@files) {
+    my $room = room($f);
+    $seen{$room} = 1;
+
+    ok(defined $layer{$room}, "$f has a layer") or next;
+
+    open(my $fh, '<', "$src/$f") or die "$f: $!";
+    my @local = ();
+    my @system = ();
+    while (<$fh>) {
+        push @local, $1 if /^\s*#\s*include\s+"([^"]+)"/;
+        push @system, $1 if /^\s*#\s*include\s+<([^>]+)>/;
+    }
+    close $fh;
+
+    my @up = grep {
+        my $l = $layer{room($_)};
+        !defined $l || $l > $layer{$room}
+    } @local;
+
+    is("@up", '', "$f ($name{$layer{$room}}) includes nothing above it")
+        or diag(join "\n", map {
+            my $l = $layer{room($_)};
+            "  $_: " . (defined $l ? "layer $name{$l}" : 'not in src/')
+        } @up);
+
+    next unless $layer{$room} == 0;
+
+    my @nginx = grep { /^ngx_/ } @system;
+    my $allowed = $room eq 'ngx_im_merge'
+                  ? qr/^ngx_(config|core)\.h$/ : qr/^$/;
+
+    is(join(' ', grep { !/$allowed/ } @nginx), '',
+       "$f (a codec) includes nothing of nginx"
+       . ($room eq 'ngx_im_merge' ? ' but ngx_queue_t' : ''));
+}
+
+# every room named above still exists (a stale table hides nothing)
+for my $room (sort keys %layer) {
+    ok($seen{$room}, "$room is in src/");
+}
+
+# the module's config lists the sources and headers in layer order
+open(my $cfg, '<', "$FindBin::Bin/../config") or die "config: $!";
+my $config = do { local $/; <$cfg> };
+close $cfg;
+
+for my $list (qw/IM_DEPS IM_SRCS/) {
+    my ($text) = $config =~ /$list="([^"]*)"/;
+    ok(defined $text, "config has $list") or next;
+    my @order = map { $layer{room($_)} // 99 } $text =~ m{src/(\S+\.[ch])}g;
+    my @sorted = sort { $a <=> $b } @order;
+    is("@order", "@sorted", "config lists $list in layer order");
+}
+
+done_testing();
