@@ -6,12 +6,12 @@
  * event records that exist only while needed, and the heap trim after a
  * burst.  A leaf: it knows nothing of sessions, messages or Redis.
  *
- * The slab: sessions are made in login bursts, while each handshake also holds an
- * HTTP request, an auth subrequest, an upstream connection and their
- * pools, all of them freed a few milliseconds later.  Taken from malloc,
- * the long-lived objects land between those short-lived blocks; once the
- * burst is over the heap is a lace of small live objects and free gaps,
- * and the pages under the gaps stay resident because no gap covers a
+ * The slab: sessions are made in login bursts, while each handshake also
+ * holds an HTTP request, an auth subrequest, an upstream connection and
+ * their pools, all of them freed a few milliseconds later.  Taken from
+ * malloc, the long-lived objects land between those short-lived blocks;
+ * once the burst is over the heap is a lace of small live objects and free
+ * gaps, and the pages under the gaps stay resident because no gap covers a
  * whole page.  Measured at 10,000 idle sessions that was about 300 bytes
  * per session on top of the objects themselves.
  *

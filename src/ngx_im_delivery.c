@@ -291,7 +291,9 @@ ngx_im_delivery_put_back(ngx_im_session_t *s, ngx_queue_t *head)
         /* in write-through mode it is in the inbox already */
 
         if (!f->stored && s->route.uid) {
-            if (ngx_im_store_push(s->route.uid, f->msg, NULL, NULL, NULL) != NGX_OK) {
+            if (ngx_im_store_push(s->route.uid, f->msg, NULL, NULL, NULL)
+                != NGX_OK)
+            {
                 ngx_log_error(NGX_LOG_ERR, s->connection->log, 0,
                               "im: uid %uD: an unacknowledged message "
                               "could not be stored", s->route.uid);
@@ -332,7 +334,9 @@ ngx_im_delivery_sync(ngx_im_session_t *s)
 
     s->loading = 1;
 
-    if (ngx_im_store_load(s->route.uid, ngx_im_delivery_loaded, ref) != NGX_OK) {
+    if (ngx_im_store_load(s->route.uid, ngx_im_delivery_loaded, ref)
+        != NGX_OK)
+    {
         ngx_im_ref_free(ref);
         ngx_im_delivery_loading_done(s);
         return;
@@ -367,8 +371,9 @@ ngx_im_delivery_feed(ngx_im_session_t *s)
 
     limit = ngx_im_get_conf()->send_buffer / 2;
 
-    while (!ngx_queue_empty(&s->waiting) && !ngx_im_session_closing(s) && !s->loading
-           && s->state == NGX_IM_S_LIVE && s->out_size < limit)
+    while (!ngx_queue_empty(&s->waiting) && !ngx_im_session_closing(s)
+           && !s->loading && s->state == NGX_IM_S_LIVE
+           && s->out_size < limit)
     {
         q = ngx_queue_head(&s->waiting);
         f = ngx_queue_data(q, ngx_im_inflight_t, queue);

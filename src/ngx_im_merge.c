@@ -3,8 +3,9 @@
  * ngx_im_merge.c: the merge of a session's inbox read with its live
  * queue.
  *
- * Owns the order of PROTOCOL.md 3.4 once the inbox is read: the messages
- * in the order they were accepted.  Each stream is in that order: the
+ * Owns the order of docs/PROTOCOL.md 3.4 once the inbox is read: the
+ * messages in the order they were accepted.  Each stream is in that order:
+ * the
  * inbox by its appends, the live messages by their publisher's.  A
  * message in both marks a point where they meet: the live messages up to
  * its live copy go before it, and its inbox copy is dropped.  Of the rest
@@ -21,8 +22,8 @@
  *
  * The waiting items are moved by splitting and adding whole queues with
  * ngx_queue.h's macros: a loop moving them one at a time, and links edited
- * by hand, were compiled (gcc 12, -O2) into a loop that never read the
- * queue's head again and hung the worker.
+ * by hand, once made a loop that never read the queue's head again and
+ * hung the worker; the macros keep the last-element case right.
  */
 
 

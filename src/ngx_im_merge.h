@@ -3,7 +3,7 @@
  * ngx_im_merge.h: the inbox read and the live queue, merged in order.
  *
  * Owns the order a session delivers in after it reads its inbox
- * (PROTOCOL.md 3.4): the items read from the store and those that came
+ * (docs/PROTOCOL.md 3.4): the items read from the store and those that came
  * live meanwhile, into one queue.  A pure function over two ngx_queue_t
  * queues of the caller's items, known here only by their MsgIds, so that
  * the unit tests run exactly the module's code; it uses nothing of nginx

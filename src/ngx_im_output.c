@@ -20,7 +20,7 @@
  * NGX_IM_CHUNKS_FREE, or a burst would stay allocated for good.
  */
 #define NGX_IM_CHUNK_SIZE   1024
-#define NGX_IM_CHUNK        (NGX_IM_CHUNK_SIZE - sizeof(ngx_chain_t)            \
+#define NGX_IM_CHUNK        (NGX_IM_CHUNK_SIZE - sizeof(ngx_chain_t)           \
                              - sizeof(ngx_buf_t))
 #define NGX_IM_CHUNKS_FREE  256
 

@@ -2,7 +2,7 @@
 /*
  * ngx_im_proto.c: parsing and building of IM protocol messages.
  *
- * Owns every byte of PROTOCOL.md's message layouts.  The parsers take
+ * Owns every byte of docs/PROTOCOL.md's message layouts.  The parsers take
  * one whole message (the WebSocket or TCP framing has been removed by
  * the caller), check it strictly and point into it; the builders write
  * into a caller buffer sized with IM_SIZE_*.  libc only.

@@ -1,6 +1,6 @@
 
 /*
- * ngx_im_proto.h: the IM wire protocol codec (docs: PROTOCOL.md).
+ * ngx_im_proto.h: the IM wire protocol codec (docs/PROTOCOL.md).
  *
  * Owns the byte layout of every protocol message in both directions:
  * parsing a message received from a client (or, for tests, fuzzing and
