@@ -195,6 +195,9 @@ ngx_im_delivery_ack(ngx_im_session_t *s, const u_char *msgid)
         return;
     }
 
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
+                   "im delivery: uid %uD acked a push", s->route.uid);
+
     ngx_queue_remove(&f->queue);
     ngx_im_stats.acked++;
 
@@ -253,6 +256,10 @@ ngx_im_delivery_repush_handler(ngx_event_t *ev)
 
         f->repushes++;
         f->deadline = ngx_current_msec + imcf->repush_interval;
+
+        ngx_log_debug2(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
+                       "im delivery: uid %uD re-push %ui", s->route.uid,
+                       f->repushes);
         ngx_queue_remove(q);
         ngx_queue_insert_tail(&s->inflight, q);
 

@@ -233,6 +233,10 @@ ngx_im_redis_connect(ngx_im_redis_conn_t *rc)
 
     imcf = ngx_im_get_conf();
 
+    ngx_log_debug3(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                   "im redis: connection %ui connecting to %V:%i",
+                   rc->which, &imcf->redis_host, imcf->redis_port);
+
     ac = redisAsyncConnect((char *) imcf->redis_host.data,
                            (int) imcf->redis_port);
     if (ac == NULL) {
@@ -420,6 +424,10 @@ ngx_im_redis_down(ngx_im_redis_conn_t *rc)
     if (rc->ac == NULL) {
         return;
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                   "im redis: connection %ui down, reconnect in %M",
+                   rc->which, rc->backoff);
 
     rc->ac = NULL;
     rc->state = NGX_IM_REDIS_DOWN;
