@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 # Heartbeat and closing (docs/PROTOCOL.md 3.5) over ws and wss: the server
 # sends PING every im_ping_interval (1s here); a client that never answers
-# PING_RESP is closed after im_ping_timeout (1s); one that answers stays; a
+# PING_RESP is closed after im_ping_timeout (2s); one that answers stays; a
 # client PING gets PING_RESP; DISCONNECT closes the session (no reply) and the
 # uid is offline afterwards. On graceful shutdown (SIGQUIT) sessions live on
 # until worker_shutdown_timeout (docs/ARCHITECTURE.md "Timers"; the harness
@@ -23,7 +23,7 @@ my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl redis/);
 my $redis = IM::Redis->new(t => $t);
 my $uc = IM::UserCentre->new(t => $t, users => "* * uid-from-name\n");
 write_conf($t, redis => $redis, uc => $uc,
-    main => "im_ping_interval 1s;\nim_ping_timeout 1s;\nim_close_grace 2s;");
+    main => "im_ping_interval 1s;\nim_ping_timeout 2s;\nim_close_grace 2s;");
 $t->run();
 
 my $base = 8000;
@@ -39,9 +39,12 @@ each_transport(sub {
     is($mute->login('u' . ($base + 2), 'pw'), 0, "$name: silent client logs in");
     my $mute_login = time;
 
+    # until the answering client has had 4 PINGs and the silent one is
+    # closed (within the harness's bound): how often is checked by the gaps
+    # (not sooner than the interval), how late by the bound
     my (@good_pings, @mute_pings, @good_other, $mute_closed);
-    my $end = time + 4.5;
-    while (time < $end) {
+    my $end = time + 4.5 + $Test::Nginx::TIMEOUT;
+    while (time < $end && (@good_pings < 4 || !$mute_closed)) {
         if (my $m = $good->next(timeout => 0.05)) {
             if ($m->{cmd} == PING) {
                 push @good_pings, time;
@@ -58,18 +61,19 @@ each_transport(sub {
         $mute_closed = time if $mute->is_closed || $mute->ws->close_received;
     }
     my $n = @good_pings;
-    ok($n >= 3 && $n <= 5, "$name: about one PING a second (4.5s: $n)");
+    ok($n >= 4, "$name: PINGs keep coming ($n)");
     my @gaps = map { $good_pings[$_] - $good_pings[$_ - 1] } 1 .. $#good_pings;
-    ok(@gaps && !grep({ $_ < 0.6 || $_ > 1.8 } @gaps),
-        "$name: PINGs im_ping_interval apart: " . join(' ', map { sprintf '%.2f', $_ } @gaps));
+    ok(@gaps && !grep({ $_ < 0.6 } @gaps),
+        "$name: PINGs im_ping_interval apart, not sooner: " . join(' ', map { sprintf '%.2f', $_ } @gaps));
     ok(!$good->is_closed, "$name: the answering client is still connected");
     is(join(',', map { $_->{name} } @good_other), '', "$name: nothing but PINGs meanwhile");
 
-    $mute_closed //= $mute->ws->wait_closed(2) ? time : undef;
+    $mute_closed //= $mute->ws->wait_closed(0.1) ? time : undef;
     ok($mute_closed, "$name: the silent client is closed");
     ok(@mute_pings >= 1, "$name: ... after it got a PING");
+    # (the PING was read a little after it was sent: 2s less that delay)
     my $dt = ($mute_closed // time) - ($mute_pings[0] // $mute_login);
-    ok($dt > 0.6 && $dt < 2.6, "$name: ... about im_ping_timeout after it: " . sprintf('%.2fs', $dt));
+    ok($dt > 1.2, "$name: ... im_ping_timeout after it, not sooner: " . sprintf('%.2fs', $dt));
 
     # a client PING gets PING_RESP
     $good->ping;
@@ -86,7 +90,7 @@ each_transport(sub {
     # DISCONNECT: no reply, server closes, the uid is offline afterwards
     $good->disconnect;
     my @after = $good->drain(1);
-    ok($good->ws->wait_closed(1.5), "$name: DISCONNECT -> the server closes the connection");
+    ok($good->ws->wait_closed(), "$name: DISCONNECT -> the server closes the connection");
     is(join(',', map { $_->{name} } grep { $_->{cmd} != PING } @after), '',
         "$name: ... without a reply");
     my $id2 = $s->publish($base + 1, 'while away');
@@ -119,7 +123,7 @@ each_transport(sub {
     my $t0 = time;
     kill 'QUIT', $master;
     my %r;
-    my $deadline = $t0 + 6;
+    my $deadline = $t0 + 3 + $Test::Nginx::TIMEOUT;
     while (time < $deadline && grep { !$r{$_->[0]}{closed} } @c) {
         for my $e (@c) {
             my ($name, $c) = @$e;
@@ -137,8 +141,9 @@ each_transport(sub {
         my ($name, $c) = @$e;
         ok($r{$name}{disconnect}, "shutdown: $name got <<9>> DISCONNECT");
         is($c->close_code, 1001, "shutdown: $name got WebSocket close 1001");
-        ok($r{$name}{closed} && $r{$name}{closed} < 4.5,
-            "shutdown: $name connection closed by the server by worker_shutdown_timeout (3s)");
+        # ($t0 is before the SIGQUIT: the 3s start after it)
+        ok($r{$name}{closed} && $r{$name}{closed} > 2.5,
+            "shutdown: $name connection closed by the server at worker_shutdown_timeout (3s), not sooner");
         note(sprintf "shutdown: %s: DISCONNECT at %s, close frame %s at %s, TCP closed at %s (s after SIGQUIT)",
             $name, map { defined $_ ? (/^\d+\.\d+$/ ? sprintf('%.2f', $_) : $_) : '-' }
             $r{$name}{disconnect}, $c->close_code, $r{$name}{close_frame}, $r{$name}{closed});
