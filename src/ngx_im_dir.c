@@ -41,7 +41,7 @@ typedef struct {
 } ngx_im_shctx_t;
 
 
-static ngx_int_t ngx_im_zone_init(ngx_shm_zone_t *shm_zone, void *data);
+static ngx_int_t ngx_im_dir_zone_init(ngx_shm_zone_t *shm_zone, void *data);
 static void ngx_im_dir_prune(ngx_uint_t (*gone)(ngx_pid_t pid));
 static ngx_uint_t ngx_im_dir_dead(ngx_pid_t pid);
 static ngx_uint_t ngx_im_dir_self(ngx_pid_t pid);
@@ -53,7 +53,7 @@ static ngx_slab_pool_t   *ngx_im_shpool;
 
 
 char *
-ngx_im_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_im_dir_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_str_t       *value;
     ssize_t          size;
@@ -78,7 +78,7 @@ ngx_im_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "is duplicate";
     }
 
-    shm_zone->init = ngx_im_zone_init;
+    shm_zone->init = ngx_im_dir_zone_init;
     shm_zone->data = (void *) 1;   /* set by init */
 
     ((ngx_im_conf_t *) conf)->zone = shm_zone;
@@ -88,7 +88,7 @@ ngx_im_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 static ngx_int_t
-ngx_im_zone_init(ngx_shm_zone_t *shm_zone, void *data)
+ngx_im_dir_zone_init(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_im_shctx_t   *octx = data;
 
@@ -176,14 +176,14 @@ ngx_im_dir_exit_process(void)
 
 
 ngx_uint_t
-ngx_im_zone_enabled(void)
+ngx_im_dir_enabled(void)
 {
     return ngx_im_sh != NULL;
 }
 
 
 uint64_t
-ngx_im_zone_instance(void)
+ngx_im_dir_instance(void)
 {
     return ngx_im_sh ? ngx_im_sh->instance : 0;
 }

@@ -19,14 +19,14 @@
 #define NGX_IM_DIR_PIDS  6
 
 
-char *ngx_im_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_im_dir_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 
 ngx_int_t ngx_im_dir_init_process(ngx_cycle_t *cycle);
 void ngx_im_dir_exit_process(void);
 
-ngx_uint_t ngx_im_zone_enabled(void);
+ngx_uint_t ngx_im_dir_enabled(void);
 /* a random number of this zone's life: workers sharing it share it */
-uint64_t ngx_im_zone_instance(void);
+uint64_t ngx_im_dir_instance(void);
 
 /* this worker holds uid / no longer holds it; NGX_DECLINED: zone full */
 ngx_int_t ngx_im_dir_add(uint32_t uid);

@@ -62,7 +62,7 @@ ngx_im_ipc_addr(struct sockaddr_un *sun, ngx_pid_t pid)
     /* abstract namespace: nothing on disk, gone with the process */
     p = (u_char *) sun->sun_path;
     *p++ = '\0';
-    p = ngx_sprintf(p, "ngx_im.%016xL.%P", ngx_im_zone_instance(), pid);
+    p = ngx_sprintf(p, "ngx_im.%016xL.%P", ngx_im_dir_instance(), pid);
 
     return (socklen_t) (offsetof(struct sockaddr_un, sun_path)
                         + (p - (u_char *) sun->sun_path));
@@ -86,7 +86,7 @@ ngx_im_ipc_init_process(ngx_cycle_t *cycle, ngx_im_ipc_handler_pt handler,
     ngx_connection_t    *c;
     struct sockaddr_un   sun;
 
-    if (!ngx_im_zone_enabled()) {
+    if (!ngx_im_dir_enabled()) {
         return NGX_OK;
     }
 

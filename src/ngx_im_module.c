@@ -94,7 +94,7 @@ static ngx_command_t  ngx_im_commands[] = {
 
     { ngx_string("im_zone"),
       NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE2,
-      ngx_im_zone_directive,
+      ngx_im_dir_zone_directive,
       0,
       0,
       NULL },
@@ -432,8 +432,8 @@ ngx_im_init_process(ngx_cycle_t *cycle)
 
     /* without a zone every worker is on its own */
 
-    instance = ngx_im_zone_enabled()
-               ? ngx_im_zone_instance()
+    instance = ngx_im_dir_enabled()
+               ? ngx_im_dir_instance()
                : ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random()
                  ^ (uint64_t) ngx_pid;
 

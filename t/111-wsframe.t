@@ -22,12 +22,20 @@ use IM::Setup qw/write_conf transports each_transport no_sessions_left/;
 my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl redis/);
 my $redis = IM::Redis->new(t => $t);
 my $uc = IM::UserCentre->new(t => $t, users => "* * uid-from-name\n");
+# im_close_grace 4s: a close "at once" must be told apart from the close
+# timer (the grace) with room to spare on a loaded machine
 write_conf($t, redis => $redis, uc => $uc,
-    main => "im_max_message 4k;\nim_close_grace 2s;");
+    main => "im_max_message 4k;\nim_close_grace 4s;");
 $t->run();
 
 use constant { OP_CONT => 0, OP_TEXT => 1, OP_BINARY => 2, OP_CLOSE => 8,
     OP_PING => 9, OP_PONG => 10 };
+
+# read (and answer) until $n pongs came in, within the harness's bound
+sub pongs {
+    my ($c, $n) = @_;
+    Test::Nginx::wait_until(sub { $c->nothing_for(0.02); scalar($c->ws->pongs) >= $n });
+}
 
 my $base = 10000;
 each_transport(sub {
@@ -100,13 +108,13 @@ each_transport(sub {
     is(join('|', $ws->pongs), 'between fragments', "$name: the ping between fragments got its pong");
 
     $ws->send_ping("\x00\x01binary ping\xff");
-    $s->nothing_for(0.5);
+    pongs($s, 2);
     is(($ws->pongs)[-1], "\x00\x01binary ping\xff", "$name: ping -> pong with the same payload");
     $ws->send_ping('');
-    $s->nothing_for(0.3);
+    pongs($s, 3);
     is(scalar($ws->pongs), 3, "$name: empty ping -> pong");
     $ws->send_ping('p' x 125);
-    $s->nothing_for(0.3);
+    pongs($s, 4);
     is(($ws->pongs)[-1], 'p' x 125, "$name: 125-byte ping -> pong");
     # an unsolicited pong is ignored
     $ws->send_frame(opcode => OP_PONG, payload => 'unsolicited');
@@ -125,12 +133,12 @@ each_transport(sub {
     is(join(',', $ws->frame_errors, $r->ws->frame_errors), '', "$name: server frames well formed");
 
     # -- close handshake: the server echoes the close and closes TCP
-    $ws->close(1000, 'bye');
     my $t0 = time;
-    ok($ws->wait_closed(3), "$name: close handshake: the server closes the connection");
+    $ws->close(1000, 'bye');
+    ok($ws->wait_closed(), "$name: close handshake: the server closes the connection");
     ok($ws->close_received, "$name: ... after echoing a close frame");
     is($ws->close_code, 1000, "$name: ... with code 1000");
-    ok(time - $t0 < 2, "$name: ... at once");
+    ok(time - $t0 < 3.5, "$name: ... at once (not by the close timer, 4s)");
 
     # an empty close frame (no code) is echoed too
     my $e = IM::Client->new(%o, auto_pong => 1);
@@ -139,14 +147,14 @@ each_transport(sub {
     ok($e->ws->wait_closed(3) && $e->ws->close_received, "$name: empty close frame echoed, connection closed");
 
     # a client that never answers the server's close frame: the server
-    # closes TCP itself (after about im_close_grace, 2s)
+    # closes TCP itself (after im_close_grace, 4s, not sooner)
     my $q = IM::Client->new(%o, auto_pong => 1);
     is($q->login('v' . $n++, 'pw'), 0, "$name: a session that will not answer the close");
     $q->ws->{no_close_reply} = 1;    # IM::WS: don't echo the close
     my $t1 = time;
     $q->ws->send_text('provoke 1003');
-    ok($q->ws->wait_closed(5), "$name: the server closes TCP without the client's close reply");
-    ok(time - $t1 < 4.5, sprintf("$name: ... in bounded time (%.1fs)", time - $t1));
+    ok($q->ws->wait_closed(4 + $Test::Nginx::TIMEOUT), "$name: the server closes TCP without the client's close reply");
+    ok(time - $t1 > 3.5, sprintf("$name: ... after the close timer (%.1fs)", time - $t1));
     is($q->close_code, 1003, "$name: ... after sending close 1003");
 
     $r->close(1000);

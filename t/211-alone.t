@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# "Alone" (src/ngx_im_router.c, top comment): a uid whose channel PUBLISH
+# "Alone" (src/ngx_im_alone.c, top comment): a uid whose channel PUBLISH
 # reaches only this worker's own subscription is marked alone, and later
 # messages for it skip the channel; a worker subscribing elsewhere announces
 # itself ('J'), and the alone worker then asks for an inbox reload ('S'),
