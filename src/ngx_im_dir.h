@@ -19,7 +19,8 @@
 #define NGX_IM_DIR_PIDS  6
 
 
-char *ngx_im_dir_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_im_dir_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 ngx_int_t ngx_im_dir_init_process(ngx_cycle_t *cycle);
 void ngx_im_dir_exit_process(void);
