@@ -23,11 +23,14 @@ my $t = Test::Nginx->new()->has(qw/http redis openssl/);
 my $redis = IM::Redis->new(t => $t);
 my $uc = IM::UserCentre->new(t => $t, users => "* * uid-from-name\n");
 
+# quiet re-push (60 s): "nothing more" checks must not see re-pushes of
+# acks a loaded machine delivered late; whether an ack counted is checked
+# at the next login (an unacked message comes again then)
 write_conf($t, redis => $redis, uc => $uc, stream => 0, main => <<'M');
 im_part_push_as_group on;
 im_group_db 3;
 im_group_prefix grp:;
-im_repush_interval 1s;
+im_repush_interval 60s;
 M
 $t->run();
 
@@ -94,7 +97,7 @@ for my $cl ($b, $c) {
     # the field's client answers a cmd 5 push with 6
     $cl->ack($id3, cmd => GROUP_PUB_ACK) if $m;
 }
-ok($b->nothing_for(1.5), 'received once (duplicate listed), and the 6 ack counts');
+ok($b->nothing_for(0.5), 'received once (duplicate listed; the 6 ack is checked at the next login)');
 ok($c->nothing_for(0.1), '2003 also nothing more');
 ok($a->nothing_for(0.1) && $d->nothing_for(0.1), 'sender and non-listed get nothing');
 
@@ -116,7 +119,7 @@ $m = $c->next;
 is(hex_of($m && $m->{raw}), hexdump(group_push_msg($GID, $id5, $p5)),
     'after login: the stored message as <<5, Gid, MsgId, Len, Payload>>');
 $c->ack($id5, cmd => GROUP_PUB_ACK) if $m;
-ok($c->nothing_for(1.3), 'and acked');
+ok($c->nothing_for(0.5), 'once (the 6 ack is checked at the next login)');
 
 ###############################################################################
 # membership edge cases: junk members, a key of the wrong type, a member
@@ -178,7 +181,7 @@ ok($c->nothing_for(0.5) && $b->nothing_for(0.1) && $d->nothing_for(0.1),
     '... once, and only to the listed member online');
 for my $u (500000, 502999) {
     my $o = user($u);
-    my @got = map { $o->next(timeout => 3) } 1 .. 2;
+    my @got = map { $o->next } 1 .. 2;
     is(join(' | ', map { hex_of($_ && $_->{raw}) } @got),
         join(' | ', map { hexdump($_) } group_push_msg($G3, $id9, $p9),
             group_push_msg($G3, $id11, $p9)),
@@ -205,9 +208,14 @@ $b2->ack($id8, cmd => GROUP_PUB_ACK);
 $c->expect(msgid => $id8) && $c->ack($id8, cmd => GROUP_PUB_ACK);
 $b->close(1000);
 $b->wait_closed(2);
+$c->close(1000);
+$c->wait_closed(2);
 select undef, undef, undef, 0.3;
 $b = user(2002);
-ok($b->nothing_for(1), 'acked by the other device: not redelivered to the first');
+ok($b->nothing_for(1), 'acked by the other device: not redelivered to the first '
+    . '(nor anything 2002 acked with 6)');
+$c = user(2003);
+ok($c->nothing_for(1), '2003 acked everything (with 6): nothing redelivered');
 
 for my $cl ($a, $b, $b2, $c, $d) {
     $cl->close(1000);
