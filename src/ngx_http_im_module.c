@@ -168,26 +168,14 @@ ngx_module_t  ngx_http_im_module = {
 };
 
 
-static ngx_im_transport_t  ngx_http_im_transport = {
-    0,
-    ngx_http_im_input,
-    ngx_http_im_header,
-    ngx_http_im_auth,
-    ngx_http_im_goodbye,
-    ngx_http_im_pre_flush,
-    ngx_http_im_finalize
-};
+/* [1]: im_websocket_echo, the frame layer alone (for RFC 6455 test
+ * suites), a session that speaks as the system */
 
-
-/* im_websocket_echo: the frame layer alone, for RFC 6455 test suites */
-static ngx_im_transport_t  ngx_http_im_echo_transport = {
-    1,
-    ngx_http_im_input,
-    ngx_http_im_header,
-    ngx_http_im_auth,
-    ngx_http_im_goodbye,
-    ngx_http_im_pre_flush,
-    ngx_http_im_finalize
+static ngx_im_transport_t  ngx_http_im_transports[2] = {
+    { 0, ngx_http_im_input, ngx_http_im_header, ngx_http_im_auth,
+      ngx_http_im_goodbye, ngx_http_im_pre_flush, ngx_http_im_finalize },
+    { 1, ngx_http_im_input, ngx_http_im_header, NULL,
+      ngx_http_im_goodbye, ngx_http_im_pre_flush, ngx_http_im_finalize }
 };
 
 
@@ -423,9 +411,8 @@ ngx_http_im_handler(ngx_http_request_t *r)
     h->value.len = dst.len;
     ngx_memcpy(h->value.data, dst.data, dst.len);
 
-    if (ngx_im_session_create(c, ctx->echo ? &ngx_http_im_echo_transport
-                                           : &ngx_http_im_transport,
-                              ctx, &blk->session)
+    if (ngx_im_session_create(c, &ngx_http_im_transports[ctx->echo], ctx,
+                              &blk->session)
         == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

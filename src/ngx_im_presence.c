@@ -15,6 +15,8 @@
 #include "ngx_im_redis.h"
 
 
+static void ngx_im_presence_kick(ngx_im_user_t *u, uint8_t client_id,
+    ngx_uint_t own, uint64_t token);
 static void ngx_im_presence_answer(redisReply *reply, void *data);
 static ngx_int_t ngx_im_presence_claim(ngx_im_route_t *r, char *script,
     u_char *stale, size_t slen, ngx_im_ref_t *ref);
@@ -58,7 +60,7 @@ ngx_im_presence_login(ngx_im_route_t *r)
 {
     u_char                buf[IM_TRAFFIC_K_LEN(IM_TRAFFIC_ORIGIN_MAX)];
     size_t                len;
-    ngx_queue_t          *q, *next;
+    ngx_queue_t          *q;
     ngx_im_ref_t         *ref;
     ngx_im_user_t        *u;
     ngx_im_conf_t        *imcf;
@@ -112,17 +114,7 @@ ngx_im_presence_login(ngx_im_route_t *r)
     /* kick: the older session of this (uid, ClientId) goes, here ... */
 
     if (u) {
-        for (q = ngx_queue_head(&u->sessions);
-             q != ngx_queue_sentinel(&u->sessions);
-             q = next)
-        {
-            next = ngx_queue_next(q);
-            other = ngx_queue_data(q, ngx_im_route_t, link);
-
-            if (other->client_id == r->client_id) {
-                ops->kick(other);
-            }
-        }
+        ngx_im_presence_kick(u, r->client_id, 0, 0);
     }
 
     /* ... and on every other worker and node */
@@ -147,22 +139,35 @@ ngx_im_presence_login(ngx_im_route_t *r)
 void
 ngx_im_presence_kicked(ngx_im_user_t *u, ngx_uint_t own, im_traffic_t *t)
 {
-    ngx_queue_t     *q, *next;
+    ngx_im_presence_kick(u, t->client_id, own, t->token);
+}
+
+
+/*
+ * u's sessions of client_id go; with own (the login was this worker's),
+ * not the login itself nor a newer one (a token at least its own).  A kick
+ * may end the record u with its last session: the loop reads only the
+ * next link it took before.
+ */
+
+static void
+ngx_im_presence_kick(ngx_im_user_t *u, uint8_t client_id, ngx_uint_t own,
+    uint64_t token)
+{
+    ngx_uint_t       n;
+    ngx_queue_t     *q;
     ngx_im_route_t  *r;
 
-    for (q = ngx_queue_head(&u->sessions);
-         q != ngx_queue_sentinel(&u->sessions);
-         q = next)
-    {
-        next = ngx_queue_next(q);
+    n = u->nsessions;
+    q = ngx_queue_head(&u->sessions);
+
+    while (n--) {
         r = ngx_queue_data(q, ngx_im_route_t, link);
+        q = ngx_queue_next(q);
 
-        if (r->client_id != t->client_id || (own && r->token >= t->token)) {
-            /* another device, or this login or a newer one here */
-            continue;
+        if (r->client_id == client_id && !(own && r->token >= token)) {
+            ngx_im_router_ops()->kick(r);
         }
-
-        ngx_im_router_ops()->kick(r);
     }
 }
 
