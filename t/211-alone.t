@@ -65,6 +65,7 @@ sub node {
 ###############################################################################
 
 my $t0 = Test::Nginx->new()->has(qw/http redis/);    # holds the helpers
+my $TO = $Test::Nginx::TIMEOUT;    # bound of a wait for messages that must come
 my $redis = IM::Redis->new(t => $t0);
 my $uc = IM::UserCentre->new(t => $t0, users => "* * uid-from-name\n");
 
@@ -123,7 +124,7 @@ sub redis_ports_of {
 
 sub wait_numsub {
     my ($uid, $n) = @_;
-    return wait_until(sub { numsub($uid) == $n }, 5);
+    return wait_until(sub { numsub($uid) == $n });
 }
 
 # $n messages from $s to $to, each acked before the next; the MsgIds of
@@ -213,10 +214,10 @@ for my $mode (qw/write_through offline_only/) {
         my ($p0, $k0) = (publishes(), skipped($a));
         my @ids = send_acked($s, $U, 20, 'newcomer');
         is(scalar @ids, 20, "$mode newcomer: 20 messages acked");
-        my ($miss_b, $order_b) = receive_all($ub, \@ids, 5);
+        my ($miss_b, $order_b) = receive_all($ub, \@ids, $TO);
         is_deeply($order_b, \@ids, "$mode newcomer: u$U on b gets all 20, "
             . 'in order') or diag('missing on b: ' . places(\@ids, $miss_b));
-        my (undef, $order_a) = receive_all($ua, \@ids, 3);
+        my (undef, $order_a) = receive_all($ua, \@ids, $TO);
         is_deeply($order_a, \@ids, "$mode newcomer: u$U on a too");
         sleep 0.1;
         my ($p1, $k1) = (publishes(), skipped($a));
@@ -229,11 +230,10 @@ for my $mode (qw/write_through offline_only/) {
         # -- back to alone: b's session leaves
         $ub->disconnect;
         ok($ub->wait_closed(3), "$mode alone again: b's session ends");
-        sleep 0.5;
-        is(numsub($U), 1, "$mode alone again: one subscriber left");
+        ok(wait_numsub($U, 1), "$mode alone again: one subscriber left");
         my $k2 = skipped($a);
         my @ids2 = send_acked($s, $U, 5, 'alone again');
-        my (undef, $order2) = receive_all($ua, \@ids2, 3);
+        my (undef, $order2) = receive_all($ua, \@ids2, $TO);
         is_deeply($order2, \@ids2, "$mode alone again: u$U on a gets the next 5");
         cmp_ok(skipped($a) - $k2, '>=', 1,
             "$mode alone again: channel_skipped grows within 5 messages");
@@ -265,9 +265,9 @@ for my $mode (qw/write_through offline_only/) {
         is(scalar(grep { $s->expect(cmd => PUB_ACK, msgid => $_) } @ids), 20,
             "$name: 20 sent right after b's CONNECT_ACK, acked");
         # a acks as it reads, as a device does
-        my (undef, $order_a) = receive_all($va, \@ids, 3);
+        my (undef, $order_a) = receive_all($va, \@ids, $TO);
         is_deeply($order_a, \@ids, "$name: a gets all 20, in order");
-        my ($miss, $order) = receive_all($vb, \@ids, 3);
+        my ($miss, $order) = receive_all($vb, \@ids, $TO);
         is_deeply($order, \@ids, "$name: b gets all 20, in order (a skipped "
             . (skipped($a) - $k0) . ')')
             or diag('missing on b: ' . places(\@ids, $miss));
@@ -303,14 +303,15 @@ for my $mode (qw/write_through offline_only/) {
         }
         is(scalar @want, 11, 'acked early: 11 sent and pushed to a, 10 acked');
         my $inbox = "im:inbox:$W";
-        sleep 0.1;    # a has read the acks
+        # (once a has read the acks)
+        wait_until(sub { ($redis->cmd(LLEN => $inbox) // -1) <= 1 });
         is($redis->cmd(LLEN => $inbox), 1, 'acked early: the inbox holds '
             . 'the 11th only (the newcomer gets the 10 from a\'s replay)');
 
         my ($wb, $code2) = login($b, $W, client_id => 2);
         my $took = time - $t0;
         is($code2, 0, "acked early: u$W (ClientId 2) logs in on b");
-        my ($miss, $order) = receive_all($wb, \@want, 3);
+        my ($miss, $order) = receive_all($wb, \@want, $TO);
         my %got = map { $_ => 1 } @$order;
         is_deeply($order, [grep { $got{$_} } @want],
             'acked early: what b gets comes in order');
@@ -408,7 +409,7 @@ for my $mode (qw/write_through offline_only/) {
         ok($ka->wait_closed(4), "$mode kick: a closes the kicked session");
         my @ids = send_acked($s, $U3, 10, 'kick, after');
         my @want = $wt ? ($pre[2], @ids) : @ids;
-        my ($miss, $order) = receive_all($kb, \@want, 5);
+        my ($miss, $order) = receive_all($kb, \@want, $TO);
         is(scalar @$miss, 0, "$mode kick: b gets all 10"
             . ($wt ? ' and the one a had not acked' : ''))
             or diag('missing on b: ' . places(\@want, $miss));
@@ -437,7 +438,7 @@ for my $mode (qw/write_through offline_only/) {
         is($code2, 0, "$mode sub lost: u$U4 (ClientId 2) logs in on b");
         my @ids = send_acked($s, $U4, 10, 'sub lost, after');
         is(scalar @ids, 10, "$mode sub lost: 10 messages acked");
-        my ($miss) = receive_all($cb, \@ids, 6);
+        my ($miss) = receive_all($cb, \@ids, 1 + $TO);
         is(scalar @$miss, 0, "$mode sub lost: b gets all 10")
             or diag('missing on b: ' . places(\@ids, $miss) . "\nnode a:\n"
                 . log_lines($a, $mark, qr/\[(?:info|warn|error)\]/));
@@ -448,9 +449,9 @@ for my $mode (qw/write_through offline_only/) {
             "$mode sub lost: a's pub/sub connection is back");
         ok(wait_numsub($U4, 2), "$mode sub lost: both nodes subscribed again");
         my @ids2 = send_acked($s, $U4, 5, 'sub lost, back');
-        my ($miss2) = receive_all($cb, \@ids2, 3);
+        my ($miss2) = receive_all($cb, \@ids2, $TO);
         is(scalar @$miss2, 0, "$mode sub lost: b gets the next 5 too");
-        my ($miss3) = receive_all($ca, \@ids2, 3);
+        my ($miss3) = receive_all($ca, \@ids2, $TO);
         is(scalar @$miss3, 0, "$mode sub lost: and a");
         $ca->disconnect;
         $cb->disconnect;
@@ -468,7 +469,7 @@ for my $mode (qw/write_through offline_only/) {
         wait_numsub($X, 1);
         my $k0 = skipped($a);
         my @pre = send_acked($s, $U5, 3, 'J lost, before');
-        receive_all($ea, \@pre, 3);
+        receive_all($ea, \@pre, $TO);
         ok(skipped($a) > $k0, "J lost: u$U5 alone on a");
 
         # b's worker's connections: inbox (db 0), group (db 1), pub/sub
@@ -496,11 +497,11 @@ for my $mode (qw/write_through offline_only/) {
 
         my ($p0, $k1) = (publishes(), skipped($a));
         my @ids = send_acked($s, $U5, 10, 'J lost, after');
-        my ($miss) = receive_all($eb, \@ids, 3);
+        my ($miss) = receive_all($eb, \@ids, $TO);
         is(scalar @$miss, 0, 'J lost: b gets all 10 (a skipped '
             . (skipped($a) - $k1) . ', ' . (publishes() - $p0) . ' PUBLISH)')
             or diag('missing on b: ' . places(\@ids, $miss));
-        my (undef, $order_a) = receive_all($ea, \@ids, 3);
+        my (undef, $order_a) = receive_all($ea, \@ids, $TO);
         is_deeply($order_a, \@ids, 'J lost: a gets all 10');
         $_->disconnect for $ea, $eb, $ex;
     }
