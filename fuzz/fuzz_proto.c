@@ -17,24 +17,13 @@
 
 
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ngx_im_proto.h"
 
-
-#define CHECK(cond)                                                           \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            fprintf(stderr, "fuzz_proto: check failed: %s (line %d)\n",      \
-                    #cond, __LINE__);                                         \
-            abort();                                                          \
-        }                                                                     \
-    } while (0)
-
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#define FUZZ_TARGET  "fuzz_proto"
+#include "fuzz_util.h"
 
 
 /* p..p+n lies inside in..in+len */
@@ -237,26 +226,18 @@ check(int server, const uint8_t *in, size_t len)
 }
 
 
+/* the input as a client's message and as the server's */
+
+static void
+check_both(const uint8_t *in, size_t len)
+{
+    check(0, in, len);
+    check(1, in, len);
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    uint8_t  *in;
-
-    /* an exact-size copy: a read past the end is a heap overflow */
-
-    in = malloc(size ? size : 1);
-    if (in == NULL) {
-        return 0;
-    }
-
-    if (size) {
-        memcpy(in, data, size);
-    }
-
-    check(0, in, size);
-    check(1, in, size);
-
-    free(in);
-
-    return 0;
+    return fuzz_exact(data, size, check_both);
 }

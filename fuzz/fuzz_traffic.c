@@ -20,24 +20,13 @@
 
 
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ngx_im_traffic.h"
 
-
-#define CHECK(cond)                                                           \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            fprintf(stderr, "fuzz_traffic: check failed: %s (line %d)\n",    \
-                    #cond, __LINE__);                                         \
-            abort();                                                          \
-        }                                                                     \
-    } while (0)
-
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#define FUZZ_TARGET  "fuzz_traffic"
+#include "fuzz_util.h"
 
 
 /* the rules of ngx_im_traffic.h, written out apart from the parser */
@@ -213,22 +202,5 @@ check(const uint8_t *in, size_t len)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    uint8_t  *in;
-
-    /* an exact-size copy: a read past the end is a heap overflow */
-
-    in = malloc(size ? size : 1);
-    if (in == NULL) {
-        return 0;
-    }
-
-    if (size) {
-        memcpy(in, data, size);
-    }
-
-    check(in, size);
-
-    free(in);
-
-    return 0;
+    return fuzz_exact(data, size, check);
 }

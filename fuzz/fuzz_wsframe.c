@@ -23,24 +23,13 @@
 
 
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ngx_im_wsframe.h"
 
-
-#define CHECK(cond)                                                           \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            fprintf(stderr, "fuzz_wsframe: check failed: %s (line %d)\n",    \
-                    #cond, __LINE__);                                         \
-            abort();                                                          \
-        }                                                                     \
-    } while (0)
-
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#define FUZZ_TARGET  "fuzz_wsframe"
+#include "fuzz_util.h"
 
 
 typedef struct {
@@ -84,13 +73,10 @@ add(recs_t *r, im_ws_rc_t rc, const im_ws_event_t *ev, size_t end)
     nr->code = ev->code;
     nr->len = ev->len;
     nr->end = end;
-    nr->data = malloc(ev->len ? ev->len : 1);
-    CHECK(nr->data != NULL);
 
-    if (ev->len) {
-        /* reading it all is the check that ev->data/len is real memory */
-        memcpy(nr->data, ev->data, ev->len);
-    }
+    /* reading it all is the check that ev->data/len is real memory */
+    nr->data = fuzz_dup(ev->data, ev->len);
+    CHECK(nr->data != NULL);
 }
 
 
@@ -179,12 +165,8 @@ feed(im_ws_parser_t *p, const uint8_t *src, size_t len, size_t base,
     im_ws_event_t   ev;
     int             live;
 
-    buf = malloc(len ? len : 1);
+    buf = fuzz_dup(src, len);
     CHECK(buf != NULL);
-
-    if (len) {
-        memcpy(buf, src, len);
-    }
 
     used = 0;
     live = 1;

@@ -345,6 +345,34 @@ traffic(const char *name, const uint8_t *p, size_t n)
 }
 
 
+/* the n bytes of a record in b, one byte short (named cut) and followed
+ * by the bytes of tail (named trailing); b has room for them */
+
+static void
+traffic_cut_tail(uint8_t *b, size_t n, const char *cut, const char *trailing,
+    const char *tail)
+{
+    traffic(cut, b, n - 1);
+    memcpy(b + n, tail, strlen(tail));
+    traffic(trailing, b, n + strlen(tail));
+}
+
+
+/* a notice ('J', 'S', 'A') built into b and written as name */
+
+static size_t
+notice(uint8_t *b, const char *name, uint8_t type, const uint8_t *origin,
+    size_t olen, const uint64_t *nonce)
+{
+    size_t  n;
+
+    n = im_traffic_build_notice(b, type, origin, olen, nonce);
+    traffic(name, b, n);
+
+    return n;
+}
+
+
 /* a worker id as ngx_im_module.c makes it: node/instance:pid */
 #define ORIGIN  "n1/0123456789abcdef:4242"
 #define OLEN    24
@@ -387,44 +415,27 @@ gen_traffic(void)
     n = im_traffic_build_k(b, U8(ORIGIN), OLEN, 0, 1,
                            0xf1e2d3c4b5a69788ULL);
     traffic("k_seed", b, n);
-    traffic("k_token_short", b, n - 1);
+    traffic_cut_tail(b, n, "k_token_short", "k_trailing", "more");
     traffic("k_client_id_only", b, head + 1);
-    memcpy(b + n, "more", 4);
-    traffic("k_trailing", b, n + 4);
     n = im_traffic_build_k(b, U8(ORIGIN), OLEN, IM_TRAFFIC_ALL, 255, 0);
     traffic("k_flags_all", b, n);
     n = im_traffic_build_k(b, NULL, 0, 0, 0, 1);
     traffic("k_origin_0", b, n);
 
-    n = im_traffic_build_notice(b, 'J', U8(ORIGIN), OLEN, &nonce);
-    traffic("j_nonce", b, n);
-    traffic("j_7_after_head", b, n - 1);
-    memcpy(b + n, "z", 1);
-    traffic("j_9_after_head", b, n + 1);
+    n = notice(b, "j_nonce", 'J', U8(ORIGIN), OLEN, &nonce);
+    traffic_cut_tail(b, n, "j_7_after_head", "j_9_after_head", "z");
     b[IM_TRAFFIC_FLAGS_AT(OLEN)] = IM_TRAFFIC_ALL;
     traffic("j_flags_all", b, n);
-    n = im_traffic_build_notice(b, 'J', U8(ORIGIN), OLEN, NULL);
-    traffic("j_old", b, n);
-    n = im_traffic_build_notice(b, 'J', origin, IM_TRAFFIC_ORIGIN_MAX,
-                                &nonce);
-    traffic("j_origin_255", b, n);
+    notice(b, "j_old", 'J', U8(ORIGIN), OLEN, NULL);
+    notice(b, "j_origin_255", 'J', origin, IM_TRAFFIC_ORIGIN_MAX, &nonce);
 
-    n = im_traffic_build_notice(b, 'S', U8(ORIGIN), OLEN, NULL);
-    traffic("s_seed", b, n);
-    memcpy(b + n, "junk", 4);
-    traffic("s_trailing", b, n + 4);
-    traffic("s_head_short", b, n - 1);
-    n = im_traffic_build_notice(b, 'S', NULL, 0, NULL);
-    traffic("s_origin_0", b, n);
+    n = notice(b, "s_seed", 'S', U8(ORIGIN), OLEN, NULL);
+    traffic_cut_tail(b, n, "s_head_short", "s_trailing", "junk");
+    notice(b, "s_origin_0", 'S', NULL, 0, NULL);
 
-    n = im_traffic_build_notice(b, 'A', U8(ORIGIN), OLEN, &nonce);
-    traffic("a_seed", b, n);
-    traffic("a_nonce_short", b, n - 1);
-    memcpy(b + n, "tail", 4);
-    traffic("a_trailing", b, n + 4);
-    n = im_traffic_build_notice(b, 'A', origin, IM_TRAFFIC_ORIGIN_MAX,
-                                &nonce);
-    traffic("a_origin_255", b, n);
+    n = notice(b, "a_seed", 'A', U8(ORIGIN), OLEN, &nonce);
+    traffic_cut_tail(b, n, "a_nonce_short", "a_trailing", "tail");
+    notice(b, "a_origin_255", 'A', origin, IM_TRAFFIC_ORIGIN_MAX, &nonce);
 
     traffic("empty", b, 0);
     traffic("one_byte", U8("S"), 1);

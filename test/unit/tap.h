@@ -3,9 +3,10 @@
  * tap.h: the TAP helpers of the unit tests (test_main.c) and the test
  * suites it runs, declared once for every test file.
  *
- * Each tap_* call is one TAP line or a "# " diagnostic; tap_dup gives an
- * exact-size heap copy of some bytes, so that the ASan build catches a
- * parser reading one byte past the end.
+ * Each tap_* call is one TAP line or a "# " diagnostic; tap_rc checks a
+ * codec result (im_rc_t, shared by the protocol codec and the traffic
+ * records); tap_dup gives an exact-size heap copy of some bytes, so that
+ * the ASan build catches a parser reading one byte past the end.
  */
 
 
@@ -15,6 +16,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "ngx_im_proto.h"
 
 
 #define PRINTF(f, a)  __attribute__((format(printf, f, a)))
@@ -29,6 +32,7 @@ void tap_diag(const char *fmt, ...) PRINTF(1, 2);
 void tap_hex(const char *label, const uint8_t *p, size_t n);
 int tap_bytes(const uint8_t *got, size_t glen, const uint8_t *want,
     size_t wlen, const char *fmt, ...) PRINTF(5, 6);
+int tap_rc(im_rc_t got, im_rc_t want, const char *fmt, ...) PRINTF(3, 4);
 uint8_t *tap_dup(const uint8_t *p, size_t n);
 
 

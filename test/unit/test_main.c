@@ -103,6 +103,27 @@ tap_bytes(const uint8_t *got, size_t glen, const uint8_t *want, size_t wlen,
 }
 
 
+/* ok when a codec gave the result wanted; names the one it gave otherwise */
+
+int
+tap_rc(im_rc_t got, im_rc_t want, const char *fmt, ...)
+{
+    char     name[160];
+    va_list  args;
+
+    va_start(args, fmt);
+    vsnprintf(name, sizeof(name), fmt, args);
+    va_end(args);
+
+    if (!tap_ok(got == want, "%s: %s", name, im_rc_str(want))) {
+        tap_diag("got %s", im_rc_str(got));
+        return 0;
+    }
+
+    return 1;
+}
+
+
 /*
  * A copy of the bytes in a buffer of exactly their size, so that the
  * sanitizer build catches a parser reading one byte too far.

@@ -13,7 +13,6 @@
  */
 
 
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,29 +79,6 @@ parse(int server, const uint8_t *p, size_t len, im_msg_t *m)
 }
 
 
-static int is_rc(im_rc_t got, im_rc_t want, const char *fmt, ...)
-    PRINTF(3, 4);
-
-
-static int
-is_rc(im_rc_t got, im_rc_t want, const char *fmt, ...)
-{
-    char     name[160];
-    va_list  args;
-
-    va_start(args, fmt);
-    vsnprintf(name, sizeof(name), fmt, args);
-    va_end(args);
-
-    if (!tap_ok(got == want, "%s: %s", name, im_rc_str(want))) {
-        tap_diag("got %s", im_rc_str(got));
-        return 0;
-    }
-
-    return 1;
-}
-
-
 static int
 msgid_is(const im_msg_t *m, size_t off, const char *id)
 {
@@ -122,7 +98,7 @@ test_seed_connect(void)
     tap_bytes(out, n, LIT(seed_connect),
               "seed CONNECT test/123456 role 1: built bytes");
 
-    is_rc(parse(0, LIT(seed_connect), &m), IM_OK, "seed CONNECT parses");
+    tap_rc(parse(0, LIT(seed_connect), &m), IM_OK, "seed CONNECT parses");
     tap_ok(m.cmd == IM_CMD_CONNECT
            && m.user == cur + 3 && m.user_len == 4
            && memcmp(m.user, "test", 4) == 0
@@ -154,25 +130,25 @@ test_connect_variants(void)
 
     n = im_build_connect(out, U8("test"), 4, U8("123456"), 6, -1, -1);
     tap_bytes(out, n, LIT(none), "CONNECT without role: built bytes");
-    is_rc(parse(0, LIT(none), &m), IM_OK, "CONNECT without role");
+    tap_rc(parse(0, LIT(none), &m), IM_OK, "CONNECT without role");
     tap_ok(!m.has_role && !m.has_client_id && m.role == 0
            && m.client_id == 0 && m.user_len == 4 && m.pass_len == 6,
            "CONNECT without role: role and client id absent, read as 0");
 
     n = im_build_connect(out, U8("test"), 4, U8("123456"), 6, 1, 2);
     tap_bytes(out, n, LIT(both), "CONNECT role 1 client id 2: built bytes");
-    is_rc(parse(0, LIT(both), &m), IM_OK, "CONNECT role + client id");
+    tap_rc(parse(0, LIT(both), &m), IM_OK, "CONNECT role + client id");
     tap_ok(m.has_role && m.role == 1 && m.has_client_id && m.client_id == 2,
            "CONNECT role + client id: fields");
 
-    is_rc(parse(0, LIT(trail), &m), IM_ERR_TRAILING,
-          "CONNECT with one byte after the client id");
+    tap_rc(parse(0, LIT(trail), &m), IM_ERR_TRAILING,
+           "CONNECT with one byte after the client id");
     tap_ok(m.cmd == IM_CMD_CONNECT && m.user_len == 4 && m.pass_len == 6,
            "CONNECT trailing: cmd, user and pass still reported");
 
     n = im_build_connect(out, NULL, 0, NULL, 0, -1, -1);
     tap_bytes(out, n, LIT(empty), "CONNECT empty user and pass: built");
-    is_rc(parse(0, LIT(empty), &m), IM_OK, "CONNECT empty user and pass");
+    tap_rc(parse(0, LIT(empty), &m), IM_OK, "CONNECT empty user and pass");
     tap_ok(m.user_len == 0 && m.pass_len == 0 && !m.has_role,
            "CONNECT empty user and pass: fields");
 
@@ -182,7 +158,7 @@ test_connect_variants(void)
 
     n = im_build_connect(out, U8("42|##|app|##|77"), 15, NULL, 0, 2, 3);
     tap_bytes(out, n, LIT(bsid), "CONNECT field username, empty password");
-    is_rc(parse(0, LIT(bsid), &m), IM_OK, "CONNECT field username parses");
+    tap_rc(parse(0, LIT(bsid), &m), IM_OK, "CONNECT field username parses");
     tap_ok(m.user_len == 15 && memcmp(m.user, "42|##|app|##|77", 15) == 0
            && m.pass_len == 0 && m.role == 2 && m.client_id == 3,
            "CONNECT field username: fields");
@@ -220,8 +196,8 @@ test_connect_errors(void)
     };
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        is_rc(parse(0, U8(cases[i].bytes), cases[i].len, &m), cases[i].rc,
-              "%s", cases[i].name);
+        tap_rc(parse(0, U8(cases[i].bytes), cases[i].len, &m), cases[i].rc,
+               "%s", cases[i].name);
         tap_ok(m.cmd == IM_CMD_CONNECT && m.msgid == NULL,
                "%s: cmd set, no msgid", cases[i].name);
     }
@@ -310,8 +286,8 @@ test_seed_publish(void)
               "seed PUBLISH to 1234, hello world: built bytes");
     tap_ok(n == IM_SIZE_PUBLISH(11), "IM_SIZE_PUBLISH(11) is %zu", n);
 
-    is_rc(parse(0, LIT(seed_publish), &m), IM_OK,
-          "seed PUBLISH parses (C->S)");
+    tap_rc(parse(0, LIT(seed_publish), &m), IM_OK,
+           "seed PUBLISH parses (C->S)");
     tap_ok(m.cmd == IM_CMD_PUBLISH && m.to == 1234 && msgid_is(&m, 5, MSGID)
            && m.payload == cur + 39 && m.payload_len == 11
            && memcmp(m.payload, HELLO, 11) == 0
@@ -323,18 +299,18 @@ test_seed_publish(void)
 
     memcpy(out, seed_publish, sizeof(seed_publish) - 1);
     out[sizeof(seed_publish) - 1] = 'X';
-    is_rc(parse(0, out, sizeof(seed_publish), &m), IM_ERR_TRAILING,
-          "PUBLISH with a byte after the payload");
+    tap_rc(parse(0, out, sizeof(seed_publish), &m), IM_ERR_TRAILING,
+           "PUBLISH with a byte after the payload");
     tap_ok(msgid_is(&m, 5, MSGID) && m.to == 1234,
            "PUBLISH trailing: msgid and to still reported");
 
     n = im_build_ack(out, IM_CMD_PUB_ACK, U8(MSGID));
     tap_bytes(out, n, LIT(seed_pub_ack), "seed PUB_ACK: built bytes");
-    is_rc(parse(1, LIT(seed_pub_ack), &m), IM_OK,
-          "seed PUB_ACK parses (S->C)");
+    tap_rc(parse(1, LIT(seed_pub_ack), &m), IM_OK,
+           "seed PUB_ACK parses (S->C)");
     tap_ok(m.cmd == IM_CMD_PUB_ACK && msgid_is(&m, 1, MSGID)
            && m.ack_extra == 0, "seed PUB_ACK (S->C) fields");
-    is_rc(parse(0, LIT(seed_pub_ack), &m), IM_OK, "PUB_ACK parses (C->S)");
+    tap_rc(parse(0, LIT(seed_pub_ack), &m), IM_OK, "PUB_ACK parses (C->S)");
     tap_ok(msgid_is(&m, 1, MSGID) && m.ack_extra == 0,
            "PUB_ACK (C->S) fields");
 }
@@ -358,7 +334,7 @@ test_push(void)
     tap_bytes(out, n, LIT(push_msg), "S->C push <<3,MsgId,Len,P>>: built");
     tap_ok(n == IM_SIZE_PUSH(11), "IM_SIZE_PUSH(11) is %zu", n);
 
-    is_rc(parse(1, LIT(push_msg), &m), IM_OK, "push parses (S->C)");
+    tap_rc(parse(1, LIT(push_msg), &m), IM_OK, "push parses (S->C)");
     tap_ok(m.cmd == IM_CMD_PUBLISH && m.to == 0 && msgid_is(&m, 1, MSGID)
            && m.payload == cur + 35 && m.payload_len == 11,
            "push fields: msgid, payload, no to");
@@ -368,7 +344,7 @@ test_push(void)
     /* an empty payload is a valid message */
     n = im_build_push(out, U8(MSGID2), NULL, 0);
     tap_bytes(out, n, LIT("\x03" MSGID2 "\x00\x00"), "push with no payload");
-    is_rc(parse(1, out, n, &m), IM_OK, "push with no payload parses");
+    tap_rc(parse(1, out, n, &m), IM_OK, "push with no payload parses");
     tap_ok(m.payload_len == 0 && m.payload == cur + 35,
            "push with no payload: empty payload at the end");
 }
@@ -395,8 +371,8 @@ test_seed_group(void)
               "seed GROUP_PUBLISH to group 1234: built bytes");
 
     for (dir = 0; dir < 2; dir++) {
-        is_rc(parse(dir, LIT(seed_group), &m), IM_OK,
-              "seed GROUP_PUBLISH parses (%s)", dir ? "S->C" : "C->S");
+        tap_rc(parse(dir, LIT(seed_group), &m), IM_OK,
+               "seed GROUP_PUBLISH parses (%s)", dir ? "S->C" : "C->S");
         tap_ok(m.cmd == IM_CMD_GROUP_PUBLISH && m.to == 1234
                && msgid_is(&m, 5, MSGID) && m.payload == cur + 39
                && m.payload_len == 11, "GROUP_PUBLISH %s fields",
@@ -407,8 +383,8 @@ test_seed_group(void)
 
     n = im_build_ack(out, IM_CMD_GROUP_PUB_ACK, U8(MSGID));
     tap_bytes(out, n, LIT(seed_group_ack), "seed GROUP_PUB_ACK: built bytes");
-    is_rc(parse(1, LIT(seed_group_ack), &m), IM_OK,
-          "GROUP_PUB_ACK parses (S->C)");
+    tap_rc(parse(1, LIT(seed_group_ack), &m), IM_OK,
+           "GROUP_PUB_ACK parses (S->C)");
     tap_ok(m.cmd == IM_CMD_GROUP_PUB_ACK && msgid_is(&m, 1, MSGID),
            "GROUP_PUB_ACK fields");
 }
@@ -441,8 +417,8 @@ test_seed_part(void)
     tap_ok(n == IM_SIZE_PART(2, 11), "IM_SIZE_PART(2, 11) is %zu", n);
 
     for (dir = 0; dir < 2; dir++) {
-        is_rc(parse(dir, LIT(seed_part), &m), IM_OK,
-              "seed GROUP_PART_PUBLISH parses (%s)", dir ? "S->C" : "C->S");
+        tap_rc(parse(dir, LIT(seed_part), &m), IM_OK,
+               "seed GROUP_PART_PUBLISH parses (%s)", dir ? "S->C" : "C->S");
         tap_ok(m.cmd == IM_CMD_GROUP_PART_PUBLISH && m.to == 1234
                && msgid_is(&m, 5, MSGID) && m.n_uids == 2
                && m.uids == cur + 39 && im_get_u32(m.uids) == 1234
@@ -459,21 +435,21 @@ test_seed_part(void)
     n = im_build_ack(out, IM_CMD_GROUP_PART_PUB_ACK, U8(MSGID));
     tap_bytes(out, n, LIT(seed_part_ack),
               "seed GROUP_PART_PUB_ACK: built bytes");
-    is_rc(parse(1, LIT(seed_part_ack), &m), IM_OK,
-          "GROUP_PART_PUB_ACK parses (S->C)");
+    tap_rc(parse(1, LIT(seed_part_ack), &m), IM_OK,
+           "GROUP_PART_PUB_ACK parses (S->C)");
 
     /* no recipients is well formed; refusing it is the session's job */
     n = im_build_part(out, 7, U8(MSGID2), 0, NULL, U8("x"), 1);
     tap_bytes(out, n,
               LIT("\x0b" "\x00\x00\x00\x07" MSGID2 "\x00\x00" "\x00\x01" "x"),
               "GROUP_PART_PUBLISH with N = 0: built");
-    is_rc(parse(0, out, n, &m), IM_OK, "GROUP_PART_PUBLISH with N = 0");
+    tap_rc(parse(0, out, n, &m), IM_OK, "GROUP_PART_PUBLISH with N = 0");
     tap_ok(m.n_uids == 0 && m.payload_len == 1 && m.to == 7,
            "GROUP_PART_PUBLISH with N = 0: fields");
 
-    is_rc(parse(0, LIT("\x0b" "\x00\x00\x00\x07" MSGID2 "\xff\xff"
-                       "\x00\x00\x00\x01" "\x00\x00"), &m),
-          IM_ERR_LENGTH, "GROUP_PART_PUBLISH N = 65535 past the end");
+    tap_rc(parse(0, LIT("\x0b" "\x00\x00\x00\x07" MSGID2 "\xff\xff"
+                        "\x00\x00\x00\x01" "\x00\x00"), &m),
+           IM_ERR_LENGTH, "GROUP_PART_PUBLISH N = 65535 past the end");
     tap_ok(msgid_is(&m, 5, MSGID2) && m.uids == NULL && m.n_uids == 0,
            "GROUP_PART_PUBLISH N past the end: msgid set, uids not");
 }
@@ -501,36 +477,36 @@ test_acks(void)
         memcpy(msg + 2 + IM_MSGID_LEN, MSGID2, IM_MSGID_LEN);
         msg[sizeof(msg) - 1] = '!';
 
-        is_rc(parse(0, msg, 33, &m), IM_OK, "%s C->S, 33 bytes", name);
+        tap_rc(parse(0, msg, 33, &m), IM_OK, "%s C->S, 33 bytes", name);
         tap_ok(m.cmd == cmds[i] && msgid_is(&m, 1, MSGID) && m.ack_extra == 0,
                "%s C->S, 33 bytes: msgid, no extra", name);
 
-        is_rc(parse(0, msg, 66, &m), IM_OK,
-              "%s C->S, MsgId_MsgId (66 bytes, the field client's)", name);
+        tap_rc(parse(0, msg, 66, &m), IM_OK,
+               "%s C->S, MsgId_MsgId (66 bytes, the field client's)", name);
         tap_ok(msgid_is(&m, 1, MSGID) && m.ack_extra == 33,
                "%s C->S, 66 bytes: first MsgId, extra 33", name);
 
-        is_rc(parse(0, msg, 34, &m), IM_OK, "%s C->S, 34 bytes", name);
+        tap_rc(parse(0, msg, 34, &m), IM_OK, "%s C->S, 34 bytes", name);
         tap_ok(m.ack_extra == 1, "%s C->S, 34 bytes: extra 1", name);
 
-        is_rc(parse(0, msg, 32, &m), IM_ERR_TRUNCATED,
-              "%s C->S, 32 bytes", name);
+        tap_rc(parse(0, msg, 32, &m), IM_ERR_TRUNCATED,
+               "%s C->S, 32 bytes", name);
         tap_ok(m.cmd == cmds[i] && m.msgid == NULL && m.ack_extra == 0,
                "%s C->S, 32 bytes: cmd set, no msgid", name);
 
-        is_rc(parse(0, msg, 1, &m), IM_ERR_TRUNCATED,
-              "%s C->S, no MsgId at all", name);
+        tap_rc(parse(0, msg, 1, &m), IM_ERR_TRUNCATED,
+               "%s C->S, no MsgId at all", name);
 
-        is_rc(parse(1, msg, 33, &m), IM_OK, "%s S->C, 33 bytes", name);
+        tap_rc(parse(1, msg, 33, &m), IM_OK, "%s S->C, 33 bytes", name);
         tap_ok(msgid_is(&m, 1, MSGID), "%s S->C: msgid", name);
 
-        is_rc(parse(1, msg, 34, &m), IM_ERR_TRAILING,
-              "%s S->C, 34 bytes (the server sends none)", name);
+        tap_rc(parse(1, msg, 34, &m), IM_ERR_TRAILING,
+               "%s S->C, 34 bytes (the server sends none)", name);
         tap_ok(msgid_is(&m, 1, MSGID),
                "%s S->C, 34 bytes: msgid still set", name);
 
-        is_rc(parse(1, msg, 20, &m), IM_ERR_TRUNCATED,
-              "%s S->C, 20 bytes", name);
+        tap_rc(parse(1, msg, 20, &m), IM_ERR_TRUNCATED,
+               "%s S->C, 20 bytes", name);
     }
 }
 
@@ -549,20 +525,20 @@ test_connect_ack(void)
         want[0] = 0x02;
         want[1] = (uint8_t) code;
         tap_bytes(out, n, want, 2, "CONNECT_ACK code %u: built bytes", code);
-        is_rc(parse(1, out, n, &m), IM_OK, "CONNECT_ACK code %u parses",
-              code);
+        tap_rc(parse(1, out, n, &m), IM_OK, "CONNECT_ACK code %u parses",
+               code);
         tap_ok(m.cmd == IM_CMD_CONNECT_ACK && m.code == code,
                "CONNECT_ACK code %u: code", code);
     }
 
-    is_rc(parse(1, LIT("\x02"), &m), IM_ERR_TRUNCATED,
-          "CONNECT_ACK without code");
-    is_rc(parse(1, LIT("\x02\x00\x00"), &m), IM_ERR_TRAILING,
-          "CONNECT_ACK with a byte more");
+    tap_rc(parse(1, LIT("\x02"), &m), IM_ERR_TRUNCATED,
+           "CONNECT_ACK without code");
+    tap_rc(parse(1, LIT("\x02\x00\x00"), &m), IM_ERR_TRAILING,
+           "CONNECT_ACK with a byte more");
     tap_ok(m.code == 0 && m.cmd == IM_CMD_CONNECT_ACK,
            "CONNECT_ACK with a byte more: code read");
-    is_rc(parse(0, LIT("\x02\x00"), &m), IM_ERR_UNKNOWN_CMD,
-          "CONNECT_ACK from a client");
+    tap_rc(parse(0, LIT("\x02\x00"), &m), IM_ERR_UNKNOWN_CMD,
+           "CONNECT_ACK from a client");
 }
 
 
@@ -585,15 +561,15 @@ test_simple(void)
                   im_cmd_str(both[i]));
 
         for (dir = 0; dir < 2; dir++) {
-            is_rc(parse(dir, out, 1, &m), IM_OK, "%s %s",
-                  im_cmd_str(both[i]), dir ? "S->C" : "C->S");
+            tap_rc(parse(dir, out, 1, &m), IM_OK, "%s %s",
+                   im_cmd_str(both[i]), dir ? "S->C" : "C->S");
             tap_ok(m.cmd == both[i], "%s %s: cmd", im_cmd_str(both[i]),
                    dir ? "S->C" : "C->S");
 
             out[1] = 0;
-            is_rc(parse(dir, out, 2, &m), IM_ERR_TRAILING,
-                  "%s %s with a byte more", im_cmd_str(both[i]),
-                  dir ? "S->C" : "C->S");
+            tap_rc(parse(dir, out, 2, &m), IM_ERR_TRAILING,
+                   "%s %s with a byte more", im_cmd_str(both[i]),
+                   dir ? "S->C" : "C->S");
             tap_ok(m.cmd == both[i], "%s %s with a byte more: cmd set",
                    im_cmd_str(both[i]), dir ? "S->C" : "C->S");
         }
@@ -601,10 +577,10 @@ test_simple(void)
 
     n = im_build_simple(out, IM_CMD_LOGOUT);
     tap_bytes(out, n, LIT("\x14"), "LOGOUT: built <<20>>");
-    is_rc(parse(1, out, n, &m), IM_OK, "LOGOUT parses (S->C)");
-    is_rc(parse(1, LIT("\x14\x14"), &m), IM_ERR_TRAILING,
-          "LOGOUT with a byte more");
-    is_rc(parse(0, out, n, &m), IM_ERR_UNKNOWN_CMD, "LOGOUT from a client");
+    tap_rc(parse(1, out, n, &m), IM_OK, "LOGOUT parses (S->C)");
+    tap_rc(parse(1, LIT("\x14\x14"), &m), IM_ERR_TRAILING,
+           "LOGOUT with a byte more");
+    tap_rc(parse(0, out, n, &m), IM_ERR_UNKNOWN_CMD, "LOGOUT from a client");
 }
 
 
@@ -618,7 +594,7 @@ test_invalid(void)
 
     n = im_build_invalid(out, IM_CMD_PUBLISH, NULL);
     tap_bytes(out, n, LIT("\x0a\x03"), "INVALID_PACKET <<10,Cmd>>: built");
-    is_rc(parse(1, out, n, &m), IM_OK, "INVALID_PACKET <<10,Cmd>> parses");
+    tap_rc(parse(1, out, n, &m), IM_OK, "INVALID_PACKET <<10,Cmd>> parses");
     tap_ok(m.cmd == IM_CMD_INVALID && m.code == IM_CMD_PUBLISH
            && m.msgid == NULL, "INVALID_PACKET <<10,3>>: code 3, no msgid");
 
@@ -626,16 +602,16 @@ test_invalid(void)
     tap_bytes(out, n, LIT("\x0a\x05" MSGID),
               "INVALID_PACKET <<10,Cmd,MsgId>>: built");
     tap_ok(n == IM_SIZE_INVALID, "IM_SIZE_INVALID is %zu", n);
-    is_rc(parse(1, out, n, &m), IM_OK, "INVALID_PACKET with MsgId parses");
+    tap_rc(parse(1, out, n, &m), IM_OK, "INVALID_PACKET with MsgId parses");
     tap_ok(m.code == IM_CMD_GROUP_PUBLISH && msgid_is(&m, 2, MSGID),
            "INVALID_PACKET <<10,5,MsgId>>: code 5, msgid");
 
     out[IM_SIZE_INVALID] = 0;
-    is_rc(parse(1, out, IM_SIZE_INVALID + 1, &m), IM_ERR_TRAILING,
-          "INVALID_PACKET with a byte after the MsgId");
+    tap_rc(parse(1, out, IM_SIZE_INVALID + 1, &m), IM_ERR_TRAILING,
+           "INVALID_PACKET with a byte after the MsgId");
     tap_ok(msgid_is(&m, 2, MSGID), "INVALID_PACKET trailing: msgid set");
 
-    is_rc(parse(1, out, 1, &m), IM_ERR_TRUNCATED, "INVALID_PACKET <<10>>");
+    tap_rc(parse(1, out, 1, &m), IM_ERR_TRUNCATED, "INVALID_PACKET <<10>>");
 
     good = 1;
 
@@ -650,8 +626,8 @@ test_invalid(void)
 
     tap_ok(good, "INVALID_PACKET of 3..33 bytes: truncated MsgId");
 
-    is_rc(parse(0, out, IM_SIZE_INVALID, &m), IM_ERR_UNKNOWN_CMD,
-          "INVALID_PACKET from a client");
+    tap_rc(parse(0, out, IM_SIZE_INVALID, &m), IM_ERR_UNKNOWN_CMD,
+           "INVALID_PACKET from a client");
 }
 
 
@@ -694,17 +670,17 @@ test_unknown(void)
         tap_ok(good, "%s: exactly the commands of docs/PROTOCOL.md are"
                " known", dir ? "S->C" : "C->S");
 
-        is_rc(parse(dir, msg, 0, &m), IM_ERR_EMPTY, "empty message %s",
-              dir ? "S->C" : "C->S");
+        tap_rc(parse(dir, msg, 0, &m), IM_ERR_EMPTY, "empty message %s",
+               dir ? "S->C" : "C->S");
         tap_ok(m.cmd == 0 && m.msgid == NULL, "empty message: nothing set");
     }
 
-    is_rc(parse(0, LIT("\x00"), &m), IM_ERR_UNKNOWN_CMD, "cmd 0 (C->S)");
-    is_rc(parse(0, LIT("\x0a\x03"), &m), IM_ERR_UNKNOWN_CMD,
-          "INVALID_PACKET is not a client command");
-    is_rc(parse(1, LIT("\x01\x00\x00\x00\x00"), &m), IM_ERR_UNKNOWN_CMD,
-          "CONNECT is not a server command");
-    is_rc(parse(1, LIT("\xff"), &m), IM_ERR_UNKNOWN_CMD, "cmd 255 (S->C)");
+    tap_rc(parse(0, LIT("\x00"), &m), IM_ERR_UNKNOWN_CMD, "cmd 0 (C->S)");
+    tap_rc(parse(0, LIT("\x0a\x03"), &m), IM_ERR_UNKNOWN_CMD,
+           "INVALID_PACKET is not a client command");
+    tap_rc(parse(1, LIT("\x01\x00\x00\x00\x00"), &m), IM_ERR_UNKNOWN_CMD,
+           "CONNECT is not a server command");
+    tap_rc(parse(1, LIT("\xff"), &m), IM_ERR_UNKNOWN_CMD, "cmd 255 (S->C)");
 }
 
 
@@ -735,7 +711,7 @@ test_limits(void)
            && big[37] == 0xff && big[38] == 0xff
            && memcmp(big + 39, payload, 65535) == 0,
            "PUBLISH with uid 2^32-1 and a 65535-byte payload: built");
-    is_rc(parse(0, big, n, &m), IM_OK, "PUBLISH 65535-byte payload parses");
+    tap_rc(parse(0, big, n, &m), IM_OK, "PUBLISH 65535-byte payload parses");
     tap_ok(m.to == 0xffffffff && m.payload_len == 65535,
            "PUBLISH limits: to and payload length");
 
@@ -743,15 +719,15 @@ test_limits(void)
     tap_ok(n == IM_SIZE_PART(65535, 65535)
            && memcmp(big + 37, "\xff\xff\xff\xfe\x00\x00", 6) == 0,
            "GROUP_PART_PUBLISH with 65535 uids: built");
-    is_rc(parse(1, big, n, &m), IM_OK, "GROUP_PART_PUBLISH, 65535 uids");
+    tap_rc(parse(1, big, n, &m), IM_OK, "GROUP_PART_PUBLISH, 65535 uids");
     tap_ok(m.n_uids == 65535 && m.payload_len == 65535
            && m.uids == cur + 39
            && memcmp(m.uids, uids, 4 * 65535) == 0
            && im_get_u32(m.uids + 4 * 65534) == 0xfffe0000 + 65534,
            "GROUP_PART_PUBLISH 65535 uids: raw big-endian uids");
 
-    is_rc(parse(0, big, n - 1, &m), IM_ERR_LENGTH,
-          "GROUP_PART_PUBLISH, 65535 uids, payload a byte short");
+    tap_rc(parse(0, big, n - 1, &m), IM_ERR_LENGTH,
+           "GROUP_PART_PUBLISH, 65535 uids, payload a byte short");
     tap_ok(m.n_uids == 65535 && m.payload == NULL,
            "payload a byte short: uids set, payload not");
 

@@ -13,7 +13,6 @@
  */
 
 
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,29 +48,6 @@ parse(const uint8_t *p, size_t len, im_traffic_t *t)
     cur = tap_dup(p, len);
 
     return im_traffic_parse(cur, len, t);
-}
-
-
-static int is_rc(im_rc_t got, im_rc_t want, const char *fmt, ...)
-    PRINTF(3, 4);
-
-
-static int
-is_rc(im_rc_t got, im_rc_t want, const char *fmt, ...)
-{
-    char     name[160];
-    va_list  args;
-
-    va_start(args, fmt);
-    vsnprintf(name, sizeof(name), fmt, args);
-    va_end(args);
-
-    if (!tap_ok(got == want, "%s: %s", name, im_rc_str(want))) {
-        tap_diag("got %s", im_rc_str(got));
-        return 0;
-    }
-
-    return 1;
 }
 
 
@@ -196,7 +172,7 @@ test_d(void)
     tap_ok(n == IM_TRAFFIC_D_LEN(24, 11) && n == sizeof(want) - 1,
            "D: IM_TRAFFIC_D_LEN is its length");
 
-    is_rc(parse(b, n, &t), IM_OK, "D");
+    tap_rc(parse(b, n, &t), IM_OK, "D");
     tap_ok(head_is(&t, 'D', IM_TRAFFIC_STORED, U8(ORIGIN), 24)
            && t.seq == SEQ
            && t.entry == cur + IM_TRAFFIC_HEAD_LEN(24) + 8
@@ -207,19 +183,19 @@ test_d(void)
 
     n = im_traffic_build_d(b, U8(ORIGIN), 24, 0, SEQ, NULL, 0);
     tap_bytes(b, n, LIT(empty), "D with an empty entry: built bytes");
-    is_rc(parse(b, n, &t), IM_OK, "D with an empty entry (the router "
-          "checks the entry)");
+    tap_rc(parse(b, n, &t), IM_OK, "D with an empty entry (the router "
+           "checks the entry)");
     tap_ok(t.entry_len == 0 && t.entry == cur + n && t.seq == SEQ,
            "D with an empty entry: entry_len 0, at the end");
 
     /* exact boundary: the Seq complete */
-    is_rc(parse(LIT("D" OLEN ORIGIN "\x00" "\x01\x02\x03\x04\x05\x06\x07"),
-                &t),
-          IM_ERR_TRUNCATED, "D: Seq one byte short");
-    is_rc(parse(LIT("D" OLEN ORIGIN "\x00"), &t), IM_ERR_TRUNCATED,
-          "D: no Seq at all");
-    is_rc(parse(LIT("D" OLEN ORIGIN "\x00" SEQ_BYTES "x"), &t), IM_OK,
-          "D: Seq and a 1-byte entry");
+    tap_rc(parse(LIT("D" OLEN ORIGIN "\x00" "\x01\x02\x03\x04\x05\x06\x07"),
+                 &t),
+           IM_ERR_TRUNCATED, "D: Seq one byte short");
+    tap_rc(parse(LIT("D" OLEN ORIGIN "\x00"), &t), IM_ERR_TRUNCATED,
+           "D: no Seq at all");
+    tap_rc(parse(LIT("D" OLEN ORIGIN "\x00" SEQ_BYTES "x"), &t), IM_OK,
+           "D: Seq and a 1-byte entry");
     tap_ok(t.entry_len == 1 && t.entry[0] == 'x', "D: the 1-byte entry");
 
     n = im_traffic_build_d(b, U8(ORIGIN), 24, IM_TRAFFIC_STORED, SEQ,
@@ -242,28 +218,28 @@ test_k(void)
     tap_bytes(b, n, LIT(want), "K: built bytes");
     tap_ok(n == IM_TRAFFIC_K_LEN(24), "K: IM_TRAFFIC_K_LEN is its length");
 
-    is_rc(parse(b, n, &t), IM_OK, "K");
+    tap_rc(parse(b, n, &t), IM_OK, "K");
     tap_ok(head_is(&t, 'K', 0, U8(ORIGIN), 24) && t.client_id == 7
            && t.token == TOKEN, "K: origin, flags, client id, token");
     tap_ok(t.seq == 0 && t.entry == NULL && t.entry_len == 0
            && t.nonce == 0 && !t.has_nonce,
            "K: the fields of other types are 0");
 
-    is_rc(parse(b, n - 1, &t), IM_ERR_TRUNCATED, "K: token one byte short");
-    is_rc(parse(b, IM_TRAFFIC_HEAD_LEN(24), &t), IM_ERR_TRUNCATED,
-          "K: head only");
-    is_rc(parse(b, IM_TRAFFIC_HEAD_LEN(24) + 1, &t), IM_ERR_TRUNCATED,
-          "K: client id only");
+    tap_rc(parse(b, n - 1, &t), IM_ERR_TRUNCATED, "K: token one byte short");
+    tap_rc(parse(b, IM_TRAFFIC_HEAD_LEN(24), &t), IM_ERR_TRUNCATED,
+           "K: head only");
+    tap_rc(parse(b, IM_TRAFFIC_HEAD_LEN(24) + 1, &t), IM_ERR_TRUNCATED,
+           "K: client id only");
 
     /* bytes past the token: tolerated, as the router always did */
     memcpy(b + n, "more", 4);
-    is_rc(parse(b, n + 4, &t), IM_OK, "K with 4 trailing bytes");
+    tap_rc(parse(b, n + 4, &t), IM_OK, "K with 4 trailing bytes");
     tap_ok(t.client_id == 7 && t.token == TOKEN,
            "K with trailing bytes: the same client id and token");
 
     n = im_traffic_build_k(b, U8(ORIGIN), 24, IM_TRAFFIC_ALL, 255,
                            UINT64_MAX);
-    is_rc(parse(b, n, &t), IM_OK, "K client id 255, token all ones, ALL");
+    tap_rc(parse(b, n, &t), IM_OK, "K client id 255, token all ones, ALL");
     tap_ok(t.flags == IM_TRAFFIC_ALL && t.client_id == 255
            && t.token == UINT64_MAX, "K: the extreme values read back");
 
@@ -291,23 +267,23 @@ test_notices(void)
 
     n = im_traffic_build_notice(b, 'J', U8(ORIGIN), 24, &nonce);
     tap_bytes(b, n, LIT(j), "J with a nonce: built bytes");
-    is_rc(parse(b, n, &t), IM_OK, "J with a nonce");
+    tap_rc(parse(b, n, &t), IM_OK, "J with a nonce");
     tap_ok(head_is(&t, 'J', 0, U8(ORIGIN), 24) && t.has_nonce
            && t.nonce == NONCE, "J: origin, nonce");
 
     n = im_traffic_build_notice(b, 'J', U8(ORIGIN), 24, NULL);
     tap_bytes(b, n, LIT(j_old), "J without a nonce (older builds): built");
-    is_rc(parse(b, n, &t), IM_OK, "J without a nonce");
+    tap_rc(parse(b, n, &t), IM_OK, "J without a nonce");
     tap_ok(head_is(&t, 'J', 0, U8(ORIGIN), 24) && !t.has_nonce
            && t.nonce == 0, "J without a nonce: has_nonce 0, nonce 0");
 
-    is_rc(parse(LIT("J" OLEN ORIGIN "\x00" "\x00\x00\x12\x34\xde\xad\xbe"),
-                &t),
-          IM_OK, "J with 7 bytes after the head");
+    tap_rc(parse(LIT("J" OLEN ORIGIN "\x00" "\x00\x00\x12\x34\xde\xad\xbe"),
+                 &t),
+           IM_OK, "J with 7 bytes after the head");
     tap_ok(!t.has_nonce && t.nonce == 0, "J with 7 bytes: no nonce");
 
-    is_rc(parse(LIT("J" OLEN ORIGIN "\x00" NONCE_BYTES "z"), &t), IM_OK,
-          "J with 9 bytes after the head");
+    tap_rc(parse(LIT("J" OLEN ORIGIN "\x00" NONCE_BYTES "z"), &t), IM_OK,
+           "J with 9 bytes after the head");
     tap_ok(t.has_nonce && t.nonce == NONCE, "J with 9 bytes: the first 8");
 
     n = im_traffic_build_notice(b, 'J', U8(ORIGIN), 24, &nonce);
@@ -317,13 +293,13 @@ test_notices(void)
 
     n = im_traffic_build_notice(b, 'S', U8(ORIGIN), 24, NULL);
     tap_bytes(b, n, LIT(s), "S: built bytes");
-    is_rc(parse(b, n, &t), IM_OK, "S");
+    tap_rc(parse(b, n, &t), IM_OK, "S");
     tap_ok(head_is(&t, 'S', 0, U8(ORIGIN), 24) && !t.has_nonce
            && t.nonce == 0 && t.seq == 0 && t.entry == NULL,
            "S: origin, nothing else");
 
     memcpy(b + n, "junk", 4);
-    is_rc(parse(b, n + 4, &t), IM_OK, "S with 4 trailing bytes (ignored)");
+    tap_rc(parse(b, n + 4, &t), IM_OK, "S with 4 trailing bytes (ignored)");
     tap_ok(head_is(&t, 'S', 0, U8(ORIGIN), 24) && !t.has_nonce,
            "S with trailing bytes: nothing read from them");
 
@@ -333,17 +309,17 @@ test_notices(void)
 
     n = im_traffic_build_notice(b, 'A', U8(ORIGIN), 24, &nonce);
     tap_bytes(b, n, LIT(a), "A: built bytes");
-    is_rc(parse(b, n, &t), IM_OK, "A");
+    tap_rc(parse(b, n, &t), IM_OK, "A");
     tap_ok(head_is(&t, 'A', 0, U8(ORIGIN), 24) && t.nonce == NONCE,
            "A: origin, nonce");
     tap_ok(!t.has_nonce, "A: has_nonce is for J only");
 
-    is_rc(parse(b, n - 1, &t), IM_ERR_TRUNCATED, "A: nonce one byte short");
-    is_rc(parse(b, IM_TRAFFIC_HEAD_LEN(24), &t), IM_ERR_TRUNCATED,
-          "A: head only");
+    tap_rc(parse(b, n - 1, &t), IM_ERR_TRUNCATED, "A: nonce one byte short");
+    tap_rc(parse(b, IM_TRAFFIC_HEAD_LEN(24), &t), IM_ERR_TRUNCATED,
+           "A: head only");
 
     memcpy(b + n, "tail", 4);
-    is_rc(parse(b, n + 4, &t), IM_OK, "A with 4 trailing bytes");
+    tap_rc(parse(b, n + 4, &t), IM_OK, "A with 4 trailing bytes");
     tap_ok(t.nonce == NONCE, "A with trailing bytes: the same nonce");
 
     prefixes("A", b, n, 24);
@@ -368,30 +344,30 @@ test_head(void)
 {
     im_traffic_t  t;
 
-    is_rc(parse(NULL, 0, &t), IM_ERR_EMPTY, "no bytes");
+    tap_rc(parse(NULL, 0, &t), IM_ERR_EMPTY, "no bytes");
     tap_ok(t.type == 0 && t.origin == NULL, "no bytes: type 0, no origin");
 
-    is_rc(parse(LIT("S"), &t), IM_ERR_TRUNCATED, "1 byte");
+    tap_rc(parse(LIT("S"), &t), IM_ERR_TRUNCATED, "1 byte");
     tap_ok(t.type == 'S', "1 byte: the type is set");
-    is_rc(parse(LIT("S\x00"), &t), IM_ERR_TRUNCATED,
-          "2 bytes: no flags byte");
-    is_rc(parse(LIT("S\x00\x00"), &t), IM_OK, "3 bytes, empty origin");
+    tap_rc(parse(LIT("S\x00"), &t), IM_ERR_TRUNCATED,
+           "2 bytes: no flags byte");
+    tap_rc(parse(LIT("S\x00\x00"), &t), IM_OK, "3 bytes, empty origin");
     tap_ok(head_is(&t, 'S', 0, NULL, 0), "3 bytes: origin empty");
 
-    is_rc(parse(LIT("S\x01\x00"), &t), IM_ERR_LENGTH,
-          "OriginLen 1 with 1 byte: no flags byte");
+    tap_rc(parse(LIT("S\x01\x00"), &t), IM_ERR_LENGTH,
+           "OriginLen 1 with 1 byte: no flags byte");
     tap_ok(t.type == 'S' && t.origin == NULL,
            "OriginLen past the end: type set, no origin");
-    is_rc(parse(LIT("S\x01" "a\x03"), &t), IM_OK, "OriginLen 1, exact");
+    tap_rc(parse(LIT("S\x01" "a\x03"), &t), IM_OK, "OriginLen 1, exact");
     tap_ok(head_is(&t, 'S', 3, U8("a"), 1), "OriginLen 1: origin, flags");
-    is_rc(parse(LIT("S" OLEN ORIGIN), &t), IM_ERR_LENGTH,
-          "a whole origin, no flags byte");
-    is_rc(parse(LIT("S\xff\x00"), &t), IM_ERR_LENGTH,
-          "OriginLen 255 with 1 byte");
+    tap_rc(parse(LIT("S" OLEN ORIGIN), &t), IM_ERR_LENGTH,
+           "a whole origin, no flags byte");
+    tap_rc(parse(LIT("S\xff\x00"), &t), IM_ERR_LENGTH,
+           "OriginLen 255 with 1 byte");
 
     /* the head is checked before the type, as in the router */
-    is_rc(parse(LIT("X\x05" "ab"), &t), IM_ERR_LENGTH,
-          "unknown type with a short head: the head's error");
+    tap_rc(parse(LIT("X\x05" "ab"), &t), IM_ERR_LENGTH,
+           "unknown type with a short head: the head's error");
 }
 
 
@@ -417,49 +393,49 @@ test_origins(void)
                && b[IM_TRAFFIC_FLAGS_AT(olen)] == IM_TRAFFIC_STORED,
                "D, origin of %zu bytes: length, OriginLen, flags at "
                "IM_TRAFFIC_FLAGS_AT", olen);
-        is_rc(parse(b, n, &t), IM_OK, "D, origin of %zu bytes", olen);
+        tap_rc(parse(b, n, &t), IM_OK, "D, origin of %zu bytes", olen);
         tap_ok(head_is(&t, 'D', IM_TRAFFIC_STORED, long_origin, olen)
                && t.seq == SEQ && t.entry_len == 11
                && memcmp(t.entry, ENTRY, 11) == 0,
                "D, origin of %zu bytes: fields", olen);
-        is_rc(parse(b, IM_TRAFFIC_HEAD_LEN(olen) - 1, &t),
-              olen ? IM_ERR_LENGTH : IM_ERR_TRUNCATED,
-              "D, origin of %zu bytes: head one byte short", olen);
-        is_rc(parse(b, IM_TRAFFIC_HEAD_LEN(olen) + 7, &t),
-              IM_ERR_TRUNCATED, "D, origin of %zu bytes: Seq one byte "
-              "short", olen);
-        is_rc(parse(b, IM_TRAFFIC_HEAD_LEN(olen) + 8, &t), IM_OK,
-              "D, origin of %zu bytes: Seq exact", olen);
+        tap_rc(parse(b, IM_TRAFFIC_HEAD_LEN(olen) - 1, &t),
+               olen ? IM_ERR_LENGTH : IM_ERR_TRUNCATED,
+               "D, origin of %zu bytes: head one byte short", olen);
+        tap_rc(parse(b, IM_TRAFFIC_HEAD_LEN(olen) + 7, &t),
+               IM_ERR_TRUNCATED, "D, origin of %zu bytes: Seq one byte "
+               "short", olen);
+        tap_rc(parse(b, IM_TRAFFIC_HEAD_LEN(olen) + 8, &t), IM_OK,
+               "D, origin of %zu bytes: Seq exact", olen);
 
         n = im_traffic_build_k(b, long_origin, olen, 0, 3, TOKEN);
-        is_rc(parse(b, n, &t), IM_OK, "K, origin of %zu bytes", olen);
+        tap_rc(parse(b, n, &t), IM_OK, "K, origin of %zu bytes", olen);
         tap_ok(head_is(&t, 'K', 0, long_origin, olen) && t.client_id == 3
                && t.token == TOKEN, "K, origin of %zu bytes: fields", olen);
-        is_rc(parse(b, n - 1, &t), IM_ERR_TRUNCATED,
-              "K, origin of %zu bytes: one byte short", olen);
+        tap_rc(parse(b, n - 1, &t), IM_ERR_TRUNCATED,
+               "K, origin of %zu bytes: one byte short", olen);
         snprintf(name, sizeof(name), "K, origin of %zu bytes", olen);
         prefixes(name, b, n, olen);
 
         n = im_traffic_build_notice(b, 'J', long_origin, olen, &nonce);
-        is_rc(parse(b, n, &t), IM_OK, "J, origin of %zu bytes", olen);
+        tap_rc(parse(b, n, &t), IM_OK, "J, origin of %zu bytes", olen);
         tap_ok(head_is(&t, 'J', 0, long_origin, olen) && t.has_nonce
                && t.nonce == NONCE, "J, origin of %zu bytes: nonce", olen);
-        is_rc(parse(b, n - 1, &t), IM_OK,
-              "J, origin of %zu bytes: nonce one byte short", olen);
+        tap_rc(parse(b, n - 1, &t), IM_OK,
+               "J, origin of %zu bytes: nonce one byte short", olen);
         tap_ok(!t.has_nonce, "J, origin of %zu bytes, 7 bytes: no nonce",
                olen);
 
         n = im_traffic_build_notice(b, 'S', long_origin, olen, NULL);
-        is_rc(parse(b, n, &t), IM_OK, "S, origin of %zu bytes", olen);
+        tap_rc(parse(b, n, &t), IM_OK, "S, origin of %zu bytes", olen);
         tap_ok(head_is(&t, 'S', 0, long_origin, olen),
                "S, origin of %zu bytes: origin", olen);
 
         n = im_traffic_build_notice(b, 'A', long_origin, olen, &nonce);
-        is_rc(parse(b, n, &t), IM_OK, "A, origin of %zu bytes", olen);
+        tap_rc(parse(b, n, &t), IM_OK, "A, origin of %zu bytes", olen);
         tap_ok(head_is(&t, 'A', 0, long_origin, olen) && t.nonce == NONCE,
                "A, origin of %zu bytes: nonce", olen);
-        is_rc(parse(b, n - 1, &t), IM_ERR_TRUNCATED,
-              "A, origin of %zu bytes: one byte short", olen);
+        tap_rc(parse(b, n - 1, &t), IM_ERR_TRUNCATED,
+               "A, origin of %zu bytes: one byte short", olen);
     }
 
     n = im_traffic_build_d(b, long_origin, IM_TRAFFIC_ORIGIN_MAX, 0, SEQ,
@@ -498,7 +474,7 @@ test_flags(void)
     n = im_traffic_build_d(b, U8(ORIGIN), 24,
                            IM_TRAFFIC_STORED | IM_TRAFFIC_ALL, SEQ,
                            U8(ENTRY), 11);
-    is_rc(parse(b, n, &t), IM_OK, "D, STORED and ALL");
+    tap_rc(parse(b, n, &t), IM_OK, "D, STORED and ALL");
     tap_ok(t.flags == 3, "D: STORED | ALL is 3");
 
     /* the router sets ALL in place after building */
@@ -506,13 +482,13 @@ test_flags(void)
     n = im_traffic_build_notice(b, 'J', U8(ORIGIN), 24, &nonce);
     tap_ok(b[IM_TRAFFIC_FLAGS_AT(24)] == 0, "notices are built with flags 0");
     b[IM_TRAFFIC_FLAGS_AT(24)] |= IM_TRAFFIC_ALL;
-    is_rc(parse(b, n, &t), IM_OK, "J with ALL patched in");
+    tap_rc(parse(b, n, &t), IM_OK, "J with ALL patched in");
     tap_ok(t.flags == IM_TRAFFIC_ALL && t.has_nonce && t.nonce == NONCE,
            "J with ALL patched in: flags and nonce");
 
     n = im_traffic_build_k(b, U8(ORIGIN), 24, 0, 1, TOKEN);
     b[IM_TRAFFIC_FLAGS_AT(24)] |= IM_TRAFFIC_ALL;
-    is_rc(parse(b, n, &t), IM_OK, "K with ALL patched in");
+    tap_rc(parse(b, n, &t), IM_OK, "K with ALL patched in");
     tap_ok(t.flags == IM_TRAFFIC_ALL && t.token == TOKEN,
            "K with ALL patched in: flags and token");
 }
@@ -533,8 +509,8 @@ test_unknown(void)
     for (i = 0; i < sizeof(types); i++) {
         n = im_traffic_build_d(b, U8(ORIGIN), 24, 0, SEQ, U8(ENTRY), 11);
         b[0] = types[i];
-        is_rc(parse(b, n, &t), IM_ERR_UNKNOWN_CMD, "type 0x%02x",
-              types[i]);
+        tap_rc(parse(b, n, &t), IM_ERR_UNKNOWN_CMD, "type 0x%02x",
+               types[i]);
         tap_ok(t.type == types[i], "type 0x%02x: the type is set",
                types[i]);
     }
