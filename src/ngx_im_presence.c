@@ -180,11 +180,15 @@ ngx_im_presence_kick(ngx_im_user_t *u, uint8_t client_id, ngx_uint_t own,
  * claim takes it over; a holder elsewhere expires with its TTL.
  */
 
+/* EVAL script 1 <key> <value> [args]: a Lua script on this session's
+ * presence key, on the inbox connection */
+
 static ngx_int_t
-ngx_im_presence_claim(ngx_im_route_t *r, char *script, u_char *stale,
-    size_t slen, ngx_im_ref_t *ref)
+ngx_im_presence_eval(ngx_im_route_t *r, char *script, ngx_uint_t nargs,
+    const char **args, size_t *lens, ngx_im_redis_cb_pt cb, void *data)
 {
-    u_char       key[64], val[NGX_MAX_ERROR_STR], ttl[NGX_INT_T_LEN];
+    u_char       key[64], val[NGX_MAX_ERROR_STR];
+    ngx_uint_t   i;
     const char  *argv[7];
     size_t       argvlen[7];
 
@@ -198,13 +202,32 @@ ngx_im_presence_claim(ngx_im_route_t *r, char *script, u_char *stale,
     argvlen[3] = ngx_im_presence_key(key, r);
     argv[4] = (char *) val;
     argvlen[4] = ngx_im_presence_value(val, r);
-    argv[5] = (char *) ttl;
-    argvlen[5] = ngx_sprintf(ttl, "%T", ngx_im_presence_ttl()) - ttl;
-    argv[6] = stale ? (char *) stale : "";
-    argvlen[6] = stale ? slen : 0;
 
-    return ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_presence_answer, ref,
-                            7, argv, argvlen);
+    for (i = 0; i < nargs && i < 2; i++) {
+        argv[5 + i] = args[i];
+        argvlen[5 + i] = lens[i];
+    }
+
+    return ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, cb, data, (int) (5 + i),
+                            argv, argvlen);
+}
+
+
+static ngx_int_t
+ngx_im_presence_claim(ngx_im_route_t *r, char *script, u_char *stale,
+    size_t slen, ngx_im_ref_t *ref)
+{
+    u_char       ttl[NGX_INT_T_LEN];
+    const char  *args[2];
+    size_t       lens[2];
+
+    args[0] = (char *) ttl;
+    lens[0] = ngx_sprintf(ttl, "%T", ngx_im_presence_ttl()) - ttl;
+    args[1] = stale ? (char *) stale : "";
+    lens[1] = stale ? slen : 0;
+
+    return ngx_im_presence_eval(r, script, 2, args, lens,
+                                ngx_im_presence_answer, ref);
 }
 
 
@@ -320,12 +343,8 @@ ngx_im_presence_refresh(ngx_im_route_t *r)
 void
 ngx_im_presence_leave(ngx_im_route_t *r)
 {
-    u_char          key[64], val[NGX_MAX_ERROR_STR];
-    const char     *argv[5];
-    size_t          argvlen[5];
-
     /* only this session's own key: a newer login may hold it already */
-    static char     script[] =
+    static char  script[] =
         "if redis.call('get', KEYS[1]) == ARGV[1] then "
         "return redis.call('del', KEYS[1]) end return 0";
 
@@ -333,17 +352,5 @@ ngx_im_presence_leave(ngx_im_route_t *r)
         return;
     }
 
-    argv[0] = "EVAL";
-    argvlen[0] = 4;
-    argv[1] = script;
-    argvlen[1] = sizeof(script) - 1;
-    argv[2] = "1";
-    argvlen[2] = 1;
-    argv[3] = (char *) key;
-    argvlen[3] = ngx_im_presence_key(key, r);
-    argv[4] = (char *) val;
-    argvlen[4] = ngx_im_presence_value(val, r);
-
-    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 5, argv,
-                            argvlen);
+    (void) ngx_im_presence_eval(r, script, 0, NULL, NULL, NULL, NULL);
 }

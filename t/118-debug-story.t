@@ -13,23 +13,12 @@ use warnings;
 use Test::More;
 use lib 't/lib';
 use Test::Nginx qw/port wait_until/;
-use IM::Redis;
-use IM::UserCentre;
 use IM::Client;
 use IM::Proto qw/:all/;
-use IM::Setup qw/write_conf status/;
-
-my $t = Test::Nginx->new()->has(qw/http/);
-my $redis = IM::Redis->new(t => $t);
-my $uc = IM::UserCentre->new(t => $t, users => <<'U');
-alice alice-secret 1001
-bob bob-secret 1002
-U
+use IM::Setup qw/standard status/;
 
 # re-push far away: nothing in the story depends on how fast bob acks
-write_conf($t, redis => $redis, uc => $uc, stream => 0,
-    main => 'im_repush_interval 60s;');
-$t->run();
+my ($t, $redis, $uc) = standard(stream => 0, main => 'im_repush_interval 60s;');
 
 ok($t->wait_for_log(qr/im redis: connection 0 ready/),
    'the inbox connection came up');

@@ -9,23 +9,13 @@ use warnings;
 use Test::More;
 use lib 't/lib';
 use Test::Nginx qw/port/;
-use IM::Redis;
-use IM::UserCentre;
 use IM::Client;
 use IM::Proto qw/:all/;
-use IM::Setup qw/write_conf status/;
-
-my $t = Test::Nginx->new()->has(qw/http/);
-my $redis = IM::Redis->new(t => $t);
-my $uc = IM::UserCentre->new(t => $t, users => <<'U');
-alice alice-secret 1001
-bob bob-secret 1002
-U
+use IM::Setup qw/standard status/;
 
 # re-push far away: bob acks as he reads, but nothing may depend on when
-write_conf($t, redis => $redis, uc => $uc, stream => 0,
+my ($t, $redis, $uc) = standard(stream => 0,
     main => "im_alone off;\nim_repush_interval 60s;");
-$t->run();
 
 sub publishes {
     my $info = $redis->cmd(INFO => 'commandstats') // '';

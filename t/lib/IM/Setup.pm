@@ -34,7 +34,7 @@ use Test2::IPC;    # tests of forked children count in the parent
 use Test::Nginx qw/port/;
 
 our @EXPORT_OK = qw/write_conf transports transport make_cert ssl_opts
-    each_transport status no_sessions_left/;
+    each_transport status no_sessions_left standard/;
 
 # a self-signed certificate im.crt / im.key in the test dir
 sub make_cert {
@@ -103,6 +103,25 @@ sub ssl_opts {
     $CTX //= IO::Socket::SSL::SSL_Context->new(
         SSL_verify_mode => IO::Socket::SSL::SSL_VERIFY_NONE());
     return { SSL_reuse_ctx => $CTX };
+}
+
+# A one-node test as most files start it: a redis-server, the user centre
+# with alice (1001) and bob (1002) unless users => "name pass uid\n..."
+# says otherwise, write_conf(%o) and nginx running. Returns ($t, $redis,
+# $uc).
+#   my ($t, $redis, $uc) = standard(stream => 0, main => 'im_alone off;');
+sub standard {
+    my (%o) = @_;
+    require IM::Redis;
+    require IM::UserCentre;
+    my $users = delete $o{users}
+        // "alice alice-secret 1001\nbob bob-secret 1002\n";
+    my $t = Test::Nginx->new()->has(qw/http/);
+    my $redis = IM::Redis->new(t => $t);
+    my $uc = IM::UserCentre->new(t => $t, users => $users);
+    write_conf($t, redis => $redis, uc => $uc, %o);
+    $t->run();
+    return ($t, $redis, $uc);
 }
 
 # [name, IM::Client/IM::WS options] of ws and wss
