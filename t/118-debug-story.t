@@ -18,7 +18,8 @@ use IM::Proto qw/:all/;
 use IM::Setup qw/standard status/;
 
 # re-push far away: nothing in the story depends on how fast bob acks
-my ($t, $redis, $uc) = standard(stream => 0, main => 'im_repush_interval 60s;');
+my ($t, $redis, $uc) = standard(stream => 0,
+    main => 'im_repush_interval 60s;');
 
 ok($t->wait_for_log(qr/im redis: connection 0 ready/),
    'the inbox connection came up');
