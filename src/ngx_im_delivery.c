@@ -326,9 +326,9 @@ ngx_im_delivery_sync(ngx_im_session_t *s)
 
     ngx_log_debug2(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
                    "im sync: uid %uD load under way %d", s->route.uid,
-                   s->load_ref != NULL);
+                   s->route.ref != NULL);
 
-    if (s->load_ref) {
+    if (s->route.ref) {
         /* what was stored after that read is read again afterwards */
         s->resync = 1;
         return;
@@ -349,7 +349,7 @@ ngx_im_delivery_sync(ngx_im_session_t *s)
         return;
     }
 
-    s->load_ref = ref;
+    s->route.ref = ref;
 }
 
 
@@ -417,7 +417,7 @@ ngx_im_delivery_loaded(redisReply *reply, void *data)
         return;
     }
 
-    s->load_ref = NULL;
+    s->route.ref = NULL;
 
     ngx_log_debug2(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
                    "im inbox: uid %uD, %uz entries", s->route.uid,
@@ -538,14 +538,3 @@ ngx_im_delivery_release(ngx_im_session_t *s)
     ngx_im_delivery_put_back(s, &s->inflight);
 }
 
-
-void
-ngx_im_delivery_end(ngx_im_session_t *s)
-{
-    ngx_im_delivery_release(s);
-
-    if (s->load_ref) {
-        s->load_ref->data = NULL;
-        s->load_ref = NULL;
-    }
-}

@@ -30,8 +30,6 @@ void ngx_im_delivery_feed(ngx_im_session_t *s);
 /* the session stops taking messages (kicked, or ending): what it holds
  * unacked goes back to the store */
 void ngx_im_delivery_release(ngx_im_session_t *s);
-/* the session is gone: a late inbox read finds nothing */
-void ngx_im_delivery_end(ngx_im_session_t *s);
 
 
 #endif /* _NGX_IM_DELIVERY_H_INCLUDED_ */

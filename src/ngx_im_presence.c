@@ -107,7 +107,7 @@ ngx_im_presence_login(ngx_im_route_t *r)
                        "im presence: uid %uD client %d claiming",
                        r->uid, (int) r->client_id);
 
-        r->login_ref = ref;
+        r->ref = ref;
         return;
     }
 
@@ -288,7 +288,7 @@ ngx_im_presence_answer(redisReply *reply, void *data)
     ops = ngx_im_router_ops();
 
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        r->login_ref = NULL;
+        r->ref = NULL;
         ngx_im_ref_free(ref);
         ops->login_done(r, 2);
         return;
@@ -306,7 +306,7 @@ ngx_im_presence_answer(redisReply *reply, void *data)
         return;
     }
 
-    r->login_ref = NULL;
+    r->ref = NULL;
     ngx_im_ref_free(ref);
 
     ops->login_done(r, reply->type == REDIS_REPLY_INTEGER

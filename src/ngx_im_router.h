@@ -30,7 +30,9 @@ typedef struct ngx_im_ticket_s  ngx_im_ticket_t;
 struct ngx_im_route_s {
     ngx_queue_t            link;        /* in its uid's record */
     ngx_im_user_t         *user;        /* NULL while not joined */
-    ngx_im_ref_t          *login_ref;   /* a presence claim under way */
+    /* a Redis reply under way that needs the session: the login's
+     * presence claim, later an inbox read (never both at once) */
+    ngx_im_ref_t          *ref;
     uint64_t               token;       /* unique in this worker */
     uint64_t               live_seq;    /* when it joined */
     uint32_t               uid;

@@ -908,13 +908,14 @@ ngx_im_session_teardown(ngx_im_session_t *s)
 
     ngx_im_timer_del(&s->timer);
 
-    ngx_im_delivery_end(s);
+    ngx_im_delivery_release(s);
 
     ngx_im_publish_end(s);
 
-    if (s->route.login_ref) {
-        s->route.login_ref->data = NULL;
-        s->route.login_ref = NULL;
+    if (s->route.ref) {
+        /* a late reply (a presence claim, an inbox read) finds nobody */
+        s->route.ref->data = NULL;
+        s->route.ref = NULL;
     }
 
     /* pool memory, freed with the connection */

@@ -120,6 +120,13 @@ struct ngx_im_session_s {
     uint16_t               drain_reason;
     uint32_t               unresolved;      /* groups whose members are read */
 
+    unsigned               ping_sent:1;
+    unsigned               loading:1;       /* inbox not pushed yet */
+    unsigned               resync:1;        /* load again after this one */
+    unsigned               loaded:1;        /* the inbox was read once */
+    unsigned               flush_posted:1;
+    unsigned               drain_invalid:1;
+
     /* from CONNECT, in the connection's pool, until the login is done */
     struct ngx_im_cred_s  *cred;
 
@@ -127,7 +134,6 @@ struct ngx_im_session_s {
     ngx_queue_t            inflight;        /* pushed, unacked, by deadline */
     ngx_queue_t            waiting;         /* to push when there is room */
     size_t                 waiting_bytes;   /* of live messages in it */
-    ngx_im_ref_t          *load_ref;        /* an inbox read under way */
     /* only while there is something to re-push: an idle session does not
      * carry it */
     ngx_event_t           *repush;
@@ -146,13 +152,6 @@ struct ngx_im_session_s {
     ngx_chain_t           *out;
     ngx_chain_t          **last_out;
     size_t                 out_size;
-
-    unsigned               ping_sent:1;
-    unsigned               loading:1;       /* inbox not pushed yet */
-    unsigned               resync:1;        /* load again after this one */
-    unsigned               loaded:1;        /* the inbox was read once */
-    unsigned               flush_posted:1;
-    unsigned               drain_invalid:1;
 };
 
 
