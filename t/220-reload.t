@@ -335,12 +335,18 @@ sub reload {
     ok($a->expect(cmd => PUB_ACK, msgid => $pending[1]), 'upgrade: acked between USR2 and QUIT');
 
     kill 'QUIT', $oldm;
-    # the old workers stop accepting: new logins reach the new master
-    ok(wait_until(sub { $t->error_log($mark) =~ /gracefully shutting down/ }, 5),
-        'upgrade: old workers shut down gracefully');
+    # the old workers stop accepting: new logins reach the new master. Every
+    # old worker, not the first to log it: a login accepted by another one
+    # would land on the old generation (and be closed 3 s later)
+    ok(wait_until(sub {
+        my $log = $t->error_log($mark);
+        return !grep { $log !~ /#$_: gracefully shutting down/ && alive($_) } @oldw;
+    }), 'upgrade: old workers shut down gracefully');
     my ($n, $ncode, $npid) = login($t, 1211);
     is($ncode, 0, 'upgrade: a login after QUIT to the old master');
-    ok($npid && $neww{$npid}, 'upgrade: on a new-master worker');
+    ok($npid && $neww{$npid}, 'upgrade: on a new-master worker')
+        or diag('on ' . ($npid // '?') . '; old workers @oldw, new ones '
+            . join(' ', sort keys %neww));
     my ($inst_new) = (status($t->{im_port})->{id} // '') =~ m{/([0-9a-f]+):};
     diag("upgrade: zone instance of the old master $inst_old, of the new one "
         . ($inst_new // '?') . ' (a fresh zone: the generations talk through Redis)')
