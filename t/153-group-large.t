@@ -32,6 +32,9 @@ im_redis ${\ $redis->addr};
 # load) and acked as read; a re-push of one read late would be a second
 # copy in "nobody got it twice" and "members not listed got nothing"
 im_repush_interval 60s;
+# quiet pings: a member is read once per pass over the 1,000 (tens of
+# seconds on a loaded machine) and cannot answer a PING in between
+im_ping_interval 300s;
 events { worker_connections 4096; }
 http {
     %%TEST_GLOBALS_HTTP%%
