@@ -608,7 +608,13 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
             if (rc == NGX_OK) {
                 local++;
 
-            } else if (rc == NGX_AGAIN) {
+            } else {
+                /*
+                 * No sibling has a datagram of it: those that hear the
+                 * channel copy take it.  A sibling whose last session of
+                 * the uid has just left the directory may still be
+                 * subscribed, and PUBLISH then counts it as a taker.
+                 */
                 *flags |= IM_TRAFFIC_ALL;
             }
         }
@@ -676,7 +682,10 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         rcpt->msg = ngx_im_msg_ref(msg);
         rcpt->uid = uids[i];
         rcpt->local = (local > 0);
-        rcpt->self = (u && u->sub == NGX_IM_SUB_SUBSCRIBED);
+        /* this worker's own subscription is no taker (its echo is not
+         * pushed again), and it may still be counted while it is being
+         * made or undone: PUBLISH's count then says one too many */
+        rcpt->self = (u && u->sub != NGX_IM_SUB_NONE);
         rcpt->stamp = stamp;
 
         if (ngx_im_router_publish(uids[i], buf, len, ngx_im_router_published,
