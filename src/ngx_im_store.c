@@ -391,6 +391,8 @@ ngx_im_store_members(uint32_t gid, ngx_im_members_cb_pt cb, void *data)
 {
     ngx_im_members_t  *mr;
 
+    /* one per group message, with the member array it grows page by page
+     * (its size follows the group): heap, not a list of spares */
     mr = ngx_calloc(sizeof(ngx_im_members_t), ngx_cycle->log);
     if (mr == NULL) {
         return NGX_ERROR;
