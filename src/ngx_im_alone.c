@@ -113,7 +113,7 @@ ngx_im_alone_shared(ngx_im_user_t *u)
     }
 
     u->alone = 0;
-    u->stamp = ngx_im_router_stamp();
+    u->stamp = ngx_im_table_stamp();
 }
 
 
@@ -151,7 +151,7 @@ ngx_im_alone_learn(uint32_t uid, uint32_t stamp, redisReply *reply)
         return;
     }
 
-    u = ngx_im_router_find(uid);
+    u = ngx_im_table_find(uid);
 
     /* the stamp is the same: no foreign 'J', no change of subscription
      * since the PUBLISH left, so the one subscriber was this worker */
@@ -312,7 +312,7 @@ ngx_im_alone_replay(uint32_t uid)
             ? IM_TRAFFIC_STORED : 0;
 
     /* this worker's own sessions had them: the echo skips them all */
-    seq = ngx_im_router_seq();
+    seq = ngx_im_table_seq();
 
     buf = NULL;
     size = 0;
@@ -346,7 +346,7 @@ ngx_im_alone_replay(uint32_t uid)
         ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
                        "im alone: uid %uD: a kept message replayed", uid);
 
-        (void) ngx_im_router_publish(uid, buf, len, NULL, NULL);
+        (void) ngx_im_table_publish(uid, buf, len, NULL, NULL);
     }
 
     if (buf) {
@@ -367,7 +367,7 @@ ngx_im_alone_notice(uint32_t uid, u_char type, uint64_t *nonce,
     len = im_traffic_build_notice(buf, type, ngx_im_worker_id.data,
                                   ngx_im_worker_id.len, nonce);
 
-    return ngx_im_router_publish(uid, buf, len, cb, cbdata);
+    return ngx_im_table_publish(uid, buf, len, cb, cbdata);
 }
 
 
@@ -388,7 +388,7 @@ ngx_im_alone_hold_done(ngx_im_user_t *u)
                    u->hold->expected);
 
     ngx_im_alone_unhold(u);
-    ngx_im_router_sync_user(u);
+    ngx_im_table_sync(u);
 }
 
 
@@ -450,7 +450,7 @@ ngx_im_alone_announced(redisReply *reply, void *data)
     ngx_im_jpub_t  *jp = data;
     ngx_im_user_t  *u;
 
-    u = ngx_im_router_find(jp->uid);
+    u = ngx_im_table_find(jp->uid);
 
     if (u && u->hold && u->hold->nonce == jp->nonce) {
 
@@ -526,7 +526,7 @@ failed:
         ngx_im_spare_put(&ngx_im_spare_jpubs, jp);
     }
 
-    ngx_im_router_sync_user(u);
+    ngx_im_table_sync(u);
 }
 
 
@@ -538,7 +538,7 @@ ngx_im_alone_record(uint32_t uid, ngx_im_user_t *u, im_traffic_t *t)
     case 'S':
         if (u && u->hold == NULL) {
             /* else read when the answers are in */
-            ngx_im_router_sync_user(u);
+            ngx_im_table_sync(u);
         }
         return;
 

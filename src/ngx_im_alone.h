@@ -14,7 +14,7 @@
 #define _NGX_IM_ALONE_H_INCLUDED_
 
 
-#include "ngx_im_router.h"
+#include "ngx_im_table.h"
 #include "ngx_im_traffic.h"
 
 

@@ -68,9 +68,9 @@ ngx_im_presence_login(ngx_im_route_t *r)
     ngx_im_router_ops_t  *ops;
 
     imcf = ngx_im_get_conf();
-    ops = ngx_im_router_ops();
+    ops = ngx_im_table_ops();
 
-    u = ngx_im_router_find(r->uid);
+    u = ngx_im_table_find(r->uid);
 
     if (imcf->login_policy == NGX_IM_LOGIN_REJECT) {
 
@@ -123,12 +123,12 @@ ngx_im_presence_login(ngx_im_route_t *r)
                              ngx_im_worker_id.len, 0, r->client_id,
                              r->token);
 
-    if (ngx_im_router_peers(r->uid, buf, len) != NGX_OK) {
+    if (ngx_im_table_peers(r->uid, buf, len) != NGX_OK) {
         buf[IM_TRAFFIC_FLAGS_AT(ngx_im_worker_id.len)] |= IM_TRAFFIC_ALL;
     }
 
     /* Redis down: the other session stays until it ends by itself */
-    (void) ngx_im_router_publish(r->uid, buf, len, NULL, NULL);
+    (void) ngx_im_table_publish(r->uid, buf, len, NULL, NULL);
 
     ops->login_done(r, 0);
 }
@@ -166,7 +166,7 @@ ngx_im_presence_kick(ngx_im_user_t *u, uint8_t client_id, ngx_uint_t own,
         q = ngx_queue_next(q);
 
         if (r->client_id == client_id && !(own && r->token >= token)) {
-            ngx_im_router_ops()->kick(r);
+            ngx_im_table_ops()->kick(r);
         }
     }
 }
@@ -285,7 +285,7 @@ ngx_im_presence_answer(redisReply *reply, void *data)
         return;
     }
 
-    ops = ngx_im_router_ops();
+    ops = ngx_im_table_ops();
 
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
         r->ref = NULL;

@@ -53,12 +53,6 @@ static void ngx_im_router_stored(redisReply *reply, void *data);
 static void ngx_im_router_published(redisReply *reply, void *data);
 
 
-static ngx_rbtree_t            ngx_im_users;
-static ngx_rbtree_node_t       ngx_im_users_sentinel;
-static ngx_uint_t              ngx_im_nusers;
-static uint64_t                ngx_im_seq;
-static uint32_t                ngx_im_stamp;
-static ngx_im_router_ops_t    *ngx_im_ops;
 static ngx_im_spares_t         ngx_im_spare_rcpts =
     ngx_im_spares(ngx_im_rcpt_t, 4096);
 
@@ -74,10 +68,7 @@ static ngx_im_redis_handlers_t  ngx_im_router_handlers = {
 ngx_int_t
 ngx_im_router_init(ngx_cycle_t *cycle, ngx_im_router_ops_t *ops)
 {
-    ngx_im_ops = ops;
-
-    ngx_rbtree_init(&ngx_im_users, &ngx_im_users_sentinel,
-                    ngx_rbtree_insert_value);
+    ngx_im_table_init(ops);
 
     /* datagrams leave after this worker's Redis output: an inbox append
      * reaches Redis before a sibling can push its message, so the
@@ -102,93 +93,18 @@ ngx_im_router_exit(void)
 }
 
 
-ngx_im_router_ops_t *
-ngx_im_router_ops(void)
-{
-    return ngx_im_ops;
-}
-
-
 ngx_uint_t
 ngx_im_router_users(void)
 {
-    return ngx_im_nusers;
-}
-
-
-uint64_t
-ngx_im_router_seq(void)
-{
-    return ngx_im_seq;
-}
-
-
-/* never 0, which marks a publish that is no probe; a wrap after 2^32
- * changes is harmless: a probe is answered within seconds */
-
-uint32_t
-ngx_im_router_stamp(void)
-{
-    if (++ngx_im_stamp == 0) {
-        ngx_im_stamp = 1;
-    }
-
-    return ngx_im_stamp;
-}
-
-
-/* the table */
-
-ngx_im_user_t *
-ngx_im_router_find(uint32_t uid)
-{
-    return (ngx_im_user_t *) ngx_im_rbtree_lookup(&ngx_im_users, uid);
-}
-
-
-static ngx_im_user_t *
-ngx_im_router_user(uint32_t uid)
-{
-    ngx_im_user_t  *u;
-
-    u = ngx_im_router_find(uid);
-    if (u) {
-        return u;
-    }
-
-    u = ngx_im_slab_alloc(sizeof(ngx_im_user_t));
-    if (u == NULL) {
-        return NULL;
-    }
-
-    u->node.key = uid;
-    u->stamp = ngx_im_router_stamp();
-    ngx_queue_init(&u->sessions);
-    ngx_rbtree_insert(&ngx_im_users, &u->node);
-    ngx_im_nusers++;
-
-    return u;
+    return ngx_im_table_count();
 }
 
 
 static void
 ngx_im_router_free(ngx_im_user_t *u)
 {
-    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
-                   "im router: uid %uD forgotten", (uint32_t) u->node.key);
-
     ngx_im_alone_free(u);
-
-    ngx_rbtree_delete(&ngx_im_users, &u->node);
-    ngx_im_nusers--;
-    ngx_im_slab_free(u);
-}
-
-
-static size_t
-ngx_im_router_channel(u_char *buf, uint32_t uid)
-{
-    return ngx_sprintf(buf, "im:u:%uD", uid) - buf;
+    ngx_im_table_remove(u);
 }
 
 
@@ -215,27 +131,7 @@ ngx_im_router_channel_user(u_char *channel, size_t clen)
         return NULL;
     }
 
-    return ngx_im_router_find((uint32_t) uid);
-}
-
-
-ngx_int_t
-ngx_im_router_publish(uint32_t uid, u_char *data, size_t len,
-    ngx_im_redis_cb_pt cb, void *cbdata)
-{
-    u_char       channel[32];
-    const char  *argv[3];
-    size_t       argvlen[3];
-
-    argv[0] = "PUBLISH";
-    argvlen[0] = 7;
-    argv[1] = (char *) channel;
-    argvlen[1] = ngx_im_router_channel(channel, uid);
-    argv[2] = (char *) data;
-    argvlen[2] = len;
-
-    return ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, cb, cbdata, 3, argv,
-                            argvlen);
+    return ngx_im_table_find((uint32_t) uid);
 }
 
 
@@ -244,7 +140,7 @@ ngx_im_router_join(ngx_im_route_t *r)
 {
     ngx_im_user_t  *u;
 
-    u = ngx_im_router_user(r->uid);
+    u = ngx_im_table_add(r->uid);
     if (u == NULL) {
         return NGX_ERROR;
     }
@@ -259,18 +155,18 @@ ngx_im_router_join(ngx_im_route_t *r)
     ngx_queue_insert_tail(&u->sessions, &r->link);
     u->nsessions++;
 
-    ngx_log_debug3(NGX_LOG_DEBUG_EVENT, ngx_im_ops->log(r), 0,
+    ngx_log_debug3(NGX_LOG_DEBUG_EVENT, ngx_im_table_ops()->log(r), 0,
                    "im router: uid %uD joined, sessions %ui sub %ui",
                    r->uid, (ngx_uint_t) u->nsessions, (ngx_uint_t) u->sub);
 
     r->user = u;
-    r->live_seq = ++ngx_im_seq;
+    r->live_seq = ngx_im_table_join_seq();
 
     switch (u->sub) {
 
     case NGX_IM_SUB_SUBSCRIBED:
         if (!ngx_im_alone_holding(u)) {
-            ngx_im_ops->sync(r);
+            ngx_im_table_ops()->sync(r);
         }
         /* else read with the others when the answers are in */
         break;
@@ -305,7 +201,7 @@ ngx_im_router_leave(ngx_im_route_t *r)
     ngx_queue_remove(&r->link);
     r->user = NULL;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, ngx_im_ops->log(r), 0,
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, ngx_im_table_ops()->log(r), 0,
                    "im router: uid %uD left, sessions %ui", r->uid,
                    (ngx_uint_t) u->nsessions - 1);
 
@@ -319,7 +215,7 @@ ngx_im_router_leave(ngx_im_route_t *r)
 
     case NGX_IM_SUB_SUBSCRIBED:
         if (ngx_im_redis_unsubscribe(channel,
-                                     ngx_im_router_channel(channel,
+                                     ngx_im_table_channel(channel,
                                                            u->node.key))
             == NGX_OK)
         {
@@ -344,23 +240,6 @@ ngx_im_router_leave(ngx_im_route_t *r)
 }
 
 
-void
-ngx_im_router_sync_user(ngx_im_user_t *u)
-{
-    ngx_queue_t     *q, *next;
-    ngx_im_route_t  *r;
-
-    for (q = ngx_queue_head(&u->sessions);
-         q != ngx_queue_sentinel(&u->sessions);
-         q = next)
-    {
-        next = ngx_queue_next(q);
-        r = ngx_queue_data(q, ngx_im_route_t, link);
-        ngx_im_ops->sync(r);
-    }
-}
-
-
 /* subscriptions */
 
 static void
@@ -369,7 +248,7 @@ ngx_im_router_subscribe(ngx_im_user_t *u)
     u_char  channel[32];
 
     if (ngx_im_redis_subscribe(channel,
-                               ngx_im_router_channel(channel, u->node.key))
+                               ngx_im_table_channel(channel, u->node.key))
         == NGX_OK)
     {
         ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
@@ -387,7 +266,7 @@ ngx_im_router_subscribe(ngx_im_user_t *u)
                    (uint32_t) u->node.key);
 
     u->sub = NGX_IM_SUB_NONE;
-    ngx_im_router_sync_user(u);
+    ngx_im_table_sync(u);
 }
 
 
@@ -404,7 +283,7 @@ ngx_im_router_subscribed(u_char *channel, size_t clen)
 
     if (u->nsessions == 0) {
         if (ngx_im_redis_unsubscribe(buf,
-                                     ngx_im_router_channel(buf, u->node.key))
+                                     ngx_im_table_channel(buf, u->node.key))
             == NGX_OK)
         {
             u->sub = NGX_IM_SUB_UNSUBSCRIBING;
@@ -458,22 +337,14 @@ ngx_im_router_unsubscribed(u_char *channel, size_t clen)
 static void
 ngx_im_router_sub_connected(void)
 {
-    ngx_rbtree_node_t  *node, *next;
-    ngx_im_user_t      *u;
-
-    if (ngx_im_users.root == ngx_im_users.sentinel) {
-        return;
-    }
+    ngx_im_user_t  *u, *next;
 
     ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
                    "im router: pub/sub back, %ui uids to subscribe",
-                   ngx_im_nusers);
+                   ngx_im_table_count());
 
-    node = ngx_rbtree_min(ngx_im_users.root, ngx_im_users.sentinel);
-
-    while (node) {
-        next = ngx_rbtree_next(&ngx_im_users, node);
-        u = (ngx_im_user_t *) node;
+    for (u = ngx_im_table_first(); u; u = next) {
+        next = ngx_im_table_next(u);
 
         u->sub = NGX_IM_SUB_NONE;
         ngx_im_alone_forget(u);
@@ -484,8 +355,6 @@ ngx_im_router_sub_connected(void)
         } else {
             ngx_im_router_free(u);
         }
-
-        node = next;
     }
 }
 
@@ -493,27 +362,18 @@ ngx_im_router_sub_connected(void)
 static void
 ngx_im_router_inbox_connected(void)
 {
-    ngx_im_user_t      *u;
-    ngx_rbtree_node_t  *node;
-
-    if (ngx_im_users.root == ngx_im_users.sentinel) {
-        return;
-    }
+    ngx_im_user_t  *u;
 
     /* loads that failed while Redis was away, and announcements that
      * may have been lost with the connection */
 
-    for (node = ngx_rbtree_min(ngx_im_users.root, ngx_im_users.sentinel);
-         node;
-         node = ngx_rbtree_next(&ngx_im_users, node))
-    {
-        u = (ngx_im_user_t *) node;
+    for (u = ngx_im_table_first(); u; u = ngx_im_table_next(u)) {
 
         if (u->sub == NGX_IM_SUB_SUBSCRIBED) {
             ngx_im_alone_announce(u);
 
         } else {
-            ngx_im_router_sync_user(u);
+            ngx_im_table_sync(u);
         }
     }
 }
@@ -544,7 +404,7 @@ ngx_im_router_local(ngx_im_user_t *u, ngx_im_msg_t *msg, ngx_uint_t stored,
             continue;
         }
 
-        if (ngx_im_ops->push(r, msg, stored) == NGX_OK) {
+        if (ngx_im_table_ops()->push(r, msg, stored) == NGX_OK) {
             n++;
         }
     }
@@ -586,7 +446,7 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         (void) im_traffic_build_d(buf, ngx_im_worker_id.data,
                                   ngx_im_worker_id.len,
                                   stored ? IM_TRAFFIC_STORED : 0,
-                                  ngx_im_seq, msg->entry, msg->entry_len);
+                                  ngx_im_table_seq(), msg->entry, msg->entry_len);
         flags = buf + IM_TRAFFIC_FLAGS_AT(ngx_im_worker_id.len);
     }
 
@@ -594,7 +454,7 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
     for (i = 0; i < n; i++) {
 
-        u = ngx_im_router_find(uids[i]);
+        u = ngx_im_table_find(uids[i]);
         local = u ? ngx_im_router_local(u, msg, stored, 0) : 0;
 
         /* this node's other workers: by datagram, no Redis in between */
@@ -603,7 +463,7 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
         if (buf && siblings) {
             *flags &= ~IM_TRAFFIC_ALL;
-            rc = ngx_im_router_peers(uids[i], buf, len);
+            rc = ngx_im_table_peers(uids[i], buf, len);
 
             if (rc == NGX_OK) {
                 local++;
@@ -656,7 +516,7 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
             if (buf) {
                 pr = stamp ? ngx_im_alone_probe(u) : NULL;
 
-                if (ngx_im_router_publish(uids[i], buf, len,
+                if (ngx_im_table_publish(uids[i], buf, len,
                                           pr ? ngx_im_alone_probed : NULL,
                                           pr)
                     != NGX_OK
@@ -688,7 +548,7 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         rcpt->self = (u && u->sub != NGX_IM_SUB_NONE);
         rcpt->stamp = stamp;
 
-        if (ngx_im_router_publish(uids[i], buf, len, ngx_im_router_published,
+        if (ngx_im_table_publish(uids[i], buf, len, ngx_im_router_published,
                                   rcpt)
             != NGX_OK)
         {
@@ -750,33 +610,6 @@ done:
 }
 
 
-ngx_int_t
-ngx_im_router_peers(uint32_t uid, u_char *data, size_t len)
-{
-    ngx_int_t   rc, sent;
-    ngx_uint_t  i, n;
-    ngx_pid_t   pids[NGX_IM_DIR_PIDS];
-
-    n = ngx_im_dir_peers(uid, pids);
-
-    sent = NGX_DECLINED;
-
-    for (i = 0; i < n; i++) {
-        rc = ngx_im_ipc_send(pids[i], uid, data, len);
-
-        if (rc == NGX_AGAIN) {
-            return NGX_AGAIN;
-        }
-
-        if (rc == NGX_OK) {
-            sent = NGX_OK;
-        }
-    }
-
-    return sent;
-}
-
-
 /* records from the channels and from sibling workers: untrusted input,
  * decoded by ngx_im_traffic.c, ignored when they do not parse */
 
@@ -832,7 +665,7 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
          * the directory's slots gets no datagrams */
 
         if (!own) {
-            ngx_im_alone_record(uid, ngx_im_router_find(uid), &t);
+            ngx_im_alone_record(uid, ngx_im_table_find(uid), &t);
         }
 
         return;
@@ -843,7 +676,7 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
         return;
     }
 
-    u = ngx_im_router_find(uid);
+    u = ngx_im_table_find(uid);
 
     if (t.type == 'K') {
         if (u) {

@@ -25,7 +25,9 @@ my @layers = (
     [ redis     => qw/ngx_im_redis/ ],
     [ store     => qw/ngx_im_store/ ],
     [ node      => qw/ngx_im_dir ngx_im_ipc/ ],
-    [ router    => qw/ngx_im_router ngx_im_presence ngx_im_alone/ ],
+    [ table     => qw/ngx_im_table/ ],
+    [ policy    => qw/ngx_im_presence ngx_im_alone/ ],
+    [ router    => qw/ngx_im_router/ ],
     [ parts     => qw/ngx_im_state ngx_im_output ngx_im_delivery
                       ngx_im_publish/ ],
     [ session   => qw/ngx_im_session/ ],
