@@ -446,7 +446,8 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         (void) im_traffic_build_d(buf, ngx_im_worker_id.data,
                                   ngx_im_worker_id.len,
                                   stored ? IM_TRAFFIC_STORED : 0,
-                                  ngx_im_table_seq(), msg->entry, msg->entry_len);
+                                  ngx_im_table_seq(), msg->entry,
+                                  msg->entry_len);
         flags = buf + IM_TRAFFIC_FLAGS_AT(ngx_im_worker_id.len);
     }
 
