@@ -270,15 +270,23 @@ for my $cl ($b, $c, $d) {
 }
 
 ###############################################################################
+# nginx again with other timers ($main), once these clients have closed
+
+sub restart {
+    my ($main, @clients) = @_;
+    for my $cl (@clients) {
+        $cl->close(1000);
+        $cl->wait_closed(2);
+    }
+    $t->stop();
+    write_conf($t, redis => $redis, uc => $uc, stream => 0, main => $main);
+    $t->run();
+}
+
+###############################################################################
 # re-pushes: nginx again with im_repush_interval 1s, im_repush_max 1
 
-for my $cl ($a, $b, $c, $d) {
-    $cl->close(1000);
-    $cl->wait_closed(2);
-}
-$t->stop();
-write_conf($t, redis => $redis, uc => $uc, stream => 0, main => $REPUSH);
-$t->run();
+restart($REPUSH, $a, $b, $c, $d);
 ($a, $b, $c, $d) = map { user($_) } 1001 .. 1004;
 
 # an unacked group push is pushed again (1003 and 1004 ack at once; 1002
@@ -327,13 +335,7 @@ my ($ig, $ip, $pg, $pp, @lp);
 ###############################################################################
 # quiet again: the next login gets both, each acked once
 
-for my $cl ($a, $b, $c, $d) {
-    $cl->close(1000);
-    $cl->wait_closed(2);
-}
-$t->stop();
-write_conf($t, redis => $redis, uc => $uc, stream => 0, main => $QUIET);
-$t->run();
+restart($QUIET, $a, $b, $c, $d);
 $a = user(1001);
 $b = user(1002);
 $d = user(1004);
