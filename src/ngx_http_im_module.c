@@ -26,6 +26,8 @@ typedef struct {
     ngx_flag_t              websocket;
     ngx_flag_t              echo;
     ngx_str_t               auth;
+    ngx_str_t               file;       /* where im_websocket is */
+    ngx_uint_t              line;
 } ngx_http_im_loc_conf_t;
 
 
@@ -1353,6 +1355,8 @@ ngx_http_im_create_loc_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     conf->auth = { 0, NULL };
+     *     conf->file = { 0, NULL };
+     *     conf->line = 0;
      */
 
     conf->websocket = NGX_CONF_UNSET;
@@ -1368,9 +1372,26 @@ ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_im_loc_conf_t *prev = parent;
     ngx_http_im_loc_conf_t *conf = child;
 
+    ngx_uint_t  here;
+
+    /* im_websocket in this very location (nested ones inherit the flag,
+     * not the handler) */
+    here = (conf->websocket == 1);
+
     ngx_conf_merge_value(conf->websocket, prev->websocket, 0);
     ngx_conf_merge_value(conf->echo, prev->echo, 0);
     ngx_conf_merge_str_value(conf->auth, prev->auth, "");
+
+    if (here && !conf->echo && conf->auth.len == 0) {
+        /* every handshake would answer 500: say so at nginx -t */
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"im_websocket\" in %V:%ui has no \"im_auth\": "
+                           "add \"im_auth /_auth;\" naming the location "
+                           "that asks the user centre (see conf/nginx.conf), "
+                           "or use \"im_websocket_echo\" for the echo "
+                           "test mode", &conf->file, conf->line);
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }
@@ -1389,6 +1410,8 @@ ngx_http_im_websocket(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ilcf->websocket = 1;
     ilcf->echo = cmd->offset;
+    ilcf->file = cf->conf_file->file.name;
+    ilcf->line = cf->conf_file->line;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_im_handler;

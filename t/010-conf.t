@@ -5,6 +5,10 @@
 #                     directory (module, certificate, pid, logs, cache, temp);
 #   conf/dev.conf.in  development template, rendered by tools/im-devrun
 #                     --config-only exactly as `make -f Makefile.dev run` does.
+# And a mistake nginx -t catches: im_websocket with no im_auth (every
+# handshake would answer 500) fails, naming the directive, its place and
+# the fix; im_auth inherited from the server level, or the echo test mode,
+# pass.
 
 use strict;
 use warnings;
@@ -16,7 +20,7 @@ use lib "$FindBin::Bin/lib";
 use Test::Nginx;    # skips everything when the module is not built
 
 my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl/);
-$t->plan(6);
+$t->plan(11);
 
 my $d = $t->testdir;
 my $repo = $t->repo;
@@ -98,3 +102,49 @@ is($rc, 0, 'dev template: nginx -t exits 0') or diag($out);
 like($out, qr/test is successful/, 'dev template: test is successful');
 
 ###############################################################################
+# im_websocket without im_auth
+
+sub small_conf {
+    my ($server, $location) = @_;
+    return <<"EOF";
+load_module $stream_module;
+load_module $module;
+pid $d/small/nginx.pid;
+error_log $d/small/error.log;
+events { }
+http {
+    client_body_temp_path $d/small/tmp;
+    proxy_temp_path $d/small/tmp;
+    fastcgi_temp_path $d/small/tmp;
+    uwsgi_temp_path $d/small/tmp;
+    scgi_temp_path $d/small/tmp;
+    access_log off;
+    server {
+        listen 127.0.0.1:8080;
+        $server
+        location = /ws { $location }
+        location = /_auth { internal; return 200 '{"result":"denied"}'; }
+    }
+}
+EOF
+}
+
+mkdir "$d/small";
+mkdir "$d/small/tmp";
+
+$t->write_file('small/none.conf', small_conf('', 'im_websocket;'));
+($rc, $out) = nginx_t("$d/small", "$d/small/none.conf");
+isnt($rc, 0, 'im_websocket without im_auth: nginx -t fails');
+like($out, qr/"im_websocket" in \S*none\.conf:\d+ has no "im_auth"/,
+     '... naming the directive and where it is');
+like($out, qr/add "im_auth \/_auth;"/, '... and the fix');
+
+$t->write_file('small/server.conf',
+    small_conf('im_auth /_auth;', 'im_websocket;'));
+($rc, $out) = nginx_t("$d/small", "$d/small/server.conf");
+is($rc, 0, 'im_auth at the server level serves the location') or diag($out);
+
+$t->write_file('small/echo.conf', small_conf('', 'im_websocket_echo;'));
+($rc, $out) = nginx_t("$d/small", "$d/small/echo.conf");
+is($rc, 0, 'the echo test mode needs no im_auth') or diag($out);
+
