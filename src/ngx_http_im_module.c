@@ -335,12 +335,6 @@ ngx_http_im_handler(ngx_http_request_t *r)
                                   "Sec-WebSocket-Key");
     }
 
-    if (!ilcf->echo && ilcf->auth.len == 0) {
-        ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                      "im: im_websocket without im_auth");
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         return NGX_HTTP_BAD_REQUEST;
     }

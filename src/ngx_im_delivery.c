@@ -398,6 +398,28 @@ ngx_im_delivery_feed(ngx_im_session_t *s)
 }
 
 
+/* an inbox entry that does not parse leaves the inbox: exactly its bytes,
+ * even one shorter than an entry's header */
+
+static void
+ngx_im_delivery_drop_entry(ngx_im_session_t *s, u_char *p, size_t len)
+{
+    ngx_im_msg_t  *bad;
+
+    bad = ngx_im_msg_alloc(len > NGX_IM_ENTRY_HDR ? len - NGX_IM_ENTRY_HDR
+                                                  : 0);
+    if (bad == NULL) {
+        return;
+    }
+
+    ngx_memcpy(bad->entry, p, len);
+    bad->entry_len = len;
+
+    ngx_im_store_remove(s->route.uid, bad);
+    ngx_im_msg_unref(bad);
+}
+
+
 static void
 ngx_im_delivery_loaded(redisReply *reply, void *data)
 {
@@ -443,19 +465,7 @@ ngx_im_delivery_loaded(redisReply *reply, void *data)
             ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
                           "im: uid %uD: unreadable inbox entry dropped",
                           s->route.uid);
-            /* remove exactly those bytes */
-            {
-                ngx_im_msg_t  *bad;
-
-                bad = ngx_im_msg_alloc(e->len - NGX_IM_ENTRY_HDR);
-                if (bad && e->len >= NGX_IM_ENTRY_HDR) {
-                    ngx_memcpy(bad->entry, e->str, e->len);
-                    ngx_im_store_remove(s->route.uid, bad);
-                }
-                if (bad) {
-                    ngx_im_msg_unref(bad);
-                }
-            }
+            ngx_im_delivery_drop_entry(s, (u_char *) e->str, e->len);
             continue;
         }
 
