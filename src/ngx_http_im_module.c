@@ -6,7 +6,8 @@
  * the session (control frames, fragments, close handshake and its codes),
  * authentication of CONNECT by an in-memory background subrequest to the
  * operator's im_auth location, the $im_* variables the auth location uses
- * to build its request, and the im_status handler.
+ * to build its request, and the im_status / im_metrics handlers (the
+ * counters themselves are ngx_im_metrics.c's).
  */
 
 #include <ngx_config.h>
@@ -72,6 +73,9 @@ typedef struct {
 
 static ngx_int_t ngx_http_im_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_im_status_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_im_metrics_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_im_counters(ngx_http_request_t *r,
+    ngx_uint_t prometheus);
 static void ngx_http_im_read(ngx_http_request_t *r);
 static void ngx_http_im_write(ngx_http_request_t *r);
 static void ngx_http_im_cleanup(void *data);
@@ -135,6 +139,13 @@ static ngx_command_t  ngx_http_im_commands[] = {
       0,
       NULL },
 
+    { ngx_string("im_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_im_status,
+      0,
+      1,
+      NULL },
+
       ngx_null_command
 };
 
@@ -174,9 +185,9 @@ ngx_module_t  ngx_http_im_module = {
  * suites), a session that speaks as the system */
 
 static ngx_im_transport_t  ngx_http_im_transports[2] = {
-    { 0, ngx_http_im_input, ngx_http_im_header, ngx_http_im_auth,
+    { 0, 0, ngx_http_im_input, ngx_http_im_header, ngx_http_im_auth,
       ngx_http_im_goodbye, ngx_http_im_pre_flush, ngx_http_im_finalize },
-    { 1, ngx_http_im_input, ngx_http_im_header, NULL,
+    { 1, 0, ngx_http_im_input, ngx_http_im_header, NULL,
       ngx_http_im_goodbye, ngx_http_im_pre_flush, ngx_http_im_finalize }
 };
 
@@ -1266,15 +1277,29 @@ ngx_http_im_add_variables(ngx_conf_t *cf)
 }
 
 
-/* im_status: this worker's view, as JSON */
+/* im_status and im_metrics: the node's counters, whichever worker answers */
 
 static ngx_int_t
 ngx_http_im_status_handler(ngx_http_request_t *r)
 {
-    size_t        len;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    return ngx_http_im_counters(r, 0);
+}
+
+
+static ngx_int_t
+ngx_http_im_metrics_handler(ngx_http_request_t *r)
+{
+    return ngx_http_im_counters(r, 1);
+}
+
+
+static ngx_int_t
+ngx_http_im_counters(ngx_http_request_t *r, ngx_uint_t prometheus)
+{
+    ngx_int_t                rc;
+    ngx_buf_t               *b;
+    ngx_chain_t              out;
+    ngx_im_metrics_extra_t   extra;
 
     if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -1285,39 +1310,28 @@ ngx_http_im_status_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    len = 512 + ngx_im_worker_id.len + 20 * NGX_ATOMIC_T_LEN;
+    if (prometheus) {
+        b = ngx_im_metrics_prometheus(r->pool);
+        ngx_str_set(&r->headers_out.content_type,
+                    "text/plain; version=0.0.4; charset=utf-8");
 
-    b = ngx_create_temp_buf(r->pool, len);
+    } else {
+        extra.id = ngx_im_worker_id;
+        extra.node_users = ngx_im_dir_users();
+
+        b = ngx_im_metrics_json(r->pool, &extra);
+        ngx_str_set(&r->headers_out.content_type, "application/json");
+    }
+
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->last = ngx_sprintf(b->last,
-                          "{\"worker\":%ui,\"pid\":%P,\"id\":\"%V\","
-                          "\"sessions\":%uA,\"users\":%ui,"
-                          "\"node_users\":%ui,"
-                          "\"logins\":%uA,\"login_failures\":%uA,"
-                          "\"accepted\":%uA,\"refused\":%uA,"
-                          "\"pushed\":%uA,\"repushed\":%uA,\"acked\":%uA,"
-                          "\"stored\":%uA,\"offline_dropped\":%uA,"
-                          "\"kicked\":%uA,\"slow_closed\":%uA,"
-                          "\"channel_skipped\":%uA}\n",
-                          ngx_worker, ngx_pid, &ngx_im_worker_id,
-                          ngx_im_stats.sessions, ngx_im_router_users(),
-                          ngx_im_dir_users(),
-                          ngx_im_stats.logins, ngx_im_stats.login_failures,
-                          ngx_im_stats.accepted, ngx_im_stats.refused,
-                          ngx_im_stats.pushed, ngx_im_stats.repushed,
-                          ngx_im_stats.acked, ngx_im_stats.stored,
-                          ngx_im_stats.offline_dropped, ngx_im_stats.kicked,
-                          ngx_im_stats.slow_closed,
-                          ngx_im_stats.channel_skipped);
     b->last_buf = 1;
     b->last_in_chain = 1;
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
 
     rc = ngx_http_send_header(r);
@@ -1410,7 +1424,9 @@ ngx_http_im_websocket(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_im_handler;
 
-    (void) ngx_im_conf_enable(cf);
+    if (ngx_im_conf_enable(cf) == NULL) {
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }
@@ -1422,7 +1438,14 @@ ngx_http_im_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_im_status_handler;
+
+    if (clcf->handler) {
+        return "is duplicate";
+    }
+
+    /* im_metrics: the Prometheus text format; im_status: JSON */
+    clcf->handler = cmd->offset ? ngx_http_im_metrics_handler
+                                : ngx_http_im_status_handler;
 
     return NGX_CONF_OK;
 }

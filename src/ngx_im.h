@@ -1,7 +1,8 @@
 /*
  * ngx_im.h: what every part of the module shares: the main-context
- * configuration of the CORE module ngx_im_module, the worker's counters
- * and its name in traffic between workers and nodes.
+ * configuration of the CORE module ngx_im_module, the counters
+ * (ngx_im_metrics.h) and the worker's name in traffic between workers and
+ * nodes.
  */
 
 #ifndef _NGX_IM_H_INCLUDED_
@@ -13,6 +14,7 @@
 #include <ngx_event.h>
 
 #include "ngx_im_proto.h"
+#include "ngx_im_metrics.h"
 
 
 #define NGX_IM_WRITE_THROUGH     0
@@ -63,26 +65,9 @@ typedef struct {
 } ngx_im_conf_t;
 
 
-/* per-worker counters, reported by im_status */
-typedef struct {
-    ngx_atomic_uint_t   sessions;
-    ngx_atomic_uint_t   logins;
-    ngx_atomic_uint_t   login_failures;
-    ngx_atomic_uint_t   accepted;        /* messages acked to senders */
-    ngx_atomic_uint_t   refused;
-    ngx_atomic_uint_t   pushed;
-    ngx_atomic_uint_t   repushed;
-    ngx_atomic_uint_t   acked;           /* pushes acked by recipients */
-    ngx_atomic_uint_t   stored;
-    ngx_atomic_uint_t   offline_dropped; /* oldest dropped over the cap */
-    ngx_atomic_uint_t   kicked;
-    ngx_atomic_uint_t   slow_closed;
-    ngx_atomic_uint_t   channel_skipped; /* deliveries to an "alone" uid */
-} ngx_im_stats_t;
 
 
 extern ngx_module_t    ngx_im_module;
-extern ngx_im_stats_t  ngx_im_stats;
 
 
 static ngx_inline ngx_im_conf_t *

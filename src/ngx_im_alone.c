@@ -291,7 +291,7 @@ ngx_im_alone_skip(ngx_im_user_t *u, ngx_im_msg_t *msg)
         return 0;
     }
 
-    ngx_im_stats.channel_skipped++;
+    ngx_im_stats->channel_skipped++;
 
     return 1;
 }

@@ -100,7 +100,7 @@ ngx_im_delivery_send(ngx_im_session_t *s, ngx_im_msg_t *msg,
 
     ngx_queue_insert_tail(&s->inflight, &f->queue);
 
-    ngx_im_stats.pushed++;
+    ngx_im_stats->pushed++;
 
     if (s->repush == NULL) {
         s->repush = ngx_im_event_alloc(ngx_im_delivery_repush_handler, s,
@@ -169,7 +169,7 @@ ngx_im_delivery_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
             ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
                           "im: uid %uD does not read, %uz bytes waiting: "
                           "closing", s->route.uid, s->waiting_bytes);
-            ngx_im_stats.slow_closed++;
+            ngx_im_stats->slow_closed++;
             ngx_im_session_ops->close(s, NGX_IM_CLOSE_SLOW);
         }
 
@@ -199,7 +199,7 @@ ngx_im_delivery_ack(ngx_im_session_t *s, const u_char *msgid)
                    "im delivery: uid %uD acked a push", s->route.uid);
 
     ngx_queue_remove(&f->queue);
-    ngx_im_stats.acked++;
+    ngx_im_stats->acked++;
 
     if (f->stored) {
         ngx_im_store_remove(s->route.uid, f->msg);
@@ -267,7 +267,7 @@ ngx_im_delivery_repush_handler(ngx_event_t *ev)
             last = f;
         }
 
-        ngx_im_stats.repushed++;
+        ngx_im_stats->repushed++;
 
         if (ngx_im_output_send(s, f->msg->push, f->msg->push_len)
             != NGX_OK)
@@ -465,11 +465,15 @@ ngx_im_delivery_loaded(redisReply *reply, void *data)
             ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
                           "im: uid %uD: unreadable inbox entry dropped",
                           s->route.uid);
+            ngx_im_stats->dropped[NGX_IM_DROPPED_UNREADABLE]++;
             ngx_im_delivery_drop_entry(s, (u_char *) e->str, e->len);
             continue;
         }
 
+        ngx_im_stats->loaded++;
+
         if (msg->expire && msg->expire < ngx_time()) {
+            ngx_im_stats->expired++;
             ngx_im_store_remove(s->route.uid, msg);
             ngx_im_msg_unref(msg);
             continue;

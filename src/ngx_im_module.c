@@ -22,7 +22,6 @@ static ngx_int_t ngx_im_init_process(ngx_cycle_t *cycle);
 static void ngx_im_exit_process(ngx_cycle_t *cycle);
 
 
-ngx_im_stats_t  ngx_im_stats;
 ngx_str_t       ngx_im_worker_id;
 size_t          ngx_im_node_prefix_len;
 
@@ -394,6 +393,11 @@ ngx_im_conf_enable(ngx_conf_t *cf)
     ngx_im_conf_t  *imcf;
 
     imcf = (ngx_im_conf_t *) ngx_get_conf(cf->cycle->conf_ctx, ngx_im_module);
+
+    if (!imcf->enabled && ngx_im_metrics_zone(cf) != NGX_OK) {
+        return NULL;
+    }
+
     imcf->enabled = 1;
 
     return imcf;
@@ -419,7 +423,9 @@ ngx_im_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    ngx_memzero(&ngx_im_stats, sizeof(ngx_im_stats_t));
+    if (ngx_im_metrics_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     if (ngx_im_dir_init_process(cycle) != NGX_OK) {
         return NGX_ERROR;
@@ -463,4 +469,5 @@ ngx_im_exit_process(ngx_cycle_t *cycle)
 
     ngx_im_router_exit();
     ngx_im_dir_exit_process();
+    ngx_im_metrics_exit_process();
 }

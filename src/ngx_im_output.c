@@ -105,7 +105,7 @@ ngx_im_output_append(ngx_im_session_t *s, u_char *hdr, size_t hlen,
         ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
                       "im: uid %uD does not read, %uz bytes unsent: closing",
                       s->route.uid, s->out_size);
-        ngx_im_stats.slow_closed++;
+        ngx_im_stats->slow_closed++;
         ngx_im_session_ops->close(s, NGX_IM_CLOSE_SLOW);
         return NGX_ERROR;
     }
@@ -149,6 +149,8 @@ ngx_int_t
 ngx_im_output_send(ngx_im_session_t *s, u_char *p, size_t n)
 {
     u_char  hdr[16];
+
+    ngx_im_stats->out[n && p[0] < NGX_IM_CMDS ? p[0] : 0]++;
 
     return ngx_im_output_append(s, hdr, s->transport->header(s, hdr, n),
                                  p, n);

@@ -71,7 +71,8 @@ ngx_im_publish_pub(ngx_im_session_t *s, u_char cmd, const u_char *msgid)
 
 
 static void
-ngx_im_publish_refuse(ngx_im_session_t *s, u_char cmd, const u_char *msgid)
+ngx_im_publish_refuse(ngx_im_session_t *s, u_char cmd, const u_char *msgid,
+    ngx_uint_t reason)
 {
     ngx_im_pub_t  *pub;
 
@@ -81,7 +82,7 @@ ngx_im_publish_refuse(ngx_im_session_t *s, u_char cmd, const u_char *msgid)
         return;
     }
 
-    ngx_im_stats.refused++;
+    ngx_im_stats->refused[reason]++;
 
     pub->done = 1;
     pub->refused = 1;
@@ -107,7 +108,7 @@ ngx_im_publish(ngx_im_session_t *s, u_char *p, size_t n,
         || (m->cmd == IM_CMD_PUBLISH && m->to == 0)
         || (m->cmd == IM_CMD_GROUP_PART_PUBLISH && m->n_uids == 0))
     {
-        ngx_im_publish_refuse(s, m->cmd, m->msgid);
+        ngx_im_publish_refuse(s, m->cmd, m->msgid, NGX_IM_REFUSED_INVALID);
         return;
     }
 
@@ -420,7 +421,7 @@ ngx_im_publish_answer(ngx_im_session_t *s)
 
         if (pub->ticket.failed || pub->refused) {
             if (!pub->refused) {
-                ngx_im_stats.refused++;
+                ngx_im_stats->refused[NGX_IM_REFUSED_STORE]++;
             }
 
             (void) ngx_im_output_send(s, buf,
@@ -428,7 +429,7 @@ ngx_im_publish_answer(ngx_im_session_t *s)
                                                         pub->msgid));
 
         } else {
-            ngx_im_stats.accepted++;
+            ngx_im_stats->accepted++;
 
             ack = (pub->cmd == IM_CMD_PUBLISH) ? IM_CMD_PUB_ACK
                   : (pub->cmd == IM_CMD_GROUP_PUBLISH) ? IM_CMD_GROUP_PUB_ACK

@@ -133,7 +133,14 @@ ngx_im_session_create(ngx_connection_t *c, ngx_im_transport_t *transport,
     ngx_queue_init(&s->waiting);
     ngx_queue_init(&s->pubs);
 
-    ngx_im_stats.sessions++;
+    s->kind = transport->tcp ? NGX_IM_T_TCP
+#if (NGX_SSL)
+              : c->ssl ? NGX_IM_T_WSS
+#endif
+              : NGX_IM_T_WS;
+
+    ngx_im_stats->opened[s->kind]++;
+    ngx_im_gauges->sessions[s->kind]++;
 
     if (transport->system) {
         /* the TCP API speaks as the system, uid 0, from the start */
@@ -262,6 +269,11 @@ ngx_im_session_message(ngx_im_session_t *s, u_char *p, size_t n)
         return;
     }
 
+    if (s->state != NGX_IM_S_AUTH) {
+        /* what is deferred during the login counts when it is replayed */
+        ngx_im_stats->in[n && p[0] < NGX_IM_CMDS ? p[0] : 0]++;
+    }
+
     switch (s->state) {
 
     case NGX_IM_S_CONNECT:
@@ -375,6 +387,7 @@ ngx_im_session_live(ngx_im_session_t *s, u_char *p, size_t n, im_msg_t *m)
         }
 
         /* a second CONNECT on a live session */
+        ngx_im_stats->logins[1]++;
         (void) ngx_im_output_send(s, ack, im_build_connect_ack(ack, 1));
         return;
 
@@ -484,6 +497,8 @@ ngx_im_session_connect(ngx_im_session_t *s, im_msg_t *m)
 
     ngx_im_session_set_state(s, NGX_IM_S_AUTH);
 
+    cred->asked = ngx_im_metrics_now();
+
     if (s->transport->auth(s) != NGX_OK) {
         ngx_im_session_auth_done(s, 2, 0);
     }
@@ -503,6 +518,8 @@ ngx_im_session_auth_done(ngx_im_session_t *s, ngx_uint_t code, uint32_t uid)
 
     /* the password is not needed any more */
     if (s->cred) {
+        ngx_im_metrics_observe(&ngx_im_stats->auth,
+                               ngx_im_metrics_now() - s->cred->asked);
         ngx_explicit_memzero(s->cred->pass.data, s->cred->pass.len);
     }
 
@@ -543,8 +560,9 @@ ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
 
     (void) ngx_im_output_send(s, ack, im_build_connect_ack(ack, code));
 
+    ngx_im_stats->logins[code < 4 ? code : 2]++;
+
     if (code != 0) {
-        ngx_im_stats.login_failures++;
         ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                       "im: login of \"%V\" refused with code %ui",
                       s->cred ? &s->cred->user : &ngx_im_session_nobody,
@@ -555,7 +573,6 @@ ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
 
     imcf = ngx_im_get_conf();
 
-    ngx_im_stats.logins++;
     ngx_im_trim_note(1);
     ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                   "im: uid %uD client %d logged in", s->route.uid,
@@ -601,7 +618,7 @@ ngx_im_session_kick(ngx_im_session_t *s)
         return;
     }
 
-    ngx_im_stats.kicked++;
+    ngx_im_stats->kicked++;
     ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                   "im: uid %uD client %d logged in elsewhere", s->route.uid,
                   (int) s->route.client_id);
@@ -1003,5 +1020,5 @@ ngx_im_session_abort(ngx_im_session_t *s)
 
     ngx_im_output_free(s);
 
-    ngx_im_stats.sessions--;
+    ngx_im_gauges->sessions[s->kind]--;
 }

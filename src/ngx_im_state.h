@@ -65,6 +65,8 @@ typedef struct {
     /* "speaks as the system": uid 0, live from the start, no CONNECT, no
      * pushes, no heartbeats (the TCP API; the WebSocket echo test mode) */
     unsigned   system:1;
+    /* the length-framed TCP API (sessions are counted by transport) */
+    unsigned   tcp:1;
     /* bytes read from the connection: decode them and call
      * ngx_im_session_message() for each whole message */
     void     (*input)(ngx_im_session_t *s, u_char *p, size_t n);
@@ -102,6 +104,7 @@ extern ngx_im_session_ops_t  *ngx_im_session_ops;
 typedef struct ngx_im_cred_s {
     ngx_str_t              user;
     ngx_str_t              pass;
+    uint64_t               asked;           /* when the user centre was */
 } ngx_im_cred_t;
 
 
@@ -126,6 +129,7 @@ struct ngx_im_session_s {
     unsigned               loaded:1;        /* the inbox was read once */
     unsigned               flush_posted:1;
     unsigned               drain_invalid:1;
+    unsigned               kind:2;          /* NGX_IM_T_WS, _WSS, _TCP */
 
     /* from CONNECT, in the connection's pool, until the login is done */
     struct ngx_im_cred_s  *cred;

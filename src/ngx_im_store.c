@@ -284,13 +284,13 @@ ngx_im_store_pushed(redisReply *reply)
     imcf = ngx_im_get_conf();
 
     if ((ngx_uint_t) reply->integer > imcf->offline_max) {
-        ngx_im_stats.offline_dropped++;
+        ngx_im_stats->dropped[NGX_IM_DROPPED_CAP]++;
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "im store: inbox over %ui messages, oldest dropped",
                       imcf->offline_max);
     }
 
-    ngx_im_stats.stored++;
+    ngx_im_stats->stored++;
 
     return NGX_OK;
 }

@@ -101,6 +101,7 @@ ngx_im_table_add(uint32_t uid)
     ngx_queue_init(&u->sessions);
     ngx_rbtree_insert(&ngx_im_users, &u->node);
     ngx_im_nusers++;
+    ngx_im_gauges->users++;
 
     return u;
 }
@@ -114,6 +115,7 @@ ngx_im_table_remove(ngx_im_user_t *u)
 
     ngx_rbtree_delete(&ngx_im_users, &u->node);
     ngx_im_nusers--;
+    ngx_im_gauges->users--;
     ngx_im_slab_free(u);
 }
 

@@ -99,6 +99,7 @@ ngx_module_t  ngx_stream_im_module = {
 
 static ngx_im_transport_t  ngx_stream_im_transport = {
     1,
+    1,
     ngx_stream_im_input,
     ngx_stream_im_header,
     ngx_stream_im_auth,
@@ -399,7 +400,9 @@ ngx_stream_im_tcp(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     cscf->handler = ngx_stream_im_handler;
 
-    (void) ngx_im_conf_enable(cf);
+    if (ngx_im_conf_enable(cf) == NULL) {
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }

@@ -21,7 +21,8 @@ my $src = "$FindBin::Bin/../src";
 my @layers = (
     [ codecs    => qw/ngx_im_proto ngx_im_wsframe ngx_im_traffic
                       ngx_im_merge/ ],
-    [ base      => qw/ngx_im ngx_im_alloc ngx_im_timer ngx_im_uids/ ],
+    [ base      => qw/ngx_im ngx_im_metrics ngx_im_alloc ngx_im_timer
+                      ngx_im_uids/ ],
     [ redis     => qw/ngx_im_redis/ ],
     [ store     => qw/ngx_im_store/ ],
     [ node      => qw/ngx_im_dir ngx_im_ipc/ ],

@@ -57,6 +57,7 @@ sub write_conf {
     my $ws = $o{ws} // '';
     my $auth = $o{auth} // '';
     my $body = $o{body} // 'username=$im_username&password=$im_password';
+    my $listen = $o{listen} // '';
     my $stream = ($o{stream} // 1) ? <<"S" : '';
 stream {
     %%TEST_GLOBALS_STREAM%%
@@ -79,7 +80,7 @@ http {
     %%TEST_GLOBALS_HTTP%%
     $http
     server {
-        listen 127.0.0.1:%%PORT_9095%%;
+        listen 127.0.0.1:%%PORT_9095%% $listen;
         listen 127.0.0.1:%%PORT_8443%% ssl;
         ssl_certificate     $d/im.crt;
         ssl_certificate_key $d/im.key;
@@ -88,6 +89,7 @@ http {
         location = /wss { im_websocket; im_auth /_auth; $ws }
         ${\ $uc->auth_location(body => $body, extra => $auth) }
         location = /status { im_status; }
+        location = /metrics { im_metrics; }
     }
 }
 $stream

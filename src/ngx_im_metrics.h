@@ -1,0 +1,120 @@
+/*
+ * ngx_im_metrics.h: the node's counters, in shared memory.
+ *
+ * Each worker counts in a slot of its own in the zone "ngx_im_metrics", so
+ * that whichever worker answers a scrape answers for the whole node.  A
+ * worker writes only its own slot (plain increments, no atomic operation on
+ * the hot path); the counters of a worker that is gone are folded into the
+ * retired totals, so every counter only grows for the life of the master.
+ */
+
+#ifndef _NGX_IM_METRICS_H_INCLUDED_
+#define _NGX_IM_METRICS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+
+/* transports, as sessions are labelled */
+#define NGX_IM_T_WS              0
+#define NGX_IM_T_WSS             1
+#define NGX_IM_T_TCP             2
+#define NGX_IM_T_N               3
+
+/* why a client message was refused with INVALID_PACKET */
+#define NGX_IM_REFUSED_INVALID   0     /* what it asks is not possible */
+#define NGX_IM_REFUSED_STORE     1     /* Redis could not take it */
+#define NGX_IM_REFUSED_SENDER    2     /* its payload names another sender */
+#define NGX_IM_REFUSED_RATE      3     /* over the uid's message rate */
+#define NGX_IM_REFUSED_FANOUT    4     /* too many recipients */
+#define NGX_IM_REFUSED_N         5
+
+/* why a stored message was discarded before it was acked */
+#define NGX_IM_DROPPED_CAP       0     /* the inbox was over im_offline_max */
+#define NGX_IM_DROPPED_UNREADABLE 1    /* an entry no reader understands */
+#define NGX_IM_DROPPED_POISON    2     /* pushed without an ack too often */
+#define NGX_IM_DROPPED_N         3
+
+/* message counters by command byte; commands above 31 count as 0 */
+#define NGX_IM_CMDS              32
+
+/* latency buckets, microseconds; the last one is +Inf */
+#define NGX_IM_HIST_N            16
+
+
+typedef struct {
+    ngx_atomic_uint_t   bucket[NGX_IM_HIST_N];
+    ngx_atomic_uint_t   sum_us;
+} ngx_im_hist_t;
+
+
+/*
+ * Counters only grow: a gone worker's are added to the node's retired
+ * totals word by word, so every field is an ngx_atomic_uint_t.
+ */
+typedef struct {
+    ngx_atomic_uint_t   opened[NGX_IM_T_N];
+    ngx_atomic_uint_t   logins[4];       /* by CONNECT_ACK code */
+    ngx_im_hist_t       auth;            /* user-centre answer time */
+
+    ngx_atomic_uint_t   in[NGX_IM_CMDS];
+    ngx_atomic_uint_t   out[NGX_IM_CMDS];
+
+    ngx_atomic_uint_t   accepted;        /* messages acked to senders */
+    ngx_atomic_uint_t   refused[NGX_IM_REFUSED_N];
+    ngx_atomic_uint_t   pushed;
+    ngx_atomic_uint_t   repushed;
+    ngx_atomic_uint_t   acked;           /* pushes acked by recipients */
+    ngx_atomic_uint_t   kicked;
+    ngx_atomic_uint_t   slow_closed;
+    ngx_atomic_uint_t   channel_skipped; /* deliveries to an "alone" uid */
+
+    ngx_atomic_uint_t   stored;
+    ngx_atomic_uint_t   loaded;          /* inbox entries read at login */
+    ngx_atomic_uint_t   expired;         /* found past their TTL */
+    ngx_atomic_uint_t   dropped[NGX_IM_DROPPED_N];
+
+    ngx_atomic_uint_t   redis_commands;
+    ngx_atomic_uint_t   redis_failed;    /* no reply: the connection went */
+    ngx_atomic_uint_t   redis_reconnects;
+    ngx_im_hist_t       redis;           /* command to reply */
+} ngx_im_stats_t;
+
+
+/* what a worker holds now; meaningless once it is gone */
+typedef struct {
+    ngx_atomic_uint_t   sessions[NGX_IM_T_N];
+    ngx_atomic_uint_t   users;           /* uids in the worker's table */
+    ngx_atomic_uint_t   redis_up;        /* Redis connections ready */
+} ngx_im_gauges_t;
+
+
+/* what only the answering worker knows, for the JSON */
+typedef struct {
+    ngx_str_t           id;
+    ngx_uint_t          node_users;      /* im_zone's, or 0 */
+} ngx_im_metrics_extra_t;
+
+
+/* this worker's slot, or a private one when there is no zone */
+extern ngx_im_stats_t   *ngx_im_stats;
+extern ngx_im_gauges_t  *ngx_im_gauges;
+
+
+/* from a directive that enables the module: declare the zone */
+ngx_int_t ngx_im_metrics_zone(ngx_conf_t *cf);
+ngx_int_t ngx_im_metrics_init_process(ngx_cycle_t *cycle);
+void ngx_im_metrics_exit_process(void);
+
+/* microseconds on a monotonic clock */
+uint64_t ngx_im_metrics_now(void);
+void ngx_im_metrics_observe(ngx_im_hist_t *h, uint64_t us);
+
+/* the node's view: Prometheus text, or the im_status JSON */
+ngx_buf_t *ngx_im_metrics_prometheus(ngx_pool_t *pool);
+ngx_buf_t *ngx_im_metrics_json(ngx_pool_t *pool,
+    ngx_im_metrics_extra_t *extra);
+
+
+#endif /* _NGX_IM_METRICS_H_INCLUDED_ */
