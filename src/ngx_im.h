@@ -44,6 +44,7 @@ typedef struct {
     ngx_uint_t          delivery;
     time_t              offline_ttl;
     ngx_uint_t          offline_max;
+    ngx_uint_t          poison_after;
 
     ngx_msec_t          repush_interval;
     ngx_uint_t          repush_max;

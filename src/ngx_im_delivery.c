@@ -250,6 +250,14 @@ ngx_im_delivery_repush_handler(ngx_event_t *ev)
             ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                           "im: uid %uD did not ack after %ui re-pushes",
                           s->route.uid, f->repushes);
+
+            /* this message ends the session: a poison one ends every
+             * session of its recipient, login after login (only what is
+             * in the inbox can be set aside) */
+            if (f->stored && s->route.uid) {
+                ngx_im_store_strike(s->route.uid, f->msg);
+            }
+
             ngx_im_session_ops->close(s, NGX_IM_CLOSE_NORMAL);
             return;
         }

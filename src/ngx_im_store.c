@@ -10,6 +10,11 @@
  * eighth of it, given when the list is created and again on appends, but
  * for a uid online here at most once per slack: a stored message is then one
  * Redis command, not two.  The key never expires before its newest entry.
+ *
+ * A message whose push ended im_poison_after sessions without an ack moves
+ * to the uid's dead letters (im:dead:<uid>, a list of entries in the same
+ * form, as long-lived as an inbox), its strikes counted in im:strikes:<uid>
+ * (a hash MsgId -> sessions ended).
  */
 
 #include "ngx_im_store.h"
@@ -314,6 +319,127 @@ ngx_im_store_remove(uint32_t uid, ngx_im_msg_t *msg)
 
     (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 4, argv,
                             argvlen);
+}
+
+
+/*
+ * KEYS: inbox, strikes, dead letters; ARGV: MsgId, entry, TTL, strikes to
+ * move at, dead letters kept.  1: moved; 0: not yet, or no longer in the
+ * inbox (acked meanwhile by another device, or expired).
+ */
+static char  ngx_im_store_strike_script[] =
+    "local n = redis.call('HINCRBY', KEYS[2], ARGV[1], 1) "
+    "redis.call('EXPIRE', KEYS[2], ARGV[3]) "
+    "if n < tonumber(ARGV[4]) then return 0 end "
+    "redis.call('HDEL', KEYS[2], ARGV[1]) "
+    "if redis.call('LREM', KEYS[1], 1, ARGV[2]) == 0 then return 0 end "
+    "redis.call('RPUSH', KEYS[3], ARGV[2]) "
+    "redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1) "
+    "redis.call('EXPIRE', KEYS[3], ARGV[3]) "
+    "return 1";
+
+
+typedef struct {
+    ngx_im_msg_t   *msg;
+    uint32_t        uid;
+} ngx_im_strike_t;
+
+
+static void
+ngx_im_store_struck(redisReply *reply, void *data)
+{
+    ngx_im_strike_t  *st = data;
+
+    u_char            hex[2 * IM_MSGID_LEN];
+    uint32_t          uid;
+    ngx_im_msg_t     *msg;
+
+    msg = st->msg;
+    uid = st->uid;
+    ngx_free(st);
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        if (reply && reply->type == REDIS_REPLY_ERROR) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "im store: strike failed: %s", reply->str);
+        }
+
+        ngx_im_msg_unref(msg);
+        return;
+    }
+
+    if (reply->integer == 1) {
+        ngx_im_stats->dropped[NGX_IM_DROPPED_POISON]++;
+
+        (void) ngx_hex_dump(hex, msg->msgid, IM_MSGID_LEN);
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "im: uid %uD: message %*s ended %ui sessions "
+                      "without an ack: moved to im:dead:%uD",
+                      uid, (size_t) (2 * IM_MSGID_LEN), hex,
+                      ngx_im_get_conf()->poison_after, uid);
+    }
+
+    ngx_im_msg_unref(msg);
+}
+
+
+void
+ngx_im_store_strike(uint32_t uid, ngx_im_msg_t *msg)
+{
+    u_char          key[32], strikes[40], dead[40], ttl[NGX_TIME_T_LEN],
+                    limit[NGX_INT_T_LEN], keep[NGX_INT_T_LEN];
+    const char       *argv[11];
+    size_t            argvlen[11];
+    ngx_im_conf_t    *imcf;
+    ngx_im_strike_t  *st;
+
+    imcf = ngx_im_get_conf();
+
+    if (imcf->poison_after == 0 || msg->msgid == NULL) {
+        return;
+    }
+
+    /* rare: the heap, not a list of spares */
+    st = ngx_alloc(sizeof(ngx_im_strike_t), ngx_cycle->log);
+    if (st == NULL) {
+        return;
+    }
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = ngx_im_store_strike_script;
+    argvlen[1] = sizeof(ngx_im_store_strike_script) - 1;
+    argv[2] = "3";
+    argvlen[2] = 1;
+    argv[3] = (char *) key;
+    argvlen[3] = ngx_im_store_key(key, uid);
+    argv[4] = (char *) strikes;
+    argvlen[4] = ngx_sprintf(strikes, "im:strikes:%uD", uid) - strikes;
+    argv[5] = (char *) dead;
+    argvlen[5] = ngx_sprintf(dead, "im:dead:%uD", uid) - dead;
+    argv[6] = (char *) msg->msgid;
+    argvlen[6] = IM_MSGID_LEN;
+    argv[7] = (char *) msg->entry;
+    argvlen[7] = msg->entry_len;
+    argv[8] = (char *) ttl;
+    argvlen[8] = ngx_sprintf(ttl, "%T", imcf->offline_ttl) - ttl;
+    argv[9] = (char *) limit;
+    argvlen[9] = ngx_sprintf(limit, "%ui", imcf->poison_after) - limit;
+    argv[10] = (char *) keep;
+    argvlen[10] = ngx_sprintf(keep, "%ui", imcf->offline_max) - keep;
+
+    st->msg = msg;
+    st->uid = uid;
+    ngx_im_msg_ref(msg);
+
+    if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_store_struck, st, 11,
+                         argv, argvlen)
+        != NGX_OK)
+    {
+        /* Redis is away: this session's strike is not counted */
+        ngx_im_msg_unref(msg);
+        ngx_free(st);
+    }
 }
 
 

@@ -66,6 +66,12 @@ ngx_int_t ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg,
     uint32_t *ttl_set, ngx_im_redis_cb_pt cb, void *data);
 ngx_int_t ngx_im_store_pushed(redisReply *reply);
 void ngx_im_store_remove(uint32_t uid, ngx_im_msg_t *msg);
+/*
+ * A push of msg ended a session of uid without an ack (the re-push limit):
+ * one strike.  At im_poison_after strikes the entry leaves the inbox for the
+ * uid's dead letters and is counted and logged.
+ */
+void ngx_im_store_strike(uint32_t uid, ngx_im_msg_t *msg);
 /* the whole inbox, oldest first: an array of entries */
 ngx_int_t ngx_im_store_load(uint32_t uid, ngx_im_redis_cb_pt cb,
     void *data);
