@@ -21,6 +21,22 @@
 #include "ngx_im_router.h"
 #include "ngx_im_wsframe.h"
 #include "ngx_im_dir.h"
+#include "ngx_http_im_locate.h"
+
+
+/* an im_auth to check once the location trees exist */
+typedef struct {
+    ngx_http_core_srv_conf_t  *cscf;
+    ngx_http_core_loc_conf_t  *clcf;        /* of im_websocket */
+    ngx_str_t                  auth;
+    ngx_str_t                  file;
+    ngx_uint_t                 line;
+} ngx_http_im_auth_check_t;
+
+
+typedef struct {
+    ngx_array_t             checks;         /* ngx_http_im_auth_check_t */
+} ngx_http_im_main_conf_t;
 
 
 typedef struct {
@@ -101,6 +117,8 @@ static void ngx_http_im_finalize(ngx_im_session_t *s);
 
 static ngx_int_t ngx_http_im_add_variables(ngx_conf_t *cf);
 static void *ngx_http_im_create_loc_conf(ngx_conf_t *cf);
+static void *ngx_http_im_create_main_conf(ngx_conf_t *cf);
+static ngx_int_t ngx_http_im_check_auth(ngx_conf_t *cf);
 static char *ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_im_websocket(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -152,9 +170,9 @@ static ngx_command_t  ngx_http_im_commands[] = {
 
 static ngx_http_module_t  ngx_http_im_module_ctx = {
     ngx_http_im_add_variables,             /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_im_check_auth,                /* postconfiguration */
 
-    NULL,                                  /* create main configuration */
+    ngx_http_im_create_main_conf,          /* create main configuration */
     NULL,                                  /* init main configuration */
 
     NULL,                                  /* create server configuration */
@@ -1380,7 +1398,9 @@ ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_im_loc_conf_t *prev = parent;
     ngx_http_im_loc_conf_t *conf = child;
 
-    ngx_uint_t  here;
+    ngx_uint_t                 here;
+    ngx_http_im_main_conf_t   *imcf;
+    ngx_http_im_auth_check_t  *check;
 
     /* im_websocket in this very location (nested ones inherit the flag,
      * not the handler) */
@@ -1401,7 +1421,112 @@ ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    if (here && !conf->echo) {
+        /* whether a location answers it is known once the trees exist */
+        imcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_im_module);
+
+        check = ngx_array_push(&imcf->checks);
+        if (check == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        check->cscf = ngx_http_conf_get_module_srv_conf(cf,
+                                                        ngx_http_core_module);
+        check->clcf = ngx_http_conf_get_module_loc_conf(cf,
+                                                        ngx_http_core_module);
+        check->auth = conf->auth;
+        check->file = conf->file;
+        check->line = conf->line;
+    }
+
     return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_im_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_im_main_conf_t  *imcf;
+
+    imcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_im_main_conf_t));
+    if (imcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&imcf->checks, cf->pool, 2,
+                       sizeof(ngx_http_im_auth_check_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return imcf;
+}
+
+
+/*
+ * An im_auth that no location answers makes every login fail with code 2:
+ * "nginx -t" says so instead.  The subrequest runs in the location that
+ * would serve its URI; there must be one, other than the WebSocket
+ * endpoint itself, and not just "location /" serving files.
+ */
+
+static ngx_int_t
+ngx_http_im_check_auth(ngx_conf_t *cf)
+{
+    char                      *why;
+    ngx_uint_t                 i;
+    ngx_http_im_main_conf_t   *imcf;
+    ngx_http_im_auth_check_t  *check;
+    ngx_http_core_loc_conf_t  *found;
+
+    imcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_im_module);
+    check = imcf->checks.elts;
+
+    for (i = 0; i < imcf->checks.nelts; i++) {
+
+        if (check[i].auth.len == 0 || check[i].auth.data[0] != '/') {
+            why = "it must be a URI starting with \"/\" (a named location "
+                  "cannot be asked by subrequest)";
+            goto failed;
+        }
+
+        found = ngx_http_im_locate(check[i].cscf, &check[i].auth);
+
+        if (found == NULL) {
+            why = "no location of this server matches it";
+            goto failed;
+        }
+
+        if (found == check[i].clcf) {
+            why = "it is the WebSocket location itself";
+            goto failed;
+        }
+
+        if (found->name.len == 1 && found->name.data[0] == '/'
+            && found->handler == NULL)
+        {
+            why = "only \"location /\" matches it, and that location "
+                  "has no proxy_pass (or other handler) to ask a user "
+                  "centre";
+            goto failed;
+        }
+
+        continue;
+
+    failed:
+
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"im_auth %V\" of the \"im_websocket\" in %V:%ui "
+                      "names no location that can answer: %s; add "
+                      "\"location = %V { ... proxy_pass ...; }\" asking "
+                      "the user centre (see conf/nginx.conf)",
+                      &check[i].auth, &check[i].file, check[i].line, why,
+                      &check[i].auth);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 

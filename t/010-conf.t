@@ -8,7 +8,10 @@
 # And a mistake nginx -t catches: im_websocket with no im_auth (every
 # handshake would answer 500) fails, naming the directive, its place and
 # the fix; im_auth inherited from the server level, or the echo test mode,
-# pass.
+# pass. So does an im_auth that no location can answer (none matches, only
+# "location /" serving files, the WebSocket location itself, a named
+# location), while exact, prefix, regex and nested locations, and a
+# "location /" that proxies, pass.
 
 use strict;
 use warnings;
@@ -20,7 +23,7 @@ use lib "$FindBin::Bin/lib";
 use Test::Nginx;    # skips everything when the module is not built
 
 my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl/);
-$t->plan(11);
+$t->plan(32);
 
 my $d = $t->testdir;
 my $repo = $t->repo;
@@ -105,7 +108,8 @@ like($out, qr/test is successful/, 'dev template: test is successful');
 # im_websocket without im_auth
 
 sub small_conf {
-    my ($server, $location) = @_;
+    my ($server, $location, $more) = @_;
+    $more //= '';
     return <<"EOF";
 load_module $stream_module;
 load_module $module;
@@ -124,6 +128,7 @@ http {
         $server
         location = /ws { $location }
         location = /_auth { internal; return 200 '{"result":"denied"}'; }
+        $more
     }
 }
 EOF
@@ -147,4 +152,43 @@ is($rc, 0, 'im_auth at the server level serves the location') or diag($out);
 $t->write_file('small/echo.conf', small_conf('', 'im_websocket_echo;'));
 ($rc, $out) = nginx_t("$d/small", "$d/small/echo.conf");
 is($rc, 0, 'the echo test mode needs no im_auth') or diag($out);
+
+###############################################################################
+# im_auth naming no location that can answer
+
+my $uc = 'proxy_pass http://127.0.0.1:9;';
+for my $case (
+    [ 'nowhere', '/nope', '', qr/no location of this server matches it/ ],
+    [ 'files', '/nope', "location / { root $d/small; }",
+      qr/only "location \/" matches it/ ],
+    [ 'itself', '/ws', '', qr/it is the WebSocket location itself/ ],
+    [ 'named', '@auth', "location \@auth { $uc }",
+      qr/must be a URI starting with "\/"/ ],
+) {
+    my ($name, $auth, $more, $why) = @$case;
+    $t->write_file("small/$name.conf",
+        small_conf('', "im_websocket; im_auth $auth;", $more));
+    ($rc, $out) = nginx_t("$d/small", "$d/small/$name.conf");
+    isnt($rc, 0, "im_auth $auth ($name): nginx -t fails");
+    like($out, qr/"im_auth \Q$auth\E" of the "im_websocket" in \S*$name\.conf:\d+ names no location that can answer/,
+        "... naming the directive and where it is ($name)");
+    like($out, $why, "... and why ($name)");
+    like($out, qr/add "location = \Q$auth\E \{ \.\.\. proxy_pass/,
+        "... and the fix ($name)");
+}
+
+for my $case (
+    [ 'args', '/_auth?from=ws', '' ],
+    [ 'prefix', '/auth/check', "location /auth/ { $uc }" ],
+    [ 'regex', '/check', "location ~ ^/check\$ { $uc }" ],
+    [ 'nested', '/a/auth', "location /a/ { location /a/auth { $uc } }" ],
+    [ 'root-proxy', '/other', "location / { $uc }" ],
+) {
+    my ($name, $auth, $more) = @$case;
+    $t->write_file("small/$name.conf",
+        small_conf('', "im_websocket; im_auth $auth;", $more));
+    ($rc, $out) = nginx_t("$d/small", "$d/small/$name.conf");
+    is($rc, 0, "im_auth $auth ($name) is answered: nginx -t passes")
+        or diag($out);
+}
 
