@@ -42,6 +42,7 @@ typedef struct {
 typedef struct {
     ngx_flag_t              websocket;
     ngx_flag_t              echo;
+    ngx_flag_t              receipts;
     ngx_str_t               auth;
     ngx_str_t               file;       /* where im_websocket is */
     ngx_uint_t              line;
@@ -125,6 +126,8 @@ static char *ngx_http_im_websocket(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_im_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_im_receipts(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 static ngx_command_t  ngx_http_im_commands[] = {
@@ -148,6 +151,13 @@ static ngx_command_t  ngx_http_im_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_im_loc_conf_t, auth),
+      NULL },
+
+    { ngx_string("im_receipts"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_http_im_receipts,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_im_loc_conf_t, receipts),
       NULL },
 
     { ngx_string("im_status"),
@@ -442,6 +452,8 @@ ngx_http_im_handler(ngx_http_request_t *r)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    blk->session.receipts = ilcf->receipts ? 1 : 0;
 
     im_ws_parser_init(&ctx->parser, 1, imcf->max_message);
 
@@ -1387,6 +1399,7 @@ ngx_http_im_create_loc_conf(ngx_conf_t *cf)
 
     conf->websocket = NGX_CONF_UNSET;
     conf->echo = NGX_CONF_UNSET;
+    conf->receipts = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -1408,6 +1421,7 @@ ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_value(conf->websocket, prev->websocket, 0);
     ngx_conf_merge_value(conf->echo, prev->echo, 0);
+    ngx_conf_merge_value(conf->receipts, prev->receipts, 0);
     ngx_conf_merge_str_value(conf->auth, prev->auth, "");
 
     if (here && !conf->echo && conf->auth.len == 0) {
@@ -1437,6 +1451,34 @@ ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         check->auth = conf->auth;
         check->file = conf->file;
         check->line = conf->line;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * im_receipts on anywhere makes every node write messages in the stored
+ * form that names the sender (ngx_im_store.h): the main configuration
+ * learns it here.
+ */
+
+static char *
+ngx_http_im_receipts(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char           *rv;
+    ngx_im_conf_t  *imcf;
+    ngx_http_im_loc_conf_t  *ilcf = conf;
+
+    rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (ilcf->receipts) {
+        imcf = (ngx_im_conf_t *) ngx_get_conf(cf->cycle->conf_ctx,
+                                              ngx_im_module);
+        imcf->receipts = 1;
     }
 
     return NGX_CONF_OK;

@@ -61,6 +61,7 @@ typedef struct {
 
     ngx_flag_t          part_push_as_group;
     ngx_flag_t          alone;
+    ngx_flag_t          receipts;    /* a location has im_receipts on */
 
     ngx_shm_zone_t     *zone;
 } ngx_im_conf_t;

@@ -205,6 +205,12 @@ ngx_im_delivery_ack(ngx_im_session_t *s, const u_char *msgid)
         ngx_im_store_remove(s->route.uid, f->msg);
     }
 
+    /* a message of version 2 (receipts on) names its sender */
+    if (f->msg->from && f->msg->from != s->route.uid) {
+        ngx_im_stats->receipts++;
+        ngx_im_router_receipt(f->msg->from, f->msg->msgid, s->route.uid);
+    }
+
     ngx_im_msg_unref(f->msg);
     ngx_im_inflight_free(f);
 
@@ -414,8 +420,7 @@ ngx_im_delivery_drop_entry(ngx_im_session_t *s, u_char *p, size_t len)
 {
     ngx_im_msg_t  *bad;
 
-    bad = ngx_im_msg_alloc(len > NGX_IM_ENTRY_HDR ? len - NGX_IM_ENTRY_HDR
-                                                  : 0);
+    bad = ngx_im_msg_alloc(0, len);
     if (bad == NULL) {
         return;
     }

@@ -599,6 +599,10 @@ ngx_im_metrics_prometheus(ngx_pool_t *pool)
                            t->repushed);
     p = ngx_im_metrics_one(p, "im_acks_total", "counter",
                            "Pushes acked by their recipients.", t->acked);
+    p = ngx_im_metrics_one(p, "im_receipts_total", "counter",
+                           "Acks turned into receipts for their senders "
+                           "(im_receipts).",
+                           t->receipts);
     p = ngx_im_metrics_one(p, "im_kicks_total", "counter",
                            "Sessions ended by a newer login.", t->kicked);
     p = ngx_im_metrics_one(p, "im_slow_closed_total", "counter",

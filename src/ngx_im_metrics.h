@@ -66,6 +66,7 @@ typedef struct {
     ngx_atomic_uint_t   pushed;
     ngx_atomic_uint_t   repushed;
     ngx_atomic_uint_t   acked;           /* pushes acked by recipients */
+    ngx_atomic_uint_t   receipts;        /* RECEIPTs routed to senders */
     ngx_atomic_uint_t   kicked;
     ngx_atomic_uint_t   slow_closed;
     ngx_atomic_uint_t   channel_skipped; /* deliveries to an "alone" uid */

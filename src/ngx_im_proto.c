@@ -107,6 +107,16 @@ im_parse_server(const uint8_t *p, size_t len, im_msg_t *m)
     case IM_CMD_INVALID:
         return im_parse_invalid(p, len, m);
 
+    case IM_CMD_RECEIPT:
+        if (len < IM_SIZE_RECEIPT) {
+            return IM_ERR_TRUNCATED;
+        }
+
+        m->msgid = p + 1;
+        m->to = im_get_u32(p + 1 + IM_MSGID_LEN);
+
+        return (len == IM_SIZE_RECEIPT) ? IM_OK : IM_ERR_TRAILING;
+
     case IM_CMD_PING:
     case IM_CMD_PING_RESP:
     case IM_CMD_DISCONNECT:
@@ -510,6 +520,17 @@ im_build_invalid(uint8_t *out, uint8_t cmd, const uint8_t *msgid)
     memcpy(out + 2, msgid, IM_MSGID_LEN);
 
     return IM_SIZE_INVALID;
+}
+
+
+size_t
+im_build_receipt(uint8_t *out, const uint8_t *msgid, uint32_t uid)
+{
+    out[0] = IM_CMD_RECEIPT;
+    memcpy(out + 1, msgid, IM_MSGID_LEN);
+    (void) im_put_u32(out + 1 + IM_MSGID_LEN, uid);
+
+    return IM_SIZE_RECEIPT;
 }
 
 

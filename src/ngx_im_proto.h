@@ -37,6 +37,7 @@ enum {
     IM_CMD_INVALID = 10,
     IM_CMD_GROUP_PART_PUBLISH = 11,
     IM_CMD_GROUP_PART_PUB_ACK = 12,
+    IM_CMD_RECEIPT = 13,
     IM_CMD_LOGOUT = 20
 };
 
@@ -63,7 +64,8 @@ typedef struct {
     uint8_t         role, client_id;         /* 0 when absent */
     uint8_t         has_role, has_client_id;
 
-    /* PUBLISH (ToUid) / GROUP_PUBLISH and GROUP_PART_PUBLISH (Gid) */
+    /* PUBLISH (ToUid) / GROUP_PUBLISH and GROUP_PART_PUBLISH (Gid) /
+     * RECEIPT (the uid that acked) */
     uint32_t        to;
     const uint8_t  *msgid;   /* IM_MSGID_LEN bytes into the input,
                                 NULL if not read */
@@ -161,6 +163,8 @@ im_put_u16(uint8_t *p, uint16_t v)
 #define IM_SIZE_ACK                  (1 + IM_MSGID_LEN)
 #define IM_SIZE_INVALID              (2 + IM_MSGID_LEN)
 #define IM_SIZE_SIMPLE               1
+/* S->C 13 */
+#define IM_SIZE_RECEIPT              (1 + IM_MSGID_LEN + 4)
 
 /*
  * role / client_id: -1 = omit the field (client_id given requires role
@@ -188,6 +192,8 @@ size_t im_build_ack(uint8_t *out, uint8_t cmd, const uint8_t *msgid);
 size_t im_build_simple(uint8_t *out, uint8_t cmd);
 /* <<10,Cmd>> when msgid is NULL, else <<10,Cmd,MsgId>> */
 size_t im_build_invalid(uint8_t *out, uint8_t cmd, const uint8_t *msgid);
+/* S->C <<13,MsgId,Uid>>: uid acked the message MsgId */
+size_t im_build_receipt(uint8_t *out, const uint8_t *msgid, uint32_t uid);
 
 
 #endif /* _NGX_IM_PROTO_H_INCLUDED_ */

@@ -101,6 +101,7 @@ ngx_im_publish(ngx_im_session_t *s, u_char *p, size_t n,
     ngx_im_msg_t        *msg;
     ngx_im_conf_t       *imcf;
     ngx_im_group_req_t  *gr;
+    ngx_time_t          *tp;
 
     imcf = ngx_im_get_conf();
 
@@ -131,7 +132,7 @@ ngx_im_publish(ngx_im_session_t *s, u_char *p, size_t n,
         break;
     }
 
-    msg = ngx_im_msg_alloc(len);
+    msg = ngx_im_msg_alloc(ngx_im_msg_hdr(), len);
     if (msg == NULL) {
         ngx_im_session_ops->close(s, NGX_IM_CLOSE_ERROR);
         return;
@@ -147,6 +148,10 @@ ngx_im_publish(ngx_im_session_t *s, u_char *p, size_t n,
         (void) im_build_group(msg->push, m->to, m->msgid, m->payload,
                               m->payload_len);
     }
+
+    msg->from = s->route.uid;
+    tp = ngx_timeofday();
+    msg->accepted = (uint64_t) tp->sec * 1000 + tp->msec;
 
     expire = ngx_time() + imcf->offline_ttl;
     ngx_im_msg_finish(msg, expire);

@@ -42,6 +42,8 @@ typedef struct {
 static void ngx_im_router_message(u_char *channel, size_t clen,
     u_char *data, size_t len);
 static void ngx_im_router_ipc(u_char *data, size_t len);
+static void ngx_im_router_receipt_local(ngx_im_user_t *u, u_char *p,
+    size_t n);
 static void ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len,
     ngx_uint_t ipc);
 static void ngx_im_router_subscribed(u_char *channel, size_t clen);
@@ -611,6 +613,57 @@ done:
 }
 
 
+/*
+ * Receipts go where kicks go: to the sessions here, to the siblings that
+ * hold the uid, and on the uid's channel for other nodes (the siblings
+ * ignore that copy unless a datagram could not be sent).  The channel's
+ * "alone" skip of messages is not applied: a receipt is rarer than a
+ * message and opt-in.
+ */
+
+void
+ngx_im_router_receipt(uint32_t to, const u_char *msgid, uint32_t by)
+{
+    u_char          rec[IM_SIZE_RECEIPT];
+    u_char          buf[IM_TRAFFIC_R_LEN(IM_TRAFFIC_ORIGIN_MAX,
+                                         IM_SIZE_RECEIPT)];
+    size_t          n, len;
+    ngx_im_user_t  *u;
+
+    n = im_build_receipt(rec, msgid, by);
+
+    u = ngx_im_table_find(to);
+    if (u) {
+        ngx_im_router_receipt_local(u, rec, n);
+    }
+
+    len = im_traffic_build_r(buf, ngx_im_worker_id.data, ngx_im_worker_id.len,
+                             0, rec, n);
+
+    if (ngx_im_table_peers(to, buf, len) != NGX_OK) {
+        buf[IM_TRAFFIC_FLAGS_AT(ngx_im_worker_id.len)] |= IM_TRAFFIC_ALL;
+    }
+
+    (void) ngx_im_table_publish(to, buf, len, NULL, NULL);
+}
+
+
+static void
+ngx_im_router_receipt_local(ngx_im_user_t *u, u_char *p, size_t n)
+{
+    ngx_queue_t     *q;
+    ngx_im_route_t  *r;
+
+    for (q = ngx_queue_head(&u->sessions);
+         q != ngx_queue_sentinel(&u->sessions);
+         q = ngx_queue_next(q))
+    {
+        r = ngx_queue_data(q, ngx_im_route_t, link);
+        ngx_im_table_ops()->receipt(r, p, n);
+    }
+}
+
+
 /* records from the channels and from sibling workers: untrusted input,
  * decoded by ngx_im_traffic.c, ignored when they do not parse */
 
@@ -682,6 +735,18 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
     if (t.type == 'K') {
         if (u) {
             ngx_im_presence_kicked(u, own, &t);
+        }
+
+        return;
+    }
+
+    if (t.type == 'R') {
+        /* this worker's own receipts went to its sessions directly */
+        if (u && !own && t.entry_len == IM_SIZE_RECEIPT
+            && t.entry[0] == IM_CMD_RECEIPT)
+        {
+            ngx_im_router_receipt_local(u, (u_char *) t.entry,
+                                        t.entry_len);
         }
 
         return;

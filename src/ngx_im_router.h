@@ -32,6 +32,10 @@ void ngx_im_router_leave(ngx_im_route_t *r);
 void ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
     ngx_im_ticket_t *t);
 
+/* uid "by" acked message msgid of uid "to": a RECEIPT to to's sessions on
+ * every worker and node (live ones only; nothing is stored) */
+void ngx_im_router_receipt(uint32_t to, const u_char *msgid, uint32_t by);
+
 ngx_uint_t ngx_im_router_users(void);
 
 

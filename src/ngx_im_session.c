@@ -59,6 +59,8 @@ static void ngx_im_session_route_sync(ngx_im_route_t *r);
 static void ngx_im_session_route_login_done(ngx_im_route_t *r,
     ngx_uint_t code);
 static ngx_log_t *ngx_im_session_route_log(ngx_im_route_t *r);
+static void ngx_im_session_route_receipt(ngx_im_route_t *r, u_char *p,
+    size_t n);
 
 
 static u_char        ngx_im_read_buf[NGX_IM_READ_BUF];
@@ -77,7 +79,8 @@ static ngx_im_router_ops_t  ngx_im_session_route_ops = {
     ngx_im_session_route_kick,
     ngx_im_session_route_sync,
     ngx_im_session_route_login_done,
-    ngx_im_session_route_log
+    ngx_im_session_route_log,
+    ngx_im_session_route_receipt
 };
 
 
@@ -667,6 +670,21 @@ static ngx_log_t *
 ngx_im_session_route_log(ngx_im_route_t *r)
 {
     return ngx_im_route_session(r)->connection->log;
+}
+
+
+/* receipts are opt-in per location: the field's client knows no cmd 13 */
+
+static void
+ngx_im_session_route_receipt(ngx_im_route_t *r, u_char *p, size_t n)
+{
+    ngx_im_session_t  *s;
+
+    s = ngx_im_route_session(r);
+
+    if (s->receipts && ngx_im_session_logged_in(s)) {
+        (void) ngx_im_output_send(s, p, n);
+    }
 }
 
 

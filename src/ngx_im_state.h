@@ -130,6 +130,7 @@ struct ngx_im_session_s {
     unsigned               flush_posted:1;
     unsigned               drain_invalid:1;
     unsigned               kind:2;          /* NGX_IM_T_WS, _WSS, _TCP */
+    unsigned               receipts:1;      /* wants RECEIPT messages */
 
     /* from CONNECT, in the connection's pool, until the login is done */
     struct ngx_im_cred_s  *cred;

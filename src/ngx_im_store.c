@@ -23,35 +23,59 @@
 
 
 ngx_im_msg_t *
-ngx_im_msg_alloc(size_t push_len)
+ngx_im_msg_alloc(size_t hdr, size_t push_len)
 {
     ngx_im_msg_t  *msg;
 
-    msg = ngx_alloc(sizeof(ngx_im_msg_t) + NGX_IM_ENTRY_HDR + push_len,
-                    ngx_cycle->log);
+    msg = ngx_alloc(sizeof(ngx_im_msg_t) + hdr + push_len, ngx_cycle->log);
     if (msg == NULL) {
         return NULL;
     }
 
     msg->refs = 1;
-    msg->push = msg->entry + NGX_IM_ENTRY_HDR;
+    msg->push = msg->entry + hdr;
     msg->push_len = push_len;
-    msg->entry_len = NGX_IM_ENTRY_HDR + push_len;
+    msg->entry_len = hdr + push_len;
     msg->msgid = NULL;
     msg->expire = 0;
+    msg->from = 0;
+    msg->accepted = 0;
 
     return msg;
 }
 
 
-/* after the push is written: the header of the entry and the MsgId */
+/* the header of a new message's entry: version 2 only for receipts */
+
+size_t
+ngx_im_msg_hdr(void)
+{
+    return ngx_im_get_conf()->receipts ? NGX_IM_ENTRY_HDR_V2
+                                       : NGX_IM_ENTRY_HDR;
+}
+
+
+/* after the push is written (and from and accepted set, for version 2):
+ * the header of the entry and the MsgId */
 
 void
 ngx_im_msg_finish(ngx_im_msg_t *msg, time_t expire)
 {
+    u_char  *p;
+
     msg->expire = expire;
-    msg->entry[0] = 1;
-    (void) im_put_u32(msg->entry + 1, (uint32_t) expire);
+
+    if (msg->push - msg->entry == NGX_IM_ENTRY_HDR_V2) {
+        msg->entry[0] = 2;
+        p = im_put_u32(msg->entry + 1, (uint32_t) expire);
+        p = im_put_u32(p, msg->from);
+        p = im_put_u32(p, (uint32_t) (msg->accepted >> 32));
+        (void) im_put_u32(p, (uint32_t) msg->accepted);
+
+    } else {
+        msg->entry[0] = 1;
+        (void) im_put_u32(msg->entry + 1, (uint32_t) expire);
+    }
 
     switch (msg->push[0]) {
 
@@ -69,18 +93,32 @@ ngx_im_msg_finish(ngx_im_msg_t *msg, time_t expire)
 ngx_im_msg_t *
 ngx_im_msg_from_entry(u_char *entry, size_t len)
 {
+    size_t         hdr;
     im_msg_t       m;
     ngx_im_msg_t  *msg;
 
-    if (len < NGX_IM_ENTRY_HDR + 1 || entry[0] != 1) {
+    if (len == 0) {
+        return NULL;
+    }
+
+    switch (entry[0]) {
+    case 1:
+        hdr = NGX_IM_ENTRY_HDR;
+        break;
+    case 2:
+        hdr = NGX_IM_ENTRY_HDR_V2;
+        break;
+    default:
+        return NULL;
+    }
+
+    if (len < hdr + 1) {
         return NULL;
     }
 
     /* a push that does not parse is never sent to a client */
 
-    if (im_parse_server(entry + NGX_IM_ENTRY_HDR, len - NGX_IM_ENTRY_HDR, &m)
-        != IM_OK)
-    {
+    if (im_parse_server(entry + hdr, len - hdr, &m) != IM_OK) {
         return NULL;
     }
 
@@ -90,12 +128,19 @@ ngx_im_msg_from_entry(u_char *entry, size_t len)
         return NULL;
     }
 
-    msg = ngx_im_msg_alloc(len - NGX_IM_ENTRY_HDR);
+    msg = ngx_im_msg_alloc(hdr, len - hdr);
     if (msg == NULL) {
         return NULL;
     }
 
     ngx_memcpy(msg->entry, entry, len);
+
+    if (hdr == NGX_IM_ENTRY_HDR_V2) {
+        msg->from = im_get_u32(entry + 5);
+        msg->accepted = ((uint64_t) im_get_u32(entry + 9) << 32)
+                        | im_get_u32(entry + 13);
+    }
+
     ngx_im_msg_finish(msg, (time_t) im_get_u32(entry + 1));
 
     return msg;

@@ -18,16 +18,27 @@
 #include "ngx_im_redis.h"
 
 
-#define NGX_IM_ENTRY_HDR  5
+/*
+ * Version 2 of the stored form, <<2, Expire:32, From:32, Accepted:64,
+ * Push>>, also keeps the sender's uid and when the message was accepted
+ * (milliseconds since the epoch), for delivery receipts.  It is written
+ * only while receipts are on (im_receipts): builds from before it read an
+ * entry of version 2 as unreadable and drop it, so every node must run a
+ * build that reads it before any location turns receipts on.
+ */
+#define NGX_IM_ENTRY_HDR     5
+#define NGX_IM_ENTRY_HDR_V2  17
 
 
 struct ngx_im_msg_s {
     ngx_uint_t       refs;
     u_char          *msgid;      /* into push */
-    u_char          *push;       /* entry + NGX_IM_ENTRY_HDR */
+    u_char          *push;       /* entry + the header */
     size_t           push_len;
     size_t           entry_len;
     time_t           expire;
+    uint32_t         from;       /* version 2 only; 0 otherwise */
+    uint64_t         accepted;   /* version 2 only, ms */
     u_char           entry[1];
 };
 
@@ -35,7 +46,8 @@ struct ngx_im_msg_s {
 
 
 /* the push is built by the caller into msg->push after the call */
-ngx_im_msg_t *ngx_im_msg_alloc(size_t push_len);
+ngx_im_msg_t *ngx_im_msg_alloc(size_t hdr, size_t push_len);
+size_t ngx_im_msg_hdr(void);
 ngx_im_msg_t *ngx_im_msg_from_entry(u_char *entry, size_t len);
 void ngx_im_msg_finish(ngx_im_msg_t *msg, time_t expire);
 

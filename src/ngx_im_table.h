@@ -50,6 +50,9 @@ typedef struct {
     void        (*login_done)(ngx_im_route_t *r, ngx_uint_t code);
     /* the session's connection log */
     ngx_log_t  *(*log)(ngx_im_route_t *r);
+    /* a delivery receipt (a RECEIPT message), for sessions that want
+     * them */
+    void        (*receipt)(ngx_im_route_t *r, u_char *p, size_t n);
 } ngx_im_router_ops_t;
 
 

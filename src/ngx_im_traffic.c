@@ -85,6 +85,12 @@ im_traffic_parse(const uint8_t *p, size_t len, im_traffic_t *t)
     case 'S':
         return IM_OK;
 
+    case 'R':
+        /* the receipt as the client gets it, checked by the caller */
+        t->entry = f;
+        t->entry_len = rest;
+        return IM_OK;
+
     case 'A':
         if (rest < 8) {
             return IM_ERR_TRUNCATED;
@@ -163,6 +169,19 @@ im_traffic_build_k(uint8_t *buf, const uint8_t *origin, size_t olen,
     p = im_traffic_put_u64(p, token);
 
     return (size_t) (p - buf);
+}
+
+
+size_t
+im_traffic_build_r(uint8_t *buf, const uint8_t *origin, size_t olen,
+    uint8_t flags, const uint8_t *receipt, size_t rlen)
+{
+    uint8_t  *p;
+
+    p = im_traffic_head(buf, 'R', origin, olen, flags);
+    memcpy(p, receipt, rlen);
+
+    return (size_t) (p - buf) + rlen;
 }
 
 

@@ -51,6 +51,7 @@ sub encode {
         if $c == PUB_ACK || $c == GROUP_PUB_ACK || $c == GROUP_PART_PUB_ACK;
     return invalid_packet($f->{bad_cmd}, b($f->{msgid}))
         if $c == INVALID_PACKET;
+    return receipt_msg(b($f->{msgid}), $f->{uid}) if $c == RECEIPT;
     return pack('C', $c)
         if $c == PING || $c == PING_RESP || $c == DISCONNECT || $c == LOGOUT;
     die "no encoder for cmd $c\n";
@@ -79,7 +80,7 @@ ok(@vectors >= 80 && !@dup, scalar(@vectors) . ' vectors, names unique')
 
 my %field = map { $_ => 1 }
     qw/cmd user pass role client_id code to gid msgid uids payload extra
-    bad_cmd/;
+    bad_cmd uid/;
 my @unknown = map { my $v = $_; map { "$v->{name}: $_" }
     grep { !$field{$_} } keys %{$v->{fields}} } @vectors;
 ok(!@unknown, 'fields of known names only') or diag(join "\n", @unknown);

@@ -22,6 +22,7 @@ export const CMD = Object.freeze({
   INVALID_PACKET: 10,
   GROUP_PART_PUBLISH: 11,
   GROUP_PART_PUB_ACK: 12,
+  RECEIPT: 13,
   LOGOUT: 20,
 });
 
@@ -298,6 +299,11 @@ export const encodePingResp = () => Uint8Array.of(CMD.PING_RESP);
 export const encodeDisconnect = () => Uint8Array.of(CMD.DISCONNECT);
 export const encodeLogout = () => Uint8Array.of(CMD.LOGOUT);
 
+/** RECEIPT (13, server -> client): <<13, MsgId:32B, Uid:32>>: uid acked MsgId. */
+export function encodeReceipt({ msgId, uid }) {
+  return new Writer(1 + MSGID_LEN + 4).u8(CMD.RECEIPT).bytes(msgIdToBytes(msgId)).u32(uid).done();
+}
+
 /** INVALID_PACKET (10): <<10, Cmd:8>> or <<10, Cmd:8, MsgId:32B>>. */
 export function encodeInvalid(cmd, msgId) {
   if (!Number.isInteger(cmd) || cmd < 0 || cmd > 255) throw new ProtoError('bad_value', 'cmd must be 0..255');
@@ -394,6 +400,12 @@ export function decodeServerMessage(buf) {
       const invalidCmd = r.u8('cmd');
       m = { cmd, invalidCmd };
       if (r.left() > 0) m.msgId = r.readMsgId();
+      r.end();
+      return m;
+    }
+    case CMD.RECEIPT: {
+      m = { cmd, msgId: r.readMsgId() };
+      m.uid = r.u32('uid');
       r.end();
       return m;
     }

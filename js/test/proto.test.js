@@ -285,7 +285,7 @@ describe('errors: truncated, trailing, unknown command', () => {
   });
   test('exactly the commands of docs/PROTOCOL.md are known, in each direction', () => {
     const clientOk = new Set([1, 3, 4, 5, 6, 7, 8, 9, 11, 12]);
-    const serverOk = new Set([2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 20]);
+    const serverOk = new Set([2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 20]);
     for (const [decode, ok] of [[P.decodeClientMessage, clientOk], [P.decodeServerMessage, serverOk]]) {
       for (let c = 0; c < 256; c++) {
         const msg = new Uint8Array(40);
@@ -305,9 +305,13 @@ describe('errors: truncated, trailing, unknown command', () => {
   });
   test('unknown and empty commands', () => {
     for (const c of [0, 13, 19, 21, 255]) {
-      assertProtoError(() => P.decodeServerMessage(Uint8Array.of(c)), 'unknown_cmd', { cmd: c });
+      if (c !== 13) {
+        assertProtoError(() => P.decodeServerMessage(Uint8Array.of(c)), 'unknown_cmd', { cmd: c });
+      }
       assertProtoError(() => P.decodeClientMessage(Uint8Array.of(c, 1, 2, 3)), 'unknown_cmd', { cmd: c });
     }
+    // RECEIPT goes only from the server
+    assertProtoError(() => P.decodeServerMessage(Uint8Array.of(13)), 'truncated', { cmd: 13 });
     assertProtoError(() => P.decodeServerMessage(new Uint8Array(0)), 'empty');
     assertProtoError(() => P.decodeClientMessage(new Uint8Array(0)), 'empty');
   });

@@ -16,7 +16,7 @@ const { vectors } = JSON.parse(readFileSync(file, 'utf8'));
 const bytesOf = (hex) => new Uint8Array(Buffer.from(hex.replace(/\s+/g, ''), 'hex'));
 const utf8 = (s) => new Uint8Array(Buffer.from(s, 'utf8'));
 const FIELDS = new Set(['cmd', 'user', 'pass', 'role', 'client_id', 'code', 'to', 'gid', 'msgid', 'uids',
-  'payload', 'extra', 'bad_cmd']);
+  'payload', 'extra', 'bad_cmd', 'uid']);
 const isAck = (cmd) => cmd === CMD.PUB_ACK || cmd === CMD.GROUP_PUB_ACK || cmd === CMD.GROUP_PART_PUB_ACK;
 
 function directions(v) {
@@ -42,6 +42,7 @@ function expected(dir, f) {
   if ('payload' in f) m.payload = utf8(f.payload);
   if ('extra' in f) m.extra = utf8(f.extra);
   if ('bad_cmd' in f) m.invalidCmd = f.bad_cmd;
+  if ('uid' in f) m.uid = f.uid;
   return m;
 }
 
@@ -72,6 +73,8 @@ function encode(dir, f) {
     case CMD.LOGOUT: return P.encodeLogout();
     case CMD.INVALID_PACKET:
       return P.encodeInvalid(f.bad_cmd, msgId ?? undefined);
+    case CMD.RECEIPT:
+      return P.encodeReceipt({ msgId, uid: f.uid });
     default:
       throw new Error(`no encoder for cmd ${f.cmd}`);
   }

@@ -585,6 +585,30 @@ test_simple(void)
 
 
 static void
+test_receipt(void)
+{
+    im_msg_t  m;
+    uint8_t   out[IM_SIZE_RECEIPT + 1];
+    size_t    n;
+
+    n = im_build_receipt(out, U8(MSGID), 0x01020304);
+    tap_bytes(out, n, LIT("\x0d" MSGID "\x01\x02\x03\x04"),
+              "RECEIPT <<13,MsgId,Uid>>: built");
+    tap_ok(n == IM_SIZE_RECEIPT, "IM_SIZE_RECEIPT is %zu", n);
+    tap_rc(parse(1, out, n, &m), IM_OK, "RECEIPT parses (S->C)");
+    tap_ok(m.cmd == IM_CMD_RECEIPT && msgid_is(&m, 1, MSGID)
+           && m.to == 0x01020304, "RECEIPT: msgid and uid");
+    tap_rc(parse(1, out, n - 1, &m), IM_ERR_TRUNCATED,
+           "RECEIPT one byte short");
+    out[n] = 0;
+    tap_rc(parse(1, out, n + 1, &m), IM_ERR_TRAILING,
+           "RECEIPT with a byte after the uid");
+    tap_rc(parse(0, out, n, &m), IM_ERR_UNKNOWN_CMD,
+           "RECEIPT from a client");
+}
+
+
+static void
 test_invalid(void)
 {
     im_msg_t  m;
@@ -646,7 +670,7 @@ test_unknown(void)
     };
     static const char  server_ok[256] = {
         [2] = 1, [3] = 1, [4] = 1, [5] = 1, [6] = 1, [7] = 1, [8] = 1,
-        [9] = 1, [10] = 1, [11] = 1, [12] = 1, [20] = 1
+        [9] = 1, [10] = 1, [11] = 1, [12] = 1, [13] = 1, [20] = 1
     };
 
     memset(msg, 0, sizeof(msg));
@@ -789,6 +813,7 @@ test_proto(void)
     test_connect_ack();
     test_simple();
     test_invalid();
+    test_receipt();
     test_unknown();
     test_limits();
     test_helpers();

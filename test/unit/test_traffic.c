@@ -93,6 +93,7 @@ expect(uint8_t type, size_t olen, size_t len)
         return (len - head < 9) ? IM_ERR_TRUNCATED : IM_OK;
     case 'J':
     case 'S':
+    case 'R':
         return IM_OK;
     default:
         return IM_ERR_UNKNOWN_CMD;
@@ -245,6 +246,32 @@ test_k(void)
 
     n = im_traffic_build_k(b, U8(ORIGIN), 24, 0, 7, TOKEN);
     prefixes("K", b, n, 24);
+}
+
+
+static void
+test_r(void)
+{
+    uint8_t       b[IM_TRAFFIC_R_LEN(24, 37)];
+    size_t        n;
+    im_traffic_t  t;
+
+    static const char  rec[] = "\x0d" "0123456789abcdef0123456789abcdef"
+                               "\x00\x00\x03\xe9";
+    static const char  want[] = "R" OLEN ORIGIN "\x02" "\x0d"
+                                "0123456789abcdef0123456789abcdef"
+                                "\x00\x00\x03\xe9";
+
+    n = im_traffic_build_r(b, U8(ORIGIN), 24, IM_TRAFFIC_ALL, U8(rec), 37);
+    tap_bytes(b, n, LIT(want), "R: built bytes");
+    tap_ok(n == IM_TRAFFIC_R_LEN(24, 37), "R: IM_TRAFFIC_R_LEN is its length");
+    tap_rc(parse(b, n, &t), IM_OK, "R");
+    tap_ok(head_is(&t, 'R', IM_TRAFFIC_ALL, U8(ORIGIN), 24)
+           && t.entry == cur + IM_TRAFFIC_HEAD_LEN(24) && t.entry_len == 37
+           && memcmp(t.entry, rec, 37) == 0, "R: the receipt, in entry");
+    tap_rc(parse(b, IM_TRAFFIC_HEAD_LEN(24), &t), IM_OK,
+           "R: head only (an empty receipt, refused by the caller)");
+    prefixes("R", b, n, 24);
 }
 
 
@@ -515,7 +542,7 @@ test_unknown(void)
                types[i]);
     }
 
-    /* every byte value: the five types and nothing else */
+    /* every byte value: the six types and nothing else */
     ok = 1;
 
     for (type = 0; type < 256; type++) {
@@ -524,7 +551,7 @@ test_unknown(void)
 
         if ((parse(b, n, &t) == IM_OK)
             != (type == 'D' || type == 'K' || type == 'J' || type == 'S'
-                || type == 'A'))
+                || type == 'A' || type == 'R'))
         {
             tap_diag("type 0x%02x", type);
             ok = 0;
@@ -550,6 +577,7 @@ test_traffic(void)
     test_head();
     test_d();
     test_k();
+    test_r();
     test_notices();
     test_origins();
     test_flags();

@@ -50,7 +50,7 @@ static const vec_error_t  vec_errors[] = {
 /* the names a vector's "fields" may use */
 static const char  *vec_field_names[] = {
     "cmd", "user", "pass", "role", "client_id", "code", "to", "gid",
-    "msgid", "uids", "payload", "extra", "bad_cmd", NULL
+    "msgid", "uids", "payload", "extra", "bad_cmd", "uid", NULL
 };
 
 
@@ -290,7 +290,8 @@ vec_fields(const cJSON *fields, const im_msg_t *m)
     }
 
     if ((vec_has(fields, "to") && vec_u32(fields, "to") != m->to)
-        || (vec_has(fields, "gid") && vec_u32(fields, "gid") != m->to))
+        || (vec_has(fields, "gid") && vec_u32(fields, "gid") != m->to)
+        || (vec_has(fields, "uid") && vec_u32(fields, "uid") != m->to))
     {
         tap_diag("to / gid %u", m->to);
         good = 0;
@@ -405,6 +406,9 @@ vec_build(const cJSON *fields, int server, uint8_t *out)
         return im_build_part(out, vec_u32(fields, "gid"), U8(msgid),
                              (uint16_t) n, uids, U8(payload),
                              (uint16_t) len);
+
+    case IM_CMD_RECEIPT:
+        return im_build_receipt(out, U8(msgid), vec_u32(fields, "uid"));
 
     case IM_CMD_PUB_ACK:
     case IM_CMD_GROUP_PUB_ACK:
@@ -617,7 +621,7 @@ test_vectors(void)
            "a valid C->S vector for each client command");
     tap_ok(seen[1][2] && seen[1][3] && seen[1][4] && seen[1][5] && seen[1][6]
            && seen[1][7] && seen[1][8] && seen[1][9] && seen[1][10]
-           && seen[1][11] && seen[1][12] && seen[1][20],
+           && seen[1][11] && seen[1][12] && seen[1][13] && seen[1][20],
            "a valid S->C vector for each server command");
 
     cJSON_Delete(json);

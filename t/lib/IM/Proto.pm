@@ -30,6 +30,7 @@ use constant {
     INVALID_PACKET     => 10,
     GROUP_PART_PUBLISH => 11,
     GROUP_PART_PUB_ACK => 12,
+    RECEIPT            => 13,
     LOGOUT             => 20,
 };
 
@@ -37,7 +38,8 @@ our %NAME = (
     1 => 'CONNECT', 2 => 'CONNECT_ACK', 3 => 'PUBLISH', 4 => 'PUB_ACK',
     5 => 'GROUP_PUBLISH', 6 => 'GROUP_PUB_ACK', 7 => 'PING',
     8 => 'PING_RESP', 9 => 'DISCONNECT', 10 => 'INVALID_PACKET',
-    11 => 'GROUP_PART_PUBLISH', 12 => 'GROUP_PART_PUB_ACK', 20 => 'LOGOUT',
+    11 => 'GROUP_PART_PUBLISH', 12 => 'GROUP_PART_PUB_ACK', 13 => 'RECEIPT',
+    20 => 'LOGOUT',
 );
 
 # the ack a client sends for a push of each kind
@@ -46,16 +48,16 @@ our %ACK_FOR = (3 => 4, 5 => 6, 11 => 12);
 # the commands each side sends: any other is an unknown command there
 my %SENDS = (
     c => {map { $_ => 1 } 1, 3 .. 9, 11, 12},
-    s => {map { $_ => 1 } 2 .. 12, 20},
+    s => {map { $_ => 1 } 2 .. 13, 20},
 );
 
 my @CONST = qw/CONNECT CONNECT_ACK PUBLISH PUB_ACK GROUP_PUBLISH GROUP_PUB_ACK
     PING PING_RESP DISCONNECT INVALID_PACKET GROUP_PART_PUBLISH
-    GROUP_PART_PUB_ACK LOGOUT/;
+    GROUP_PART_PUB_ACK RECEIPT LOGOUT/;
 my @FUNC = qw/msgid connect_msg connect_ack publish_msg push_msg
     group_publish_msg group_push_msg part_publish_msg part_push_msg
     ack_msg pub_ack group_pub_ack part_pub_ack ping_msg ping_resp_msg
-    disconnect_msg logout_msg invalid_packet tcp_frame tcp_unframe
+    disconnect_msg logout_msg receipt_msg invalid_packet tcp_frame tcp_unframe
     decode_server decode_client hexdump vectors vector/;
 our @EXPORT_OK = (@CONST, @FUNC);
 our %EXPORT_TAGS = (all => [@CONST, @FUNC], const => \@CONST, func => \@FUNC);
@@ -140,6 +142,7 @@ sub ping_msg       { pack('C', PING) }
 sub ping_resp_msg  { pack('C', PING_RESP) }
 sub disconnect_msg { pack('C', DISCONNECT) }
 sub logout_msg     { pack('C', LOGOUT) }
+sub receipt_msg    { pack('Ca32N', RECEIPT, $_[0], $_[1]) }
 
 sub invalid_packet {
     my ($cmd, $id) = @_;
@@ -231,6 +234,9 @@ sub _decode {
             $m{msgid} = $take->(32);
             # only a client's ack may be longer (the field client's)
             $m{extra} = $rest->() if $left->() && $dir eq 'c';
+        } elsif ($cmd == RECEIPT) {
+            $m{msgid} = $take->(32);
+            $m{uid} = $u32->();
         } elsif ($cmd == INVALID_PACKET) {
             $m{bad_cmd} = $u8->();
             $m{msgid} = $take->(32) if $left->();

@@ -58,6 +58,7 @@ sub write_conf {
     my $auth = $o{auth} // '';
     my $body = $o{body} // 'username=$im_username&password=$im_password';
     my $listen = $o{listen} // '';
+    my $locations = $o{locations} // '';
     my $stream = ($o{stream} // 1) ? <<"S" : '';
 stream {
     %%TEST_GLOBALS_STREAM%%
@@ -90,6 +91,7 @@ http {
         ${\ $uc->auth_location(body => $body, extra => $auth) }
         location = /status { im_status; }
         location = /metrics { im_metrics; }
+        $locations
     }
 }
 $stream
