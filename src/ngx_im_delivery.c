@@ -205,8 +205,10 @@ ngx_im_delivery_ack(ngx_im_session_t *s, const u_char *msgid)
         ngx_im_store_remove(s->route.uid, f->msg);
     }
 
-    /* a message of version 2 (receipts on) names its sender */
-    if (f->msg->from && f->msg->from != s->route.uid) {
+    /* with receipts on, messages name their sender (stored form 2) */
+    if (f->msg->from && f->msg->from != s->route.uid
+        && ngx_im_get_conf()->receipts)
+    {
         ngx_im_stats->receipts++;
         ngx_im_router_receipt(f->msg->from, f->msg->msgid, s->route.uid);
     }
