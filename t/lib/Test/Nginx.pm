@@ -72,6 +72,8 @@ sub new {
     my $self = bless {
         _pid      => $$,
         _im       => exists $opts{im} ? $opts{im} : 1,
+        # nginx's compiled-in prefix instead of the test dir (below)
+        _sysprefix => $opts{system_prefix} // 0,
         _alerts   => 1,          # 0 = problems are reported as TODO
         _allow    => [],
         _daemons  => [],         # { pid, log }
@@ -447,10 +449,16 @@ sub _group_of {
     return @m;
 }
 
+# -p test dir; with system_prefix => 1 nginx keeps its compiled-in prefix
+# (Debian: /usr/share/nginx), so that the relative paths of installed
+# snippets (load_module modules/...) resolve as in production; every other
+# path of such a config must then be absolute.
 sub _nginx_args {
     my ($self) = @_;
     my $d = $self->{_testdir};
-    my @a = ('-p', "$d/", '-c', 'nginx.conf', '-e', "$d/error.log");
+    my @a = $self->{_sysprefix}
+        ? ('-c', "$d/nginx.conf", '-e', "$d/error.log")
+        : ('-p', "$d/", '-c', 'nginx.conf', '-e', "$d/error.log");
     push @a, '-g', "pid $d/nginx.pid; error_log $d/error.log debug;"
         unless $self->{_has_globals};
     push @a, @{$self->{_args} || []};
