@@ -64,7 +64,7 @@ my %moved = (
     '/etc/nginx/ssl/'                             => "$d/prod/ssl/",
     '/run/nginx.pid'                              => "$d/prod/nginx.pid",
     '/var/log/nginx/'                             => "$d/prod/logs/",
-    '/var/cache/nginx/'                           => "$d/prod/cache/",
+    '/var/lib/nginx/im_auth'                      => "$d/prod/cache/im_auth",
 );
 for my $from (sort { length $b <=> length $a } keys %moved) {
     my $to = $moved{$from};
