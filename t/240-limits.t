@@ -55,6 +55,9 @@ http {
     %%TEST_GLOBALS_HTTP%%
     limit_req_zone \$binary_remote_addr zone=per_ip:1m rate=1000r/s;
     limit_req_zone \$im_username zone=per_user:1m rate=1r/m;
+    # docs/GUIDE.md 6: which variable has a value where
+    log_format ws '[\$pre] \$im_username \$im_uid \$im_client_id \$status';
+    log_format auth '\$im_username \$im_uid \$im_client_id \$im_role';
     server {
         listen 127.0.0.1:%%PORT_9095%% reuseport;
         location /ws {
@@ -62,10 +65,16 @@ http {
             im_auth /_auth;
             # a handshake limit too: the auth location's must still count
             limit_req zone=per_ip burst=1000 nodelay;
+            set \$pre "\$im_username|\$im_uid|\$im_worker";
+            access_log ${\ $t->testdir }/ws.log ws;
         }
         location = /status { im_status; }
-        ${\ $uc->auth_location(extra => 'limit_req zone=per_user burst=2 nodelay;
-            limit_req_status 429;') }
+        ${\ $uc->auth_location(body => 'username=$im_username&password='
+            . '$im_password&uid=$im_uid&cid=$im_client_id&role=$im_role',
+            extra => 'limit_req zone=per_user burst=2 nodelay;
+            limit_req_status 429;
+            log_subrequest on;
+            access_log ' . $t->testdir . '/auth.log auth;') }
     }
 }
 stream {
@@ -234,6 +243,32 @@ sub answer {
 
     ok($t->error_log =~ /login limited by the auth location \(429\)/,
         'login limit: logged as limited, not as a broken user centre');
+}
+
+# --- the $im_* variables, phase by phase (docs/GUIDE.md 6)
+
+{
+    my $c = IM::Client->new(port => port(9095));
+    is($c->login('u4200', 'pw', role => 2, client_id => 7), 0,
+        'variables: u4200 logs in with role 2, ClientId 7');
+    my $d = $t->testdir;
+    my ($ws, $auth) = ('', '');
+    wait_until(sub {
+        $ws = $t->read_file('ws.log') // '' if -f "$d/ws.log";
+        return $ws =~ /u4200/;
+    }, 5);
+    my ($req) = grep { ($_->{params}{username} // '') eq 'u4200' }
+        $uc->requests;
+    is(join(' ', map { $req->{params}{$_} // '-' } qw/password uid cid role/),
+        'pw 0 7 2',
+        'variables: auth request: password, no uid yet, ClientId, role');
+    $auth = $t->read_file('auth.log') // '' if -f "$d/auth.log";
+    like($auth, qr/^u4200 4200 7 2$/m,
+        'variables: the auth location\'s own log line, after the answer: '
+        . 'the uid');
+    like($ws, qr/^\[\|\|\d+\] u4200 4200 7 101$/m,
+        'variables: handshake: only $im_worker; access log: name, uid, '
+        . 'ClientId');
 }
 
 $t->stop;
