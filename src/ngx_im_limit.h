@@ -4,7 +4,7 @@
  * "im_msg_rate rate [burst=n];" gives every uid a token bucket in the
  * im_zone shared memory, so that all the workers of a node draw on the
  * same one.  Nodes do not share buckets: a uid sending through sessions
- * on k nodes may send k times the rate (docs/decisions/020-per-uid-
+ * on k nodes may send k times the rate (docs/decisions/022-per-uid-
  * limits.md).
  */
 

@@ -15,7 +15,7 @@
  * (refreshed with the heartbeat, as the presence key), its login time and
  * its ClientId.  One more than n follows the login policy: under "kick"
  * the oldest go, by a 'K' for their ClientId as above; under "reject" the
- * new login is refused with code 1 (docs/decisions/020-per-uid-limits.md).
+ * new login is refused with code 1 (docs/decisions/022-per-uid-limits.md).
  */
 
 #include "ngx_im_presence.h"
