@@ -1054,6 +1054,14 @@ ngx_http_im_auth(ngx_im_session_t *s)
     ps->handler = ngx_http_im_auth_done;
     ps->data = ctx;
 
+    /*
+     * limit_req runs once per main request: a limit_req of the WebSocket
+     * location (on the handshake) would make the auth location's own, the
+     * one keyed by $im_username, pass everything.  The handshake was
+     * limited already; the auth location's limit now has its turn.
+     */
+    r->main->limit_req_status = 0;
+
     if (ngx_http_subrequest(r, &ilcf->auth, NULL, &sr, ps,
                             NGX_HTTP_SUBREQUEST_IN_MEMORY
                             |NGX_HTTP_SUBREQUEST_BACKGROUND)
@@ -1135,7 +1143,15 @@ ngx_http_im_auth_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
         }
     }
 
-    if (code == 2) {
+    if (code == 2 && (rc == NGX_HTTP_TOO_MANY_REQUESTS
+                      || status == NGX_HTTP_TOO_MANY_REQUESTS))
+    {
+        /* the auth location's limit_req (limit_req_status 429): a flood
+         * of logins is not worth a warning each */
+        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                      "im: login limited by the auth location (429)");
+
+    } else if (code == 2) {
         ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
                       "im: user centre gave no valid answer "
                       "(status %ui, rc %i)", status, rc);

@@ -63,6 +63,12 @@ typedef struct {
     ngx_flag_t          alone;
     ngx_flag_t          receipts;    /* a location has im_receipts on */
 
+    /* per-uid limits of clients (the TCP API is exempt); 0: none */
+    ngx_uint_t          max_sessions;    /* live sessions, all nodes */
+    ngx_uint_t          msg_rate;        /* per second, x 1000 */
+    ngx_uint_t          msg_burst;       /* x 1000 */
+    ngx_uint_t          max_recipients;  /* uids of a part-group list */
+
     ngx_shm_zone_t     *zone;
 } ngx_im_conf_t;
 

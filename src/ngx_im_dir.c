@@ -1,7 +1,8 @@
 /*
  * ngx_im_dir.c: this node's directory of who holds which uid.
  *
- * Owns the im_zone shared memory: an rbtree uid -> pids of the workers of
+ * Owns the im_zone shared memory (and lends its slab pool to the message
+ * rate buckets of ngx_im_limit.c): an rbtree uid -> pids of the workers of
  * this node holding a session of that uid, under the slab pool's mutex
  * (which the master unlocks when a worker dies holding it), and per pid a
  * count of the entries naming it, so that a worker alone in the directory
@@ -12,6 +13,7 @@
  */
 
 #include "ngx_im_dir.h"
+#include "ngx_im_limit.h"
 
 
 /* how many entries name a pid: a worker alone in the directory need not
@@ -38,6 +40,7 @@ typedef struct {
     ngx_uint_t             users;
     ngx_im_holder_t        holders[NGX_IM_DIR_HOLDERS];
     ngx_uint_t             uncounted;  /* a holder found no slot */
+    void                  *limit;      /* ngx_im_limit's buckets */
 } ngx_im_shctx_t;
 
 
@@ -123,6 +126,11 @@ ngx_im_dir_zone_init(ngx_shm_zone_t *shm_zone, void *data)
     ngx_memzero(ctx->holders, sizeof(ctx->holders));
     ctx->uncounted = 0;
 
+    ctx->limit = ngx_im_limit_zone_init(shpool);
+    if (ctx->limit == NULL) {
+        return NGX_ERROR;
+    }
+
     shpool->data = ctx;
     shm_zone->data = ctx;
 
@@ -155,6 +163,8 @@ ngx_im_dir_init_process(ngx_cycle_t *cycle)
     ngx_im_sh = imcf->zone->data;
     ngx_im_shpool = (ngx_slab_pool_t *) imcf->zone->shm.addr;
 
+    ngx_im_limit_init_process(ngx_im_shpool, ngx_im_sh->limit);
+
     ngx_im_dir_prune(ngx_im_dir_dead);
 
     return NGX_OK;
@@ -171,6 +181,7 @@ ngx_im_dir_exit_process(void)
     /* whatever this worker still holds is not held any more */
     ngx_im_dir_prune(ngx_im_dir_self);
 
+    ngx_im_limit_exit_process();
     ngx_im_sh = NULL;
 }
 

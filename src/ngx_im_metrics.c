@@ -96,6 +96,10 @@ static char  *ngx_im_metrics_refusals[NGX_IM_REFUSED_N] = {
     "invalid", "store", "sender", "rate", "fanout"
 };
 
+static char  *ngx_im_metrics_capped[NGX_IM_CAPPED_N] = {
+    "refused", "kicked"
+};
+
 static char  *ngx_im_metrics_drops[NGX_IM_DROPPED_N] = {
     "inbox_cap", "unreadable", "poison"
 };
@@ -605,6 +609,11 @@ ngx_im_metrics_prometheus(ngx_pool_t *pool)
                            t->receipts);
     p = ngx_im_metrics_one(p, "im_kicks_total", "counter",
                            "Sessions ended by a newer login.", t->kicked);
+    p = ngx_im_metrics_labelled(p, "im_max_sessions_total", "counter",
+                                "Logins over im_max_sessions, by what the "
+                                "login policy did.",
+                                "action", ngx_im_metrics_capped,
+                                t->capped, NGX_IM_CAPPED_N);
     p = ngx_im_metrics_one(p, "im_slow_closed_total", "counter",
                            "Sessions closed for not reading "
                            "(im_send_buffer).",
@@ -746,6 +755,9 @@ ngx_im_metrics_json(ngx_pool_t *pool, ngx_im_metrics_extra_t *extra)
     p = ngx_im_metrics_json_map(p, "refused_by_reason",
                                 ngx_im_metrics_refusals, t->refused,
                                 NGX_IM_REFUSED_N);
+    p = ngx_im_metrics_json_map(p, "max_sessions",
+                                ngx_im_metrics_capped, t->capped,
+                                NGX_IM_CAPPED_N);
     p = ngx_im_metrics_json_map(p, "dropped_by_reason",
                                 ngx_im_metrics_drops, t->dropped,
                                 NGX_IM_DROPPED_N);

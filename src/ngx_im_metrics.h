@@ -36,6 +36,11 @@
 #define NGX_IM_DROPPED_POISON    2     /* pushed without an ack too often */
 #define NGX_IM_DROPPED_N         3
 
+/* what a login over im_max_sessions made the server do */
+#define NGX_IM_CAPPED_REFUSED    0     /* the login was refused */
+#define NGX_IM_CAPPED_KICKED     1     /* an older session was logged out */
+#define NGX_IM_CAPPED_N          2
+
 /* message counters by command byte; commands above 31 count as 0 */
 #define NGX_IM_CMDS              32
 
@@ -80,6 +85,8 @@ typedef struct {
     ngx_atomic_uint_t   redis_failed;    /* no reply: the connection went */
     ngx_atomic_uint_t   redis_reconnects;
     ngx_im_hist_t       redis;           /* command to reply */
+
+    ngx_atomic_uint_t   capped[NGX_IM_CAPPED_N];   /* im_max_sessions */
 } ngx_im_stats_t;
 
 

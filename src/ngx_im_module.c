@@ -18,6 +18,8 @@ static void *ngx_im_create_conf(ngx_cycle_t *cycle);
 static char *ngx_im_init_conf(ngx_cycle_t *cycle, void *conf);
 static char *ngx_im_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_im_msg_rate(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_im_init_process(ngx_cycle_t *cycle);
 static void ngx_im_exit_process(ngx_cycle_t *cycle);
 
@@ -210,6 +212,27 @@ static ngx_command_t  ngx_im_commands[] = {
       offsetof(ngx_im_conf_t, alone),
       NULL },
 
+    { ngx_string("im_max_sessions"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      0,
+      offsetof(ngx_im_conf_t, max_sessions),
+      NULL },
+
+    { ngx_string("im_msg_rate"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE12,
+      ngx_im_msg_rate,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("im_max_recipients"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      0,
+      offsetof(ngx_im_conf_t, max_recipients),
+      NULL },
+
       ngx_null_command
 };
 
@@ -277,6 +300,10 @@ ngx_im_create_conf(ngx_cycle_t *cycle)
     imcf->send_buffer = NGX_CONF_UNSET_SIZE;
     imcf->part_push_as_group = NGX_CONF_UNSET;
     imcf->alone = NGX_CONF_UNSET;
+    imcf->max_sessions = NGX_CONF_UNSET_UINT;
+    imcf->msg_rate = NGX_CONF_UNSET_UINT;
+    imcf->msg_burst = NGX_CONF_UNSET_UINT;
+    imcf->max_recipients = NGX_CONF_UNSET_UINT;
 
     return imcf;
 }
@@ -326,6 +353,18 @@ ngx_im_init_conf(ngx_cycle_t *cycle, void *conf)
     ngx_conf_init_size_value(imcf->send_buffer, 1024 * 1024);
     ngx_conf_init_value(imcf->part_push_as_group, 0);
     ngx_conf_init_value(imcf->alone, 1);
+    ngx_conf_init_uint_value(imcf->max_sessions, 0);
+    ngx_conf_init_uint_value(imcf->msg_rate, 0);
+    ngx_conf_init_uint_value(imcf->msg_burst, 0);
+    ngx_conf_init_uint_value(imcf->max_recipients, 0);
+
+    if (imcf->msg_rate && imcf->zone == NULL) {
+        /* the buckets are shared by the workers of the node */
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "im_msg_rate needs im_zone: its buckets are kept "
+                      "there, shared by the workers");
+        return NGX_CONF_ERROR;
+    }
 
     if (imcf->max_payload > 65535) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
@@ -390,6 +429,82 @@ ngx_im_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "im_redis needs an IPv4 address, not \"%V\"",
                            &u.host);
         return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* im_msg_rate rate [burst=n]: rate as "10r/s" or "30r/m", as limit_req */
+
+static char *
+ngx_im_msg_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_im_conf_t  *imcf = conf;
+
+    size_t      len;
+    u_char     *p;
+    ngx_int_t   rate, scale, burst;
+    ngx_str_t  *value;
+
+    if (imcf->msg_rate != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    len = value[1].len;
+    p = value[1].data + len - 3;
+    scale = 1;
+
+    if (len > 3 && ngx_strncmp(p, "r/s", 3) == 0) {
+        len -= 3;
+
+    } else if (len > 3 && ngx_strncmp(p, "r/m", 3) == 0) {
+        scale = 60;
+        len -= 3;
+
+    } else {
+        len = 0;
+    }
+
+    rate = len ? ngx_atoi(value[1].data, len) : NGX_ERROR;
+
+    if (rate <= 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid im_msg_rate \"%V\": give messages per "
+                           "second or minute, as \"10r/s\" or \"30r/m\"",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    burst = 0;
+
+    if (cf->args->nelts == 3) {
+        if (value[2].len <= 6
+            || ngx_strncmp(value[2].data, "burst=", 6) != 0
+            || (burst = ngx_atoi(value[2].data + 6, value[2].len - 6))
+               == NGX_ERROR)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid im_msg_rate burst \"%V\"",
+                               &value[2]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (rate > 1000000 || burst > 1000000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "im_msg_rate: at most 1000000 for rate and burst");
+        return NGX_CONF_ERROR;
+    }
+
+    /* thousandths, as the buckets count */
+    imcf->msg_rate = rate * 1000 / scale;
+    imcf->msg_burst = burst * 1000;
+
+    if (imcf->msg_rate == 0) {
+        imcf->msg_rate = 1;
     }
 
     return NGX_CONF_OK;

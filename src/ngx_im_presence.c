@@ -9,6 +9,13 @@
  * and taking it is one step) and is refused while another live session
  * holds it.  The key is refreshed with the heartbeat and removed when the
  * session leaves.
+ *
+ * With "im_max_sessions n" the login then registers in "im:s:<uid>", a
+ * hash of the uid's live sessions on every node, each with its deadline
+ * (refreshed with the heartbeat, as the presence key), its login time and
+ * its ClientId.  One more than n follows the login policy: under "kick"
+ * the oldest go, by a 'K' for their ClientId as above; under "reject" the
+ * new login is refused with code 1 (docs/decisions/023-per-uid-limits.md).
  */
 
 #include "ngx_im_presence.h"
@@ -20,6 +27,10 @@ static void ngx_im_presence_kick(ngx_im_user_t *u, uint8_t client_id,
 static void ngx_im_presence_answer(redisReply *reply, void *data);
 static ngx_int_t ngx_im_presence_claim(ngx_im_route_t *r, char *script,
     u_char *stale, size_t slen, ngx_im_ref_t *ref);
+static void ngx_im_presence_everywhere(ngx_im_route_t *r, ngx_im_user_t *u,
+    uint8_t client_id);
+static void ngx_im_presence_count(ngx_im_route_t *r, ngx_im_ref_t *ref);
+static void ngx_im_presence_counted(redisReply *reply, void *data);
 
 
 /* the reject policy's claim of a presence key (see ngx_im_presence_claim) */
@@ -30,10 +41,61 @@ static char  ngx_im_presence_claim_script[] =
     "return v";
 
 
+/*
+ * im_max_sessions: EVAL script 1 im:s:<uid> <worker id:token> <max>
+ * <ClientId> <ttl> <kick>.  Entries are "<deadline> <login time> <ClientId>"
+ * (seconds, microseconds, Redis's clock).  Entries past their deadline go,
+ * and so does one of the login's ClientId (replaced, or stale); beyond the
+ * cap the answer is 0 (reject) or the ClientIds of the oldest, which make
+ * room (kick).
+ */
+static char  ngx_im_presence_count_script[] =
+    "local now = tonumber(redis.call('time')[1]) "
+    "local max, ttl = tonumber(ARGV[2]), tonumber(ARGV[4]) "
+    "local all = redis.call('hgetall', KEYS[1]) "
+    "local live = {} "
+    "for i = 1, #all, 2 do "
+    "local d, l, c = string.match(all[i + 1], '^(%d+) (%d+) (%d+)$') "
+    "if not d or tonumber(d) < now or c == ARGV[3] then "
+    "redis.call('hdel', KEYS[1], all[i]) "
+    "else live[#live + 1] = {tonumber(l), all[i], c} end end "
+    "local out = {} "
+    "if #live >= max then "
+    "if ARGV[5] ~= '1' then return 0 end "
+    "table.sort(live, function(a, b) return a[1] < b[1] end) "
+    "for i = 1, #live - max + 1 do "
+    "redis.call('hdel', KEYS[1], live[i][2]) "
+    "out[#out + 1] = live[i][3] end end "
+    "local t = redis.call('time') "
+    "redis.call('hset', KEYS[1], ARGV[1], (now + ttl) .. ' ' .. t[1] "
+    ".. string.format('%06d', tonumber(t[2])) .. ' ' .. ARGV[3]) "
+    "redis.call('expire', KEYS[1], ttl) "
+    "return out";
+
+
+/* the heartbeat: a later deadline for this session's entry, if it still
+ * has one (a session that made room for a newer one has not) */
+static char  ngx_im_presence_refresh_script[] =
+    "local v = redis.call('hget', KEYS[1], ARGV[1]) "
+    "if not v then return 0 end "
+    "local now = tonumber(redis.call('time')[1]) "
+    "redis.call('hset', KEYS[1], ARGV[1], (now + tonumber(ARGV[2])) "
+    ".. string.match(v, ' .*$')) "
+    "redis.call('expire', KEYS[1], ARGV[2]) "
+    "return 1";
+
+
 static size_t
 ngx_im_presence_key(u_char *buf, ngx_im_route_t *r)
 {
     return ngx_sprintf(buf, "im:p:%uD:%d", r->uid, (int) r->client_id) - buf;
+}
+
+
+static size_t
+ngx_im_presence_sessions_key(u_char *buf, ngx_im_route_t *r)
+{
+    return ngx_sprintf(buf, "im:s:%uD", r->uid) - buf;
 }
 
 
@@ -58,8 +120,6 @@ ngx_im_presence_ttl(void)
 void
 ngx_im_presence_login(ngx_im_route_t *r)
 {
-    u_char                buf[IM_TRAFFIC_K_LEN(IM_TRAFFIC_ORIGIN_MAX)];
-    size_t                len;
     ngx_queue_t          *q;
     ngx_im_ref_t         *ref;
     ngx_im_user_t        *u;
@@ -111,17 +171,42 @@ ngx_im_presence_login(ngx_im_route_t *r)
         return;
     }
 
-    /* kick: the older session of this (uid, ClientId) goes, here ... */
+    /* kick: the older session of this (uid, ClientId) goes */
 
-    if (u) {
-        ngx_im_presence_kick(u, r->client_id, 0, 0);
+    ngx_im_presence_everywhere(r, u, r->client_id);
+
+    if (imcf->max_sessions == 0) {
+        ops->login_done(r, 0);
+        return;
     }
 
-    /* ... and on every other worker and node */
+    ref = ngx_im_ref_alloc(r);
+    if (ref == NULL) {
+        ops->login_done(r, 2);
+        return;
+    }
+
+    r->ref = ref;
+    ngx_im_presence_count(r, ref);
+}
+
+
+/* the sessions of (r's uid, client_id) go, here at once and on every
+ * other worker and node by a 'K' record; r's own login stays */
+
+static void
+ngx_im_presence_everywhere(ngx_im_route_t *r, ngx_im_user_t *u,
+    uint8_t client_id)
+{
+    u_char  buf[IM_TRAFFIC_K_LEN(IM_TRAFFIC_ORIGIN_MAX)];
+    size_t  len;
+
+    if (u) {
+        ngx_im_presence_kick(u, client_id, 0, 0);
+    }
 
     len = im_traffic_build_k(buf, ngx_im_worker_id.data,
-                             ngx_im_worker_id.len, 0, r->client_id,
-                             r->token);
+                             ngx_im_worker_id.len, 0, client_id, r->token);
 
     if (ngx_im_table_peers(r->uid, buf, len) != NGX_OK) {
         buf[IM_TRAFFIC_FLAGS_AT(ngx_im_worker_id.len)] |= IM_TRAFFIC_ALL;
@@ -129,8 +214,6 @@ ngx_im_presence_login(ngx_im_route_t *r)
 
     /* Redis down: the other session stays until it ends by itself */
     (void) ngx_im_table_publish(r->uid, buf, len, NULL, NULL);
-
-    ops->login_done(r, 0);
 }
 
 
@@ -180,14 +263,14 @@ ngx_im_presence_kick(ngx_im_user_t *u, uint8_t client_id, ngx_uint_t own,
  * claim takes it over; a holder elsewhere expires with its TTL.
  */
 
-/* EVAL script 1 <key> <value> [args]: a Lua script on this session's
- * presence key, on the inbox connection */
+/* EVAL script 1 <key> <value> [args]: a Lua script on a key of this
+ * session, on the inbox connection */
 
 static ngx_int_t
-ngx_im_presence_eval(ngx_im_route_t *r, char *script, ngx_uint_t nargs,
-    const char **args, size_t *lens, ngx_im_redis_cb_pt cb, void *data)
+ngx_im_presence_script(u_char *key, size_t klen, u_char *val, size_t vlen,
+    char *script, ngx_uint_t nargs, const char **args, size_t *lens,
+    ngx_im_redis_cb_pt cb, void *data)
 {
-    u_char       key[64], val[NGX_MAX_ERROR_STR];
     ngx_uint_t   i;
     const char  *argv[7];
     size_t       argvlen[7];
@@ -199,9 +282,9 @@ ngx_im_presence_eval(ngx_im_route_t *r, char *script, ngx_uint_t nargs,
     argv[2] = "1";
     argvlen[2] = 1;
     argv[3] = (char *) key;
-    argvlen[3] = ngx_im_presence_key(key, r);
+    argvlen[3] = klen;
     argv[4] = (char *) val;
-    argvlen[4] = ngx_im_presence_value(val, r);
+    argvlen[4] = vlen;
 
     for (i = 0; i < nargs && i < 2; i++) {
         argv[5 + i] = args[i];
@@ -210,6 +293,20 @@ ngx_im_presence_eval(ngx_im_route_t *r, char *script, ngx_uint_t nargs,
 
     return ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, cb, data, (int) (5 + i),
                             argv, argvlen);
+}
+
+
+/* the same on this session's presence key */
+
+static ngx_int_t
+ngx_im_presence_eval(ngx_im_route_t *r, char *script, ngx_uint_t nargs,
+    const char **args, size_t *lens, ngx_im_redis_cb_pt cb, void *data)
+{
+    u_char  key[64], val[NGX_MAX_ERROR_STR];
+
+    return ngx_im_presence_script(key, ngx_im_presence_key(key, r), val,
+                                  ngx_im_presence_value(val, r), script,
+                                  nargs, args, lens, cb, data);
 }
 
 
@@ -306,11 +403,128 @@ ngx_im_presence_answer(redisReply *reply, void *data)
         return;
     }
 
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1
+        && ngx_im_get_conf()->max_sessions)
+    {
+        /* the key is ours: the number of sessions next */
+        ngx_im_presence_count(r, ref);
+        return;
+    }
+
     r->ref = NULL;
     ngx_im_ref_free(ref);
 
     ops->login_done(r, reply->type == REDIS_REPLY_INTEGER
                        && reply->integer == 1 ? 0 : 1);
+}
+
+
+/* im_max_sessions: the login registers among the uid's live sessions */
+
+static void
+ngx_im_presence_count(ngx_im_route_t *r, ngx_im_ref_t *ref)
+{
+    u_char          key[32], val[NGX_MAX_ERROR_STR], max[NGX_INT_T_LEN],
+                    cid[4], ttl[NGX_INT_T_LEN];
+    ngx_im_conf_t  *imcf;
+    const char     *argv[9];
+    size_t          argvlen[9];
+
+    imcf = ngx_im_get_conf();
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = ngx_im_presence_count_script;
+    argvlen[1] = sizeof(ngx_im_presence_count_script) - 1;
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = (char *) key;
+    argvlen[3] = ngx_im_presence_sessions_key(key, r);
+    argv[4] = (char *) val;
+    argvlen[4] = ngx_im_presence_value(val, r);
+    argv[5] = (char *) max;
+    argvlen[5] = ngx_sprintf(max, "%ui", imcf->max_sessions) - max;
+    argv[6] = (char *) cid;
+    argvlen[6] = ngx_sprintf(cid, "%d", (int) r->client_id) - cid;
+    argv[7] = (char *) ttl;
+    argvlen[7] = ngx_sprintf(ttl, "%T", ngx_im_presence_ttl()) - ttl;
+    argv[8] = (imcf->login_policy == NGX_IM_LOGIN_KICK) ? "1" : "0";
+    argvlen[8] = 1;
+
+    if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_presence_counted, ref,
+                         9, argv, argvlen)
+        != NGX_OK)
+    {
+        ngx_im_presence_counted(NULL, ref);
+    }
+}
+
+
+static void
+ngx_im_presence_counted(redisReply *reply, void *data)
+{
+    ngx_im_ref_t  *ref = data;
+
+    size_t                i;
+    ngx_int_t             c;
+    ngx_im_route_t       *r;
+    ngx_im_router_ops_t  *ops;
+
+    r = ref->data;
+
+    if (r == NULL) {
+        /* the session is gone; an entry it made expires */
+        ngx_im_ref_free(ref);
+        return;
+    }
+
+    r->ref = NULL;
+    ngx_im_ref_free(ref);
+
+    ops = ngx_im_table_ops();
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        /* the policy could not be applied (docs/PROTOCOL.md 3.1); what
+         * the login took is given back, as by a session that leaves */
+        ngx_im_presence_leave(r);
+        ops->login_done(r, 2);
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        ngx_im_stats->capped[NGX_IM_CAPPED_REFUSED]++;
+        ngx_log_error(NGX_LOG_INFO, ops->log(r), 0,
+                      "im: uid %uD client %d: login refused, "
+                      "im_max_sessions %ui reached", r->uid,
+                      (int) r->client_id, ngx_im_get_conf()->max_sessions);
+        ngx_im_presence_leave(r);
+        ops->login_done(r, 1);
+        return;
+    }
+
+    /* kick: the oldest made room */
+
+    for (i = 0; i < reply->elements; i++) {
+        if (reply->element[i]->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        c = ngx_atoi((u_char *) reply->element[i]->str,
+                     reply->element[i]->len);
+        if (c < 0 || c > 255) {
+            continue;
+        }
+
+        ngx_im_stats->capped[NGX_IM_CAPPED_KICKED]++;
+        ngx_log_error(NGX_LOG_INFO, ops->log(r), 0,
+                      "im: uid %uD: client %i logged out, im_max_sessions "
+                      "%ui reached by client %d", r->uid, c,
+                      ngx_im_get_conf()->max_sessions, (int) r->client_id);
+
+        ngx_im_presence_everywhere(r, ngx_im_table_find(r->uid), (uint8_t) c);
+    }
+
+    ops->login_done(r, 0);
 }
 
 
@@ -324,7 +538,26 @@ ngx_im_presence_refresh(ngx_im_route_t *r)
 
     imcf = ngx_im_get_conf();
 
-    if (imcf->login_policy != NGX_IM_LOGIN_REJECT || r->uid == 0) {
+    if (r->uid == 0) {
+        return;
+    }
+
+    if (imcf->max_sessions) {
+        u_char       skey[32], val[NGX_MAX_ERROR_STR];
+        const char  *args[1];
+        size_t       lens[1];
+
+        args[0] = (char *) ttl;
+        lens[0] = ngx_sprintf(ttl, "%T", ngx_im_presence_ttl()) - ttl;
+
+        (void) ngx_im_presence_script(skey,
+                                      ngx_im_presence_sessions_key(skey, r),
+                                      val, ngx_im_presence_value(val, r),
+                                      ngx_im_presence_refresh_script, 1,
+                                      args, lens, NULL, NULL);
+    }
+
+    if (imcf->login_policy != NGX_IM_LOGIN_REJECT) {
         return;
     }
 
@@ -348,7 +581,26 @@ ngx_im_presence_leave(ngx_im_route_t *r)
         "if redis.call('get', KEYS[1]) == ARGV[1] then "
         "return redis.call('del', KEYS[1]) end return 0";
 
-    if (ngx_im_get_conf()->login_policy != NGX_IM_LOGIN_REJECT) {
+    u_char          key[32], val[NGX_MAX_ERROR_STR];
+    const char     *argv[3];
+    size_t          argvlen[3];
+    ngx_im_conf_t  *imcf;
+
+    imcf = ngx_im_get_conf();
+
+    if (imcf->max_sessions && r->uid) {
+        argv[0] = "HDEL";
+        argvlen[0] = 4;
+        argv[1] = (char *) key;
+        argvlen[1] = ngx_im_presence_sessions_key(key, r);
+        argv[2] = (char *) val;
+        argvlen[2] = ngx_im_presence_value(val, r);
+
+        (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 3, argv,
+                                argvlen);
+    }
+
+    if (imcf->login_policy != NGX_IM_LOGIN_REJECT) {
         return;
     }
 

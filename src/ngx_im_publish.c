@@ -14,6 +14,7 @@
 #include "ngx_im_publish.h"
 #include "ngx_im_output.h"
 #include "ngx_im_uids.h"
+#include "ngx_im_limit.h"
 
 
 /*
@@ -111,6 +112,32 @@ ngx_im_publish(ngx_im_session_t *s, u_char *p, size_t n,
     {
         ngx_im_publish_refuse(s, m->cmd, m->msgid, NGX_IM_REFUSED_INVALID);
         return;
+    }
+
+    /* a client's limits; the TCP API, the business's own, has none */
+
+    if (!ngx_im_session_system(s)) {
+
+        if (m->cmd == IM_CMD_GROUP_PART_PUBLISH && imcf->max_recipients
+            && m->n_uids > imcf->max_recipients)
+        {
+            ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                          "im: uid %uD: part-group message to %ui uids "
+                          "refused, im_max_recipients is %ui",
+                          s->route.uid, (ngx_uint_t) m->n_uids,
+                          imcf->max_recipients);
+            ngx_im_publish_refuse(s, m->cmd, m->msgid,
+                                  NGX_IM_REFUSED_FANOUT);
+            return;
+        }
+
+        if (ngx_im_limit_message(s->route.uid) == NGX_BUSY) {
+            ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                          "im: uid %uD: message refused, over im_msg_rate",
+                          s->route.uid);
+            ngx_im_publish_refuse(s, m->cmd, m->msgid, NGX_IM_REFUSED_RATE);
+            return;
+        }
     }
 
     switch (m->cmd) {

@@ -948,6 +948,13 @@ ngx_im_session_teardown(ngx_im_session_t *s)
     ngx_im_publish_end(s);
 
     if (s->route.ref) {
+        if (s->state == NGX_IM_S_AUTH) {
+            /* the login policy's script is under way: what it takes
+             * (presence key, place among the uid's sessions) is given
+             * back behind it, on the same connection */
+            ngx_im_presence_leave(&s->route);
+        }
+
         /* a late reply (a presence claim, an inbox read) finds nobody */
         s->route.ref->data = NULL;
         s->route.ref = NULL;

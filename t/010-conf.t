@@ -12,6 +12,8 @@
 # "location /" serving files, the WebSocket location itself, a named
 # location), while exact, prefix, regex and nested locations, and a
 # "location /" that proxies, pass.
+# im_msg_rate without im_zone fails (its buckets live there), and so
+# does a rate that is not "Nr/s" or "Nr/m".
 
 use strict;
 use warnings;
@@ -23,7 +25,7 @@ use lib "$FindBin::Bin/lib";
 use Test::Nginx;    # skips everything when the module is not built
 
 my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl/);
-$t->plan(32);
+$t->plan(36);
 
 my $d = $t->testdir;
 my $repo = $t->repo;
@@ -192,3 +194,22 @@ for my $case (
         or diag($out);
 }
 
+###############################################################################
+# im_msg_rate: needs im_zone, takes Nr/s or Nr/m
+
+my $base = small_conf('im_auth /_auth;', 'im_websocket;');
+
+$t->write_file('small/rate.conf', $base . "im_msg_rate 10r/s burst=5;\n");
+($rc, $out) = nginx_t("$d/small", "$d/small/rate.conf");
+isnt($rc, 0, 'im_msg_rate without im_zone: nginx -t fails');
+like($out, qr/im_msg_rate needs im_zone/, '... saying why');
+
+$t->write_file('small/rate2.conf',
+    $base . "im_zone im 1m;\nim_msg_rate 30r/m burst=5;\n");
+($rc, $out) = nginx_t("$d/small", "$d/small/rate2.conf");
+is($rc, 0, 'im_msg_rate 30r/m burst=5 with im_zone passes') or diag($out);
+
+$t->write_file('small/rate3.conf',
+    $base . "im_zone im 1m;\nim_msg_rate 10r/h;\n");
+($rc, $out) = nginx_t("$d/small", "$d/small/rate3.conf");
+like($out, qr/invalid im_msg_rate "10r\/h"/, 'im_msg_rate 10r/h is refused');

@@ -25,7 +25,7 @@ my @layers = (
                       ngx_im_uids/ ],
     [ redis     => qw/ngx_im_redis/ ],
     [ store     => qw/ngx_im_store/ ],
-    [ node      => qw/ngx_im_dir ngx_im_ipc/ ],
+    [ node      => qw/ngx_im_dir ngx_im_limit ngx_im_ipc/ ],
     [ table     => qw/ngx_im_table/ ],
     [ policy    => qw/ngx_im_presence ngx_im_alone/ ],
     [ router    => qw/ngx_im_router/ ],
