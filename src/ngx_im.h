@@ -62,6 +62,8 @@ typedef struct {
     ngx_flag_t          part_push_as_group;
     ngx_flag_t          alone;
     ngx_flag_t          receipts;    /* a location has im_receipts on */
+    ngx_flag_t          redis_events; /* im_events_stream: a connection */
+    void               *events;      /* ngx_im_events.c's configuration */
 
     /* per-uid limits of clients (the TCP API is exempt); 0: none */
     ngx_uint_t          max_sessions;    /* live sessions, all nodes */

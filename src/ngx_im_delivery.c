@@ -13,6 +13,7 @@
 #include "ngx_im_delivery.h"
 #include "ngx_im_output.h"
 #include "ngx_im_merge.h"
+#include "ngx_im_events.h"
 
 
 typedef struct {
@@ -187,6 +188,7 @@ ngx_im_delivery_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
 void
 ngx_im_delivery_ack(ngx_im_session_t *s, const u_char *msgid)
 {
+    ngx_time_t         *tp;
     ngx_im_inflight_t  *f;
 
     f = ngx_im_delivery_find(&s->inflight, msgid);
@@ -200,6 +202,16 @@ ngx_im_delivery_ack(ngx_im_session_t *s, const u_char *msgid)
 
     ngx_queue_remove(&f->queue);
     ngx_im_stats->acked++;
+
+    if (ngx_im_events_on) {
+        tp = ngx_timeofday();
+        ngx_im_events_delivered(msgid, s->route.uid, s->route.client_id,
+                                f->msg->accepted
+                                ? (ngx_msec_int_t) ((uint64_t) tp->sec * 1000
+                                                    + tp->msec
+                                                    - f->msg->accepted)
+                                : -1);
+    }
 
     if (f->stored) {
         ngx_im_store_remove(s->route.uid, f->msg);
@@ -481,6 +493,7 @@ ngx_im_delivery_loaded(redisReply *reply, void *data)
                           "im: uid %uD: unreadable inbox entry dropped",
                           s->route.uid);
             ngx_im_stats->dropped[NGX_IM_DROPPED_UNREADABLE]++;
+            ngx_im_events_dropped(NULL, s->route.uid, "unreadable", 1);
             ngx_im_delivery_drop_entry(s, (u_char *) e->str, e->len);
             continue;
         }
@@ -489,6 +502,7 @@ ngx_im_delivery_loaded(redisReply *reply, void *data)
 
         if (msg->expire && msg->expire < ngx_time()) {
             ngx_im_stats->expired++;
+            ngx_im_events_dropped(msg->msgid, s->route.uid, "expired", 1);
             ngx_im_store_remove(s->route.uid, msg);
             ngx_im_msg_unref(msg);
             continue;

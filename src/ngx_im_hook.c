@@ -43,8 +43,8 @@ ngx_im_hook_parse(ngx_conf_t *cf, ngx_str_t *value, ngx_im_hook_conf_t **hook)
 {
     ngx_im_hook_conf_t  *h;
 
-    if (value->len <= 7 || ngx_strncasecmp(value->data, (u_char *) "http://", 7)
-                           != 0)
+    if (value->len <= 7
+        || ngx_strncasecmp(value->data, (u_char *) "http://", 7) != 0)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\": the hook must be an http:// URL (point "
@@ -74,14 +74,19 @@ ngx_im_hook_parse(ngx_conf_t *cf, ngx_str_t *value, ngx_im_hook_conf_t **hook)
         ngx_str_set(&h->url.uri, "/");
     }
 
-    /* Host: as given, with the port */
-    h->host.data = h->url.url.data;
-    h->host.len = h->url.host.len;
+    /* Host: as given, with the port unless it is 80 */
+    h->host = h->url.host;
 
-    if (h->url.port != 80 && !h->url.no_port) {
-        h->host.len = (h->url.uri.data && h->url.uri.data > h->url.url.data)
-                      ? (size_t) (h->url.uri.data - h->url.url.data)
-                      : h->url.url.len;
+    if (h->url.port != 80) {
+        h->host.data = ngx_pnalloc(cf->pool, h->url.host.len + 1
+                                             + NGX_INT_T_LEN);
+        if (h->host.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        h->host.len = ngx_sprintf(h->host.data, "%V:%d", &h->url.host,
+                                  (int) h->url.port)
+                      - h->host.data;
     }
 
     *hook = h;

@@ -13,6 +13,7 @@
 
 
 #include "ngx_im.h"
+#include <ngx_event_connect.h>
 
 
 typedef struct {

@@ -100,6 +100,10 @@ static char  *ngx_im_metrics_capped[NGX_IM_CAPPED_N] = {
     "refused", "kicked"
 };
 
+static char  *ngx_im_metrics_outputs[2] = {
+    "stream", "hook"
+};
+
 static char  *ngx_im_metrics_drops[NGX_IM_DROPPED_N] = {
     "inbox_cap", "unreadable", "poison"
 };
@@ -646,6 +650,16 @@ ngx_im_metrics_prometheus(ngx_pool_t *pool)
     p = ngx_im_metrics_hist(p, "im_redis_duration_seconds",
                             "Time from a Redis command to its reply.",
                             &t->redis);
+    p = ngx_im_metrics_labelled(p, "im_events_total", "counter",
+                                "Events the output took (XADD answered, "
+                                "or the hook answered 2xx).",
+                                "output", ngx_im_metrics_outputs, t->events,
+                                2);
+    p = ngx_im_metrics_labelled(p, "im_events_dropped_total", "counter",
+                                "Events dropped: the output's queue was "
+                                "full.",
+                                "output", ngx_im_metrics_outputs,
+                                t->events_dropped, 2);
     p = ngx_im_metrics_one(p, "im_workers", "gauge",
                            "Worker processes counting in this node.",
                            snap->nlive);

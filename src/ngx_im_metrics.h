@@ -86,6 +86,10 @@ typedef struct {
     ngx_atomic_uint_t   redis_reconnects;
     ngx_im_hist_t       redis;           /* command to reply */
 
+    /* events out, by output: [0] the Redis stream, [1] the web hook */
+    ngx_atomic_uint_t   events[2];
+    ngx_atomic_uint_t   events_dropped[2];
+
     ngx_atomic_uint_t   capped[NGX_IM_CAPPED_N];   /* im_max_sessions */
 } ngx_im_stats_t;
 

@@ -10,6 +10,7 @@
 
 #include "ngx_im.h"
 #include "ngx_im_dir.h"
+#include "ngx_im_events.h"
 #include "ngx_im_router.h"
 #include "ngx_im_session.h"
 
@@ -203,6 +204,20 @@ static ngx_command_t  ngx_im_commands[] = {
       ngx_conf_set_flag_slot,
       0,
       offsetof(ngx_im_conf_t, part_push_as_group),
+      NULL },
+
+    { ngx_string("im_events_stream"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_1MORE,
+      ngx_im_events_stream_directive,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("im_events_hook"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_1MORE,
+      ngx_im_events_hook_directive,
+      0,
+      0,
       NULL },
 
     { ngx_string("im_alone"),
@@ -576,6 +591,10 @@ ngx_im_init_process(ngx_cycle_t *cycle)
                                        ngx_pid)
                            - p;
 
+    if (ngx_im_events_init(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_im_router_init(cycle, ngx_im_session_router_ops());
 }
 
@@ -592,6 +611,7 @@ ngx_im_exit_process(ngx_cycle_t *cycle)
     }
 
     ngx_im_router_exit();
+    ngx_im_events_exit();
     ngx_im_dir_exit_process();
     ngx_im_metrics_exit_process();
 }

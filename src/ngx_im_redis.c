@@ -148,6 +148,10 @@ ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
             continue;
         }
 
+        if (i == NGX_IM_REDIS_EVENTS && !imcf->redis_events) {
+            continue;
+        }
+
         ngx_im_redis_connect(rc);
     }
 

@@ -1,9 +1,11 @@
 /*
  * ngx_im_redis.h: hiredis driven by nginx's event loop.
  *
- * Each worker keeps up to three connections: "inbox" (commands on the
+ * Each worker keeps up to four connections: "inbox" (commands on the
  * inbox database), "group" (commands on the group database; the same
- * connection as inbox when both databases are equal) and "sub" (pub/sub).
+ * connection as inbox when both databases are equal), "sub" (pub/sub) and,
+ * with im_events_stream, "events" (XADDs, on the inbox database, so that
+ * messages never wait behind events).
  * Connections reconnect by themselves with backoff; while a connection is
  * down every command fails at once (the callback gets a NULL reply), so
  * callers never wait on a dead Redis.
@@ -21,7 +23,8 @@
 #define NGX_IM_REDIS_INBOX  0
 #define NGX_IM_REDIS_GROUP  1
 #define NGX_IM_REDIS_SUB    2
-#define NGX_IM_REDIS_N      3
+#define NGX_IM_REDIS_EVENTS 3
+#define NGX_IM_REDIS_N      4
 
 
 /* reply is NULL when the command failed (connection down or lost) */

@@ -26,6 +26,7 @@
 #include "ngx_im_traffic.h"
 #include "ngx_im_presence.h"
 #include "ngx_im_alone.h"
+#include "ngx_im_events.h"
 
 
 /* an offline-only recipient whose PUBLISH count decides whether to store */
@@ -52,6 +53,10 @@ static void ngx_im_router_sub_connected(void);
 static void ngx_im_router_inbox_connected(void);
 static void ngx_im_router_subscribe(ngx_im_user_t *u);
 static void ngx_im_router_stored(redisReply *reply, void *data);
+static void ngx_im_router_publish_offline(uint32_t uid, ngx_im_msg_t *msg,
+    u_char *buf, size_t len);
+static void ngx_im_router_offline(redisReply *reply, void *data);
+static void ngx_im_router_offline_event(ngx_im_msg_t *msg, uint32_t uid);
 static void ngx_im_router_published(redisReply *reply, void *data);
 
 
@@ -516,6 +521,13 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
                 continue;
             }
 
+            if (buf && ngx_im_events_on && !local && !stamp) {
+                /* an event if no node has a session of the uid: the
+                 * PUBLISH's count tells */
+                ngx_im_router_publish_offline(uids[i], msg, buf, len);
+                continue;
+            }
+
             if (buf) {
                 pr = stamp ? ngx_im_alone_probe(u) : NULL;
 
@@ -574,6 +586,70 @@ ngx_im_router_stored(redisReply *reply, void *data)
 }
 
 
+/*
+ * Events: "stored" says a message waits for a uid with no session on any
+ * node, what a push-notification service needs.  In write-through every
+ * message is stored; it is for an offline uid when no worker here took it
+ * and the PUBLISH reached no subscriber, which costs a record per such
+ * recipient, and only while events are on.
+ */
+
+typedef struct {
+    ngx_im_msg_t           *msg;
+    uint32_t                uid;
+} ngx_im_offline_t;
+
+
+static void
+ngx_im_router_publish_offline(uint32_t uid, ngx_im_msg_t *msg, u_char *buf,
+    size_t len)
+{
+    ngx_im_offline_t  *o;
+
+    o = ngx_alloc(sizeof(ngx_im_offline_t), ngx_cycle->log);
+
+    if (o == NULL) {
+        (void) ngx_im_table_publish(uid, buf, len, NULL, NULL);
+        return;
+    }
+
+    o->msg = ngx_im_msg_ref(msg);
+    o->uid = uid;
+
+    if (ngx_im_table_publish(uid, buf, len, ngx_im_router_offline, o)
+        != NGX_OK)
+    {
+        ngx_im_msg_unref(o->msg);
+        ngx_free(o);
+    }
+}
+
+
+static void
+ngx_im_router_offline(redisReply *reply, void *data)
+{
+    ngx_im_offline_t  *o = data;
+
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
+        ngx_im_router_offline_event(o->msg, o->uid);
+    }
+
+    ngx_im_msg_unref(o->msg);
+    ngx_free(o);
+}
+
+
+static void
+ngx_im_router_offline_event(ngx_im_msg_t *msg, uint32_t uid)
+{
+    uint32_t  gid;
+
+    gid = (msg->push[0] == IM_CMD_PUBLISH) ? 0 : im_get_u32(msg->push + 1);
+
+    ngx_im_events_stored(msg->msgid, msg->from, uid, gid, msg->push_len);
+}
+
+
 static void
 ngx_im_router_published(redisReply *reply, void *data)
 {
@@ -600,6 +676,7 @@ ngx_im_router_published(redisReply *reply, void *data)
                               ngx_im_router_stored, t)
             == NGX_OK)
         {
+            ngx_im_router_offline_event(rcpt->msg, rcpt->uid);
             goto done;
         }
     }

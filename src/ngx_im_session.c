@@ -21,6 +21,7 @@
 #include "ngx_im_delivery.h"
 #include "ngx_im_publish.h"
 #include "ngx_im_presence.h"
+#include "ngx_im_events.h"
 
 
 #define NGX_IM_READ_BUF     65536
@@ -73,6 +74,10 @@ static ngx_im_session_ops_t  ngx_im_session_own_ops = {
     ngx_im_session_flushed,
     ngx_im_session_answered
 };
+
+/* by NGX_IM_T_*: how logs and events name a transport */
+static const char  *ngx_im_session_transports[] = { "ws", "wss", "tcp" };
+
 
 static ngx_im_router_ops_t  ngx_im_session_route_ops = {
     ngx_im_session_route_push,
@@ -580,6 +585,10 @@ ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
     ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                   "im: uid %uD client %d logged in", s->route.uid,
                   (int) s->route.client_id);
+
+    ngx_im_events_session(s->route.uid, s->route.client_id, s->role,
+                          &s->connection->addr_text,
+                          ngx_im_session_transports[s->kind], NULL, 0);
 
     ngx_im_session_add_timer(s, imcf->ping_interval);
 

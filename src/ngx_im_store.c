@@ -20,6 +20,7 @@
 #include "ngx_im_store.h"
 #include "ngx_im_alloc.h"
 #include "ngx_im_uids.h"
+#include "ngx_im_events.h"
 
 
 ngx_im_msg_t *
@@ -45,13 +46,18 @@ ngx_im_msg_alloc(size_t hdr, size_t push_len)
 }
 
 
-/* the header of a new message's entry: version 2 only for receipts */
+/* the header of a new message's entry: version 2 only for receipts and
+ * events, which need the sender and the time of acceptance */
 
 size_t
 ngx_im_msg_hdr(void)
 {
-    return ngx_im_get_conf()->receipts ? NGX_IM_ENTRY_HDR_V2
-                                       : NGX_IM_ENTRY_HDR;
+    ngx_im_conf_t  *imcf;
+
+    imcf = ngx_im_get_conf();
+
+    return (imcf->receipts || imcf->events) ? NGX_IM_ENTRY_HDR_V2
+                                            : NGX_IM_ENTRY_HDR;
 }
 
 
@@ -243,6 +249,10 @@ ngx_im_store_appended(redisReply *reply, void *data)
     if (reply && reply->type == REDIS_REPLY_INTEGER
         && reply->integer > (long long) imcf->offline_max)
     {
+        ngx_im_events_dropped(NULL, a->uid, "inbox_cap",
+                              (ngx_uint_t) reply->integer
+                              - imcf->offline_max);
+
         argv[0] = "LTRIM";
         argvlen[0] = 5;
         argv[1] = (char *) key;
@@ -415,6 +425,7 @@ ngx_im_store_struck(redisReply *reply, void *data)
 
     if (reply->integer == 1) {
         ngx_im_stats->dropped[NGX_IM_DROPPED_POISON]++;
+        ngx_im_events_dropped(msg->msgid, uid, "poison", 1);
 
         (void) ngx_hex_dump(hex, msg->msgid, IM_MSGID_LEN);
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,

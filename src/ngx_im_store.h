@@ -21,10 +21,10 @@
 /*
  * Version 2 of the stored form, <<2, Expire:32, From:32, Accepted:64,
  * Push>>, also keeps the sender's uid and when the message was accepted
- * (milliseconds since the epoch), for delivery receipts.  It is written
- * only while receipts are on (im_receipts): builds from before it read an
- * entry of version 2 as unreadable and drop it, so every node must run a
- * build that reads it before any location turns receipts on.
+ * (milliseconds since the epoch), for delivery receipts and events.  It
+ * is written only while receipts (im_receipts) or events (im_events_*)
+ * are on: builds from before it read an entry of version 2 as unreadable
+ * and drop it, so every node must run a build that reads it first.
  */
 #define NGX_IM_ENTRY_HDR     5
 #define NGX_IM_ENTRY_HDR_V2  17
