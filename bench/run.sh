@@ -35,6 +35,8 @@
 #   BENCH_IDLE_WORKERS  nginx workers for the idle scenario   4
 #   BENCH_PORT_BASE  ports: +95 ws, +96 tcp, +79 redis, +90 user centre, +83 mqtt,
 #                    +97 bare relay   38000
+#   BENCH_MAIN       more main-context directives for nginx, e.g. the events:
+#                    "im_events_stream im:events maxlen=100000;"   ""
 #   IM_MODULE        module path   build/nginx/objs/ngx_im_module.so
 #   BENCH_OUT        output folder bench/out/<date>
 #
@@ -73,6 +75,7 @@ RUN_TCP=${BENCH_TCP:-1}
 IDLE_WORKERS=${BENCH_IDLE_WORKERS:-4}
 PB=${BENCH_PORT_BASE:-38000}
 IM_MODULE=${IM_MODULE:-$REPO/build/nginx/objs/ngx_im_module.so}
+MAIN_EXTRA=${BENCH_MAIN:-}
 STREAM_MODULE=${IM_STREAM_MODULE:-/usr/lib/nginx/modules/ngx_stream_module.so}
 NGINX=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
 OUT=${BENCH_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)$( [[ $QUICK == 1 ]] && echo -quick)}
@@ -244,6 +247,7 @@ start_nginx() {     # name workers pinned(0|1) delivery
         -e "s|@DELIVERY@|$delivery|g" -e "s|@WS_PORT@|$WS_PORT|g" \
         -e "s|@TCP_PORT@|$TCP_PORT|g" -e "s|@REDIS_PORT@|$REDIS_PORT|g" \
         -e "s|@UC_PORT@|$UC_PORT|g" -e "s|@REUSEPORT@|$reuse|g" \
+        -e "s|@MAIN@|$MAIN_EXTRA|g" \
         "$HERE/nginx.conf.in" > "$dir/nginx.conf"
     # a module still being written may lack a directive: leave it out, say so
     local d syms
