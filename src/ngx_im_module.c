@@ -2,10 +2,10 @@
  * ngx_im_module.c: the CORE module.
  *
  * Owns the main-context directives (Redis, delivery mode, timers, limits,
- * login policy, sender check, node id) and the worker's start and end: the directory,
- * the Redis connections and the router come up in each worker that serves
- * im_websocket or im_tcp, wired to the session layer, and go away when it
- * exits.
+ * login policy, sender check, node id) and the worker's start and end:
+ * the directory, the Redis connections and the router come up in each
+ * worker that serves im_websocket or im_tcp, wired to the session layer,
+ * and go away when it exits.
  */
 
 #include "ngx_im.h"
