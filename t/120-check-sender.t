@@ -35,7 +35,8 @@ my $uc = IM::UserCentre->new(t => $t, users => "alice alice-secret 1001\n"
 # no re-push while the test runs: what bob gets once is all he gets
 my $QUIET = 'im_repush_interval 60s; im_ping_interval 300s;';
 
-write_conf($t, redis => $redis, uc => $uc, main => "im_check_sender on;\n$QUIET");
+write_conf($t, redis => $redis, uc => $uc,
+    main => "im_check_sender on;\n$QUIET");
 $t->run();
 
 my $JSON = JSON::PP->new->utf8->canonical;
