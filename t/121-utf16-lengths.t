@@ -7,7 +7,7 @@
 # gives a well-formed message, the login goes on with the right bytes
 # (the user centre sees them) and is counted (utf16_logins). An older
 # version counts PUBLISH's Len the same way: read the same way, pushed
-# with the length in bytes (utf16_publishes). A message neither reading
+# with the length in bytes (utf16_messages). A message neither reading
 # accepts is still a protocol violation, and the TCP API gets no second
 # reading.
 use strict;
@@ -144,7 +144,7 @@ my $units = length($text) - length($NIHAO) + 2;
     $bob->ack($id) if $m;
 }
 
-is(status()->{utf16_publishes}, 2, 'utf16_publishes counts both');
+is(status()->{utf16_messages}, 2, 'utf16_messages counts both');
 
 # the sender check reads the whole payload: a spoof is still refused
 {
@@ -156,7 +156,7 @@ is(status()->{utf16_publishes}, 2, 'utf16_publishes counts both');
     my $m = $zs->expect(cmd => INVALID_PACKET);
     is($m && $m->{raw}, invalid_packet(PUBLISH, $id),
         'a UTF-16 PUBLISH from someone else: refused by the sender check');
-    is(status()->{utf16_publishes}, 3, '... it was read the UTF-16 way');
+    is(status()->{utf16_messages}, 3, '... it was read the UTF-16 way');
 }
 
 ###############################################################################
@@ -171,7 +171,7 @@ is(status()->{utf16_publishes}, 2, 'utf16_publishes counts both');
     is($m && $m->{raw}, "\x0a\x03",
         'TCP API: a Len in UTF-16 units is a violation');
     ok($tcp->wait_closed(5), '... and the connection is closed');
-    is(status()->{utf16_publishes}, 3, '... not counted');
+    is(status()->{utf16_messages}, 3, '... not counted');
 }
 
 $_->close(1000) for $zs, $bob;
