@@ -11,11 +11,11 @@
  * one response per request, in order, and WebSocket keeps the same rule.
  */
 
-#include "ngx_im_payload.h"
 #include "ngx_im_publish.h"
 #include "ngx_im_output.h"
 #include "ngx_im_uids.h"
 #include "ngx_im_limit.h"
+#include "ngx_im_payload.h"
 
 
 /*
