@@ -3,7 +3,7 @@
  * ngx_im_payload.c: the sender check of a client's payload.
  *
  * Owns the reading of "from", "to" and "gid" in a payload (docs/PROTOCOL.md
- * 3.6).  The payload is parsed with cJSON; where cJSON and the recipients'
+ * 3.7).  The payload is parsed with cJSON; where cJSON and the recipients'
  * parsers could read one text two ways (a NUL inside a string, a member
  * given twice: cJSON takes the first, JavaScript the last), the payload is
  * refused rather than guessed at.  libc and cJSON only.

@@ -1,7 +1,7 @@
 
 /*
  * ngx_im_payload.h: the sender check of a client's payload
- * (docs/PROTOCOL.md 3.6, im_check_sender).
+ * (docs/PROTOCOL.md 3.7, im_check_sender).
  *
  * Owns the one rule the server applies to the apps' payload convention
  * (docs/PROTOCOL.md 1): the payload of a client's PUBLISH, GROUP_PUBLISH

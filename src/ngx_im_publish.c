@@ -143,7 +143,7 @@ ngx_im_publish(ngx_im_session_t *s, u_char *p, size_t n,
     }
 
     /* the server vouches for the sender its recipients read
-     * (docs/PROTOCOL.md 3.6); the system speaks for whom it will */
+     * (docs/PROTOCOL.md 3.7); the system speaks for whom it will */
 
     if (imcf->check_sender && !ngx_im_session_system(s)) {
         prc = im_payload_check(m->payload, m->payload_len, s->route.uid,

@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# The sender check (im_check_sender, docs/PROTOCOL.md 3.6; issue 18 item 1):
+# The sender check (im_check_sender, docs/PROTOCOL.md 3.7; issue 18 item 1):
 # alice (1001) said "from":"1003" and bob's page filed her message under
 # carol. With the check on, a client's PUBLISH, GROUP_PUBLISH and
 # GROUP_PART_PUBLISH must carry a JSON object whose "from" is the sender's

@@ -1,7 +1,7 @@
 
 /*
  * test_payload.c: unit tests of the sender check (src/ngx_im_payload.c,
- * docs/PROTOCOL.md 3.6).
+ * docs/PROTOCOL.md 3.7).
  *
  * What passes: "from" the sender as a number or a string of digits, "to"
  * and "gid" absent or naming the header's uid or gid.  What is refused,
