@@ -12,7 +12,10 @@
  *     first 33 bytes, and ack_extra counts the rest);
  *   - no strict prefix of an IM_OK message is IM_OK, except where the
  *     protocol has optional tails (CONNECT's Role and ClientId, the
- *     bytes after a client ack's MsgId).
+ *     bytes after a client ack's MsgId);
+ *   - read as the field client counts lengths (im_parse_client_utf16),
+ *     the same bounds hold, and the fields rebuilt with byte lengths
+ *     make a message the strict parse reads to the same fields.
  */
 
 
@@ -226,6 +229,86 @@ check(int server, const uint8_t *in, size_t len)
 }
 
 
+/*
+ * The field client's reading: the fields it gives, rebuilt with their
+ * lengths in bytes, make a message the strict parse reads to the same
+ * fields.
+ */
+
+static void
+check_utf16(const uint8_t *in, size_t len)
+{
+    size_t    size, n;
+    uint8_t  *out;
+    im_rc_t   rc;
+    im_msg_t  m, s;
+
+    rc = im_parse_client_utf16(in, len, &m);
+
+    check_fields(in, len, rc, &m);
+
+    if (rc != IM_OK) {
+        CHECK(m.utf16 == 0);
+        return;
+    }
+
+    CHECK(m.utf16 == 1);
+
+    switch (m.cmd) {
+
+    case IM_CMD_CONNECT:
+        out = malloc(IM_SIZE_CONNECT(m.user_len, m.pass_len));
+        CHECK(out != NULL);
+        n = im_build_connect(out, m.user, m.user_len, m.pass, m.pass_len,
+                             m.has_role ? m.role : -1,
+                             m.has_client_id ? m.client_id : -1);
+        CHECK(im_parse_client(out, n, &s) == IM_OK);
+        CHECK(s.user_len == m.user_len && s.pass_len == m.pass_len
+              && memcmp(s.user, m.user, m.user_len) == 0
+              && memcmp(s.pass, m.pass, m.pass_len) == 0
+              && s.has_role == m.has_role && s.role == m.role
+              && s.has_client_id == m.has_client_id
+              && s.client_id == m.client_id);
+        free(out);
+        return;
+
+    case IM_CMD_PUBLISH:
+    case IM_CMD_GROUP_PUBLISH:
+    case IM_CMD_GROUP_PART_PUBLISH:
+        size = IM_SIZE_PART((size_t) m.n_uids, (size_t) m.payload_len);
+        out = malloc(size);
+        CHECK(out != NULL);
+
+        if (m.cmd == IM_CMD_GROUP_PART_PUBLISH) {
+            n = im_build_part(out, m.to, m.msgid, m.n_uids, m.uids,
+                              m.payload, m.payload_len);
+
+        } else if (m.cmd == IM_CMD_GROUP_PUBLISH) {
+            n = im_build_group(out, m.to, m.msgid, m.payload,
+                               m.payload_len);
+
+        } else {
+            n = im_build_publish(out, m.to, m.msgid, m.payload,
+                                 m.payload_len);
+        }
+
+        CHECK(im_parse_client(out, n, &s) == IM_OK);
+        CHECK(s.cmd == m.cmd && s.to == m.to && s.n_uids == m.n_uids
+              && memcmp(s.msgid, m.msgid, IM_MSGID_LEN) == 0
+              && (m.n_uids == 0
+                  || memcmp(s.uids, m.uids, (size_t) m.n_uids * 4) == 0)
+              && s.payload_len == m.payload_len
+              && memcmp(s.payload, m.payload, m.payload_len) == 0);
+        free(out);
+        return;
+
+    default:
+        /* no other command has a UTF-16 reading */
+        CHECK(0);
+    }
+}
+
+
 /* the input as a client's message and as the server's */
 
 static void
@@ -233,6 +316,7 @@ check_both(const uint8_t *in, size_t len)
 {
     check(0, in, len);
     check(1, in, len);
+    check_utf16(in, len);
 }
 
 

@@ -8,7 +8,8 @@
  * frame streams on both sides, each behind the target's 3-byte prefix
  * (flags, split point), and a few frame lists for its structured mode;
  * for fuzz_traffic every record type, at and around each length the
- * parser accepts or refuses.
+ * parser accepts or refuses; for fuzz_payload payloads that pass and
+ * fail the sender check.
  * Not linked with libFuzzer; run by hand, its output is committed.
  */
 
@@ -63,6 +64,51 @@ proto(const char *name, const uint8_t *p, size_t n)
 }
 
 
+/* <<Cmd selector, Sender:32, To:32>> ++ payload */
+
+static void
+payload(const char *name, uint8_t sel, uint32_t sender, uint32_t to,
+    const char *text)
+{
+    uint8_t  b[512];
+    size_t   n;
+
+    n = strlen(text);
+    b[0] = sel;
+    im_put_u32(b + 1, sender);
+    im_put_u32(b + 5, to);
+    memcpy(b + 9, text, n);
+
+    out("fuzz_payload", name, b, 9 + n);
+}
+
+
+static void
+gen_payload(void)
+{
+    payload("ok_numbers", 0, 1001, 1002,
+            "{\"from\":1001,\"to\":1002,\"content\":{\"type\":\"text\","
+            "\"text\":\"hi\"}}");
+    payload("ok_strings", 0, 1001, 1002,
+            "{\"from\":\"1001\",\"to\":\"1002\"}");
+    payload("ok_group", 1, 1001, 7, "{\"from\":1001,\"to\":7,\"gid\":7}");
+    payload("ok_part", 2, 1001, 7, "{\"from\":1001,\"gid\":\"7\"}");
+    payload("spoof", 0, 1001, 1002, "{\"from\":1003,\"to\":1002}");
+    payload("no_from", 0, 1001, 1002, "{\"to\":1002}");
+    payload("twice", 0, 1001, 1002, "{\"from\":1001,\"from\":1003}");
+    payload("nul_escape", 0, 1001, 1002, "{\"from\":\"1001\\u0000\"}");
+    payload("escaped_key", 0, 1001, 1002, "{\"\\u0066rom\":1001}");
+    payload("exponent", 0, 1001, 1002, "{\"from\":1.001e3}");
+    payload("leading_zero", 0, 1001, 1002, "{\"from\":\"01001\"}");
+    payload("gid_in_publish", 0, 1001, 1002, "{\"from\":1001,\"gid\":1}");
+    payload("array", 0, 1001, 1002, "[{\"from\":1001}]");
+    payload("trailing", 0, 1001, 1002, "{\"from\":1001} x");
+    payload("nested", 0, 1001, 1002,
+            "{\"from\":1001,\"a\":[[[{\"b\":[1,2.5e-3,true,null]}]]]}");
+    payload("text", 0, 1001, 1002, "hello world");
+}
+
+
 static void
 gen_proto(void)
 {
@@ -71,6 +117,20 @@ gen_proto(void)
 
     n = im_build_connect(b, U8("test"), 4, U8("123456"), 6, 1, -1);
     proto("connect_seed", b, n);
+
+    /* the field client's lengths in UTF-16 units (docs/PROTOCOL.md 8) */
+    proto("connect_utf16",
+          U8("\x01\x00\x02" "\xe5\xbc\xa0\xe4\xb8\x89"
+             "\x00\x02" "\xe5\xaf\x86\xe7\xa0\x81" "\x01\x02"), 19);
+    proto("connect_utf16_pair",
+          U8("\x01\x00\x03" "a\xf0\x9f\x98\x80" "\x00\x00"), 10);
+    n = im_build_publish(b, 1002, U8(MSGID), U8("h\xc3\xa9"), 3);
+    b[1 + 4 + 32 + 1] = 2;
+    proto("publish_utf16", b, n);
+    n = im_build_part(b, 7, U8(MSGID), 1, U8("\x00\x00\x03\xea"),
+                      U8("\xe5\xbc\xa0"), 3);
+    b[1 + 4 + 32 + 2 + 4 + 1] = 1;
+    proto("part_utf16", b, n);
     n = im_build_connect(b, U8("test"), 4, U8("123456"), 6, -1, -1);
     proto("connect_no_role", b, n);
     n = im_build_connect(b, U8("42|##|app|##|77"), 15, U8("pw"), 2, 2, 3);
@@ -467,8 +527,11 @@ main(int argc, char **argv)
     mkdir(path, 0755);
     snprintf(path, sizeof(path), "%s/fuzz_traffic", dir);
     mkdir(path, 0755);
+    snprintf(path, sizeof(path), "%s/fuzz_payload", dir);
+    mkdir(path, 0755);
 
     gen_proto();
+    gen_payload();
     gen_wsframe();
     gen_traffic();
 

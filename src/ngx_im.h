@@ -64,6 +64,7 @@ typedef struct {
     ngx_flag_t          receipts;    /* a location has im_receipts on */
     ngx_flag_t          redis_events; /* im_events_stream: a connection */
     void               *events;      /* ngx_im_events.c's configuration */
+    ngx_flag_t          check_sender;
 
     /* per-uid limits of clients (the TCP API is exempt); 0: none */
     ngx_uint_t          max_sessions;    /* live sessions, all nodes */

@@ -638,6 +638,14 @@ ngx_im_metrics_prometheus(ngx_pool_t *pool)
                                 "by reason.",
                                 "reason", ngx_im_metrics_drops, t->dropped,
                                 NGX_IM_DROPPED_N);
+    p = ngx_im_metrics_one(p, "im_utf16_logins_total", "counter",
+                           "Logins whose CONNECT counted its lengths in "
+                           "UTF-16 units.",
+                           t->utf16_logins);
+    p = ngx_im_metrics_one(p, "im_utf16_messages_total", "counter",
+                           "Client messages whose Len counted UTF-16 "
+                           "units.",
+                           t->utf16_messages);
     p = ngx_im_metrics_one(p, "im_redis_commands_total", "counter",
                            "Redis commands sent.", t->redis_commands);
     p = ngx_im_metrics_one(p, "im_redis_failed_total", "counter",
@@ -747,7 +755,8 @@ ngx_im_metrics_json(ngx_pool_t *pool, ngx_im_metrics_extra_t *extra)
                     "\"channel_skipped\":%uA,"
                     "\"loaded\":%uA,\"expired\":%uA,"
                     "\"redis_commands\":%uA,\"redis_failed\":%uA,"
-                    "\"redis_reconnects\":%uA",
+                    "\"redis_reconnects\":%uA,"
+                    "\"utf16_logins\":%uA,\"utf16_messages\":%uA",
                     ngx_worker, ngx_pid, &extra->id,
                     ngx_im_metrics_sum(snap->gauges.sessions, NGX_IM_T_N),
                     snap->gauges.users, extra->node_users,
@@ -759,7 +768,8 @@ ngx_im_metrics_json(ngx_pool_t *pool, ngx_im_metrics_extra_t *extra)
                     t->slow_closed, t->channel_skipped,
                     t->loaded, t->expired,
                     t->redis_commands, t->redis_failed,
-                    t->redis_reconnects);
+                    t->redis_reconnects, t->utf16_logins,
+                    t->utf16_messages);
 
     p = ngx_im_metrics_json_map(p, "sessions_by_transport",
                                 ngx_im_metrics_transports,

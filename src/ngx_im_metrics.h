@@ -91,6 +91,11 @@ typedef struct {
     ngx_atomic_uint_t   events_dropped[2];
 
     ngx_atomic_uint_t   capped[NGX_IM_CAPPED_N];   /* im_max_sessions */
+
+    /* read with the field client's lengths in UTF-16 units
+     * (docs/PROTOCOL.md 8) */
+    ngx_atomic_uint_t   utf16_logins;    /* logins of such a CONNECT */
+    ngx_atomic_uint_t   utf16_messages;  /* PUBLISH, GROUP_(PART_)PUBLISH */
 } ngx_im_stats_t;
 
 

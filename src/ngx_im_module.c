@@ -2,10 +2,10 @@
  * ngx_im_module.c: the CORE module.
  *
  * Owns the main-context directives (Redis, delivery mode, timers, limits,
- * login policy, node id) and the worker's start and end: the directory,
- * the Redis connections and the router come up in each worker that serves
- * im_websocket or im_tcp, wired to the session layer, and go away when it
- * exits.
+ * login policy, sender check, node id) and the worker's start and end:
+ * the directory, the Redis connections and the router come up in each
+ * worker that serves im_websocket or im_tcp, wired to the session layer,
+ * and go away when it exits.
  */
 
 #include "ngx_im.h"
@@ -248,6 +248,13 @@ static ngx_command_t  ngx_im_commands[] = {
       offsetof(ngx_im_conf_t, max_recipients),
       NULL },
 
+    { ngx_string("im_check_sender"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      0,
+      offsetof(ngx_im_conf_t, check_sender),
+      NULL },
+
       ngx_null_command
 };
 
@@ -319,6 +326,7 @@ ngx_im_create_conf(ngx_cycle_t *cycle)
     imcf->msg_rate = NGX_CONF_UNSET_UINT;
     imcf->msg_burst = NGX_CONF_UNSET_UINT;
     imcf->max_recipients = NGX_CONF_UNSET_UINT;
+    imcf->check_sender = NGX_CONF_UNSET;
 
     return imcf;
 }
@@ -380,6 +388,9 @@ ngx_im_init_conf(ngx_cycle_t *cycle, void *conf)
                       "there, shared by the workers");
         return NGX_CONF_ERROR;
     }
+    /* off: configurations written before the check carry payloads it
+     * would refuse; conf/ turns it on */
+    ngx_conf_init_value(imcf->check_sender, 0);
 
     if (imcf->max_payload > 65535) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,

@@ -14,9 +14,13 @@
 #include "ngx_im_proto.h"
 
 
-static im_rc_t im_parse_connect(const uint8_t *p, size_t len, im_msg_t *m);
+static im_rc_t im_parse_connect(const uint8_t *p, size_t len, im_msg_t *m,
+    int utf16);
 static im_rc_t im_parse_addressed(const uint8_t *p, size_t len, im_msg_t *m,
-    int with_to, int with_uids);
+    int with_to, int with_uids, int utf16);
+static im_rc_t im_take(const uint8_t *p, size_t avail, uint16_t n, int utf16,
+    uint16_t *bytes);
+static size_t im_utf8_char(const uint8_t *p, size_t avail);
 static im_rc_t im_parse_ack(const uint8_t *p, size_t len, im_msg_t *m,
     int strict);
 static im_rc_t im_parse_invalid(const uint8_t *p, size_t len, im_msg_t *m);
@@ -37,14 +41,14 @@ im_parse_client(const uint8_t *p, size_t len, im_msg_t *m)
     switch (p[0]) {
 
     case IM_CMD_CONNECT:
-        return im_parse_connect(p, len, m);
+        return im_parse_connect(p, len, m, 0);
 
     case IM_CMD_PUBLISH:
     case IM_CMD_GROUP_PUBLISH:
-        return im_parse_addressed(p, len, m, 1, 0);
+        return im_parse_addressed(p, len, m, 1, 0, 0);
 
     case IM_CMD_GROUP_PART_PUBLISH:
-        return im_parse_addressed(p, len, m, 1, 1);
+        return im_parse_addressed(p, len, m, 1, 1, 0);
 
     case IM_CMD_PUB_ACK:
     case IM_CMD_GROUP_PUB_ACK:
@@ -63,6 +67,44 @@ im_parse_client(const uint8_t *p, size_t len, im_msg_t *m)
     default:
         return IM_ERR_UNKNOWN_CMD;
     }
+}
+
+
+im_rc_t
+im_parse_client_utf16(const uint8_t *p, size_t len, im_msg_t *m)
+{
+    im_rc_t  rc;
+
+    memset(m, 0, sizeof(im_msg_t));
+
+    if (len == 0) {
+        return IM_ERR_EMPTY;
+    }
+
+    m->cmd = p[0];
+
+    switch (p[0]) {
+
+    case IM_CMD_CONNECT:
+        rc = im_parse_connect(p, len, m, 1);
+        break;
+
+    case IM_CMD_PUBLISH:
+    case IM_CMD_GROUP_PUBLISH:
+        rc = im_parse_addressed(p, len, m, 1, 0, 1);
+        break;
+
+    case IM_CMD_GROUP_PART_PUBLISH:
+        rc = im_parse_addressed(p, len, m, 1, 1, 1);
+        break;
+
+    default:
+        return IM_ERR_UNKNOWN_CMD;
+    }
+
+    m->utf16 = (rc == IM_OK);
+
+    return rc;
 }
 
 
@@ -90,13 +132,13 @@ im_parse_server(const uint8_t *p, size_t len, im_msg_t *m)
 
     case IM_CMD_PUBLISH:
         /* a push carries no ToUid: the recipient is the connection */
-        return im_parse_addressed(p, len, m, 0, 0);
+        return im_parse_addressed(p, len, m, 0, 0, 0);
 
     case IM_CMD_GROUP_PUBLISH:
-        return im_parse_addressed(p, len, m, 1, 0);
+        return im_parse_addressed(p, len, m, 1, 0, 0);
 
     case IM_CMD_GROUP_PART_PUBLISH:
-        return im_parse_addressed(p, len, m, 1, 1);
+        return im_parse_addressed(p, len, m, 1, 1, 0);
 
     case IM_CMD_PUB_ACK:
     case IM_CMD_GROUP_PUB_ACK:
@@ -132,7 +174,7 @@ im_parse_server(const uint8_t *p, size_t len, im_msg_t *m)
 /* <<1, UserLen:16, User, PassLen:16, Pass, [Role:8, [ClientId:8]]>> */
 
 static im_rc_t
-im_parse_connect(const uint8_t *p, size_t len, im_msg_t *m)
+im_parse_connect(const uint8_t *p, size_t len, im_msg_t *m, int utf16)
 {
     size_t    pos;
     uint16_t  n;
@@ -143,10 +185,11 @@ im_parse_connect(const uint8_t *p, size_t len, im_msg_t *m)
         return IM_ERR_TRUNCATED;
     }
 
-    n = im_get_u16(p + pos);
     pos += 2;
 
-    if (len - pos < n) {
+    if (im_take(p + pos, len - pos, im_get_u16(p + pos - 2), utf16, &n)
+        != IM_OK)
+    {
         return IM_ERR_LENGTH;
     }
 
@@ -158,10 +201,11 @@ im_parse_connect(const uint8_t *p, size_t len, im_msg_t *m)
         return IM_ERR_TRUNCATED;
     }
 
-    n = im_get_u16(p + pos);
     pos += 2;
 
-    if (len - pos < n) {
+    if (im_take(p + pos, len - pos, im_get_u16(p + pos - 2), utf16, &n)
+        != IM_OK)
+    {
         return IM_ERR_LENGTH;
     }
 
@@ -209,7 +253,7 @@ im_parse_connect(const uint8_t *p, size_t len, im_msg_t *m)
 
 static im_rc_t
 im_parse_addressed(const uint8_t *p, size_t len, im_msg_t *m, int with_to,
-    int with_uids)
+    int with_uids, int utf16)
 {
     size_t    pos;
     uint16_t  n;
@@ -255,10 +299,11 @@ im_parse_addressed(const uint8_t *p, size_t len, im_msg_t *m, int with_to,
         return IM_ERR_TRUNCATED;
     }
 
-    n = im_get_u16(p + pos);
     pos += 2;
 
-    if (len - pos < n) {
+    if (im_take(p + pos, len - pos, im_get_u16(p + pos - 2), utf16, &n)
+        != IM_OK)
+    {
         return IM_ERR_LENGTH;
     }
 
@@ -267,6 +312,117 @@ im_parse_addressed(const uint8_t *p, size_t len, im_msg_t *m, int with_to,
     pos += n;
 
     return (pos == len) ? IM_OK : IM_ERR_TRAILING;
+}
+
+
+/*
+ * The bytes of a field whose length field says n: n bytes, or, in the
+ * field client's reading, the UTF-8 text of n UTF-16 units.  A field
+ * has at most 65535 bytes either way: whatever is built from it again
+ * has a 16-bit length.
+ */
+
+static im_rc_t
+im_take(const uint8_t *p, size_t avail, uint16_t n, int utf16,
+    uint16_t *bytes)
+{
+    size_t  pos, c;
+
+    if (!utf16) {
+        if (avail < n) {
+            return IM_ERR_LENGTH;
+        }
+
+        *bytes = n;
+        return IM_OK;
+    }
+
+    pos = 0;
+
+    while (n) {
+        c = im_utf8_char(p + pos, avail - pos);
+
+        /* a character of 4 bytes is a surrogate pair: 2 units */
+
+        if (c == 0 || (c == 4 && n < 2)) {
+            return IM_ERR_LENGTH;
+        }
+
+        n -= (c == 4) ? 2 : 1;
+        pos += c;
+    }
+
+    if (pos > 65535) {
+        return IM_ERR_LENGTH;
+    }
+
+    *bytes = (uint16_t) pos;
+
+    return IM_OK;
+}
+
+
+/*
+ * The length of the well-formed UTF-8 character at p (Unicode 3.9,
+ * table 3-7: no overlong forms, no surrogates, nothing past U+10FFFF),
+ * 0 when there is none within avail bytes.
+ */
+
+static size_t
+im_utf8_char(const uint8_t *p, size_t avail)
+{
+    size_t   n, i;
+    uint8_t  lo, hi;
+
+    if (avail == 0) {
+        return 0;
+    }
+
+    if (p[0] < 0x80) {
+        return 1;
+    }
+
+    lo = 0x80;
+    hi = 0xbf;
+
+    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+        n = 2;
+
+    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+        n = 3;
+
+        if (p[0] == 0xe0) {
+            lo = 0xa0;
+
+        } else if (p[0] == 0xed) {
+            hi = 0x9f;
+        }
+
+    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+        n = 4;
+
+        if (p[0] == 0xf0) {
+            lo = 0x90;
+
+        } else if (p[0] == 0xf4) {
+            hi = 0x8f;
+        }
+
+    } else {
+        return 0;
+    }
+
+    if (avail < n || p[1] < lo || p[1] > hi) {
+        return 0;
+    }
+
+    for (i = 2; i < n; i++) {
+        if (p[i] < 0x80 || p[i] > 0xbf) {
+            return 0;
+        }
+    }
+
+    return n;
 }
 
 

@@ -80,6 +80,10 @@ typedef struct {
 
     /* acks: bytes after the 32-byte MsgId (the field client's long acks) */
     size_t          ack_extra;
+
+    /* read by im_parse_client_utf16(): the length fields counted UTF-16
+     * units; user_len, pass_len and payload_len above are bytes */
+    uint8_t         utf16;
 } im_msg_t;
 
 
@@ -92,6 +96,20 @@ typedef struct {
  * CONNECT: Role and ClientId each optional, more bytes trailing.
  */
 im_rc_t im_parse_client(const uint8_t *p, size_t len, im_msg_t *m);
+
+/*
+ * The field client's reading (docs/PROTOCOL.md 8), for a message that
+ * im_parse_client() refused: CONNECT's UserLen and PassLen, and the Len
+ * of PUBLISH, GROUP_PUBLISH and GROUP_PART_PUBLISH, count the UTF-16
+ * code units of the well-formed UTF-8 text that follows (a character
+ * beyond U+FFFF counts two), not its bytes.  Every other rule is
+ * im_parse_client()'s.  IM_OK sets m->utf16; a field of more than 65535
+ * bytes, a count that ends inside a character or runs past the end, or
+ * text that is not UTF-8 is IM_ERR_LENGTH.  Other commands:
+ * IM_ERR_UNKNOWN_CMD.  Text that is all ASCII reads as the strict parse
+ * reads it, so only a message the strict parse refused is worth trying.
+ */
+im_rc_t im_parse_client_utf16(const uint8_t *p, size_t len, im_msg_t *m);
 
 /*
  * Parse one message sent by the server (S->C: 2, 3 push

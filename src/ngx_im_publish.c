@@ -15,6 +15,7 @@
 #include "ngx_im_output.h"
 #include "ngx_im_uids.h"
 #include "ngx_im_limit.h"
+#include "ngx_im_payload.h"
 
 
 /*
@@ -103,6 +104,7 @@ ngx_im_publish(ngx_im_session_t *s, u_char *p, size_t n,
     ngx_im_conf_t       *imcf;
     ngx_im_group_req_t  *gr;
     ngx_time_t          *tp;
+    im_payload_rc_t      prc;
 
     imcf = ngx_im_get_conf();
 
@@ -140,6 +142,23 @@ ngx_im_publish(ngx_im_session_t *s, u_char *p, size_t n,
         }
     }
 
+    /* the server vouches for the sender its recipients read
+     * (docs/PROTOCOL.md 3.7); the system speaks for whom it will */
+
+    if (imcf->check_sender && !ngx_im_session_system(s)) {
+        prc = im_payload_check(m->payload, m->payload_len, s->route.uid,
+                               m->cmd, m->to);
+
+        if (prc != IM_PAYLOAD_OK) {
+            ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                          "im: uid %uD: %s refused: %s", s->route.uid,
+                          im_cmd_str(m->cmd), im_payload_rc_str(prc));
+            ngx_im_publish_refuse(s, m->cmd, m->msgid,
+                                  NGX_IM_REFUSED_SENDER);
+            return;
+        }
+    }
+
     switch (m->cmd) {
 
     case IM_CMD_PUBLISH:
@@ -147,12 +166,19 @@ ngx_im_publish(ngx_im_session_t *s, u_char *p, size_t n,
         break;
 
     case IM_CMD_GROUP_PART_PUBLISH:
-        if (!imcf->part_push_as_group) {
+        if (imcf->part_push_as_group) {
+            len = IM_SIZE_GROUP(m->payload_len);
+
+        } else if (m->utf16) {
+            /* its Len counted UTF-16 units: pushed with the bytes */
+            len = IM_SIZE_PART((size_t) m->n_uids, m->payload_len);
+
+        } else {
             /* pushed as received: the uid list as the sender gave it */
             len = n;
-            break;
         }
-        /* fall through */
+
+        break;
 
     default: /* IM_CMD_GROUP_PUBLISH */
         len = IM_SIZE_GROUP(m->payload_len);
@@ -168,12 +194,16 @@ ngx_im_publish(ngx_im_session_t *s, u_char *p, size_t n,
     if (m->cmd == IM_CMD_PUBLISH) {
         (void) im_build_push(msg->push, m->msgid, m->payload, m->payload_len);
 
-    } else if (len == n) {
-        ngx_memcpy(msg->push, p, n);
-
-    } else {
+    } else if (m->cmd == IM_CMD_GROUP_PUBLISH || imcf->part_push_as_group) {
         (void) im_build_group(msg->push, m->to, m->msgid, m->payload,
                               m->payload_len);
+
+    } else if (m->utf16) {
+        (void) im_build_part(msg->push, m->to, m->msgid, m->n_uids, m->uids,
+                             m->payload, m->payload_len);
+
+    } else {
+        ngx_memcpy(msg->push, p, n);
     }
 
     msg->from = s->route.uid;

@@ -296,11 +296,21 @@ ngx_im_session_message(ngx_im_session_t *s, u_char *p, size_t n)
         }
 
         rc = im_parse_client(p, n, &m);
+
         if (rc != IM_OK) {
+            /* the field client counts UserLen and PassLen in UTF-16
+             * units and reconnects at once when refused: read it its
+             * way (docs/PROTOCOL.md 8) */
+            if (im_parse_client_utf16(p, n, &m) != IM_OK) {
+                ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                              "im: bad CONNECT: %s", im_rc_str(rc));
+                ngx_im_session_violation(s, IM_CMD_CONNECT);
+                return;
+            }
+
             ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
-                          "im: bad CONNECT: %s", im_rc_str(rc));
-            ngx_im_session_violation(s, IM_CMD_CONNECT);
-            return;
+                          "im: CONNECT read with lengths in UTF-16 units");
+            s->utf16 = 1;
         }
 
         ngx_im_session_connect(s, &m);
@@ -340,6 +350,20 @@ ngx_im_session_message(ngx_im_session_t *s, u_char *p, size_t n)
     rc = im_parse_client(p, n, &m);
 
     if (rc != IM_OK) {
+        /* an older field client counts a message's Len in UTF-16 units
+         * too (docs/PROTOCOL.md 8); a backend does not */
+        if (!ngx_im_session_system(s)
+            && im_parse_client_utf16(p, n, &m) == IM_OK
+            && m.cmd != IM_CMD_CONNECT)
+        {
+            ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                          "im: %s read with its Len in UTF-16 units",
+                          im_cmd_str(m.cmd));
+            ngx_im_stats->utf16_messages++;
+            ngx_im_session_live(s, p, n, &m);
+            return;
+        }
+
         ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                       "im: bad message %d: %s", n ? p[0] : 0,
                       im_rc_str(rc));
@@ -580,6 +604,10 @@ ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
     }
 
     imcf = ngx_im_get_conf();
+
+    if (s->utf16) {
+        ngx_im_stats->utf16_logins++;
+    }
 
     ngx_im_trim_note(1);
     ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,

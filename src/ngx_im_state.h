@@ -131,6 +131,8 @@ struct ngx_im_session_s {
     unsigned               drain_invalid:1;
     unsigned               kind:2;          /* NGX_IM_T_WS, _WSS, _TCP */
     unsigned               receipts:1;      /* wants RECEIPT messages */
+    unsigned               utf16:1;         /* CONNECT counted UTF-16
+                                               units (PROTOCOL.md 8) */
 
     /* from CONNECT, in the connection's pool, until the login is done */
     struct ngx_im_cred_s  *cred;

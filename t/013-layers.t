@@ -19,8 +19,8 @@ my $src = "$FindBin::Bin/../src";
 
 # lowest first
 my @layers = (
-    [ codecs    => qw/ngx_im_proto ngx_im_wsframe ngx_im_traffic
-                      ngx_im_merge/ ],
+    [ codecs    => qw/ngx_im_proto ngx_im_payload ngx_im_wsframe
+                      ngx_im_traffic ngx_im_merge/ ],
     [ base      => qw/ngx_im ngx_im_metrics ngx_im_alloc ngx_im_timer
                       ngx_im_uids/ ],
     [ redis     => qw/ngx_im_redis ngx_im_hook ngx_im_events/ ],

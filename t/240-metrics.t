@@ -132,7 +132,8 @@ $ok_format = 1;
 for (split /\n/, $body) {
     if (/^# TYPE (\S+) (counter|gauge|histogram)$/) { $type{$1} = $2; next }
     next if /^# HELP \S+ \S/;
-    my ($name) = /^([a-z_]+)/ or do { $ok_format = 0; next };
+    my ($name) = /^([a-zA-Z_:][a-zA-Z0-9_:]*)/
+        or do { $ok_format = 0; next };
     (my $fam = $name) =~ s/_(bucket|sum|count)$// unless $type{$name};
     $fam //= $name;
     $ok_format = 0 unless $type{$name} || $type{$fam};

@@ -38,6 +38,8 @@ uint8_t *tap_dup(const uint8_t *p, size_t n);
 
 /* the suites, in the order test_main.c runs them */
 void test_proto(void);
+void test_utf16(void);
+void test_payload(void);
 void test_wsframe(void);
 void test_traffic(void);
 void test_merge(void);

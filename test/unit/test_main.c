@@ -152,6 +152,8 @@ int
 main(void)
 {
     test_proto();
+    test_utf16();
+    test_payload();
     test_wsframe();
     test_traffic();
     test_merge();

@@ -7,7 +7,9 @@
  * its exact size: a valid one must give every field the vector lists and
  * be built again to the same bytes; an invalid one must give its error,
  * its command and, where the vector says, the MsgId that could still be
- * read.  The Perl harness (t/012-vectors.t) and the JS tests
+ * read; a client message the strict parse refuses is read again with
+ * its lengths in UTF-16 units, which gives the vector's "utf16" fields
+ * or fails.  The Perl harness (t/012-vectors.t) and the JS tests
  * (js/test/vectors.test.js) check their codecs against the same file.
  * The file is read from ../../docs/vectors.json (make -C test/unit), or
  * from $IM_VECTORS.
@@ -481,6 +483,56 @@ vec_known_fields(const cJSON *fields)
 }
 
 
+/*
+ * The field client's reading (docs/PROTOCOL.md 8), tried by the server
+ * only on a client message the strict parse refused: a vector with a
+ * "utf16" member reads that way to those fields; no other refused vector
+ * may read that way.
+ */
+
+static void
+vec_check_utf16(const cJSON *v, const uint8_t *msg, size_t len)
+{
+    int           good;
+    im_rc_t       rc;
+    uint8_t      *copy;
+    im_msg_t      m;
+    const char   *name;
+    const cJSON  *u;
+
+    name = cJSON_GetObjectItemCaseSensitive(v, "name")->valuestring;
+    u = cJSON_GetObjectItemCaseSensitive(v, "utf16");
+
+    if (u == NULL && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(v,
+                                                                   "valid")))
+    {
+        return;
+    }
+
+    copy = tap_dup(msg, len);
+    rc = im_parse_client_utf16(copy, len, &m);
+
+    if (u) {
+        good = (rc == IM_OK && m.utf16);
+
+        if (!good) {
+            tap_diag("%s", im_rc_str(rc));
+        }
+
+        good = good && cJSON_IsObject(u) && vec_known_fields(u)
+               && vec_fields(u, &m);
+
+        tap_ok(good, "c2s %s: read with lengths in UTF-16 units", name);
+
+    } else {
+        tap_ok(rc != IM_OK, "c2s %s: no reading in UTF-16 units either",
+               name);
+    }
+
+    free(copy);
+}
+
+
 static void
 vec_check(const cJSON *v, int server, const uint8_t *msg, size_t len)
 {
@@ -588,6 +640,7 @@ test_vectors(void)
 
         if (strcmp(dir, "c2s") == 0 || strcmp(dir, "both") == 0) {
             vec_check(v, 0, msg, len);
+            vec_check_utf16(v, msg, len);
 
             if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(v, "valid"))) {
                 seen[0][len ? msg[0] : 0] = 1;
