@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { WebSocketServer, WebSocket } from 'ws';
 import * as P from '../src/improto.js';
 import { ImClient, ImError, LruSet } from '../src/imclient.js';
+import { startProxy } from '../testlib/tcp-proxy.js';
 
 const { CMD } = P;
 const USERS = { alice: ['alice-secret', 1001], bob: ['bob-secret', 1002], carol: ['carol-secret', 1003] };
@@ -57,6 +58,8 @@ class ScriptedServer {
     this.connWaiters = [];
     this.login = (m) => (USERS[m.username] && USERS[m.username][0] === m.password ? 0 : 3);
     this.onPublish = (m, conn) => conn.send(P.encodeAck(P.ackCmdFor(m.cmd), m.msgId));
+    this.pingInterval = 0;    // ms; 0: the server sends no PING
+    this.answerPings = true;  // answer a client's PING with PING_RESP
     this.wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
     await new Promise((r) => this.wss.on('listening', r));
     this.url = `ws://127.0.0.1:${this.wss.address().port}/ws`;
@@ -85,19 +88,34 @@ class ScriptedServer {
       case CMD.CONNECT: {
         const code = this.login(m, conn);
         if (code !== null && code !== undefined) conn.send(P.encodeConnectAck(code));
+        if (code === 0) this.schedulePing(conn);
         break;
       }
+      case CMD.PING_RESP:
+        this.schedulePing(conn);
+        break;
       case CMD.PUBLISH:
       case CMD.GROUP_PUBLISH:
       case CMD.GROUP_PART_PUBLISH:
         this.onPublish(m, conn);
         break;
       case CMD.PING:
-        conn.send(P.encodePingResp());
+        if (this.answerPings) conn.send(P.encodePingResp());
         break;
       default:
         break;
     }
+  }
+  /** Like the real server: PING pingInterval ms after the login and after each PING_RESP. */
+  schedulePing(conn) {
+    if (!this.pingInterval) return;
+    clearTimeout(conn.pingTimer);
+    conn.pingTimer = setTimeout(() => {
+      if (conn.ws.readyState !== 1 || !this.pingInterval) return;
+      conn.lastPingAt = Date.now();
+      conn.pings = (conn.pings || 0) + 1;
+      conn.send(P.encodePing());
+    }, this.pingInterval);
   }
   /** The n-th connection (0-based), waiting for it if needed. */
   async conn(n, timeout = 3000) {
@@ -109,6 +127,8 @@ class ScriptedServer {
     return this.conns[n];
   }
   async stop() {
+    this.pingInterval = 0;
+    for (const c of this.conns) clearTimeout(c.pingTimer);
     for (const c of this.wss.clients) c.terminate();
     await new Promise((r) => this.wss.close(r));
   }
@@ -222,7 +242,7 @@ describe('sending', () => {
     assert.equal(m.msgId, p.msgId);
     assert.deepEqual(JSON.parse(td.decode(m.payload)),
       { from: 1001, to: 1002, content: { type: 'text', text: 'hi bob' } });
-    assert.deepEqual(sent, [{ msgId: p.msgId, cmd: CMD.PUBLISH }]);
+    assert.deepEqual(sent, [{ msgId: p.msgId, cmd: CMD.PUBLISH, resend: false }]);
     assert.equal(c.pendingCount, 0);
   });
 
@@ -292,14 +312,69 @@ describe('sending', () => {
     assert.equal(srv.conns.length, 1);
   });
 
-  test('no ack: rejects with a timeout', async () => {
+  test('no ack: ackTimeout event, the message stays, a PING probes the connection', async () => {
     srv.onPublish = () => {};
     const c = makeClient({ ackTimeout: 150 });
+    const late = record(c, 'ackTimeout');
     await c.connect();
     const t0 = Date.now();
-    await assert.rejects(c.sendMessage(1002, 'lost'), (e) => e.code === 'timeout');
-    assert.ok(Date.now() - t0 >= 140);
+    const p = c.sendMessage(1002, 'late');
+    let settled = false;
+    p.then(() => { settled = true; }, () => { settled = true; });
+    const d = await c.once('ackTimeout', 5000);
+    assert.ok(Date.now() - t0 >= 140, 'not sooner than ackTimeout');
+    assert.deepEqual(d, { msgId: p.msgId, cmd: CMD.PUBLISH, timeout: 150 });
+    const conn = await srv.conn(0);
+    await conn.next((m) => m.cmd === CMD.PING); // the probe; the server answers it
+    await c.once('pong', 5000);
+    assert.equal(settled, false, 'the promise waits for the ack');
+    assert.deepEqual(c.pending(), [{ msgId: p.msgId, cmd: CMD.PUBLISH, state: 'sent', late: true }]);
+    assert.equal(c.state, 'live', 'an answered probe keeps the connection');
+    assert.equal(late.length, 1);
+    // the ack comes late after all
+    conn.send(P.encodeAck(CMD.PUB_ACK, p.msgId));
+    assert.deepEqual(await p, { msgId: p.msgId, cmd: CMD.PUB_ACK });
     assert.equal(c.pendingCount, 0);
+    assert.equal(srv.conns.length, 1);
+  });
+
+  test('no ack and no answer to the probe: reconnect, same MsgId again, resolved by its ack', async () => {
+    let n = 0;
+    srv.onPublish = (m, conn) => { if (++n > 1) conn.send(P.encodeAck(P.ackCmdFor(m.cmd), m.msgId)); };
+    srv.answerPings = false;
+    const c = makeClient({ ackTimeout: 100, heartbeat: { interval: 60000, timeout: 200 } });
+    const errs = record(c, 'error');
+    const sent = record(c, 'sent');
+    await c.connect();
+    const p = c.sendGroupMessage(1, 'probe fails');
+    const c1 = await srv.conn(1, 10000);
+    srv.answerPings = true;
+    assert.deepEqual(await p, { msgId: p.msgId, cmd: CMD.GROUP_PUB_ACK });
+    const first = srv.conns[0].msgs.find((m) => m.cmd === CMD.GROUP_PUBLISH);
+    const again = c1.msgs.find((m) => m.cmd === CMD.GROUP_PUBLISH);
+    assert.equal(first.msgId, p.msgId);
+    assert.equal(again.msgId, p.msgId);
+    assert.deepEqual([...again.payload], [...first.payload]);
+    assert.deepEqual(sent.map((s) => s.resend), [false, true]);
+    assert.ok(errs.some((e) => e.error.code === 'heartbeat' && /PING_RESP/.test(e.error.message)));
+  });
+
+  test('cancel() takes a message out of the outbox; it is not sent again', async () => {
+    let first = true;
+    srv.onPublish = (m, conn) => {
+      if (first) { first = false; conn.ws.terminate(); return; }
+      conn.send(P.encodeAck(P.ackCmdFor(m.cmd), m.msgId));
+    };
+    const c = makeClient();
+    await c.connect();
+    const p = c.sendMessage(1002, 'never mind');
+    await (await srv.conn(0)).next((m) => m.cmd === CMD.PUBLISH);
+    assert.equal(c.cancel(p.msgId), true);
+    assert.equal(c.cancel(p.msgId), false);
+    await assert.rejects(p, (e) => e.code === 'cancelled' && e.msgId === p.msgId);
+    const q = c.sendMessage(1002, 'next');
+    await q;
+    assert.deepEqual(srv.conns[1].msgs.filter((m) => m.cmd === CMD.PUBLISH).map((m) => m.msgId), [q.msgId]);
   });
 
   test('payload over 32767 bytes is refused locally, nothing is sent', async () => {
@@ -442,7 +517,7 @@ describe('reconnect, logout and the outbox', () => {
       if (srv.conns.length <= 5) { conn.ws.terminate(); return null; }
       return 0;
     };
-    const c = makeClient({ reconnect: { initialDelay: 40, maxDelay: 200, factor: 2, jitter: 0.5 } });
+    const c = makeClient({ reconnect: { initialDelay: 40, maxDelay: 200, factor: 2, jitter: 0.5 }, connectAttempts: 6 });
     const rec = record(c, 'reconnecting');
     await c.connect();
     assert.equal(srv.conns.length, 6);
@@ -567,7 +642,9 @@ describe('reconnect, logout and the outbox', () => {
   test('an unreachable server is retried until it appears', async () => {
     const port = srv.wss.address().port;
     await srv.stop();
-    const c = makeClient({ url: `ws://127.0.0.1:${port}/ws`, reconnect: { initialDelay: 30, maxDelay: 60 } });
+    const c = makeClient({
+      url: `ws://127.0.0.1:${port}/ws`, reconnect: { initialDelay: 30, maxDelay: 60 }, connectAttempts: Infinity,
+    });
     const rec = record(c, 'reconnecting');
     const done = c.connect();
     await sleep(250);
@@ -580,5 +657,166 @@ describe('reconnect, logout and the outbox', () => {
     for (const x of wss.clients) x.terminate();
     await new Promise((r) => wss.close(r));
     srv = await new ScriptedServer().start(); // for afterEach
+  });
+});
+
+describe('heartbeat and half-open connections', () => {
+  test("the server's PINGs keep the session; when they stop, the client reconnects", async () => {
+    srv.pingInterval = 60;
+    const c = makeClient({ heartbeat: { interval: 60, timeout: 300 } });
+    const errs = record(c, 'error');
+    await c.connect();
+    const conn = await srv.conn(0);
+    // a few rounds of PING / PING_RESP
+    await conn.next(() => (conn.pings || 0) >= 4, 10000); // checked at each PING_RESP
+    assert.equal(srv.conns.length, 1, 'no reconnect while the PINGs come');
+    srv.pingInterval = 0; // silence: the connection stays open, nothing arrives
+    const t0 = Date.now();
+    const c1 = await srv.conn(1, 10000);
+    await c1.next((m) => m.cmd === CMD.CONNECT);
+    // not sooner than interval + timeout after the last PING (sent before t0)
+    const gone = Date.now();
+    assert.ok(gone - conn.lastPingAt >= 360, `reconnected ${gone - conn.lastPingAt} ms after the last PING`);
+    assert.ok(gone >= t0);
+    assert.ok(errs.some((e) => e.error.code === 'heartbeat' && /no PING from the server in 360 ms/.test(e.error.message)));
+    await c.once('connectAck', 5000).catch(() => {});
+  });
+
+  test('heartbeat: false waits for ever', async () => {
+    const c = makeClient({ heartbeat: false });
+    await c.connect();
+    await sleep(300);
+    assert.equal(srv.conns.length, 1);
+    assert.equal(c.state, 'live');
+  });
+
+  test('half-open (a proxy stops forwarding): reconnect, the unacked message again with its MsgId, acked once',
+    async () => {
+      srv.pingInterval = 50;
+      const proxy = await startProxy({ port: srv.wss.address().port });
+      try {
+        const c = makeClient({
+          url: `ws://127.0.0.1:${proxy.port}/ws`, heartbeat: { interval: 50, timeout: 250 }, ackTimeout: 5000,
+        });
+        const sent = record(c, 'sent');
+        const closes = record(c, 'close');
+        await c.connect();
+        await c.once('ping', 5000);
+        assert.equal(proxy.freeze('both'), 1);
+        const p = c.sendMessage(1002, 'through the outage');
+        const r = await p; // after the reconnect, through a new connection of the proxy
+        assert.equal(r.msgId, p.msgId);
+        assert.equal(srv.conns.length, 2, 'one reconnect');
+        assert.equal(srv.conns[0].msgs.filter((m) => m.cmd === CMD.PUBLISH).length, 0, 'the frozen copy never arrived');
+        assert.deepEqual(srv.conns[1].msgs.filter((m) => m.cmd === CMD.PUBLISH).map((m) => m.msgId), [p.msgId]);
+        assert.deepEqual(sent.map((x) => [x.msgId, x.resend]), [[p.msgId, false], [p.msgId, true]]);
+        assert.equal(closes[0].code, 1006);
+        assert.equal(closes[0].willReconnect, true);
+      } finally {
+        await proxy.close();
+      }
+    });
+});
+
+describe('the bounded outbox', () => {
+  test('maxQueue: a send beyond it is refused with queue_full and an overflow event', async () => {
+    srv.login = () => null; // never live: everything stays queued
+    const c = makeClient({ maxQueue: 2 });
+    const over = record(c, 'overflow');
+    c.connect();
+    const a = c.sendMessage(1002, 'one');
+    const b = c.sendMessage(1002, 'two');
+    const x = c.sendMessage(1002, 'three');
+    await assert.rejects(x, (e) => e instanceof ImError && e.code === 'queue_full' && e.msgId === x.msgId);
+    assert.deepEqual(over, [{ msgId: x.msgId, cmd: CMD.PUBLISH, size: 2, max: 2 }]);
+    assert.deepEqual(c.pending().map((e) => e.msgId), [a.msgId, b.msgId]);
+    // room again once one leaves
+    assert.equal(c.cancel(a.msgId), true);
+    await assert.rejects(a, (e) => e.code === 'cancelled');
+    const y = c.sendMessage(1002, 'four');
+    assert.deepEqual(c.pending().map((e) => e.msgId), [b.msgId, y.msgId]);
+    c.close();
+    await assert.rejects(b, (e) => e.code === 'closed');
+    await assert.rejects(y, (e) => e.code === 'closed');
+  });
+});
+
+describe('a wrong URL', () => {
+  test('nobody listens: connect() rejects with unreachable after connectAttempts tries', async () => {
+    const port = srv.wss.address().port;
+    await srv.stop();
+    try {
+      const c = makeClient({ url: `ws://127.0.0.1:${port}/nowhere`, connectAttempts: 3 });
+      const tries = record(c, 'connecting');
+      const closes = record(c, 'close');
+      const pending = c.sendMessage(1002, 'queued while connecting');
+      const e = await c.connect().then(() => assert.fail('connected'), (x) => x);
+      assert.ok(e instanceof ImError);
+      assert.equal(e.code, 'unreachable');
+      assert.equal(e.attempts, 3);
+      assert.equal(e.url, `ws://127.0.0.1:${port}/nowhere`);
+      assert.match(e.message, new RegExp(`cannot log in at ws://127\\.0\\.0\\.1:${port}/nowhere: 3 attempts failed; the last: the WebSocket did not open`));
+      assert.equal(tries.length, 3);
+      assert.equal(c.state, 'closed');
+      assert.equal(c.stopReason, 'unreachable');
+      assert.equal(closes.at(-1).willReconnect, false);
+      await assert.rejects(pending, (x) => x.code === 'unreachable');
+      await sleep(300); // several backoff periods: nothing more
+      assert.equal(tries.length, 3);
+    } finally {
+      srv = await new ScriptedServer().start(); // for afterEach
+    }
+  });
+
+  test('a path the server refuses (HTTP 404) ends the same way', async () => {
+    const http = await import('node:http');
+    const h = http.createServer((req, res) => res.writeHead(404).end('no such endpoint'));
+    await new Promise((r) => h.listen(0, '127.0.0.1', r));
+    try {
+      const c = makeClient({ url: `ws://127.0.0.1:${h.address().port}/typo`, connectAttempts: 2 });
+      await assert.rejects(c.connect(), (e) => e.code === 'unreachable' && e.attempts === 2);
+    } finally {
+      h.closeAllConnections();
+      await new Promise((r) => h.close(r));
+    }
+  });
+
+  test('the server keeps answering code 2: unreachable names CONNECT_ACK 2', async () => {
+    srv.login = () => 2;
+    const c = makeClient({ connectAttempts: 2 });
+    await assert.rejects(c.connect(), (e) => e.code === 'unreachable' && /CONNECT_ACK 2 \(service_unavailable\)/.test(e.message));
+    assert.equal(srv.conns.length, 2);
+  });
+
+  test('a URL the WebSocket constructor refuses: bad_url at once, no retry', async () => {
+    const c = makeClient({ url: 'http//not a url' });
+    const tries = record(c, 'connecting');
+    await assert.rejects(c.connect(), (e) => e.code === 'bad_url' && e.message.includes('http//not a url'));
+    assert.equal(tries.length, 1);
+    assert.equal(c.stopReason, 'bad_url');
+  });
+
+  test('once a login succeeded, reconnects go on past connectAttempts (reconnect.maxAttempts bounds them)',
+    async () => {
+      const c = makeClient({ connectAttempts: 1, reconnect: { initialDelay: 10, maxDelay: 20, maxAttempts: 4 } });
+      await c.connect();
+      srv.login = (m, conn) => { conn.ws.terminate(); return null; };
+      srv.conns[0].ws.terminate();
+      const e = await c.once('close', 10000).then(function wait(d) {
+        return d.willReconnect ? c.once('close', 10000).then(wait) : d;
+      });
+      assert.equal(e.stopReason, 'unreachable');
+      assert.equal(srv.conns.length, 1 + 4);
+    });
+
+  test('reconnectNow() skips the backoff wait', async () => {
+    const c = makeClient({ reconnect: { initialDelay: 60000, maxDelay: 60000, jitter: 0 } });
+    await c.connect();
+    srv.conns[0].ws.terminate();
+    await c.once('reconnecting', 5000);
+    assert.equal(c.state, 'reconnecting');
+    await c.reconnectNow();
+    assert.equal(c.state, 'live');
+    assert.equal(srv.conns.length, 2);
   });
 });
