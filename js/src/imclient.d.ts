@@ -139,6 +139,7 @@ export interface ImClientEventMap {
   ackTimeout: { msgId: string; cmd: 3 | 5 | 11; timeout: number };
   overflow: { msgId: string; cmd: 3 | 5 | 11; size: number; max: number };
   invalid: { cmd: number; msgId?: string };
+  receipt: { msgId: string; uid: number };
   ping: Record<string, never>;
   pong: Record<string, never>;
   logout: Record<string, never>;

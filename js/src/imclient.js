@@ -96,6 +96,7 @@ const Ev = typeof CustomEvent === 'function' ? CustomEvent : class extends Event
  *   ackTimeout   no ack within ackTimeout of writing it; it stays queued  {msgId, cmd, timeout}
  *   overflow     a send refused: the outbox is full    {msgId, cmd, size, max}
  *   invalid      INVALID_PACKET                        {cmd, msgId?}
+ *   receipt      RECEIPT (13): uid acked our message  {msgId, uid}  (im_receipts on)
  *   ping / pong  PING (answered automatically) / PING_RESP
  *   disconnect   the server sent DISCONNECT (9)
  *   logout       LOGOUT (20): logged in elsewhere; no reconnect
@@ -604,6 +605,8 @@ export class ImClient extends EventTarget {
         return this._emit('pong', {});
       }
       case CMD.INVALID_PACKET: return this._onInvalid(m);
+      case CMD.RECEIPT:
+        return this._emit('receipt', { msgId: m.msgId, uid: m.uid });
       case CMD.LOGOUT:
         this._stopFor('logout', new ImError('logout', 'logged in elsewhere'));
         this._emit('logout', {});

@@ -14,6 +14,7 @@ export declare const CMD: Readonly<{
   INVALID_PACKET: 10;
   GROUP_PART_PUBLISH: 11;
   GROUP_PART_PUB_ACK: 12;
+  RECEIPT: 13;
   LOGOUT: 20;
 }>;
 export type Cmd = (typeof CMD)[keyof typeof CMD];
@@ -87,6 +88,8 @@ export declare function encodePing(): Uint8Array;
 export declare function encodePingResp(): Uint8Array;
 export declare function encodeDisconnect(): Uint8Array;
 export declare function encodeLogout(): Uint8Array;
+/** RECEIPT (13, server -> client): uid acknowledged msgId. */
+export declare function encodeReceipt(m: { msgId: MsgIdLike; uid: number }): Uint8Array;
 export declare function encodeInvalid(cmd: number, msgId?: MsgIdLike | null): Uint8Array;
 
 // ------------------------------------------------------------ decoded messages
@@ -98,11 +101,12 @@ export interface GroupPartMessage { cmd: 11; gid: number; msgId: string; uids: n
 export interface AckMessage { cmd: AckCmd; msgId: string; extra: Uint8Array }
 export interface BareMessage<C extends number> { cmd: C }
 export interface InvalidMessage { cmd: 10; invalidCmd: number; msgId?: string }
+export interface ReceiptMessage { cmd: 13; msgId: string; uid: number }
 
 /** What the server sends. */
 export type ServerMessage =
   | ConnectAckMessage | PushMessage | GroupMessage | GroupPartMessage | AckMessage
-  | BareMessage<7 | 8 | 9 | 20> | InvalidMessage;
+  | BareMessage<7 | 8 | 9 | 20> | InvalidMessage | ReceiptMessage;
 
 export interface ConnectMessage {
   cmd: 1;

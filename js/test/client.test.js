@@ -487,6 +487,14 @@ describe('receiving', () => {
     assert.ok(conn.msgs.some((m) => m.cmd === CMD.PING));
   });
 
+  test('RECEIPT (13) is emitted as receipt {msgId, uid}', async () => {
+    const c = makeClient();
+    await c.connect();
+    const id = P.newMsgId();
+    (await srv.conn(0)).send(P.encodeReceipt({ msgId: id, uid: 1002 }));
+    assert.deepEqual(await c.once('receipt', 5000), { msgId: id, uid: 1002 });
+  });
+
   test('INVALID_PACKET without MsgId is reported', async () => {
     const c = makeClient();
     const inv = record(c, 'invalid');
