@@ -34,16 +34,21 @@ export async function launch(name = 'browser') {
 /**
  * A browser context with the chat page open and logged in.
  * opts: {base: page URL, user, password?, transport?: 'ws'|'wss', url?: server URL,
- *        expect?: 'live' | 'refused' (default 'live')}
+ *        expect?: 'live' | 'refused' (default 'live'), query?: '&name=value…' for the page,
+ *        viewport?: {width, height}, mobile?: true}
  * Returns {ctx, page, errors} where errors collects uncaught page errors.
  */
 export async function openChat(browser, opts) {
-  const ctx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1000, height: 620 } });
+  const ctx = await browser.newContext({
+    ignoreHTTPSErrors: true,
+    viewport: opts.viewport || { width: 1000, height: 620 },
+    ...(opts.mobile ? { isMobile: true, hasTouch: true, deviceScaleFactor: 2 } : {}),
+  });
   ctx.setDefaultTimeout(STEP_TIMEOUT);
   const page = await ctx.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
-  await page.goto(`${opts.base}?user=${encodeURIComponent(opts.user)}`);
+  await page.goto(`${opts.base}?user=${encodeURIComponent(opts.user)}${opts.query || ''}`);
   if (opts.transport) await page.check(`input[name=transport][value=${opts.transport}]`);
   if (opts.url) await page.fill('#url', opts.url);
   if (opts.password !== undefined) await page.fill('#password', opts.password);
@@ -75,7 +80,7 @@ export async function diagnose(page, what, fn) {
         status: document.querySelector('#status')?.textContent,
         banner: document.querySelector('#banner')?.textContent,
         server: document.querySelector('#url')?.value,
-        events: window.imEvents || [],
+        events: (window.imEvents || []).slice(-25),
       }));
       state = `\n  page ${s.url}\n  server ${s.server}\n  status: ${s.status}\n  banner: ${s.banner}`
         + `\n  client events:\n    ${s.events.join('\n    ') || '(none)'}`;
@@ -89,13 +94,35 @@ export async function diagnose(page, what, fn) {
 }
 
 export async function openConv(page, key) {
+  // on a phone-sized page the list of chats is behind the back button
+  if (!(await page.isVisible(`#contacts button[data-conv="${key}"]`)) && (await page.isVisible('#back'))) {
+    await page.click('#back');
+  }
   await page.click(`#contacts button[data-conv="${key}"]`);
-  await page.waitForSelector(`#contacts button.active[data-conv="${key}"]`);
+  await page.waitForSelector(`#contacts button.active[data-conv="${key}"]`, { state: 'attached' });
 }
 
 /** Send `text` in conversation `key` ('u:1002', 'g:1'); waits for ✓✓; returns the MsgId. */
 export async function sendText(page, key, text) {
   return diagnose(page, `sending ${JSON.stringify(text)} to ${key}`, () => sendText0(page, key, text));
+}
+
+/** Type `text` in conversation `key` and send it; returns its MsgId once it shows. */
+export async function typeText(page, key, text) {
+  await openConv(page, key);
+  await page.fill('#text', text);
+  await page.press('#text', 'Enter');
+  const out = page.locator('#messages .msg.out').filter({ hasText: text });
+  await out.waitFor();
+  return out.getAttribute('data-msgid');
+}
+
+/** Wait until our message `text` shows ✓✓ (within `timeout` ms). */
+export async function waitAcked(page, text, timeout) {
+  return diagnose(page, `waiting for the ack of ${JSON.stringify(text)}`, async () => {
+    const out = page.locator('#messages .msg.out').filter({ hasText: text });
+    await out.and(page.locator('[data-status=acked]')).waitFor({ timeout });
+  });
 }
 
 async function sendText0(page, key, text) {

@@ -1,7 +1,8 @@
 // A miniature IM server in Node for tests of the chat page when the real one is not
 // needed: serves js/web at / and js/src at /js/ like the dev nginx, and speaks the
 // protocol on /ws with the example users, group 1, offline storage and the kick
-// login policy. Not a reference implementation: just enough for the page.
+// login policy, and PINGs every pingInterval ms like im_ping_interval. Not a reference
+// implementation: just enough for the page.
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -15,7 +16,7 @@ const TYPES = { '.html': 'text/html', '.js': 'application/javascript', '.css': '
 export const USERS = { alice: ['alice-secret', 1001], bob: ['bob-secret', 1002], carol: ['carol-secret', 1003] };
 const GROUPS = { 1: [1001, 1002, 1003] };
 
-export async function startMiniServer({ port = 0 } = {}) {
+export async function startMiniServer({ port = 0, pingInterval = 1000 } = {}) {
   const sessions = new Map(); // uid -> Map(clientId -> session)
   const inbox = new Map();    // uid -> Map(msgId -> frame), in order: offline and unacked
   const log = [];
@@ -42,7 +43,12 @@ export async function startMiniServer({ port = 0 } = {}) {
   };
 
   wss.on('connection', (ws) => {
-    const s = { ws, uid: null, clientId: 0 };
+    const s = { ws, uid: null, clientId: 0, pingTimer: null };
+    // PING pingInterval after the login and after each PING_RESP, as the server does.
+    const schedulePing = () => {
+      clearTimeout(s.pingTimer);
+      s.pingTimer = setTimeout(() => { if (ws.readyState === 1) ws.send(P.encodePing()); }, pingInterval);
+    };
     ws.on('message', (data, isBinary) => {
       if (!isBinary) { ws.close(1003); return; }
       let m;
@@ -64,6 +70,7 @@ export async function startMiniServer({ port = 0 } = {}) {
         sessions.get(s.uid).set(s.clientId, s);
         ws.send(P.encodeConnectAck(0));
         for (const frame of box(s.uid).values()) ws.send(frame);
+        schedulePing();
         return;
       }
       switch (m.cmd) {
@@ -89,6 +96,9 @@ export async function startMiniServer({ port = 0 } = {}) {
         case CMD.PING:
           ws.send(P.encodePingResp());
           break;
+        case CMD.PING_RESP:
+          schedulePing();
+          break;
         case CMD.DISCONNECT:
           ws.close();
           break;
@@ -97,6 +107,7 @@ export async function startMiniServer({ port = 0 } = {}) {
       }
     });
     ws.on('close', () => {
+      clearTimeout(s.pingTimer);
       const m = s.uid !== null && sessions.get(s.uid);
       if (m && m.get(s.clientId) === s) m.delete(s.clientId);
     });
