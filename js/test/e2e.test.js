@@ -13,14 +13,25 @@ import { fileURLToPath } from 'node:url';
 import { WebSocket } from 'ws';
 import { ImClient } from '../src/imclient.js';
 import {
-  ARTIFACTS, chromiumMissing, diagnose, launch, openChat, openConv, sendText, shot, waitIncoming,
+  ARTIFACTS, chromiumMissing, diagnose, launch, openChat, openConv, sendText, shot, typeText, waitAcked,
+  waitIncoming,
 } from '../testlib/browser.js';
+import { startProxy } from '../testlib/tcp-proxy.js';
 
 const JS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const REPO = path.resolve(JS_DIR, '..');
 const MODULE = process.env.IM_MODULE || path.join(REPO, 'build/nginx/objs/ngx_im_module.so');
 const DEVRUN = process.env.IM_DEVRUN || path.join(REPO, 'tools/im-devrun');
 const START_TIMEOUT = 60000;
+// The server's PING every 2 s, answered within 5 s: the half-open test below notices a
+// dead connection in seconds. Pages that are not told these settings keep the
+// defaults (30 + 10 s), which more frequent PINGs satisfy.
+const PING_INTERVAL = 2;
+const PING_TIMEOUT = 5;
+const NGINX_EXTRA = `im_ping_interval ${PING_INTERVAL}s; im_ping_timeout ${PING_TIMEOUT}s;`;
+// A bound, not a window: the reconnect comes within interval + timeout of the last
+// PING, plus the backoff; this much is waited at most for one step of that test.
+const HALF_OPEN_WAIT = 90000;
 const STOP_TIMEOUT = 20000;
 
 const skip = chromiumMissing()
@@ -96,6 +107,10 @@ async function startStack() {
     IM_DEV_DIR: stack.dir,
     IM_MODULE: MODULE,
     IM_E2E_PARENT: String(process.pid),
+    // im-devrun runs $IM_NGINX; this wrapper adds NGINX_EXTRA to its configuration
+    IM_NGINX: path.join(JS_DIR, 'testlib/nginx-extra.sh'),
+    IM_E2E_NGINX: process.env.IM_NGINX || '/usr/sbin/nginx',
+    IM_E2E_NGINX_EXTRA: NGINX_EXTRA,
   };
   const out = fs.openSync(stack.logFile, 'a');
   // Its own process group, so that a last-resort kill reaches the watchdog and im-devrun.
@@ -211,6 +226,66 @@ test('e2e against the real server (ws, wss, offline delivery, kick)', { timeout:
     await shot(bob.page, 'e2e-2-wss-bob');
     await alice.ctx.close();
     await bob.ctx.close();
+  });
+
+  await t.test('half-open: carol behind a proxy that stops forwarding; her page notices the missing PINGs, '
+    + 'reconnects, and the message sent meanwhile reaches bob once, with its MsgId', async () => {
+    const conf = fs.readFileSync(path.join(stack.dir, 'nginx.e2e.conf'), 'utf8');
+    assert.ok(conf.includes(NGINX_EXTRA), 'nginx runs with the short PING settings');
+    const proxy = await startProxy({ port: ws });
+    try {
+      const bob = await chat('bob', httpBase);
+      const carol = await chat('carol', httpBase, {
+        url: `ws://127.0.0.1:${proxy.port}/ws`,
+        query: `&ping_interval=${PING_INTERVAL}&ping_timeout=${PING_TIMEOUT}`,
+      });
+      await sendText(carol.page, 'u:1002', `through the proxy ${stamp}`);
+      await waitIncoming(bob.page, 'u:1003', `through the proxy ${stamp}`);
+      const log = (page) => page.evaluate(() => window.imLog);
+      const reconnects = async () => (await log(carol.page)).filter((e) => e.type === 'connectAck').length;
+      assert.equal(await reconnects(), 1);
+
+      // 1. nothing passes either way: the message waits at carol's, ✓ without ✓✓
+      assert.equal(proxy.freeze('both'), 1);
+      const textA = `sent into a dead connection ${stamp}`;
+      const idA = await typeText(carol.page, 'u:1002', textA);
+      await waitAcked(carol.page, textA, HALF_OPEN_WAIT);
+      assert.equal(await waitIncoming(bob.page, 'u:1003', textA), idA, 'the same MsgId at bob');
+      let events = await log(carol.page);
+      assert.ok(events.some((e) => e.type === 'error' && e.error === 'heartbeat'),
+        'the client noticed the missing PINGs');
+      assert.ok(events.some((e) => e.type === 'close' && e.detail.code === 1006 && e.detail.willReconnect));
+      assert.deepEqual(events.filter((e) => e.type === 'sent' && e.detail.msgId === idA).map((e) => e.detail.resend),
+        [false, true], 'written twice: into the dead connection, then after the reconnect');
+      assert.equal(await reconnects(), 2);
+      assert.equal(await bob.page.locator(`#messages .msg[data-msgid="${idA}"]`).count(), 1);
+
+      // 2. carol's bytes still reach the server, its answers do not: the message is
+      //    delivered, its PUB_ACK is lost, carol sends it again after the reconnect;
+      //    the server delivers the repeat too (it does not dedupe publishes), bob's
+      //    client recognises the MsgId and shows it once.
+      assert.equal(proxy.freeze('down'), 1);
+      const textB = `answer lost ${stamp}`;
+      const idB = await typeText(carol.page, 'u:1002', textB);
+      assert.equal(await waitIncoming(bob.page, 'u:1003', textB), idB);
+      await waitAcked(carol.page, textB, HALF_OPEN_WAIT);
+      events = await log(carol.page);
+      assert.deepEqual(events.filter((e) => e.type === 'sent' && e.detail.msgId === idB).map((e) => e.detail.resend),
+        [false, true]);
+      assert.equal(await reconnects(), 3);
+      await diagnose(bob.page, 'waiting for the repeat of B at bob', () => bob.page.waitForFunction(
+        (id) => window.imLog.some((e) => e.type === 'duplicate' && e.detail.msgId === id), idB,
+        { timeout: HALF_OPEN_WAIT }));
+      await openConv(bob.page, 'u:1003');
+      assert.equal(await bob.page.locator(`#messages .msg[data-msgid="${idB}"]`).count(), 1, 'shown once');
+      assert.equal(await bob.page.locator(`#messages .msg[data-msgid="${idA}"]`).count(), 1, 'shown once');
+      await shot(carol.page, 'e2e-6-half-open-carol');
+      await shot(bob.page, 'e2e-6-half-open-bob');
+      await carol.ctx.close();
+      await bob.ctx.close();
+    } finally {
+      await proxy.close();
+    }
   });
 
   // alice stays on the page from here to the end
