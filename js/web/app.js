@@ -110,7 +110,10 @@ function status(state, text) {
 
 // ------------------------------------------------------------------ session
 
+let logins = 0; // the latest login() wins over one still opening the history
+
 async function login() {
+  const token = ++logins;
   const name = $('#user').value;
   me = USERS.find((u) => u.name === name);
   const password = $('#password').value;
@@ -121,9 +124,8 @@ async function login() {
   resetConversations();
   connecting(true);
   status('connecting', `connecting to ${url}…`);
-  const owner = me;
   const h = await openHistory(me.uid);
-  if (me !== owner) return; // another login meanwhile
+  if (token !== logins) return; // another login meanwhile
   history = h;
   for (const r of await h.load()) addRecord(r);
 
@@ -140,6 +142,7 @@ async function login() {
     c.on(type, mine((d) => {
       const { error, ...rest } = d || {};
       window.imLog.push({ type, detail: rest, error: error && (error.code || error.message) });
+      if (window.imLog.length > 1000) window.imLog.shift();
       events.push(`${new Date().toISOString().slice(11, 23)} ${type} ${JSON.stringify(rest)}${error ? ` ${error.message || error.type || error}` : ''}`);
       if (events.length > 80) events.shift();
     }));
@@ -216,6 +219,7 @@ function retry() {
 }
 
 function backToLogin(text) {
+  logins++;
   if (client) client.close();
   client = null;
   connecting(false);
