@@ -14,7 +14,7 @@ import { WebSocket } from 'ws';
 import { ImClient } from '../src/imclient.js';
 import {
   ARTIFACTS, chromiumMissing, diagnose, launch, openChat, openConv, sendText, shot, typeText, waitAcked,
-  waitIncoming,
+  waitDelivered, waitIncoming,
 } from '../testlib/browser.js';
 import { startProxy } from '../testlib/tcp-proxy.js';
 
@@ -227,6 +227,31 @@ test('e2e against the real server (ws, wss, offline delivery, kick)', { timeout:
     await alice.ctx.close();
     await bob.ctx.close();
   });
+
+  await t.test('receipts: one tick while carol is away, two once her page has acked (ws and wss senders)',
+    async () => {
+      const alice = await chat('alice', httpBase);
+      const bob = await chat('bob', httpsBase);
+      const textA = `for carol over ws ${stamp}`;
+      const textB = `for carol over wss ${stamp}`;
+      const idA = await sendText(alice.page, 'u:1003', textA);
+      const idB = await sendText(bob.page, 'u:1003', textB);
+      // nobody has acked them: no RECEIPT can exist yet, whatever the timing
+      for (const [page, id] of [[alice.page, idA], [bob.page, idB]]) {
+        const m = page.locator(`#messages .msg[data-msgid="${id}"]`);
+        assert.equal(await m.getAttribute('data-status'), 'acked');
+        assert.equal(await m.locator('.tick').textContent(), '✓');
+      }
+      const carol = await chat('carol', httpBase);
+      await waitIncoming(carol.page, 'u:1001', textA);
+      await waitIncoming(carol.page, 'u:1002', textB);
+      await waitDelivered(alice.page, textA);
+      await waitDelivered(bob.page, textB);
+      await shot(alice.page, 'e2e-3-receipt-alice');
+      await alice.ctx.close();
+      await bob.ctx.close();
+      await carol.ctx.close();
+    });
 
   await t.test('half-open: carol behind a proxy that stops forwarding; her page notices the missing PINGs, '
     + 'reconnects, and the message sent meanwhile reaches bob once, with its MsgId', async () => {

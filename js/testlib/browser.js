@@ -117,11 +117,24 @@ export async function typeText(page, key, text) {
   return out.getAttribute('data-msgid');
 }
 
-/** Wait until our message `text` shows ✓✓ (within `timeout` ms). */
+/** The server took it: ✓ (acked), or ✓✓ when a recipient acked it too. */
+const TAKEN = '[data-status=acked], [data-status=delivered]';
+
+/** Wait until our message `text` shows the server's ack (within `timeout` ms). */
 export async function waitAcked(page, text, timeout) {
   return diagnose(page, `waiting for the ack of ${JSON.stringify(text)}`, async () => {
     const out = page.locator('#messages .msg.out').filter({ hasText: text });
-    await out.and(page.locator('[data-status=acked]')).waitFor({ timeout });
+    await out.and(page.locator(TAKEN)).waitFor({ timeout });
+  });
+}
+
+/** Wait until our message `text` shows ✓✓: a recipient acked it (RECEIPT). */
+export async function waitDelivered(page, text, timeout) {
+  return diagnose(page, `waiting for the receipt of ${JSON.stringify(text)}`, async () => {
+    const out = page.locator('#messages .msg.out').filter({ hasText: text });
+    await out.and(page.locator('[data-status=delivered]')).waitFor({ timeout });
+    const tick = await out.locator('.tick').textContent();
+    if (tick !== '✓✓') throw new Error(`delivered message shows tick ${JSON.stringify(tick)}`);
   });
 }
 
@@ -130,9 +143,11 @@ async function sendText0(page, key, text) {
   await page.fill('#text', text);
   await page.press('#text', 'Enter');
   const out = page.locator('#messages .msg.out').filter({ hasText: text });
-  await out.and(page.locator('[data-status=acked]')).waitFor();
-  const tick = await out.locator('.tick').textContent();
-  if (tick !== '✓✓') throw new Error(`acked message shows tick ${JSON.stringify(tick)}`);
+  await out.and(page.locator(TAKEN)).waitFor();
+  const [status, tick] = [await out.getAttribute('data-status'), await out.locator('.tick').textContent()];
+  if (tick !== { acked: '✓', delivered: '✓✓' }[status]) {
+    throw new Error(`a message ${status} shows tick ${JSON.stringify(tick)}`);
+  }
   return out.getAttribute('data-msgid');
 }
 

@@ -138,7 +138,7 @@ async function login() {
   events.length = 0;
   window.imLog.length = 0;
   for (const type of ['connecting', 'connectAck', 'close', 'reconnecting', 'logout', 'invalid', 'error',
-    'disconnect', 'ackTimeout', 'overflow', 'duplicate', 'sent']) {
+    'disconnect', 'ackTimeout', 'overflow', 'duplicate', 'sent', 'receipt']) {
     c.on(type, mine((d) => {
       const { error, ...rest } = d || {};
       window.imLog.push({ type, detail: rest, error: error && (error.code || error.message) });
@@ -183,6 +183,7 @@ async function login() {
   c.on('group', mine((d) => receive('group', d)));
   c.on('partGroup', mine((d) => receive('group', d)));
   c.on('sent', mine(({ msgId }) => setStatus(msgId, 'sent')));
+  c.on('receipt', mine(({ msgId }) => setStatus(msgId, 'delivered')));
   c.on('ackTimeout', mine(({ msgId }) => markLate(msgId)));
   c.on('invalid', mine(({ cmd, msgId }) => { if (!msgId) console.warn('server: invalid packet for cmd', cmd); }));
 
@@ -308,10 +309,14 @@ function renderContacts() {
   }
 }
 
-const TICKS = { queued: '…', sent: '✓', acked: '✓✓', failed: '✗' };
+// One tick: the server took it (PUB_ACK). Two: a recipient acked it (RECEIPT, when
+// the server has im_receipts on). Statuses only move forward, in this order.
+const TICKS = { queued: '…', sent: '○', acked: '✓', delivered: '✓✓', failed: '✗' };
 const TICK_TITLE = {
-  queued: 'not sent yet', sent: 'sent to the server', acked: 'accepted by the server', failed: 'not delivered',
+  queued: 'not sent yet', sent: 'sent, waiting for the server', acked: 'the server has it',
+  delivered: 'the recipient has it', failed: 'not delivered',
 };
+const RANK = { queued: 0, sent: 1, acked: 2, delivered: 3, failed: 4 };
 
 /** The sender's time: today as 14:05, another day with its date. */
 function timeText(ms) {
@@ -412,8 +417,8 @@ function receive(kind, d) {
 function setStatus(msgId, st, error) {
   const m = byMsgId.get(msgId);
   if (!m || m.dir !== 'out') return;
-  // ack before 'sent' cannot happen, but never go backwards
-  if (m.status === 'acked' || m.status === 'failed') return;
+  // never backwards: a receipt may come before the PUB_ACK
+  if (RANK[st] <= RANK[m.status] || m.status === 'failed') return;
   m.status = st;
   if (st !== 'sent') delete m.late;
   if (error) m.error = error;
