@@ -609,6 +609,11 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
 
     if (c->ssl == NULL) {
         ngx_http_im_own_pool(ctx);
+
+    } else {
+        /* the pool stays (it holds the TLS state); the credentials are
+         * let go as on a plain connection */
+        ngx_im_session_moved(s);
     }
 
 #if (NGX_HTTP_SSL)
@@ -1370,7 +1375,10 @@ ngx_http_im_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 
     case 0:
     case 1:
-        if (s->cred == NULL || ctx->finalized) {
+        /* the credentials stay in the connection's pool until the login
+         * is done: a refused login's name is in its access log line, a
+         * password never */
+        if (s->cred == NULL || (data == 1 && ctx->finalized)) {
             v->not_found = 1;
             return NGX_OK;
         }
@@ -1380,15 +1388,6 @@ ngx_http_im_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
                                         s->cred->user.len)
                : ngx_http_im_form_value(r, v, s->cred->pass.data,
                                         s->cred->pass.len);
-
-    case 4:
-        if (s->route.uid == 0 && !ngx_im_session_system(s)) {
-            /* not logged in (yet) */
-            v->not_found = 1;
-            return NGX_OK;
-        }
-
-        break;
 
     default:
         break;

@@ -647,6 +647,7 @@ ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
     ngx_im_events_session(s->route.uid, s->route.client_id, s->role,
                           &s->connection->addr_text,
                           ngx_im_session_transports[s->kind], NULL, 0);
+    s->online = 1;
 
     ngx_im_session_add_timer(s, imcf->ping_interval);
 
@@ -1169,6 +1170,15 @@ ngx_im_session_abort(ngx_im_session_t *s)
     ngx_im_session_ends(s, NGX_IM_END_ERROR);
 
     ngx_im_session_log_end(s);
+
+    if (s->online) {
+        /* the end reason's text is a literal: null-terminated */
+        ngx_im_events_session(s->route.uid, s->route.client_id, s->role,
+                              &s->connection->addr_text,
+                              ngx_im_session_transports[s->kind],
+                              (char *) ngx_im_session_end_reason(s)->data,
+                              ngx_im_session_time(s));
+    }
 }
 
 

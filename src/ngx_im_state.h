@@ -154,6 +154,7 @@ struct ngx_im_session_s {
     unsigned               utf16:1;         /* CONNECT counted UTF-16
                                                units (PROTOCOL.md 8) */
     unsigned               end:4;           /* NGX_IM_END_* */
+    unsigned               online:1;        /* its "online" event went */
 
     /* protocol messages, for the logs: whole ones read from the peer,
      * and queued for it (pushes, re-pushes, answers, heartbeats) */

@@ -8,7 +8,8 @@
 # logout, closed by client, kicked, re-push limit, login refused, protocol
 # error, connect timeout, ping timeout (a second nginx with a 1 s ping), idle
 # timeout (TCP), server shutdown. Before this, the access line of a session
-# was written at login and said nothing about its end.
+# was written at login and said nothing about its end. A session that was
+# online also ends with an "offline" event carrying the same reason.
 use strict;
 use warnings;
 use Test::More;
@@ -33,7 +34,8 @@ my $d = $t->testdir;
 # re-push limit; grace 1 s after a kick or a refusal; CONNECT within 3 s
 my $fmt = 'r=$im_end_reason|uid=$im_uid|cid=$im_client_id|t=$im_session_time'
     . '|in=$im_messages_in|out=$im_messages_out|st=$status|rt=$request_time'
-    . '|sa=$server_addr|sp=$server_port|ra=$remote_addr';
+    . '|sa=$server_addr|sp=$server_port|ra=$remote_addr'
+    . '|un=$im_username|pw=$im_password';
 $t->write_file_expand('nginx.conf', <<"EOF");
 %%TEST_GLOBALS%%
 daemon on;
@@ -44,6 +46,7 @@ im_repush_interval 1s;
 im_repush_max 1;
 im_close_grace 1s;
 im_connect_timeout 3s;
+im_events_stream im:events maxlen=10000;
 events { }
 http {
     %%TEST_GLOBALS_HTTP%%
@@ -143,6 +146,8 @@ sub check_session {
     ok(abs(($a->{t} // -9) - ($sec // 9)) < 0.002,
         "$name: \$im_session_time as in the error log");
     is($a->{ra}, '127.0.0.1', "$name: \$remote_addr");
+    is("$a->{un}/$a->{pw}", '-/-',
+        "$name: no user name, no password (let go at login)");
     is($a->{sa}, '127.0.0.1', "$name: \$server_addr");
     return ($a, $sec);
 }
@@ -230,7 +235,9 @@ each_transport(sub {
     ok($c->wait_closed(1 + $Test::Nginx::TIMEOUT), "$name: refused: closed");
     my @l = access_for('im.log', sp => $sp, r => 'login refused');
     is(scalar @l, 1, "$name: refused: one access line");
-    is($l[0] && $l[0]{uid}, '-', "$name: refused: no \$im_uid");
+    is($l[0] && $l[0]{uid}, '0', "$name: refused: \$im_uid 0");
+    is($l[0] && "$l[0]{un}|$l[0]{pw}", 'nobody|-',
+        "$name: refused: the user name, never the password");
     is($l[0] && "$l[0]{in}/$l[0]{out}", '1/1', "$name: refused: CONNECT in, CONNECT_ACK out");
     is($l[0] && $l[0]{st}, 101, "$name: refused: \$status 101");
 
@@ -246,8 +253,35 @@ each_transport(sub {
         . ($l[0] ? $l[0]{t} : 'none'));
     ok($l[0] && $l[0]{t} <= time - $t0 + 0.01,
         "$name: silent: nor over the client's own measure");
-    is($l[0] && "$l[0]{in}/$l[0]{out}/$l[0]{uid}", '0/0/-', "$name: silent: nothing in or out");
+    is($l[0] && "$l[0]{in}/$l[0]{out}/$l[0]{uid}", '0/0/0', "$name: silent: nothing in or out");
 });
+
+# "offline" events (the Redis stream): the end reason and the session's
+# time, only for sessions that were online
+{
+    require JSON::PP;
+    my @ev;
+    wait_until(sub {
+        my $r = $redis->cmd(XRANGE => 'im:events', '-', '+') // [];
+        @ev = grep { $_->{type} eq 'offline' }
+            map { my %f = @{$_->[1]}; JSON::PP::decode_json($f{event}) } @$r;
+        return @ev >= 12;
+    });
+    my %why;
+    push @{$why{$_->{uid}}}, $_->{reason} for @ev;
+    for my $i (0, 1) {
+        my $b = $base + 100 * ($i + 1);
+        my $name = (qw/ws wss/)[$i];
+        is_deeply($why{$b + 1}, ['logout'], "$name: offline event: logout");
+        is_deeply([sort @{$why{$b + 3} // []}], ['kicked', 'logout'],
+            "$name: offline events: kicked, then the other session's logout");
+        is_deeply($why{$b + 4}, ['re-push limit'],
+            "$name: offline event: re-push limit");
+    }
+    ok(!grep({ $_->{uid} == 0 } @ev), 'no offline event without a login');
+    ok(!grep({ ($_->{duration_ms} // '') !~ /^\d+$/ } @ev),
+        'offline events: duration_ms');
+}
 
 my @before = grep { /session end before login/ } split /\n/, $t->error_log;
 is(scalar(grep { /: login refused,/ } @before), 2, 'error log: two refused logins');
