@@ -172,7 +172,7 @@ ok(port_open($port{TCP}), "TCP API accepts on 127.0.0.1:$port{TCP}");
         my $l = $log->();
         return $l =~ /uid=1001 client=0 .*end="closed by client"/
             && $l =~ /uid=1002 client=0 .*end="closed by client"/
-            && $l =~ /uid=- .*end="login refused"/;
+            && $l =~ /uid=0 .*end="login refused"/;
     }, $TIMEOUT), 'im_session.log: a line at the end of each session')
         or diag($log->());
 }
