@@ -1033,9 +1033,10 @@ ngx_http_im_log_error(ngx_log_t *log, u_char *buf, size_t len)
  * is still known: the connection (client address, bytes sent, TLS), the
  * configuration of the im_websocket location (its access_log), status
  * 101, $request_time from the session's start and the $im_* variables.
- * The request line and headers were not kept: $request, $uri and $http_*
- * are empty.  A session that ends before it is detached keeps its request,
- * and nginx logs that as usual, with the same variables.
+ * The request line, its headers and its variables were not kept:
+ * $request, $uri, $http_* and what "set" gave are empty.  A session that
+ * ends before it is detached keeps its request, and nginx logs that as
+ * usual, with the same $im_* variables.
  */
 
 static void
@@ -1429,7 +1430,7 @@ ngx_http_im_session_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    if (data == 3) {
+    if (data == NGX_IM_FIGURE_REASON) {
         why = ngx_im_session_end_reason(ngx_http_im_ctx_session(ctx));
 
         if (why == NULL) {
@@ -1488,8 +1489,8 @@ static ngx_http_variable_t  ngx_http_im_vars[] = {
     { ngx_string("im_messages_out"), NULL, ngx_http_im_session_variable,
       NGX_IM_FIGURE_OUT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
-    { ngx_string("im_end_reason"), NULL, ngx_http_im_session_variable, 3,
-      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+    { ngx_string("im_end_reason"), NULL, ngx_http_im_session_variable,
+      NGX_IM_FIGURE_REASON, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };

@@ -68,6 +68,9 @@ ngx_str_t *ngx_im_session_end_reason(ngx_im_session_t *s);
 #define NGX_IM_FIGURE_IN    1
 #define NGX_IM_FIGURE_OUT   2
 #define NGX_IM_FIGURE_LEN   (NGX_TIME_T_LEN + 4)
+/* not a figure: the transports' variable tables number the end reason
+ * (ngx_im_session_end_reason()) after them */
+#define NGX_IM_FIGURE_REASON  3
 
 u_char *ngx_im_session_figure(u_char *p, ngx_im_session_t *s,
     ngx_uint_t which);

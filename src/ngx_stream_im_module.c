@@ -381,7 +381,7 @@ ngx_stream_im_variable(ngx_stream_session_t *s,
         return NGX_OK;
     }
 
-    if (data == 3) {
+    if (data == NGX_IM_FIGURE_REASON) {
         why = ngx_im_session_end_reason(ctx->session);
 
         if (why == NULL) {
@@ -421,8 +421,8 @@ static ngx_stream_variable_t  ngx_stream_im_vars[] = {
     { ngx_string("im_messages_out"), NULL, ngx_stream_im_variable,
       NGX_IM_FIGURE_OUT, NGX_STREAM_VAR_NOCACHEABLE, 0 },
 
-    { ngx_string("im_end_reason"), NULL, ngx_stream_im_variable, 3,
-      NGX_STREAM_VAR_NOCACHEABLE, 0 },
+    { ngx_string("im_end_reason"), NULL, ngx_stream_im_variable,
+      NGX_IM_FIGURE_REASON, NGX_STREAM_VAR_NOCACHEABLE, 0 },
 
       ngx_stream_null_variable
 };
