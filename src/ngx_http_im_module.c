@@ -6,8 +6,9 @@
  * the session (control frames, fragments, close handshake and its codes),
  * authentication of CONNECT by an in-memory background subrequest to the
  * operator's im_auth location, the $im_* variables the auth location uses
- * to build its request, and the im_status / im_metrics handlers (the
- * counters themselves are ngx_im_metrics.c's).
+ * to build its request and the access log uses at the session's end, that
+ * access log line, and the im_status / im_metrics handlers (the counters
+ * themselves are ngx_im_metrics.c's).
  */
 
 #include <ngx_config.h>
@@ -46,6 +47,8 @@ typedef struct {
     ngx_str_t               auth;
     ngx_str_t               file;       /* where im_websocket is */
     ngx_uint_t              line;
+    /* that location's configuration, for the access log at the end */
+    ngx_http_conf_ctx_t    *conf;
 } ngx_http_im_loc_conf_t;
 
 
@@ -63,6 +66,7 @@ typedef struct {
     ngx_http_request_t     *request;        /* NULL once detached */
     im_ws_parser_t          parser;
     ngx_event_t            *detach;         /* until detached */
+    ngx_http_conf_ctx_t    *conf;           /* the location's, for the log */
     uint16_t                peer_code;
     unsigned                echo:1;
     unsigned                got_close:1;
@@ -104,6 +108,7 @@ static void ngx_http_im_own_pool(ngx_http_im_ctx_t *ctx);
 static void ngx_http_im_close(ngx_http_im_ctx_t *ctx);
 static u_char *ngx_http_im_log_error(ngx_log_t *log, u_char *buf,
     size_t len);
+static void ngx_http_im_log_session(ngx_http_im_ctx_t *ctx);
 
 static void ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n);
 static size_t ngx_http_im_header(ngx_im_session_t *s, u_char *buf,
@@ -397,6 +402,7 @@ ngx_http_im_handler(ngx_http_request_t *r)
 
     ctx->request = r;
     ctx->echo = ilcf->echo;
+    ctx->conf = ilcf->conf;
 
     ctx->detach = ngx_im_event_alloc(ngx_http_im_detach_handler, ctx,
                                      c->log);
@@ -563,7 +569,9 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
 
     ctx->detaching = 1;
 
-    /* logs the request (status 101), runs its cleanups, frees its pool */
+    /* runs its cleanups, frees its pool; the access log line waits for
+     * the session's end (ngx_http_im_log_session) */
+    r->logged = 1;
     ngx_http_free_request(r, 0);
 
     c->destroyed = 0;
@@ -601,6 +609,11 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
 
     if (c->ssl == NULL) {
         ngx_http_im_own_pool(ctx);
+
+    } else {
+        /* the pool stays (it holds the TLS state); the credentials are
+         * let go as on a plain connection */
+        ngx_im_session_moved(s);
     }
 
 #if (NGX_HTTP_SSL)
@@ -940,9 +953,11 @@ ngx_http_im_own_pool(ngx_http_im_ctx_t *ctx)
     }
     ngx_im_session_moved(ngx_http_im_ctx_session(ctx));
 
-    /* the local address may have been looked up into the pool */
+    /* the local address may have been looked up into the pool, and the
+     * PROXY protocol header was read into it */
     c->local_sockaddr = NULL;
     c->local_socklen = 0;
+    c->proxy_protocol = NULL;
     c->buffer = NULL;
 
     blk->cln->handler = NULL;
@@ -961,6 +976,8 @@ ngx_http_im_close(ngx_http_im_ctx_t *ctx)
     ngx_connection_t  *c;
 
     c = ngx_http_im_ctx_connection(ctx);
+
+    ngx_http_im_log_session(ctx);
 
     if (c->pool) {
         /* the pool's cleanup frees the block */
@@ -1007,6 +1024,116 @@ ngx_http_im_log_error(ngx_log_t *log, u_char *buf, size_t len)
     c = log->data;
 
     return ngx_snprintf(p, len, ", client: %V", &c->addr_text);
+}
+
+
+/*
+ * The access log line of a detached session, at its end.  Its request is
+ * gone (docs/decisions/009), so one is made for the log phase, with what
+ * is still known: the connection (client address, bytes sent, TLS), the
+ * configuration of the im_websocket location (its access_log), status
+ * 101, $request_time from the session's start and the $im_* variables.
+ * The request line, its headers and its variables were not kept:
+ * $request, $uri, $http_* and what "set" gave are empty.  A session that
+ * ends before it is detached keeps its request, and nginx logs that as
+ * usual, with the same $im_* variables.
+ */
+
+static void
+ngx_http_im_log_session(ngx_http_im_ctx_t *ctx)
+{
+    ngx_uint_t                  i, n;
+    ngx_msec_t                  ms;
+    ngx_time_t                 *tp;
+    ngx_pool_t                 *pool, *cpool;
+    ngx_connection_t           *c;
+    ngx_http_request_t         *r;
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    if (ctx->conf == NULL) {
+        return;
+    }
+
+    c = ngx_http_im_ctx_connection(ctx);
+    cmcf = ctx->conf->main_conf[ngx_http_core_module.ctx_index];
+
+    n = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.nelts;
+    h = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.elts;
+
+    if (n == 0) {
+        return;
+    }
+
+    pool = ngx_create_pool(1024, c->log);
+    if (pool == NULL) {
+        return;
+    }
+
+    r = ngx_pcalloc(pool, sizeof(ngx_http_request_t));
+    if (r == NULL) {
+        goto done;
+    }
+
+    r->ctx = ngx_pcalloc(pool, sizeof(void *) * ngx_http_max_module);
+    r->variables = ngx_pcalloc(pool, cmcf->variables.nelts
+                                     * sizeof(ngx_http_variable_value_t));
+    if (r->ctx == NULL || r->variables == NULL) {
+        goto done;
+    }
+
+    r->signature = NGX_HTTP_MODULE;
+    r->connection = c;
+    r->pool = pool;
+    r->main = r;
+    r->count = 1;
+
+    r->main_conf = ctx->conf->main_conf;
+    r->srv_conf = ctx->conf->srv_conf;
+    r->loc_conf = ctx->conf->loc_conf;
+
+    r->method = NGX_HTTP_GET;
+    ngx_str_set(&r->method_name, "GET");
+    r->http_version = NGX_HTTP_VERSION_11;
+    ngx_str_set(&r->http_protocol, "HTTP/1.1");
+
+    r->headers_in.content_length_n = -1;
+    r->headers_in.keep_alive_n = -1;
+    r->headers_out.status = NGX_HTTP_SWITCHING_PROTOCOLS;
+    r->headers_out.content_length_n = -1;
+    r->headers_out.last_modified_time = -1;
+
+    /* $request_time: the session's time */
+    ms = ngx_im_session_time(ngx_http_im_ctx_session(ctx));
+    tp = ngx_timeofday();
+    ms = (ngx_msec_t) tp->sec * 1000 + tp->msec - ms;
+    r->start_sec = ms / 1000;
+    r->start_msec = ms % 1000;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_im_module);
+
+    /* a plain connection has no pool since the detach: lend it this one
+     * (the local address is looked up into it for $server_addr) */
+    cpool = c->pool;
+    if (cpool == NULL) {
+        c->pool = pool;
+    }
+
+    c->log->action = "logging im session";
+
+    for (i = 0; i < n; i++) {
+        (void) h[i](r);
+    }
+
+    if (cpool == NULL) {
+        c->pool = NULL;
+        c->local_sockaddr = NULL;
+        c->local_socklen = 0;
+    }
+
+done:
+
+    ngx_destroy_pool(pool);
 }
 
 
@@ -1236,7 +1363,9 @@ ngx_http_im_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_im_module);
 
-    if (ctx == NULL || ctx->finalized) {
+    /* the block lives until the connection is closed, after its access
+     * log line: the session's figures are read at the end too */
+    if (ctx == NULL) {
         v->not_found = 1;
         return NGX_OK;
     }
@@ -1247,7 +1376,10 @@ ngx_http_im_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 
     case 0:
     case 1:
-        if (s->cred == NULL) {
+        /* the credentials stay in the connection's pool until the login
+         * is done: a refused login's name is in its access log line, a
+         * password never */
+        if (s->cred == NULL || (data == 1 && ctx->finalized)) {
             v->not_found = 1;
             return NGX_OK;
         }
@@ -1280,6 +1412,54 @@ ngx_http_im_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 }
 
 
+/* the session's figures for the access log: $im_session_time,
+ * $im_messages_in, $im_messages_out, $im_end_reason */
+
+static ngx_int_t
+ngx_http_im_session_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char             *p;
+    ngx_str_t          *why;
+    ngx_http_im_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_im_module);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (data == NGX_IM_FIGURE_REASON) {
+        why = ngx_im_session_end_reason(ngx_http_im_ctx_session(ctx));
+
+        if (why == NULL) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        v->data = why->data;
+        v->len = why->len;
+
+    } else {
+        p = ngx_pnalloc(r->pool, NGX_IM_FIGURE_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->data = p;
+        v->len = ngx_im_session_figure(p, ngx_http_im_ctx_session(ctx), data)
+                 - p;
+    }
+
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
 static ngx_http_variable_t  ngx_http_im_vars[] = {
 
     { ngx_string("im_username"), NULL, ngx_http_im_variable, 0,
@@ -1299,6 +1479,18 @@ static ngx_http_variable_t  ngx_http_im_vars[] = {
 
     { ngx_string("im_worker"), NULL, ngx_http_im_variable, 5,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("im_session_time"), NULL, ngx_http_im_session_variable,
+      NGX_IM_FIGURE_TIME, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("im_messages_in"), NULL, ngx_http_im_session_variable,
+      NGX_IM_FIGURE_IN, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("im_messages_out"), NULL, ngx_http_im_session_variable,
+      NGX_IM_FIGURE_OUT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("im_end_reason"), NULL, ngx_http_im_session_variable,
+      NGX_IM_FIGURE_REASON, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -1603,6 +1795,7 @@ ngx_http_im_websocket(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ilcf->echo = cmd->offset;
     ilcf->file = cf->conf_file->file.name;
     ilcf->line = cf->conf_file->line;
+    ilcf->conf = cf->ctx;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_im_handler;

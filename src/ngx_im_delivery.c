@@ -278,6 +278,7 @@ ngx_im_delivery_repush_handler(ngx_event_t *ev)
                 ngx_im_store_strike(s->route.uid, f->msg);
             }
 
+            ngx_im_session_ends(s, NGX_IM_END_REPUSH);
             ngx_im_session_ops->close(s, NGX_IM_CLOSE_NORMAL);
             return;
         }

@@ -152,8 +152,15 @@ ngx_im_output_send(ngx_im_session_t *s, u_char *p, size_t n)
 
     ngx_im_stats->out[n && p[0] < NGX_IM_CMDS ? p[0] : 0]++;
 
-    return ngx_im_output_append(s, hdr, s->transport->header(s, hdr, n),
-                                 p, n);
+    if (ngx_im_output_append(s, hdr, s->transport->header(s, hdr, n), p, n)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    s->msgs_out++;
+
+    return NGX_OK;
 }
 
 

@@ -48,6 +48,8 @@ static void ngx_im_session_grace(ngx_im_session_t *s);
 static void ngx_im_session_login_done(ngx_im_session_t *s,
     ngx_uint_t code);
 static void ngx_im_session_kick(ngx_im_session_t *s);
+static ngx_uint_t ngx_im_session_end_of(ngx_uint_t reason);
+static void ngx_im_session_log_end(ngx_im_session_t *s);
 
 static void ngx_im_session_written(ngx_im_session_t *s);
 static void ngx_im_session_flushed(ngx_im_session_t *s);
@@ -65,6 +67,23 @@ static void ngx_im_session_route_receipt(ngx_im_route_t *r, u_char *p,
 
 
 static u_char        ngx_im_read_buf[NGX_IM_READ_BUF];
+
+/* NGX_IM_END_*: the words a business reads in the logs */
+static ngx_str_t     ngx_im_session_end_text[] = {
+    ngx_null_string,
+    ngx_string("logout"),
+    ngx_string("kicked"),
+    ngx_string("closed by client"),
+    ngx_string("ping timeout"),
+    ngx_string("re-push limit"),
+    ngx_string("slow consumer"),
+    ngx_string("protocol error"),
+    ngx_string("server shutdown"),
+    ngx_string("error"),
+    ngx_string("login refused"),
+    ngx_string("connect timeout"),
+    ngx_string("idle timeout")
+};
 static ngx_str_t     ngx_im_session_nobody = ngx_string("");
 static uint64_t      ngx_im_session_tokens;
 
@@ -131,6 +150,11 @@ ngx_im_session_create(ngx_connection_t *c, ngx_im_transport_t *transport,
         }
     }
 
+    /* the session's time runs from here: on WebSocket the connection may
+     * have served other requests before the handshake (keepalive), and
+     * nothing follows a session on it, so keepalive_time is not affected */
+    c->start_time = ngx_current_msec;
+
     s->connection = c;
     s->transport = transport;
     s->ctx = ctx;
@@ -153,6 +177,8 @@ ngx_im_session_create(ngx_connection_t *c, ngx_im_transport_t *transport,
     if (transport->system) {
         /* the TCP API speaks as the system, uid 0, from the start */
         s->state = NGX_IM_S_LIVE;
+
+        ngx_log_error(NGX_LOG_INFO, c->log, 0, "im: backend session start");
 
     } else {
         s->state = NGX_IM_S_CONNECT;
@@ -280,6 +306,7 @@ ngx_im_session_message(ngx_im_session_t *s, u_char *p, size_t n)
     if (s->state != NGX_IM_S_AUTH) {
         /* what is deferred during the login counts when it is replayed */
         ngx_im_stats->in[n && p[0] < NGX_IM_CMDS ? p[0] : 0]++;
+        s->msgs_in++;
     }
 
     switch (s->state) {
@@ -424,7 +451,7 @@ ngx_im_session_live(ngx_im_session_t *s, u_char *p, size_t n, im_msg_t *m)
         return;
 
     case IM_CMD_DISCONNECT:
-        ngx_im_session_close(s, NGX_IM_CLOSE_LEFT);
+        ngx_im_session_close_why(s, NGX_IM_CLOSE_LEFT, NGX_IM_END_LOGOUT);
         return;
 
     default:
@@ -461,6 +488,8 @@ ngx_im_session_drain_with(ngx_im_session_t *s, ngx_uint_t reason,
     if (ngx_im_session_stopped(s)) {
         return;
     }
+
+    ngx_im_session_ends(s, ngx_im_session_end_of(reason));
 
     if (ngx_im_publish_pending(s)) {
         s->drain_reason = (uint16_t) reason;
@@ -595,6 +624,7 @@ ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
     ngx_im_stats->logins[code < 4 ? code : 2]++;
 
     if (code != 0) {
+        ngx_im_session_ends(s, NGX_IM_END_REFUSED);
         ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                       "im: login of \"%V\" refused with code %ui",
                       s->cred ? &s->cred->user : &ngx_im_session_nobody,
@@ -617,6 +647,7 @@ ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
     ngx_im_events_session(s->route.uid, s->route.client_id, s->role,
                           &s->connection->addr_text,
                           ngx_im_session_transports[s->kind], NULL, 0);
+    s->online = 1;
 
     ngx_im_session_add_timer(s, imcf->ping_interval);
 
@@ -659,6 +690,7 @@ ngx_im_session_kick(ngx_im_session_t *s)
     }
 
     ngx_im_stats->kicked++;
+    ngx_im_session_ends(s, NGX_IM_END_KICKED);
     ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                   "im: uid %uD client %d logged in elsewhere", s->route.uid,
                   (int) s->route.client_id);
@@ -795,7 +827,7 @@ ngx_im_session_timeout(ngx_im_timer_t *t)
     case NGX_IM_S_CONNECT:
         ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                       "im: no CONNECT in time");
-        ngx_im_session_close(s, NGX_IM_CLOSE_POLICY);
+        ngx_im_session_close_why(s, NGX_IM_CLOSE_POLICY, NGX_IM_END_CONNECT);
         return;
 
     case NGX_IM_S_GRACE:
@@ -812,7 +844,7 @@ ngx_im_session_timeout(ngx_im_timer_t *t)
         if (s->ping_sent) {
             ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                           "im: uid %uD: no PING_RESP in time", s->route.uid);
-            ngx_im_session_close(s, NGX_IM_CLOSE_NORMAL);
+            ngx_im_session_close_why(s, NGX_IM_CLOSE_NORMAL, NGX_IM_END_PING);
             return;
         }
 
@@ -841,9 +873,54 @@ ngx_im_close_hard(ngx_uint_t reason)
 }
 
 
+/* the cause a close reason tells by itself; NGX_IM_CLOSE_NORMAL tells
+ * none: each of its callers names its own (ngx_im_session_close_why) */
+
+static ngx_uint_t
+ngx_im_session_end_of(ngx_uint_t reason)
+{
+    switch (reason) {
+
+    case NGX_IM_CLOSE_NORMAL:
+        return NGX_IM_END_NONE;
+
+    case NGX_IM_CLOSE_SHUTDOWN:
+        return NGX_IM_END_SHUTDOWN;
+
+    case NGX_IM_CLOSE_PROTOCOL:
+    case NGX_IM_CLOSE_TEXT:
+    case NGX_IM_CLOSE_POLICY:
+    case NGX_IM_CLOSE_TOO_BIG:
+        return NGX_IM_END_PROTOCOL;
+
+    case NGX_IM_CLOSE_EOF:
+    case NGX_IM_CLOSE_LEFT:
+    case NGX_IM_CLOSE_FLUSH:        /* a half-close, answers due first */
+        return NGX_IM_END_CLIENT;
+
+    case NGX_IM_CLOSE_SLOW:
+        return NGX_IM_END_SLOW;
+
+    default: /* NGX_IM_CLOSE_ERROR */
+        return NGX_IM_END_ERROR;
+    }
+}
+
+
+void
+ngx_im_session_close_why(ngx_im_session_t *s, ngx_uint_t reason,
+    ngx_uint_t why)
+{
+    ngx_im_session_ends(s, why);
+    ngx_im_session_close(s, reason);
+}
+
+
 void
 ngx_im_session_close(ngx_im_session_t *s, ngx_uint_t reason)
 {
+    ngx_im_session_ends(s, ngx_im_session_end_of(reason));
+
     switch (s->close_phase) {
 
     case NGX_IM_CP_NONE:
@@ -1024,6 +1101,10 @@ ngx_im_session_shutdown(ngx_im_session_t *s, ngx_uint_t wait)
     ngx_log_debug1(NGX_LOG_DEBUG_EVENT, c->log, 0,
                    "im session: uid %uD: the worker is going", s->route.uid);
 
+    /* nginx also ends a request that failed: that is no shutdown */
+    ngx_im_session_ends(s, (ngx_exiting || ngx_quit || ngx_terminate)
+                           ? NGX_IM_END_SHUTDOWN : NGX_IM_END_ERROR);
+
     if (wait && ngx_im_publish_pending(s)) {
         /* answers still due go out first */
         ngx_im_session_drain(s, NGX_IM_CLOSE_FLUSH);
@@ -1083,4 +1164,87 @@ ngx_im_session_abort(ngx_im_session_t *s)
     ngx_im_output_free(s);
 
     ngx_im_gauges->sessions[s->kind]--;
+
+    /* nginx closed the connection under a session that had no other
+     * cause (a handshake that failed half-way) */
+    ngx_im_session_ends(s, NGX_IM_END_ERROR);
+
+    ngx_im_session_log_end(s);
+
+    if (s->online) {
+        /* the end reason's text is a literal: null-terminated */
+        ngx_im_events_session(s->route.uid, s->route.client_id, s->role,
+                              &s->connection->addr_text,
+                              ngx_im_session_transports[s->kind],
+                              (char *) ngx_im_session_end_reason(s)->data,
+                              ngx_im_session_time(s));
+    }
+}
+
+
+ngx_str_t *
+ngx_im_session_end_reason(ngx_im_session_t *s)
+{
+    if (s->end == NGX_IM_END_NONE) {
+        return NULL;
+    }
+
+    return &ngx_im_session_end_text[s->end];
+}
+
+
+u_char *
+ngx_im_session_figure(u_char *p, ngx_im_session_t *s, ngx_uint_t which)
+{
+    ngx_msec_t  ms;
+
+    switch (which) {
+
+    case NGX_IM_FIGURE_TIME:
+        ms = ngx_im_session_time(s);
+        return ngx_sprintf(p, "%T.%03M", (time_t) (ms / 1000), ms % 1000);
+
+    case NGX_IM_FIGURE_IN:
+        return ngx_sprintf(p, "%uD", s->msgs_in);
+
+    default: /* NGX_IM_FIGURE_OUT */
+        return ngx_sprintf(p, "%uD", s->msgs_out);
+    }
+}
+
+
+/* one line at info per session: who, why, how long, how many messages;
+ * the connection's log adds the client's address */
+
+static void
+ngx_im_session_log_end(ngx_im_session_t *s)
+{
+    ngx_msec_t  ms;
+    ngx_str_t  *why;
+
+    ms = ngx_im_session_time(s);
+    why = ngx_im_session_end_reason(s);
+
+    if (ngx_im_session_system(s)) {
+        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                      "im: backend session end: %V, %T.%03M s, "
+                      "messages in %uD, out %uD",
+                      why, (time_t) (ms / 1000), ms % 1000,
+                      s->msgs_in, s->msgs_out);
+
+    } else if (s->route.uid == 0) {
+        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                      "im: session end before login: %V, %T.%03M s, "
+                      "messages in %uD, out %uD",
+                      why, (time_t) (ms / 1000), ms % 1000,
+                      s->msgs_in, s->msgs_out);
+
+    } else {
+        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                      "im: uid %uD client %d session end: %V, %T.%03M s, "
+                      "messages in %uD, out %uD",
+                      s->route.uid, (int) s->route.client_id,
+                      why, (time_t) (ms / 1000), ms % 1000,
+                      s->msgs_in, s->msgs_out);
+    }
 }

@@ -38,6 +38,10 @@ void ngx_im_session_auth_done(ngx_im_session_t *s, ngx_uint_t code,
     uint32_t uid);
 
 void ngx_im_session_close(ngx_im_session_t *s, ngx_uint_t reason);
+/* as ngx_im_session_close(), naming the cause for the logs (NGX_IM_END_*)
+ * where the reason alone does not tell it */
+void ngx_im_session_close_why(ngx_im_session_t *s, ngx_uint_t reason,
+    ngx_uint_t why);
 /* close once every pending publish has had its answer (the framing is
  * broken, or a text frame came): no more input is taken */
 void ngx_im_session_drain(ngx_im_session_t *s, ngx_uint_t reason);
@@ -50,6 +54,26 @@ void ngx_im_session_peer_closed(ngx_im_session_t *s);
 ngx_int_t ngx_im_session_shutdown(ngx_im_session_t *s, ngx_uint_t wait);
 /* the connection is going away under us (nginx closes it): tear down now */
 void ngx_im_session_abort(ngx_im_session_t *s);
+
+/* for the logs: why it ended ("kicked", "ping timeout"...; NULL while it
+ * lasts), milliseconds since it began, protocol messages in and out */
+ngx_str_t *ngx_im_session_end_reason(ngx_im_session_t *s);
+#define ngx_im_session_time(s)                                                \
+    ((ngx_msec_t) (ngx_current_msec - (s)->connection->start_time))
+
+/* a log variable's text: NGX_IM_FIGURE_TIME "12.345" (seconds with
+ * milliseconds, as $request_time), _IN and _OUT the message counts; at
+ * most NGX_IM_FIGURE_LEN bytes */
+#define NGX_IM_FIGURE_TIME  0
+#define NGX_IM_FIGURE_IN    1
+#define NGX_IM_FIGURE_OUT   2
+#define NGX_IM_FIGURE_LEN   (NGX_TIME_T_LEN + 4)
+/* not a figure: the transports' variable tables number the end reason
+ * (ngx_im_session_end_reason()) after them */
+#define NGX_IM_FIGURE_REASON  3
+
+u_char *ngx_im_session_figure(u_char *p, ngx_im_session_t *s,
+    ngx_uint_t which);
 
 /* input is still taken */
 #define ngx_im_session_reading(s)  (!ngx_im_session_stopped(s))

@@ -60,6 +60,26 @@ typedef struct ngx_im_session_s  ngx_im_session_t;
 #define NGX_IM_CLOSE_LEFT       5     /* the client said goodbye
                                          (DISCONNECT or a close frame) */
 
+/*
+ * Why a session ended, as the logs say it (ngx_im_session_end_reason()):
+ * the first cause known is kept, so a kicked session that the client then
+ * closes ended as kicked.  The close reasons above drive the goodbye; these
+ * only name the cause, and several of them close with NGX_IM_CLOSE_NORMAL.
+ */
+#define NGX_IM_END_NONE         0     /* not ended (yet) */
+#define NGX_IM_END_LOGOUT       1     /* the client sent DISCONNECT */
+#define NGX_IM_END_KICKED       2     /* logged in elsewhere, or kicked */
+#define NGX_IM_END_CLIENT       3     /* close frame, end of file */
+#define NGX_IM_END_PING         4     /* no PING_RESP in time */
+#define NGX_IM_END_REPUSH       5     /* a push unacked after im_repush_max */
+#define NGX_IM_END_SLOW         6     /* over im_send_buffer unsent */
+#define NGX_IM_END_PROTOCOL     7
+#define NGX_IM_END_SHUTDOWN     8     /* the worker is going */
+#define NGX_IM_END_ERROR        9
+#define NGX_IM_END_REFUSED      10    /* the login was refused */
+#define NGX_IM_END_CONNECT      11    /* no CONNECT in time */
+#define NGX_IM_END_IDLE         12    /* the TCP API's idle timeout */
+
 
 typedef struct {
     /* "speaks as the system": uid 0, live from the start, no CONNECT, no
@@ -133,6 +153,13 @@ struct ngx_im_session_s {
     unsigned               receipts:1;      /* wants RECEIPT messages */
     unsigned               utf16:1;         /* CONNECT counted UTF-16
                                                units (PROTOCOL.md 8) */
+    unsigned               end:4;           /* NGX_IM_END_* */
+    unsigned               online:1;        /* its "online" event went */
+
+    /* protocol messages, for the logs: whole ones read from the peer,
+     * and queued for it (pushes, re-pushes, answers, heartbeats) */
+    uint32_t               msgs_in;
+    uint32_t               msgs_out;
 
     /* from CONNECT, in the connection's pool, until the login is done */
     struct ngx_im_cred_s  *cred;
@@ -171,6 +198,16 @@ struct ngx_im_session_s {
 /* torn down: no longer in the router, nothing more is pushed */
 #define ngx_im_session_torn_down(s)                                           \
     ((s)->close_phase >= NGX_IM_CP_FLUSHING)
+
+
+/* the first cause of the end is the one the logs tell */
+static ngx_inline void
+ngx_im_session_ends(ngx_im_session_t *s, ngx_uint_t why)
+{
+    if (s->end == NGX_IM_END_NONE) {
+        s->end = why;
+    }
+}
 
 
 #endif /* _NGX_IM_STATE_H_INCLUDED_ */

@@ -2,7 +2,9 @@
  * ngx_stream_im_module.c: the TCP backend API transport.
  *
  * Owns the im_tcp stream server: [Len:32][message] framing in both
- * directions and the idle timeout.  Each connection is a session speaking
+ * directions, the idle timeout and the $im_* variables of the stream
+ * access log (written by nginx at the session's end).  Each connection is a
+ * session speaking
  * as the system (uid 0); what a message means is the session's business,
  * so the behaviour is exactly that of the WebSocket path.
  */
@@ -42,6 +44,7 @@ static size_t ngx_stream_im_header(ngx_im_session_t *s, u_char *buf,
 static ngx_int_t ngx_stream_im_auth(ngx_im_session_t *s);
 static void ngx_stream_im_finalize(ngx_im_session_t *s);
 
+static ngx_int_t ngx_stream_im_add_variables(ngx_conf_t *cf);
 static void *ngx_stream_im_create_srv_conf(ngx_conf_t *cf);
 static char *ngx_stream_im_merge_srv_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -70,7 +73,7 @@ static ngx_command_t  ngx_stream_im_commands[] = {
 
 
 static ngx_stream_module_t  ngx_stream_im_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_stream_im_add_variables,           /* preconfiguration */
     NULL,                                  /* postconfiguration */
 
     NULL,                                  /* create main configuration */
@@ -204,7 +207,8 @@ ngx_stream_im_read_handler(ngx_event_t *ev)
     if (ev->timedout) {
         ev->timedout = 0;
         ngx_log_error(NGX_LOG_INFO, c->log, 0, "im: backend idle timeout");
-        ngx_im_session_close(ctx->session, NGX_IM_CLOSE_NORMAL);
+        ngx_im_session_close_why(ctx->session, NGX_IM_CLOSE_NORMAL,
+                                 NGX_IM_END_IDLE);
         return;
     }
 
@@ -356,6 +360,90 @@ ngx_stream_im_finalize(ngx_im_session_t *s)
     }
 
     ngx_stream_finalize_session(ctx->stream, NGX_STREAM_OK);
+}
+
+
+/* the session's figures for the stream access log, as on WebSocket */
+
+static ngx_int_t
+ngx_stream_im_variable(ngx_stream_session_t *s,
+    ngx_stream_variable_value_t *v, uintptr_t data)
+{
+    u_char               *p;
+    ngx_str_t            *why;
+    ngx_stream_im_ctx_t  *ctx;
+
+    ctx = ngx_stream_get_module_ctx(s, ngx_stream_im_module);
+
+    /* none: the server is not im_tcp, or access was denied */
+    if (ctx == NULL || ctx->session == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (data == NGX_IM_FIGURE_REASON) {
+        why = ngx_im_session_end_reason(ctx->session);
+
+        if (why == NULL) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        v->data = why->data;
+        v->len = why->len;
+
+    } else {
+        p = ngx_pnalloc(s->connection->pool, NGX_IM_FIGURE_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->data = p;
+        v->len = ngx_im_session_figure(p, ctx->session, data) - p;
+    }
+
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_stream_variable_t  ngx_stream_im_vars[] = {
+
+    { ngx_string("im_session_time"), NULL, ngx_stream_im_variable,
+      NGX_IM_FIGURE_TIME, NGX_STREAM_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("im_messages_in"), NULL, ngx_stream_im_variable,
+      NGX_IM_FIGURE_IN, NGX_STREAM_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("im_messages_out"), NULL, ngx_stream_im_variable,
+      NGX_IM_FIGURE_OUT, NGX_STREAM_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("im_end_reason"), NULL, ngx_stream_im_variable,
+      NGX_IM_FIGURE_REASON, NGX_STREAM_VAR_NOCACHEABLE, 0 },
+
+      ngx_stream_null_variable
+};
+
+
+static ngx_int_t
+ngx_stream_im_add_variables(ngx_conf_t *cf)
+{
+    ngx_stream_variable_t  *var, *v;
+
+    for (v = ngx_stream_im_vars; v->name.len; v++) {
+        var = ngx_stream_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
 }
 
 

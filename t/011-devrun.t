@@ -5,8 +5,11 @@
 # is not disturbed) it answers a WebSocket upgrade on /ws with 101, the same
 # over TLS on /wss, accepts TCP on the API port, checks logins with the dev
 # user centre and serves the chat page;
-# after SIGINT it exits 0 and no process it started (nginx master and
-# workers, redis-server, im-usercentre) is left, within a bound.
+# each session leaves a line in im_session.log at its end; a reload ends
+# while a client stays connected (the old worker goes at
+# worker_shutdown_timeout, 10 s); after SIGINT it exits 0 and no process it
+# started (nginx master and workers, redis-server, im-usercentre) is left,
+# within a bound.
 
 use strict;
 use warnings;
@@ -31,7 +34,7 @@ my $repo = $t->repo;
 plan(skip_all => 'tools/im-usercentre missing')
     unless -x "$repo/tools/im-usercentre";
 
-$t->plan(16);
+$t->plan(19);
 
 my $d = $t->testdir;
 my $dir = "$d/run";
@@ -159,6 +162,35 @@ ok(port_open($port{TCP}), "TCP API accepts on 127.0.0.1:$port{TCP}");
     my $mallory = IM::Client->new(port => $port{WS}, path => '/ws');
     is($mallory->login('alice', 'wrong'), 3, 'a wrong password gets code 3');
     $_->close for $alice, $bob, $mallory;
+}
+
+# one line per session in im_session.log, written at its end
+{
+    my $log = sub { -f "$dir/im_session.log"
+        ? $t->read_file("$dir/im_session.log") : '' };
+    ok(wait_until(sub {
+        my $l = $log->();
+        return $l =~ /uid=1001 client=0 .*end="closed by client"/
+            && $l =~ /uid=1002 client=0 .*end="closed by client"/
+            && $l =~ /uid=0 .*end="login refused"/;
+    }, $TIMEOUT), 'im_session.log: a line at the end of each session')
+        or diag($log->());
+}
+
+# a reload with a client still connected: the old worker goes at
+# worker_shutdown_timeout (10 s) instead of waiting for the client
+{
+    my $carol = IM::Client->new(port => $port{WS}, path => '/ws');
+    is($carol->login('alice', 'alice-secret'), 0,
+        'a client logged in before a reload');
+    my ($master) = grep { cmdline($_) =~ /nginx: master/ }
+        descendants($devrun);
+    my @old = grep { cmdline($_) =~ /nginx: worker/ } descendants($master);
+    kill 'HUP', $master;
+    ok(@old && wait_until(sub { !grep { alive($_) } @old }, 10 + $TIMEOUT),
+        'reload: the old workers exit although the client stays connected')
+        or diag("old workers: @old");
+    $carol->close;
 }
 
 SKIP: {

@@ -59,7 +59,7 @@ http {
     map \$im_username \$login_key { ~^u\\d+\$ ""; default \$im_username; }
     limit_req_zone \$login_key zone=per_user:1m rate=1r/m;
     # docs/GUIDE.md 6: which variable has a value where
-    log_format ws '[\$pre] \$im_username \$im_uid \$im_client_id \$status';
+    log_format ws '\$im_username \$im_uid \$im_client_id \$status';
     log_format auth '\$im_username \$im_uid \$im_client_id \$im_role';
     server {
         listen 127.0.0.1:%%PORT_9095%% reuseport;
@@ -69,6 +69,7 @@ http {
             # a handshake limit too: the auth location's must still count
             limit_req zone=per_ip burst=1000 nodelay;
             set \$pre "\$im_username|\$im_uid|\$im_worker";
+            add_header X-Pre \$pre always;
             access_log ${\ $t->testdir }/ws.log ws;
         }
         location = /status { im_status; }
@@ -248,11 +249,16 @@ sub answer {
     my $c = IM::Client->new(port => port(9095));
     is($c->login('u4200', 'pw', role => 2, client_id => 7), 0,
         'variables: u4200 logs in with role 2, ClientId 7');
+    like($c->ws->header('x-pre') // '', qr/^\|\|\d+$/,
+        'variables: handshake: only $im_worker');
+    # the access line is written at the session's end (GUIDE 8)
+    $c->disconnect;
+    $c->wait_closed(5);
     my $d = $t->testdir;
     my ($ws, $auth) = ('', '');
     wait_until(sub {
         $ws = $t->read_file('ws.log') // '' if -f "$d/ws.log";
-        return $ws =~ /u4200/;
+        return $ws =~ / 4200 7 /;
     }, 5);
     my ($req) = grep { ($_->{params}{username} // '') eq 'u4200' }
         $uc->requests;
@@ -263,9 +269,8 @@ sub answer {
     like($auth, qr/^u4200 4200 7 2$/m,
         'variables: the auth location\'s own log line, after the answer: '
         . 'the uid');
-    like($ws, qr/^\[\|\|\d+\] u4200 4200 7 101$/m,
-        'variables: handshake: only $im_worker; access log: name, uid, '
-        . 'ClientId');
+    like($ws, qr/^- 4200 7 101$/m,
+        'variables: access log: uid, ClientId; the name was let go at login');
 }
 
 $t->stop;
