@@ -207,6 +207,11 @@ check(const uint8_t *in, size_t len)
         CHECK(t.entry == in + IM_TRAFFIC_HEAD_LEN(t.origin_len) + 8);
         CHECK(t.entry_len == len - IM_TRAFFIC_HEAD_LEN(t.origin_len) - 8);
 
+    } else if (t.type == 'R') {
+        CHECK(t.entry == in + IM_TRAFFIC_HEAD_LEN(t.origin_len));
+        CHECK(t.entry_len == len - IM_TRAFFIC_HEAD_LEN(t.origin_len));
+        CHECK(t.seq == 0);
+
     } else {
         CHECK(t.entry == NULL && t.entry_len == 0 && t.seq == 0);
     }
