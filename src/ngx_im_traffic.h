@@ -42,9 +42,9 @@
  * Origin, Flags) must be complete; 'D' needs its Seq (the entry is
  * checked by the caller, it may be empty here); 'R' takes the rest as its
  * receipt (in entry, checked by the caller); 'K' needs ClientId and
- * Token, 'L' Scope and ClientId, 'A' its Nonce; 'J' has a nonce when 8 bytes follow the head;
- * bytes after the last field are ignored, except for 'D', where they are
- * the entry.  Any other type is an error.
+ * Token, 'L' Scope and ClientId, 'A' its Nonce; 'J' has a nonce when 8
+ * bytes follow the head; bytes after the last field are ignored, except
+ * for 'D', where they are the entry.  Any other type is an error.
  *
  * The parser never copies: origin and entry point into the input.  The
  * builders never allocate: the caller sizes the output with the
