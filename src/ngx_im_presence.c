@@ -93,6 +93,22 @@ static char  ngx_im_presence_register_script[] =
     "return 1";
 
 
+/* the admin API's read: EVAL script n im:s:<uid>...; entries past their
+ * deadline are left to the next login's count to remove */
+static char  ngx_im_presence_sessions_script[] =
+    "local now = tonumber(redis.call('time')[1]) "
+    "local out = {} "
+    "for k = 1, #KEYS do "
+    "local all = redis.call('hgetall', KEYS[k]) "
+    "local live = {} "
+    "for i = 1, #all, 2 do "
+    "local d = tonumber(string.match(all[i + 1], '^(%d+) ')) "
+    "if d and d >= now then "
+    "live[#live + 1] = all[i] live[#live + 1] = all[i + 1] end end "
+    "out[k] = live end "
+    "return out";
+
+
 /* the heartbeat: a later deadline for this session's entry, if it still
  * has one (a session that made room for a newer one has not) */
 static char  ngx_im_presence_refresh_script[] =
@@ -329,6 +345,50 @@ ngx_im_presence_logout(uint32_t uid, uint8_t scope, uint8_t client_id)
     }
 
     (void) ngx_im_table_publish(uid, buf, len, NULL, NULL);
+}
+
+
+ngx_int_t
+ngx_im_presence_sessions(uint32_t *uids, ngx_uint_t n,
+    ngx_im_redis_cb_pt cb, void *data)
+{
+    u_char       *keys, *p, nkeys[NGX_INT_T_LEN];
+    size_t       *argvlen;
+    ngx_int_t     rc;
+    ngx_uint_t    i;
+    const char  **argv;
+
+    /* one allocation: the argument vectors and the keys */
+
+    keys = ngx_alloc((n + 3) * (sizeof(char *) + sizeof(size_t))
+                     + n * sizeof("im:s:4294967295"), ngx_cycle->log);
+    if (keys == NULL) {
+        return NGX_ERROR;
+    }
+
+    argv = (const char **) keys;
+    argvlen = (size_t *) (argv + n + 3);
+    p = (u_char *) (argvlen + n + 3);
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = ngx_im_presence_sessions_script;
+    argvlen[1] = sizeof(ngx_im_presence_sessions_script) - 1;
+    argv[2] = (char *) nkeys;
+    argvlen[2] = ngx_sprintf(nkeys, "%ui", n) - nkeys;
+
+    for (i = 0; i < n; i++) {
+        argv[3 + i] = (char *) p;
+        argvlen[3 + i] = ngx_sprintf(p, "im:s:%uD", uids[i]) - p;
+        p += argvlen[3 + i];
+    }
+
+    rc = ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, cb, data, (int) (n + 3), argv,
+                          argvlen);
+
+    ngx_free(keys);
+
+    return rc;
 }
 
 

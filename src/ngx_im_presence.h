@@ -29,6 +29,15 @@ void ngx_im_presence_kicked(ngx_im_user_t *u, ngx_uint_t own,
 /* the admin API: uid's sessions of client_id, or every one of them
  * (IM_TRAFFIC_L_EVERY), are logged out on every worker and node */
 void ngx_im_presence_logout(uint32_t uid, uint8_t scope, uint8_t client_id);
+/*
+ * The admin API's presence: the live entries of im:s:<uid> for each of
+ * uids (registered with im_api or im_max_sessions), read in one script;
+ * cb gets an array with, per uid in order, an array of field, value
+ * pairs: "<node>/<instance>:<pid>:<token>", "<deadline> <login time, us>
+ * <ClientId> [<Role>]".
+ */
+ngx_int_t ngx_im_presence_sessions(uint32_t *uids, ngx_uint_t n,
+    ngx_im_redis_cb_pt cb, void *data);
 /* an 'L' record for uid from another worker */
 void ngx_im_presence_logged_out(ngx_im_user_t *u, im_traffic_t *t);
 
