@@ -10,7 +10,7 @@
  * publish goes through the session layer's pipeline without a session
  * (ngx_im_publish.c), the inbox is the store's (ngx_im_store.c).  Access
  * control is nginx's own (allow/deny, auth_request) in the same location;
- * docs/API.md is the contract, docs/decisions/024-admin-api.md says why.
+ * docs/API.md is the contract, docs/decisions/026-admin-api.md says why.
  *
  * A request waits for Redis with r->main->count raised by the body read
  * and is finalized from the last callback; the request and its pool live

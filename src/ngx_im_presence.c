@@ -19,7 +19,7 @@
  * With an im_api location (imcf->registry) every login registers there
  * too, without a cap and without waiting for the answer, so that the
  * admin API can tell where a uid's sessions are; the entry then also
- * holds the session's Role (docs/decisions/024-admin-api.md).
+ * holds the session's Role (docs/decisions/026-admin-api.md).
  */
 
 #include "ngx_im_presence.h"
