@@ -46,10 +46,8 @@ struct ngx_http_im_api_ctx_s {
     uint32_t              *uids;
     ngx_uint_t             nuids;
 
-    /* Redis replies still due, and the first failure among them */
+    /* recall: Redis replies still due */
     ngx_uint_t             pending;
-    unsigned               failed:1;
-    unsigned               started:1;      /* every command was sent */
 
     /* kick */
     uint8_t                client_id;
@@ -57,6 +55,8 @@ struct ngx_http_im_api_ctx_s {
 
     /* publish and recall */
     u_char                 msgid[IM_MSGID_LEN];
+    uint32_t               from;           /* publish: the sender */
+    uint32_t               target;         /* publish: the uid or gid */
 
     cJSON                 *out;            /* the answer being built */
     cJSON                 *list;           /* an array in it */
@@ -1059,7 +1059,7 @@ ngx_http_im_api_kick_read(redisReply *reply, void *data)
 static ngx_int_t
 ngx_http_im_api_publish(ngx_http_im_api_ctx_t *ctx, cJSON *body)
 {
-    u_char               err[256], *buf, *uids_be, *p;
+    u_char               err[256], *buf, *uids_be;
     size_t               plen, n;
     uint32_t             from, to, gid, uid;
     cJSON               *f, *payload, *list;
@@ -1166,10 +1166,9 @@ ngx_http_im_api_publish(ngx_http_im_api_ctx_t *ctx, cJSON *body)
 
     } else {
         /* 32 hex digits: the time and a random part */
-        p = ngx_sprintf(ctx->msgid, "%016xL%08xD%08xD",
-                        (uint64_t) ngx_time(), (uint32_t) ngx_random(),
-                        (uint32_t) ngx_random());
-        (void) p;
+        (void) ngx_sprintf(ctx->msgid, "%016xL%08xD%08xD",
+                           (uint64_t) ngx_time(), (uint32_t) ngx_random(),
+                           (uint32_t) ngx_random());
     }
 
     /* the uid list of a part-group message, big-endian */
@@ -1226,12 +1225,8 @@ ngx_http_im_api_publish(ngx_http_im_api_ctx_t *ctx, cJSON *body)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->uids = NULL;
-    ctx->nuids = has_to ? to : gid;      /* for the refusal's reason */
-    ctx->client_id = 0;
-    ctx->every = has_gid;
-    ctx->extra = NULL;
-    ctx->pending = from;
+    ctx->from = from;
+    ctx->target = has_to ? to : gid;     /* for a refusal's reason */
 
     if (ngx_im_publish_api(from, buf, n, &m, ngx_http_im_api_published, ctx)
         != NGX_OK)
@@ -1260,12 +1255,12 @@ ngx_http_im_api_published(void *data, ngx_int_t rc, ngx_uint_t why,
 
         rv = (why == NGX_IM_PUB_NOT_MEMBER)
              ? ngx_http_im_api_error(r, NGX_HTTP_CONFLICT,
-                                     "refused: uid %ui is not a member of "
-                                     "group %ui", ctx->pending, ctx->nuids)
+                                     "refused: uid %uD is not a member of "
+                                     "group %uD", ctx->from, ctx->target)
              : (why == NGX_IM_PUB_NOBODY)
              ? ngx_http_im_api_error(r, NGX_HTTP_CONFLICT,
-                                     "refused: no recipient in group %ui "
-                                     "(the sender aside)", ctx->nuids)
+                                     "refused: no recipient in group %uD "
+                                     "(the sender aside)", ctx->target)
              : ngx_http_im_api_error(r, NGX_HTTP_BAD_REQUEST,
                                      "refused: not a valid message");
 
@@ -1289,7 +1284,7 @@ ngx_http_im_api_published(void *data, ngx_int_t rc, ngx_uint_t why,
     }
 
     ngx_http_im_api_add_msgid(ctx->out, ctx->msgid);
-    cJSON_AddNumberToObject(ctx->out, "from", (double) ctx->pending);
+    cJSON_AddNumberToObject(ctx->out, "from", (double) ctx->from);
     cJSON_AddStringToObject(ctx->out, "outcome", "accepted");
     cJSON_AddNumberToObject(ctx->out, "recipients", (double) n);
 
@@ -1700,8 +1695,6 @@ ngx_http_im_api_recall_start(ngx_http_im_api_ctx_t *ctx)
 
         ctx->pending++;
     }
-
-    ctx->started = 1;
 
     if (--ctx->pending == 0) {
         ngx_http_im_api_recall_done(ctx);
