@@ -58,8 +58,11 @@ expected(const uint8_t *in, size_t len)
         return rest >= 8 ? IM_OK : IM_ERR_TRUNCATED;
     case 'K':
         return rest >= 9 ? IM_OK : IM_ERR_TRUNCATED;
+    case 'L':
+        return rest >= 2 ? IM_OK : IM_ERR_TRUNCATED;
     case 'J':
     case 'S':
+    case 'R':
         return IM_OK;
     default:
         return IM_ERR_UNKNOWN_CMD;
@@ -79,6 +82,7 @@ same_fields(const im_traffic_t *a, const im_traffic_t *b)
            && (a->entry_len == 0
                || memcmp(a->entry, b->entry, a->entry_len) == 0)
            && a->client_id == b->client_id && a->token == b->token
+           && a->scope == b->scope
            && a->nonce == b->nonce && a->has_nonce == b->has_nonce;
 }
 
@@ -102,6 +106,15 @@ rebuild(const uint8_t *in, size_t len, const im_traffic_t *t)
 
     case 'K':
         size = IM_TRAFFIC_K_LEN(t->origin_len);
+        break;
+
+    case 'L':
+        size = IM_TRAFFIC_L_LEN(t->origin_len);
+        break;
+
+    case 'R':
+        size = IM_TRAFFIC_R_LEN(t->origin_len, t->entry_len);
+        CHECK(size == len);
         break;
 
     case 'J':
@@ -138,6 +151,16 @@ rebuild(const uint8_t *in, size_t len, const im_traffic_t *t)
     case 'K':
         n = im_traffic_build_k(out, t->origin, t->origin_len, t->flags,
                                t->client_id, t->token);
+        break;
+
+    case 'L':
+        n = im_traffic_build_l(out, t->origin, t->origin_len, t->flags,
+                               t->scope, t->client_id);
+        break;
+
+    case 'R':
+        n = im_traffic_build_r(out, t->origin, t->origin_len, t->flags,
+                               t->entry, t->entry_len);
         break;
 
     default:
@@ -183,6 +206,11 @@ check(const uint8_t *in, size_t len)
     if (t.type == 'D') {
         CHECK(t.entry == in + IM_TRAFFIC_HEAD_LEN(t.origin_len) + 8);
         CHECK(t.entry_len == len - IM_TRAFFIC_HEAD_LEN(t.origin_len) - 8);
+
+    } else if (t.type == 'R') {
+        CHECK(t.entry == in + IM_TRAFFIC_HEAD_LEN(t.origin_len));
+        CHECK(t.entry_len == len - IM_TRAFFIC_HEAD_LEN(t.origin_len));
+        CHECK(t.seq == 0);
 
     } else {
         CHECK(t.entry == NULL && t.entry_len == 0 && t.seq == 0);

@@ -66,6 +66,9 @@ typedef struct {
     void               *events;      /* ngx_im_events.c's configuration */
     ngx_flag_t          check_sender;
 
+    /* a location has im_api: every login registers in im:s:<uid> */
+    ngx_flag_t          registry;
+
     /* per-uid limits of clients (the TCP API is exempt); 0: none */
     ngx_uint_t          max_sessions;    /* live sessions, all nodes */
     ngx_uint_t          msg_rate;        /* per second, x 1000 */

@@ -104,6 +104,10 @@ static char  *ngx_im_metrics_outputs[2] = {
     "stream", "hook"
 };
 
+static char  *ngx_im_metrics_api[NGX_IM_API_N] = {
+    "presence", "publish", "kick", "inbox", "recall"
+};
+
 static char  *ngx_im_metrics_drops[NGX_IM_DROPPED_N] = {
     "inbox_cap", "unreadable", "poison"
 };
@@ -668,6 +672,18 @@ ngx_im_metrics_prometheus(ngx_pool_t *pool)
                                 "full.",
                                 "output", ngx_im_metrics_outputs,
                                 t->events_dropped, 2);
+    p = ngx_im_metrics_labelled(p, "im_api_requests_total", "counter",
+                                "Admin API requests (im_api), by "
+                                "endpoint.",
+                                "endpoint", ngx_im_metrics_api, t->api,
+                                NGX_IM_API_N);
+    p = ngx_im_metrics_one(p, "im_api_errors_total", "counter",
+                           "Admin API requests answered with an error "
+                           "status.",
+                           t->api_errors);
+    p = ngx_im_metrics_one(p, "im_api_logouts_total", "counter",
+                           "Sessions logged out by the admin API.",
+                           t->api_logouts);
     p = ngx_im_metrics_one(p, "im_workers", "gauge",
                            "Worker processes counting in this node.",
                            snap->nlive);
@@ -782,6 +798,10 @@ ngx_im_metrics_json(ngx_pool_t *pool, ngx_im_metrics_extra_t *extra)
     p = ngx_im_metrics_json_map(p, "max_sessions",
                                 ngx_im_metrics_capped, t->capped,
                                 NGX_IM_CAPPED_N);
+    p = ngx_im_metrics_json_map(p, "api", ngx_im_metrics_api, t->api,
+                                NGX_IM_API_N);
+    p = ngx_sprintf(p, ",\"api_errors\":%uA,\"api_logouts\":%uA",
+                    t->api_errors, t->api_logouts);
     p = ngx_im_metrics_json_map(p, "dropped_by_reason",
                                 ngx_im_metrics_drops, t->dropped,
                                 NGX_IM_DROPPED_N);

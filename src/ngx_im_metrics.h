@@ -41,6 +41,14 @@
 #define NGX_IM_CAPPED_KICKED     1     /* an older session was logged out */
 #define NGX_IM_CAPPED_N          2
 
+/* admin API requests (im_api), by what they ask */
+#define NGX_IM_API_PRESENCE      0
+#define NGX_IM_API_PUBLISH       1
+#define NGX_IM_API_KICK          2
+#define NGX_IM_API_INBOX         3
+#define NGX_IM_API_RECALL        4     /* DELETE of inbox entries */
+#define NGX_IM_API_N             5
+
 /* message counters by command byte; commands above 31 count as 0 */
 #define NGX_IM_CMDS              32
 
@@ -96,6 +104,12 @@ typedef struct {
      * (docs/PROTOCOL.md 8) */
     ngx_atomic_uint_t   utf16_logins;    /* logins of such a CONNECT */
     ngx_atomic_uint_t   utf16_messages;  /* PUBLISH, GROUP_(PART_)PUBLISH */
+
+    /* the admin API (im_api): requests by endpoint, those answered with
+     * an error status, sessions it logged out */
+    ngx_atomic_uint_t   api[NGX_IM_API_N];
+    ngx_atomic_uint_t   api_errors;
+    ngx_atomic_uint_t   api_logouts;
 } ngx_im_stats_t;
 
 

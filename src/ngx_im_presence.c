@@ -16,6 +16,10 @@
  * its ClientId.  One more than n follows the login policy: under "kick"
  * the oldest go, by a 'K' for their ClientId as above; under "reject" the
  * new login is refused with code 1 (docs/decisions/023-per-uid-limits.md).
+ * With an im_api location (imcf->registry) every login registers there
+ * too, without a cap and without waiting for the answer, so that the
+ * admin API can tell where a uid's sessions are; the entry then also
+ * holds the session's Role (docs/decisions/027-admin-api.md).
  */
 
 #include "ngx_im_presence.h"
@@ -31,6 +35,7 @@ static void ngx_im_presence_everywhere(ngx_im_route_t *r, ngx_im_user_t *u,
     uint8_t client_id);
 static void ngx_im_presence_count(ngx_im_route_t *r, ngx_im_ref_t *ref);
 static void ngx_im_presence_counted(redisReply *reply, void *data);
+static void ngx_im_presence_register(ngx_im_route_t *r);
 
 
 /* the reject policy's claim of a presence key (see ngx_im_presence_claim) */
@@ -43,8 +48,10 @@ static char  ngx_im_presence_claim_script[] =
 
 /*
  * im_max_sessions: EVAL script 1 im:s:<uid> <worker id:token> <max>
- * <ClientId> <ttl> <kick>.  Entries are "<deadline> <login time> <ClientId>"
- * (seconds, microseconds, Redis's clock).  Entries past their deadline go,
+ * <ClientId> <ttl> <kick> <Role>.  Entries are "<deadline> <login time>
+ * <ClientId> <Role>" (seconds, microseconds, Redis's clock; builds from
+ * before the Role wrote none, and fields after the ClientId are not
+ * read here).  Entries past their deadline go,
  * and so does one of the login's ClientId (replaced, or stale); beyond the
  * cap the answer is 0 (reject) or the ClientIds of the oldest, which make
  * room (kick).
@@ -55,7 +62,7 @@ static char  ngx_im_presence_count_script[] =
     "local all = redis.call('hgetall', KEYS[1]) "
     "local live = {} "
     "for i = 1, #all, 2 do "
-    "local d, l, c = string.match(all[i + 1], '^(%d+) (%d+) (%d+)$') "
+    "local d, l, c = string.match(all[i + 1], '^(%d+) (%d+) (%d+)') "
     "if not d or tonumber(d) < now or c == ARGV[3] then "
     "redis.call('hdel', KEYS[1], all[i]) "
     "else live[#live + 1] = {tonumber(l), all[i], c} end end "
@@ -68,8 +75,37 @@ static char  ngx_im_presence_count_script[] =
     "out[#out + 1] = live[i][3] end end "
     "local t = redis.call('time') "
     "redis.call('hset', KEYS[1], ARGV[1], (now + ttl) .. ' ' .. t[1] "
-    ".. string.format('%06d', tonumber(t[2])) .. ' ' .. ARGV[3]) "
+    ".. string.format('%06d', tonumber(t[2])) .. ' ' .. ARGV[3] .. ' ' "
+    ".. ARGV[6]) "
     "redis.call('expire', KEYS[1], ttl) "
+    "return out";
+
+
+/* imcf->registry without a cap: EVAL script 1 im:s:<uid> <worker id:token>
+ * <ClientId> <ttl> <Role>, the entry as above */
+static char  ngx_im_presence_register_script[] =
+    "local t = redis.call('time') "
+    "redis.call('hset', KEYS[1], ARGV[1], "
+    "(tonumber(t[1]) + tonumber(ARGV[3])) .. ' ' .. t[1] "
+    ".. string.format('%06d', tonumber(t[2])) .. ' ' .. ARGV[2] .. ' ' "
+    ".. ARGV[4]) "
+    "redis.call('expire', KEYS[1], ARGV[3]) "
+    "return 1";
+
+
+/* the admin API's read: EVAL script n im:s:<uid>...; entries past their
+ * deadline are left to the next login's count to remove */
+static char  ngx_im_presence_sessions_script[] =
+    "local now = tonumber(redis.call('time')[1]) "
+    "local out = {} "
+    "for k = 1, #KEYS do "
+    "local all = redis.call('hgetall', KEYS[k]) "
+    "local live = {} "
+    "for i = 1, #all, 2 do "
+    "local d = tonumber(string.match(all[i + 1], '^(%d+) ')) "
+    "if d and d >= now then "
+    "live[#live + 1] = all[i] live[#live + 1] = all[i + 1] end end "
+    "out[k] = live end "
     "return out";
 
 
@@ -176,6 +212,10 @@ ngx_im_presence_login(ngx_im_route_t *r)
     ngx_im_presence_everywhere(r, u, r->client_id);
 
     if (imcf->max_sessions == 0) {
+        if (imcf->registry) {
+            ngx_im_presence_register(r);
+        }
+
         ops->login_done(r, 0);
         return;
     }
@@ -249,9 +289,113 @@ ngx_im_presence_kick(ngx_im_user_t *u, uint8_t client_id, ngx_uint_t own,
         q = ngx_queue_next(q);
 
         if (r->client_id == client_id && !(own && r->token >= token)) {
-            ngx_im_table_ops()->kick(r);
+            ngx_im_table_ops()->kick(r, 0);
         }
     }
+}
+
+
+/*
+ * The admin API's kick: the sessions here at once, the siblings that hold
+ * the uid by datagram, other nodes on the uid's channel (as a login's 'K';
+ * the siblings ignore that copy unless a datagram could not be sent).
+ */
+
+static void
+ngx_im_presence_logout_local(ngx_im_user_t *u, uint8_t scope,
+    uint8_t client_id)
+{
+    ngx_uint_t       n;
+    ngx_queue_t     *q;
+    ngx_im_route_t  *r;
+
+    n = u->nsessions;
+    q = ngx_queue_head(&u->sessions);
+
+    /* a kick may end the record u with its last session, as above */
+
+    while (n--) {
+        r = ngx_queue_data(q, ngx_im_route_t, link);
+        q = ngx_queue_next(q);
+
+        if (scope == IM_TRAFFIC_L_EVERY || r->client_id == client_id) {
+            ngx_im_table_ops()->kick(r, 1);
+        }
+    }
+}
+
+
+void
+ngx_im_presence_logout(uint32_t uid, uint8_t scope, uint8_t client_id)
+{
+    u_char          buf[IM_TRAFFIC_L_LEN(IM_TRAFFIC_ORIGIN_MAX)];
+    size_t          len;
+    ngx_im_user_t  *u;
+
+    u = ngx_im_table_find(uid);
+    if (u) {
+        ngx_im_presence_logout_local(u, scope, client_id);
+    }
+
+    len = im_traffic_build_l(buf, ngx_im_worker_id.data,
+                             ngx_im_worker_id.len, 0, scope, client_id);
+
+    if (ngx_im_table_peers(uid, buf, len) != NGX_OK) {
+        buf[IM_TRAFFIC_FLAGS_AT(ngx_im_worker_id.len)] |= IM_TRAFFIC_ALL;
+    }
+
+    (void) ngx_im_table_publish(uid, buf, len, NULL, NULL);
+}
+
+
+ngx_int_t
+ngx_im_presence_sessions(uint32_t *uids, ngx_uint_t n,
+    ngx_im_redis_cb_pt cb, void *data)
+{
+    u_char       *keys, *p, nkeys[NGX_INT_T_LEN];
+    size_t       *argvlen;
+    ngx_int_t     rc;
+    ngx_uint_t    i;
+    const char  **argv;
+
+    /* one allocation: the argument vectors and the keys */
+
+    keys = ngx_alloc((n + 3) * (sizeof(char *) + sizeof(size_t))
+                     + n * sizeof("im:s:4294967295"), ngx_cycle->log);
+    if (keys == NULL) {
+        return NGX_ERROR;
+    }
+
+    argv = (const char **) keys;
+    argvlen = (size_t *) (argv + n + 3);
+    p = (u_char *) (argvlen + n + 3);
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = ngx_im_presence_sessions_script;
+    argvlen[1] = sizeof(ngx_im_presence_sessions_script) - 1;
+    argv[2] = (char *) nkeys;
+    argvlen[2] = ngx_sprintf(nkeys, "%ui", n) - nkeys;
+
+    for (i = 0; i < n; i++) {
+        argv[3 + i] = (char *) p;
+        argvlen[3 + i] = ngx_sprintf(p, "im:s:%uD", uids[i]) - p;
+        p += argvlen[3 + i];
+    }
+
+    rc = ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, cb, data, (int) (n + 3), argv,
+                          argvlen);
+
+    ngx_free(keys);
+
+    return rc;
+}
+
+
+void
+ngx_im_presence_logged_out(ngx_im_user_t *u, im_traffic_t *t)
+{
+    ngx_im_presence_logout_local(u, t->scope, t->client_id);
 }
 
 
@@ -414,8 +558,16 @@ ngx_im_presence_answer(redisReply *reply, void *data)
     r->ref = NULL;
     ngx_im_ref_free(ref);
 
-    ops->login_done(r, reply->type == REDIS_REPLY_INTEGER
-                       && reply->integer == 1 ? 0 : 1);
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) {
+        if (ngx_im_get_conf()->registry) {
+            ngx_im_presence_register(r);
+        }
+
+        ops->login_done(r, 0);
+        return;
+    }
+
+    ops->login_done(r, 1);
 }
 
 
@@ -425,10 +577,10 @@ static void
 ngx_im_presence_count(ngx_im_route_t *r, ngx_im_ref_t *ref)
 {
     u_char          key[32], val[NGX_MAX_ERROR_STR], max[NGX_INT_T_LEN],
-                    cid[4], ttl[NGX_INT_T_LEN];
+                    cid[4], ttl[NGX_INT_T_LEN], role[4];
     ngx_im_conf_t  *imcf;
-    const char     *argv[9];
-    size_t          argvlen[9];
+    const char     *argv[10];
+    size_t          argvlen[10];
 
     imcf = ngx_im_get_conf();
 
@@ -450,9 +602,11 @@ ngx_im_presence_count(ngx_im_route_t *r, ngx_im_ref_t *ref)
     argvlen[7] = ngx_sprintf(ttl, "%T", ngx_im_presence_ttl()) - ttl;
     argv[8] = (imcf->login_policy == NGX_IM_LOGIN_KICK) ? "1" : "0";
     argvlen[8] = 1;
+    argv[9] = (char *) role;
+    argvlen[9] = ngx_sprintf(role, "%d", (int) r->role) - role;
 
     if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_presence_counted, ref,
-                         9, argv, argvlen)
+                         10, argv, argvlen)
         != NGX_OK)
     {
         ngx_im_presence_counted(NULL, ref);
@@ -528,6 +682,39 @@ ngx_im_presence_counted(redisReply *reply, void *data)
 }
 
 
+/* the registry without a cap: the login does not wait for it; Redis down,
+ * the session is not listed until its next login */
+
+static void
+ngx_im_presence_register(ngx_im_route_t *r)
+{
+    u_char          key[32], val[NGX_MAX_ERROR_STR], cid[4],
+                    ttl[NGX_INT_T_LEN], role[4];
+    const char     *argv[8];
+    size_t          argvlen[8];
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = ngx_im_presence_register_script;
+    argvlen[1] = sizeof(ngx_im_presence_register_script) - 1;
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = (char *) key;
+    argvlen[3] = ngx_im_presence_sessions_key(key, r);
+    argv[4] = (char *) val;
+    argvlen[4] = ngx_im_presence_value(val, r);
+    argv[5] = (char *) cid;
+    argvlen[5] = ngx_sprintf(cid, "%d", (int) r->client_id) - cid;
+    argv[6] = (char *) ttl;
+    argvlen[6] = ngx_sprintf(ttl, "%T", ngx_im_presence_ttl()) - ttl;
+    argv[7] = (char *) role;
+    argvlen[7] = ngx_sprintf(role, "%d", (int) r->role) - role;
+
+    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 8, argv,
+                            argvlen);
+}
+
+
 void
 ngx_im_presence_refresh(ngx_im_route_t *r)
 {
@@ -542,7 +729,7 @@ ngx_im_presence_refresh(ngx_im_route_t *r)
         return;
     }
 
-    if (imcf->max_sessions) {
+    if (imcf->max_sessions || imcf->registry) {
         u_char       skey[32], val[NGX_MAX_ERROR_STR];
         const char  *args[1];
         size_t       lens[1];
@@ -588,7 +775,7 @@ ngx_im_presence_leave(ngx_im_route_t *r)
 
     imcf = ngx_im_get_conf();
 
-    if (imcf->max_sessions && r->uid) {
+    if ((imcf->max_sessions || imcf->registry) && r->uid) {
         argv[0] = "HDEL";
         argvlen[0] = 4;
         argv[1] = (char *) key;

@@ -33,12 +33,17 @@ typedef struct {
 } ngx_im_group_req_t;
 
 
+static ngx_im_msg_t *ngx_im_publish_msg(u_char *p, size_t n, im_msg_t *m,
+    uint32_t from);
+static ngx_int_t ngx_im_publish_group(ngx_im_pub_t *pub, ngx_im_msg_t *msg,
+    im_msg_t *m, uint32_t from);
 static void ngx_im_publish_dispatch(ngx_im_session_t *s);
 static void ngx_im_publish_deliver(ngx_im_pub_t *pub);
 static void ngx_im_publish_members(void *data, ngx_int_t rc,
     uint32_t *uids, ngx_uint_t n);
 static void ngx_im_publish_fail(ngx_im_pub_t *pub, ngx_uint_t refused);
 static void ngx_im_publish_done(ngx_im_ticket_t *t);
+static void ngx_im_publish_api_done(ngx_im_pub_t *pub);
 static void ngx_im_publish_answer(ngx_im_session_t *s);
 
 
@@ -93,18 +98,128 @@ ngx_im_publish_refuse(ngx_im_session_t *s, u_char cmd, const u_char *msgid,
 }
 
 
+/* the message object of a request, in its push form, from uid "from" */
+
+static ngx_im_msg_t *
+ngx_im_publish_msg(u_char *p, size_t n, im_msg_t *m, uint32_t from)
+{
+    size_t          len;
+    ngx_time_t     *tp;
+    ngx_im_msg_t   *msg;
+    ngx_im_conf_t  *imcf;
+
+    imcf = ngx_im_get_conf();
+
+    switch (m->cmd) {
+
+    case IM_CMD_PUBLISH:
+        len = IM_SIZE_PUSH(m->payload_len);
+        break;
+
+    case IM_CMD_GROUP_PART_PUBLISH:
+        if (imcf->part_push_as_group) {
+            len = IM_SIZE_GROUP(m->payload_len);
+
+        } else if (m->utf16) {
+            /* its Len counted UTF-16 units: pushed with the bytes */
+            len = IM_SIZE_PART((size_t) m->n_uids, m->payload_len);
+
+        } else {
+            /* pushed as received: the uid list as the sender gave it */
+            len = n;
+        }
+
+        break;
+
+    default: /* IM_CMD_GROUP_PUBLISH */
+        len = IM_SIZE_GROUP(m->payload_len);
+        break;
+    }
+
+    msg = ngx_im_msg_alloc(ngx_im_msg_hdr(), len);
+    if (msg == NULL) {
+        return NULL;
+    }
+
+    if (m->cmd == IM_CMD_PUBLISH) {
+        (void) im_build_push(msg->push, m->msgid, m->payload, m->payload_len);
+
+    } else if (m->cmd == IM_CMD_GROUP_PUBLISH || imcf->part_push_as_group) {
+        (void) im_build_group(msg->push, m->to, m->msgid, m->payload,
+                              m->payload_len);
+
+    } else if (m->utf16) {
+        (void) im_build_part(msg->push, m->to, m->msgid, m->n_uids, m->uids,
+                             m->payload, m->payload_len);
+
+    } else {
+        ngx_memcpy(msg->push, p, n);
+    }
+
+    msg->from = from;
+    tp = ngx_timeofday();
+    msg->accepted = (uint64_t) tp->sec * 1000 + tp->msec;
+
+    ngx_im_msg_finish(msg, ngx_time() + imcf->offline_ttl);
+
+    return msg;
+}
+
+
+/* a group message: its members are read first; NGX_OK: they are being
+ * read, else pub has failed already */
+
+static ngx_int_t
+ngx_im_publish_group(ngx_im_pub_t *pub, ngx_im_msg_t *msg, im_msg_t *m,
+    uint32_t from)
+{
+    size_t               len;
+    ngx_uint_t           i;
+    ngx_im_group_req_t  *gr;
+
+    len = sizeof(ngx_im_group_req_t);
+    if (m->cmd == IM_CMD_GROUP_PART_PUBLISH) {
+        len += m->n_uids * sizeof(uint32_t);
+    }
+
+    gr = ngx_alloc(len, ngx_cycle->log);
+    if (gr == NULL) {
+        ngx_im_msg_unref(msg);
+        ngx_im_publish_fail(pub, 0);
+        return NGX_ERROR;
+    }
+
+    gr->pub = pub;
+    gr->msg = msg;
+    gr->sender = from;
+    gr->part = (m->cmd == IM_CMD_GROUP_PART_PUBLISH);
+    gr->n = 0;
+
+    if (gr->part) {
+        for (i = 0; i < m->n_uids; i++) {
+            gr->uids[gr->n++] = im_get_u32(m->uids + 4 * i);
+        }
+    }
+
+    if (ngx_im_store_members(m->to, ngx_im_publish_members, gr) != NGX_OK) {
+        ngx_im_msg_unref(msg);
+        ngx_free(gr);
+        ngx_im_publish_fail(pub, 0);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 void
 ngx_im_publish(ngx_im_session_t *s, u_char *p, size_t n,
     im_msg_t *m)
 {
-    size_t               len;
-    time_t               expire;
-    ngx_im_pub_t        *pub;
-    ngx_im_msg_t        *msg;
-    ngx_im_conf_t       *imcf;
-    ngx_im_group_req_t  *gr;
-    ngx_time_t          *tp;
-    im_payload_rc_t      prc;
+    ngx_im_pub_t     *pub;
+    ngx_im_msg_t     *msg;
+    ngx_im_conf_t    *imcf;
+    im_payload_rc_t   prc;
 
     imcf = ngx_im_get_conf();
 
@@ -159,59 +274,11 @@ ngx_im_publish(ngx_im_session_t *s, u_char *p, size_t n,
         }
     }
 
-    switch (m->cmd) {
-
-    case IM_CMD_PUBLISH:
-        len = IM_SIZE_PUSH(m->payload_len);
-        break;
-
-    case IM_CMD_GROUP_PART_PUBLISH:
-        if (imcf->part_push_as_group) {
-            len = IM_SIZE_GROUP(m->payload_len);
-
-        } else if (m->utf16) {
-            /* its Len counted UTF-16 units: pushed with the bytes */
-            len = IM_SIZE_PART((size_t) m->n_uids, m->payload_len);
-
-        } else {
-            /* pushed as received: the uid list as the sender gave it */
-            len = n;
-        }
-
-        break;
-
-    default: /* IM_CMD_GROUP_PUBLISH */
-        len = IM_SIZE_GROUP(m->payload_len);
-        break;
-    }
-
-    msg = ngx_im_msg_alloc(ngx_im_msg_hdr(), len);
+    msg = ngx_im_publish_msg(p, n, m, s->route.uid);
     if (msg == NULL) {
         ngx_im_session_ops->close(s, NGX_IM_CLOSE_ERROR);
         return;
     }
-
-    if (m->cmd == IM_CMD_PUBLISH) {
-        (void) im_build_push(msg->push, m->msgid, m->payload, m->payload_len);
-
-    } else if (m->cmd == IM_CMD_GROUP_PUBLISH || imcf->part_push_as_group) {
-        (void) im_build_group(msg->push, m->to, m->msgid, m->payload,
-                              m->payload_len);
-
-    } else if (m->utf16) {
-        (void) im_build_part(msg->push, m->to, m->msgid, m->n_uids, m->uids,
-                             m->payload, m->payload_len);
-
-    } else {
-        ngx_memcpy(msg->push, p, n);
-    }
-
-    msg->from = s->route.uid;
-    tp = ngx_timeofday();
-    msg->accepted = (uint64_t) tp->sec * 1000 + tp->msec;
-
-    expire = ngx_time() + imcf->offline_ttl;
-    ngx_im_msg_finish(msg, expire);
 
     pub = ngx_im_publish_pub(s, m->cmd, m->msgid);
     if (pub == NULL) {
@@ -240,40 +307,9 @@ ngx_im_publish(ngx_im_session_t *s, u_char *p, size_t n,
 
     /* groups: the members first */
 
-    len = sizeof(ngx_im_group_req_t);
-    if (m->cmd == IM_CMD_GROUP_PART_PUBLISH) {
-        len += m->n_uids * sizeof(uint32_t);
+    if (ngx_im_publish_group(pub, msg, m, s->route.uid) == NGX_OK) {
+        s->unresolved++;
     }
-
-    gr = ngx_alloc(len, s->connection->log);
-    if (gr == NULL) {
-        ngx_im_msg_unref(msg);
-        ngx_im_publish_fail(pub, 0);
-        return;
-    }
-
-    gr->pub = pub;
-    gr->msg = msg;
-    gr->sender = s->route.uid;
-    gr->part = (m->cmd == IM_CMD_GROUP_PART_PUBLISH);
-    gr->n = 0;
-
-    if (gr->part) {
-        ngx_uint_t  i;
-
-        for (i = 0; i < m->n_uids; i++) {
-            gr->uids[gr->n++] = im_get_u32(m->uids + 4 * i);
-        }
-    }
-
-    if (ngx_im_store_members(m->to, ngx_im_publish_members, gr) != NGX_OK) {
-        ngx_im_msg_unref(msg);
-        ngx_free(gr);
-        ngx_im_publish_fail(pub, 0);
-        return;
-    }
-
-    s->unresolved++;
 }
 
 
@@ -326,6 +362,17 @@ ngx_im_publish_deliver(ngx_im_pub_t *pub)
     pub->msg = NULL;
     pub->to = NULL;
 
+    if (pub->api) {
+        /* kept for the outcome and freed with it: the router may serve
+         * every recipient, and so end pub, before it returns */
+        pub->rcpts = to;
+        pub->nrcpts = n;
+
+        ngx_im_router_deliver(msg, to, n, &pub->ticket);
+        ngx_im_msg_unref(msg);
+        return;
+    }
+
     ngx_im_router_deliver(msg, to, n, &pub->ticket);
 
     ngx_im_msg_unref(msg);
@@ -373,6 +420,7 @@ ngx_im_publish_members(void *data, ngx_int_t rc, uint32_t *members,
     /* the system (uid 0, the TCP API) need not be a member */
 
     if (gr->sender != 0 && !sender_in) {
+        pub->why = NGX_IM_PUB_NOT_MEMBER;
         ngx_im_publish_fail(pub, 1);
         goto done;
     }
@@ -397,6 +445,7 @@ ngx_im_publish_members(void *data, ngx_int_t rc, uint32_t *members,
     }
 
     if (n == 0) {
+        pub->why = NGX_IM_PUB_NOBODY;
         ngx_im_publish_fail(pub, 1);
         goto done;
     }
@@ -451,6 +500,11 @@ ngx_im_publish_done(ngx_im_ticket_t *t)
     ngx_im_pub_t  *pub = (ngx_im_pub_t *) t;
 
     pub->done = 1;
+
+    if (pub->api) {
+        ngx_im_publish_api_done(pub);
+        return;
+    }
 
     if (pub->session == NULL) {
         ngx_im_pub_free(pub);
@@ -507,6 +561,95 @@ ngx_im_publish_answer(ngx_im_session_t *s)
     if (s->close_phase == NGX_IM_CP_DRAINING) {
         ngx_im_session_ops->answered(s);
     }
+}
+
+
+/*
+ * The admin API's messages have no session: nothing to keep in order, the
+ * outcome goes to the API's callback with the recipients.  The checks and
+ * the rules are a client's (a sender uid must be in its group), without a
+ * client's limits, as for the TCP API.
+ */
+
+ngx_int_t
+ngx_im_publish_api(uint32_t from, u_char *p, size_t n, im_msg_t *m,
+    ngx_im_publish_api_pt done, void *data)
+{
+    ngx_im_pub_t   *pub;
+    ngx_im_msg_t   *msg;
+    ngx_im_conf_t  *imcf;
+
+    imcf = ngx_im_get_conf();
+
+    if (m->payload_len > imcf->max_payload
+        || (m->cmd == IM_CMD_PUBLISH && m->to == 0)
+        || (m->cmd == IM_CMD_GROUP_PART_PUBLISH && m->n_uids == 0))
+    {
+        ngx_im_stats->refused[NGX_IM_REFUSED_INVALID]++;
+        done(data, NGX_DECLINED, 0, NULL, 0);
+        return NGX_OK;
+    }
+
+    pub = ngx_im_pub_alloc();
+    if (pub == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(pub, sizeof(ngx_im_pub_t));
+    pub->ticket.done = ngx_im_publish_done;
+    pub->cmd = m->cmd;
+    ngx_memcpy(pub->msgid, m->msgid, IM_MSGID_LEN);
+    pub->api = done;
+    pub->api_data = data;
+
+    msg = ngx_im_publish_msg(p, n, m, from);
+    if (msg == NULL) {
+        ngx_im_pub_free(pub);
+        return NGX_ERROR;
+    }
+
+    if (m->cmd == IM_CMD_PUBLISH) {
+        pub->msg = msg;
+        pub->to1 = m->to;
+        pub->to = &pub->to1;
+        pub->nto = 1;
+        pub->resolved = 1;
+
+        ngx_im_publish_deliver(pub);
+        return NGX_OK;
+    }
+
+    (void) ngx_im_publish_group(pub, msg, m, from);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_im_publish_api_done(ngx_im_pub_t *pub)
+{
+    ngx_int_t  rc;
+
+    if (pub->refused) {
+        ngx_im_stats->refused[NGX_IM_REFUSED_INVALID]++;
+        rc = NGX_DECLINED;
+
+    } else if (pub->ticket.failed) {
+        ngx_im_stats->refused[NGX_IM_REFUSED_STORE]++;
+        rc = NGX_ERROR;
+
+    } else {
+        ngx_im_stats->accepted++;
+        rc = NGX_OK;
+    }
+
+    pub->api(pub->api_data, rc, pub->why, pub->rcpts, pub->nrcpts);
+
+    if (pub->rcpts && pub->rcpts != &pub->to1) {
+        ngx_free(pub->rcpts);
+    }
+
+    ngx_im_pub_free(pub);
 }
 
 

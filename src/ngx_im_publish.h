@@ -16,6 +16,18 @@
 
 typedef struct ngx_im_pub_s  ngx_im_pub_t;
 
+/*
+ * The outcome of an admin API message: rc NGX_OK (every recipient served),
+ * NGX_DECLINED (refused: why says which NGX_IM_PUB_*), NGX_ERROR (some
+ * recipient could not be served: Redis); to and n are its recipients,
+ * valid during the call only (NULL, 0 when they were never known).
+ */
+typedef void (*ngx_im_publish_api_pt)(void *data, ngx_int_t rc,
+    ngx_uint_t why, uint32_t *to, ngx_uint_t n);
+
+#define NGX_IM_PUB_NOT_MEMBER   1       /* the sender is not in the group */
+#define NGX_IM_PUB_NOBODY       2       /* no recipient in the group */
+
 struct ngx_im_pub_s {
     ngx_im_ticket_t        ticket;          /* first: the router's count */
     ngx_queue_t            queue;           /* in the session's pubs */
@@ -29,11 +41,24 @@ struct ngx_im_pub_s {
     unsigned               done:1;
     unsigned               refused:1;       /* refusal, not failure */
     unsigned               resolved:1;      /* recipients known */
+    unsigned               why:2;           /* NGX_IM_PUB_*, refused */
+
+    /* an admin API message (no session): told the outcome, with the
+     * recipients kept for it */
+    ngx_im_publish_api_pt  api;
+    void                  *api_data;
+    uint32_t              *rcpts;
+    ngx_uint_t             nrcpts;
 };
 
 
 /* a publish request, parsed */
 void ngx_im_publish(ngx_im_session_t *s, u_char *p, size_t n, im_msg_t *m);
+/* a message of the admin API, parsed as a client's (m from p, n bytes),
+ * from uid "from" (0: the system): done is called once, maybe before
+ * this returns; NGX_ERROR: no memory, done is not called */
+ngx_int_t ngx_im_publish_api(uint32_t from, u_char *p, size_t n,
+    im_msg_t *m, ngx_im_publish_api_pt done, void *data);
 /* the session goes: its messages still under way finish without it */
 void ngx_im_publish_end(ngx_im_session_t *s);
 

@@ -817,6 +817,15 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
         return;
     }
 
+    if (t.type == 'L') {
+        /* this worker's own went to its sessions directly */
+        if (u && !own) {
+            ngx_im_presence_logged_out(u, &t);
+        }
+
+        return;
+    }
+
     if (t.type == 'R') {
         /* this worker's own receipts went to its sessions directly */
         if (u && !own && t.entry_len == IM_SIZE_RECEIPT

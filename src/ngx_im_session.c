@@ -47,7 +47,7 @@ static void ngx_im_session_violation(ngx_im_session_t *s, u_char cmd);
 static void ngx_im_session_grace(ngx_im_session_t *s);
 static void ngx_im_session_login_done(ngx_im_session_t *s,
     ngx_uint_t code);
-static void ngx_im_session_kick(ngx_im_session_t *s);
+static void ngx_im_session_kick(ngx_im_session_t *s, ngx_uint_t admin);
 static ngx_uint_t ngx_im_session_end_of(ngx_uint_t reason);
 static void ngx_im_session_log_end(ngx_im_session_t *s);
 
@@ -57,7 +57,7 @@ static void ngx_im_session_answered(ngx_im_session_t *s);
 
 static ngx_int_t ngx_im_session_route_push(ngx_im_route_t *r,
     ngx_im_msg_t *msg, ngx_uint_t stored);
-static void ngx_im_session_route_kick(ngx_im_route_t *r);
+static void ngx_im_session_route_kick(ngx_im_route_t *r, ngx_uint_t admin);
 static void ngx_im_session_route_sync(ngx_im_route_t *r);
 static void ngx_im_session_route_login_done(ngx_im_route_t *r,
     ngx_uint_t code);
@@ -554,6 +554,7 @@ ngx_im_session_connect(ngx_im_session_t *s, im_msg_t *m)
     s->cred = cred;
 
     s->role = m->role;
+    s->route.role = m->role;
     s->route.client_id = m->client_id;
 
     ngx_im_session_set_state(s, NGX_IM_S_AUTH);
@@ -683,17 +684,27 @@ ngx_im_session_grace(ngx_im_session_t *s)
 
 
 static void
-ngx_im_session_kick(ngx_im_session_t *s)
+ngx_im_session_kick(ngx_im_session_t *s, ngx_uint_t admin)
 {
     if (ngx_im_session_closing(s) || s->state != NGX_IM_S_LIVE) {
         return;
     }
 
-    ngx_im_stats->kicked++;
+    /* an admin's logout ends the session as a kick does */
     ngx_im_session_ends(s, NGX_IM_END_KICKED);
-    ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
-                  "im: uid %uD client %d logged in elsewhere", s->route.uid,
-                  (int) s->route.client_id);
+
+    if (admin) {
+        ngx_im_stats->api_logouts++;
+        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                      "im: uid %uD client %d logged out by the admin API",
+                      s->route.uid, (int) s->route.client_id);
+
+    } else {
+        ngx_im_stats->kicked++;
+        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                      "im: uid %uD client %d logged in elsewhere",
+                      s->route.uid, (int) s->route.client_id);
+    }
 
     ngx_im_router_leave(&s->route);
 
@@ -715,9 +726,9 @@ ngx_im_session_route_push(ngx_im_route_t *r, ngx_im_msg_t *msg,
 
 
 static void
-ngx_im_session_route_kick(ngx_im_route_t *r)
+ngx_im_session_route_kick(ngx_im_route_t *r, ngx_uint_t admin)
 {
-    ngx_im_session_kick(ngx_im_route_session(r));
+    ngx_im_session_kick(ngx_im_route_session(r), admin);
 }
 
 

@@ -500,6 +500,27 @@ ngx_im_store_strike(uint32_t uid, ngx_im_msg_t *msg)
 
 
 ngx_int_t
+ngx_im_store_remove_entry(uint32_t uid, u_char *entry, size_t len,
+    ngx_im_redis_cb_pt cb, void *data)
+{
+    u_char       key[32];
+    const char  *argv[4];
+    size_t       argvlen[4];
+
+    argv[0] = "LREM";
+    argvlen[0] = 4;
+    argv[1] = (char *) key;
+    argvlen[1] = ngx_im_store_key(key, uid);
+    argv[2] = "0";
+    argvlen[2] = 1;
+    argv[3] = (char *) entry;
+    argvlen[3] = len;
+
+    return ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, cb, data, 4, argv, argvlen);
+}
+
+
+ngx_int_t
 ngx_im_store_load(uint32_t uid, ngx_im_redis_cb_pt cb, void *data)
 {
     u_char       key[32];

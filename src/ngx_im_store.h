@@ -84,6 +84,10 @@ void ngx_im_store_remove(uint32_t uid, ngx_im_msg_t *msg);
  * uid's dead letters and is counted and logged.
  */
 void ngx_im_store_strike(uint32_t uid, ngx_im_msg_t *msg);
+/* the admin API's recall: every copy of this exact entry leaves the
+ * inbox of uid; cb gets LREM's count */
+ngx_int_t ngx_im_store_remove_entry(uint32_t uid, u_char *entry,
+    size_t len, ngx_im_redis_cb_pt cb, void *data);
 /* the whole inbox, oldest first: an array of entries */
 ngx_int_t ngx_im_store_load(uint32_t uid, ngx_im_redis_cb_pt cb,
     void *data);

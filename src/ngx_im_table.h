@@ -33,6 +33,7 @@ struct ngx_im_route_s {
     uint64_t               live_seq;    /* when it joined */
     uint32_t               uid;
     uint8_t                client_id;
+    uint8_t                role;        /* as CONNECT gave it */
 };
 
 
@@ -42,8 +43,9 @@ typedef struct {
     /* NGX_OK: the session took msg (sent, or queued behind the inbox) */
     ngx_int_t   (*push)(ngx_im_route_t *r, ngx_im_msg_t *msg,
                     ngx_uint_t stored);
-    /* a login elsewhere replaces this session */
-    void        (*kick)(ngx_im_route_t *r);
+    /* a login elsewhere replaces this session, or (admin) the admin API
+     * logs it out */
+    void        (*kick)(ngx_im_route_t *r, ngx_uint_t admin);
     /* read the inbox (again) */
     void        (*sync)(ngx_im_route_t *r);
     /* the login policy's answer: a CONNECT_ACK code */

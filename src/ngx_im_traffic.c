@@ -73,6 +73,17 @@ im_traffic_parse(const uint8_t *p, size_t len, im_traffic_t *t)
         t->token = im_traffic_get_u64(f + 1);
         return IM_OK;
 
+    case 'L':
+        /* a scope other than 0 and 1 is for a later build: any other
+         * value reads as "one ClientId", the narrower kick */
+        if (rest < 2) {
+            return IM_ERR_TRUNCATED;
+        }
+
+        t->scope = f[0];
+        t->client_id = f[1];
+        return IM_OK;
+
     case 'J':
         /* builds from before 'A' send no nonce */
         if (rest >= 8) {
@@ -167,6 +178,20 @@ im_traffic_build_k(uint8_t *buf, const uint8_t *origin, size_t olen,
     p = im_traffic_head(buf, 'K', origin, olen, flags);
     *p++ = client_id;
     p = im_traffic_put_u64(p, token);
+
+    return (size_t) (p - buf);
+}
+
+
+size_t
+im_traffic_build_l(uint8_t *buf, const uint8_t *origin, size_t olen,
+    uint8_t flags, uint8_t scope, uint8_t client_id)
+{
+    uint8_t  *p;
+
+    p = im_traffic_head(buf, 'L', origin, olen, flags);
+    *p++ = scope;
+    *p++ = client_id;
 
     return (size_t) (p - buf);
 }

@@ -25,6 +25,13 @@
  *                                     sessions: the RECEIPT message as
  *                                     they get it, opaque here; builds
  *                                     from before it ignore it
+ *   'L' OriginLen:8 Origin Flags:8 Scope:8 ClientId:8
+ *                                     an administrator's kick (the admin
+ *                                     API): the uid's sessions of
+ *                                     ClientId, or all of them when
+ *                                     Scope is 1, are logged out; a
+ *                                     login's kick is 'K'.  Builds from
+ *                                     before it ignore it
  *
  * Origin is the sending worker's id ("node:worker"), Flags a bit set of
  * IM_TRAFFIC_STORED (the message is in the inbox) and IM_TRAFFIC_ALL
@@ -35,9 +42,9 @@
  * Origin, Flags) must be complete; 'D' needs its Seq (the entry is
  * checked by the caller, it may be empty here); 'R' takes the rest as its
  * receipt (in entry, checked by the caller); 'K' needs ClientId and
- * Token, 'A' its Nonce; 'J' has a nonce when 8 bytes follow the head;
- * bytes after the last field are ignored, except for 'D', where they are
- * the entry.  Any other type is an error.
+ * Token, 'L' Scope and ClientId, 'A' its Nonce; 'J' has a nonce when 8
+ * bytes follow the head; bytes after the last field are ignored, except
+ * for 'D', where they are the entry.  Any other type is an error.
  *
  * The parser never copies: origin and entry point into the input.  The
  * builders never allocate: the caller sizes the output with the
@@ -66,12 +73,17 @@
 #define IM_TRAFFIC_D_LEN(olen, elen)  (IM_TRAFFIC_HEAD_LEN(olen) + 8 + (elen))
 #define IM_TRAFFIC_K_LEN(olen)        (IM_TRAFFIC_HEAD_LEN(olen) + 9)
 #define IM_TRAFFIC_R_LEN(olen, rlen)  (IM_TRAFFIC_HEAD_LEN(olen) + (rlen))
+#define IM_TRAFFIC_L_LEN(olen)        (IM_TRAFFIC_HEAD_LEN(olen) + 2)
+
+/* 'L' Scope */
+#define IM_TRAFFIC_L_ONE              0
+#define IM_TRAFFIC_L_EVERY            1
 #define IM_TRAFFIC_NOTICE_MAX                                                 \
     (IM_TRAFFIC_HEAD_LEN(IM_TRAFFIC_ORIGIN_MAX) + 8)
 
 
 typedef struct {
-    uint8_t         type;         /* 'D' 'K' 'J' 'S' 'A' 'R' */
+    uint8_t         type;         /* 'D' 'K' 'J' 'S' 'A' 'R' 'L' */
     uint8_t         flags;
     const uint8_t  *origin;       /* origin_len bytes into the input */
     size_t          origin_len;
@@ -81,8 +93,9 @@ typedef struct {
     const uint8_t  *entry;        /* into the input, not checked here */
     size_t          entry_len;
 
-    /* K */
+    /* K, L */
     uint8_t         client_id;
+    uint8_t         scope;        /* L */
     uint64_t        token;
 
     /* A, and J when has_nonce */
@@ -114,6 +127,8 @@ size_t im_traffic_build_d(uint8_t *buf, const uint8_t *origin, size_t olen,
     uint8_t flags, uint64_t seq, const uint8_t *entry, size_t elen);
 size_t im_traffic_build_k(uint8_t *buf, const uint8_t *origin, size_t olen,
     uint8_t flags, uint8_t client_id, uint64_t token);
+size_t im_traffic_build_l(uint8_t *buf, const uint8_t *origin, size_t olen,
+    uint8_t flags, uint8_t scope, uint8_t client_id);
 size_t im_traffic_build_r(uint8_t *buf, const uint8_t *origin, size_t olen,
     uint8_t flags, const uint8_t *receipt, size_t rlen);
 size_t im_traffic_build_notice(uint8_t *buf, uint8_t type,

@@ -34,7 +34,7 @@ my $repo = $t->repo;
 plan(skip_all => 'tools/im-usercentre missing')
     unless -x "$repo/tools/im-usercentre";
 
-$t->plan(19);
+$t->plan(24);
 
 my $d = $t->testdir;
 my $dir = "$d/run";
@@ -202,6 +202,32 @@ SKIP: {
 like(devrun_output(), qr{ws://127\.0\.0\.1:$port{WS}/ws.*wss://127\.0\.0\.1:$port{WSS}/wss.*127\.0\.0\.1:$port{TCP}}s,
     'the URLs are printed');
 like(devrun_output(), qr/alice\s+alice-secret\s+1001/, 'the example users are printed');
+like(devrun_output(), qr{http://127\.0\.0\.1:$port{WS}/api/.*GET\s+/api/presence\?uid=1001,1002.*POST\s+/api/publish.*POST\s+/api/kick.*GET\s+/api/inbox\?uid=1002.*DELETE\s+/api/inbox\?uid=1002&msgid=}s,
+    'the admin API URLs are printed');
+
+# the admin API: bob is online (logged in again), alice sends him one
+{
+    my $bob = IM::Client->new(port => $port{WS}, path => '/ws');
+    is($bob->login('bob', 'bob-secret'), 0, 'bob logs in again');
+    my $p;
+    wait_until(sub {
+        my $r = Test::Nginx::http_get('/api/presence?uid=1001,1002',
+            port => $port{WS}) // '';
+        ($p) = $r =~ /\r\n\r\n(.*)\z/s;
+        return ($p // '') =~ /"uid":1002,"sessions":\[\{/;
+    }, $TIMEOUT);
+    like($p // '', qr/"uid":1002,"sessions":\[\{"node":/,
+        'GET /api/presence?uid=1001,1002 lists bob\'s session');
+    my $body = '{"from":1001,"to":1002,"payload":"hi"}';
+    my $r = Test::Nginx::http("POST /api/publish HTTP/1.0\r\n"
+        . "Host: localhost\r\nContent-Length: " . length($body)
+        . "\r\n\r\n", port => $port{WS}, body => $body) // '';
+    like($r, qr/^HTTP\/1\.1 200.*"outcome":"accepted"/s,
+        'POST /api/publish is accepted');
+    my $m = $bob->expect(cmd => 3);
+    is($m && $m->{payload}, 'hi', 'bob gets it');
+    $bob->close;
+}
 
 chomp(my $redis_members = `redis-cli -p $port{REDIS} -n 1 SMEMBERS im_group:1 2>&1`);
 is(join(' ', sort split /\s+/, $redis_members), '1001 1002 1003',

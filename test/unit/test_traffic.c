@@ -3,7 +3,7 @@
  * test_traffic.c: unit tests of the traffic records
  * (src/ngx_im_traffic.c).
  *
- * Each of 'D', 'K', 'J', 'S' and 'A' is checked byte for byte as built
+ * Each of 'D', 'K', 'J', 'S', 'A', 'R' and 'L' is checked byte for byte as built
  * and field by field as parsed, then at every length around each
  * acceptance boundary of ngx_im_traffic.h (one byte short fails, the
  * exact length passes), with origins of 0 and 255 bytes, every flags
@@ -91,6 +91,8 @@ expect(uint8_t type, size_t olen, size_t len)
         return (len - head < 8) ? IM_ERR_TRUNCATED : IM_OK;
     case 'K':
         return (len - head < 9) ? IM_ERR_TRUNCATED : IM_OK;
+    case 'L':
+        return (len - head < 2) ? IM_ERR_TRUNCATED : IM_OK;
     case 'J':
     case 'S':
     case 'R':
@@ -246,6 +248,47 @@ test_k(void)
 
     n = im_traffic_build_k(b, U8(ORIGIN), 24, 0, 7, TOKEN);
     prefixes("K", b, n, 24);
+}
+
+
+static void
+test_l(void)
+{
+    uint8_t       b[IM_TRAFFIC_L_LEN(IM_TRAFFIC_ORIGIN_MAX) + 4];
+    size_t        n;
+    im_traffic_t  t;
+
+    static const char  want[] = "L" OLEN ORIGIN "\x00" "\x01" "\x07";
+
+    n = im_traffic_build_l(b, U8(ORIGIN), 24, 0, IM_TRAFFIC_L_EVERY, 7);
+    tap_bytes(b, n, LIT(want), "L: built bytes");
+    tap_ok(n == IM_TRAFFIC_L_LEN(24), "L: IM_TRAFFIC_L_LEN is its length");
+
+    tap_rc(parse(b, n, &t), IM_OK, "L");
+    tap_ok(head_is(&t, 'L', 0, U8(ORIGIN), 24)
+           && t.scope == IM_TRAFFIC_L_EVERY && t.client_id == 7,
+           "L: origin, flags, scope, client id");
+    tap_ok(t.token == 0 && t.seq == 0 && t.entry == NULL && t.nonce == 0,
+           "L: the fields of other types are 0");
+
+    tap_rc(parse(b, n - 1, &t), IM_ERR_TRUNCATED, "L: client id missing");
+    tap_rc(parse(b, IM_TRAFFIC_HEAD_LEN(24), &t), IM_ERR_TRUNCATED,
+           "L: head only");
+
+    memcpy(b + n, "more", 4);
+    tap_rc(parse(b, n + 4, &t), IM_OK, "L with 4 trailing bytes");
+    tap_ok(t.scope == 1 && t.client_id == 7,
+           "L with trailing bytes: the same fields");
+
+    n = im_traffic_build_l(b, long_origin, IM_TRAFFIC_ORIGIN_MAX,
+                           IM_TRAFFIC_ALL, IM_TRAFFIC_L_ONE, 255);
+    tap_rc(parse(b, n, &t), IM_OK, "L, 255-byte origin, ALL, client 255");
+    tap_ok(t.flags == IM_TRAFFIC_ALL && t.scope == IM_TRAFFIC_L_ONE
+           && t.client_id == 255, "L: the extreme values read back");
+    prefixes("L, 255-byte origin", b, n, IM_TRAFFIC_ORIGIN_MAX);
+
+    n = im_traffic_build_l(b, U8(ORIGIN), 24, 0, IM_TRAFFIC_L_ONE, 3);
+    prefixes("L", b, n, 24);
 }
 
 
@@ -531,7 +574,7 @@ test_unknown(void)
     im_traffic_t  t;
 
     static const uint8_t  types[] = { 0, 'd', 'k', 'j', 's', 'a', 'X',
-                                      'B', 'E', 'L', 0x80, 0xff };
+                                      'B', 'E', 'l', 0x80, 0xff };
 
     for (i = 0; i < sizeof(types); i++) {
         n = im_traffic_build_d(b, U8(ORIGIN), 24, 0, SEQ, U8(ENTRY), 11);
@@ -551,14 +594,14 @@ test_unknown(void)
 
         if ((parse(b, n, &t) == IM_OK)
             != (type == 'D' || type == 'K' || type == 'J' || type == 'S'
-                || type == 'A' || type == 'R'))
+                || type == 'A' || type == 'R' || type == 'L'))
         {
             tap_diag("type 0x%02x", type);
             ok = 0;
         }
     }
 
-    tap_ok(ok, "of the 256 type bytes, only D K J S A parse");
+    tap_ok(ok, "of the 256 type bytes, only D K J S A R L parse");
 
     n = im_traffic_build_d(b, U8(ORIGIN), 24, 0, SEQ, U8(ENTRY), 11);
     b[0] = 'X';
@@ -577,6 +620,7 @@ test_traffic(void)
     test_head();
     test_d();
     test_k();
+    test_l();
     test_r();
     test_notices();
     test_origins();

@@ -28,7 +28,8 @@ our @EXPORT_OK = qw/node login chat firsts status/;
 # own im_node_id and im_zone, sharing the redis-server and user centre given.
 # Options: workers (2; a reuseport listener when more than one), timers
 # (directive => value), policy (im_login_policy), delivery (im_delivery),
-# status (a /status location), ws (more directives for the /ws location).
+# status (a /status location), ws (more directives for the /ws location),
+# locations (more text in the server block), http (more in the http block).
 sub node {
     my (%o) = @_;
     my $t = Test::Nginx->new()->has(qw/http redis/);
@@ -52,10 +53,12 @@ $delivery
 events { }
 http {
     %%TEST_GLOBALS_HTTP%%
+    ${\ ($o{http} // '') }
     server {
         listen 127.0.0.1:%%PORT_$o{port}%%$reuse;
         location /ws { im_websocket; im_auth /_auth; ${\ ($o{ws} // '') } }
         $status
+        ${\ ($o{locations} // '') }
         ${\ $o{uc}->auth_location }
     }
 }
