@@ -195,6 +195,15 @@ rebuild(int server, const uint8_t *in, size_t len, const im_msg_t *m)
         free(out);
         return;
 
+    case IM_CMD_RECEIPT:
+        CHECK(server);
+        out = malloc(IM_SIZE_RECEIPT);
+        CHECK(out != NULL);
+        n = im_build_receipt(out, m->msgid, m->to);
+        same(in, len, out, n, IM_SIZE_RECEIPT);
+        free(out);
+        return;
+
     default:
         /* an unknown command must never parse */
         CHECK(0);

@@ -199,6 +199,10 @@ gen_proto(void)
     proto("invalid_msgid", b, n);
     proto("invalid_cut", b, 20);
 
+    n = im_build_receipt(b, U8(MSGID), 1002);
+    proto("receipt", b, n);
+    proto("receipt_cut", b, n - 1);
+
     proto("empty", b, 0);
     proto("cmd_0", U8("\x00"), 1);
     proto("cmd_13", U8("\x0d\x00"), 2);
