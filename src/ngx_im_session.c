@@ -1176,6 +1176,11 @@ ngx_im_session_abort(ngx_im_session_t *s)
 
     ngx_im_gauges->sessions[s->kind]--;
 
+    /* a storm of connections that never log in (idle, refused, hostile)
+     * leaves its handshake pools freed here, not at a login: their end
+     * counts towards the trim after a burst too */
+    ngx_im_trim_note(1);
+
     /* nginx closed the connection under a session that had no other
      * cause (a handshake that failed half-way) */
     ngx_im_session_ends(s, NGX_IM_END_ERROR);
