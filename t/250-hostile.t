@@ -18,8 +18,11 @@
 #   - a recipient that never reads while a sender floods it: closed at
 #     im_send_buffer; the sender gets an ack for every message and goes on;
 #   - 4,000 CONNECTs with wrong passwords on 2,000 connections, at most
-#     100 open at a time: exactly one CONNECT_ACK 3 each, one user-centre
-#     request each; those that stay are closed after im_close_grace.
+#     100 open at a time, half of them guessing alice's and bob's
+#     passwords (limit_req per user name in the auth location, as
+#     conf/nginx.conf has it), half a user name each: exactly one
+#     CONNECT_ACK each (3, or 2 over the limit), the user centre asked
+#     once per 3; those that stay are closed after im_close_grace.
 # Memory: the worker's RSS (/proc/PID/smaps_rollup) before, at the storm's
 # peak and after everything; asserted: the growth per open connection at
 # the peak, and the RSS at the end within a fixed margin of the baseline.
@@ -46,7 +49,7 @@ my $t = Test::Nginx->new()->has(qw/http stream redis/);
 my $redis = IM::Redis->new(t => $t);
 my $uc = IM::UserCentre->new(t => $t,
     users => "alice alice-secret 1001\nbob bob-secret 1002\n"
-        . "* * uid-from-name\n");
+        . "* pw uid-from-name\n");
 
 # the timers under test, short: every idle, slow or refused connection
 # must be gone within a few seconds.  Re-push and ping out of the way:
@@ -69,10 +72,13 @@ events { worker_connections 10000; }
 http {
     %%TEST_GLOBALS_HTTP%%
     client_header_timeout ${TMO}s;
+    # password guessing per user name, as conf/nginx.conf limits it
+    limit_req_zone \$im_username zone=login:1m rate=6r/m;
     server {
         listen 127.0.0.1:%%PORT_9095%% backlog=4096;
         location = /ws { im_websocket; im_auth /_auth; }
-        ${\ $uc->auth_location }
+        ${\ $uc->auth_location(extra => 'limit_req zone=login burst=12 '
+            . "nodelay;\n            limit_req_status 429;") }
         location = /status { im_status; }
         location = /conns { stub_status; }
     }
@@ -439,7 +445,7 @@ diag('at the peak: ' . fmt_mem($at_peak));
     # and gives it back: the worker trims its heap a second after a burst
     # of sessions ended (docs/decisions/015, 020)
     my $back;
-    wait_until(sub { ($back = mem()->{Rss} - $base->{Rss}) < 4096 },
+    wait_until(sub { ($back = mem()->{Rss} - $base->{Rss}) < 1024 },
         2 + 2 * $BOUND);
     cmp_ok($back, '<', 4096,
         'after the storm: Rss within 4 MB of the baseline');
@@ -664,45 +670,73 @@ diag('after the slow reader: ' . fmt_mem(mem()));
 # wrong passwords
 
 {
-    my $asked = sub { scalar grep { /guess/ } $uc->log_lines };
+    # the user-centre requests of this flood: [user, password]
+    my $asked = sub {
+        map { [$_->{params}{username}, $_->{params}{password}] }
+            grep { ($_->{params}{password} // '') =~ /^guess/ }
+            $uc->requests
+    };
     my (@stay, %codes);
-    my ($conns, $connects, $extra) = (0, 0, 0);
+    my ($conns, $connects) = (0, 0);
     my $t0 = time;
     for my $wave (1 .. 20) {
         my $deadline = time + 3 * $BOUND;
         my @w = ws_many(100, $deadline);
         for my $c (@w) {
-            my $who = $conns++ % 2 ? 'alice' : 'bob';
+            my $k = $conns++;
+            # half guess alice's and bob's passwords over and over (the
+            # auth location's limit per user name), half a name each
+            $c->{who} = $k % 2 ? ($k % 4 == 1 ? 'alice' : 'bob')
+                : 'mallory' . (60000 + $k);
             # a CONNECT and another behind it: the second is dropped
             # with the refused login (3.1)
-            sent($c, bin(connect_msg($who, "guess$conns"))
-                . bin(connect_msg($who, "guess$conns+")));
+            sent($c, bin(connect_msg($c->{who}, "guess$k"))
+                . bin(connect_msg($c->{who}, "guess$k+")));
             $connects += 2;
         }
         pump(\@w, sub { $_[0]{msgs} }, $deadline);
         for my $c (@w) {
             my $m = $c->{msgs} ? $c->{msgs}[0] : 'none';
-            $codes{unpack 'H*', $m}++;
+            my $kind = $c->{who} =~ /^mallory/ ? 'own' : 'ab';
+            $codes{$kind}{unpack 'H*', $m}++;
         }
         # most close at once, as clients should; five per wave stay
         push @stay, splice(@w, 0, 5);
         $_->{conn}->close for @w;
     }
     my $secs = time - $t0;
+    my $codes = sub {
+        my $h = $codes{$_[0]} // {};
+        join ',', map { "$_:$h->{$_}" } sort keys %$h;
+    };
     is($conns, 2000, 'wrong passwords: 2,000 connections upgraded');
-    is(join(',', map { "$_:$codes{$_}" } sort keys %codes), '0203:2000',
-        "wrong passwords: each of $connects CONNECTs on them "
-        . 'answered once, CONNECT_ACK 3');
-    diag(sprintf 'wrong passwords: %d CONNECTs on %d connections in %.1fs',
-        $connects, $conns, $secs);
+    is($codes->('own'), '0203:1000', 'wrong passwords, a name each: '
+        . 'both CONNECTs answered once, CONNECT_ACK 3');
+    like($codes->('ab'), qr/^0202:\d+,0203:\d+$/, 'wrong passwords for '
+        . 'alice and bob: both CONNECTs answered once, CONNECT_ACK 3 or, '
+        . 'over the limit, 2');
+    diag(sprintf 'wrong passwords: %d CONNECTs on %d connections in %.1fs; '
+        . 'a name each %s; alice and bob %s', $connects, $conns, $secs,
+        $codes->('own'), $codes->('ab'));
     ok(pump(\@stay, \&closed, time + 1 + 3 * $BOUND),
         'wrong passwords: those that stayed are closed after im_close_grace');
     is(scalar(grep { ($_->{close} // -1) != 1000
         || @{$_->{msgs} // []} != 1 }
         @stay), 0, '... with close 1000 and nothing after the refusal');
-    wait_until(sub { $asked->() >= 2000 }, $BOUND);
-    is($asked->(), 2000,
-        'wrong passwords: the user centre was asked once per connection');
+
+    # the user centre: asked once per connection, but for alice and bob
+    # only as often as limit_req lets through (burst 12, one per 10 s,
+    # one login each before)
+    my @own;
+    wait_until(sub { (@own = grep { $_->[0] =~ /^mallory/ } $asked->())
+        >= 1000 }, $BOUND);
+    is(scalar @own, 1000,
+        'wrong passwords, a name each: the user centre asked once for each');
+    my @ab = grep { $_->[0] !~ /^mallory/ } $asked->();
+    is(scalar @ab, $codes{ab}{'0203'} // 0,
+        'alice and bob: the user centre asked once per CONNECT_ACK 3');
+    cmp_ok(scalar @ab, '<=', 2 * (13 + 1 + int($secs / 10)),
+        'alice and bob: ... no more often than the limit lets through');
 }
 
 ###############################################################################
@@ -733,7 +767,7 @@ is(join(' ', $t->worker_pids), $wpid, 'the same worker throughout');
 # the memory once it is all over: back near the baseline after the trim
 {
     my $back;
-    wait_until(sub { ($back = mem()->{Rss} - $base->{Rss}) < 4096 },
+    wait_until(sub { ($back = mem()->{Rss} - $base->{Rss}) < 1024 },
         2 + 2 * $BOUND);
     diag('the end: ' . fmt_mem(mem()) . ", $back kB over the baseline; "
         . "the highest Rss seen $peak_rss kB");
