@@ -4,9 +4,9 @@
  * Three allocators below nginx's pools, each for one kind of lifetime:
  * lists of spares for records made and freed per message, the worker slab
  * for objects that live as long as a session, and events that exist only
- * while needed.  After a burst (of logins, or of a large fan-out) the
- * worker lets its spares go and trims the heap.  docs/ARCHITECTURE.md has
- * the table of which object lives where.
+ * while needed.  After a burst (of logins, of sessions ending, or of a
+ * large fan-out) the worker lets its spares go and trims the heap.
+ * docs/ARCHITECTURE.md has the table of which object lives where.
  */
 
 #ifndef _NGX_IM_ALLOC_H_INCLUDED_
@@ -61,8 +61,9 @@ ngx_event_t *ngx_im_event_alloc(ngx_event_handler_pt handler, void *data,
 void ngx_im_event_free(ngx_event_t *ev);
 
 
-/* n more logins (or a pass that wrote to n sessions): once such a burst
- * has paused for a second, spares are let go and the heap is trimmed */
+/* n more logins or session ends (or a pass that wrote to n sessions):
+ * once such a burst has paused for a second, spares are let go and the
+ * heap is trimmed */
 #define NGX_IM_TRIM_BURST  256
 
 void ngx_im_trim_note(ngx_uint_t n);
