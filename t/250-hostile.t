@@ -22,7 +22,10 @@
 #     passwords (limit_req per user name in the auth location, as
 #     conf/nginx.conf has it), half a user name each: exactly one
 #     CONNECT_ACK each (3, or 2 over the limit), the user centre asked
-#     once per 3; those that stay are closed after im_close_grace.
+#     once per 3; those that stay are closed after im_close_grace;
+#   - 1,000 CONNECTs whose clients reset or close at once, while the user
+#     centre is asked; over 64 KiB sent before the CONNECT_ACK: 1008.
+# Every session and connection is gone at the end, the worker the same.
 # Memory: the worker's RSS (/proc/PID/smaps_rollup) before, at the storm's
 # peak and after everything; asserted: the growth per open connection at
 # the peak, and the RSS at the end within a fixed margin of the baseline.
@@ -49,7 +52,7 @@ my $t = Test::Nginx->new()->has(qw/http stream redis/);
 my $redis = IM::Redis->new(t => $t);
 my $uc = IM::UserCentre->new(t => $t,
     users => "alice alice-secret 1001\nbob bob-secret 1002\n"
-        . "* pw uid-from-name\n");
+        . "slowpoke pw delay:2:70000\n* pw uid-from-name\n");
 
 # the timers under test, short: every idle, slow or refused connection
 # must be gone within a few seconds.  Re-push and ping out of the way:
@@ -743,6 +746,35 @@ note('after the slow reader: ' . fmt_mem(mem()));
         'alice and bob: the user centre asked once per CONNECT_ACK 3');
     cmp_ok(scalar @ab, '<=', 2 * (13 + 1 + int($secs / 10)),
         'alice and bob: ... no more often than the limit lets through');
+}
+
+###############################################################################
+# hit and run: CONNECT and gone (reset or closed) while the user centre is
+# asked; and too much sent before the CONNECT_ACK
+
+{
+    my $n = 0;
+    for my $wave (1 .. 10) {
+        my @w = ws_many(100, time + 3 * $BOUND);
+        for my $c (@w) {
+            my $k = $n++;
+            sent($c, bin(connect_msg('runner' . (70000 + $k),
+                $k % 3 ? 'pw' : 'wrong')));
+            $k % 2 ? $c->{conn}->abort : $c->{conn}->close;
+        }
+    }
+    is($n, 1000, 'hit and run: 1,000 CONNECTs left behind');
+
+    # the user centre answers slowpoke after 2 s: all of it is sent before
+    my @p = ws_many(10, time + 3 * $BOUND);
+    for my $c (@p) {
+        sent($c, bin(connect_msg('slowpoke', 'pw'))
+            . join('', map { bin(ping_msg() . ('x' x 1000)) } 1 .. 70));
+    }
+    ok(pump(\@p, \&closed, time + 2 + 3 * $BOUND),
+        'over 64 KiB before the CONNECT_ACK: closed');
+    is(scalar(grep { ($_->{close} // -1) != 1008 || $_->{msgs} } @p), 0,
+        '... with close 1008 and no answer (3.1)');
 }
 
 ###############################################################################
