@@ -27,8 +27,9 @@
 #     centre is asked; over 64 KiB sent before the CONNECT_ACK: 1008.
 # Every session and connection is gone at the end, the worker the same.
 # Memory: the worker's RSS (/proc/PID/smaps_rollup) before, at the storm's
-# peak and after everything; asserted: the growth per open connection at
-# the peak, and the RSS at the end within a fixed margin of the baseline.
+# peak and after everything; asserted: the growth per connection at the
+# peak, and the RSS after the storm and at the end within a fixed margin
+# of the baseline.
 # The figures show with prove -v (note).
 use strict;
 use warnings;
