@@ -49,7 +49,7 @@ use IM::WS;
 use IM::TCP;
 use IM::Proto qw/:all/;
 
-my $t = Test::Nginx->new()->has(qw/http stream redis/);
+my $t = Test::Nginx->new()->has(qw/http stream redis stub_status/);
 my $redis = IM::Redis->new(t => $t);
 my $uc = IM::UserCentre->new(t => $t,
     users => "alice alice-secret 1001\nbob bob-secret 1002\n"
