@@ -500,6 +500,21 @@ ngx_http_im_handler(ngx_http_request_t *r)
     /* the connection outlives this handler */
     r->main->count++;
 
+    /*
+     * Never in nginx's queue of reusable connections: when a worker runs
+     * short of worker_connections, nginx closes connections from that
+     * queue to make room (ngx_drain_connections: "worker_connections are
+     * not enough, reusing connections").  The HTTP core puts a connection
+     * there only while it waits for a request, and takes it out at the
+     * request's first byte, so a WebSocket session is not there already;
+     * this says so where the session begins, whatever the HTTP core
+     * does before.  Nothing after this point puts it back: the request
+     * is freed at login (ngx_http_im_detach_handler) without the HTTP
+     * core's keepalive.  The TCP API's stream connections are never
+     * reusable.  t/170-worker-connections.t fills a worker to check.
+     */
+    ngx_reusable_connection(c, 0);
+
     /* a client may send its first frame with the handshake */
 
     if (r->header_in->pos < r->header_in->last) {
@@ -649,7 +664,8 @@ ngx_http_im_conn_read(ngx_event_t *ev)
     }
 
     if (c->close) {
-        /* worker_shutdown_timeout ran out */
+        /* worker_shutdown_timeout ran out (never a reuse: see
+         * ngx_http_im_handler) */
         (void) ngx_im_session_shutdown(ngx_http_im_ctx_session(ctx), 0);
         ctx->finalized = 1;
         im_ws_parser_free(&ctx->parser);

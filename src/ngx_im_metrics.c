@@ -659,6 +659,11 @@ ngx_im_metrics_prometheus(ngx_pool_t *pool)
     p = ngx_im_metrics_one(p, "im_redis_reconnects_total", "counter",
                            "Redis connections lost and tried again.",
                            t->redis_reconnects);
+    p = ngx_im_metrics_one(p, "im_redis_pings_total", "counter",
+                           "PINGs to a Redis connection silent for "
+                           "im_redis_timeout (busy, or dead if "
+                           "unanswered).",
+                           t->redis_pings);
     p = ngx_im_metrics_hist(p, "im_redis_duration_seconds",
                             "Time from a Redis command to its reply.",
                             &t->redis);

@@ -110,6 +110,10 @@ typedef struct {
     ngx_atomic_uint_t   api[NGX_IM_API_N];
     ngx_atomic_uint_t   api_errors;
     ngx_atomic_uint_t   api_logouts;
+
+    /* the watchdog's PINGs to a connection that was slow to answer: Redis
+     * busy (answered) or gone (then a reconnect follows) */
+    ngx_atomic_uint_t   redis_pings;
 } ngx_im_stats_t;
 
 

@@ -10,6 +10,7 @@
  */
 
 #include "ngx_im_output.h"
+#include "ngx_im_redis.h"
 
 
 /*
@@ -299,6 +300,10 @@ ngx_im_output_write(ngx_im_session_t *s)
         ngx_im_session_ops->close(s, NGX_IM_CLOSE_SLOW);
         return;
     }
+
+    /* the subscriptions of this pass first: a CONNECT_ACK must not leave
+     * before the SUBSCRIBE of its uid (ngx_im_redis.c) */
+    ngx_im_redis_flush_subs();
 
     if (s->transport->pre_flush) {
         switch (s->transport->pre_flush(s)) {

@@ -50,6 +50,7 @@ typedef struct {
     ngx_uint_t           setup;      /* AUTH/SELECT replies still due */
     ngx_uint_t           pending;    /* commands without a reply */
     ngx_msec_t           progress;   /* last sign of life */
+    ngx_msec_t           probe;      /* a PING sent then, or 0 */
     ngx_msec_t           backoff;
     ngx_event_t          reconnect;
     ngx_im_redis_chunk_t *arena;    /* the reply being read, newest first */
@@ -88,6 +89,11 @@ static void *ngx_im_redis_new_integer(const redisReadTask *task,
 static void *ngx_im_redis_new_nil(const redisReadTask *task);
 static void ngx_im_redis_free_reply(void *reply);
 static void ngx_im_redis_write_handler(ngx_event_t *ev);
+static void ngx_im_redis_batch_reset(void);
+static void ngx_im_redis_batch_handler(ngx_event_t *ev);
+static ngx_int_t ngx_im_redis_ping(ngx_im_redis_conn_t *rc);
+static void ngx_im_redis_alive(ngx_im_redis_conn_t *rc);
+static u_char *ngx_im_redis_num(u_char *p, u_char lead, size_t n);
 
 
 static ngx_im_redis_conn_t       ngx_im_redis_conns[NGX_IM_REDIS_N];
@@ -100,6 +106,31 @@ static ngx_connection_t          ngx_im_redis_dummy;
 static ngx_uint_t                ngx_im_redis_exiting;
 /* the connection whose replies hiredis is parsing now */
 static ngx_im_redis_conn_t      *ngx_im_redis_reading;
+
+
+/*
+ * The channels to (un)subscribe in this event loop pass, as RESP bulk
+ * strings after room for the command's header: one SUBSCRIBE with many
+ * channels at the end of the pass, not a command and a write per login
+ * (see ngx_im_redis_subscribe).
+ */
+
+#define NGX_IM_REDIS_BATCH_MAX   1024    /* channels per command */
+#define NGX_IM_REDIS_BATCH_HDR   48      /* "*1025\r\n$11\r\nUNSUBSCRIBE\r\n" */
+
+typedef struct {
+    const char          *cmd;
+    u_char              *buf;
+    size_t               len;       /* from buf + NGX_IM_REDIS_BATCH_HDR */
+    size_t               size;
+    ngx_uint_t           n;
+} ngx_im_redis_batch_t;
+
+static ngx_im_redis_batch_t      ngx_im_redis_batches[2] = {
+    { "SUBSCRIBE", NULL, 0, 0, 0 },
+    { "UNSUBSCRIBE", NULL, 0, 0, 0 }
+};
+static ngx_event_t               ngx_im_redis_batch_ev;
 
 /*
  * The clock is read once per event loop pass for the commands (they all
@@ -115,6 +146,15 @@ static redisReplyObjectFunctions  ngx_im_redis_reply_fns = {
     ngx_im_redis_new_nil,
     ngx_im_redis_free_reply
 };
+
+
+/* the watchdog looks a few times per timeout, at most once a second */
+
+static ngx_msec_t
+ngx_im_redis_tick(ngx_im_conf_t *imcf)
+{
+    return ngx_max(ngx_min(imcf->redis_timeout / 4, 1000), 50);
+}
 
 
 ngx_int_t
@@ -160,7 +200,12 @@ ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
     ngx_im_redis_watchdog.handler = ngx_im_redis_watchdog_handler;
     ngx_im_redis_watchdog.log = cycle->log;
     ngx_im_redis_watchdog.cancelable = 1;
-    ngx_add_timer(&ngx_im_redis_watchdog, 1000);
+    ngx_add_timer(&ngx_im_redis_watchdog, ngx_im_redis_tick(imcf));
+
+    ngx_im_redis_batch_ev.data = &ngx_im_redis_dummy;
+    ngx_im_redis_batch_ev.handler = ngx_im_redis_batch_handler;
+    ngx_im_redis_batch_ev.log = cycle->log;
+    ngx_im_redis_batch_reset();
 
     return NGX_OK;
 }
@@ -193,6 +238,10 @@ ngx_im_redis_exit(void)
 
     if (ngx_im_redis_watchdog.timer_set) {
         ngx_del_timer(&ngx_im_redis_watchdog);
+    }
+
+    if (ngx_im_redis_batch_ev.posted) {
+        ngx_delete_posted_event(&ngx_im_redis_batch_ev);
     }
 
     for (i = 0; i < NGX_IM_REDIS_N; i++) {
@@ -293,6 +342,7 @@ ngx_im_redis_connect(ngx_im_redis_conn_t *rc)
     rc->c = c;
     rc->state = NGX_IM_REDIS_CONNECTING;
     rc->pending = 0;
+    rc->probe = 0;
     rc->progress = ngx_current_msec;
 
     ac->data = rc;
@@ -449,6 +499,12 @@ ngx_im_redis_down(ngx_im_redis_conn_t *rc)
     rc->ac = NULL;
     rc->state = NGX_IM_REDIS_DOWN;
     rc->pending = 0;
+    rc->probe = 0;
+
+    if (rc->which == NGX_IM_REDIS_SUB) {
+        /* the router subscribes everything again when it is back */
+        ngx_im_redis_batch_reset();
+    }
 
     if (!ngx_im_redis_exiting) {
         ngx_im_stats->redis_reconnects++;
@@ -484,37 +540,84 @@ ngx_im_redis_reconnect_handler(ngx_event_t *ev)
 }
 
 
+/*
+ * A connection with commands unanswered for im_redis_timeout is not yet
+ * taken for dead: a Redis busy with a login storm of many workers (tens
+ * of thousands of SUBSCRIBEs and presence writes) answers late, and
+ * dropping it then makes every worker subscribe all its uids and read
+ * all its inboxes again, on top of the storm.  So the connection is dead
+ * only when nothing comes back at all: no byte of a reply (replies that
+ * wait in the socket mean that this worker is behind, not Redis) and no
+ * answer to a PING sent at the first timeout, within a second timeout.
+ * A busy Redis answers the PING behind the commands before it; a dead
+ * one, a hung one or a lost route never does.
+ */
+
 static void
 ngx_im_redis_watchdog_handler(ngx_event_t *ev)
 {
+    int                   n;
     ngx_uint_t            i;
+    ngx_msec_t            now, timeout;
     ngx_im_conf_t        *imcf;
     ngx_im_redis_conn_t  *rc;
     redisAsyncContext    *ac;
 
     imcf = ngx_im_get_conf();
+    now = ngx_current_msec;
+    timeout = imcf->redis_timeout;
 
     for (i = 0; i < NGX_IM_REDIS_N; i++) {
         rc = &ngx_im_redis_conns[i];
 
-        if (rc->ac == NULL) {
+        if (rc->ac == NULL || rc->c == NULL) {
             continue;
         }
 
-        if ((rc->state == NGX_IM_REDIS_CONNECTING || rc->pending)
-            && ngx_current_msec - rc->progress > imcf->redis_timeout)
-        {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "im redis: connection %ui timed out", i);
-
-            ac = rc->ac;
-            ngx_im_redis_down(rc);
-            redisAsyncFree(ac);
+        if (rc->state == NGX_IM_REDIS_READY && rc->pending == 0) {
+            rc->probe = 0;
+            continue;
         }
+
+        if (now - rc->progress <= timeout) {
+            continue;
+        }
+
+        if (rc->state == NGX_IM_REDIS_READY) {
+
+            if (ioctl(rc->c->fd, FIONREAD, &n) != -1 && n > 0) {
+                rc->progress = now;
+                continue;
+            }
+
+            if (rc->probe == 0) {
+                ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                              "im redis: connection %ui: %ui commands "
+                              "unanswered for %M ms, PING sent",
+                              i, rc->pending, now - rc->progress);
+
+                if (ngx_im_redis_ping(rc) == NGX_OK) {
+                    rc->probe = now;
+                    ngx_im_stats->redis_pings++;
+                    continue;
+                }
+
+            } else if (now - rc->probe <= timeout) {
+                continue;
+            }
+        }
+
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "im redis: connection %ui timed out: nothing "
+                      "received for %M ms", i, now - rc->progress);
+
+        ac = rc->ac;
+        ngx_im_redis_down(rc);
+        redisAsyncFree(ac);
     }
 
     if (!ngx_im_redis_exiting) {
-        ngx_add_timer(ev, 1000);
+        ngx_add_timer(ev, ngx_im_redis_tick(imcf));
     }
 }
 
@@ -679,6 +782,7 @@ ngx_im_redis_answer(ngx_im_redis_conn_t *rc, redisReply *reply)
     }
 
     rc->progress = ngx_current_msec;
+    rc->probe = 0;
 
     ngx_im_metrics_observe(&ngx_im_stats->redis,
                            ngx_im_redis_stamp > req->sent
@@ -734,6 +838,49 @@ ngx_im_redis_flush(void)
 }
 
 
+/* a reply on the subscriber connection that answers one of its requests */
+
+static void
+ngx_im_redis_alive(ngx_im_redis_conn_t *rc)
+{
+    if (rc->pending) {
+        rc->pending--;
+    }
+
+    rc->progress = ngx_current_msec;
+    rc->probe = 0;
+}
+
+
+/*
+ * The watchdog's question to a connection that has not answered for
+ * im_redis_timeout.  On the subscriber connection PING is allowed among
+ * subscriptions and answered ["pong", ""] (see ngx_im_redis_sub_reply).
+ */
+
+static ngx_int_t
+ngx_im_redis_ping(ngx_im_redis_conn_t *rc)
+{
+    static const char  *argv[1] = { "PING" };
+    static size_t       argvlen[1] = { 4 };
+
+    if (rc->which != NGX_IM_REDIS_SUB) {
+        return ngx_im_redis_cmd(rc->which, NULL, NULL, 1, argv, argvlen);
+    }
+
+    if (redisAppendFormattedCommand(&rc->ac->c, "*1\r\n$4\r\nPING\r\n", 14)
+        != REDIS_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_im_redis_add_write(rc);
+    rc->pending++;
+
+    return NGX_OK;
+}
+
+
 /*
  * The subscriber connection bypasses hiredis's pub/sub bookkeeping as well:
  * hiredis keeps a dictionary entry, a key and a callback per channel (about
@@ -742,16 +889,115 @@ ngx_im_redis_flush(void)
  * every message.  (UN)SUBSCRIBE is appended to the context's output buffer
  * as plain bytes; the channel name of what Redis sends goes to the router,
  * which has its own table.
+ *
+ * And the channels of an event loop pass go in one command: a login storm
+ * completes hundreds of logins per pass in each worker, and a SUBSCRIBE
+ * and a write each (as it was) made Redis read, parse and answer
+ * hundreds of tiny requests per worker and pass while every other
+ * worker's did the same.  Redis answers a command of n channels with n
+ * confirmations, so the router's view (one confirmation per channel) does
+ * not change.  The batch leaves at the end of the pass, and before any
+ * session's output (ngx_im_redis_flush_subs() from ngx_im_output_write):
+ * a CONNECT_ACK never leaves before the SUBSCRIBE of its uid.
  */
 
-static ngx_int_t
-ngx_im_redis_sub_cmd(const char *cmd, u_char *channel, size_t len)
+static void
+ngx_im_redis_batch_reset(void)
 {
-    u_char               *buf;
-    size_t                n;
-    const char           *argv[2];
-    size_t                argvlen[2];
+    ngx_uint_t  i;
+
+    for (i = 0; i < 2; i++) {
+        ngx_im_redis_batches[i].len = 0;
+        ngx_im_redis_batches[i].n = 0;
+    }
+}
+
+
+/* the batch as one command in hiredis's output buffer */
+
+static ngx_int_t
+ngx_im_redis_batch_close(ngx_im_redis_conn_t *rc, ngx_im_redis_batch_t *b)
+{
+    u_char  hdr[NGX_IM_REDIS_BATCH_HDR], *p;
+    size_t  clen, hlen;
+
+    if (b->n == 0) {
+        return NGX_OK;
+    }
+
+    clen = ngx_strlen(b->cmd);
+
+    p = ngx_sprintf(hdr, "*%ui\r\n$%uz\r\n%s\r\n", b->n + 1, clen, b->cmd);
+    hlen = p - hdr;
+
+    p = b->buf + NGX_IM_REDIS_BATCH_HDR - hlen;
+    ngx_memcpy(p, hdr, hlen);
+
+    b->n = 0;
+
+    if (redisAppendFormattedCommand(&rc->ac->c, (char *) p, hlen + b->len)
+        != REDIS_OK)
+    {
+        b->len = 0;
+        return NGX_ERROR;
+    }
+
+    b->len = 0;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_im_redis_flush_subs(void)
+{
+    int                   done;
+    ngx_uint_t            i;
     ngx_im_redis_conn_t  *rc;
+
+    if (ngx_im_redis_batches[0].n == 0 && ngx_im_redis_batches[1].n == 0) {
+        return;
+    }
+
+    rc = &ngx_im_redis_conns[NGX_IM_REDIS_SUB];
+
+    if (rc->state != NGX_IM_REDIS_READY) {
+        ngx_im_redis_batch_reset();
+        return;
+    }
+
+    for (i = 0; i < 2; i++) {
+        if (ngx_im_redis_batch_close(rc, &ngx_im_redis_batches[i])
+            != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                          "im redis: %s of a batch not queued",
+                          ngx_im_redis_batches[i].cmd);
+        }
+    }
+
+    ngx_im_redis_add_write(rc);
+
+    /* out now: a failed or partial write is seen again by the write
+     * handler */
+    (void) redisBufferWrite(&rc->ac->c, &done);
+}
+
+
+static void
+ngx_im_redis_batch_handler(ngx_event_t *ev)
+{
+    ngx_im_redis_flush_subs();
+}
+
+
+static ngx_int_t
+ngx_im_redis_sub_cmd(ngx_uint_t which, u_char *channel, size_t len)
+{
+    u_char                *p;
+    size_t                 need;
+    ngx_im_redis_conn_t   *rc;
+    ngx_im_redis_batch_t  *b;
 
     rc = &ngx_im_redis_conns[NGX_IM_REDIS_SUB];
 
@@ -759,24 +1005,48 @@ ngx_im_redis_sub_cmd(const char *cmd, u_char *channel, size_t len)
         return NGX_ERROR;
     }
 
-    argv[0] = cmd;
-    argvlen[0] = ngx_strlen(cmd);
-    argv[1] = (char *) channel;
-    argvlen[1] = len;
+    b = &ngx_im_redis_batches[which];
 
-    buf = ngx_im_redis_format(2, argv, argvlen, &n);
-
-    if (buf == NULL
-        || redisAppendFormattedCommand(&rc->ac->c, (char *) buf, n)
-           != REDIS_OK)
+    if (b->n == NGX_IM_REDIS_BATCH_MAX
+        && ngx_im_redis_batch_close(rc, b) != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    ngx_im_redis_add_write(rc);
+    need = NGX_IM_REDIS_BATCH_HDR + b->len
+           + sizeof("$\r\n\r\n") - 1 + NGX_SIZE_T_LEN + len;
+
+    if (need > b->size) {
+        need = ngx_max(need * 2, 16384);
+
+        p = ngx_alloc(need, ngx_cycle->log);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (b->buf) {
+            ngx_memcpy(p, b->buf, NGX_IM_REDIS_BATCH_HDR + b->len);
+            ngx_free(b->buf);
+        }
+
+        b->buf = p;
+        b->size = need;
+    }
+
+    p = b->buf + NGX_IM_REDIS_BATCH_HDR + b->len;
+    p = ngx_im_redis_num(p, '$', len);
+    p = ngx_cpymem(p, channel, len);
+    *p++ = '\r'; *p++ = '\n';
+
+    b->len = p - (b->buf + NGX_IM_REDIS_BATCH_HDR);
+    b->n++;
 
     if (rc->pending++ == 0) {
         rc->progress = ngx_current_msec;
+    }
+
+    if (!ngx_im_redis_batch_ev.posted) {
+        ngx_post_event(&ngx_im_redis_batch_ev, &ngx_posted_events);
     }
 
     return NGX_OK;
@@ -786,31 +1056,14 @@ ngx_im_redis_sub_cmd(const char *cmd, u_char *channel, size_t len)
 ngx_int_t
 ngx_im_redis_subscribe(u_char *channel, size_t len)
 {
-    int  done;
-
-    if (ngx_im_redis_sub_cmd("SUBSCRIBE", channel, len) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    /*
-     * Out now, not on the next pass: the session's CONNECT_ACK leaves in
-     * this one, and a message sent to the uid as soon as the client has
-     * it must find the subscription in Redis (offline-only mode stores
-     * nothing that another device took).  A failed write is seen again by
-     * the write handler.
-     */
-
-    (void) redisBufferWrite(&ngx_im_redis_conns[NGX_IM_REDIS_SUB].ac->c,
-                            &done);
-
-    return NGX_OK;
+    return ngx_im_redis_sub_cmd(0, channel, len);
 }
 
 
 ngx_int_t
 ngx_im_redis_unsubscribe(u_char *channel, size_t len)
 {
-    return ngx_im_redis_sub_cmd("UNSUBSCRIBE", channel, len);
+    return ngx_im_redis_sub_cmd(1, channel, len);
 }
 
 
@@ -820,12 +1073,20 @@ static void
 ngx_im_redis_ready_read(ngx_im_redis_conn_t *rc)
 {
     void               *r;
+    size_t              had;
     redisAsyncContext  *ac;
 
     ac = rc->ac;
+    had = ac->c.reader->len;
 
     if (redisBufferRead(&ac->c) != REDIS_OK) {
         goto lost;
+    }
+
+    if (ac->c.reader->len > had) {
+        /* a part of a reply is a sign of life too: a large one (an inbox,
+         * a page of members) may take longer than the timeout to come */
+        rc->progress = ngx_current_msec;
     }
 
     /* the replies' time; the commands their callbacks send leave at the
@@ -872,6 +1133,17 @@ ngx_im_redis_sub_reply(ngx_im_redis_conn_t *rc, redisReply *reply)
 {
     redisReply  *type, *chan, *msg;
 
+    if (reply->type == REDIS_REPLY_STATUS
+        || (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+            && reply->element[0]->type == REDIS_REPLY_STRING
+            && reply->element[0]->len == 4
+            && ngx_strncmp(reply->element[0]->str, "pong", 4) == 0))
+    {
+        /* the watchdog's PING ("+PONG" with no channel subscribed) */
+        ngx_im_redis_alive(rc);
+        return;
+    }
+
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) {
 
         if (reply->type == REDIS_REPLY_ERROR) {
@@ -892,9 +1164,10 @@ ngx_im_redis_sub_reply(ngx_im_redis_conn_t *rc, redisReply *reply)
         return;
     }
 
-    rc->progress = ngx_current_msec;
-
     if (type->len == 7 && ngx_strncmp(type->str, "message", 7) == 0) {
+        rc->progress = ngx_current_msec;
+        rc->probe = 0;
+
         if (msg->type == REDIS_REPLY_STRING) {
             ngx_im_redis_handlers->message((u_char *) chan->str, chan->len,
                                            (u_char *) msg->str, msg->len);
@@ -902,9 +1175,7 @@ ngx_im_redis_sub_reply(ngx_im_redis_conn_t *rc, redisReply *reply)
         return;
     }
 
-    if (rc->pending) {
-        rc->pending--;
-    }
+    ngx_im_redis_alive(rc);
 
     if (type->len == 9 && ngx_strncmp(type->str, "subscribe", 9) == 0) {
         ngx_im_redis_handlers->subscribed((u_char *) chan->str, chan->len);

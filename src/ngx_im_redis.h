@@ -58,8 +58,12 @@ ngx_int_t ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb,
  * event loop pass */
 void ngx_im_redis_flush(void);
 
+/* queued for the end of the pass, one command for all the channels of
+ * the pass; ngx_im_redis_flush_subs() sends them now (before output to
+ * clients: see ngx_im_redis.c) */
 ngx_int_t ngx_im_redis_subscribe(u_char *channel, size_t len);
 ngx_int_t ngx_im_redis_unsubscribe(u_char *channel, size_t len);
+void ngx_im_redis_flush_subs(void);
 
 
 #endif /* _NGX_IM_REDIS_H_INCLUDED_ */

@@ -52,6 +52,8 @@ static void ngx_im_router_unsubscribed(u_char *channel, size_t clen);
 static void ngx_im_router_sub_connected(void);
 static void ngx_im_router_inbox_connected(void);
 static void ngx_im_router_subscribe(ngx_im_user_t *u);
+static void ngx_im_router_confirmed(u_char *channel, size_t clen);
+static void ngx_im_router_resubscribe(void);
 static void ngx_im_router_stored(redisReply *reply, void *data);
 static void ngx_im_router_publish_offline(uint32_t uid, ngx_im_msg_t *msg,
     u_char *buf, size_t len);
@@ -62,6 +64,25 @@ static void ngx_im_router_published(redisReply *reply, void *data);
 
 static ngx_im_spares_t         ngx_im_spare_rcpts =
     ngx_im_spares(ngx_im_rcpt_t, 4096);
+
+
+/*
+ * After the subscriber connection came back, the uids are subscribed again
+ * a batch at a time (one SUBSCRIBE of NGX_IM_ROUTER_RESUB channels), the
+ * next batch once Redis has confirmed every subscription asked before it:
+ * a worker of 17,000 uids no longer sends 17,000 SUBSCRIBEs, and then
+ * 17,000 inbox reads, into a Redis that may be slow already.  Redis sets
+ * the pace.  Logins meanwhile subscribe at once, as always.
+ */
+
+#define NGX_IM_ROUTER_RESUB  1024
+
+static ngx_uint_t              ngx_im_router_resubscribing;
+static uint32_t                ngx_im_router_resub_from;
+static ngx_uint_t              ngx_im_router_resub_mark;
+/* SUBSCRIBEs of channels sent and confirmed since the connection came */
+static ngx_uint_t              ngx_im_router_subs_sent;
+static ngx_uint_t              ngx_im_router_subs_done;
 
 static ngx_im_redis_handlers_t  ngx_im_router_handlers = {
     ngx_im_router_message,
@@ -262,6 +283,7 @@ ngx_im_router_subscribe(ngx_im_user_t *u)
                        "im router: uid %uD subscribing",
                        (uint32_t) u->node.key);
         u->sub = NGX_IM_SUB_SUBSCRIBING;
+        ngx_im_router_subs_sent++;
         return;
     }
 
@@ -279,6 +301,22 @@ ngx_im_router_subscribe(ngx_im_user_t *u)
 
 static void
 ngx_im_router_subscribed(u_char *channel, size_t clen)
+{
+    /* confirmations come in the order of the channels asked */
+    ngx_im_router_subs_done++;
+
+    ngx_im_router_confirmed(channel, clen);
+
+    if (ngx_im_router_resubscribing
+        && ngx_im_router_subs_done >= ngx_im_router_resub_mark)
+    {
+        ngx_im_router_resubscribe();
+    }
+}
+
+
+static void
+ngx_im_router_confirmed(u_char *channel, size_t clen)
 {
     u_char          buf[32];
     ngx_im_user_t  *u;
@@ -346,9 +384,8 @@ ngx_im_router_sub_connected(void)
 {
     ngx_im_user_t  *u, *next;
 
-    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
-                   "im router: pub/sub back, %ui uids to subscribe",
-                   ngx_im_table_count());
+    ngx_im_router_subs_sent = 0;
+    ngx_im_router_subs_done = 0;
 
     for (u = ngx_im_table_first(); u; u = next) {
         next = ngx_im_table_next(u);
@@ -356,13 +393,64 @@ ngx_im_router_sub_connected(void)
         u->sub = NGX_IM_SUB_NONE;
         ngx_im_alone_forget(u);
 
-        if (u->nsessions) {
-            ngx_im_router_subscribe(u);
-
-        } else {
+        if (u->nsessions == 0) {
             ngx_im_router_free(u);
         }
     }
+
+    if (ngx_im_table_count()) {
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "im router: pub/sub back, %ui uids to subscribe "
+                      "again, %d at a time",
+                      ngx_im_table_count(), NGX_IM_ROUTER_RESUB);
+    }
+
+    ngx_im_router_resubscribing = 1;
+    ngx_im_router_resub_from = 0;
+    ngx_im_router_resubscribe();
+}
+
+
+/* the next batch of the resubscription (see NGX_IM_ROUTER_RESUB) */
+
+static void
+ngx_im_router_resubscribe(void)
+{
+    ngx_uint_t      n;
+    ngx_im_user_t  *u, *next;
+
+    n = 0;
+
+    for (u = ngx_im_table_from(ngx_im_router_resub_from);
+         u && n < NGX_IM_ROUTER_RESUB;
+         u = next)
+    {
+        next = ngx_im_table_next(u);
+
+        if (u->sub != NGX_IM_SUB_NONE || u->nsessions == 0) {
+            /* subscribed by a login meanwhile, or being left */
+            continue;
+        }
+
+        if (!ngx_im_redis_ready(NGX_IM_REDIS_SUB)) {
+            /* gone again: it starts over when it is back */
+            ngx_im_router_resubscribing = 0;
+            return;
+        }
+
+        ngx_im_router_subscribe(u);
+        n++;
+    }
+
+    if (u == NULL) {
+        ngx_log_debug0(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                       "im router: resubscription complete");
+        ngx_im_router_resubscribing = 0;
+        return;
+    }
+
+    ngx_im_router_resub_from = (uint32_t) u->node.key;
+    ngx_im_router_resub_mark = ngx_im_router_subs_sent;
 }
 
 
@@ -372,14 +460,17 @@ ngx_im_router_inbox_connected(void)
     ngx_im_user_t  *u;
 
     /* loads that failed while Redis was away, and announcements that
-     * may have been lost with the connection */
+     * may have been lost with the connection; a uid still waiting for
+     * its turn in the resubscription reads its inbox once subscribed */
 
     for (u = ngx_im_table_first(); u; u = ngx_im_table_next(u)) {
 
         if (u->sub == NGX_IM_SUB_SUBSCRIBED) {
             ngx_im_alone_announce(u);
 
-        } else {
+        } else if (!(ngx_im_router_resubscribing
+                     && u->sub == NGX_IM_SUB_NONE))
+        {
             ngx_im_table_sync(u);
         }
     }

@@ -139,6 +139,29 @@ ngx_im_table_next(ngx_im_user_t *u)
 }
 
 
+ngx_im_user_t *
+ngx_im_table_from(uint32_t uid)
+{
+    ngx_rbtree_node_t  *node, *sentinel, *found;
+
+    node = ngx_im_users.root;
+    sentinel = ngx_im_users.sentinel;
+    found = NULL;
+
+    while (node != sentinel) {
+        if (node->key >= uid) {
+            found = node;
+            node = node->left;
+
+        } else {
+            node = node->right;
+        }
+    }
+
+    return (ngx_im_user_t *) found;
+}
+
+
 void
 ngx_im_table_sync(ngx_im_user_t *u)
 {

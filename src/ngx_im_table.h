@@ -112,6 +112,8 @@ ngx_uint_t ngx_im_table_count(void);
 /* in uid order; NULL after the last */
 ngx_im_user_t *ngx_im_table_first(void);
 ngx_im_user_t *ngx_im_table_next(ngx_im_user_t *u);
+/* the first record of a uid at least uid; NULL: none */
+ngx_im_user_t *ngx_im_table_from(uint32_t uid);
 
 /* every session of u reads its inbox */
 void ngx_im_table_sync(ngx_im_user_t *u);
