@@ -23,6 +23,7 @@ package IM::Setup;
 #   auth         extra directives in /_auth (proxy_read_timeout 1s ...)
 #   body         proxy_set_body value (default username/password)
 #   workers      worker_processes (default 1)
+#   events       the events block's directives (worker_connections 64;)
 #   stream       0 leaves out the TCP API server (default 1)
 
 use strict;
@@ -59,6 +60,7 @@ sub write_conf {
     my $body = $o{body} // 'username=$im_username&password=$im_password';
     my $listen = $o{listen} // '';
     my $locations = $o{locations} // '';
+    my $events = $o{events} // '';
     my $stream = ($o{stream} // 1) ? <<"S" : '';
 stream {
     %%TEST_GLOBALS_STREAM%%
@@ -76,7 +78,7 @@ daemon on;
 worker_processes $workers;
 im_redis $raddr;
 $main
-events { }
+events { $events }
 http {
     %%TEST_GLOBALS_HTTP%%
     $http
