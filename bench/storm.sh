@@ -145,7 +145,15 @@ run_one() {   # index module
         --cpu-pids "$workers" --aux-pids "$rpid")
     echo "${cmd[*]}" | sed "s|$HERE/|bench/|g" >> "$CMDS"
     log "run$k: $N logins ($mod)"
+    # the sessions per worker, each second while the storm lasts
+    ( while :; do
+          curl -s "http://127.0.0.1:$WS/metrics" \
+              | awk '/^im_worker_sessions/ { printf "%s ", $2 } END { print "" }'
+          sleep 1
+      done ) > "$dir/spread.txt" 2> /dev/null &
+    local spread_pid=$!
     line=$("${cmd[@]}" 2> "$dir/storm.log")
+    kill "$spread_pid" 2> /dev/null; wait "$spread_pid" 2> /dev/null
     [[ -z $line ]] && line="{\"label\":\"run$k-storm\",\"error\":\"no result\"}"
     echo "$line" >> "$RESULTS"
     wait "$rate_pid"
@@ -159,7 +167,8 @@ run_one() {   # index module
     kill -QUIT "$npid"; wait "$npid" 2>/dev/null
     kill -TERM "$rpid"; wait "$rpid" 2>/dev/null
 
-    python3 - "$OUT/metrics-run$k.txt" "$line" "$(cat "$dir/talk.json")" "$mod" <<'PY'
+    python3 - "$OUT/metrics-run$k.txt" "$line" "$(cat "$dir/talk.json")" "$mod" \
+        "$dir/spread.txt" <<'PY'
 import json, re, sys
 m = dict(re.findall(r'^(im_\S+) (\S+)$', open(sys.argv[1]).read(), re.M))
 s = json.loads(sys.argv[2]); t = json.loads(sys.argv[3] or '{}')
@@ -172,6 +181,13 @@ print("storm: %s: logins ok %s of %s (failed %s, retries %s, refused %s) in %.1f
          g('im_redis_reconnects_total'), g('im_redis_pings_total'),
          g('im_redis_failed_total'), t.get('sent'), t.get('acked'),
          g('im_refused_total{reason="store"}')))
+# the fullest moment: sessions per worker, and the largest over the mean
+best = max(([int(x) for x in l.split()] for l in open(sys.argv[5])
+            if l.strip()), key=sum, default=[])
+if best and sum(best):
+    print("storm: %s: sessions per worker at the fullest: %s (largest / mean %.3f)"
+          % (sys.argv[4], " ".join(map(str, best)),
+             max(best) * len(best) / sum(best)))
 PY
 }
 
