@@ -166,6 +166,36 @@ ok(($m->{im_redis_pings_total} // 0) > 0,
 diag("pings: " . ($m->{im_redis_pings_total} // 'none'));
 is($m->{'im_sessions{transport="ws"}'}, $N + 4, 'every session is there');
 
+# one SUBSCRIBE per event-loop pass, not one per login: how many logins
+# end in one pass depends on the machine's load (3 on average in a busy
+# full suite, more alone), never one each for 3,000 at once
+sub subscribe_calls {
+    my ($n) = ($redis->cmd('INFO', 'commandstats') // '')
+        =~ /cmdstat_subscribe:calls=(\d+)/;
+    return $n // 0;
+}
+my $calls = subscribe_calls();
+ok($calls < $N, "the storm's $N subscriptions took $calls SUBSCRIBEs");
+
+# the subscriber connections cut: each worker subscribes its ~1,500 uids
+# again, 1,024 channels a command, the next once the last is confirmed
+my $mark = $t->log_mark;
+sub channels {
+    my $r = $redis->cmd('PUBSUB', 'CHANNELS', 'im:u:*');
+    return ref $r eq 'ARRAY' ? scalar @$r : -1;
+}
+is(channels(), $N + 4, 'every uid has its channel');
+$redis->cmd('CLIENT', 'KILL', 'TYPE', 'pubsub');
+ok(wait_until(sub {
+    my @back = $t->error_log($mark)
+        =~ /pub\/sub back, \d+ uids to subscribe again, 1024 at a time/g;
+    @back == 2 && channels() == $N + 4;
+}, 60), 'both workers subscribed every uid again');
+my $again = subscribe_calls() - $calls;
+ok($again >= 2 && $again <= 6, "in $again SUBSCRIBEs of up to 1,024");
+is(metrics()->{im_redis_reconnects_total}, 2,
+    'the two subscriber connections were the only ones to go');
+
 # and the storm's sessions are live: one of them gets a message
 my $last = $N - 1;
 my $to = 100000 + $last;
