@@ -252,9 +252,10 @@ start_nginx() {     # name workers pinned(0|1) delivery
     # a module still being written may lack a directive: leave it out, say so
     local d syms
     syms=$(strings "$IM_MODULE")    # not "strings | grep -q": SIGPIPE under pipefail
-    for d in im_zone im_delivery; do
+    for d in im_zone im_delivery im_metrics; do
         if ! grep -qx "$d" <<< "$syms"; then
-            sed -i "s|^$d |# not in this build: $d |" "$dir/nginx.conf"
+            sed -Ei "s|^([[:space:]]*)($d[ ;])|\1# not in this build: \2|" \
+                "$dir/nginx.conf"
             grep -qs "directive $d" "$NOTES" || note "the module has no directive $d: left out"
         fi
     done
@@ -495,7 +496,9 @@ echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/machine.txt"
 # ---------------------------------------------------------------------------
 # report
 
-if [[ $QUICK == 1 ]]; then
+# a quick run, or a run into a folder of the caller's (an A/B comparison),
+# leaves the committed report alone
+if [[ $QUICK == 1 || -n ${BENCH_OUT:-} ]]; then
     REPORT=$OUT/REPORT.md PLOT=$OUT/latency.png
 else
     REPORT=$HERE/REPORT.md PLOT=$HERE/latency.png
