@@ -133,7 +133,12 @@ ngx_im_output_append(ngx_im_session_t *s, u_char *hdr, size_t hlen,
     }
 
     b = last->buf;
-    b->last = ngx_cpymem(b->last, hdr, hlen);
+
+    /* raw output has no header: memcpy() from NULL is undefined even for 0 */
+    if (hlen) {
+        b->last = ngx_cpymem(b->last, hdr, hlen);
+    }
+
     b->last = ngx_cpymem(b->last, p, n);
     /* nginx's SSL layer sends its buffer when it sees a flush */
     b->flush = 1;

@@ -44,7 +44,9 @@ sub slurp {
 sub nginx_t {
     my ($prefix, $conf) = @_;
     my $out = `'$nginx' -t -p '$prefix/' -c '$conf' 2>&1`;
-    return ($? >> 8, $out);
+    my $rc = $? >> 8;
+    $t->check_output($out);
+    return ($rc, $out);
 }
 
 ###############################################################################

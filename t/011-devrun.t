@@ -47,6 +47,7 @@ $ENV{IM_DEV_DIR} = $dir;
 $ENV{IM_DEV_USERS} = "$d/users.txt";
 $ENV{IM_MODULE} = $t->im_module;
 $ENV{IM_STREAM_MODULE} = $Test::Nginx::STREAM_MODULE;
+$ENV{IM_NGINX} = $Test::Nginx::NGINX;
 $ENV{"IM_DEV_${_}_PORT"} = $port{$_} for keys %port;
 
 # the harness kills it (TERM, then KILL) at the end if it is still there

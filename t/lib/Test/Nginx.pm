@@ -47,6 +47,11 @@ $IM_MODULE = File::Spec->rel2abs($IM_MODULE);
 our $TIMEOUT = $ENV{TEST_NGINX_TIMEOUT} // 5;
 our $STOP_TIMEOUT = $ENV{TEST_NGINX_STOP_TIMEOUT} // 10;
 
+# A sanitizer run (ASAN_OPTIONS or UBSAN_OPTIONS set: make -f Makefile.dev
+# prove-asan). Reports go to stderr, which nginx points at its error log once
+# it runs; find_problems() knows them, as it knows alerts.
+our $SANITIZER = defined $ENV{ASAN_OPTIONS} || defined $ENV{UBSAN_OPTIONS};
+
 our %ports;            # placeholder number -> { port, lock }
 my $free_seq = 0;
 my @instances;         # every Test::Nginx object of this process
@@ -199,6 +204,17 @@ sub find_problems {
     return @bad;
 }
 
+# Output of an nginx the test ran itself (nginx -t): its sanitizer reports
+# fail the file like those of error.log; its alerts may be what is tested.
+sub check_output {
+    my ($self, $text) = @_;
+    push @{$self->{_problems}}, grep {
+        /(?:Address|Leak|Thread|Memory|UndefinedBehavior)Sanitizer/
+            || /runtime error:/
+    } split /\n/, $text // '';
+    return $self;
+}
+
 # problems of this instance so far (error.log plus harness notes)
 sub problems {
     my ($self) = @_;
@@ -343,6 +359,8 @@ sub test_globals {
     $s .= "load_module $IM_MODULE;\n" if $self->{_im};
     $s .= "pid $d/nginx.pid;\n";
     $s .= "error_log $d/error.log debug;\n";
+    # a binary upgrade execs nginx with only the variables named by env
+    $s .= "env ASAN_OPTIONS;\nenv UBSAN_OPTIONS;\n" if $SANITIZER;
     $s .= "$ENV{TEST_NGINX_GLOBALS}\n" if $ENV{TEST_NGINX_GLOBALS};
     return $s;
 }
