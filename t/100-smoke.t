@@ -45,4 +45,4 @@ is($b2->login('bob', 'bob-secret'), 0, 'bob back');
 $m = $b2->expect(cmd => PUBLISH);
 ok($m && $m->{msgid} eq $id2, 'offline message delivered after login');
 
-done_testing();
+$t->done_testing();

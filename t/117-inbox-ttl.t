@@ -86,4 +86,4 @@ wait_until(sub { ($ttl = ttl(8003)) > 0 });
 ok($ttl > 80 && $ttl <= 90, "acking: the new list got its TTL again ($ttl)");
 
 $_->close(1000) for $a, $c, $s;
-done_testing();
+$t->done_testing();

@@ -110,4 +110,4 @@ for my $c ([0, 'inbox'], [2, 'pub/sub']) {
          "the $c->[1] connection: connecting, then ready");
 }
 
-done_testing();
+$t->done_testing();

@@ -37,4 +37,4 @@ ok(wait_until(sub { ($redis->cmd(LLEN => $key) // -1) == 0 }),
 my @lines = $t->error_log =~ /uid 1002: unreadable inbox entry dropped/g;
 is(scalar @lines, 3, 'each bad entry logged once');
 
-done_testing();
+$t->done_testing();

@@ -101,4 +101,4 @@ EOF2
     $t->stop();
 }
 
-done_testing();
+Test::Nginx->done_testing();

@@ -44,4 +44,4 @@ is(status()->{channel_skipped}, 0, 'the channel was never skipped');
 cmp_ok(publishes() - $p0, '>=', 20, 'Redis saw a PUBLISH per message ('
     . (publishes() - $p0) . ')');
 
-done_testing();
+$t->done_testing();

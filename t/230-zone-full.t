@@ -68,4 +68,4 @@ $e->send_frame(opcode => 1, payload => "\xc3\x28");
 ok($e->wait_closed(3), 'echo: invalid UTF-8 in a text message closes');
 is($e->close_code, 1007, 'echo: with 1007');
 
-done_testing();
+$t->done_testing();

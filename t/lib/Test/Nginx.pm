@@ -579,15 +579,16 @@ sub reload {
     return $self unless $self->{_started};
 
     my $mark = $self->log_mark;
+    my %old = map { $_ => 1 } $self->worker_pids;
     kill 'HUP', $self->{_master};
 
-    # the master logs "start worker process <pid>" for every new worker
-    # (after forking it), or an [emerg] when the new configuration is
-    # refused; "start worker processes", logged before the forks, is not
-    # enough: the new workers may not exist yet
+    # done when the master has a child it did not have before the HUP (a
+    # new worker), or logged an [emerg] (the new configuration is refused);
+    # the process list is the condition itself, where the log text is not:
+    # "start worker processes" comes before the forks
     my $ok = wait_until(sub {
-        my $new = $self->error_log($mark);
-        return $new =~ /start worker process \d+|\[emerg\]/;
+        return 1 if grep { !$old{$_} } $self->worker_pids;
+        return $self->error_log($mark) =~ /\[emerg\]/;
     }, $TIMEOUT);
     Test::More::diag("reload: no new workers after ${TIMEOUT}s") unless $ok;
     $self->_wait_listen();
