@@ -52,6 +52,10 @@ our $STOP_TIMEOUT = $ENV{TEST_NGINX_STOP_TIMEOUT} // 10;
 # it runs; find_problems() knows them, as it knows alerts.
 our $SANITIZER = defined $ENV{ASAN_OPTIONS} || defined $ENV{UBSAN_OPTIONS};
 
+# a line of a sanitizer report that says what was found
+our $SAN_RE = qr/(?:Address|Leak|Thread|Memory|UndefinedBehavior)Sanitizer
+    |runtime\ error:/x;
+
 our %ports;            # placeholder number -> { port, lock }
 my $free_seq = 0;
 my @instances;         # every Test::Nginx object of this process
@@ -196,22 +200,50 @@ sub find_problems {
     for my $line (split /\n/, $log // '') {
         next unless $line =~ /\[(?:alert|emerg)\]/
             || $line =~ /exited on signal/
-            || $line =~ /(?:Address|Leak|Thread|Memory|UndefinedBehavior)Sanitizer/
-            || $line =~ /runtime error:/;
+            || $line =~ $SAN_RE;
         next if grep { $line =~ $_ } @allow;
         push @bad, $line;
     }
     return @bad;
 }
 
+# The sanitizer reports in $text, each with the lines that follow it (its
+# stack) up to the next nginx log line or report, at most 60 lines; frames
+# in a loaded module, "(/path/module.so+0xOFFSET)", get their function and
+# line from addr2line (the runtime leaves them bare).
+sub sanitizer_reports {
+    my ($text) = @_;
+    my @lines = split /\n/, $text // '';
+    my (@out, %sym);
+    my $i = 0;
+    while ($i < @lines) {
+        if ($lines[$i++] !~ $SAN_RE) {
+            next;
+        }
+        my @r = ($lines[$i - 1]);
+        while ($i < @lines && @r < 60 && $lines[$i] !~ m{^\d{4}/\d\d/\d\d }
+            && $lines[$i] !~ /runtime error:/)
+        {
+            my $l = $lines[$i++];
+            if ($l =~ /\((\/\S+\.so)\+(0x[0-9a-f]+)\)/) {
+                my ($so, $off) = ($1, $2);
+                $sym{"$so $off"} //= join ' ', map { chomp; $_ }
+                    `addr2line -fie '$so' $off 2>/dev/null`;
+                $l .= " $sym{\"$so $off\"}";
+            }
+            push @r, $l;
+        }
+        push @out, join "\n", @r;
+    }
+    return @out;
+}
+
 # Output of an nginx the test ran itself (nginx -t): its sanitizer reports
 # fail the file like those of error.log; its alerts may be what is tested.
 sub check_output {
     my ($self, $text) = @_;
-    push @{$self->{_problems}}, grep {
-        /(?:Address|Leak|Thread|Memory|UndefinedBehavior)Sanitizer/
-            || /runtime error:/
-    } split /\n/, $text // '';
+    push @{$self->{_problems}}, grep { $_ =~ $SAN_RE } split /\n/,
+        $text // '';
     return $self;
 }
 
@@ -245,13 +277,16 @@ sub _finish_all {
     $_->_finish for @mine;
     $check_done = 1;
 
-    my (@bad, $todo);
+    my (@bad, $todo, $san);
     for my $t (@mine) {
         my @p = $t->problems;
         next unless @p;
         push @bad, @p;
         $todo = 1 if !$t->{_alerts};
+        $san = 1 if grep { $_ =~ $SAN_RE } @p;
     }
+    # todo_alerts is for crashes a test causes, never for a sanitizer report
+    $todo = 0 if $san;
     my $planned = grep { $_->{_plan} } @mine;
 
     if ($planned || @bad) {
@@ -263,6 +298,14 @@ sub _finish_all {
         } else {
             Test::More::is(join("\n", @bad), '', 'no alerts');
         }
+    }
+
+    for my $t (@mine) {
+        next unless $san;
+        my $d = $t->{_testdir};
+        my $text = join "\n", $t->error_log,
+            -f "$d/nginx.stderr" ? $t->read_file('nginx.stderr') : ();
+        Test::More::diag($_) for sanitizer_reports($text);
     }
 
     for my $t (@mine) {
