@@ -15,7 +15,7 @@ use IO::Select;
 use JSON::PP ();
 
 use Test::Nginx qw/port free_port find_problems http http_get http_start
-    http_end http_content alive/;
+    http_end http_content alive sanitizer_reports/;
 use IM::Proto qw/:all/;
 use IM::WS;
 use IM::Client;
@@ -24,7 +24,7 @@ use IM::Redis;
 use IM::UserCentre;
 
 my $t = Test::Nginx->new(im => 0)->has(qw/http stream redis mojo socket_ssl/)
-    ->plan(117);
+    ->plan(122);
 
 ###############################################################################
 # IM::Proto (the seed's examples and every other vector of docs/vectors.json:
@@ -105,6 +105,29 @@ is(scalar(find_problems("2025/01/01 00:00:00 [info] 1#1: worker process 3 "
     . "exited on signal 9\n")), 1, 'checker: crash outside an alert line');
 is(scalar(find_problems("[debug] 1#1: text with alert and emerg words\n")),
     0, 'checker: words alone are fine');
+
+# a report with its stack, up to the next log line or report
+my @r = sanitizer_reports($log . <<'EOF');
+    #0 0x7f00 in ngx_im_proto_decode src/ngx_im_proto.c:10
+    #1 0x7f01 in main src/core/nginx.c:401
+2025/01/01 00:00:04 [debug] 2#2: after the report
+src/ngx_im_wsframe.c:20:1: runtime error: shift exponent 40
+EOF
+is(scalar @r, 3, 'reports: three');
+like($r[1], qr/runtime error: signed.*\n.*#0 .*\n.*#1 [^\n]*\z/,
+    'reports: a report takes its stack and stops at the next log line');
+like($r[2], qr/\Asrc\/ngx_im_wsframe\.c.*shift exponent 40\z/,
+    'reports: the next report is one of its own');
+
+# sanitizer lines of output handed to check_output are problems, alerts
+# there are not (nginx -t may fail on purpose)
+my $tco = Test::Nginx->new(im => 0);
+$tco->check_output("nginx: [emerg] unknown directive\n"
+    . "src/core/ngx_string.c:1:1: runtime error: x\n");
+is(join('|', $tco->problems), 'src/core/ngx_string.c:1:1: runtime error: x',
+    'check_output: the sanitizer line only');
+$tco->allow_alerts(qr/runtime error: x/);
+is(scalar($tco->problems), 0, 'check_output: allow_alerts applies');
 
 ###############################################################################
 # plain nginx with two port placeholders (plus stream)

@@ -22,7 +22,7 @@ use warnings;
 use Exporter qw/import/;
 our @EXPORT    = qw/port http http_get http_head log_in log_out/;
 our @EXPORT_OK = qw/free_port find_problems http_start http_end http_content
-    wait_until alive/;
+    wait_until alive sanitizer_reports/;
 
 use Cwd qw/abs_path/;
 use File::Basename qw/dirname/;
