@@ -175,4 +175,4 @@ is($after->{im_accepted_total}, 8, 'the dead worker\'s counts are kept');
 is($after->{'im_logins_total{result="accepted"}'}, 2,
     'its logins too');
 
-done_testing();
+$t->done_testing();

@@ -87,4 +87,4 @@ ok(!$b->is_closed, 'bob stays logged in');
 my $r = http_get('/metrics', port => port(9095)) // '';
 like($r, qr/^im_dropped_total\{reason="poison"\} 1$/m, 'counted');
 
-done_testing();
+$t->done_testing();

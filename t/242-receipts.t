@@ -81,4 +81,4 @@ $y->ack($id3);
 $r = $x->expect(cmd => RECEIPT, msgid => $id3);
 is($r && $r->{uid}, 3002, 'the receipt crosses back to node a');
 
-done_testing();
+$t->done_testing();
