@@ -145,4 +145,4 @@ is($sd, 0, 'the stream lost none');
 like($metrics, qr/^im_events_total\{output="stream"\} [1-9]\d*$/m,
     'the stream\'s events are counted');
 
-done_testing();
+$t->done_testing();
