@@ -402,8 +402,6 @@ sub test_globals {
     $s .= "load_module $IM_MODULE;\n" if $self->{_im};
     $s .= "pid $d/nginx.pid;\n";
     $s .= "error_log $d/error.log debug;\n";
-    # a binary upgrade execs nginx with only the variables named by env
-    $s .= "env ASAN_OPTIONS;\nenv UBSAN_OPTIONS;\n" if $SANITIZER;
     $s .= "$ENV{TEST_NGINX_GLOBALS}\n" if $ENV{TEST_NGINX_GLOBALS};
     return $s;
 }
@@ -455,6 +453,11 @@ sub expand {
     $content =~ s/%%TESTDIR%%/$self->{_testdir}/g;
     $content =~ s/%%IM_MODULE%%/$IM_MODULE/g;
     $content =~ s/%%PORT_(\d+)%%/port($1)/ge;
+
+    # a binary upgrade execs nginx with only the variables named by env
+    # (the ASan build also has its options compiled in: Makefile.dev)
+    $content = "env ASAN_OPTIONS;\nenv UBSAN_OPTIONS;\n" . $content
+        if $SANITIZER && defined $name && $name eq 'nginx.conf';
     return $content;
 }
 
