@@ -346,4 +346,4 @@ is($code3, 0, 'u1102 on a');
 
 $c3->close;
 
-done_testing();
+Test::Nginx->done_testing();
