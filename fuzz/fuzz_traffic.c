@@ -60,6 +60,8 @@ expected(const uint8_t *in, size_t len)
         return rest >= 9 ? IM_OK : IM_ERR_TRUNCATED;
     case 'L':
         return rest >= 2 ? IM_OK : IM_ERR_TRUNCATED;
+    case 'W':
+        return rest >= 17 + IM_MSGID_LEN ? IM_OK : IM_ERR_TRUNCATED;
     case 'J':
     case 'S':
     case 'R':
@@ -83,6 +85,7 @@ same_fields(const im_traffic_t *a, const im_traffic_t *b)
                || memcmp(a->entry, b->entry, a->entry_len) == 0)
            && a->client_id == b->client_id && a->token == b->token
            && a->scope == b->scope
+           && a->uid == b->uid && a->after_ms == b->after_ms
            && a->nonce == b->nonce && a->has_nonce == b->has_nonce;
 }
 
@@ -110,6 +113,11 @@ rebuild(const uint8_t *in, size_t len, const im_traffic_t *t)
 
     case 'L':
         size = IM_TRAFFIC_L_LEN(t->origin_len);
+        break;
+
+    case 'W':
+        size = IM_TRAFFIC_W_LEN(t->origin_len);
+        CHECK(t->entry_len == IM_MSGID_LEN);
         break;
 
     case 'R':
@@ -156,6 +164,12 @@ rebuild(const uint8_t *in, size_t len, const im_traffic_t *t)
     case 'L':
         n = im_traffic_build_l(out, t->origin, t->origin_len, t->flags,
                                t->scope, t->client_id);
+        break;
+
+    case 'W':
+        n = im_traffic_build_w(out, t->origin, t->origin_len, t->flags,
+                               t->token, t->uid, t->client_id, t->after_ms,
+                               t->entry);
         break;
 
     case 'R':
@@ -211,6 +225,10 @@ check(const uint8_t *in, size_t len)
         CHECK(t.entry == in + IM_TRAFFIC_HEAD_LEN(t.origin_len));
         CHECK(t.entry_len == len - IM_TRAFFIC_HEAD_LEN(t.origin_len));
         CHECK(t.seq == 0);
+
+    } else if (t.type == 'W') {
+        CHECK(t.entry == in + IM_TRAFFIC_HEAD_LEN(t.origin_len) + 17);
+        CHECK(t.entry_len == IM_MSGID_LEN && t.seq == 0);
 
     } else {
         CHECK(t.entry == NULL && t.entry_len == 0 && t.seq == 0);

@@ -501,6 +501,15 @@ gen_traffic(void)
     traffic_cut_tail(b, n, "a_nonce_short", "a_trailing", "tail");
     notice(b, "a_origin_255", 'A', origin, IM_TRAFFIC_ORIGIN_MAX, &nonce);
 
+    n = im_traffic_build_w(b, U8(ORIGIN), OLEN, 0, 0x0102030405060708ULL,
+                           1002, 3, 1500, U8(MSGID));
+    traffic("w_seed", b, n);
+    traffic_cut_tail(b, n, "w_msgid_short", "w_trailing", "more");
+    traffic("w_head_only", b, head);
+    n = im_traffic_build_w(b, origin, IM_TRAFFIC_ORIGIN_MAX, 0, UINT64_MAX,
+                           UINT32_MAX, 255, UINT32_MAX, U8(MSGID));
+    traffic("w_origin_255", b, n);
+
     traffic("empty", b, 0);
     traffic("one_byte", U8("S"), 1);
     traffic("two_bytes", U8("S\x00"), 2);

@@ -3,7 +3,7 @@
  * ngx_im_traffic.c: parsing and building of traffic records.
  *
  * Owns every byte of the records of ngx_im_traffic.h ('D', 'K', 'J',
- * 'S', 'A'): the parser takes one whole record (a channel message, or a
+ * 'S', 'A', 'R', 'L', 'W'): the parser takes one whole record (a channel message, or a
  * datagram after its uid), checks exactly what the router always checked
  * and points into it; the builders write into a caller buffer sized with
  * the IM_TRAFFIC_*_LEN macros.  libc only.
@@ -100,6 +100,19 @@ im_traffic_parse(const uint8_t *p, size_t len, im_traffic_t *t)
         /* the receipt as the client gets it, checked by the caller */
         t->entry = f;
         t->entry_len = rest;
+        return IM_OK;
+
+    case 'W':
+        if (rest < 17 + IM_MSGID_LEN) {
+            return IM_ERR_TRUNCATED;
+        }
+
+        t->token = im_traffic_get_u64(f);
+        t->uid = im_get_u32(f + 8);
+        t->client_id = f[12];
+        t->after_ms = im_get_u32(f + 13);
+        t->entry = f + 17;
+        t->entry_len = IM_MSGID_LEN;
         return IM_OK;
 
     case 'A':
@@ -207,6 +220,24 @@ im_traffic_build_r(uint8_t *buf, const uint8_t *origin, size_t olen,
     memcpy(p, receipt, rlen);
 
     return (size_t) (p - buf) + rlen;
+}
+
+
+size_t
+im_traffic_build_w(uint8_t *buf, const uint8_t *origin, size_t olen,
+    uint8_t flags, uint64_t token, uint32_t uid, uint8_t client_id, uint32_t after_ms,
+    const uint8_t *msgid)
+{
+    uint8_t  *p;
+
+    p = im_traffic_head(buf, 'W', origin, olen, flags);
+    p = im_traffic_put_u64(p, token);
+    p = im_put_u32(p, uid);
+    *p++ = client_id;
+    p = im_put_u32(p, after_ms);
+    memcpy(p, msgid, IM_MSGID_LEN);
+
+    return (size_t) (p - buf) + IM_MSGID_LEN;
 }
 
 

@@ -32,6 +32,15 @@
  *                                     Scope is 1, are logged out; a
  *                                     login's kick is 'K'.  Builds from
  *                                     before it ignore it
+ *   'W' OriginLen:8 Origin Flags:8 Token:64 Uid:32 ClientId:8 AfterMs:32
+ *       MsgId                        a watched message was acked (the
+ *                                     admin API's publish with a wait):
+ *                                     to the worker that waits, by
+ *                                     datagram or on its channel
+ *                                     "im:w:<worker id>"; Origin is the
+ *                                     acking worker, AfterMs the time
+ *                                     since acceptance.  Builds from
+ *                                     before it ignore it
  *
  * Origin is the sending worker's id ("node:worker"), Flags a bit set of
  * IM_TRAFFIC_STORED (the message is in the inbox) and IM_TRAFFIC_ALL
@@ -42,7 +51,7 @@
  * Origin, Flags) must be complete; 'D' needs its Seq (the entry is
  * checked by the caller, it may be empty here); 'R' takes the rest as its
  * receipt (in entry, checked by the caller); 'K' needs ClientId and
- * Token, 'L' Scope and ClientId, 'A' its Nonce; 'J' has a nonce when 8
+ * Token, 'L' Scope and ClientId, 'W' every field, 'A' its Nonce; 'J' has a nonce when 8
  * bytes follow the head; bytes after the last field are ignored, except
  * for 'D', where they are the entry.  Any other type is an error.
  *
@@ -74,6 +83,8 @@
 #define IM_TRAFFIC_K_LEN(olen)        (IM_TRAFFIC_HEAD_LEN(olen) + 9)
 #define IM_TRAFFIC_R_LEN(olen, rlen)  (IM_TRAFFIC_HEAD_LEN(olen) + (rlen))
 #define IM_TRAFFIC_L_LEN(olen)        (IM_TRAFFIC_HEAD_LEN(olen) + 2)
+#define IM_TRAFFIC_W_LEN(olen)                                                \
+    (IM_TRAFFIC_HEAD_LEN(olen) + 17 + IM_MSGID_LEN)
 
 /* 'L' Scope */
 #define IM_TRAFFIC_L_ONE              0
@@ -83,20 +94,24 @@
 
 
 typedef struct {
-    uint8_t         type;         /* 'D' 'K' 'J' 'S' 'A' 'R' 'L' */
+    uint8_t         type;         /* 'D' 'K' 'J' 'S' 'A' 'R' 'L' 'W' */
     uint8_t         flags;
     const uint8_t  *origin;       /* origin_len bytes into the input */
     size_t          origin_len;
 
-    /* D; R's receipt in entry */
+    /* D; R's receipt in entry; W's MsgId in entry */
     uint64_t        seq;
     const uint8_t  *entry;        /* into the input, not checked here */
     size_t          entry_len;
 
-    /* K, L */
+    /* K, L, W */
     uint8_t         client_id;
     uint8_t         scope;        /* L */
-    uint64_t        token;
+    uint64_t        token;        /* K, W */
+
+    /* W */
+    uint32_t        uid;
+    uint32_t        after_ms;
 
     /* A, and J when has_nonce */
     uint64_t        nonce;
@@ -131,6 +146,9 @@ size_t im_traffic_build_l(uint8_t *buf, const uint8_t *origin, size_t olen,
     uint8_t flags, uint8_t scope, uint8_t client_id);
 size_t im_traffic_build_r(uint8_t *buf, const uint8_t *origin, size_t olen,
     uint8_t flags, const uint8_t *receipt, size_t rlen);
+size_t im_traffic_build_w(uint8_t *buf, const uint8_t *origin, size_t olen,
+    uint8_t flags, uint64_t token, uint32_t uid, uint8_t client_id, uint32_t after_ms,
+    const uint8_t *msgid);
 size_t im_traffic_build_notice(uint8_t *buf, uint8_t type,
     const uint8_t *origin, size_t olen, const uint64_t *nonce);
 

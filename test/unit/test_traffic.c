@@ -3,7 +3,7 @@
  * test_traffic.c: unit tests of the traffic records
  * (src/ngx_im_traffic.c).
  *
- * Each of 'D', 'K', 'J', 'S', 'A', 'R' and 'L' is checked byte for byte as built
+ * Each of 'D', 'K', 'J', 'S', 'A', 'R', 'L' and 'W' is checked byte for byte as built
  * and field by field as parsed, then at every length around each
  * acceptance boundary of ngx_im_traffic.h (one byte short fails, the
  * exact length passes), with origins of 0 and 255 bytes, every flags
@@ -93,6 +93,8 @@ expect(uint8_t type, size_t olen, size_t len)
         return (len - head < 9) ? IM_ERR_TRUNCATED : IM_OK;
     case 'L':
         return (len - head < 2) ? IM_ERR_TRUNCATED : IM_OK;
+    case 'W':
+        return (len - head < 17 + IM_MSGID_LEN) ? IM_ERR_TRUNCATED : IM_OK;
     case 'J':
     case 'S':
     case 'R':
@@ -289,6 +291,55 @@ test_l(void)
 
     n = im_traffic_build_l(b, U8(ORIGIN), 24, 0, IM_TRAFFIC_L_ONE, 3);
     prefixes("L", b, n, 24);
+}
+
+
+static void
+test_w(void)
+{
+    uint8_t       b[IM_TRAFFIC_W_LEN(IM_TRAFFIC_ORIGIN_MAX) + 4];
+    size_t        n;
+    im_traffic_t  t;
+
+    static const char  msgid[] = "0123456789abcdef0123456789abcdef";
+    static const char  want[] = "W" OLEN ORIGIN "\x00"
+                                "\x01\x02\x03\x04\x05\x06\x07\x08"
+                                "\x00\x00\x03\xea" "\x05"
+                                "\x00\x01\x02\x03"
+                                "0123456789abcdef0123456789abcdef";
+
+    n = im_traffic_build_w(b, U8(ORIGIN), 24, 0, 0x0102030405060708ULL,
+                           1002, 5, 0x00010203, U8(msgid));
+    tap_bytes(b, n, LIT(want), "W: built bytes");
+    tap_ok(n == IM_TRAFFIC_W_LEN(24), "W: IM_TRAFFIC_W_LEN is its length");
+
+    tap_rc(parse(b, n, &t), IM_OK, "W");
+    tap_ok(head_is(&t, 'W', 0, U8(ORIGIN), 24)
+           && t.token == 0x0102030405060708ULL && t.uid == 1002
+           && t.client_id == 5 && t.after_ms == 0x00010203
+           && t.entry_len == IM_MSGID_LEN
+           && memcmp(t.entry, msgid, IM_MSGID_LEN) == 0,
+           "W: origin, token, uid, client id, after_ms, MsgId");
+    tap_ok(t.seq == 0 && t.nonce == 0 && t.scope == 0,
+           "W: the fields of other types are 0");
+
+    tap_rc(parse(b, n - 1, &t), IM_ERR_TRUNCATED, "W: MsgId cut short");
+    tap_rc(parse(b, IM_TRAFFIC_HEAD_LEN(24), &t), IM_ERR_TRUNCATED,
+           "W: head only");
+
+    memcpy(b + n, "more", 4);
+    tap_rc(parse(b, n + 4, &t), IM_OK, "W with 4 trailing bytes");
+    tap_ok(t.uid == 1002 && t.entry_len == IM_MSGID_LEN,
+           "W with trailing bytes: the same fields");
+
+    n = im_traffic_build_w(b, long_origin, IM_TRAFFIC_ORIGIN_MAX, 0,
+                           UINT64_MAX, UINT32_MAX, 255, UINT32_MAX,
+                           U8(msgid));
+    tap_rc(parse(b, n, &t), IM_OK, "W, 255-byte origin, extreme values");
+    tap_ok(t.token == UINT64_MAX && t.uid == UINT32_MAX
+           && t.client_id == 255 && t.after_ms == UINT32_MAX,
+           "W: the extreme values read back");
+    prefixes("W, 255-byte origin", b, n, IM_TRAFFIC_ORIGIN_MAX);
 }
 
 
@@ -592,16 +643,18 @@ test_unknown(void)
         n = im_traffic_build_d(b, U8(ORIGIN), 24, 0, SEQ, U8(ENTRY), 11);
         b[0] = (uint8_t) type;
 
-        if ((parse(b, n, &t) == IM_OK)
+        /* known: anything but "unknown" ('W' is too long for this) */
+        if ((parse(b, n, &t) != IM_ERR_UNKNOWN_CMD)
             != (type == 'D' || type == 'K' || type == 'J' || type == 'S'
-                || type == 'A' || type == 'R' || type == 'L'))
+                || type == 'A' || type == 'R' || type == 'L'
+                || type == 'W'))
         {
             tap_diag("type 0x%02x", type);
             ok = 0;
         }
     }
 
-    tap_ok(ok, "of the 256 type bytes, only D K J S A R L parse");
+    tap_ok(ok, "of the 256 type bytes, only D K J S A R L W are known");
 
     n = im_traffic_build_d(b, U8(ORIGIN), 24, 0, SEQ, U8(ENTRY), 11);
     b[0] = 'X';
@@ -621,6 +674,7 @@ test_traffic(void)
     test_d();
     test_k();
     test_l();
+    test_w();
     test_r();
     test_notices();
     test_origins();
