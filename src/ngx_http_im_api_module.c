@@ -28,6 +28,8 @@
 #include "ngx_im_store.h"
 #include "ngx_im_presence.h"
 #include "ngx_im_publish.h"
+#include "ngx_im_router.h"
+#include "ngx_im_traffic.h"
 
 
 /* uids one request may name (a part-group list may name more) */
@@ -35,6 +37,22 @@
 
 /* recipients a publish answer lists one by one; beyond, counts only */
 #define NGX_HTTP_IM_API_MAX_LIST   1000
+
+/* a publish's "wait", at most, in seconds */
+#define NGX_HTTP_IM_API_MAX_WAIT   30
+
+/* acks one waiting publish keeps (to list them); more are counted */
+#define NGX_HTTP_IM_API_MAX_ACKS   16000
+
+
+/* an ack of a watched message, as a 'W' record brought it */
+typedef struct {
+    uint32_t               uid;
+    uint32_t               after_ms;
+    ngx_pid_t              worker;
+    uint8_t                client_id;
+    ngx_str_t              node;
+} ngx_http_im_api_ack_t;
 
 
 typedef struct ngx_http_im_api_ctx_s  ngx_http_im_api_ctx_t;
@@ -61,6 +79,26 @@ struct ngx_http_im_api_ctx_s {
     cJSON                 *out;            /* the answer being built */
     cJSON                 *list;           /* an array in it */
     cJSON                 *extra;          /* another one */
+
+    /*
+     * A publish with a wait: in the worker's table by token while it
+     * waits; the recipients (uids, sorted), their sessions then (nsess,
+     * NULL past NGX_HTTP_IM_API_MAX_LIST), which acked, and how many of
+     * those it waits for are still to ack (left).
+     */
+    ngx_msec_t             wait;
+    ngx_rbtree_node_t      wait_node;      /* key: the token */
+    ngx_event_t            wait_ev;
+    ngx_array_t           *acks;           /* ngx_http_im_api_ack_t */
+    ngx_uint_t             acks_dropped;
+    int                   *nsess;
+    u_char                *acked;
+    ngx_uint_t             left;
+    uint32_t              *asked;          /* a part-group's uids */
+    ngx_uint_t             nasked;
+    unsigned               waiting:1;      /* in the table */
+    unsigned               known:1;        /* the recipients are */
+    unsigned               timed_out:1;
 };
 
 
@@ -84,6 +122,15 @@ static ngx_int_t ngx_http_im_api_publish(ngx_http_im_api_ctx_t *ctx,
 static void ngx_http_im_api_published(void *data, ngx_int_t rc,
     ngx_uint_t why, uint32_t *to, ngx_uint_t n);
 static void ngx_http_im_api_publish_read(redisReply *reply, void *data);
+static ngx_int_t ngx_http_im_api_wait_start(ngx_http_im_api_ctx_t *ctx);
+static void ngx_http_im_api_wait_timer(ngx_event_t *ev);
+static void ngx_http_im_api_wait_end(ngx_http_im_api_ctx_t *ctx);
+static void ngx_http_im_api_acked(im_traffic_t *t);
+static void ngx_http_im_api_wait_known(ngx_http_im_api_ctx_t *ctx);
+static void ngx_http_im_api_wait_mark(ngx_http_im_api_ctx_t *ctx,
+    uint32_t uid);
+static void ngx_http_im_api_wait_check(ngx_http_im_api_ctx_t *ctx);
+static void ngx_http_im_api_wait_answer(ngx_http_im_api_ctx_t *ctx);
 static ngx_int_t ngx_http_im_api_inbox(ngx_http_im_api_ctx_t *ctx);
 static void ngx_http_im_api_inbox_read(redisReply *reply, void *data);
 static ngx_int_t ngx_http_im_api_recall(ngx_http_im_api_ctx_t *ctx);
@@ -257,6 +304,8 @@ static void
 ngx_http_im_api_cleanup(void *data)
 {
     ngx_http_im_api_ctx_t  *ctx = data;
+
+    ngx_http_im_api_wait_end(ctx);
 
     if (ctx->out) {
         cJSON_Delete(ctx->out);
@@ -1139,12 +1188,28 @@ ngx_http_im_api_publish(ngx_http_im_api_ctx_t *ctx, cJSON *body)
 
     f = cJSON_GetObjectItemCaseSensitive(body, "wait");
 
-    if (f && !(cJSON_IsNumber(f) && f->valuedouble == 0)) {
-        ngx_im_stats->api_errors++;
-        return ngx_http_im_api_error(r, NGX_HTTP_NOT_IMPLEMENTED,
-                                     "\"wait\" (the outcome after the "
-                                     "recipients' acks) is not in this "
-                                     "build: see docs/API.md");
+    if (f) {
+        if (!cJSON_IsNumber(f) || !(f->valuedouble >= 0)
+            || f->valuedouble > NGX_HTTP_IM_API_MAX_WAIT)
+        {
+            ngx_snprintf(err, sizeof(err), "\"wait\" must be a number of "
+                         "seconds from 0 to %d%Z", NGX_HTTP_IM_API_MAX_WAIT);
+            ngx_http_im_api_bad();
+        }
+
+        /* milliseconds, at least 1 when not 0 */
+        ctx->wait = (ngx_msec_t) (f->valuedouble * 1000);
+
+        if (ctx->wait == 0 && f->valuedouble > 0) {
+            ctx->wait = 1;
+        }
+
+        if (ctx->wait && ngx_im_worker_id.len > NGX_IM_WATCH_MAX) {
+            ngx_snprintf(err, sizeof(err), "\"wait\" needs an im_node_id "
+                         "of at most %d bytes%Z",
+                         NGX_IM_WATCH_MAX - 32);
+            ngx_http_im_api_bad();
+        }
     }
 
     f = cJSON_GetObjectItemCaseSensitive(body, "msgid");
@@ -1195,6 +1260,20 @@ ngx_http_im_api_publish(ngx_http_im_api_ctx_t *ctx, cJSON *body)
             uid = (uint32_t) f->valuedouble;
             (void) im_put_u32(uids_be + 4 * i, uid);
         }
+
+        if (ctx->wait) {
+            /* the asked uids the group does not take are "refused" */
+            ctx->asked = ngx_palloc(r->pool, nuids * sizeof(uint32_t));
+            if (ctx->asked == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            for (i = 0; i < nuids; i++) {
+                ctx->asked[i] = im_get_u32(uids_be + 4 * i);
+            }
+
+            ctx->nasked = ngx_im_uids_unique(ctx->asked, nuids);
+        }
     }
 
 #undef ngx_http_im_api_bad
@@ -1228,7 +1307,14 @@ ngx_http_im_api_publish(ngx_http_im_api_ctx_t *ctx, cJSON *body)
     ctx->from = from;
     ctx->target = has_to ? to : gid;     /* for a refusal's reason */
 
-    if (ngx_im_publish_api(from, buf, n, &m, ngx_http_im_api_published, ctx)
+    if (ctx->wait && ngx_http_im_api_wait_start(ctx) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_im_publish_api(from, buf, n, &m,
+                           ctx->wait ? &ngx_im_worker_id : NULL,
+                           ctx->wait_node.key, ngx_http_im_api_published,
+                           ctx)
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1288,6 +1374,26 @@ ngx_http_im_api_published(void *data, ngx_int_t rc, ngx_uint_t why,
     cJSON_AddStringToObject(ctx->out, "outcome", "accepted");
     cJSON_AddNumberToObject(ctx->out, "recipients", (double) n);
 
+    if (ctx->wait && n) {
+        /* the recipients, sorted, each with a flag "acked" */
+        ctx->uids = ngx_palloc(r->pool, n * sizeof(uint32_t));
+        ctx->acked = ngx_pcalloc(r->pool, n);
+
+        if (ctx->uids == NULL || ctx->acked == NULL) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        ngx_memcpy(ctx->uids, to, n * sizeof(uint32_t));
+        ctx->nuids = ngx_im_uids_unique(ctx->uids, n);
+
+        if (n > NGX_HTTP_IM_API_MAX_LIST) {
+            /* no registry read: every recipient may ack */
+            ngx_http_im_api_wait_known(ctx);
+            return;
+        }
+    }
+
     if (n == 0 || n > NGX_HTTP_IM_API_MAX_LIST) {
         ngx_http_im_api_finish(ctx, NGX_HTTP_OK);
         return;
@@ -1295,14 +1401,16 @@ ngx_http_im_api_published(void *data, ngx_int_t rc, ngx_uint_t why,
 
     /* per recipient: pushed to a live session, or stored for later */
 
-    ctx->uids = ngx_palloc(r->pool, n * sizeof(uint32_t));
     if (ctx->uids == NULL) {
-        ngx_http_im_api_finish(ctx, NGX_HTTP_OK);
-        return;
-    }
+        ctx->uids = ngx_palloc(r->pool, n * sizeof(uint32_t));
+        if (ctx->uids == NULL) {
+            ngx_http_im_api_finish(ctx, NGX_HTTP_OK);
+            return;
+        }
 
-    ngx_memcpy(ctx->uids, to, n * sizeof(uint32_t));
-    ctx->nuids = n;
+        ngx_memcpy(ctx->uids, to, n * sizeof(uint32_t));
+        ctx->nuids = n;
+    }
 
     if (ngx_im_presence_sessions(ctx->uids, n, ngx_http_im_api_publish_read,
                                  ctx)
@@ -1335,6 +1443,27 @@ ngx_http_im_api_publish_read(redisReply *reply, void *data)
         return;
     }
 
+    if (ctx->wait) {
+        /* the sessions per recipient now; the answer when they acked */
+        ctx->nsess = ngx_palloc(ctx->request->pool,
+                                ctx->nuids * sizeof(int));
+        if (ctx->nsess == NULL) {
+            cJSON_Delete(users);
+            ngx_http_im_api_finish(ctx, NGX_HTTP_OK);
+            return;
+        }
+
+        for (i = 0; i < ctx->nuids; i++) {
+            u = cJSON_GetArrayItem(users, (int) i);
+            ctx->nsess[i] = cJSON_GetArraySize(
+                             cJSON_GetObjectItemCaseSensitive(u, "sessions"));
+        }
+
+        cJSON_Delete(users);
+        ngx_http_im_api_wait_known(ctx);
+        return;
+    }
+
     list = cJSON_AddArrayToObject(ctx->out, "delivery");
 
     for (i = 0; i < ctx->nuids; i++) {
@@ -1351,6 +1480,339 @@ ngx_http_im_api_publish_read(redisReply *reply, void *data)
     }
 
     cJSON_Delete(users);
+
+    ngx_http_im_api_finish(ctx, NGX_HTTP_OK);
+}
+
+
+/*
+ * A publish with a wait.  The message is watched (stored form 3): a
+ * session that acks it anywhere sends a 'W' record back to this worker
+ * (ngx_im_router_acked()), which finds the request here by its token.
+ * The answer leaves when every recipient that had live sessions has
+ * acked, or when the wait is over; before the recipients are known (the
+ * pipeline and the registry read hold the request's context) a wait that
+ * is over only marks the request, and the last callback answers.
+ */
+
+static ngx_rbtree_t       ngx_http_im_api_waits;
+static ngx_rbtree_node_t  ngx_http_im_api_waits_sentinel;
+static uint64_t           ngx_http_im_api_last_token;
+
+
+static ngx_int_t
+ngx_http_im_api_wait_start(ngx_http_im_api_ctx_t *ctx)
+{
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+
+    if (ngx_http_im_api_waits.root == NULL) {
+        ngx_rbtree_init(&ngx_http_im_api_waits,
+                        &ngx_http_im_api_waits_sentinel,
+                        ngx_rbtree_insert_value);
+        ngx_im_router_on_acked(ngx_http_im_api_acked);
+    }
+
+    ctx->acks = ngx_array_create(r->pool, 4, sizeof(ngx_http_im_api_ack_t));
+    if (ctx->acks == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* unique in this worker, and the worker's id is in the watch */
+    ctx->wait_node.key = (ngx_rbtree_key_t) ++ngx_http_im_api_last_token;
+    ngx_rbtree_insert(&ngx_http_im_api_waits, &ctx->wait_node);
+    ctx->waiting = 1;
+
+    ctx->wait_ev.handler = ngx_http_im_api_wait_timer;
+    ctx->wait_ev.data = ctx;
+    ctx->wait_ev.log = r->connection->log;
+    ngx_add_timer(&ctx->wait_ev, ctx->wait);
+
+    return NGX_OK;
+}
+
+
+/* the request is finalized: it leaves the table, its timer goes */
+
+static void
+ngx_http_im_api_wait_end(ngx_http_im_api_ctx_t *ctx)
+{
+    if (ctx->waiting) {
+        ngx_rbtree_delete(&ngx_http_im_api_waits, &ctx->wait_node);
+        ctx->waiting = 0;
+    }
+
+    if (ctx->wait_ev.timer_set) {
+        ngx_del_timer(&ctx->wait_ev);
+    }
+}
+
+
+static void
+ngx_http_im_api_wait_timer(ngx_event_t *ev)
+{
+    ngx_http_im_api_ctx_t  *ctx = ev->data;
+
+    ctx->timed_out = 1;
+    ngx_http_im_api_wait_check(ctx);
+}
+
+
+/* a 'W' record for this worker: untrusted, checked against the request */
+
+static void
+ngx_http_im_api_acked(im_traffic_t *t)
+{
+    u_char                 *p, *last;
+    ngx_int_t               pid;
+    ngx_rbtree_node_t      *node, *sentinel;
+    ngx_http_im_api_ack_t  *ack;
+    ngx_http_im_api_ctx_t  *ctx;
+
+    if (ngx_http_im_api_waits.root == NULL) {
+        return;
+    }
+
+    node = ngx_http_im_api_waits.root;
+    sentinel = ngx_http_im_api_waits.sentinel;
+
+    while (node != sentinel && node->key != (ngx_rbtree_key_t) t->token) {
+        node = ((ngx_rbtree_key_t) t->token < node->key) ? node->left
+                                                         : node->right;
+    }
+
+    if (node == sentinel) {
+        /* answered already, or another worker's before a restart */
+        return;
+    }
+
+    ctx = (ngx_http_im_api_ctx_t *)
+              ((u_char *) node - offsetof(ngx_http_im_api_ctx_t, wait_node));
+
+    if (ngx_memcmp(t->entry, ctx->msgid, IM_MSGID_LEN) != 0) {
+        return;
+    }
+
+    if (ctx->acks->nelts >= NGX_HTTP_IM_API_MAX_ACKS) {
+        ctx->acks_dropped++;
+
+    } else {
+        ack = ngx_array_push(ctx->acks);
+        if (ack == NULL) {
+            return;
+        }
+
+        ack->uid = t->uid;
+        ack->client_id = t->client_id;
+        ack->after_ms = t->after_ms;
+
+        /* origin: "<node>/<instance>:<pid>" */
+        p = (u_char *) t->origin;
+        last = p + t->origin_len;
+
+        ack->node.data = p;
+        ack->node.len = 0;
+        ack->worker = 0;
+
+        for ( /* void */ ; p < last; p++) {
+            if (*p == '/' && ack->node.len == 0) {
+                ack->node.len = p - ack->node.data;
+            }
+
+            if (*p == ':') {
+                pid = ngx_atoi(p + 1, last - p - 1);
+                ack->worker = (pid > 0) ? (ngx_pid_t) pid : 0;
+            }
+        }
+
+        /* a C string for cJSON */
+        p = ngx_pnalloc(ctx->request->pool, ack->node.len + 1);
+
+        if (p == NULL) {
+            ack->node.len = 0;
+
+        } else {
+            *ngx_cpymem(p, ack->node.data, ack->node.len) = '\0';
+            ack->node.data = p;
+        }
+    }
+
+    if (ctx->known) {
+        ngx_http_im_api_wait_mark(ctx, t->uid);
+        ngx_http_im_api_wait_check(ctx);
+    }
+}
+
+
+/* the recipients are known: which of them the answer waits for */
+
+static void
+ngx_http_im_api_wait_known(ngx_http_im_api_ctx_t *ctx)
+{
+    ngx_uint_t              i;
+    ngx_http_im_api_ack_t  *ack;
+
+    ctx->known = 1;
+    ctx->left = 0;
+
+    for (i = 0; i < ctx->nuids; i++) {
+        if (ctx->nsess == NULL || ctx->nsess[i] > 0) {
+            ctx->left++;
+        }
+    }
+
+    ack = ctx->acks->elts;
+
+    for (i = 0; i < ctx->acks->nelts; i++) {
+        ngx_http_im_api_wait_mark(ctx, ack[i].uid);
+    }
+
+    ngx_http_im_api_wait_check(ctx);
+}
+
+
+static void
+ngx_http_im_api_wait_mark(ngx_http_im_api_ctx_t *ctx, uint32_t uid)
+{
+    uint32_t    *p;
+    ngx_uint_t   i;
+
+    p = bsearch(&uid, ctx->uids, ctx->nuids, sizeof(uint32_t),
+                ngx_im_uid_cmp);
+    if (p == NULL) {
+        return;
+    }
+
+    i = p - ctx->uids;
+
+    if (ctx->acked[i]) {
+        return;
+    }
+
+    ctx->acked[i] = 1;
+
+    if ((ctx->nsess == NULL || ctx->nsess[i] > 0) && ctx->left) {
+        ctx->left--;
+    }
+}
+
+
+static void
+ngx_http_im_api_wait_check(ngx_http_im_api_ctx_t *ctx)
+{
+    if (ctx->known && ctx->waiting && (ctx->left == 0 || ctx->timed_out)) {
+        ngx_http_im_api_wait_answer(ctx);
+    }
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_im_api_ack_cmp(const void *one, const void *two)
+{
+    const ngx_http_im_api_ack_t  *a = one;
+    const ngx_http_im_api_ack_t  *b = two;
+
+    if (a->uid != b->uid) {
+        return (a->uid < b->uid) ? -1 : 1;
+    }
+
+    return (a->after_ms < b->after_ms) ? -1 : (a->after_ms > b->after_ms);
+}
+
+
+static void
+ngx_http_im_api_wait_answer(ngx_http_im_api_ctx_t *ctx)
+{
+    cJSON                  *list, *rcpt, *acks, *a;
+    uint32_t               *p;
+    ngx_uint_t              i, j, nacked;
+    ngx_http_im_api_ack_t  *ack;
+
+    /* out of the table now: later acks are not for this answer */
+    ngx_http_im_api_wait_end(ctx);
+
+    nacked = 0;
+
+    for (i = 0; i < ctx->nuids; i++) {
+        nacked += ctx->acked[i];
+    }
+
+    cJSON_AddNumberToObject(ctx->out, "acked", (double) nacked);
+
+    if (ctx->acks_dropped) {
+        cJSON_AddNumberToObject(ctx->out, "acks_not_listed",
+                                (double) ctx->acks_dropped);
+    }
+
+    if (ctx->nsess == NULL) {
+        /* past NGX_HTTP_IM_API_MAX_LIST: the counts only */
+        ngx_http_im_api_finish(ctx, NGX_HTTP_OK);
+        return;
+    }
+
+    ack = ctx->acks->elts;
+    ngx_qsort(ack, ctx->acks->nelts, sizeof(ngx_http_im_api_ack_t),
+              ngx_http_im_api_ack_cmp);
+
+    list = cJSON_AddArrayToObject(ctx->out, "delivery");
+    if (list == NULL) {
+        ngx_http_im_api_finish(ctx, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    j = 0;
+
+    for (i = 0; i < ctx->nuids; i++) {
+        rcpt = cJSON_CreateObject();
+        cJSON_AddItemToArray(list, rcpt);
+        cJSON_AddNumberToObject(rcpt, "uid", (double) ctx->uids[i]);
+        cJSON_AddStringToObject(rcpt, "outcome",
+                                ctx->acked[i] ? "acked"
+                                : ctx->nsess[i] ? "pushed" : "stored");
+        cJSON_AddNumberToObject(rcpt, "sessions", ctx->nsess[i]);
+
+        acks = cJSON_AddArrayToObject(rcpt, "acks");
+
+        while (j < ctx->acks->nelts && ack[j].uid < ctx->uids[i]) {
+            j++;
+        }
+
+        for ( /* void */ ; j < ctx->acks->nelts && ack[j].uid == ctx->uids[i];
+             j++)
+        {
+            a = cJSON_CreateObject();
+            cJSON_AddItemToArray(acks, a);
+            cJSON_AddNumberToObject(a, "client_id", ack[j].client_id);
+            cJSON_AddNumberToObject(a, "after_ms", ack[j].after_ms);
+
+            if (ack[j].node.len) {
+                cJSON_AddStringToObject(a, "node", (char *) ack[j].node.data);
+            }
+
+            if (ack[j].worker) {
+                cJSON_AddNumberToObject(a, "worker", ack[j].worker);
+            }
+        }
+    }
+
+    /* a part-group's uids that the group did not take */
+
+    for (i = 0; i < ctx->nasked; i++) {
+        p = bsearch(&ctx->asked[i], ctx->uids, ctx->nuids, sizeof(uint32_t),
+                    ngx_im_uid_cmp);
+        if (p) {
+            continue;
+        }
+
+        rcpt = cJSON_CreateObject();
+        cJSON_AddItemToArray(list, rcpt);
+        cJSON_AddNumberToObject(rcpt, "uid", (double) ctx->asked[i]);
+        cJSON_AddStringToObject(rcpt, "outcome", "refused");
+        cJSON_AddStringToObject(rcpt, "reason",
+                                ctx->asked[i] == ctx->from
+                                ? "the sender" : "not a member of the group");
+    }
 
     ngx_http_im_api_finish(ctx, NGX_HTTP_OK);
 }
@@ -1467,7 +1929,7 @@ ngx_http_im_api_entry(redisReply *e)
 
     ngx_http_im_api_add_msgid(j, msg->msgid);
 
-    if (msg->entry[0] == 2) {
+    if (msg->entry[0] >= 2) {
         cJSON_AddNumberToObject(j, "from", (double) msg->from);
         at = msg->accepted;
 

@@ -225,6 +225,11 @@ ngx_im_delivery_ack(ngx_im_session_t *s, const u_char *msgid)
         ngx_im_router_receipt(f->msg->from, f->msg->msgid, s->route.uid);
     }
 
+    /* the admin API waits for this message's acks (stored form 3) */
+    if (f->msg->watch) {
+        ngx_im_router_acked(f->msg, s->route.uid, s->route.client_id);
+    }
+
     ngx_im_msg_unref(f->msg);
     ngx_im_inflight_free(f);
 

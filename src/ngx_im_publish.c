@@ -34,7 +34,7 @@ typedef struct {
 
 
 static ngx_im_msg_t *ngx_im_publish_msg(u_char *p, size_t n, im_msg_t *m,
-    uint32_t from);
+    uint32_t from, ngx_str_t *watch, uint64_t token);
 static ngx_int_t ngx_im_publish_group(ngx_im_pub_t *pub, ngx_im_msg_t *msg,
     im_msg_t *m, uint32_t from);
 static void ngx_im_publish_dispatch(ngx_im_session_t *s);
@@ -98,10 +98,12 @@ ngx_im_publish_refuse(ngx_im_session_t *s, u_char cmd, const u_char *msgid,
 }
 
 
-/* the message object of a request, in its push form, from uid "from" */
+/* the message object of a request, in its push form, from uid "from";
+ * watched (stored form 3) when watch is not NULL */
 
 static ngx_im_msg_t *
-ngx_im_publish_msg(u_char *p, size_t n, im_msg_t *m, uint32_t from)
+ngx_im_publish_msg(u_char *p, size_t n, im_msg_t *m, uint32_t from,
+    ngx_str_t *watch, uint64_t token)
 {
     size_t          len;
     ngx_time_t     *tp;
@@ -136,9 +138,15 @@ ngx_im_publish_msg(u_char *p, size_t n, im_msg_t *m, uint32_t from)
         break;
     }
 
-    msg = ngx_im_msg_alloc(ngx_im_msg_hdr(), len);
+    msg = ngx_im_msg_alloc(watch ? NGX_IM_ENTRY_HDR_V3(watch->len)
+                                 : ngx_im_msg_hdr(),
+                           len);
     if (msg == NULL) {
         return NULL;
+    }
+
+    if (watch) {
+        ngx_im_msg_watch(msg, watch, token);
     }
 
     if (m->cmd == IM_CMD_PUBLISH) {
@@ -274,7 +282,7 @@ ngx_im_publish(ngx_im_session_t *s, u_char *p, size_t n,
         }
     }
 
-    msg = ngx_im_publish_msg(p, n, m, s->route.uid);
+    msg = ngx_im_publish_msg(p, n, m, s->route.uid, NULL, 0);
     if (msg == NULL) {
         ngx_im_session_ops->close(s, NGX_IM_CLOSE_ERROR);
         return;
@@ -573,7 +581,8 @@ ngx_im_publish_answer(ngx_im_session_t *s)
 
 ngx_int_t
 ngx_im_publish_api(uint32_t from, u_char *p, size_t n, im_msg_t *m,
-    ngx_im_publish_api_pt done, void *data)
+    ngx_str_t *watch, uint64_t token, ngx_im_publish_api_pt done,
+    void *data)
 {
     ngx_im_pub_t   *pub;
     ngx_im_msg_t   *msg;
@@ -602,7 +611,7 @@ ngx_im_publish_api(uint32_t from, u_char *p, size_t n, im_msg_t *m,
     pub->api = done;
     pub->api_data = data;
 
-    msg = ngx_im_publish_msg(p, n, m, from);
+    msg = ngx_im_publish_msg(p, n, m, from, watch, token);
     if (msg == NULL) {
         ngx_im_pub_free(pub);
         return NGX_ERROR;

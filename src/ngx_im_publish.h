@@ -55,10 +55,13 @@ struct ngx_im_pub_s {
 /* a publish request, parsed */
 void ngx_im_publish(ngx_im_session_t *s, u_char *p, size_t n, im_msg_t *m);
 /* a message of the admin API, parsed as a client's (m from p, n bytes),
- * from uid "from" (0: the system): done is called once, maybe before
- * this returns; NGX_ERROR: no memory, done is not called */
+ * from uid "from" (0: the system), watched by worker "watch" with token
+ * when watch is not NULL (its recipients' acks come back as 'W'
+ * records): done is called once, maybe before this returns; NGX_ERROR:
+ * no memory, done is not called */
 ngx_int_t ngx_im_publish_api(uint32_t from, u_char *p, size_t n,
-    im_msg_t *m, ngx_im_publish_api_pt done, void *data);
+    im_msg_t *m, ngx_str_t *watch, uint64_t token,
+    ngx_im_publish_api_pt done, void *data);
 /* the session goes: its messages still under way finish without it */
 void ngx_im_publish_end(ngx_im_session_t *s);
 

@@ -62,6 +62,11 @@ static void ngx_im_router_offline_event(ngx_im_msg_t *msg, uint32_t uid);
 static void ngx_im_router_published(redisReply *reply, void *data);
 
 
+static void ngx_im_router_watch_subscribe(void);
+
+
+static ngx_im_router_acked_pt  ngx_im_router_acked_handler;
+
 static ngx_im_spares_t         ngx_im_spare_rcpts =
     ngx_im_spares(ngx_im_rcpt_t, 4096);
 
@@ -386,6 +391,8 @@ ngx_im_router_sub_connected(void)
 
     ngx_im_router_subs_sent = 0;
     ngx_im_router_subs_done = 0;
+
+    ngx_im_router_watch_subscribe();
 
     for (u = ngx_im_table_first(); u; u = next) {
         next = ngx_im_table_next(u);
@@ -832,6 +839,112 @@ ngx_im_router_receipt_local(ngx_im_user_t *u, u_char *p, size_t n)
 }
 
 
+/*
+ * Acks of watched messages.  Unwatched messages never come here (the
+ * delivery layer tests msg->watch).  The record is small and rare: at
+ * most one per session that acks a watched message.
+ */
+
+void
+ngx_im_router_acked(ngx_im_msg_t *msg, uint32_t uid, uint8_t client_id)
+{
+    u_char        buf[IM_TRAFFIC_W_LEN(IM_TRAFFIC_ORIGIN_MAX)];
+    u_char        channel[5 + NGX_IM_WATCH_MAX];
+    size_t        len, argvlen[3];
+    uint64_t      now, after;
+    ngx_int_t     pid;
+    ngx_time_t   *tp;
+    const char   *argv[3];
+    im_traffic_t  t;
+
+    tp = ngx_timeofday();
+    now = (uint64_t) tp->sec * 1000 + tp->msec;
+    after = (now > msg->accepted) ? now - msg->accepted : 0;
+
+    if (after > 0xffffffff) {
+        after = 0xffffffff;
+    }
+
+    len = im_traffic_build_w(buf, ngx_im_worker_id.data,
+                             ngx_im_worker_id.len, 0, msg->watch_token, uid,
+                             client_id, (uint32_t) after, msg->msgid);
+
+    if (msg->watch_len == ngx_im_worker_id.len
+        && ngx_memcmp(msg->watch, ngx_im_worker_id.data, msg->watch_len)
+           == 0)
+    {
+        /* the waiting request is here */
+        if (ngx_im_router_acked_handler
+            && im_traffic_parse(buf, len, &t) == IM_OK)
+        {
+            ngx_im_router_acked_handler(&t);
+        }
+
+        return;
+    }
+
+    /* a sibling: the same node and instance, another pid */
+
+    if (msg->watch_len > ngx_im_node_prefix_len
+        && ngx_memcmp(msg->watch, ngx_im_worker_id.data,
+                      ngx_im_node_prefix_len)
+           == 0)
+    {
+        pid = ngx_atoi(msg->watch + ngx_im_node_prefix_len,
+                       msg->watch_len - ngx_im_node_prefix_len);
+
+        if (pid > 0 && ngx_im_ipc_send((ngx_pid_t) pid, uid, buf, len)
+                       == NGX_OK)
+        {
+            return;
+        }
+    }
+
+    /* another node, or no datagram: the waiting worker's channel */
+
+    ngx_memcpy(channel, "im:w:", 5);
+    ngx_memcpy(channel + 5, msg->watch, msg->watch_len);
+
+    argv[0] = "PUBLISH";
+    argvlen[0] = 7;
+    argv[1] = (char *) channel;
+    argvlen[1] = 5 + msg->watch_len;
+    argv[2] = (char *) buf;
+    argvlen[2] = len;
+
+    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 3, argv,
+                            argvlen);
+}
+
+
+void
+ngx_im_router_on_acked(ngx_im_router_acked_pt handler)
+{
+    ngx_im_router_acked_handler = handler;
+}
+
+
+/* with im_api, each worker hears the acks for its waiting publishes on a
+ * channel of its own, subscribed whenever pub/sub (re)connects */
+
+static void
+ngx_im_router_watch_subscribe(void)
+{
+    u_char  channel[5 + IM_TRAFFIC_ORIGIN_MAX];
+
+    if (!ngx_im_get_conf()->registry
+        || ngx_im_worker_id.len > IM_TRAFFIC_ORIGIN_MAX)
+    {
+        return;
+    }
+
+    ngx_memcpy(channel, "im:w:", 5);
+    ngx_memcpy(channel + 5, ngx_im_worker_id.data, ngx_im_worker_id.len);
+
+    (void) ngx_im_redis_subscribe(channel, 5 + ngx_im_worker_id.len);
+}
+
+
 /* records from the channels and from sibling workers: untrusted input,
  * decoded by ngx_im_traffic.c, ignored when they do not parse */
 
@@ -839,14 +952,29 @@ static void
 ngx_im_router_message(u_char *channel, size_t clen, u_char *data,
     size_t len)
 {
-    ngx_int_t  uid;
+    ngx_int_t     uid;
+    im_traffic_t  t;
 
     uid = ngx_im_router_channel_uid(channel, clen);
-    if (uid == NGX_ERROR) {
+
+    if (uid != NGX_ERROR) {
+        ngx_im_router_traffic((uint32_t) uid, data, len, 0);
         return;
     }
 
-    ngx_im_router_traffic((uint32_t) uid, data, len, 0);
+    /* "im:w:<worker id>": acks for this worker's waiting publishes */
+
+    if (clen == 5 + ngx_im_worker_id.len
+        && ngx_strncmp(channel, "im:w:", 5) == 0
+        && ngx_memcmp(channel + 5, ngx_im_worker_id.data,
+                      ngx_im_worker_id.len)
+           == 0
+        && im_traffic_parse(data, len, &t) == IM_OK
+        && t.type == 'W'
+        && ngx_im_router_acked_handler)
+    {
+        ngx_im_router_acked_handler(&t);
+    }
 }
 
 
@@ -881,6 +1009,15 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
             && ngx_memcmp(t.origin, ngx_im_worker_id.data,
                           ngx_im_node_prefix_len)
                == 0);
+
+    if (t.type == 'W') {
+        /* only by datagram, addressed to this worker */
+        if (ipc && ngx_im_router_acked_handler) {
+            ngx_im_router_acked_handler(&t);
+        }
+
+        return;
+    }
 
     if (t.type == 'J' || t.type == 'S' || t.type == 'A') {
         /* from every worker but this one, siblings too: a sibling past

@@ -18,6 +18,7 @@
 
 
 #include "ngx_im_table.h"
+#include "ngx_im_traffic.h"
 
 
 ngx_int_t ngx_im_router_init(ngx_cycle_t *cycle, ngx_im_router_ops_t *ops);
@@ -35,6 +36,22 @@ void ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 /* uid "by" acked message msgid of uid "to": a RECEIPT to to's sessions on
  * every worker and node (live ones only; nothing is stored) */
 void ngx_im_router_receipt(uint32_t to, const u_char *msgid, uint32_t by);
+
+/*
+ * The admin API's publish with a wait: uid's session of client_id acked
+ * msg, which carries a watch (stored form 3): a 'W' record goes to the
+ * watching worker, handed to this worker's handler when it is the one,
+ * else by datagram to a sibling, else on the worker's channel
+ * "im:w:<worker id>" that every worker of a node with im_api subscribes.
+ */
+void ngx_im_router_acked(ngx_im_msg_t *msg, uint32_t uid,
+    uint8_t client_id);
+
+/* the receiver of 'W' records addressed to this worker (the API module's,
+ * set at configuration); t is valid during the call only */
+typedef void (*ngx_im_router_acked_pt)(im_traffic_t *t);
+
+void ngx_im_router_on_acked(ngx_im_router_acked_pt handler);
 
 ngx_uint_t ngx_im_router_users(void);
 

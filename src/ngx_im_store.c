@@ -41,8 +41,19 @@ ngx_im_msg_alloc(size_t hdr, size_t push_len)
     msg->expire = 0;
     msg->from = 0;
     msg->accepted = 0;
+    msg->watch = NULL;
 
     return msg;
+}
+
+
+void
+ngx_im_msg_watch(ngx_im_msg_t *msg, ngx_str_t *watch, uint64_t token)
+{
+    msg->watch = msg->entry + NGX_IM_ENTRY_HDR_V2 + 1;
+    msg->watch_len = watch->len;
+    msg->watch_token = token;
+    ngx_memcpy(msg->watch, watch->data, watch->len);
 }
 
 
@@ -71,12 +82,20 @@ ngx_im_msg_finish(ngx_im_msg_t *msg, time_t expire)
 
     msg->expire = expire;
 
-    if (msg->push - msg->entry == NGX_IM_ENTRY_HDR_V2) {
-        msg->entry[0] = 2;
+    if (msg->push - msg->entry >= NGX_IM_ENTRY_HDR_V2) {
+        msg->entry[0] = msg->watch ? 3 : 2;
         p = im_put_u32(msg->entry + 1, (uint32_t) expire);
         p = im_put_u32(p, msg->from);
         p = im_put_u32(p, (uint32_t) (msg->accepted >> 32));
-        (void) im_put_u32(p, (uint32_t) msg->accepted);
+        p = im_put_u32(p, (uint32_t) msg->accepted);
+
+        if (msg->watch) {
+            /* the watch's bytes are in place already */
+            *p = (u_char) msg->watch_len;
+            p = im_put_u32(msg->watch + msg->watch_len,
+                           (uint32_t) (msg->watch_token >> 32));
+            (void) im_put_u32(p, (uint32_t) msg->watch_token);
+        }
 
     } else {
         msg->entry[0] = 1;
@@ -114,6 +133,13 @@ ngx_im_msg_from_entry(u_char *entry, size_t len)
     case 2:
         hdr = NGX_IM_ENTRY_HDR_V2;
         break;
+    case 3:
+        if (len < NGX_IM_ENTRY_HDR_V2 + 1) {
+            return NULL;
+        }
+
+        hdr = NGX_IM_ENTRY_HDR_V3(entry[NGX_IM_ENTRY_HDR_V2]);
+        break;
     default:
         return NULL;
     }
@@ -141,10 +167,18 @@ ngx_im_msg_from_entry(u_char *entry, size_t len)
 
     ngx_memcpy(msg->entry, entry, len);
 
-    if (hdr == NGX_IM_ENTRY_HDR_V2) {
+    if (hdr >= NGX_IM_ENTRY_HDR_V2) {
         msg->from = im_get_u32(entry + 5);
         msg->accepted = ((uint64_t) im_get_u32(entry + 9) << 32)
                         | im_get_u32(entry + 13);
+    }
+
+    if (entry[0] == 3) {
+        msg->watch = msg->entry + NGX_IM_ENTRY_HDR_V2 + 1;
+        msg->watch_len = entry[NGX_IM_ENTRY_HDR_V2];
+        msg->watch_token = ((uint64_t) im_get_u32(msg->watch
+                                                  + msg->watch_len) << 32)
+                           | im_get_u32(msg->watch + msg->watch_len + 4);
     }
 
     ngx_im_msg_finish(msg, (time_t) im_get_u32(entry + 1));

@@ -29,6 +29,19 @@
 #define NGX_IM_ENTRY_HDR     5
 #define NGX_IM_ENTRY_HDR_V2  17
 
+/*
+ * Version 3, <<3, Expire:32, From:32, Accepted:64, WatchLen:8, Watch,
+ * Token:64, Push>>, is version 2 with a "watch": the id of the worker
+ * that waits for the recipients' acks (ngx_im_worker_id) and its token
+ * for the request, so that an ack anywhere reaches it ('W' records,
+ * ngx_im_traffic.h).  Only a message of the admin API published with a
+ * "wait" is written so; every other message keeps version 1 or 2, and
+ * costs what it did.  Builds from before version 3 read such an entry as
+ * unreadable and drop it, as they did version 2.
+ */
+#define NGX_IM_ENTRY_HDR_V3(wlen)  (NGX_IM_ENTRY_HDR_V2 + 1 + (wlen) + 8)
+#define NGX_IM_WATCH_MAX           255
+
 
 struct ngx_im_msg_s {
     ngx_uint_t       refs;
@@ -39,6 +52,9 @@ struct ngx_im_msg_s {
     time_t           expire;
     uint32_t         from;       /* version 2 only; 0 otherwise */
     uint64_t         accepted;   /* version 2 only, ms */
+    u_char          *watch;      /* version 3 only, into entry; or NULL */
+    size_t           watch_len;
+    uint64_t         watch_token;
     u_char           entry[1];
 };
 
@@ -50,6 +66,9 @@ ngx_im_msg_t *ngx_im_msg_alloc(size_t hdr, size_t push_len);
 size_t ngx_im_msg_hdr(void);
 ngx_im_msg_t *ngx_im_msg_from_entry(u_char *entry, size_t len);
 void ngx_im_msg_finish(ngx_im_msg_t *msg, time_t expire);
+/* a message allocated with NGX_IM_ENTRY_HDR_V3(watch->len): who waits for
+ * its acks, before ngx_im_msg_finish() */
+void ngx_im_msg_watch(ngx_im_msg_t *msg, ngx_str_t *watch, uint64_t token);
 
 static ngx_inline ngx_im_msg_t *
 ngx_im_msg_ref(ngx_im_msg_t *msg)
