@@ -3,10 +3,10 @@
  * ngx_im_traffic.c: parsing and building of traffic records.
  *
  * Owns every byte of the records of ngx_im_traffic.h ('D', 'K', 'J',
- * 'S', 'A', 'R', 'L', 'W'): the parser takes one whole record (a channel message, or a
- * datagram after its uid), checks exactly what the router always checked
- * and points into it; the builders write into a caller buffer sized with
- * the IM_TRAFFIC_*_LEN macros.  libc only.
+ * 'S', 'A', 'R', 'L', 'W'): the parser takes one whole record (a channel
+ * message, or a datagram after its uid), checks exactly what the router
+ * always checked and points into it; the builders write into a caller
+ * buffer sized with the IM_TRAFFIC_*_LEN macros.  libc only.
  */
 
 
@@ -225,8 +225,8 @@ im_traffic_build_r(uint8_t *buf, const uint8_t *origin, size_t olen,
 
 size_t
 im_traffic_build_w(uint8_t *buf, const uint8_t *origin, size_t olen,
-    uint8_t flags, uint64_t token, uint32_t uid, uint8_t client_id, uint32_t after_ms,
-    const uint8_t *msgid)
+    uint8_t flags, uint64_t token, uint32_t uid, uint8_t client_id,
+    uint32_t after_ms, const uint8_t *msgid)
 {
     uint8_t  *p;
 

@@ -51,9 +51,10 @@
  * Origin, Flags) must be complete; 'D' needs its Seq (the entry is
  * checked by the caller, it may be empty here); 'R' takes the rest as its
  * receipt (in entry, checked by the caller); 'K' needs ClientId and
- * Token, 'L' Scope and ClientId, 'W' every field, 'A' its Nonce; 'J' has a nonce when 8
- * bytes follow the head; bytes after the last field are ignored, except
- * for 'D', where they are the entry.  Any other type is an error.
+ * Token, 'L' Scope and ClientId, 'W' every field, 'A' its Nonce; 'J'
+ * has a nonce when 8 bytes follow the head; bytes after the last field
+ * are ignored, except for 'D', where they are the entry.  Any other type
+ * is an error.
  *
  * The parser never copies: origin and entry point into the input.  The
  * builders never allocate: the caller sizes the output with the
@@ -147,8 +148,8 @@ size_t im_traffic_build_l(uint8_t *buf, const uint8_t *origin, size_t olen,
 size_t im_traffic_build_r(uint8_t *buf, const uint8_t *origin, size_t olen,
     uint8_t flags, const uint8_t *receipt, size_t rlen);
 size_t im_traffic_build_w(uint8_t *buf, const uint8_t *origin, size_t olen,
-    uint8_t flags, uint64_t token, uint32_t uid, uint8_t client_id, uint32_t after_ms,
-    const uint8_t *msgid);
+    uint8_t flags, uint64_t token, uint32_t uid, uint8_t client_id,
+    uint32_t after_ms, const uint8_t *msgid);
 size_t im_traffic_build_notice(uint8_t *buf, uint8_t type,
     const uint8_t *origin, size_t olen, const uint64_t *nonce);
 

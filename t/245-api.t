@@ -13,7 +13,8 @@
 #   - kick of one ClientId and of a whole uid, on the other node: LOGOUT,
 #     then the close; the other ClientId stays;
 #   - bad input: malformed JSON, unknown fields, wrong types, missing
-#     arguments, unknown endpoint, wrong method, "wait" (not in this build);
+#     arguments, unknown endpoint, wrong method, a "wait" over 30 s
+#     (the wait itself: t/246-api-wait.t);
 #   - nginx's access control: deny, and auth_request with and without the
 #     token.
 use strict;
@@ -289,8 +290,8 @@ is($code3, 0, 'u1102 on a');
             qr/exactly one of/],
         ['POST', '/api/publish', { to => 1, msgid => 'short', payload => 'x' },
             400, qr/"msgid"/],
-        ['POST', '/api/publish', { to => 1102, payload => 'x', wait => 5 },
-            501, qr/not in this build/],
+        ['POST', '/api/publish', { to => 1102, payload => 'x', wait => 60 },
+            400, qr/"wait" must be a number of seconds from 0 to 30/],
         ['POST', '/api/kick', { client_id => 1 }, 400, qr/"uid" is missing/],
         ['POST', '/api/kick', { uid => 1101, client_id => 300 }, 400,
             qr/0 to 255/],

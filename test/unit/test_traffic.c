@@ -3,8 +3,8 @@
  * test_traffic.c: unit tests of the traffic records
  * (src/ngx_im_traffic.c).
  *
- * Each of 'D', 'K', 'J', 'S', 'A', 'R', 'L' and 'W' is checked byte for byte as built
- * and field by field as parsed, then at every length around each
+ * Each of 'D', 'K', 'J', 'S', 'A', 'R', 'L' and 'W' is checked byte for
+ * byte as built and field by field as parsed, then at every length around each
  * acceptance boundary of ngx_im_traffic.h (one byte short fails, the
  * exact length passes), with origins of 0 and 255 bytes, every flags
  * value, and type bytes the format does not have.  Every parse reads
