@@ -941,7 +941,12 @@ ngx_im_router_watch_subscribe(void)
     ngx_memcpy(channel, "im:w:", 5);
     ngx_memcpy(channel + 5, ngx_im_worker_id.data, ngx_im_worker_id.len);
 
-    (void) ngx_im_redis_subscribe(channel, 5 + ngx_im_worker_id.len);
+    /* its confirmation counts among those the resubscription paces by */
+    if (ngx_im_redis_subscribe(channel, 5 + ngx_im_worker_id.len)
+        == NGX_OK)
+    {
+        ngx_im_router_subs_sent++;
+    }
 }
 
 

@@ -11,6 +11,8 @@
 #   - a recipient that never acks: "pushed" when a 1 s wait ends;
 #   - an offline recipient: "stored";
 #   - wait 0 (and no wait): the answer without acks, as before;
+#   - after the subscriber connections are cut, the workers' "im:w:"
+#     channels are subscribed again and an ack from the other node comes;
 #   - a bad wait: 400; a client that leaves while its publish waits.
 use strict;
 use warnings;
@@ -225,6 +227,33 @@ for my $w (31, -1, '5', JSON::PP::true) {
     is($st, 400, "$name: 400");
     like($p && $p->{reason} // '', qr/"wait" must be a number of seconds/,
         "$name: the reason");
+}
+
+###############################################################################
+# the subscriber connections cut: each worker subscribes its own "im:w:"
+# channel again, and an ack from the other node still comes back
+
+{
+    my $wchannels = sub {
+        my $r = $redis->cmd('PUBSUB', 'CHANNELS', 'im:w:*');
+        return ref $r eq 'ARRAY' ? scalar @$r : -1;
+    };
+    is($wchannels->(), 4, 'each of the four workers has its im:w: channel');
+    $redis->cmd('CLIENT', 'KILL', 'TYPE', 'pubsub');
+    ok(wait_until(sub {
+        my $r = $redis->cmd('PUBSUB', 'NUMSUB', "im:u:$x", 'im:u:1401');
+        $wchannels->() == 4 && ref $r eq 'ARRAY' && $r->[1] && $r->[3];
+    }, 30), 'after the cut: the im:w: channels and the uids\' are back');
+
+    my $id = 'wait0004' x 4;
+    my $s = publish_start(9095, { to => 1401, msgid => $id,
+        payload => 'after the cut', wait => 30 });
+    ok($cz->expect(msgid => $id), 'u1401 on b gets it after the cut');
+    my ($st, $p) = publish_end($s, 20);
+    is($st, 200, 'after the cut: 200');
+    my $r = by_uid($p)->{1401} || {};
+    is($r->{outcome}, 'acked', 'after the cut: acked on the other node');
+    is($r->{acks}[0]{node}, 'b', 'after the cut: by node b');
 }
 
 ###############################################################################
