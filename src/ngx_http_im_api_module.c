@@ -14,7 +14,10 @@
  *
  * A request waits for Redis with r->main->count raised by the body read
  * and is finalized from the last callback; the request and its pool live
- * until then, whether or not the client is still there.
+ * until then, whether or not the client is still there.  A publish with
+ * a "wait" also waits for its recipients' acks: it sits in this worker's
+ * table of waiting publishes (by token) until they came back as 'W'
+ * records or its timer went off (docs/decisions/031-publish-wait.md).
  */
 
 #include <ngx_config.h>
