@@ -17,7 +17,7 @@
  * until then, whether or not the client is still there.  A publish with
  * a "wait" also waits for its recipients' acks: it sits in this worker's
  * table of waiting publishes (by token) until they came back as 'W'
- * records or its timer went off (docs/decisions/031-publish-wait.md).
+ * records or its timer went off (docs/decisions/032-publish-wait.md).
  */
 
 #include <ngx_config.h>

@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# The admin API's publish with a wait (docs/API.md, decision 031): two
+# The admin API's publish with a wait (docs/API.md, decision 032): two
 # nodes sharing one Redis, two workers each.
 #
 #   - a part-group message to a uid on each worker of node a and one on
