@@ -390,8 +390,11 @@ ngx_im_store_pushed(redisReply *reply)
 }
 
 
-void
-ngx_im_store_remove(uint32_t uid, ngx_im_msg_t *msg)
+/* LREM of an entry's exact bytes: the first one (an ack), or all (0) */
+
+static ngx_int_t
+ngx_im_store_lrem(uint32_t uid, u_char *entry, size_t len, const char *count,
+    ngx_im_redis_cb_pt cb, void *data)
 {
     u_char       key[32];
     const char  *argv[4];
@@ -401,13 +404,20 @@ ngx_im_store_remove(uint32_t uid, ngx_im_msg_t *msg)
     argvlen[0] = 4;
     argv[1] = (char *) key;
     argvlen[1] = ngx_im_store_key(key, uid);
-    argv[2] = "1";
+    argv[2] = count;
     argvlen[2] = 1;
-    argv[3] = (char *) msg->entry;
-    argvlen[3] = msg->entry_len;
+    argv[3] = (char *) entry;
+    argvlen[3] = len;
 
-    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 4, argv,
-                            argvlen);
+    return ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, cb, data, 4, argv, argvlen);
+}
+
+
+void
+ngx_im_store_remove(uint32_t uid, ngx_im_msg_t *msg)
+{
+    (void) ngx_im_store_lrem(uid, msg->entry, msg->entry_len, "1", NULL,
+                             NULL);
 }
 
 
@@ -537,20 +547,7 @@ ngx_int_t
 ngx_im_store_remove_entry(uint32_t uid, u_char *entry, size_t len,
     ngx_im_redis_cb_pt cb, void *data)
 {
-    u_char       key[32];
-    const char  *argv[4];
-    size_t       argvlen[4];
-
-    argv[0] = "LREM";
-    argvlen[0] = 4;
-    argv[1] = (char *) key;
-    argvlen[1] = ngx_im_store_key(key, uid);
-    argv[2] = "0";
-    argvlen[2] = 1;
-    argv[3] = (char *) entry;
-    argvlen[3] = len;
-
-    return ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, cb, data, 4, argv, argvlen);
+    return ngx_im_store_lrem(uid, entry, len, "0", cb, data);
 }
 
 
