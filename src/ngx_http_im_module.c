@@ -563,8 +563,9 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
     r = ctx->request;
     s = ngx_http_im_ctx_session(ctx);
 
-    if (ngx_im_session_authenticating(s)) {
-        /* the login policy is still being applied */
+    if (ngx_im_session_authenticating(s) || s->ack_due) {
+        /* the login policy is still being applied, or CONNECT_ACK waits
+         * for the other holders of the uid */
         ngx_add_timer(ev, 50);
         return;
     }

@@ -3,8 +3,7 @@
  *
  * Owns the alone mark of the router's uid records, the probes that set it
  * (a PUBLISH whose count says that this worker's subscription was its
- * only listener), the keep of skipped messages, and the 'J' / 'S' / 'A'
- * records with a newcomer's hold.
+ * only listener), and the 'J' / 'S' / 'A' records with a newcomer's hold.
  *
  * Most users are online in one place.  When a PUBLISH to a uid's channel
  * reaches only this worker's own subscription, the uid is marked alone and
@@ -12,23 +11,23 @@
  * go to the local sessions and, in write-through, the inbox.  Any worker
  * that subscribes to a channel announces it with 'J' once the subscription
  * is confirmed (and again whenever the connection it went out on comes
- * back).  A newcomer is subscribed before its 'J' arrives, so the messages
- * skipped meanwhile must still reach it: every skipped message is kept for
- * NGX_IM_KEEP_MS, and a worker that was alone for the uid, on a foreign
- * 'J', publishes those of that uid again, marks it shared, and publishes
- * 'S' behind its appends so the holders load the inbox again (anything
- * older and not yet acked).  When the keep is full a message is published
- * instead of skipped.  The mark is dropped whenever the subscription is
- * not known to be in place, and a probe's answer counts only if nothing
+ * back).  A worker that hears a foreign 'J' marks the uid shared, from
+ * then on publishes its messages on the channel, and answers 'A' with the
+ * 'J''s nonce (an alone one behind an 'S', so that the holders load the
+ * inbox again).  The mark is dropped whenever the subscription is not
+ * known to be in place, and a probe's answer counts only if nothing
  * changed while it was under way (a stamp per uid record).
  *
- * Order for the newcomer (docs/PROTOCOL.md 3.4): it merges the inbox it
- * read with what its channel brought meanwhile, so a replayed message must
- * be there by the time it reads.  Its 'J' carries a nonce, every worker
- * that hears it answers with 'A' and that nonce (an alone one behind its
- * replay and 'S'), and the newcomer reads the inbox once PUBLISH's count
- * of answers has come, or after NGX_IM_KEEP_MS (ngx_im_hold_t).  A uid
- * nobody else holds is read at once, after the one round trip of its 'J'.
+ * The newcomer's hold (docs/PROTOCOL.md 3.4): its sessions read the inbox,
+ * and get their CONNECT_ACK, once every other subscriber PUBLISH counted
+ * has answered and its own 'J' is back on the channel (behind the copies
+ * of this worker's earlier deliveries to the uid), or after NGX_IM_HOLD_MS.
+ * So every worker that holds the uid publishes on the channel before the
+ * client sees CONNECT_ACK: a message accepted after it reaches the new
+ * session, and nothing skipped before it needs replaying (a replay would
+ * reach the session behind newer messages).  What was accepted before is
+ * in the inbox, or went to the devices online then.  A uid nobody else
+ * holds is read after the one round trip of its 'J'.
  * docs/decisions/ has the measurements and the residual gap.
  */
 
@@ -36,18 +35,9 @@
 #include "ngx_im_timer.h"
 
 
-/* skipped messages, kept in case a subscriber turns up: one ring per
- * worker, oldest first */
+/* a newcomer waits this long at most for the answers to its 'J' */
 
-#define NGX_IM_KEEP_MS    500
-#define NGX_IM_KEEP_MAX   262144
-
-
-typedef struct {
-    ngx_im_msg_t          *msg;
-    ngx_msec_t             at;
-    uint32_t               uid;
-} ngx_im_kept_t;
+#define NGX_IM_HOLD_MS    500
 
 
 /* a newcomer's wait for the answers to its 'J' */
@@ -57,6 +47,7 @@ struct ngx_im_hold_s {
     uint64_t               nonce;
     ngx_int_t              expected;    /* -1 until PUBLISH has counted */
     ngx_uint_t             got;
+    unsigned               echo:1;      /* its own 'J' came back */
     ngx_im_user_t         *user;
 };
 
@@ -75,7 +66,6 @@ typedef struct {
 } ngx_im_probe_t;
 
 
-static void ngx_im_alone_unkeep(ngx_msec_t older_than);
 static void ngx_im_alone_unhold(ngx_im_user_t *u);
 
 
@@ -86,19 +76,12 @@ static ngx_im_spares_t  ngx_im_spare_holds =
 static ngx_im_spares_t  ngx_im_spare_jpubs =
     ngx_im_spares(ngx_im_jpub_t, 1024);
 
-static ngx_im_kept_t   *ngx_im_kept;
-static ngx_uint_t       ngx_im_kept_head;
-static ngx_uint_t       ngx_im_kept_n;
-static ngx_im_timer_t   ngx_im_kept_timer;
 
 
 void
 ngx_im_alone_exit(void)
 {
-    if (ngx_im_kept) {
-        ngx_im_alone_unkeep(0);
-        ngx_im_timer_del(&ngx_im_kept_timer);
-    }
+    /* nothing is kept: every hold goes with its uid record */
 }
 
 
@@ -207,79 +190,8 @@ ngx_im_alone_probe_free(void *data)
 }
 
 
-/* the keep */
-
-static void
-ngx_im_alone_unkeep(ngx_msec_t older_than)
-{
-    ngx_im_kept_t  *k;
-
-    while (ngx_im_kept_n) {
-        k = &ngx_im_kept[ngx_im_kept_head];
-
-        if ((ngx_msec_int_t) (ngx_current_msec - k->at) < (ngx_msec_int_t)
-                                                          older_than)
-        {
-            break;
-        }
-
-        ngx_im_msg_unref(k->msg);
-        ngx_im_kept_head = (ngx_im_kept_head + 1) % NGX_IM_KEEP_MAX;
-        ngx_im_kept_n--;
-    }
-}
-
-
-static void
-ngx_im_alone_keep_handler(ngx_im_timer_t *t)
-{
-    ngx_im_alone_unkeep(NGX_IM_KEEP_MS);
-
-    if (ngx_im_kept_n) {
-        ngx_im_timer_add(t, NGX_IM_KEEP_MS, ngx_im_alone_keep_handler);
-    }
-}
-
-
-/* NGX_DECLINED: no room, publish it */
-
-static ngx_int_t
-ngx_im_alone_keep(uint32_t uid, ngx_im_msg_t *msg)
-{
-    ngx_im_kept_t  *k;
-
-    if (ngx_im_kept == NULL) {
-        /* 6 MB, allocated once per worker, and only once a uid is alone */
-        ngx_im_kept = ngx_alloc(NGX_IM_KEEP_MAX * sizeof(ngx_im_kept_t),
-                                ngx_cycle->log);
-        if (ngx_im_kept == NULL) {
-            return NGX_DECLINED;
-        }
-    }
-
-    ngx_im_alone_unkeep(NGX_IM_KEEP_MS);
-
-    if (ngx_im_kept_n == NGX_IM_KEEP_MAX) {
-        return NGX_DECLINED;
-    }
-
-    k = &ngx_im_kept[(ngx_im_kept_head + ngx_im_kept_n) % NGX_IM_KEEP_MAX];
-    k->msg = ngx_im_msg_ref(msg);
-    k->at = ngx_current_msec;
-    k->uid = uid;
-    ngx_im_kept_n++;
-
-    if (!ngx_im_timer_set(&ngx_im_kept_timer)) {
-        ngx_im_timer_add(&ngx_im_kept_timer, NGX_IM_KEEP_MS,
-                         ngx_im_alone_keep_handler);
-    }
-
-    return NGX_OK;
-}
-
-
 ngx_uint_t
-ngx_im_alone_skip(ngx_im_user_t *u, ngx_im_msg_t *msg)
+ngx_im_alone_skip(ngx_im_user_t *u)
 {
     if (!u->alone || u->sub != NGX_IM_SUB_SUBSCRIBED
         || !ngx_im_redis_ready(NGX_IM_REDIS_SUB))
@@ -287,71 +199,9 @@ ngx_im_alone_skip(ngx_im_user_t *u, ngx_im_msg_t *msg)
         return 0;
     }
 
-    if (ngx_im_alone_keep((uint32_t) u->node.key, msg) != NGX_OK) {
-        return 0;
-    }
-
     ngx_im_stats->channel_skipped++;
 
     return 1;
-}
-
-
-/* a newcomer for uid: what was skipped for it lately goes to the channel */
-
-static void
-ngx_im_alone_replay(uint32_t uid)
-{
-    u_char         *buf;
-    size_t          size, len;
-    uint64_t        seq;
-    ngx_uint_t      i, n, flags;
-    ngx_im_kept_t  *k;
-
-    flags = (ngx_im_get_conf()->delivery == NGX_IM_WRITE_THROUGH)
-            ? IM_TRAFFIC_STORED : 0;
-
-    /* this worker's own sessions had them: the echo skips them all */
-    seq = ngx_im_table_seq();
-
-    buf = NULL;
-    size = 0;
-
-    for (i = 0, n = ngx_im_kept_n; i < n; i++) {
-        k = &ngx_im_kept[(ngx_im_kept_head + i) % NGX_IM_KEEP_MAX];
-
-        if (k->uid != uid) {
-            continue;
-        }
-
-        len = IM_TRAFFIC_D_LEN(ngx_im_worker_id.len, k->msg->entry_len);
-
-        if (len > size) {
-            if (buf) {
-                ngx_free(buf);
-            }
-
-            size = len;
-
-            buf = ngx_alloc(size, ngx_cycle->log);
-            if (buf == NULL) {
-                return;
-            }
-        }
-
-        len = im_traffic_build_d(buf, ngx_im_worker_id.data,
-                                 ngx_im_worker_id.len, (u_char) flags, seq,
-                                 k->msg->entry, k->msg->entry_len);
-
-        ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
-                       "im alone: uid %uD: a kept message replayed", uid);
-
-        (void) ngx_im_table_publish(uid, buf, len, NULL, NULL);
-    }
-
-    if (buf) {
-        ngx_free(buf);
-    }
 }
 
 
@@ -374,7 +224,7 @@ ngx_im_alone_notice(uint32_t uid, u_char type, uint64_t *nonce,
 /*
  * A newcomer's 'J' and the wait for its answers: the sessions of the uid
  * here read the inbox once every other subscriber PUBLISH counted has
- * answered (a worker alone for the uid answers behind its replay), or
+ * answered (a worker alone for the uid answers behind its 'S'), or
  * when the wait times out (a subscriber that does not answer: one gone
  * since, or a build from before 'A').
  */
@@ -399,8 +249,9 @@ ngx_im_alone_hold_timeout(ngx_im_timer_t *t)
 
     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                   "im: uid %uD: %ui of %i answers to its announcement "
-                  "came, reading the inbox anyway",
-                  (uint32_t) h->user->node.key, h->got, h->expected);
+                  "came%s, reading the inbox anyway",
+                  (uint32_t) h->user->node.key, h->got, h->expected,
+                  h->echo ? "" : ", not its own copy");
 
     ngx_im_alone_hold_done(h->user);
 }
@@ -438,7 +289,7 @@ ngx_im_alone_hold_check(ngx_im_user_t *u)
 {
     ngx_im_hold_t  *h = u->hold;
 
-    if (h->expected >= 0 && h->got >= (ngx_uint_t) h->expected) {
+    if (h->expected >= 0 && h->got >= (ngx_uint_t) h->expected && h->echo) {
         ngx_im_alone_hold_done(u);
     }
 }
@@ -509,7 +360,7 @@ ngx_im_alone_announce(ngx_im_user_t *u)
                    "im alone: uid %uD announced, hold %uL", uid, h->nonce);
 
     u->hold = h;
-    ngx_im_timer_add(&h->timer, NGX_IM_KEEP_MS, ngx_im_alone_hold_timeout);
+    ngx_im_timer_add(&h->timer, NGX_IM_HOLD_MS, ngx_im_alone_hold_timeout);
 
     return;
 
@@ -531,8 +382,26 @@ failed:
 
 
 void
-ngx_im_alone_record(uint32_t uid, ngx_im_user_t *u, im_traffic_t *t)
+ngx_im_alone_record(uint32_t uid, ngx_im_user_t *u, im_traffic_t *t,
+    ngx_uint_t own)
 {
+    if (own) {
+        /*
+         * This worker's own 'J' back on the channel: the copies of its
+         * earlier deliveries to the uid, published before it on the same
+         * connection, are in, so the newcomer's queue has them in order
+         * before the inbox is read.
+         */
+        if (t->type == 'J' && t->has_nonce && u && u->hold
+            && t->nonce == u->hold->nonce)
+        {
+            u->hold->echo = 1;
+            ngx_im_alone_hold_check(u);
+        }
+
+        return;
+    }
+
     switch (t->type) {
 
     case 'S':
@@ -554,9 +423,7 @@ ngx_im_alone_record(uint32_t uid, ngx_im_user_t *u, im_traffic_t *t)
     }
 
     if (u && u->alone) {
-        /* the newcomer may have subscribed before these were skipped;
-         * older ones, not acked yet, are in the inbox */
-        ngx_im_alone_replay(uid);
+        /* behind this worker's appends of what it skipped */
         (void) ngx_im_alone_notice(uid, 'S', NULL, NULL, NULL);
     }
 
@@ -564,8 +431,9 @@ ngx_im_alone_record(uint32_t uid, ngx_im_user_t *u, im_traffic_t *t)
         ngx_im_alone_shared(u);
     }
 
-    /* behind the replay: the newcomer reads its inbox on this; a
-     * subscription just going away answers too, it was counted */
+    /* the newcomer reads its inbox on this, and from now on this worker
+     * publishes; a subscription just going away answers too, it was
+     * counted */
     if (t->has_nonce) {
         (void) ngx_im_alone_notice(uid, 'A', &t->nonce, NULL, NULL);
     }

@@ -5,8 +5,9 @@
  * reaches only this worker's own subscription, the uid is marked alone and
  * later messages skip the channel (and its echo) while it stays so.  The
  * router asks here whether to skip, probes with the counts PUBLISH
- * returns, and hands over the 'J', 'S' and 'A' records, which also order
- * a newcomer's first inbox read behind the replays of alone workers.
+ * returns, and hands over the 'J', 'S' and 'A' records, which also hold
+ * a newcomer's first inbox read, and its CONNECT_ACK, until every worker
+ * that holds the uid publishes on its channel.
  * "im_alone off" never skips the channel; the records are still answered.
  */
 
@@ -20,9 +21,9 @@
 
 void ngx_im_alone_exit(void);
 
-/* msg for u's sessions here, none elsewhere known: 1 when the channel is
- * skipped (the message is kept a while for a newcomer), 0 to publish */
-ngx_uint_t ngx_im_alone_skip(ngx_im_user_t *u, ngx_im_msg_t *msg);
+/* a message for u's sessions here, none elsewhere known: 1 when the
+ * channel is skipped, 0 to publish */
+ngx_uint_t ngx_im_alone_skip(ngx_im_user_t *u);
 
 /* a stamp when the count of a PUBLISH to u's channel can tell that u is
  * alone (a probe), 0 when not */
@@ -44,8 +45,9 @@ ngx_uint_t ngx_im_alone_holding(ngx_im_user_t *u);
 /* u's record goes away */
 void ngx_im_alone_free(ngx_im_user_t *u);
 
-/* a 'J', 'S' or 'A' of another worker for uid (u: its record here) */
-void ngx_im_alone_record(uint32_t uid, ngx_im_user_t *u, im_traffic_t *t);
+/* a 'J', 'S' or 'A' for uid (u: its record here; own: this worker's) */
+void ngx_im_alone_record(uint32_t uid, ngx_im_user_t *u, im_traffic_t *t,
+    ngx_uint_t own);
 
 
 #endif /* _NGX_IM_ALONE_H_INCLUDED_ */

@@ -21,6 +21,8 @@ typedef struct {
     ngx_im_msg_t          *msg;
     ngx_msec_t             deadline;
     ngx_uint_t             repushes;
+    uint64_t               seq;             /* the msg's when queued */
+    uint32_t               origin;
     unsigned               stored:1;
     unsigned               live:1;          /* counted in waiting_bytes */
 } ngx_im_inflight_t;
@@ -30,6 +32,8 @@ static void ngx_im_delivery_repush_handler(ngx_event_t *ev);
 static void ngx_im_delivery_loaded(redisReply *reply, void *data);
 static void ngx_im_delivery_loading_done(ngx_im_session_t *s);
 static const u_char *ngx_im_delivery_id(ngx_queue_t *q);
+static void ngx_im_delivery_enqueue(ngx_queue_t *head,
+    ngx_im_inflight_t *f);
 static void ngx_im_delivery_drop(ngx_queue_t *q, void *data);
 
 
@@ -97,6 +101,8 @@ ngx_im_delivery_send(ngx_im_session_t *s, ngx_im_msg_t *msg,
     f->repushes = 0;
     f->stored = stored;
     f->live = 0;
+    f->seq = msg->seq;
+    f->origin = msg->origin;
     f->deadline = ngx_current_msec + imcf->repush_interval;
 
     ngx_queue_insert_tail(&s->inflight, &f->queue);
@@ -122,6 +128,49 @@ ngx_im_delivery_send(ngx_im_session_t *s, ngx_im_msg_t *msg,
 }
 
 
+/*
+ * A queue of pushes waiting for their turn is kept in each worker's order
+ * of delivery (ngx_im_msg_t's seq): a new session gets this worker's
+ * messages delivered just before it joined as the channel's copies, and
+ * those delivered since directly; a sibling's come by channel until the
+ * directory names this worker, by datagram after.  The copies arrive
+ * later than the direct ones they precede.  Items of other origins, and
+ * inbox items (origin 0), keep their places: a message goes behind the
+ * last older one of its origin, and never ahead of an inbox item.
+ */
+
+static void
+ngx_im_delivery_enqueue(ngx_queue_t *head, ngx_im_inflight_t *f)
+{
+    ngx_queue_t        *q;
+    ngx_im_inflight_t  *w;
+
+    /* a group message's seq changes with each page of members it is
+     * delivered to: the item keeps the one it came with */
+    f->seq = f->msg->seq;
+    f->origin = f->msg->origin;
+
+    if (f->origin == 0) {
+        ngx_queue_insert_tail(head, &f->queue);
+        return;
+    }
+
+    for (q = ngx_queue_last(head);
+         q != ngx_queue_sentinel(head);
+         q = ngx_queue_prev(q))
+    {
+        w = ngx_queue_data(q, ngx_im_inflight_t, queue);
+
+        if (w->origin == 0 || (w->origin == f->origin && w->seq <= f->seq)) {
+            break;
+        }
+    }
+
+    /* after q; at the head when q is the sentinel */
+    ngx_queue_insert_after(q, &f->queue);
+}
+
+
 /* NGX_OK: the session took the message (sent or queued for after the
  * inbox), NGX_DECLINED: it cannot */
 
@@ -136,13 +185,24 @@ ngx_im_delivery_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
                    s->route.uid, (ngx_uint_t) s->state, (int) s->loading,
                    (int) s->close_phase);
 
-    if (ngx_im_session_closing(s) || s->state != NGX_IM_S_LIVE
-        || ngx_im_session_system(s))
-    {
+    if (s->state != NGX_IM_S_LIVE || ngx_im_session_system(s)) {
         return NGX_DECLINED;
     }
 
-    if (s->loading || !ngx_queue_empty(&s->waiting)
+    if (ngx_im_session_closing(s) && s->route.user == NULL) {
+        /* released already: the caller stores it */
+        return NGX_DECLINED;
+    }
+
+    /*
+     * A session that is closing but still routed takes the message into
+     * its queue, unsent: its teardown hands everything back to the store
+     * in order, this one behind what the session holds.  Declined, it
+     * would be stored by the caller ahead of them.
+     */
+
+    if (ngx_im_session_closing(s) || s->loading
+        || !ngx_queue_empty(&s->waiting)
         || s->out_size >= ngx_im_get_conf()->send_buffer / 2)
     {
         /* behind the inbox, or behind what the client has yet to read:
@@ -160,11 +220,13 @@ ngx_im_delivery_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
         f->stored = stored;
         f->repushes = 0;
         f->live = 1;
-        ngx_queue_insert_tail(&s->waiting, &f->queue);
+        ngx_im_delivery_enqueue(&s->waiting, f);
 
         s->waiting_bytes += msg->push_len;
 
-        if (s->waiting_bytes > ngx_im_get_conf()->send_buffer) {
+        if (s->waiting_bytes > ngx_im_get_conf()->send_buffer
+            && !ngx_im_session_closing(s))
+        {
             /* the client does not read: what waits is not kept for it
              * without bound (it goes back to the store) */
             ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
@@ -358,6 +420,9 @@ ngx_im_delivery_sync(ngx_im_session_t *s)
         return;
     }
 
+    /* the login's answer goes ahead of what the read brings */
+    ngx_im_session_ops->login_ack(s);
+
     ngx_log_debug2(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
                    "im sync: uid %uD load under way %d", s->route.uid,
                    s->route.ref != NULL);
@@ -531,6 +596,8 @@ ngx_im_delivery_loaded(redisReply *reply, void *data)
         f->stored = 1;
         f->repushes = 0;
         f->live = 0;
+        f->seq = 0;
+        f->origin = 0;
         ngx_queue_insert_tail(&inbox, &f->queue);
     }
 
@@ -583,7 +650,9 @@ ngx_im_delivery_release(ngx_im_session_t *s)
 {
     ngx_im_delivery_drop_repush(s);
 
-    ngx_im_delivery_put_back(s, &s->waiting);
+    /* in the order accepted: what was pushed, then what waited for its
+     * turn */
     ngx_im_delivery_put_back(s, &s->inflight);
+    ngx_im_delivery_put_back(s, &s->waiting);
 }
 

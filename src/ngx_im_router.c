@@ -63,6 +63,7 @@ static void ngx_im_router_published(redisReply *reply, void *data);
 
 
 static void ngx_im_router_watch_subscribe(void);
+static uint32_t ngx_im_router_hash(const u_char *origin, size_t len);
 
 
 static ngx_im_router_acked_pt  ngx_im_router_acked_handler;
@@ -89,6 +90,9 @@ static ngx_uint_t              ngx_im_router_resub_mark;
 static ngx_uint_t              ngx_im_router_subs_sent;
 static ngx_uint_t              ngx_im_router_subs_done;
 
+/* this worker's id hashed: the origin of its messages (ngx_im_msg_t) */
+static uint32_t                ngx_im_router_origin;
+
 static ngx_im_redis_handlers_t  ngx_im_router_handlers = {
     ngx_im_router_message,
     ngx_im_router_subscribed,
@@ -103,6 +107,9 @@ ngx_im_router_init(ngx_cycle_t *cycle, ngx_im_router_ops_t *ops)
 {
     ngx_im_table_init(ops);
 
+    ngx_im_router_origin = ngx_im_router_hash(ngx_im_worker_id.data,
+                                              ngx_im_worker_id.len);
+
     /* datagrams leave after this worker's Redis output: an inbox append
      * reaches Redis before a sibling can push its message, so the
      * recipient's ack (an LREM) cannot overtake it */
@@ -114,6 +121,15 @@ ngx_im_router_init(ngx_cycle_t *cycle, ngx_im_router_ops_t *ops)
     }
 
     return ngx_im_redis_init(cycle, &ngx_im_router_handlers);
+}
+
+
+/* never 0, which is an inbox entry's: a worker id hashed */
+
+static uint32_t
+ngx_im_router_hash(const u_char *origin, size_t len)
+{
+    return ngx_crc32_short((u_char *) origin, len) | 1;
 }
 
 
@@ -199,6 +215,15 @@ ngx_im_router_join(ngx_im_route_t *r)
 
     case NGX_IM_SUB_SUBSCRIBED:
         if (!ngx_im_alone_holding(u)) {
+            /*
+             * Settled: what this worker delivered before went to the
+             * sessions here then, or elsewhere, or to the inbox, which
+             * the session reads now.  Its channel copy, still on its
+             * way, would reach the session behind what comes directly
+             * from now on: every copy counts as had (no Seq is below
+             * 1).
+             */
+            r->live_seq = 1;
             ngx_im_table_ops()->sync(r);
         }
         /* else read with the others when the answers are in */
@@ -535,6 +560,11 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
     t->remaining = n;
 
+    /* its place in this worker's order, for the queues of the sessions
+     * that get it now and of those that get its copy later */
+    msg->seq = ngx_im_table_next_seq();
+    msg->origin = ngx_im_router_origin;
+
     /*
      * One 'D' record for all the recipients, its flags byte patched for
      * each.  It is the one allocation per message (not per recipient)
@@ -551,7 +581,7 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         (void) im_traffic_build_d(buf, ngx_im_worker_id.data,
                                   ngx_im_worker_id.len,
                                   stored ? IM_TRAFFIC_STORED : 0,
-                                  ngx_im_table_seq(), msg->entry,
+                                  msg->seq, msg->entry,
                                   msg->entry_len);
         flags = buf + IM_TRAFFIC_FLAGS_AT(ngx_im_worker_id.len);
     }
@@ -567,27 +597,30 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
         rc = NGX_DECLINED;
 
-        if (buf && siblings) {
-            *flags &= ~IM_TRAFFIC_ALL;
-            rc = ngx_im_table_peers(uids[i], buf, len);
+        if (buf) {
+            /*
+             * Unless a datagram goes, the siblings that hear the channel
+             * copy take it.  A sibling whose last session of the uid has
+             * just left may still be subscribed, and PUBLISH then counts
+             * it as a taker; when it holds no other uid it is not even
+             * among the directory's holders (ngx_im_dir_alone), and no
+             * lookup is made: the flag must be set then too.
+             */
+            *flags |= IM_TRAFFIC_ALL;
 
-            if (rc == NGX_OK) {
-                local++;
+            if (siblings) {
+                rc = ngx_im_table_peers(uids[i], buf, len);
 
-            } else {
-                /*
-                 * No sibling has a datagram of it: those that hear the
-                 * channel copy take it.  A sibling whose last session of
-                 * the uid has just left the directory may still be
-                 * subscribed, and PUBLISH then counts it as a taker.
-                 */
-                *flags |= IM_TRAFFIC_ALL;
+                if (rc == NGX_OK) {
+                    *flags &= ~IM_TRAFFIC_ALL;
+                    local++;
+                }
             }
         }
 
         /* nobody elsewhere: the channel is skipped */
 
-        if (u && local && rc != NGX_AGAIN && ngx_im_alone_skip(u, msg)) {
+        if (u && local && rc != NGX_AGAIN && ngx_im_alone_skip(u)) {
 
             if (!stored) {
                 ngx_im_ticket_served(t, 1);
@@ -1028,9 +1061,7 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
         /* from every worker but this one, siblings too: a sibling past
          * the directory's slots gets no datagrams */
 
-        if (!own) {
-            ngx_im_alone_record(uid, ngx_im_table_find(uid), &t);
-        }
+        ngx_im_alone_record(uid, ngx_im_table_find(uid), &t, own);
 
         return;
     }
@@ -1086,6 +1117,10 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
     if (msg == NULL) {
         return;
     }
+
+    msg->seq = t.seq;
+    msg->origin = own ? ngx_im_router_origin
+                      : ngx_im_router_hash(t.origin, t.origin_len);
 
     if ((u == NULL
          || ngx_im_router_local(u, msg, t.flags & IM_TRAFFIC_STORED,

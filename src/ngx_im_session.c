@@ -54,6 +54,9 @@ static void ngx_im_session_log_end(ngx_im_session_t *s);
 static void ngx_im_session_written(ngx_im_session_t *s);
 static void ngx_im_session_flushed(ngx_im_session_t *s);
 static void ngx_im_session_answered(ngx_im_session_t *s);
+static void ngx_im_session_login_ack(ngx_im_session_t *s);
+static void ngx_im_session_replay(ngx_im_session_t *s);
+static void ngx_im_session_defer(ngx_im_session_t *s, u_char *p, size_t n);
 
 static ngx_int_t ngx_im_session_route_push(ngx_im_route_t *r,
     ngx_im_msg_t *msg, ngx_uint_t stored);
@@ -91,7 +94,8 @@ static ngx_im_session_ops_t  ngx_im_session_own_ops = {
     ngx_im_session_close,
     ngx_im_session_written,
     ngx_im_session_flushed,
-    ngx_im_session_answered
+    ngx_im_session_answered,
+    ngx_im_session_login_ack
 };
 
 /* by NGX_IM_T_*: how logs and events name a transport */
@@ -288,18 +292,107 @@ ngx_im_session_read(ngx_im_session_t *s)
 }
 
 
+/* a client that does not wait for CONNECT_ACK: keep what it sends for
+ * after the login, within a bound */
+
+static void
+ngx_im_session_defer(ngx_im_session_t *s, u_char *p, size_t n)
+{
+    size_t        size;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl, **ll;
+
+    size = 0;
+    for (ll = &s->deferred; *ll; ll = &(*ll)->next) {
+        size += ngx_buf_size((*ll)->buf);
+    }
+
+    if (size + n > NGX_IM_DEFER_MAX) {
+        ngx_im_session_close(s, NGX_IM_CLOSE_POLICY);
+        return;
+    }
+
+    cl = ngx_alloc_chain_link(s->connection->pool);
+    b = ngx_create_temp_buf(s->connection->pool, n ? n : 1);
+    if (cl == NULL || b == NULL) {
+        ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
+        return;
+    }
+
+    b->last = ngx_cpymem(b->last, p, n);
+    cl->buf = b;
+    cl->next = NULL;
+    *ll = cl;
+}
+
+
+/* what the client sent before its CONNECT_ACK, answered after it */
+
+static void
+ngx_im_session_replay(ngx_im_session_t *s)
+{
+    ngx_chain_t  *cl;
+
+    while (s->deferred && !ngx_im_session_closing(s) && !s->ack_due) {
+        cl = s->deferred;
+        s->deferred = cl->next;
+
+        ngx_im_session_message(s, cl->buf->pos, ngx_buf_size(cl->buf));
+    }
+}
+
+
+/*
+ * CONNECT_ACK 0 leaves when the session starts reading its inbox: once
+ * every other worker that held the uid has answered its 'J' (and so
+ * publishes the uid's messages on the channel), or at once when the uid
+ * was settled here (ngx_im_router_join).  Whatever is accepted after the
+ * client sees it reaches the session; what came before is in the inbox
+ * or went to the devices online then.  The pushes follow it.
+ */
+
+static void
+ngx_im_session_ack_now(ngx_im_session_t *s)
+{
+    u_char  ack[IM_SIZE_CONNECT_ACK];
+
+    if (s->ack_due) {
+        s->ack_due = 0;
+        (void) ngx_im_output_send(s, ack, im_build_connect_ack(ack, 0));
+    }
+}
+
+
+static void
+ngx_im_session_login_ack(ngx_im_session_t *s)
+{
+    if (!s->ack_due) {
+        return;
+    }
+
+    ngx_im_session_ack_now(s);
+
+    if (s->online) {
+        /* else the login's end replays it */
+        ngx_im_session_replay(s);
+    }
+}
+
+
 void
 ngx_im_session_message(ngx_im_session_t *s, u_char *p, size_t n)
 {
     im_rc_t        rc;
     im_msg_t       m;
-    ngx_chain_t   *cl, **ll;
-    ngx_buf_t     *b;
-    size_t         size;
 
     if (ngx_im_session_stopped(s) || s->state == NGX_IM_S_GRACE
         || s->state == NGX_IM_S_CLOSING)
     {
+        return;
+    }
+
+    if (s->state == NGX_IM_S_LIVE && s->ack_due) {
+        ngx_im_session_defer(s, p, n);
         return;
     }
 
@@ -344,30 +437,7 @@ ngx_im_session_message(ngx_im_session_t *s, u_char *p, size_t n)
         return;
 
     case NGX_IM_S_AUTH:
-
-        /* a client that does not wait for CONNECT_ACK: keep what it
-         * sends for after the login, within a bound */
-        size = 0;
-        for (ll = &s->deferred; *ll; ll = &(*ll)->next) {
-            size += ngx_buf_size((*ll)->buf);
-        }
-
-        if (size + n > NGX_IM_DEFER_MAX) {
-            ngx_im_session_close(s, NGX_IM_CLOSE_POLICY);
-            return;
-        }
-
-        cl = ngx_alloc_chain_link(s->connection->pool);
-        b = ngx_create_temp_buf(s->connection->pool, n ? n : 1);
-        if (cl == NULL || b == NULL) {
-            ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
-            return;
-        }
-
-        b->last = ngx_cpymem(b->last, p, n);
-        cl->buf = b;
-        cl->next = NULL;
-        *ll = cl;
+        ngx_im_session_defer(s, p, n);
         return;
 
     default: /* NGX_IM_S_LIVE */
@@ -599,7 +669,6 @@ static void
 ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
 {
     u_char          ack[IM_SIZE_CONNECT_ACK];
-    ngx_chain_t    *cl;
     ngx_im_conf_t  *imcf;
 
     if (ngx_im_session_closing(s) || s->state != NGX_IM_S_AUTH) {
@@ -612,15 +681,19 @@ ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
          * (docs/PROTOCOL.md 5) */
         ngx_im_session_set_state(s, NGX_IM_S_LIVE);
         s->loading = 1;
+        s->ack_due = 1;
 
         if (ngx_im_router_join(&s->route) != NGX_OK) {
             ngx_im_session_set_state(s, NGX_IM_S_AUTH);
             s->loading = 0;
+            s->ack_due = 0;
             code = 2;
         }
     }
 
-    (void) ngx_im_output_send(s, ack, im_build_connect_ack(ack, code));
+    if (code != 0) {
+        (void) ngx_im_output_send(s, ack, im_build_connect_ack(ack, code));
+    }
 
     ngx_im_stats->logins[code < 4 ? code : 2]++;
 
@@ -652,14 +725,9 @@ ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
 
     ngx_im_session_add_timer(s, imcf->ping_interval);
 
-    /* what the client sent while it was being authenticated */
-
-    while (s->deferred && !ngx_im_session_closing(s)) {
-        cl = s->deferred;
-        s->deferred = cl->next;
-
-        ngx_im_session_message(s, cl->buf->pos, ngx_buf_size(cl->buf));
-    }
+    /* what the client sent while it was being authenticated, once its
+     * CONNECT_ACK is out */
+    ngx_im_session_replay(s);
 }
 
 
@@ -690,7 +758,9 @@ ngx_im_session_kick(ngx_im_session_t *s, ngx_uint_t admin)
         return;
     }
 
-    /* an admin's logout ends the session as a kick does */
+    /* an admin's logout ends the session as a kick does; a LOGOUT
+     * needs a login before it */
+    ngx_im_session_ack_now(s);
     ngx_im_session_ends(s, NGX_IM_END_KICKED);
 
     if (admin) {

@@ -116,6 +116,8 @@ typedef struct {
     void     (*flushed)(ngx_im_session_t *s);
     /* the answers due are out: a drain goes on */
     void     (*answered)(ngx_im_session_t *s);
+    /* the first inbox read starts: CONNECT_ACK 0 is due now */
+    void     (*login_ack)(ngx_im_session_t *s);
 } ngx_im_session_ops_t;
 
 extern ngx_im_session_ops_t  *ngx_im_session_ops;
@@ -147,6 +149,8 @@ struct ngx_im_session_s {
     unsigned               loading:1;       /* inbox not pushed yet */
     unsigned               resync:1;        /* load again after this one */
     unsigned               loaded:1;        /* the inbox was read once */
+    unsigned               ack_due:1;       /* CONNECT_ACK 0 waits for the
+                                             * first inbox read */
     unsigned               flush_posted:1;
     unsigned               drain_invalid:1;
     unsigned               kind:2;          /* NGX_IM_T_WS, _WSS, _TCP */

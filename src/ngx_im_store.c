@@ -42,6 +42,8 @@ ngx_im_msg_alloc(size_t hdr, size_t push_len)
     msg->from = 0;
     msg->accepted = 0;
     msg->watch = NULL;
+    msg->seq = 0;
+    msg->origin = 0;
 
     return msg;
 }

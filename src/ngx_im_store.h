@@ -55,6 +55,11 @@ struct ngx_im_msg_s {
     u_char          *watch;      /* version 3 only, into entry; or NULL */
     size_t           watch_len;
     uint64_t         watch_token;
+    /* where and when it was delivered from: a worker's id hashed (0 for
+     * an inbox entry) and its Seq ('D' records), which orders a session's
+     * queue (ngx_im_delivery_push) */
+    uint64_t         seq;
+    uint32_t         origin;
     u_char           entry[1];
 };
 

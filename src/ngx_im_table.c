@@ -60,6 +60,13 @@ ngx_im_table_join_seq(void)
 }
 
 
+uint64_t
+ngx_im_table_next_seq(void)
+{
+    return ++ngx_im_seq;
+}
+
+
 /* never 0, which marks a publish that is no probe; a wrap after 2^32
  * changes is harmless: a probe is answered within seconds */
 

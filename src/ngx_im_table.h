@@ -122,6 +122,9 @@ void ngx_im_table_sync(ngx_im_user_t *u);
  * ngx_im_table_seq() had what was delivered since directly */
 uint64_t ngx_im_table_join_seq(void);
 uint64_t ngx_im_table_seq(void);
+/* a delivery's Seq: logins and deliveries share one count, so that the
+ * Seq of this worker's deliveries is also their order */
+uint64_t ngx_im_table_next_seq(void);
 /* a new stamp, never 0 (the alone mark's guard) */
 uint32_t ngx_im_table_stamp(void);
 
