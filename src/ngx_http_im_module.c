@@ -101,6 +101,7 @@ static void ngx_http_im_read(ngx_http_request_t *r);
 static void ngx_http_im_write(ngx_http_request_t *r);
 static void ngx_http_im_cleanup(void *data);
 static void ngx_http_im_detach_handler(ngx_event_t *ev);
+static void ngx_http_im_logged_in(ngx_im_session_t *s);
 static void ngx_http_im_conn_read(ngx_event_t *ev);
 static void ngx_http_im_conn_write(ngx_event_t *ev);
 static void ngx_http_im_block_free(void *data);
@@ -219,9 +220,11 @@ ngx_module_t  ngx_http_im_module = {
 
 static ngx_im_transport_t  ngx_http_im_transports[2] = {
     { 0, 0, ngx_http_im_input, ngx_http_im_header, ngx_http_im_auth,
-      ngx_http_im_goodbye, ngx_http_im_pre_flush, ngx_http_im_finalize },
+      ngx_http_im_goodbye, ngx_http_im_pre_flush, ngx_http_im_finalize,
+      ngx_http_im_logged_in },
     { 1, 0, ngx_http_im_input, ngx_http_im_header, NULL,
-      ngx_http_im_goodbye, ngx_http_im_pre_flush, ngx_http_im_finalize }
+      ngx_http_im_goodbye, ngx_http_im_pre_flush, ngx_http_im_finalize,
+      NULL }
 };
 
 
@@ -544,6 +547,21 @@ ngx_http_im_handler(ngx_http_request_t *r)
  */
 
 static void
+ngx_http_im_logged_in(ngx_im_session_t *s)
+{
+    ngx_http_im_ctx_t  *ctx = s->ctx;
+
+    if (ctx->detach && !ctx->detach->posted) {
+        if (ctx->detach->timer_set) {
+            ngx_del_timer(ctx->detach);
+        }
+
+        ngx_post_event(ctx->detach, &ngx_posted_events);
+    }
+}
+
+
+static void
 ngx_http_im_detach_handler(ngx_event_t *ev)
 {
     ngx_chain_t             *cl;
@@ -563,9 +581,14 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
     r = ctx->request;
     s = ngx_http_im_ctx_session(ctx);
 
-    if (ngx_im_session_authenticating(s) || s->ack_due) {
-        /* the login policy is still being applied, or CONNECT_ACK waits
-         * for the other holders of the uid */
+    if (s->ack_due) {
+        /* CONNECT_ACK waits for the other holders of the uid: it posts
+         * this again (ngx_http_im_logged_in) */
+        return;
+    }
+
+    if (ngx_im_session_authenticating(s)) {
+        /* the login policy is still being applied */
         ngx_add_timer(ev, 50);
         return;
     }

@@ -376,6 +376,10 @@ ngx_im_session_login_ack(ngx_im_session_t *s)
         /* else the login's end replays it */
         ngx_im_session_replay(s);
     }
+
+    if (s->transport->logged_in) {
+        s->transport->logged_in(s);
+    }
 }
 
 

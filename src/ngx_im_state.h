@@ -103,6 +103,9 @@ typedef struct {
     ngx_int_t (*pre_flush)(ngx_im_session_t *s);
     /* give the connection back to nginx; s is gone afterwards */
     void     (*finalize)(ngx_im_session_t *s);
+    /* CONNECT_ACK 0 is out and what the client sent before it answered:
+     * the login's state may go; may be NULL */
+    void     (*logged_in)(ngx_im_session_t *s);
 } ngx_im_transport_t;
 
 

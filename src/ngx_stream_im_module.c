@@ -108,7 +108,8 @@ static ngx_im_transport_t  ngx_stream_im_transport = {
     ngx_stream_im_auth,
     NULL,
     NULL,
-    ngx_stream_im_finalize
+    ngx_stream_im_finalize,
+    NULL
 };
 
 

@@ -76,6 +76,7 @@ for my $case (['offline_only', 2], ['offline_only', 4],
 {
     my ($mode, $workers) = @$case;
     my $tag = "$mode, $workers workers";
+    next if $ENV{IM_CHURN_ONLY} && $tag !~ /$ENV{IM_CHURN_ONLY}/;
 
     my $t = Test::Nginx->new()->has(qw/http/);
     my $redis = IM::Redis->new(t => $t);
@@ -92,6 +93,9 @@ im_delivery $mode;
 im_repush_interval 10s;
 im_ping_interval 300s;
 im_close_grace 1s;
+# devices that live for milliseconds drain the inbox more slowly than a
+# closing one fills it: no cap may drop what was acknowledged here
+im_offline_max 1000000;
 events { }
 http {
     %%TEST_GLOBALS_HTTP%%
@@ -147,6 +151,9 @@ EOF
     waitpid $pid, 0;
     is($?, 0, "$tag: alice sent and counted her acks");
 
+    note("$tag: the inbox holds " . ($redis->cmd(LLEN => 'im:inbox:5002')
+        // '?') . " before the drain");
+
     # the last device reads what is left
     if ($cur) {
         $record->($_) for $cur->drain(0);
@@ -155,9 +162,10 @@ EOF
     undef $cur;
     my $last = IM::Client->new(port => port(9095), auto_pong => 1,
         auto_ack => 1);
-    is($last->login('bob', 'pw-b', uid => 5002, client_id => 9), 0,
-        "$tag: the draining device logs in");
-    while (my $m = $last->next(timeout => 3)) {
+    # (a busy machine may have left thousands in the inbox)
+    is($last->login('bob', 'pw-b', uid => 5002, client_id => 9,
+        timeout => 30), 0, "$tag: the draining device logs in");
+    while (my $m = $last->next(timeout => 5)) {
         $record->($m);
     }
 
@@ -171,7 +179,7 @@ EOF
     note("$tag: $sent sent, " . scalar(@acked) . " acked, $refused "
         . "refused, " . scalar(keys %got) . " received over $devices "
         . "devices, " . ($resets // 0) . " closed by reset");
-    ok($devices > 20, "$tag: bob's devices came and went ($devices)");
+    ok($devices > 10, "$tag: bob's devices came and went ($devices)");
     ok(@acked > 1000, "$tag: alice's messages were acked (" . @acked . ")");
     is(scalar @lost, 0, "$tag: no acknowledged message lost")
         or diag("lost: @lost[0 .. ($#lost < 20 ? $#lost : 19)]");
