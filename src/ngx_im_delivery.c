@@ -618,8 +618,7 @@ ngx_im_delivery_loaded(redisReply *reply, void *data)
  * The inbox read and what came live while it was read become one queue in
  * the order the messages were accepted (docs/PROTOCOL.md 3.4): see
  * ngx_im_merge.h for the rule.  The live ones the inbox lacks were acked by
- * another device before the read (a replay among them: see
- * ngx_im_alone.c).
+ * another device before the read, or (offline-only) never stored.
  */
 
 static const u_char *

@@ -14,8 +14,8 @@
  * subscribed) and goes first; on a later read the session has pushed
  * live messages already, so what the inbox alone has is either on its
  * way live or late anyway, and goes last.  The live ones the inbox lacks
- * were acked by another device before the read (or replayed: see
- * ngx_im_alone.c).
+ * were acked by another device before the read, or (offline-only) never
+ * stored.
  *
  * An inbox item whose live copy already moved (it met a later inbox item
  * first) is kept: the session's push drops the second copy.
