@@ -27,6 +27,9 @@
 #define NGX_IM_READ_BUF     65536
 #define NGX_IM_READ_LOOPS   16
 #define NGX_IM_DEFER_MAX    65536
+/* how long CONNECT_ACK 0 waits at most for the uid's hold (which itself
+ * waits at most 500 ms once the subscription is confirmed) */
+#define NGX_IM_ACK_WAIT     1000
 
 
 static void ngx_im_session_set_phase(ngx_im_session_t *s,
@@ -727,7 +730,10 @@ ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
                           ngx_im_session_transports[s->kind], NULL, 0);
     s->online = 1;
 
-    ngx_im_session_add_timer(s, imcf->ping_interval);
+    /* a subscription Redis is slow to confirm (a login storm, a reconnect)
+     * does not keep the client from its CONNECT_ACK for long */
+    ngx_im_session_add_timer(s, s->ack_due ? NGX_IM_ACK_WAIT
+                                           : imcf->ping_interval);
 
     /* what the client sent while it was being authenticated, once its
      * CONNECT_ACK is out */
@@ -925,6 +931,18 @@ ngx_im_session_timeout(ngx_im_timer_t *t)
         }
 
         imcf = ngx_im_get_conf();
+
+        if (s->ack_due) {
+            /* the hold outlasted its bound: the inbox is read when the
+             * subscription is in place, as after a Redis reconnect */
+            ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                          "im: uid %uD: the uid's subscription is not "
+                          "confirmed yet, CONNECT_ACK sent anyway",
+                          s->route.uid);
+            ngx_im_session_login_ack(s);
+            ngx_im_session_add_timer(s, imcf->ping_interval);
+            return;
+        }
 
         if (s->ping_sent) {
             ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
