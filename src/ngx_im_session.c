@@ -376,7 +376,9 @@ ngx_im_session_login_ack(ngx_im_session_t *s)
     ngx_im_session_ack_now(s);
 
     if (s->online) {
-        /* else the login's end replays it */
+        /* the bound of the wait is off; else the login's end sets the
+         * heartbeat and replays it */
+        ngx_im_session_add_timer(s, ngx_im_get_conf()->ping_interval);
         ngx_im_session_replay(s);
     }
 
@@ -940,7 +942,6 @@ ngx_im_session_timeout(ngx_im_timer_t *t)
                           "confirmed yet, CONNECT_ACK sent anyway",
                           s->route.uid);
             ngx_im_session_login_ack(s);
-            ngx_im_session_add_timer(s, imcf->ping_interval);
             return;
         }
 
