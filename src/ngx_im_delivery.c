@@ -14,6 +14,23 @@
 #include "ngx_im_output.h"
 #include "ngx_im_merge.h"
 #include "ngx_im_events.h"
+#include "ngx_im_router.h"
+
+
+/* how long an inbox read waits at most for its mark (a subscription lost
+ * meanwhile does not bring it back) */
+#define NGX_IM_MARK_MS  500
+
+
+struct ngx_im_mark_s {
+    ngx_event_t            ev;
+    uint64_t               nonce;
+    ngx_queue_t            inbox;           /* the read, held */
+    unsigned               read:1;          /* the read is in */
+    unsigned               back:1;          /* the mark is back */
+};
+
+typedef struct ngx_im_mark_s  ngx_im_mark_t;
 
 
 typedef struct {
@@ -31,6 +48,10 @@ typedef struct {
 static void ngx_im_delivery_repush_handler(ngx_event_t *ev);
 static void ngx_im_delivery_loaded(redisReply *reply, void *data);
 static void ngx_im_delivery_loading_done(ngx_im_session_t *s);
+static void ngx_im_delivery_mark(ngx_im_session_t *s);
+static void ngx_im_delivery_mark_handler(ngx_event_t *ev);
+static void ngx_im_delivery_mark_free(ngx_im_session_t *s);
+static void ngx_im_delivery_merge(ngx_im_session_t *s, ngx_queue_t *inbox);
 static const u_char *ngx_im_delivery_id(ngx_queue_t *q);
 static void ngx_im_delivery_enqueue(ngx_queue_t *head,
     ngx_im_inflight_t *f);
@@ -427,7 +448,7 @@ ngx_im_delivery_sync(ngx_im_session_t *s)
                    "im sync: uid %uD load under way %d", s->route.uid,
                    s->route.ref != NULL);
 
-    if (s->route.ref) {
+    if (s->route.ref || s->mark) {
         /* what was stored after that read is read again afterwards */
         s->resync = 1;
         return;
@@ -449,6 +470,106 @@ ngx_im_delivery_sync(ngx_im_session_t *s)
     }
 
     s->route.ref = ref;
+
+    ngx_im_delivery_mark(s);
+}
+
+
+/*
+ * The read is merged with what came live once its mark is back on the
+ * uid's channel (ngx_im_router_mark): by then the copies of the messages
+ * the read saw, or saw removed, have come too.
+ */
+
+static void
+ngx_im_delivery_mark(ngx_im_session_t *s)
+{
+    ngx_im_mark_t  *m;
+
+    static uint32_t  marks;
+
+    m = ngx_alloc(sizeof(ngx_im_mark_t), s->connection->log);
+    if (m == NULL) {
+        return;
+    }
+
+    ngx_memzero(m, sizeof(ngx_im_mark_t));
+    m->nonce = ((uint64_t) ngx_pid << 32) | ++marks;
+
+    if (ngx_im_router_mark(&s->route, m->nonce) != NGX_OK) {
+        ngx_free(m);
+        return;
+    }
+
+    ngx_queue_init(&m->inbox);
+
+    m->ev.handler = ngx_im_delivery_mark_handler;
+    m->ev.data = s;
+    m->ev.log = s->connection->log;
+    m->ev.cancelable = 1;
+    ngx_add_timer(&m->ev, NGX_IM_MARK_MS);
+
+    s->mark = m;
+}
+
+
+void
+ngx_im_delivery_marked(ngx_im_session_t *s, uint64_t nonce)
+{
+    ngx_queue_t     inbox;
+    ngx_im_mark_t  *m;
+
+    m = s->mark;
+
+    if (m == NULL || m->nonce != nonce) {
+        return;
+    }
+
+    if (!m->read) {
+        /* the read's callback finds it back */
+        m->back = 1;
+        return;
+    }
+
+    ngx_queue_init(&inbox);
+
+    if (!ngx_queue_empty(&m->inbox)) {
+        ngx_queue_add(&inbox, &m->inbox);
+        ngx_queue_init(&m->inbox);
+    }
+
+    ngx_im_delivery_mark_free(s);
+    ngx_im_delivery_merge(s, &inbox);
+}
+
+
+static void
+ngx_im_delivery_mark_handler(ngx_event_t *ev)
+{
+    ngx_im_session_t  *s = ev->data;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ev->log, 0,
+                   "im sync: uid %uD: the mark did not come back",
+                   s->route.uid);
+
+    ngx_im_delivery_marked(s, s->mark->nonce);
+}
+
+
+static void
+ngx_im_delivery_mark_free(ngx_im_session_t *s)
+{
+    ngx_im_mark_t  *m = s->mark;
+
+    if (m->ev.timer_set) {
+        ngx_del_timer(&m->ev);
+    }
+
+    /* inbox entries are stored: nothing to hand back */
+    ngx_im_delivery_put_back(s, &m->inbox);
+
+    ngx_free(m);
+    s->mark = NULL;
 }
 
 
@@ -545,6 +666,10 @@ ngx_im_delivery_loaded(redisReply *reply, void *data)
                    ? reply->elements : 0);
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        if (s->mark) {
+            ngx_im_delivery_mark_free(s);
+        }
+
         ngx_im_delivery_loading_done(s);
         return;
     }
@@ -601,7 +726,28 @@ ngx_im_delivery_loaded(redisReply *reply, void *data)
         ngx_queue_insert_tail(&inbox, &f->queue);
     }
 
-    ngx_im_merge(&s->waiting, &inbox, s->loaded, ngx_im_delivery_id,
+    if (s->mark) {
+        if (!s->mark->back) {
+            /* held until the mark is back */
+            if (!ngx_queue_empty(&inbox)) {
+                ngx_queue_add(&s->mark->inbox, &inbox);
+            }
+
+            s->mark->read = 1;
+            return;
+        }
+
+        ngx_im_delivery_mark_free(s);
+    }
+
+    ngx_im_delivery_merge(s, &inbox);
+}
+
+
+static void
+ngx_im_delivery_merge(ngx_im_session_t *s, ngx_queue_t *inbox)
+{
+    ngx_im_merge(&s->waiting, inbox, s->loaded, ngx_im_delivery_id,
                  ngx_im_delivery_drop, NULL);
     s->loaded = 1;
 
@@ -648,6 +794,10 @@ void
 ngx_im_delivery_release(ngx_im_session_t *s)
 {
     ngx_im_delivery_drop_repush(s);
+
+    if (s->mark) {
+        ngx_im_delivery_mark_free(s);
+    }
 
     /* in the order accepted: what was pushed, then what waited for its
      * turn */

@@ -25,6 +25,8 @@ void ngx_im_delivery_ack(ngx_im_session_t *s, const u_char *msgid);
 /* read the inbox (after login, and again when the router says so) and
  * push it in order with what came live meanwhile */
 void ngx_im_delivery_sync(ngx_im_session_t *s);
+/* the mark behind the session's inbox read is back */
+void ngx_im_delivery_marked(ngx_im_session_t *s, uint64_t nonce);
 /* room in the output again: push what waits for it */
 void ngx_im_delivery_feed(ngx_im_session_t *s);
 /* the session stops taking messages (kicked, or ending): what it holds

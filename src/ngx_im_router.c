@@ -64,6 +64,7 @@ static void ngx_im_router_published(redisReply *reply, void *data);
 
 static void ngx_im_router_watch_subscribe(void);
 static uint32_t ngx_im_router_hash(const u_char *origin, size_t len);
+static void ngx_im_router_marked(ngx_im_user_t *u, uint64_t nonce);
 
 
 static ngx_im_router_acked_pt  ngx_im_router_acked_handler;
@@ -822,6 +823,57 @@ done:
 
 
 /*
+ * A mark behind an inbox read (docs/decisions/040): published on the uid's
+ * channel right after the LRANGE, on the same connection, it comes back on
+ * the subscription behind the copies of every message published before
+ * the read, those whose appends the read saw among them.  The session
+ * merges the read with what came live once the mark is back, so that an
+ * entry of the inbox whose copy is still on its way is not pushed ahead of
+ * older copies.  NGX_DECLINED: no subscription in place to bring it back.
+ */
+
+ngx_int_t
+ngx_im_router_mark(ngx_im_route_t *r, uint64_t nonce)
+{
+    u_char  buf[IM_TRAFFIC_NOTICE_MAX];
+    size_t  len;
+
+    if (r->user == NULL || r->user->sub != NGX_IM_SUB_SUBSCRIBED
+        || !ngx_im_redis_ready(NGX_IM_REDIS_SUB))
+    {
+        return NGX_DECLINED;
+    }
+
+    len = im_traffic_build_notice(buf, 'M', ngx_im_worker_id.data,
+                                  ngx_im_worker_id.len, &nonce);
+
+    return ngx_im_table_publish(r->uid, buf, len, NULL, NULL);
+}
+
+
+static void
+ngx_im_router_marked(ngx_im_user_t *u, uint64_t nonce)
+{
+    ngx_queue_t     *q, *next;
+    ngx_im_route_t  *r;
+
+    if (u == NULL) {
+        return;
+    }
+
+    for (q = ngx_queue_head(&u->sessions);
+         q != ngx_queue_sentinel(&u->sessions);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        r = ngx_queue_data(q, ngx_im_route_t, link);
+
+        ngx_im_table_ops()->marked(r, nonce);
+    }
+}
+
+
+/*
  * Receipts go where kicks go: to the sessions here, to the siblings that
  * hold the uid, and on the uid's channel for other nodes (the siblings
  * ignore that copy unless a datagram could not be sent).  The channel's
@@ -1052,6 +1104,16 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
         /* only by datagram, addressed to this worker */
         if (ipc && ngx_im_router_acked_handler) {
             ngx_im_router_acked_handler(&t);
+        }
+
+        return;
+    }
+
+    if (t.type == 'M') {
+        /* a session's own mark behind its inbox read (another worker's
+         * means nothing here) */
+        if (own) {
+            ngx_im_router_marked(ngx_im_table_find(uid), t.nonce);
         }
 
         return;

@@ -36,6 +36,9 @@ void ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 /* uid "by" acked message msgid of uid "to": a RECEIPT to to's sessions on
  * every worker and node (live ones only; nothing is stored) */
 void ngx_im_router_receipt(uint32_t to, const u_char *msgid, uint32_t by);
+/* a mark on r's uid channel behind an inbox read; NGX_DECLINED: none can
+ * come back */
+ngx_int_t ngx_im_router_mark(ngx_im_route_t *r, uint64_t nonce);
 
 /*
  * The admin API's publish with a wait: uid's session of client_id acked

@@ -70,6 +70,7 @@ static void ngx_im_session_route_login_done(ngx_im_route_t *r,
 static ngx_log_t *ngx_im_session_route_log(ngx_im_route_t *r);
 static void ngx_im_session_route_receipt(ngx_im_route_t *r, u_char *p,
     size_t n);
+static void ngx_im_session_route_marked(ngx_im_route_t *r, uint64_t nonce);
 
 
 static u_char        ngx_im_read_buf[NGX_IM_READ_BUF];
@@ -111,7 +112,8 @@ static ngx_im_router_ops_t  ngx_im_session_route_ops = {
     ngx_im_session_route_sync,
     ngx_im_session_route_login_done,
     ngx_im_session_route_log,
-    ngx_im_session_route_receipt
+    ngx_im_session_route_receipt,
+    ngx_im_session_route_marked
 };
 
 
@@ -836,6 +838,13 @@ ngx_im_session_route_log(ngx_im_route_t *r)
 
 
 /* receipts are opt-in per location: the field's client knows no cmd 13 */
+
+static void
+ngx_im_session_route_marked(ngx_im_route_t *r, uint64_t nonce)
+{
+    ngx_im_delivery_marked(ngx_im_route_session(r), nonce);
+}
+
 
 static void
 ngx_im_session_route_receipt(ngx_im_route_t *r, u_char *p, size_t n)

@@ -178,6 +178,8 @@ struct ngx_im_session_s {
     /* only while there is something to re-push: an idle session does not
      * carry it */
     ngx_event_t           *repush;
+    struct ngx_im_mark_s  *mark;            /* an inbox read held for its
+                                             * mark (ngx_im_delivery.c) */
 
     /* publishing */
     ngx_queue_t            pubs;            /* own messages, acks in order */

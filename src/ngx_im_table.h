@@ -55,6 +55,8 @@ typedef struct {
     /* a delivery receipt (a RECEIPT message), for sessions that want
      * them */
     void        (*receipt)(ngx_im_route_t *r, u_char *p, size_t n);
+    /* the mark behind an inbox read is back on the channel */
+    void        (*marked)(ngx_im_route_t *r, uint64_t nonce);
 } ngx_im_router_ops_t;
 
 

@@ -3,10 +3,10 @@
  * ngx_im_traffic.c: parsing and building of traffic records.
  *
  * Owns every byte of the records of ngx_im_traffic.h ('D', 'K', 'J',
- * 'S', 'A', 'R', 'L', 'W'): the parser takes one whole record (a channel
- * message, or a datagram after its uid), checks exactly what the router
- * always checked and points into it; the builders write into a caller
- * buffer sized with the IM_TRAFFIC_*_LEN macros.  libc only.
+ * 'S', 'A', 'M', 'R', 'L', 'W'): the parser takes one whole record (a
+ * channel message, or a datagram after its uid), checks exactly what the
+ * router always checked and points into it; the builders write into a
+ * caller buffer sized with the IM_TRAFFIC_*_LEN macros.  libc only.
  */
 
 
@@ -116,6 +116,7 @@ im_traffic_parse(const uint8_t *p, size_t len, im_traffic_t *t)
         return IM_OK;
 
     case 'A':
+    case 'M':
         if (rest < 8) {
             return IM_ERR_TRUNCATED;
         }

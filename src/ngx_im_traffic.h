@@ -20,6 +20,11 @@
  *   'S' OriginLen:8 Origin Flags:8    load the inbox again
  *   'A' OriginLen:8 Origin Flags:8 Nonce:64
  *                                     a worker heard the 'J' of this nonce
+ *   'M' OriginLen:8 Origin Flags:8 Nonce:64
+ *                                     a mark behind a session's inbox
+ *                                     read: only its own worker acts on
+ *                                     it.  Builds from before it ignore
+ *                                     it (a record that does not parse)
  *   'R' OriginLen:8 Origin Flags:8 Receipt
  *                                     a delivery receipt for the uid's
  *                                     sessions: the RECEIPT message as
@@ -95,7 +100,7 @@
 
 
 typedef struct {
-    uint8_t         type;         /* 'D' 'K' 'J' 'S' 'A' 'R' 'L' 'W' */
+    uint8_t         type;         /* 'D' 'K' 'J' 'S' 'A' 'M' 'R' 'L' 'W' */
     uint8_t         flags;
     const uint8_t  *origin;       /* origin_len bytes into the input */
     size_t          origin_len;
@@ -135,7 +140,7 @@ uint64_t im_traffic_get_u64(const uint8_t *p);
 /*
  * Builders write into buf and return the number of bytes written:
  * IM_TRAFFIC_D_LEN(olen, elen), IM_TRAFFIC_K_LEN(olen), and for a notice
- * ('J', 'S', 'A', flags 0) IM_TRAFFIC_HEAD_LEN(olen), plus 8 with a
+ * ('J', 'S', 'A', 'M', flags 0) IM_TRAFFIC_HEAD_LEN(olen), plus 8 with a
  * nonce (at most IM_TRAFFIC_NOTICE_MAX).  olen must not exceed
  * IM_TRAFFIC_ORIGIN_MAX.
  */

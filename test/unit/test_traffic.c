@@ -88,6 +88,7 @@ expect(uint8_t type, size_t olen, size_t len)
     switch (type) {
     case 'D':
     case 'A':
+    case 'M':
         return (len - head < 8) ? IM_ERR_TRUNCATED : IM_OK;
     case 'K':
         return (len - head < 9) ? IM_ERR_TRUNCATED : IM_OK;
@@ -439,6 +440,15 @@ test_notices(void)
     tap_rc(parse(b, IM_TRAFFIC_HEAD_LEN(24), &t), IM_ERR_TRUNCATED,
            "A: head only");
 
+    /* M: as A, another type */
+
+    n = im_traffic_build_notice(b, 'M', U8(ORIGIN), 24, &nonce);
+    tap_rc(parse(b, n, &t), IM_OK, "M");
+    tap_ok(head_is(&t, 'M', 0, U8(ORIGIN), 24) && t.nonce == NONCE
+           && n == IM_TRAFFIC_HEAD_LEN(24) + 8, "M: origin, nonce, length");
+    tap_rc(parse(b, n - 1, &t), IM_ERR_TRUNCATED, "M: nonce one byte short");
+    prefixes("M", b, n, 24);
+
     memcpy(b + n, "tail", 4);
     tap_rc(parse(b, n + 4, &t), IM_OK, "A with 4 trailing bytes");
     tap_ok(t.nonce == NONCE, "A with trailing bytes: the same nonce");
@@ -646,8 +656,8 @@ test_unknown(void)
         /* known: anything but "unknown" ('W' is too long for this) */
         if ((parse(b, n, &t) != IM_ERR_UNKNOWN_CMD)
             != (type == 'D' || type == 'K' || type == 'J' || type == 'S'
-                || type == 'A' || type == 'R' || type == 'L'
-                || type == 'W'))
+                || type == 'A' || type == 'M' || type == 'R'
+                || type == 'L' || type == 'W'))
         {
             tap_diag("type 0x%02x", type);
             ok = 0;
