@@ -488,7 +488,7 @@ ngx_im_delivery_mark(ngx_im_session_t *s)
 
     static uint32_t  marks;
 
-    m = ngx_alloc(sizeof(ngx_im_mark_t), s->connection->log);
+    m = ngx_alloc(sizeof(ngx_im_mark_t), ngx_cycle->log);
     if (m == NULL) {
         return;
     }
@@ -503,9 +503,11 @@ ngx_im_delivery_mark(ngx_im_session_t *s)
 
     ngx_queue_init(&m->inbox);
 
+    /* the cycle's log: the connection's may move while the read waits
+     * (the WebSocket transport lets the request go at login) */
     m->ev.handler = ngx_im_delivery_mark_handler;
     m->ev.data = s;
-    m->ev.log = s->connection->log;
+    m->ev.log = ngx_cycle->log;
     m->ev.cancelable = 1;
     ngx_add_timer(&m->ev, NGX_IM_MARK_MS);
 
