@@ -479,7 +479,7 @@ ngx_im_delivery_loaded(redisReply *reply, void *data)
                    reply && reply->type == REDIS_REPLY_ARRAY
                    ? reply->elements : 0);
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+    if (ngx_im_store_loaded(reply) != NGX_OK) {
         ngx_im_delivery_loading_done(s);
         return;
     }

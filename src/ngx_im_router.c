@@ -128,6 +128,10 @@ ngx_im_router_init(ngx_cycle_t *cycle, ngx_im_router_ops_t *ops)
         return NGX_ERROR;
     }
 
+    /* inbox reads that failed while Redis was loading are made again when
+     * it is back, as when the connection comes back */
+    ngx_im_store_on_back(ngx_im_router_inbox_connected);
+
     return ngx_im_redis_init(cycle, &ngx_im_router_handlers);
 }
 
