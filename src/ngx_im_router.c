@@ -5,10 +5,11 @@
  * ngx_im_user_t, each with the routes of its sessions), the Redis
  * subscription of each uid in it, delivery, and the dispatch of the
  * records that arrive from Redis and from sibling workers
- * (ngx_im_traffic.h).  A message goes to the local sessions at once, to
- * the inbox (write-through), and to the uid's channel for the other
- * workers and nodes.  The login policy is ngx_im_presence.c's, the
- * channel skip for a uid nobody else holds ngx_im_alone.c's.
+ * (ngx_im_traffic.h).  A message goes to the local sessions, to the
+ * uid's channel for the other workers and nodes and, in write-through,
+ * first to the inbox: the rest only once Redis has it.  The login policy
+ * is ngx_im_presence.c's, the channel skip for a uid nobody else holds
+ * ngx_im_alone.c's.
  *
  * With an im_zone, the other workers of this node that hold the uid (the
  * directory says which) get it by datagram instead, and ignore the
