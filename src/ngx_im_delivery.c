@@ -329,9 +329,11 @@ ngx_im_delivery_put_back(ngx_im_session_t *s, ngx_queue_t *head)
         f = ngx_queue_data(q, ngx_im_inflight_t, queue);
         ngx_queue_remove(q);
 
-        /* in write-through mode it is in the inbox already */
+        /* in write-through mode it is in the inbox already; a copy
+         * delivered without Redis is never stored (its sender has the
+         * refusal once the budget runs out) */
 
-        if (!f->stored && s->route.uid) {
+        if (!f->stored && s->route.uid && !ngx_im_msg_direct(f->msg)) {
             if (ngx_im_store_push(s->route.uid, f->msg, NULL, NULL, NULL)
                 != NGX_OK)
             {

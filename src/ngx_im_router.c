@@ -28,6 +28,7 @@
 #include "ngx_im_presence.h"
 #include "ngx_im_alone.h"
 #include "ngx_im_events.h"
+#include "ngx_im_direct.h"
 
 
 typedef struct {
@@ -48,6 +49,7 @@ typedef struct {
     uint32_t               stamp;       /* 0: not a probe */
     unsigned               local:1;     /* a session here took it */
     unsigned               self:1;      /* this worker is subscribed */
+    unsigned               direct:1;    /* may go without Redis */
 } ngx_im_rcpt_t;
 
 
@@ -66,7 +68,7 @@ static void ngx_im_router_subscribe(ngx_im_user_t *u);
 static void ngx_im_router_confirmed(u_char *channel, size_t clen);
 static void ngx_im_router_resubscribe(void);
 static void ngx_im_router_append(uint32_t uid, ngx_im_msg_t *msg,
-    ngx_im_drec_t *d, ngx_im_ticket_t *t);
+    ngx_im_drec_t *d, ngx_im_ticket_t *t, ngx_uint_t direct);
 static void ngx_im_router_appended(redisReply *reply, void *data);
 static void ngx_im_router_fanout(uint32_t uid, ngx_im_msg_t *msg,
     ngx_im_drec_t *d);
@@ -79,6 +81,7 @@ static void ngx_im_router_published(redisReply *reply, void *data);
 
 
 static void ngx_im_router_watch_subscribe(void);
+static void ngx_im_router_watch_acked(im_traffic_t *t);
 
 
 static ngx_im_router_acked_pt  ngx_im_router_acked_handler;
@@ -602,7 +605,7 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         d = ngx_im_router_drec(msg, 1);
 
         for (i = 0; i < n; i++) {
-            ngx_im_router_append(uids[i], msg, d, t);
+            ngx_im_router_append(uids[i], msg, d, t, n == 1 && t->direct);
         }
 
         ngx_im_router_drec_unref(d);
@@ -663,6 +666,7 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
          * made or undone: PUBLISH's count then says one too many */
         rcpt->self = (u && u->sub != NGX_IM_SUB_NONE);
         rcpt->stamp = stamp;
+        rcpt->direct = 0;
 
         if (ngx_im_table_publish(uids[i], d->data, d->len,
                                   ngx_im_router_published, rcpt)
@@ -691,7 +695,7 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
 static void
 ngx_im_router_append(uint32_t uid, ngx_im_msg_t *msg, ngx_im_drec_t *d,
-    ngx_im_ticket_t *t)
+    ngx_im_ticket_t *t, ngx_uint_t direct)
 {
     ngx_im_user_t  *u;
     ngx_im_rcpt_t  *rcpt;
@@ -706,6 +710,7 @@ ngx_im_router_append(uint32_t uid, ngx_im_msg_t *msg, ngx_im_drec_t *d,
     rcpt->msg = ngx_im_msg_ref(msg);
     rcpt->d = d;
     rcpt->uid = uid;
+    rcpt->direct = direct;
 
     if (d) {
         d->refs++;
@@ -720,6 +725,12 @@ ngx_im_router_append(uint32_t uid, ngx_im_msg_t *msg, ngx_im_drec_t *d,
         ngx_im_router_drec_unref(d);
         ngx_im_msg_unref(msg);
         ngx_im_spare_put(&ngx_im_spare_rcpts, rcpt);
+
+        /* Redis is away: a recipient on this node has it without */
+        if (direct && ngx_im_direct_deliver(uid, msg, t) == NGX_OK) {
+            return;
+        }
+
         ngx_im_ticket_served(t, 0);
     }
 }
@@ -734,18 +745,25 @@ ngx_im_router_appended(redisReply *reply, void *data)
     ngx_im_ticket_t  *t;
 
     ok = (ngx_im_store_pushed(reply) == NGX_OK);
+    t = rcpt->ticket;
 
     if (ok) {
         ngx_im_router_fanout(rcpt->uid, rcpt->msg, rcpt->d);
-    }
 
-    t = rcpt->ticket;
+    } else if (rcpt->direct
+               && ngx_im_direct_deliver(rcpt->uid, rcpt->msg, t) == NGX_OK)
+    {
+        /* served at the recipient's ack */
+        t = NULL;
+    }
 
     ngx_im_router_drec_unref(rcpt->d);
     ngx_im_msg_unref(rcpt->msg);
     ngx_im_spare_put(&ngx_im_spare_rcpts, rcpt);
 
-    ngx_im_ticket_served(t, ok);
+    if (t) {
+        ngx_im_ticket_served(t, ok);
+    }
 }
 
 
@@ -1015,10 +1033,8 @@ ngx_im_router_acked(ngx_im_msg_t *msg, uint32_t uid, uint8_t client_id)
            == 0)
     {
         /* the waiting request is here */
-        if (ngx_im_router_acked_handler
-            && im_traffic_parse(buf, len, &t) == IM_OK)
-        {
-            ngx_im_router_acked_handler(&t);
+        if (im_traffic_parse(buf, len, &t) == IM_OK) {
+            ngx_im_router_watch_acked(&t);
         }
 
         return;
@@ -1062,6 +1078,22 @@ void
 ngx_im_router_on_acked(ngx_im_router_acked_pt handler)
 {
     ngx_im_router_acked_handler = handler;
+}
+
+
+/* a 'W' for this worker: a delivery without Redis, or the API's wait */
+
+static void
+ngx_im_router_watch_acked(im_traffic_t *t)
+{
+    if (t->token & NGX_IM_WATCH_DIRECT) {
+        ngx_im_direct_acked(t->token);
+        return;
+    }
+
+    if (ngx_im_router_acked_handler) {
+        ngx_im_router_acked_handler(t);
+    }
 }
 
 
@@ -1116,10 +1148,9 @@ ngx_im_router_message(u_char *channel, size_t clen, u_char *data,
                       ngx_im_worker_id.len)
            == 0
         && im_traffic_parse(data, len, &t) == IM_OK
-        && t.type == 'W'
-        && ngx_im_router_acked_handler)
+        && t.type == 'W')
     {
-        ngx_im_router_acked_handler(&t);
+        ngx_im_router_watch_acked(&t);
     }
 }
 
@@ -1158,8 +1189,8 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
 
     if (t.type == 'W') {
         /* only by datagram, addressed to this worker */
-        if (ipc && ngx_im_router_acked_handler) {
-            ngx_im_router_acked_handler(&t);
+        if (ipc) {
+            ngx_im_router_watch_acked(&t);
         }
 
         return;
@@ -1231,7 +1262,8 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
     if ((u == NULL
          || ngx_im_router_local(u, msg, t.flags & IM_TRAFFIC_STORED,
                                 own ? t.seq : 0) == 0)
-        && !(t.flags & IM_TRAFFIC_STORED) && !own)
+        && !(t.flags & IM_TRAFFIC_STORED) && !own
+        && !ngx_im_msg_direct(msg))
     {
         /* offline-only: the publisher counted this worker as a taker, and
          * there is none any more */

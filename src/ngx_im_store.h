@@ -41,6 +41,11 @@
  */
 #define NGX_IM_ENTRY_HDR_V3(wlen)  (NGX_IM_ENTRY_HDR_V2 + 1 + (wlen) + 8)
 #define NGX_IM_WATCH_MAX           255
+/* the token of a watch set by ngx_im_direct.c: a copy delivered without
+ * Redis, never stored */
+#define NGX_IM_WATCH_DIRECT        ((uint64_t) 1 << 63)
+#define ngx_im_msg_direct(msg)                                                \
+    ((msg)->watch && ((msg)->watch_token & NGX_IM_WATCH_DIRECT))
 
 
 struct ngx_im_msg_s {
