@@ -1,14 +1,18 @@
 #!/usr/bin/perl
 # While Redis is away (issue 16 item 7; docs/decisions/037): a write-through
-# message refused with <<10, 3, MsgId>> reached nobody, and an acked one
-# reaches its recipient.  Two nodes (a, b: two workers each, im_zone) on one
-# Redis that holds enough filler to take seconds to load (key-load-delay):
-# senders on a keep publishing 1:1 to recipients on a's two workers (the
-# sender's own worker and its sibling) and on b, while Redis is stopped and
-# started again, down and then loading its data.  Counted:
+# message refused with <<10, 3, MsgId>> reached nobody, one to a recipient
+# online on the sender's node is delivered without Redis and acked once the
+# recipient acked it, and an acked one reaches its recipient.  Two nodes
+# (a, b: two workers each, im_zone) on one Redis that holds enough filler to
+# take seconds to load (key-load-delay): senders on a keep publishing 1:1 to
+# recipients on a's two workers (the sender's own worker and its sibling)
+# and on b, while Redis is stopped and started again, down and then loading
+# its data.  Counted:
 #
 #   - every publish is answered, by PUB_ACK or exactly <<10, 3, MsgId>>;
-#   - refusals happen while Redis is down and while it loads;
+#   - refusals happen while Redis is down and while it loads, to the
+#     recipients on b only; those on a get theirs without Redis
+#     (im_direct_total), and none of these is refused;
 #   - pushes of refused messages at their recipients: 0, per kind of
 #     recipient (same worker, sibling worker, other node), but for those
 #     whose append Redis ran just before the connection broke (the AOF
@@ -16,7 +20,8 @@
 #   - acked messages that never reach their recipient: 0;
 #   - node a's error log: the cause is logged once per change per worker
 #     (down, LOADING), then "works again" with the count, and these counts
-#     add up to the refusals; no line per refused append.
+#     add up to the refusals and the deliveries without Redis; no line per
+#     failed append.
 use strict;
 use warnings;
 use Test::More;
@@ -27,7 +32,7 @@ use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
 use IM::Proto qw/:all/;
-use IM::Cluster qw/login/;
+use IM::Cluster qw/login status/;
 
 my %TIMERS = (
     # no check here is about pings or re-pushes: quiet ones on a busy
@@ -42,7 +47,7 @@ my %TIMERS = (
 
 sub node {
     my (%o) = @_;
-    return IM::Cluster::node(%o, timers => \%TIMERS);
+    return IM::Cluster::node(%o, timers => \%TIMERS, status => 1);
 }
 
 my $FILLER = 20000;     # keys Redis loads after its restart
@@ -204,6 +209,13 @@ my @refused = grep { $answer{$_} eq 'refused' } keys %sent;
 ok(@refused > $down, sprintf('refused while loading too (%d after the '
     . 'restart)', @refused - $refused_before_back));
 
+# without Redis: the recipients on a had theirs, acked after their ack
+my $st = status(port(9095));
+my ($direct, $direct_refused) = ($st->{direct} // 0,
+    $st->{direct_refused} // 0);
+ok($direct > 0, "node a delivered $direct messages without Redis");
+is($direct_refused, 0, 'none of them refused (every recipient acked)');
+
 # every acked message reaches its recipient
 $deadline = time + 30;
 while (time < $deadline && grep { !$got{$_} } @acked) {
@@ -242,9 +254,14 @@ note(sprintf('%d refused messages were appended all the same (the '
     . 'connection went before the reply), %d of them pushed from the inbox',
     scalar @ran, scalar grep { $got{$_} } @ran));
 ok(@ran <= 3 * $WINDOW, 'few refusals are of appends Redis ran: ' . @ran);
+ok(($refused_by{'other node'} // 0) > 0,
+    'refusals to a recipient on the other node: '
+    . ($refused_by{'other node'} // 0));
+for my $k ('same worker', 'sibling') {
+    is($refused_by{$k} // 0, 0, "refusals to a recipient on the $k: 0 "
+        . '(delivered without Redis)');
+}
 for my $k ('same worker', 'sibling', 'other node') {
-    ok(($refused_by{$k} // 0) > 0, "refusals to a recipient on the $k: "
-        . ($refused_by{$k} // 0));
     is($pushed_by{$k} // 0, 0,
         "refused messages pushed to a recipient on the $k: 0");
 }
@@ -274,7 +291,8 @@ for (@lines) {
     $n += $1 if /\(before: [^,]*, (\d+) appends/;
     $n += $1 if /works again after [^:]*: (\d+) appends/;
 }
-is($n, scalar @refused, "the logged counts add up to the refusals ($n)");
+is($n, @refused + $direct, "the logged counts add up to the refusals and "
+    . "the deliveries without Redis ($n)");
 
 $_->close for @senders, @rcpts;
 $a->stop();
