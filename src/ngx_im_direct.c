@@ -26,6 +26,11 @@ typedef struct {
 static void ngx_im_direct_expired(ngx_im_timer_t *tm);
 
 
+/* the tree's key: the token's count, without the bit that marks it */
+#define ngx_im_direct_key(token)                                              \
+    ((ngx_rbtree_key_t) ((token) & ~NGX_IM_WATCH_DIRECT))
+
+
 static ngx_rbtree_t       ngx_im_direct_tree;
 static ngx_rbtree_node_t  ngx_im_direct_sentinel;
 static uint64_t           ngx_im_direct_last;
@@ -154,7 +159,7 @@ ngx_im_direct_deliver(uint32_t uid, ngx_im_msg_t *msg, ngx_im_ticket_t *t)
         return NGX_DECLINED;
     }
 
-    d->node.key = (ngx_rbtree_key_t) token;
+    d->node.key = ngx_im_direct_key(token);
     d->ticket = t;
     d->timer.link.next = NULL;
 
@@ -182,7 +187,7 @@ ngx_im_direct_find(uint64_t token)
         return NULL;
     }
 
-    key = (ngx_rbtree_key_t) token;
+    key = ngx_im_direct_key(token);
     node = ngx_im_direct_tree.root;
     sentinel = ngx_im_direct_tree.sentinel;
 
