@@ -687,7 +687,8 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
  * here, the sibling workers, the channel) only once Redis has the message.
  * A refused message so reached nobody, whatever failed: the connection,
  * or Redis answering an error (LOADING after a restart, OOM, READONLY);
- * the sender's resend is no duplicate.  It costs a local recipient one
+ * the sender's resend is no duplicate (but after ngx_im_direct.c's
+ * refusal, which follows a push).  It costs a local recipient one
  * Redis round trip before its push (decision 037).  Replies come in the
  * order of the appends, so the pushes leave in the order the messages
  * were accepted, and a recipient's ack (an LREM) follows its append.
@@ -723,15 +724,14 @@ ngx_im_router_append(uint32_t uid, ngx_im_msg_t *msg, ngx_im_drec_t *d,
         != NGX_OK)
     {
         ngx_im_router_drec_unref(d);
-        ngx_im_msg_unref(msg);
         ngx_im_spare_put(&ngx_im_spare_rcpts, rcpt);
 
         /* Redis is away: a recipient on this node has it without */
-        if (direct && ngx_im_direct_deliver(uid, msg, t) == NGX_OK) {
-            return;
+        if (!direct || ngx_im_direct_deliver(uid, msg, t) != NGX_OK) {
+            ngx_im_ticket_served(t, 0);
         }
 
-        ngx_im_ticket_served(t, 0);
+        ngx_im_msg_unref(msg);
     }
 }
 
