@@ -21,7 +21,8 @@
  * The newcomer's hold (docs/PROTOCOL.md 3.4): its sessions read the inbox,
  * and get their CONNECT_ACK, once every other subscriber PUBLISH counted
  * has answered and its own 'J' is back on the channel (behind the copies
- * of this worker's earlier deliveries to the uid), or after NGX_IM_HOLD_MS.
+ * of this worker's earlier deliveries to the uid), or after
+ * im_redis_timeout.
  * So every worker that holds the uid publishes on the channel before the
  * client sees CONNECT_ACK: a message accepted after it reaches the new
  * session, and nothing skipped before it needs replaying (a replay would
@@ -33,11 +34,6 @@
 
 #include "ngx_im_alone.h"
 #include "ngx_im_timer.h"
-
-
-/* a newcomer waits this long at most for the answers to its 'J' */
-
-#define NGX_IM_HOLD_MS    500
 
 
 /* a newcomer's wait for the answers to its 'J' */
@@ -360,7 +356,10 @@ ngx_im_alone_announce(ngx_im_user_t *u)
                    "im alone: uid %uD announced, hold %uL", uid, h->nonce);
 
     u->hold = h;
-    ngx_im_timer_add(&h->timer, NGX_IM_HOLD_MS, ngx_im_alone_hold_timeout);
+    /* at most as long as a Redis that does not answer is waited
+     * for: a busy machine must not end the hold early */
+    ngx_im_timer_add(&h->timer, ngx_im_get_conf()->redis_timeout,
+                     ngx_im_alone_hold_timeout);
 
     return;
 

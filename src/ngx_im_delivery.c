@@ -17,11 +17,6 @@
 #include "ngx_im_router.h"
 
 
-/* how long an inbox read waits at most for its mark (a subscription lost
- * meanwhile does not bring it back) */
-#define NGX_IM_MARK_MS  500
-
-
 struct ngx_im_mark_s {
     ngx_event_t            ev;
     uint64_t               nonce;
@@ -509,7 +504,9 @@ ngx_im_delivery_mark(ngx_im_session_t *s)
     m->ev.data = s;
     m->ev.log = ngx_cycle->log;
     m->ev.cancelable = 1;
-    ngx_add_timer(&m->ev, NGX_IM_MARK_MS);
+    /* a subscription lost meanwhile does not bring the mark back: wait
+     * as long as for any Redis answer */
+    ngx_add_timer(&m->ev, ngx_im_get_conf()->redis_timeout);
 
     s->mark = m;
 }

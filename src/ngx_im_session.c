@@ -27,9 +27,6 @@
 #define NGX_IM_READ_BUF     65536
 #define NGX_IM_READ_LOOPS   16
 #define NGX_IM_DEFER_MAX    65536
-/* how long CONNECT_ACK 0 waits at most for the uid's hold (which itself
- * waits at most 500 ms once the subscription is confirmed) */
-#define NGX_IM_ACK_WAIT     1000
 
 
 static void ngx_im_session_set_phase(ngx_im_session_t *s,
@@ -735,8 +732,10 @@ ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
     s->online = 1;
 
     /* a subscription Redis is slow to confirm (a login storm, a reconnect)
-     * does not keep the client from its CONNECT_ACK for long */
-    ngx_im_session_add_timer(s, s->ack_due ? NGX_IM_ACK_WAIT
+     * does not keep the client from its CONNECT_ACK for long: two Redis
+     * round trips (the subscription, the 'J') at most as long as Redis
+     * is waited for */
+    ngx_im_session_add_timer(s, s->ack_due ? 2 * imcf->redis_timeout
                                            : imcf->ping_interval);
 
     /* what the client sent while it was being authenticated, once its
