@@ -1,5 +1,5 @@
 /*
- * ngx_im_redis.h: hiredis driven by nginx's event loop.
+ * ngx_im_redis.h: the worker's Redis connections, commands and pub/sub.
  *
  * Each worker keeps up to four connections: "inbox" (commands on the
  * inbox database), "group" (commands on the group database; the same
@@ -17,7 +17,6 @@
 
 #include "ngx_im.h"
 #include <hiredis/hiredis.h>
-#include <hiredis/async.h>
 
 
 #define NGX_IM_REDIS_INBOX  0
