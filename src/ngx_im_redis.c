@@ -195,6 +195,17 @@ ngx_im_redis_ready(ngx_uint_t which)
 }
 
 
+ngx_uint_t
+ngx_im_redis_away(ngx_uint_t which)
+{
+    ngx_im_redis_conn_t  *rc;
+
+    rc = ngx_im_redis_conn(which);
+
+    return rc->state != NGX_IM_REDIS_READY && rc->failed;
+}
+
+
 static void
 ngx_im_redis_ready_handler(ngx_im_redis_conn_t *rc)
 {

@@ -48,6 +48,10 @@ void ngx_im_redis_exit(void);
 
 ngx_uint_t ngx_im_redis_ready(ngx_uint_t which);
 
+/* the connection failed and has not been ready since (not merely still
+ * connecting at the worker's start): logins are refused meanwhile */
+ngx_uint_t ngx_im_redis_away(ngx_uint_t which);
+
 /* callback may be NULL (fire and forget); returns NGX_ERROR when the
  * connection is down, without calling the callback */
 ngx_int_t ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb,

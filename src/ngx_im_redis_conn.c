@@ -495,6 +495,7 @@ static void
 ngx_im_redis_conn_ready(ngx_im_redis_conn_t *rc)
 {
     rc->state = NGX_IM_REDIS_READY;
+    rc->failed = 0;
     rc->log.action = NULL;
     rc->backoff = NGX_IM_REDIS_BACKOFF_MIN;
     rc->progress = ngx_current_msec;
@@ -529,6 +530,7 @@ ngx_im_redis_conn_fail(ngx_im_redis_conn_t *rc)
     ngx_im_redis_conn_close(rc);
 
     rc->state = NGX_IM_REDIS_DOWN;
+    rc->failed = !rc->exiting;
     rc->pending = 0;
     rc->probe = 0;
     rc->log.action = NULL;

@@ -93,6 +93,8 @@ struct ngx_im_redis_conn_s {
     ngx_log_t                      log;
 
     unsigned                       exiting:1;
+    /* failed since it was last ready: Redis is away, not just starting */
+    unsigned                       failed:1;
 };
 
 
