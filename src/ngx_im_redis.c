@@ -453,12 +453,12 @@ ngx_im_redis_ping(ngx_im_redis_conn_t *rc)
 
 
 /*
- The subscriber connection has no bookkeeping per channel either (hiredis's
- * async layer kept a dictionary entry, a key and a callback per channel,
- * about 100 bytes per subscribed uid, and copied and looked up the channel
- * name for every message).  (UN)SUBSCRIBE is appended to the connection's
- * output as plain bytes; the channel name of what Redis sends goes to the router,
- * which has its own table.
+ * The subscriber connection has no bookkeeping per channel either
+ * (hiredis's async layer kept a dictionary entry, a key and a callback per
+ * channel, about 100 bytes per subscribed uid, and copied and looked up
+ * the channel name for every message).  (UN)SUBSCRIBE is appended to the
+ * connection's output as plain bytes; the channel name of what Redis sends
+ * goes to the router, which has its own table.
  *
  * And the channels of an event loop pass go in one command: a login storm
  * completes hundreds of logins per pass in each worker, and a SUBSCRIBE

@@ -148,8 +148,7 @@ ngx_im_redis_conn_log_error(ngx_log_t *log, u_char *buf, size_t len)
 
     addr = &rc->server->addrs[rc->addr];
 
-    return ngx_snprintf(p, len, ", redis: %V, connection: %s",
-                        &addr->name, rc->name);
+    return ngx_snprintf(p, len, ", redis: %V (%s)", &addr->name, rc->name);
 }
 
 
@@ -182,7 +181,8 @@ ngx_im_redis_conn_connect(ngx_im_redis_conn_t *rc)
     rc->progress = ngx_current_msec;
 
     ngx_log_debug2(NGX_LOG_DEBUG_EVENT, &rc->log, 0,
-                   "im redis: %s connection to %V", rc->name, &addr->name);
+                   "im redis: connection %ui connecting to %V", rc->index,
+                   &addr->name);
 
     rv = ngx_event_connect_peer(pc);
 
@@ -508,7 +508,8 @@ ngx_im_redis_conn_ready(ngx_im_redis_conn_t *rc)
 
     ngx_im_gauges->redis_up++;
 
-    ngx_log_error(NGX_LOG_INFO, &rc->log, 0, "im redis: connection ready");
+    ngx_log_error(NGX_LOG_INFO, &rc->log, 0, "im redis: connection %ui ready",
+                  rc->index);
 
     rc->handlers->ready(rc);
 }
@@ -547,8 +548,8 @@ ngx_im_redis_conn_fail(ngx_im_redis_conn_t *rc)
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_EVENT, &rc->log, 0,
-                   "im redis: %s connection down, reconnect in %M",
-                   rc->name, rc->backoff);
+                   "im redis: connection %ui down, reconnect in %M",
+                   rc->index, rc->backoff);
 
     rc->handlers->down(rc);
 
@@ -704,7 +705,8 @@ ngx_im_redis_conn_watch_handler(ngx_event_t *ev)
         }
 
         ngx_log_error(NGX_LOG_ERR, &rc->log, NGX_ETIMEDOUT,
-                      "im redis: timed out after %M ms", since);
+                      "im redis: connection %ui timed out after %M ms",
+                      rc->index, since);
         ngx_im_redis_conn_fail(rc);
         return;
     }
@@ -727,8 +729,8 @@ ngx_im_redis_conn_watch_handler(ngx_event_t *ev)
 
     if (rc->probe == 0) {
         ngx_log_error(NGX_LOG_WARN, &rc->log, 0,
-                      "im redis: %ui commands unanswered for %M ms, "
-                      "PING sent", rc->pending, since);
+                      "im redis: connection %ui: %ui commands unanswered "
+                      "for %M ms, PING sent", rc->index, rc->pending, since);
 
         if (rc->handlers->ping(rc) == NGX_OK) {
             rc->probe = now;
@@ -743,7 +745,8 @@ ngx_im_redis_conn_watch_handler(ngx_event_t *ev)
     }
 
     ngx_log_error(NGX_LOG_ERR, &rc->log, 0,
-                  "im redis: timed out: nothing received for %M ms", since);
+                  "im redis: connection %ui timed out: nothing received "
+                  "for %M ms", rc->index, since);
 
     ngx_im_redis_conn_fail(rc);
 }
@@ -953,8 +956,8 @@ ngx_im_redis_conn_read_handler(ngx_event_t *rev)
 
         if (n == 0 || n == NGX_ERROR) {
             ngx_log_error(NGX_LOG_ERR, &rc->log, 0,
-                          "im redis: connection %s",
-                          n == 0 ? "closed by Redis" : "lost");
+                          "im redis: connection %ui lost: %s", rc->index,
+                          n == 0 ? "closed by Redis" : "read failed");
             ngx_im_redis_conn_fail(rc);
             return;
         }

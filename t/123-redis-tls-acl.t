@@ -14,6 +14,8 @@
 #     log names the address and "TLS certificate verify failed";
 #   - ACL user with a wrong password: logins answered 2, the log names the
 #     address and "AUTH failed: WRONGPASS";
+#   - a port where nothing listens: logins answered 2, the log names the
+#     address and "Connection refused";
 #   - ACL user with its password on the unix socket: login and message;
 #     CLIENT LIST shows the module's connections logged in as that user;
 #   - nginx -t refuses im_redis_ssl with verification and no CA, and
@@ -127,7 +129,7 @@ my $mark = $t->log_mark;
 start("127.0.0.1:$tls_port",
     $TLS . "im_redis_ssl_trusted_certificate $d/other.crt;");
 refused('wrong CA', $mark,
-    qr/TLS certificate verify failed: .* redis: 127\.0\.0\.1:$tls_port,/);
+    qr/TLS certificate verify failed: .* redis: 127\.0\.0\.1:$tls_port \(/);
 stop();
 
 # -- ACL user, wrong password
@@ -137,6 +139,14 @@ start($redis->addr,
 my $raddr = quotemeta $redis->addr;
 refused('wrong password', $mark,
     qr/AUTH failed: WRONGPASS.* redis: $raddr/);
+stop();
+
+# -- nothing listens there
+my $nowhere = free_port();
+$mark = $t->log_mark;
+start("127.0.0.1:$nowhere", '');
+refused('connection refused', $mark, qr/Connection\ refused\)\ while
+    \ connecting\ to\ Redis,\ redis:\ 127\.0\.0\.1:$nowhere\ \(/x);
 stop();
 
 # -- ACL user, its password, on the unix socket
