@@ -112,10 +112,33 @@ my $TLS = "im_redis_ssl on;\n"
     . "im_redis_ssl_certificate $d/node.crt;\n"
     . "im_redis_ssl_certificate_key $d/node.key;\n";
 
-# -- TLS by address
-start("127.0.0.1:$tls_port",
-    $TLS . "im_redis_ssl_trusted_certificate $d/ca.crt;");
+# -- TLS by address (room for the bulk below at the recipient)
+start("127.0.0.1:$tls_port", $TLS
+    . "im_redis_ssl_trusted_certificate $d/ca.crt;\nim_send_buffer 16m;");
 works('TLS to 127.0.0.1');
+
+# much at once over TLS: 300 messages of 20 KB to an offline uid (6 MB of
+# RPUSHes, written in pieces), then its inbox in one LRANGE
+{
+    my $a = client(23011);
+    is($a->login('u23011', 'pw'), 0, 'TLS bulk: sender logs in');
+    my $big = 'x' x 20000;
+    my @ids = map { $a->publish(23012, "$_ $big") } 1 .. 300;
+    my $acked = 0;
+    for my $id (@ids) {
+        $acked++ if $a->expect(cmd => PUB_ACK, msgid => $id, timeout => 30);
+    }
+    is($acked, 300, 'TLS bulk: 300 of 20 KB acked');
+    my $b = client(23012);
+    $b->auto_ack(1);
+    is($b->login('u23012', 'pw'), 0, 'TLS bulk: recipient logs in');
+    my @got;
+    while (@got < 300) {
+        my $m = $b->expect(cmd => PUBLISH, timeout => 30) or last;
+        push @got, $m->{msgid};
+    }
+    is_deeply(\@got, \@ids, 'TLS bulk: all 300 read from the inbox, in order');
+}
 stop();
 
 # -- TLS by host name: SNI and the verified name are "localhost"
