@@ -48,8 +48,9 @@ void ngx_im_redis_exit(void);
 
 ngx_uint_t ngx_im_redis_ready(ngx_uint_t which);
 
-/* the connection failed and has not been ready since (not merely still
- * connecting at the worker's start): logins are refused meanwhile */
+/* an attempt to connect failed and the connection has not been ready
+ * since (not merely connecting at the worker's start, nor reconnecting
+ * at once after a loss): logins are refused meanwhile */
 ngx_uint_t ngx_im_redis_away(ngx_uint_t which);
 
 /* callback may be NULL (fire and forget); returns NGX_ERROR when the

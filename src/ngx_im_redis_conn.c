@@ -531,7 +531,6 @@ ngx_im_redis_conn_fail(ngx_im_redis_conn_t *rc)
     ngx_im_redis_conn_close(rc);
 
     rc->state = NGX_IM_REDIS_DOWN;
-    rc->failed = !rc->exiting;
     rc->pending = 0;
     rc->probe = 0;
     rc->log.action = NULL;
@@ -540,6 +539,9 @@ ngx_im_redis_conn_fail(ngx_im_redis_conn_t *rc)
         ngx_im_gauges->redis_up--;
 
     } else {
+        /* an attempt to connect failed: Redis is away (a connection
+         * merely lost is not, until its reconnection fails too) */
+        rc->failed = !rc->exiting;
         rc->addr = (rc->addr + 1) % rc->server->naddrs;
     }
 

@@ -93,7 +93,8 @@ struct ngx_im_redis_conn_s {
     ngx_log_t                      log;
 
     unsigned                       exiting:1;
-    /* failed since it was last ready: Redis is away, not just starting */
+    /* an attempt to connect failed since it was last ready: Redis is
+     * away (not just starting, nor a lost connection coming back) */
     unsigned                       failed:1;
 };
 
