@@ -746,6 +746,9 @@ ngx_im_delivery_loaded(redisReply *reply, void *data)
 static void
 ngx_im_delivery_merge(ngx_im_session_t *s, ngx_queue_t *inbox)
 {
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
+                   "im sync: uid %uD: the read merged", s->route.uid);
+
     ngx_im_merge(&s->waiting, inbox, s->loaded, ngx_im_delivery_id,
                  ngx_im_delivery_drop, NULL);
     s->loaded = 1;
