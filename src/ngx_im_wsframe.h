@@ -69,13 +69,15 @@ typedef struct {
 
 
 typedef struct {
-    size_t     max_message;  /* cap on a reassembled data message (and
-                                a single data frame) */
+    uint32_t   max_message;  /* cap on a reassembled data message (and
+                                a single data frame); a cap past 4 GB is
+                                taken as 4 GB - 1 */
     uint8_t    server;       /* 1: client frames must be masked (else
                                 1002); 0: must not be */
 
-    /* private state: use the functions below only; small fields first,
-     * packed: a parser is kept per idle connection */
+    /* private state: use the functions below only; packed, lengths in
+     * 32 bits: a parser is kept per idle connection, and every length is
+     * bounded by max_message or by 125 before it is stored */
 
     uint8_t    state;        /* header, payload, failed */
     uint8_t    hdr_have;     /* header bytes collected so far */
@@ -93,12 +95,12 @@ typedef struct {
     uint8_t    ctl_len;      /* control frame payload collected */
     uint16_t   error_code;   /* close code once failed */
 
-    uint64_t   frame_len;    /* payload length of the current frame */
-    uint64_t   remaining;    /* payload bytes of the frame still due */
+    uint32_t   buf_len;      /* data message reassembly: bytes in buf */
+    uint32_t   buf_size;
+    uint32_t   frame_len;    /* payload length of the current frame */
+    uint32_t   remaining;    /* payload bytes of the frame still due */
 
-    uint8_t   *buf;          /* data message reassembly */
-    size_t     buf_len;
-    size_t     buf_size;
+    uint8_t   *buf;
 
     uint8_t   *ctl;          /* IM_WS_MAX_CONTROL bytes, only while a
                                 control frame arrives in pieces */
