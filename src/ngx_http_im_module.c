@@ -63,10 +63,15 @@ typedef struct {
  */
 
 typedef struct {
-    ngx_http_request_t     *request;        /* NULL once detached */
+    /* one word: the request until the session is detached, then the
+     * im_websocket location's configuration, for the access log line at
+     * the end (ngx_http_im_ctx_request()) */
+    union {
+        ngx_http_request_t  *request;
+        ngx_http_conf_ctx_t *conf;
+    } u;
     im_ws_parser_t          parser;
     ngx_event_t            *detach;         /* until detached */
-    ngx_http_conf_ctx_t    *conf;           /* the location's, for the log */
     uint16_t                peer_code;
     unsigned                echo:1;
     unsigned                got_close:1;
@@ -79,7 +84,6 @@ typedef struct {
 typedef struct {
     ngx_http_im_ctx_t       ctx;            /* first: the block is ctx */
     ngx_im_session_t        session;        /* its connection is ctx's */
-    ngx_pool_cleanup_t     *cln;            /* frees it with the pool */
     ngx_log_t               log;            /* once the pool is gone */
     /* then the client's sockaddr and its text */
 } ngx_http_im_block_t;
@@ -90,6 +94,12 @@ typedef struct {
     (&((ngx_http_im_block_t *) (ctx))->session)
 #define ngx_http_im_ctx_connection(ctx)                                       \
     (ngx_http_im_ctx_session(ctx)->connection)
+#define ngx_http_im_session_ctx(s)                                            \
+    ((ngx_http_im_ctx_t *) ((u_char *) (s)                                    \
+                            - offsetof(ngx_http_im_block_t, session)))
+/* NULL once detached */
+#define ngx_http_im_ctx_request(ctx)                                          \
+    ((ctx)->detached ? NULL : (ctx)->u.request)
 
 
 static ngx_int_t ngx_http_im_handler(ngx_http_request_t *r);
@@ -311,6 +321,7 @@ ngx_http_im_handler(ngx_http_request_t *r)
     ngx_table_elt_t          *h, *key, *version;
     ngx_connection_t         *c;
     ngx_http_cleanup_t       *cln;
+    ngx_pool_cleanup_t       *pcln;
     ngx_http_im_ctx_t        *ctx;
     ngx_http_im_block_t      *blk;
     ngx_http_core_loc_conf_t *clcf;
@@ -392,20 +403,19 @@ ngx_http_im_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    blk->cln = ngx_pool_cleanup_add(c->pool, 0);
-    if (blk->cln == NULL) {
+    pcln = ngx_pool_cleanup_add(c->pool, 0);
+    if (pcln == NULL) {
         ngx_im_slab_free(blk);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    blk->cln->handler = ngx_http_im_block_free;
-    blk->cln->data = blk;
+    pcln->handler = ngx_http_im_block_free;
+    pcln->data = blk;
 
     ctx = &blk->ctx;
 
-    ctx->request = r;
+    ctx->u.request = r;
     ctx->echo = ilcf->echo;
-    ctx->conf = ilcf->conf;
 
     ctx->detach = ngx_im_event_alloc(ngx_http_im_detach_handler, ctx,
                                      c->log);
@@ -455,7 +465,7 @@ ngx_http_im_handler(ngx_http_request_t *r)
     h->value.len = dst.len;
     ngx_memcpy(h->value.data, dst.data, dst.len);
 
-    if (ngx_im_session_create(c, &ngx_http_im_transports[ctx->echo], ctx,
+    if (ngx_im_session_create(c, &ngx_http_im_transports[ctx->echo],
                               &blk->session)
         == NULL)
     {
@@ -549,7 +559,7 @@ ngx_http_im_handler(ngx_http_request_t *r)
 static void
 ngx_http_im_logged_in(ngx_im_session_t *s)
 {
-    ngx_http_im_ctx_t  *ctx = s->ctx;
+    ngx_http_im_ctx_t  *ctx = ngx_http_im_session_ctx(s);
 
     if (ctx->detach && !ctx->detach->posted) {
         if (ctx->detach->timer_set) {
@@ -570,6 +580,7 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
     ngx_http_request_t      *r;
     ngx_http_im_ctx_t       *ctx;
     ngx_http_connection_t   *hc;
+    ngx_http_im_loc_conf_t  *ilcf;
 
     ctx = ev->data;
 
@@ -578,7 +589,7 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
     }
 
     c = ngx_http_im_ctx_connection(ctx);
-    r = ctx->request;
+    r = ctx->u.request;
     s = ngx_http_im_ctx_session(ctx);
 
     if (s->ack_due) {
@@ -605,6 +616,7 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
     }
 
     hc = r->http_connection;
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_im_module);
 
     ctx->detaching = 1;
 
@@ -619,7 +631,7 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
     c->read->handler = ngx_http_im_conn_read;
     c->write->handler = ngx_http_im_conn_write;
 
-    ctx->request = NULL;
+    ctx->u.conf = ilcf->conf;
     ctx->detaching = 0;
     ctx->detached = 1;
 
@@ -767,7 +779,7 @@ ngx_http_im_send_frame(ngx_im_session_t *s, ngx_uint_t opcode, u_char *p,
 static void
 ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n)
 {
-    ngx_http_im_ctx_t  *ctx = s->ctx;
+    ngx_http_im_ctx_t  *ctx = ngx_http_im_session_ctx(s);
 
     size_t          consumed;
     im_ws_rc_t      rc;
@@ -864,7 +876,7 @@ ngx_http_im_header(ngx_im_session_t *s, u_char *buf, size_t len)
 static ngx_uint_t
 ngx_http_im_goodbye(ngx_im_session_t *s, ngx_uint_t reason)
 {
-    ngx_http_im_ctx_t  *ctx = s->ctx;
+    ngx_http_im_ctx_t  *ctx = ngx_http_im_session_ctx(s);
 
     u_char      body[2];
     ngx_uint_t  code;
@@ -901,10 +913,10 @@ ngx_http_im_goodbye(ngx_im_session_t *s, ngx_uint_t reason)
 static ngx_int_t
 ngx_http_im_pre_flush(ngx_im_session_t *s)
 {
-    ngx_http_im_ctx_t   *ctx = s->ctx;
+    ngx_http_im_ctx_t   *ctx = ngx_http_im_session_ctx(s);
     ngx_http_request_t  *r;
 
-    r = ctx->request;
+    r = ngx_http_im_ctx_request(ctx);
 
     if (r == NULL || r->out == NULL) {
         return NGX_OK;
@@ -930,11 +942,11 @@ ngx_http_im_pre_flush(ngx_im_session_t *s)
 static void
 ngx_http_im_finalize(ngx_im_session_t *s)
 {
-    ngx_http_im_ctx_t   *ctx = s->ctx;
+    ngx_http_im_ctx_t   *ctx = ngx_http_im_session_ctx(s);
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
-    r = ctx->request;
+    r = ngx_http_im_ctx_request(ctx);
     c = ngx_http_im_ctx_connection(ctx);
 
     ctx->finalized = 1;
@@ -967,6 +979,7 @@ ngx_http_im_own_pool(ngx_http_im_ctx_t *ctx)
 {
     u_char               *p;
     ngx_connection_t     *c;
+    ngx_pool_cleanup_t   *cln;
     ngx_http_im_block_t  *blk;
 
     blk = (ngx_http_im_block_t *) ctx;
@@ -1000,8 +1013,13 @@ ngx_http_im_own_pool(ngx_http_im_ctx_t *ctx)
     c->proxy_protocol = NULL;
     c->buffer = NULL;
 
-    blk->cln->handler = NULL;
-    blk->cln = NULL;
+    /* the pool's cleanup would free the block: disarm it */
+    for (cln = c->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_im_block_free && cln->data == blk) {
+            cln->handler = NULL;
+            break;
+        }
+    }
 
     ngx_destroy_pool(c->pool);
     c->pool = NULL;
@@ -1088,15 +1106,18 @@ ngx_http_im_log_session(ngx_http_im_ctx_t *ctx)
     ngx_pool_t                 *pool, *cpool;
     ngx_connection_t           *c;
     ngx_http_request_t         *r;
+    ngx_http_conf_ctx_t        *conf;
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
 
-    if (ctx->conf == NULL) {
+    conf = ctx->detached ? ctx->u.conf : NULL;
+
+    if (conf == NULL) {
         return;
     }
 
     c = ngx_http_im_ctx_connection(ctx);
-    cmcf = ctx->conf->main_conf[ngx_http_core_module.ctx_index];
+    cmcf = conf->main_conf[ngx_http_core_module.ctx_index];
 
     n = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.nelts;
     h = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.elts;
@@ -1128,9 +1149,9 @@ ngx_http_im_log_session(ngx_http_im_ctx_t *ctx)
     r->main = r;
     r->count = 1;
 
-    r->main_conf = ctx->conf->main_conf;
-    r->srv_conf = ctx->conf->srv_conf;
-    r->loc_conf = ctx->conf->loc_conf;
+    r->main_conf = conf->main_conf;
+    r->srv_conf = conf->srv_conf;
+    r->loc_conf = conf->loc_conf;
 
     r->method = NGX_HTTP_GET;
     ngx_str_set(&r->method_name, "GET");
@@ -1205,12 +1226,12 @@ ngx_http_im_cleanup(void *data)
 static ngx_int_t
 ngx_http_im_auth(ngx_im_session_t *s)
 {
-    ngx_http_im_ctx_t           *ctx = s->ctx;
+    ngx_http_im_ctx_t           *ctx = ngx_http_im_session_ctx(s);
     ngx_http_request_t          *r, *sr;
     ngx_http_im_loc_conf_t      *ilcf;
     ngx_http_post_subrequest_t  *ps;
 
-    r = ctx->request;
+    r = ngx_http_im_ctx_request(ctx);
     ilcf = ngx_http_get_module_loc_conf(r, ngx_http_im_module);
 
     ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
