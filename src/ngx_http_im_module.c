@@ -85,7 +85,7 @@ typedef struct {
     ngx_http_im_ctx_t       ctx;            /* first: the block is ctx */
     ngx_im_session_t        session;        /* its connection is ctx's */
     ngx_log_t               log;            /* once the pool is gone */
-    /* then the client's sockaddr and its text */
+    /* then the client's sockaddr; its text is made when needed */
 } ngx_http_im_block_t;
 
 
@@ -192,6 +192,10 @@ static ngx_command_t  ngx_http_im_commands[] = {
 
       ngx_null_command
 };
+
+
+/* a closing detached session's client address, for its access log line */
+static u_char  ngx_http_im_addr_text[NGX_SOCKADDR_STRLEN];
 
 
 static ngx_http_module_t  ngx_http_im_module_ctx = {
@@ -397,8 +401,7 @@ ngx_http_im_handler(ngx_http_request_t *r)
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    blk = ngx_im_slab_alloc(sizeof(ngx_http_im_block_t) + c->socklen
-                            + c->addr_text.len);
+    blk = ngx_im_slab_alloc(sizeof(ngx_http_im_block_t) + c->socklen);
     if (blk == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -989,10 +992,11 @@ ngx_http_im_own_pool(ngx_http_im_ctx_t *ctx)
 
     ngx_memcpy(p, c->sockaddr, c->socklen);
     c->sockaddr = (struct sockaddr *) p;
-    p += c->socklen;
 
-    ngx_memcpy(p, c->addr_text.data, c->addr_text.len);
-    c->addr_text.data = p;
+    /* the text (up to 46 bytes) is made again from the sockaddr where it
+     * is used: the error log's handler, the session's end event and the
+     * access log line */
+    ngx_str_null(&c->addr_text);
 
     blk->log = *c->log;
     blk->log.handler = ngx_http_im_log_error;
@@ -1070,6 +1074,8 @@ static u_char *
 ngx_http_im_log_error(ngx_log_t *log, u_char *buf, size_t len)
 {
     u_char            *p;
+    u_char             addr[NGX_SOCKADDR_STRLEN];
+    ngx_str_t          text;
     ngx_connection_t  *c;
 
     p = buf;
@@ -1080,6 +1086,15 @@ ngx_http_im_log_error(ngx_log_t *log, u_char *buf, size_t len)
     }
 
     c = log->data;
+
+    if (c->addr_text.len == 0) {
+        /* detached: only the sockaddr is kept */
+        text.data = addr;
+        text.len = ngx_sock_ntop(c->sockaddr, c->socklen, addr,
+                                 NGX_SOCKADDR_STRLEN, 0);
+
+        return ngx_snprintf(p, len, ", client: %V", &text);
+    }
 
     return ngx_snprintf(p, len, ", client: %V", &c->addr_text);
 }
@@ -1118,6 +1133,15 @@ ngx_http_im_log_session(ngx_http_im_ctx_t *ctx)
 
     c = ngx_http_im_ctx_connection(ctx);
     cmcf = conf->main_conf[ngx_http_core_module.ctx_index];
+
+    if (c->addr_text.len == 0) {
+        /* $remote_addr: the connection closes after this line, so a
+         * buffer of the worker's serves */
+        c->addr_text.data = ngx_http_im_addr_text;
+        c->addr_text.len = ngx_sock_ntop(c->sockaddr, c->socklen,
+                                         ngx_http_im_addr_text,
+                                         NGX_SOCKADDR_STRLEN, 0);
+    }
 
     n = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.nelts;
     h = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.elts;

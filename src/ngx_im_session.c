@@ -1295,6 +1295,9 @@ ngx_im_session_shutdown(ngx_im_session_t *s, ngx_uint_t wait)
 void
 ngx_im_session_abort(ngx_im_session_t *s)
 {
+    u_char     text[NGX_SOCKADDR_STRLEN];
+    ngx_str_t  addr;
+
     if (!ngx_im_session_torn_down(s)) {
         ngx_im_session_teardown(s);
     }
@@ -1324,9 +1327,19 @@ ngx_im_session_abort(ngx_im_session_t *s)
     ngx_im_session_log_end(s);
 
     if (s->online) {
+        addr = s->connection->addr_text;
+
+        if (addr.len == 0 && s->connection->sockaddr) {
+            /* a detached WebSocket connection keeps the address only */
+            addr.data = text;
+            addr.len = ngx_sock_ntop(s->connection->sockaddr,
+                                     s->connection->socklen, text,
+                                     NGX_SOCKADDR_STRLEN, 0);
+        }
+
         /* the end reason's text is a literal: null-terminated */
         ngx_im_events_session(s->route.uid, s->route.client_id, s->role,
-                              &s->connection->addr_text,
+                              &addr,
                               ngx_im_session_transports[s->kind],
                               (char *) ngx_im_session_end_reason(s)->data,
                               ngx_im_session_time(s));
