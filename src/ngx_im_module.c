@@ -396,7 +396,7 @@ ngx_im_init_conf(ngx_cycle_t *cycle, void *conf)
         /* a session counts its unsent bytes in 32 bits (packed: one
          * record per idle client) */
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                      "im_send_buffer cannot exceed 1g");
+                      "im_send_buffer cannot exceed 1024m");
         return NGX_CONF_ERROR;
     }
 
