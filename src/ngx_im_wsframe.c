@@ -41,7 +41,7 @@ im_ws_parser_init(im_ws_parser_t *p, int server, size_t max_message)
 {
     memset(p, 0, sizeof(im_ws_parser_t));
 
-    p->server = server;
+    p->server = (server != 0);
     p->max_message = (max_message > UINT32_MAX - 1) ? UINT32_MAX - 1
                                                     : (uint32_t) max_message;
 }
