@@ -7,7 +7,9 @@
  * samples server CPU and memory from /proc, and prints one JSON line.
  *
  * Scenarios:
- *   idle    open N sessions, log in, hold; memory per session
+ *   idle    open N sessions, log in, hold; memory per session (mode http:
+ *           N HTTP/1.1 keep-alive connections that made one GET each, the
+ *           plain-nginx reference for an idle client)
  *   pairs   K sender->receiver pairs, closed loop, window w per sender
  *   rate    K pairs, open loop at a fixed total rate; latency measured from
  *           the intended send time (coordinated omission avoided)
@@ -53,7 +55,7 @@
 /* ------------------------------------------------------------------ */
 /* options */
 
-enum { M_WS, M_TCP, M_MQTT };
+enum { M_WS, M_TCP, M_MQTT, M_HTTP };
 enum { S_IDLE, S_PAIRS, S_RATE, S_FANOUT };
 
 static struct {
@@ -80,7 +82,7 @@ static struct {
     int      verbose;
 } o;
 
-static const char *mode_name[] = { "ws", "tcp", "mqtt" };
+static const char *mode_name[] = { "ws", "tcp", "mqtt", "http" };
 static const char *scen_name[] = { "idle", "pairs", "rate", "fanout" };
 
 /* ------------------------------------------------------------------ */
@@ -167,7 +169,7 @@ typedef struct conn conn_t;
 
 struct conn {
     int        fd;
-    uint8_t    kind;         /* M_WS, M_TCP, M_MQTT */
+    uint8_t    kind;         /* M_WS, M_TCP, M_MQTT, M_HTTP */
     uint8_t    state;
     uint8_t    role;
     uint8_t    dirty;
@@ -452,6 +454,15 @@ static void on_connected(conn_t *c)
         snprintf(cid, sizeof(cid), "imgen-%u", c->uid);
         n = mqtt_connect(m, cid, user, pass, 300);
         send_raw(c, m, n);
+        c->state = ST_LOGIN;
+        return;
+    }
+
+    if (c->kind == M_HTTP) {       /* one request, then an idle keep-alive */
+        n = snprintf(buf, sizeof(buf),
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n",
+                     o.path, o.host, o.port);
+        send_raw(c, (uint8_t *) buf, n);
         c->state = ST_LOGIN;
         return;
     }
@@ -811,6 +822,31 @@ static size_t in_ws(conn_t *c, uint8_t *buf, size_t len)
     return off;
 }
 
+/* mode http: the response to the one GET (any 2xx without a body, such as
+ * "return 204"), then nothing; the connection is held as a keep-alive */
+static size_t in_http(conn_t *c, uint8_t *buf, size_t len)
+{
+    uint8_t *e = memmem(buf, len, "\r\n\r\n", 4);
+
+    if (c->state != ST_LOGIN) {
+        R->errors++;
+        conn_fail(c, "http: unexpected bytes");
+        return len;
+    }
+    if (e == NULL) {
+        if (len > 8192) conn_fail(c, "http: response too long");
+        return 0;
+    }
+    if (len < 10 || memcmp(buf, "HTTP/1.1 2", 10) != 0) {
+        vlog("session %u: answer %.*s", c->uidx, (int) (len < 40 ? len : 40), buf);
+        R->refused++;
+        conn_fail(c, "http status");
+        return len;
+    }
+    became_live(c);
+    return e + 4 - buf;
+}
+
 static size_t in_tcp(conn_t *c, uint8_t *buf, size_t len)
 {
     size_t off = 0;
@@ -917,6 +953,7 @@ static void on_readable(conn_t *c, int to_eof)
         switch (c->kind) {
         case M_WS: used = in_ws(c, buf, len); break;
         case M_TCP: used = in_tcp(c, buf, len); break;
+        case M_HTTP: used = in_http(c, buf, len); break;
         default: used = in_mqtt(c, buf, len); break;
         }
         if (c->fd < 0) return;
@@ -1003,7 +1040,8 @@ static void setup_conn(conn_t *c, int kind, int role, uint32_t uidx)
 static void worker(int w)
 {
     long from, to, i;
-    int mk = (o.mode == M_MQTT) ? M_MQTT : M_WS;   /* receivers' transport */
+    int mk = (o.mode == M_MQTT || o.mode == M_HTTP) ? o.mode : M_WS;
+                                                    /* receivers' transport */
     int sk = o.mode;                                /* senders' transport */
     uint64_t started = now_ns(), cpu_m0 = 0;
     int ready_sent = 0, cpu_m0_taken = 0, cpu_m1_taken = 0;
@@ -1293,13 +1331,14 @@ static void usage(void)
 {
     fprintf(stderr,
 "usage: imgen [options]\n"
-"  -m, --mode ws|tcp|mqtt     transport (tcp: senders use the backend TCP API,\n"
-"                             receivers WebSocket)                    [ws]\n"
+"  -m, --mode ws|tcp|mqtt|http  transport (tcp: senders use the backend TCP\n"
+"                             API, receivers WebSocket; http: idle only, one\n"
+"                             GET per connection, then held)          [ws]\n"
 "  -s, --scenario idle|pairs|rate|fanout                              [pairs]\n"
 "  -H, --host ADDR            server address (127.0.0.0/8 only)       [127.0.0.1]\n"
 "  -p, --port N               WebSocket or MQTT port                  [9095]\n"
 "      --tcp-port N           backend TCP API port (mode tcp)         [19095]\n"
-"      --path P               WebSocket path                          [/ws]\n"
+"      --path P               WebSocket (or http mode's) path         [/ws]\n"
 "      --recv-port N          receivers/members connect to this WebSocket port\n"
 "                             (another node); senders stay on -p     [= -p]\n"
 "      --tcp-conns N          mode tcp, pairs/rate: the senders share N backend\n"
@@ -1386,6 +1425,7 @@ int main(int argc, char **argv)
             if (!strcmp(optarg, "ws")) o.mode = M_WS;
             else if (!strcmp(optarg, "tcp")) o.mode = M_TCP;
             else if (!strcmp(optarg, "mqtt")) o.mode = M_MQTT;
+            else if (!strcmp(optarg, "http")) o.mode = M_HTTP;
             else usage();
             break;
         case 's':
@@ -1446,6 +1486,7 @@ int main(int argc, char **argv)
     if (o.conc < 1) o.conc = 1;
     if (o.scen == S_FANOUT && o.members < 1) die("--members >= 1");
     if (o.scen == S_FANOUT && o.mode == M_TCP && 0) die("");
+    if (o.mode == M_HTTP && o.scen != S_IDLE) die("mode http: idle only");
 
     memset(&dst_ws, 0, sizeof(dst_ws));
     dst_ws.sin_family = AF_INET;

@@ -440,5 +440,12 @@ plot {', '.join(curves)}
 text = "\n".join(md)
 if a.plot and os.path.exists(a.plot) and "![latency percentiles]" not in text:
     text = text.replace("## (d) Group", f"![latency percentiles]({os.path.basename(a.plot)})\n\n## (d) Group", 1)
+# sections written by other drivers (bench/idle.sh) between KEEP markers
+# stay as they are when this run rewrites the report
+KEEP_BEGIN, KEEP_END = "<!-- kept: begin -->", "<!-- kept: end -->"
+old = open(a.report).read() if os.path.exists(a.report) else ""
+if KEEP_BEGIN in old and KEEP_END in old:
+    kept = old[old.index(KEEP_BEGIN):old.index(KEEP_END) + len(KEEP_END)]
+    text = text.rstrip("\n") + "\n\n" + kept + "\n"
 open(a.report, "w").write(text)
 print("wrote", a.report)

@@ -63,10 +63,15 @@ typedef struct {
  */
 
 typedef struct {
-    ngx_http_request_t     *request;        /* NULL once detached */
+    /* one word: the request until the session is detached, then the
+     * im_websocket location's configuration, for the access log line at
+     * the end (ngx_http_im_ctx_request()) */
+    union {
+        ngx_http_request_t  *request;
+        ngx_http_conf_ctx_t *conf;
+    } u;
     im_ws_parser_t          parser;
     ngx_event_t            *detach;         /* until detached */
-    ngx_http_conf_ctx_t    *conf;           /* the location's, for the log */
     uint16_t                peer_code;
     unsigned                echo:1;
     unsigned                got_close:1;
@@ -79,9 +84,8 @@ typedef struct {
 typedef struct {
     ngx_http_im_ctx_t       ctx;            /* first: the block is ctx */
     ngx_im_session_t        session;        /* its connection is ctx's */
-    ngx_pool_cleanup_t     *cln;            /* frees it with the pool */
     ngx_log_t               log;            /* once the pool is gone */
-    /* then the client's sockaddr and its text */
+    /* then the client's sockaddr; its text is made when needed */
 } ngx_http_im_block_t;
 
 
@@ -90,6 +94,12 @@ typedef struct {
     (&((ngx_http_im_block_t *) (ctx))->session)
 #define ngx_http_im_ctx_connection(ctx)                                       \
     (ngx_http_im_ctx_session(ctx)->connection)
+#define ngx_http_im_session_ctx(s)                                            \
+    ((ngx_http_im_ctx_t *) ((u_char *) (s)                                    \
+                            - offsetof(ngx_http_im_block_t, session)))
+/* NULL once detached */
+#define ngx_http_im_ctx_request(ctx)                                          \
+    ((ctx)->detached ? NULL : (ctx)->u.request)
 
 
 static ngx_int_t ngx_http_im_handler(ngx_http_request_t *r);
@@ -182,6 +192,10 @@ static ngx_command_t  ngx_http_im_commands[] = {
 
       ngx_null_command
 };
+
+
+/* a closing detached session's client address, for its access log line */
+static u_char  ngx_http_im_addr_text[NGX_SOCKADDR_STRLEN];
 
 
 static ngx_http_module_t  ngx_http_im_module_ctx = {
@@ -311,6 +325,7 @@ ngx_http_im_handler(ngx_http_request_t *r)
     ngx_table_elt_t          *h, *key, *version;
     ngx_connection_t         *c;
     ngx_http_cleanup_t       *cln;
+    ngx_pool_cleanup_t       *pcln;
     ngx_http_im_ctx_t        *ctx;
     ngx_http_im_block_t      *blk;
     ngx_http_core_loc_conf_t *clcf;
@@ -386,26 +401,24 @@ ngx_http_im_handler(ngx_http_request_t *r)
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    blk = ngx_im_slab_alloc(sizeof(ngx_http_im_block_t) + c->socklen
-                            + c->addr_text.len);
+    blk = ngx_im_slab_alloc(sizeof(ngx_http_im_block_t) + c->socklen);
     if (blk == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    blk->cln = ngx_pool_cleanup_add(c->pool, 0);
-    if (blk->cln == NULL) {
+    pcln = ngx_pool_cleanup_add(c->pool, 0);
+    if (pcln == NULL) {
         ngx_im_slab_free(blk);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    blk->cln->handler = ngx_http_im_block_free;
-    blk->cln->data = blk;
+    pcln->handler = ngx_http_im_block_free;
+    pcln->data = blk;
 
     ctx = &blk->ctx;
 
-    ctx->request = r;
+    ctx->u.request = r;
     ctx->echo = ilcf->echo;
-    ctx->conf = ilcf->conf;
 
     ctx->detach = ngx_im_event_alloc(ngx_http_im_detach_handler, ctx,
                                      c->log);
@@ -455,7 +468,7 @@ ngx_http_im_handler(ngx_http_request_t *r)
     h->value.len = dst.len;
     ngx_memcpy(h->value.data, dst.data, dst.len);
 
-    if (ngx_im_session_create(c, &ngx_http_im_transports[ctx->echo], ctx,
+    if (ngx_im_session_create(c, &ngx_http_im_transports[ctx->echo],
                               &blk->session)
         == NULL)
     {
@@ -549,7 +562,7 @@ ngx_http_im_handler(ngx_http_request_t *r)
 static void
 ngx_http_im_logged_in(ngx_im_session_t *s)
 {
-    ngx_http_im_ctx_t  *ctx = s->ctx;
+    ngx_http_im_ctx_t  *ctx = ngx_http_im_session_ctx(s);
 
     if (ctx->detach && !ctx->detach->posted) {
         if (ctx->detach->timer_set) {
@@ -570,6 +583,7 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
     ngx_http_request_t      *r;
     ngx_http_im_ctx_t       *ctx;
     ngx_http_connection_t   *hc;
+    ngx_http_im_loc_conf_t  *ilcf;
 
     ctx = ev->data;
 
@@ -578,7 +592,7 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
     }
 
     c = ngx_http_im_ctx_connection(ctx);
-    r = ctx->request;
+    r = ctx->u.request;
     s = ngx_http_im_ctx_session(ctx);
 
     if (s->ack_due) {
@@ -605,6 +619,7 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
     }
 
     hc = r->http_connection;
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_im_module);
 
     ctx->detaching = 1;
 
@@ -619,7 +634,7 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
     c->read->handler = ngx_http_im_conn_read;
     c->write->handler = ngx_http_im_conn_write;
 
-    ctx->request = NULL;
+    ctx->u.conf = ilcf->conf;
     ctx->detaching = 0;
     ctx->detached = 1;
 
@@ -767,7 +782,7 @@ ngx_http_im_send_frame(ngx_im_session_t *s, ngx_uint_t opcode, u_char *p,
 static void
 ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n)
 {
-    ngx_http_im_ctx_t  *ctx = s->ctx;
+    ngx_http_im_ctx_t  *ctx = ngx_http_im_session_ctx(s);
 
     size_t          consumed;
     im_ws_rc_t      rc;
@@ -864,7 +879,7 @@ ngx_http_im_header(ngx_im_session_t *s, u_char *buf, size_t len)
 static ngx_uint_t
 ngx_http_im_goodbye(ngx_im_session_t *s, ngx_uint_t reason)
 {
-    ngx_http_im_ctx_t  *ctx = s->ctx;
+    ngx_http_im_ctx_t  *ctx = ngx_http_im_session_ctx(s);
 
     u_char      body[2];
     ngx_uint_t  code;
@@ -901,10 +916,10 @@ ngx_http_im_goodbye(ngx_im_session_t *s, ngx_uint_t reason)
 static ngx_int_t
 ngx_http_im_pre_flush(ngx_im_session_t *s)
 {
-    ngx_http_im_ctx_t   *ctx = s->ctx;
+    ngx_http_im_ctx_t   *ctx = ngx_http_im_session_ctx(s);
     ngx_http_request_t  *r;
 
-    r = ctx->request;
+    r = ngx_http_im_ctx_request(ctx);
 
     if (r == NULL || r->out == NULL) {
         return NGX_OK;
@@ -930,11 +945,11 @@ ngx_http_im_pre_flush(ngx_im_session_t *s)
 static void
 ngx_http_im_finalize(ngx_im_session_t *s)
 {
-    ngx_http_im_ctx_t   *ctx = s->ctx;
+    ngx_http_im_ctx_t   *ctx = ngx_http_im_session_ctx(s);
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
-    r = ctx->request;
+    r = ngx_http_im_ctx_request(ctx);
     c = ngx_http_im_ctx_connection(ctx);
 
     ctx->finalized = 1;
@@ -967,6 +982,7 @@ ngx_http_im_own_pool(ngx_http_im_ctx_t *ctx)
 {
     u_char               *p;
     ngx_connection_t     *c;
+    ngx_pool_cleanup_t   *cln;
     ngx_http_im_block_t  *blk;
 
     blk = (ngx_http_im_block_t *) ctx;
@@ -976,10 +992,11 @@ ngx_http_im_own_pool(ngx_http_im_ctx_t *ctx)
 
     ngx_memcpy(p, c->sockaddr, c->socklen);
     c->sockaddr = (struct sockaddr *) p;
-    p += c->socklen;
 
-    ngx_memcpy(p, c->addr_text.data, c->addr_text.len);
-    c->addr_text.data = p;
+    /* the text (up to 46 bytes) is made again from the sockaddr where it
+     * is used: the error log's handler, the session's end event and the
+     * access log line */
+    ngx_str_null(&c->addr_text);
 
     blk->log = *c->log;
     blk->log.handler = ngx_http_im_log_error;
@@ -1000,8 +1017,13 @@ ngx_http_im_own_pool(ngx_http_im_ctx_t *ctx)
     c->proxy_protocol = NULL;
     c->buffer = NULL;
 
-    blk->cln->handler = NULL;
-    blk->cln = NULL;
+    /* the pool's cleanup would free the block: disarm it */
+    for (cln = c->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_im_block_free && cln->data == blk) {
+            cln->handler = NULL;
+            break;
+        }
+    }
 
     ngx_destroy_pool(c->pool);
     c->pool = NULL;
@@ -1052,6 +1074,8 @@ static u_char *
 ngx_http_im_log_error(ngx_log_t *log, u_char *buf, size_t len)
 {
     u_char            *p;
+    u_char             addr[NGX_SOCKADDR_STRLEN];
+    ngx_str_t          text;
     ngx_connection_t  *c;
 
     p = buf;
@@ -1062,6 +1086,15 @@ ngx_http_im_log_error(ngx_log_t *log, u_char *buf, size_t len)
     }
 
     c = log->data;
+
+    if (c->addr_text.len == 0) {
+        /* detached: only the sockaddr is kept */
+        text.data = addr;
+        text.len = ngx_sock_ntop(c->sockaddr, c->socklen, addr,
+                                 NGX_SOCKADDR_STRLEN, 0);
+
+        return ngx_snprintf(p, len, ", client: %V", &text);
+    }
 
     return ngx_snprintf(p, len, ", client: %V", &c->addr_text);
 }
@@ -1088,15 +1121,27 @@ ngx_http_im_log_session(ngx_http_im_ctx_t *ctx)
     ngx_pool_t                 *pool, *cpool;
     ngx_connection_t           *c;
     ngx_http_request_t         *r;
+    ngx_http_conf_ctx_t        *conf;
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
 
-    if (ctx->conf == NULL) {
+    conf = ctx->detached ? ctx->u.conf : NULL;
+
+    if (conf == NULL) {
         return;
     }
 
     c = ngx_http_im_ctx_connection(ctx);
-    cmcf = ctx->conf->main_conf[ngx_http_core_module.ctx_index];
+    cmcf = conf->main_conf[ngx_http_core_module.ctx_index];
+
+    if (c->addr_text.len == 0) {
+        /* $remote_addr: the connection closes after this line, so a
+         * buffer of the worker's serves */
+        c->addr_text.data = ngx_http_im_addr_text;
+        c->addr_text.len = ngx_sock_ntop(c->sockaddr, c->socklen,
+                                         ngx_http_im_addr_text,
+                                         NGX_SOCKADDR_STRLEN, 0);
+    }
 
     n = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.nelts;
     h = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.elts;
@@ -1128,9 +1173,9 @@ ngx_http_im_log_session(ngx_http_im_ctx_t *ctx)
     r->main = r;
     r->count = 1;
 
-    r->main_conf = ctx->conf->main_conf;
-    r->srv_conf = ctx->conf->srv_conf;
-    r->loc_conf = ctx->conf->loc_conf;
+    r->main_conf = conf->main_conf;
+    r->srv_conf = conf->srv_conf;
+    r->loc_conf = conf->loc_conf;
 
     r->method = NGX_HTTP_GET;
     ngx_str_set(&r->method_name, "GET");
@@ -1205,12 +1250,12 @@ ngx_http_im_cleanup(void *data)
 static ngx_int_t
 ngx_http_im_auth(ngx_im_session_t *s)
 {
-    ngx_http_im_ctx_t           *ctx = s->ctx;
+    ngx_http_im_ctx_t           *ctx = ngx_http_im_session_ctx(s);
     ngx_http_request_t          *r, *sr;
     ngx_http_im_loc_conf_t      *ilcf;
     ngx_http_post_subrequest_t  *ps;
 
-    r = ctx->request;
+    r = ngx_http_im_ctx_request(ctx);
     ilcf = ngx_http_get_module_loc_conf(r, ngx_http_im_module);
 
     ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));

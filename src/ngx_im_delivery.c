@@ -246,7 +246,7 @@ ngx_im_delivery_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
             /* the client does not read: what waits is not kept for it
              * without bound (it goes back to the store) */
             ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
-                          "im: uid %uD does not read, %uz bytes waiting: "
+                          "im: uid %uD does not read, %uD bytes waiting: "
                           "closing", s->route.uid, s->waiting_bytes);
             ngx_im_stats->slow_closed++;
             ngx_im_session_ops->close(s, NGX_IM_CLOSE_SLOW);

@@ -104,7 +104,7 @@ ngx_im_output_append(ngx_im_session_t *s, u_char *hdr, size_t hlen,
 
     if (s->out_size + total > imcf->send_buffer) {
         ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
-                      "im: uid %uD does not read, %uz bytes unsent: closing",
+                      "im: uid %uD does not read, %uD bytes unsent: closing",
                       s->route.uid, s->out_size);
         ngx_im_stats->slow_closed++;
         ngx_im_session_ops->close(s, NGX_IM_CLOSE_SLOW);
@@ -158,7 +158,9 @@ ngx_im_output_send(ngx_im_session_t *s, u_char *p, size_t n)
 
     ngx_im_stats->out[n && p[0] < NGX_IM_CMDS ? p[0] : 0]++;
 
-    if (ngx_im_output_append(s, hdr, s->transport->header(s, hdr, n), p, n)
+    if (ngx_im_output_append(s, hdr,
+                             ngx_im_session_transport(s)->header(s, hdr, n),
+                             p, n)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -310,8 +312,8 @@ ngx_im_output_write(ngx_im_session_t *s)
      * before the SUBSCRIBE of its uid (ngx_im_redis.c) */
     ngx_im_redis_flush_subs();
 
-    if (s->transport->pre_flush) {
-        switch (s->transport->pre_flush(s)) {
+    if (ngx_im_session_transport(s)->pre_flush) {
+        switch (ngx_im_session_transport(s)->pre_flush(s)) {
         case NGX_OK:
             break;
         case NGX_AGAIN:
