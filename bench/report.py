@@ -440,5 +440,11 @@ plot {', '.join(curves)}
 text = "\n".join(md)
 if a.plot and os.path.exists(a.plot) and "![latency percentiles]" not in text:
     text = text.replace("## (d) Group", f"![latency percentiles]({os.path.basename(a.plot)})\n\n## (d) Group", 1)
+# sections written by hand below this line (measurements of other scripts,
+# such as bench/login.sh) stay when the report is generated again
+KEEP = "<!-- sections below are kept when report.py writes this file again -->"
+old = open(a.report).read() if os.path.exists(a.report) else ""
+if KEEP in old:
+    text = text.rstrip("\n") + "\n\n" + old[old.index(KEEP):]
 open(a.report, "w").write(text)
 print("wrote", a.report)
