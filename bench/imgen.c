@@ -139,6 +139,7 @@ typedef struct {
     hist_t   last;                /* fanout: send->last member (per message) */
     hist_t   first;               /* fanout: send->first member (per message) */
     hist_t   each;                /* fanout: send->each member (per delivery) */
+    hist_t   login;               /* first TCP connect -> CONNECT_ACK (per session) */
 } wres_t;
 
 typedef struct {
@@ -195,6 +196,7 @@ struct conn {
     uint64_t   sent, acked, delivered;   /* delivered: receipts at the peer */
     /* receiver side */
     uint64_t   expect;       /* next sequence number expected */
+    uint64_t   t_conn;       /* first connect() of this session */
 };
 
 static conn_t  *conns;
@@ -373,6 +375,7 @@ static void conn_start(conn_t *c)
 
     c->fd = fd;
     c->state = ST_CONNECTING;
+    if (c->t_conn == 0) c->t_conn = now_ns();   /* retries count from the first */
     conn_reset_buffers(c);
     in_progress++;
 
@@ -401,6 +404,7 @@ static void became_live(conn_t *c)
     n_live++;
     n_done_login++;
     if (c->role != R_TCPMUX) R->ok++;     /* shared TCP connections are not sessions */
+    if (c->kind != M_TCP && c->t_conn) hist_add(&R->login, now_ns() - c->t_conn);
     if (c->role == R_MEMBER) {
         __sync_fetch_and_add(&shm->live_members, 1);
     }
@@ -1528,6 +1532,9 @@ int main(int argc, char **argv)
     double rss0, pss0, rss1 = 0, pss1 = 0;
     mem_of(o.mem_pids, &rss0, &pss0);
 
+    /* server CPU over the logins: from before the first connect to the last
+     * CONNECT_ACK (the clock ticks of /proc: 10 ms, so use thousands) */
+    double lcpu0 = cpu_of(o.cpu_pids), laux0 = cpu_of(o.aux_pids);
     uint64_t start = now_ns();
     kids = calloc(o.procs, sizeof(pid_t));
     for (int w = 0; w < o.procs; w++) {
@@ -1554,6 +1561,7 @@ int main(int argc, char **argv)
         usleep(2000);
     }
     uint64_t login_done = now_ns();
+    double lcpu1 = cpu_of(o.cpu_pids), laux1 = cpu_of(o.aux_pids);
     uint64_t ok = 0;
     for (int w = 0; w < o.procs; w++) ok += shm->res[w].ok;
     fprintf(stderr, "imgen: %" PRIu64 " sessions up in %.2f s%s\n", ok,
@@ -1605,10 +1613,23 @@ int main(int argc, char **argv)
         st1 = machine_steal_s;
     }
 
+    /* idle: cpu1 was read just before the workers were told to stop */
+    double ocpu0 = o.scen == S_IDLE ? cpu1 : 0, ocpu1 = ocpu0;
     for (int w = 0; w < o.procs; w++) {
         int st;
         waitpid(kids[w], &st, 0);
         kids[w] = 0;
+    }
+    /* idle: the workers' exit closed every session; the server's CPU for the
+     * logouts is what it used until it stops growing (sampled every 0.3 s,
+     * at most 20 s) */
+    if (o.scen == S_IDLE && o.cpu_pids[0]) {
+        for (int k = 0; k < 66; k++) {
+            usleep(300000);
+            double c = cpu_of(o.cpu_pids);
+            if (c == ocpu1 && k > 2) break;
+            ocpu1 = c;
+        }
     }
     alarm(0);
 
@@ -1628,6 +1649,7 @@ int main(int argc, char **argv)
         hist_merge(&A->last, &r->last);
         hist_merge(&A->first, &r->first);
         hist_merge(&A->each, &r->each);
+        hist_merge(&A->login, &r->login);
     }
 
     double win = (m1 - m0) / 1e9;
@@ -1697,7 +1719,16 @@ int main(int argc, char **argv)
         }
     } else if (o.cpu_pids[0]) {
         fprintf(f, ",\"srv_idle_cpu_pct\":%.2f", win > 0 ? 100 * cpu / win : 0);
+        fprintf(f, ",\"srv_cpu_s_login\":%.2f,\"srv_cpu_us_per_login\":%.2f"
+                   ",\"srv_cpu_s_logout\":%.2f,\"srv_cpu_us_per_logout\":%.2f",
+                lcpu1 - lcpu0, A->ok ? (lcpu1 - lcpu0) * 1e6 / A->ok : 0,
+                ocpu1 - ocpu0, A->ok ? (ocpu1 - ocpu0) * 1e6 / A->ok : 0);
+        if (o.aux_pids[0]) {
+            fprintf(f, ",\"aux_cpu_us_per_login\":%.2f",
+                    A->ok ? (laux1 - laux0) * 1e6 / A->ok : 0);
+        }
     }
+    if (o.scen == S_IDLE) jhist(f, "login_us", &A->login);
     if (o.mem_pids[0]) {
         fprintf(f, ",\"mem_before_kb\":{\"rss\":%.0f,\"pss\":%.0f}"
                    ",\"mem_after_kb\":{\"rss\":%.0f,\"pss\":%.0f}",

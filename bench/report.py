@@ -440,12 +440,12 @@ plot {', '.join(curves)}
 text = "\n".join(md)
 if a.plot and os.path.exists(a.plot) and "![latency percentiles]" not in text:
     text = text.replace("## (d) Group", f"![latency percentiles]({os.path.basename(a.plot)})\n\n## (d) Group", 1)
-# sections written by other drivers (bench/idle.sh) between KEEP markers
-# stay as they are when this run rewrites the report
-KEEP_BEGIN, KEEP_END = "<!-- kept: begin -->", "<!-- kept: end -->"
+# sections written by hand below this line (measurements of other scripts,
+# such as bench/login.sh and bench/idle.sh) stay when the report is
+# generated again
+KEEP = "<!-- sections below are kept when report.py writes this file again -->"
 old = open(a.report).read() if os.path.exists(a.report) else ""
-if KEEP_BEGIN in old and KEEP_END in old:
-    kept = old[old.index(KEEP_BEGIN):old.index(KEEP_END) + len(KEEP_END)]
-    text = text.rstrip("\n") + "\n\n" + kept + "\n"
+if KEEP in old:
+    text = text.rstrip("\n") + "\n\n" + old[old.index(KEEP):]
 open(a.report, "w").write(text)
 print("wrote", a.report)

@@ -308,10 +308,6 @@ ngx_im_output_write(ngx_im_session_t *s)
         return;
     }
 
-    /* the subscriptions of this pass first: a CONNECT_ACK must not leave
-     * before the SUBSCRIBE of its uid (ngx_im_redis.c) */
-    ngx_im_redis_flush_subs();
-
     if (ngx_im_session_transport(s)->pre_flush) {
         switch (ngx_im_session_transport(s)->pre_flush(s)) {
         case NGX_OK:
@@ -325,6 +321,15 @@ ngx_im_output_write(ngx_im_session_t *s)
     }
 
     if (s->out || c->buffered) {
+
+        /*
+         * the subscriptions of this pass first: a CONNECT_ACK must not
+         * leave before the SUBSCRIBE of its uid (ngx_im_redis.c).  Only
+         * when something leaves: the write events nginx's upstream module
+         * arms on a client connection during its login (one per login,
+         * with nothing to write) wrote the batch of the moment each
+         */
+        ngx_im_redis_flush_new_subs();
 
         if (s->out && s->out->next == NULL && !c->buffered) {
 
@@ -351,6 +356,10 @@ ngx_im_output_write(ngx_im_session_t *s)
         }
 
         if (cl == NGX_CHAIN_ERROR) {
+            /* nothing more leaves on this connection: a later write of
+             * the close phase would only fail again (a peer gone at
+             * logout: ECONNRESET, then EPIPE) */
+            ngx_im_output_free(s);
             c->error = 1;
             ngx_im_session_ops->close(s, NGX_IM_CLOSE_ERROR);
             return;
