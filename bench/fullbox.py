@@ -93,10 +93,10 @@ p("steady window %.1f s at %s msgs/s: sent %s, acked %s, delivered %s (%s/s); "
   % (res.get("window_s", 0), res.get("rate"), stm.get("sent"), stm.get("acked"),
      stm.get("delivered"), stm.get("delivered_per_s"), lat.get("p50", 0) / 1e3,
      lat.get("p99", 0) / 1e3, lat.get("p999", 0) / 1e3, lat.get("max", 0) / 1e3))
-p("  server CPU %s %% of one core (%s us per message), Redis %s %%, machine %s %% "
-  "of 2 cores, steal %s %%"
+p("  CPU in the window, %% of one core: nginx workers %s (%s us per message), "
+  "Redis %s, generator %s; machine %s %% of 2 cores, steal %s %%"
   % (stm.get("srv_cpu_pct"), stm.get("srv_cpu_us_per_msg"), stm.get("aux_cpu_pct"),
-     stm.get("machine_cpu_pct"), stm.get("steal_cpu_pct")))
+     stm.get("gen_cpu_pct"), stm.get("machine_cpu_pct"), stm.get("steal_cpu_pct")))
 p("storm: sessions lost before the kill: %s; dropped by the kill: reset %s, closed %s, "
   "goodbye %s" % (st.get("drops_before"), st.get("dropped_rst"), st.get("dropped_eof"),
                   st.get("dropped_goodbye")))
@@ -115,16 +115,13 @@ p("  logins during the whole run %s; attempts that failed: connect refused %s "
   % (st.get("logins"), st.get("connect_refused"), st.get("reset_before_login"),
      st.get("login_refused"), st.get("login_timeouts"), st.get("handshake_failed"),
      st.get("other_failures"), st.get("logouts")))
-# the failed attempts after nginx listened again (samples: 0.5 s apart)
-if t_listen and samples:
-    base = [r for r in samples if float(r[1]) <= t_listen]
-    if base:
-        b, e = base[-1], samples[-1]
-        p("  of them after nginx listened again (from the sample %.2f s before): "
-          "connect refused %d, reset or closed before CONNECT_ACK %d, login refused %d, "
-          "login timed out %d"
-          % (t_listen - float(b[1]), int(e[10]) - int(b[10]), int(e[11]) - int(b[11]),
-             int(e[14]) - int(b[14]), int(e[12]) - int(b[12])))
+ar = st.get("after_restart", {})
+if ar.get("signalled"):
+    p("  of them after nginx listened again: connect refused %s, reset or closed by "
+      "the server before CONNECT_ACK %s, login refused %s, login timed out %s, "
+      "handshake failed %s"
+      % (ar.get("connect_refused"), ar.get("reset_before_login"), ar.get("login_refused"),
+         ar.get("login_timeouts"), ar.get("handshake_failed")))
 p("  new nginx: redis reconnects %s, redis failed commands %s, refused for Redis %s, "
   "logins ok %s, other results %s"
   % (g(after, "im_redis_reconnects_total"), g(after, "im_redis_failed_total"),
@@ -145,6 +142,12 @@ p("messages, whole run: sent %s, acked %s, received %s, refused %s; "
 p("  latency of messages due after the steady window (storm included): p50 %.1f ms, "
   "p99 %.1f ms, max %.1f ms"
   % (lat2.get("p50", 0) / 1e3, lat2.get("p99", 0) / 1e3, lat2.get("max", 0) / 1e3))
+p("  " + " ".join(lines("inboxes.txt")))
+for name, what in (("ends-error-before-kill.txt", "sessions ended, old nginx"),
+                   ("ends-error.txt", "sessions ended, new nginx")):
+    e = lines(name)
+    if e:
+        p("%s: %s" % (what, "; ".join(" ".join(l.split()) for l in e[:8])))
 for name in ("errors-error-before-kill.txt", "errors-error.txt"):
     e = lines(name)
     if e:

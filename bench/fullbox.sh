@@ -31,12 +31,15 @@
 # Knobs: FULLBOX_N (200000), FULLBOX_WORKERS (12), FULLBOX_CONNECTIONS
 #   (worker_connections, 19000), FULLBOX_PROCS (imgen -P, 12),
 #   FULLBOX_SRC (imgen -S, 16 source addresses), FULLBOX_CONCURRENCY
-#   (imgen -C: connects and logins in flight per process, 5000),
+#   (imgen -C: connects and logins in flight per process, 1000),
+#   FULLBOX_UC_WORKERS (the user centre's workers, 2; run at nice -10: it
+#   stands for a service on machines of its own, and must not starve),
 #   FULLBOX_RATE (20000), FULLBOX_WARMUP (5), FULLBOX_DURATION (20),
 #   FULLBOX_AFTER (15), FULLBOX_JITTER (2), FULLBOX_DOWN (0),
 #   FULLBOX_PIN (none: the scheduler places everything; split: nginx and
 #   Redis on CPU 0, the generator and the user centre on CPU 1),
-#   FULLBOX_PORT_BASE (22000), FULLBOX_MODULE (the build).
+#   FULLBOX_LOG (the error log's level, info: a line per session end with
+#   its reason), FULLBOX_PORT_BASE (22000), FULLBOX_MODULE (the build).
 
 set -u -o pipefail
 
@@ -47,7 +50,8 @@ WORKERS=${FULLBOX_WORKERS:-12}
 WCONN=${FULLBOX_CONNECTIONS:-19000}
 PROCS=${FULLBOX_PROCS:-12}
 SRC=${FULLBOX_SRC:-16}
-CONC=${FULLBOX_CONCURRENCY:-5000}
+CONC=${FULLBOX_CONCURRENCY:-1000}
+UC_WORKERS=${FULLBOX_UC_WORKERS:-2}
 RATE=${FULLBOX_RATE:-20000}
 WARMUP=${FULLBOX_WARMUP:-5}
 DURATION=${FULLBOX_DURATION:-20}
@@ -55,6 +59,7 @@ AFTER=${FULLBOX_AFTER:-15}
 JITTER=${FULLBOX_JITTER:-2}
 DOWN=${FULLBOX_DOWN:-0}
 PIN=${FULLBOX_PIN:-none}
+LOGLEVEL=${FULLBOX_LOG:-info}
 PB=${FULLBOX_PORT_BASE:-22000}
 MODULE=${FULLBOX_MODULE:-$REPO/build/nginx/objs/ngx_im_module.so}
 STREAM_MODULE=${IM_STREAM_MODULE:-/usr/lib/nginx/modules/ngx_stream_module.so}
@@ -113,7 +118,7 @@ redis_mem() {
     redis-cli -p "$REDIS_PORT" info memory | tr -d '\r' |
         awk -F: '$1 == "used_memory" || $1 == "used_memory_rss" { printf "%s=%s ", $1, $2 }'
 }
-metrics() { curl -s -m 5 "http://127.0.0.1:$WS/metrics"; }
+metrics() { curl -s -m "${1:-5}" "http://127.0.0.1:$WS/metrics"; }
 
 for ((try = 0; try < 40; try++)); do
     WS=$((PB + 95)) TCP=$((PB + 96)) REDIS_PORT=$((PB + 79)) UC_PORT=$((PB + 90))
@@ -127,7 +132,7 @@ done
 case $PIN in
 split) SRV_CPU=(taskset -c 0) GEN_CPU=(taskset -c 1)
        AFF="worker_cpu_affinity$(for ((i = 0; i < WORKERS; i++)); do printf ' 01'; done);"
-       UC_AFF="worker_cpu_affinity 10;" ;;
+       UC_AFF="worker_cpu_affinity$(for ((i = 0; i < UC_WORKERS; i++)); do printf ' 10'; done);" ;;
 *)     SRV_CPU=() GEN_CPU=() AFF="" UC_AFF="" ;;
 esac
 
@@ -167,9 +172,10 @@ RPID=$!; PIDS+=("$RPID")
 wait_port "$REDIS_PORT" 10 || { log "redis did not start"; exit 1; }
 
 # the user centre
-sed -e "s|@DIR@|$OUT/uc|g" -e "s|@UC_PORT@|$UC_PORT|g" -e "s|@UC_WORKERS@|1|g" \
-    -e "s|@AFFINITY@|$UC_AFF|g" "$HERE/usercentre-nginx.conf.in" > "$OUT/uc/nginx.conf"
-"$NGINX" -p "$OUT/uc" -c "$OUT/uc/nginx.conf" 2>> "$OUT/uc/stderr.log" &
+sed -e "s|@DIR@|$OUT/uc|g" -e "s|@UC_PORT@|$UC_PORT|g" \
+    -e "s|@UC_WORKERS@|$UC_WORKERS|g" -e "s|@AFFINITY@|$UC_AFF|g" \
+    "$HERE/usercentre-nginx.conf.in" > "$OUT/uc/nginx.conf"
+nice -n -10 "$NGINX" -p "$OUT/uc" -c "$OUT/uc/nginx.conf" 2>> "$OUT/uc/stderr.log" &
 UPID=$!; PIDS+=("$UPID")
 wait_port "$UC_PORT" 10 || { log "user centre did not start"; exit 1; }
 
@@ -180,7 +186,8 @@ sed -e "s|@DIR@|$OUT/srv|g" -e "s|@STREAM_MODULE@|$STREAM_MODULE|g" \
     -e "s|@DELIVERY@|write_through|g" -e "s|@WS_PORT@|$WS|g" \
     -e "s|@TCP_PORT@|$TCP|g" -e "s|@REDIS_PORT@|$REDIS_PORT|g" \
     -e "s|@UC_PORT@|$UC_PORT|g" -e "s|@REUSEPORT@|reuseport|g" \
-    -e "s|@MAIN@||" -e "s|keepalive 64;|keepalive 256;|" \
+    -e "s|@MAIN@||" -e "s|keepalive 64;|keepalive 1024;|" \
+    -e "s|error.log warn;|error.log $LOGLEVEL;|" \
     "$HERE/nginx.conf.in" > "$OUT/srv/nginx.conf"
 start_nginx() {
     "$NGINX" -p "$OUT/srv" -c "$OUT/srv/nginx.conf" 2>> "$OUT/srv/stderr.log" &
@@ -233,8 +240,7 @@ echo "logged in: nginx PSS $(pss_of "$NPID" ${WPIDS//,/ }) kB; redis $(redis_mem
 redis-cli -p "$REDIS_PORT" info keyspace | tr -d '\r' | grep '^db' >> "$OUT/memory.txt"
 
 wait_phase "kill" $((WARMUP + DURATION + 30)) || { log "no steady window"; exit 1; }
-metrics > "$OUT/metrics-before-kill.txt"
-cp "$OUT/srv/error.log" "$OUT/error-before-kill.log"
+metrics 2 > "$OUT/metrics-before-kill.txt"     # no answer under overload
 # every nginx process at once: master and workers
 echo "$(now) kill -9 $NPID $WPIDS" >> "$OUT/events.txt"
 kill -KILL "$NPID" ${WPIDS//,/ }
@@ -249,12 +255,13 @@ for ((i = 0; i < 200; i++)); do
     sleep 0.05
 done
 echo "$(now) dead" >> "$OUT/events.txt"
+mv "$OUT/srv/error.log" "$OUT/error-before-kill.log"
 NPID= WPIDS=
 log "killed nginx; $(tail -1 "$OUT/samples.txt" | awk '{ print $3 }') sessions up"
 sleep "$DOWN"
-: > "$OUT/srv/error.log"
 start_nginx || exit 1
 echo "$(now) listening (nginx $NPID workers $WPIDS)" >> "$OUT/events.txt"
+kill -USR1 "$GEN"       # imgen counts failed attempts from now on apart
 log "nginx again"
 
 wait_phase "back" $((STORM_WAIT + 10)) && log "$(grep ' back' "$OUT/phases.txt")"
@@ -263,7 +270,15 @@ echo "$(now) generator done" >> "$OUT/events.txt"
 metrics > "$OUT/metrics-after.txt"
 redis-cli -p "$REDIS_PORT" info stats | tr -d '\r' > "$OUT/redis-stats.txt"
 echo "end: redis $(redis_mem)" >> "$OUT/memory.txt"
+# what the inboxes still hold: stored, not yet acked by a recipient
+redis-cli -p "$REDIS_PORT" eval "local n, t = 0, 0
+    for _, k in ipairs(redis.call('KEYS', 'im:inbox:*')) do
+        n = n + 1; t = t + redis.call('LLEN', k) end
+    return {n, t}" 0 | paste -sd' ' | sed 's/^/inboxes non-empty, messages in them: /' \
+    > "$OUT/inboxes.txt"
 for f in error-before-kill.log srv/error.log; do
+    grep -oE 'session end( before login)?: [^,]+' "$OUT/$f" | sort | uniq -c \
+        | sort -rn > "$OUT/ends-$(basename "$f" .log).txt"
     grep -E '\[(alert|emerg|crit|error|warn)\]' "$OUT/$f" \
         | sed -E 's/^[0-9/: ]*//; s/[0-9]+#[0-9]+: \*?[0-9]* ?//; s/client: [0-9.:]+/client/' \
         | sed -E 's/, (server|request|upstream|host|subrequest): .*//' \

@@ -164,6 +164,11 @@ typedef struct {
     uint64_t received;            /* distinct messages received */
     uint64_t first_drop_ns;       /* the first live session lost */
     uint64_t last_login_ns;       /* the latest successful login */
+    uint64_t after[5];            /* failed attempts after the driver's
+                                     SIGUSR1 (the server listens again):
+                                     connect refused, reset or closed before
+                                     CONNECT_ACK, refused, timed out,
+                                     handshake */
     ledger_sum_t sum;             /* at the end */
     hist_t   lat_after;           /* box: messages due after the window */
 } wres_t;
@@ -174,6 +179,7 @@ typedef struct {
     volatile int      stop;       /* parent: stop now */
     volatile int      done;       /* workers finished */
     volatile int      send_stop;  /* box: parent: stop sending (drain) */
+    volatile int      restarted;  /* box: the driver's SIGUSR1 came */
     volatile uint64_t t0, m_start, m_end, t_end;
     volatile uint64_t live_members;  /* fanout: members live across workers */
     uint32_t          runid;
@@ -484,14 +490,17 @@ static void box_fail(conn_t *c, const char *why, int err)
     } else {
         in_progress--;
         R->in_flight = in_progress;
-        if (!strcmp(why, "connect") && err == ECONNREFUSED) R->refused_conn++;
-        else if (!strcmp(why, "timeout")) R->login_timeouts++;
-        else if (!strcmp(why, "refused")) { /* counted by on_im */ }
-        else if (!strcmp(why, "handshake")) R->hs_fail++;
+        int k = -1;
+        if (!strcmp(why, "connect") && err == ECONNREFUSED) R->refused_conn++, k = 0;
+        else if (!strcmp(why, "timeout")) R->login_timeouts++, k = 3;
+        else if (!strcmp(why, "refused")) k = 2;     /* counted by on_im */
+        else if (!strcmp(why, "handshake")) R->hs_fail++, k = 4;
         else if (!strcmp(why, "eof") || !strcmp(why, "read") || !strcmp(why, "write")
-                 || !strcmp(why, "connect") || !strcmp(why, "ws close")
-                 || !strcmp(why, "disconnect")) R->reset_login++;
+                 || (!strcmp(why, "connect") && err == ECONNRESET)
+                 || !strcmp(why, "ws close")
+                 || !strcmp(why, "disconnect")) R->reset_login++, k = 1;
         else R->other_fail++;
+        if (k >= 0 && shm->restarted) R->after[k]++;
         if (c->tries < 30) c->tries++;
         delay = 0.05 * (double) (1u << (c->tries < 8 ? c->tries : 8));
         if (delay > o.backoff_max) delay = o.backoff_max;
@@ -1496,6 +1505,12 @@ static void on_alarm(int sig)
     _exit(3);
 }
 
+static void on_usr1(int sig)
+{
+    (void) sig;
+    if (shm) shm->restarted = 1;
+}
+
 static volatile int got_term;
 static void on_term(int sig)
 {
@@ -1575,9 +1590,13 @@ static int parent_box(uint64_t start, double rss0, double pss0)
     int      dropped = 0, back = 0, gave_up = 0, steady_on = 0, steady_off = 0;
     int      login_timed_out = 0;
     double   rss1 = 0, pss1 = 0, cpu0 = 0, cpu1 = 0, aux0 = 0, aux1 = 0;
-    double   mb0 = 0, mb1 = 0, st0 = 0, st1 = 0;
+    double   mb0 = 0, mb1 = 0, st0 = 0, st1 = 0, gen0 = 0, gen1 = 0;
     uint64_t m0 = 0, m1 = 0;
+    char     gen_pids[64 * 12] = "";
 
+    for (int w = 0, n = 0; w < o.procs && n < (int) sizeof(gen_pids) - 12; w++) {
+        n += sprintf(gen_pids + n, "%s%d", w ? "," : "", (int) kids[w]);
+    }
     memset(&at_kill, 0, sizeof(at_kill));
     if (o.samples[0] && (sf = fopen(o.samples, "w")) == NULL) {
         die("open %s: %s", o.samples, strerror(errno));
@@ -1633,6 +1652,7 @@ static int parent_box(uint64_t start, double rss0, double pss0)
             aux0 = cpu_of(o.aux_pids);
             mb0 = machine_busy();
             st0 = machine_steal_s;
+            gen0 = cpu_of(gen_pids);
             phase("steady", now);
         }
         if (!steady_off && now >= shm->m_end) {
@@ -1642,6 +1662,7 @@ static int parent_box(uint64_t start, double rss0, double pss0)
             aux1 = cpu_of(o.aux_pids);
             mb1 = machine_busy();
             st1 = machine_steal_s;
+            gen1 = cpu_of(gen_pids);
             at_kill = b;
             phase("kill", now);     /* the driver kills the server now */
             goto next;
@@ -1710,6 +1731,7 @@ static int parent_box(uint64_t start, double rss0, double pss0)
         A->permanent += r->permanent; A->skipped += r->skipped;
         A->pub_refused += r->pub_refused; A->misrouted += r->misrouted;
         A->ledger_full += r->ledger_full;
+        for (int k = 0; k < 5; k++) A->after[k] += r->after[k];
         A->sum.sent += r->sum.sent; A->sum.acked += r->sum.acked;
         A->sum.received += r->sum.received; A->sum.refused += r->sum.refused;
         A->sum.lost += r->sum.lost; A->sum.unacked += r->sum.unacked;
@@ -1748,7 +1770,8 @@ static int parent_box(uint64_t start, double rss0, double pss0)
                 A->delivered_m ? aux * 1e6 / A->delivered_m : 0);
     }
     if (win > 0) {
-        fprintf(f, ",\"machine_cpu_pct\":%.1f,\"steal_cpu_pct\":%.1f",
+        fprintf(f, ",\"gen_cpu_pct\":%.1f,\"machine_cpu_pct\":%.1f"
+                   ",\"steal_cpu_pct\":%.1f", 100 * (gen1 - gen0) / win,
                 100 * (mb1 - mb0) / win, 100 * (st1 - st0) / win);
     }
     fprintf(f, "}");
@@ -1759,12 +1782,17 @@ static int parent_box(uint64_t start, double rss0, double pss0)
                ",\"connect_refused\":%" PRIu64 ",\"reset_before_login\":%" PRIu64
                ",\"login_refused\":%" PRIu64 ",\"login_timeouts\":%" PRIu64
                ",\"handshake_failed\":%" PRIu64 ",\"other_failures\":%" PRIu64
-               ",\"logouts\":%" PRIu64 ",\"live_at_end\":%" PRIu64 "}",
+               ",\"logouts\":%" PRIu64 ",\"live_at_end\":%" PRIu64
+               ",\"after_restart\":{\"signalled\":%s,\"connect_refused\":%" PRIu64
+               ",\"reset_before_login\":%" PRIu64 ",\"login_refused\":%" PRIu64
+               ",\"login_timeouts\":%" PRIu64 ",\"handshake_failed\":%" PRIu64 "}}",
             at_kill.drops, dropped ? "true" : "false", back ? "true" : "false",
             t_drop ? real_s(t_drop) : 0.0, t_back ? real_s(t_back) : 0.0,
             back ? (t_back - t_drop) / 1e9 : -1.0, A->drop_rst, A->drop_eof,
             A->drop_bye, A->ok, A->refused_conn, A->reset_login, A->refused,
-            A->login_timeouts, A->hs_fail, A->other_fail, A->logout, b.live);
+            A->login_timeouts, A->hs_fail, A->other_fail, A->logout, b.live,
+            shm->restarted ? "true" : "false", A->after[0], A->after[1], A->after[2],
+            A->after[3], A->after[4]);
     fprintf(f, ",\"messages\":{\"sent\":%" PRIu64 ",\"acked\":%" PRIu64
                ",\"received\":%" PRIu64 ",\"refused\":%" PRIu64
                ",\"acked_never_received\":%" PRIu64 ",\"unacked\":%" PRIu64
@@ -1835,6 +1863,8 @@ static void usage(void)
 "      --samples FILE         every 0.5 s: live sessions, logins, messages\n"
 "      --phase-file FILE      a line per phase: up mem steady kill drop back stop end\n"
 "      --tick-us U            schedule granularity while sending         [250]\n"
+"  SIGUSR1 to imgen (box): the server listens again; failed attempts from then\n"
+"  on are counted apart as well (\"after_restart\")\n"
 "  -v, --verbose\n", PL_MIN);
     exit(2);
 }
@@ -2015,6 +2045,7 @@ int main(int argc, char **argv)
     signal(SIGTERM, on_term);
     signal(SIGINT, on_term);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGUSR1, on_usr1);
     alarm((unsigned) (o.timeout + 0.999));
 
     double rss0, pss0, rss1 = 0, pss1 = 0;
