@@ -39,7 +39,8 @@
 #   FULLBOX_PIN (none: the scheduler places everything; split: nginx and
 #   Redis on CPU 0, the generator and the user centre on CPU 1),
 #   FULLBOX_LOG (the error log's level, info: a line per session end with
-#   its reason), FULLBOX_PORT_BASE (22000), FULLBOX_MODULE (the build).
+#   its reason), FULLBOX_MAIN (more directives for the main context, e.g.
+#   "im_ping_interval 5s;"), FULLBOX_PORT_BASE (22000), FULLBOX_MODULE (the build).
 
 set -u -o pipefail
 
@@ -60,6 +61,7 @@ JITTER=${FULLBOX_JITTER:-2}
 DOWN=${FULLBOX_DOWN:-0}
 PIN=${FULLBOX_PIN:-none}
 LOGLEVEL=${FULLBOX_LOG:-info}
+MAIN=${FULLBOX_MAIN:-}
 PB=${FULLBOX_PORT_BASE:-22000}
 MODULE=${FULLBOX_MODULE:-$REPO/build/nginx/objs/ngx_im_module.so}
 STREAM_MODULE=${IM_STREAM_MODULE:-/usr/lib/nginx/modules/ngx_stream_module.so}
@@ -186,7 +188,7 @@ sed -e "s|@DIR@|$OUT/srv|g" -e "s|@STREAM_MODULE@|$STREAM_MODULE|g" \
     -e "s|@DELIVERY@|write_through|g" -e "s|@WS_PORT@|$WS|g" \
     -e "s|@TCP_PORT@|$TCP|g" -e "s|@REDIS_PORT@|$REDIS_PORT|g" \
     -e "s|@UC_PORT@|$UC_PORT|g" -e "s|@REUSEPORT@|reuseport|g" \
-    -e "s|@MAIN@||" -e "s|keepalive 64;|keepalive 1024;|" \
+    -e "s|@MAIN@|$MAIN|" -e "s|keepalive 64;|keepalive 1024;|" \
     -e "s|error.log warn;|error.log $LOGLEVEL;|" \
     "$HERE/nginx.conf.in" > "$OUT/srv/nginx.conf"
 start_nginx() {

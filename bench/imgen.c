@@ -379,6 +379,10 @@ static void conn_reset_buffers(conn_t *c)
     c->ilen = 0;
     c->olen = c->ooff = 0;
     c->wblocked = 0;
+    if (c->kind == M_WS) {        /* a new connection: no frame half read */
+        imc_ws_free(&c->wsp);
+        imc_ws_init(&c->wsp);
+    }
 }
 
 static void conn_close_fd(conn_t *c, int rst)
