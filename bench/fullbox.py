@@ -143,6 +143,8 @@ p("  latency of messages due after the steady window (storm included): p50 %.1f 
   "p99 %.1f ms, max %.1f ms"
   % (lat2.get("p50", 0) / 1e3, lat2.get("p99", 0) / 1e3, lat2.get("max", 0) / 1e3))
 p("  " + " ".join(lines("inboxes.txt")))
+if lines("lost-check.txt"):
+    p("  " + " ".join(lines("lost-check.txt")))
 for name, what in (("ends-error-before-kill.txt", "sessions ended, old nginx"),
                    ("ends-error.txt", "sessions ended, new nginx")):
     e = lines(name)
@@ -203,6 +205,7 @@ set ylabel 'sessions logged in'
 set y2label 'messages received per second'
 set ytics nomirror
 set y2tics
+set xrange [-2:*]
 set yrange [0:*]
 set y2range [0:*]
 set grid

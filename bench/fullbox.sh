@@ -36,6 +36,7 @@
 #   stands for a service on machines of its own, and must not starve),
 #   FULLBOX_RATE (20000), FULLBOX_WARMUP (5), FULLBOX_DURATION (20),
 #   FULLBOX_AFTER (15), FULLBOX_JITTER (2), FULLBOX_DOWN (0),
+#   FULLBOX_DRAIN (the bound of the drain, 60),
 #   FULLBOX_PIN (none: the scheduler places everything; split: nginx and
 #   Redis on CPU 0, the generator and the user centre on CPU 1),
 #   FULLBOX_LOG (the error log's level, info: a line per session end with
@@ -69,7 +70,7 @@ NGINX=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
 OUT=${FULLBOX_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)-fullbox}
 IMGEN=$HERE/bin/imgen
 STORM_WAIT=180
-DRAIN=60
+DRAIN=${FULLBOX_DRAIN:-60}
 
 mkdir -p "$OUT/srv/tmp" "$OUT/uc/tmp"
 log() { echo "fullbox: $(date -u +%T) $*" >&2; }
@@ -228,7 +229,8 @@ CMD=("${GEN_CPU[@]}" "$IMGEN" --label fullbox -s box -p "$WS" -n "$N" -P "$PROCS
      --jitter "$JITTER" --storm-wait $STORM_WAIT --drain $DRAIN --settle 5
      --login-timeout 600 -T 1500 --max-msgs "$MAXMSGS"
      --mem-pids "$NPID,$WPIDS" --cpu-pids "$WPIDS" --aux-pids "$RPID"
-     --samples "$OUT/samples.txt" --phase-file "$OUT/phases.txt")
+     --samples "$OUT/samples.txt" --phase-file "$OUT/phases.txt"
+     --lost-file "$OUT/lost")
 echo "${CMD[*]}" | sed "s|$HERE/|bench/|g; s|$OUT/|<out>/|g" > "$OUT/commands.txt"
 log "$N sessions, $WORKERS workers, $PROCS generator processes; out: $OUT"
 "${CMD[@]}" > "$OUT/result.json" 2> "$OUT/imgen.log" &
@@ -278,6 +280,24 @@ redis-cli -p "$REDIS_PORT" eval "local n, t = 0, 0
         n = n + 1; t = t + redis.call('LLEN', k) end
     return {n, t}" 0 | paste -sd' ' | sed 's/^/inboxes non-empty, messages in them: /' \
     > "$OUT/inboxes.txt"
+# each message acked and never received (the drain is bounded): still in its
+# recipient's inbox or dead letters (late), or nowhere (lost)
+cat "$OUT"/lost.* 2>/dev/null | head -20000 > "$OUT/lost.txt"
+if [[ -s $OUT/lost.txt ]]; then
+    stored=0 dead=0 gone=0
+    while read -r uid id; do
+        if redis-cli -p "$REDIS_PORT" lrange "im:inbox:$uid" 0 -1 | grep -qF "$id"; then
+            stored=$((stored + 1))
+        elif redis-cli -p "$REDIS_PORT" lrange "im:dead:$uid" 0 -1 | grep -qF "$id"; then
+            dead=$((dead + 1))
+        else
+            gone=$((gone + 1)); echo "$uid $id" >> "$OUT/lost-nowhere.txt"
+        fi
+    done < "$OUT/lost.txt"
+    echo "acked, never received: $(wc -l < "$OUT/lost.txt") looked up;" \
+         "in the recipient's inbox $stored, in its dead letters $dead, nowhere $gone" \
+        > "$OUT/lost-check.txt"
+fi
 for f in error-before-kill.log srv/error.log; do
     grep -oE 'session end( before login)?: [^,]+' "$OUT/$f" | sort | uniq -c \
         | sort -rn > "$OUT/ends-$(basename "$f" .log).txt"

@@ -87,7 +87,7 @@ static struct {
     int      verbose;
     /* box */
     double   attempt_timeout, backoff_max, jitter, storm_wait, after;
-    char     samples[256], phase_file[256];
+    char     samples[256], phase_file[256], lost_file[256];
     int      tick_us;
 } o;
 
@@ -366,6 +366,7 @@ static long pend_head, pend_tail, pend_cap;
 static long n_live, n_done_login; /* live; live or permanently failed */
 static tm_heap_t tmq;              /* box: next connects, login deadlines */
 static ledger_t  ledger;           /* box: every message of this process */
+static uint32_t *ledger_pair;      /* box: the pair (sender id) of each */
 
 
 static void pend_push(long i)
@@ -684,6 +685,7 @@ static void send_one(conn_t *c, uint64_t intended)
             return;
         }
         seq = (uint64_t) j;
+        ledger_pair[j] = c->sid;
     }
 
     put_hex(pl + PL_T, intended, 16);
@@ -1291,7 +1293,9 @@ static void worker(int w)
     dirty = calloc(nconns + 1, sizeof(conn_t *));
     pend_cap = nconns * 4 + 16;
     pending = calloc(pend_cap, sizeof(long));
-    if (o.scen == S_BOX && ledger_init(&ledger, (uint64_t) o.max_msgs) < 0) {
+    if (o.scen == S_BOX
+        && (ledger_init(&ledger, (uint64_t) o.max_msgs) < 0
+            || (ledger_pair = calloc(o.max_msgs + 1, sizeof(uint32_t))) == NULL)) {
         die("out of memory");
     }
     for (i = 0; i < nconns; i++) {
@@ -1444,6 +1448,22 @@ static void worker(int w)
     if (o.scen == S_BOX) {
         ledger_sum(&ledger, &R->sum);
         R->lost = R->sum.lost;
+        /* each acked message never received: its recipient and MsgId, for
+         * the driver to look for in the recipient's inbox */
+        char fn[300];
+        FILE *lf;
+        snprintf(fn, sizeof(fn), "%s.%d", o.lost_file, w);
+        if (R->lost && o.lost_file[0] && (lf = fopen(fn, "w")) != NULL) {
+            uint8_t id[33];
+            for (uint64_t j = 0; j < ledger.n; j++) {
+                if ((ledger.st[j] & (LG_ACKED | LG_RECV)) != LG_ACKED) continue;
+                make_msgid(id, ledger_pair[j], j);
+                id[32] = 0;
+                fprintf(lf, "%u %s\n", o.uid_base + (uint32_t) (o.user_base
+                        + 2 * (uint64_t) ledger_pair[j] + 1), id);
+            }
+            fclose(lf);
+        }
     }
     if (fsender) R->lost += fsender->sent - fo_complete;
 
@@ -1867,6 +1887,8 @@ static void usage(void)
 "      --samples FILE         every 0.5 s: live sessions, logins, messages\n"
 "      --phase-file FILE      a line per phase: up mem steady kill drop back stop end\n"
 "      --tick-us U            schedule granularity while sending         [250]\n"
+"      --lost-file F          F.<process>: \"<recipient uid> <MsgId>\" of each acked\n"
+"                             message never received\n"
 "  SIGUSR1 to imgen (box): the server listens again; failed attempts from then\n"
 "  on are counted apart as well (\"after_restart\")\n"
 "  -v, --verbose\n", PL_MIN);
@@ -1891,6 +1913,7 @@ int main(int argc, char **argv)
         { "attempt-timeout", 1, 0, 17 }, { "backoff-max", 1, 0, 18 },
         { "jitter", 1, 0, 19 }, { "storm-wait", 1, 0, 20 }, { "after", 1, 0, 21 },
         { "samples", 1, 0, 22 }, { "phase-file", 1, 0, 23 }, { "tick-us", 1, 0, 24 },
+        { "lost-file", 1, 0, 25 },
         { 0, 0, 0, 0 }
     };
     long gen_users = -1;
@@ -1954,6 +1977,7 @@ int main(int argc, char **argv)
         case 22: snprintf(o.samples, sizeof(o.samples), "%s", optarg); break;
         case 23: snprintf(o.phase_file, sizeof(o.phase_file), "%s", optarg); break;
         case 24: o.tick_us = atoi(optarg); break;
+        case 25: snprintf(o.lost_file, sizeof(o.lost_file), "%s", optarg); break;
         case 'H': snprintf(o.host, sizeof(o.host), "%s", optarg); break;
         case 'p': o.port = atoi(optarg); break;
         case 1: o.tcp_port = atoi(optarg); break;
