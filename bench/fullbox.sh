@@ -230,7 +230,7 @@ CMD=("${GEN_CPU[@]}" "$IMGEN" --label fullbox -s box -p "$WS" -n "$N" -P "$PROCS
      --login-timeout 600 -T 1500 --max-msgs "$MAXMSGS"
      --mem-pids "$NPID,$WPIDS" --cpu-pids "$WPIDS" --aux-pids "$RPID"
      --samples "$OUT/samples.txt" --phase-file "$OUT/phases.txt"
-     --lost-file "$OUT/lost")
+     --lost-file "$OUT/lost" ${FULLBOX_LEDGER:+--ledger-dump "$OUT/ledger"})
 echo "${CMD[*]}" | sed "s|$HERE/|bench/|g; s|$OUT/|<out>/|g" > "$OUT/commands.txt"
 log "$N sessions, $WORKERS workers, $PROCS generator processes; out: $OUT"
 "${CMD[@]}" > "$OUT/result.json" 2> "$OUT/imgen.log" &
@@ -280,6 +280,18 @@ redis-cli -p "$REDIS_PORT" eval "local n, t = 0, 0
         n = n + 1; t = t + redis.call('LLEN', k) end
     return {n, t}" 0 | paste -sd' ' | sed 's/^/inboxes non-empty, messages in them: /' \
     > "$OUT/inboxes.txt"
+# with FULLBOX_LEDGER=1: the MsgIds left in the inboxes, with their state in
+# the generator's ledger
+if [[ -n ${FULLBOX_LEDGER:-} ]]; then
+    redis-cli -p "$REDIS_PORT" --scan --pattern 'im:inbox:*' | while read -r k; do
+        redis-cli -p "$REDIS_PORT" lrange "$k" 0 -1 | grep -aoE '[0-9a-f]{32}' \
+            | sed "s|^|${k#im:inbox:} |"
+    done > "$OUT/inbox-ids.txt"
+    cat "$OUT"/ledger.* > "$OUT/ledger.txt"
+    awk 'NR == FNR { st[$1 " " $2] = $3; next }
+         { k = $1 " " $2; print (k in st) ? "state " st[k] : "not in the ledger" }' \
+        "$OUT/ledger.txt" "$OUT/inbox-ids.txt" | sort | uniq -c > "$OUT/inbox-states.txt"
+fi
 # each message acked and never received (the drain is bounded): still in its
 # recipient's inbox or dead letters (late), or nowhere (lost)
 cat "$OUT"/lost.* 2>/dev/null | head -20000 > "$OUT/lost.txt"

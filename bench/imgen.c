@@ -87,7 +87,7 @@ static struct {
     int      verbose;
     /* box */
     double   attempt_timeout, backoff_max, jitter, storm_wait, after;
-    char     samples[256], phase_file[256], lost_file[256];
+    char     samples[256], phase_file[256], lost_file[256], ledger_dump[256];
     int      tick_us;
 } o;
 
@@ -1453,6 +1453,20 @@ static void worker(int w)
         char fn[300];
         FILE *lf;
         snprintf(fn, sizeof(fn), "%s.%d", o.lost_file, w);
+        if (o.ledger_dump[0]) {            /* every message: uid, MsgId, state */
+            snprintf(fn, sizeof(fn), "%s.%d", o.ledger_dump, w);
+            if ((lf = fopen(fn, "w")) != NULL) {
+                uint8_t id[33];
+                for (uint64_t j = 0; j < ledger.n; j++) {
+                    make_msgid(id, ledger_pair[j], j);
+                    id[32] = 0;
+                    fprintf(lf, "%u %s %u\n", o.uid_base + (uint32_t) (o.user_base
+                            + 2 * (uint64_t) ledger_pair[j] + 1), id, ledger.st[j]);
+                }
+                fclose(lf);
+            }
+        }
+        snprintf(fn, sizeof(fn), "%s.%d", o.lost_file, w);
         if (R->lost && o.lost_file[0] && (lf = fopen(fn, "w")) != NULL) {
             uint8_t id[33];
             for (uint64_t j = 0; j < ledger.n; j++) {
@@ -1889,6 +1903,8 @@ static void usage(void)
 "      --tick-us U            schedule granularity while sending         [250]\n"
 "      --lost-file F          F.<process>: \"<recipient uid> <MsgId>\" of each acked\n"
 "                             message never received\n"
+"      --ledger-dump F        F.<process>: \"<recipient uid> <MsgId> <state>\" of every\n"
+"                             message (state: 1 sent, 2 acked, 4 received, 8 refused)\n"
 "  SIGUSR1 to imgen (box): the server listens again; failed attempts from then\n"
 "  on are counted apart as well (\"after_restart\")\n"
 "  -v, --verbose\n", PL_MIN);
@@ -1913,7 +1929,7 @@ int main(int argc, char **argv)
         { "attempt-timeout", 1, 0, 17 }, { "backoff-max", 1, 0, 18 },
         { "jitter", 1, 0, 19 }, { "storm-wait", 1, 0, 20 }, { "after", 1, 0, 21 },
         { "samples", 1, 0, 22 }, { "phase-file", 1, 0, 23 }, { "tick-us", 1, 0, 24 },
-        { "lost-file", 1, 0, 25 },
+        { "lost-file", 1, 0, 25 }, { "ledger-dump", 1, 0, 26 },
         { 0, 0, 0, 0 }
     };
     long gen_users = -1;
@@ -1978,6 +1994,7 @@ int main(int argc, char **argv)
         case 23: snprintf(o.phase_file, sizeof(o.phase_file), "%s", optarg); break;
         case 24: o.tick_us = atoi(optarg); break;
         case 25: snprintf(o.lost_file, sizeof(o.lost_file), "%s", optarg); break;
+        case 26: snprintf(o.ledger_dump, sizeof(o.ledger_dump), "%s", optarg); break;
         case 'H': snprintf(o.host, sizeof(o.host), "%s", optarg); break;
         case 'p': o.port = atoi(optarg); break;
         case 1: o.tcp_port = atoi(optarg); break;
