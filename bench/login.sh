@@ -1,7 +1,7 @@
 #!/bin/bash
 # bench/login.sh: what a login and a logout cost (issue 20 item 1). One
 # nginx worker and Redis on CPU 0; the user centre (nginx answering from a
-# map, bench/usercentre-nginx.conf.in: not the bottleneck) and the
+# map, bench/usercentre-login.conf.in: not the bottleneck) and the
 # generator on CPU 1. Each run logs LOGIN_N WebSocket sessions in
 # (LOGIN_CONCURRENCY connects and logins in flight), holds them 2 s and
 # closes them; imgen reads the worker's utime+stime from /proc before the
@@ -89,7 +89,7 @@ make -s -C "$HERE" bin/imgen >&2 || exit 1
 } > "$OUT/machine.txt"
 
 sed -e "s|@DIR@|$OUT|g" -e "s|@UC_PORT@|$UC_PORT|g" \
-    "$HERE/usercentre-nginx.conf.in" > "$OUT/usercentre.conf"
+    "$HERE/usercentre-login.conf.in" > "$OUT/usercentre.conf"
 taskset -c 1 "$NGINX" -p "$OUT" -c "$OUT/usercentre.conf" \
     2>> "$OUT/usercentre-stderr.log" &
 PIDS+=("$!")

@@ -151,6 +151,9 @@ if others:
                   "and latency below are not comparable with figures from a quiet machine; rerun "
                   "`make -f Makefile.dev bench` when nothing else runs. Memory per session is "
                   "not affected.\n")
+md.append("A full box (200,000 sessions on 12 workers, 1:1 traffic among them) and the "
+          "reconnect\nstorm after `kill -9` of every nginx process are in "
+          "[FULLBOX.md](FULLBOX.md) (issue 20\nitem 2, issue 21 item 3).\n")
 md.append("## Machine\n\n```\n" + machine + "\n```\n")
 md.append("""Layout: 1:1, latency and fan-out run one nginx worker pinned to CPU 0
 (`worker_cpu_affinity 01`) with Redis and mosquitto also on CPU 0, and the generator

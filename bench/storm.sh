@@ -22,7 +22,7 @@
 #        STORM_CONCURRENCY (imgen -C, 5000), STORM_TIMEOUT (im_redis_timeout,
 #        3s: the default), STORM_RATE (200), STORM_MODULES (the build),
 #        STORM_PORT_BASE (21000), STORM_UC (perl: tools/im-usercentre;
-#        nginx: bench/usercentre-nginx.conf.in on CPU 1, not the bottleneck).
+#        nginx: bench/usercentre-login.conf.in on CPU 1, not the bottleneck).
 
 set -u -o pipefail
 
@@ -102,7 +102,7 @@ fi
 if [[ $UC == nginx ]]; then
     mkdir -p "$OUT/tmp"
     sed -e "s|@DIR@|$OUT|g" -e "s|@UC_PORT@|$UC_PORT|g" \
-        "$HERE/usercentre-nginx.conf.in" > "$OUT/usercentre.conf"
+        "$HERE/usercentre-login.conf.in" > "$OUT/usercentre.conf"
     taskset -c 1 "$NGINX" -p "$OUT" -c "$OUT/usercentre.conf" \
         > "$OUT/usercentre.log" 2>&1 &
 else
