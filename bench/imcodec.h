@@ -48,6 +48,8 @@ static inline int imc_parse(const uint8_t *p, size_t n, im_msg_t *m)
 
 static inline void imc_ws_init(im_ws_parser_t *p) { im_ws_parser_init(p, 0, IMC_WS_MAX); }
 
+static inline void imc_ws_free(im_ws_parser_t *p) { im_ws_parser_free(p); }
+
 static inline int imc_ws_parse(im_ws_parser_t *p, uint8_t *in, size_t len, size_t *used,
                                imc_ws_event_t *ev)
 {

@@ -7,12 +7,19 @@
  * samples server CPU and memory from /proc, and prints one JSON line.
  *
  * Scenarios:
- *   idle    open N sessions, log in, hold; memory per session
+ *   idle    open N sessions, log in, hold; memory per session (mode http:
+ *           N HTTP/1.1 keep-alive connections that made one GET each, the
+ *           plain-nginx reference for an idle client)
  *   pairs   K sender->receiver pairs, closed loop, window w per sender
  *   rate    K pairs, open loop at a fixed total rate; latency measured from
  *           the intended send time (coordinated omission avoided)
  *   fanout  one sender, a group of M online members; deliveries/s and the
  *           time until the last member has each message
+ *   box     a full box: N sessions in pairs, an open loop at a fixed rate
+ *           among them, and a reconnect storm: every session that loses its
+ *           connection comes back (jitter, bounded backoff) and logs in
+ *           again; a ledger per process (ledger.h) counts every message
+ *           that was acked and never received
  *
  * The IM codec is the project's own (src/ngx_im_proto.[ch],
  * src/ngx_im_wsframe.[ch]); MQTT is in bench/mqtt.h.
@@ -45,6 +52,8 @@
 #include "mqtt.h"
 #include "hist.h"
 #include "procstat.h"
+#include "timers.h"
+#include "ledger.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -53,8 +62,8 @@
 /* ------------------------------------------------------------------ */
 /* options */
 
-enum { M_WS, M_TCP, M_MQTT };
-enum { S_IDLE, S_PAIRS, S_RATE, S_FANOUT };
+enum { M_WS, M_TCP, M_MQTT, M_HTTP };
+enum { S_IDLE, S_PAIRS, S_RATE, S_FANOUT, S_BOX };
 
 static struct {
     int      mode, scen;
@@ -78,10 +87,14 @@ static struct {
     char     label[128];
     char     hist_out[256];
     int      verbose;
+    /* box */
+    double   attempt_timeout, backoff_max, jitter, storm_wait, after;
+    char     samples[256], phase_file[256], lost_file[256], ledger_dump[256];
+    int      tick_us;
 } o;
 
-static const char *mode_name[] = { "ws", "tcp", "mqtt" };
-static const char *scen_name[] = { "idle", "pairs", "rate", "fanout" };
+static const char *mode_name[] = { "ws", "tcp", "mqtt", "http" };
+static const char *scen_name[] = { "idle", "pairs", "rate", "fanout", "box" };
 
 /* ------------------------------------------------------------------ */
 /* time */
@@ -137,6 +150,30 @@ typedef struct {
     hist_t   last;                /* fanout: send->last member (per message) */
     hist_t   first;               /* fanout: send->first member (per message) */
     hist_t   each;                /* fanout: send->each member (per delivery) */
+    hist_t   login;               /* first TCP connect -> CONNECT_ACK (per session) */
+
+    /* box: read by the parent while the run goes on */
+    uint64_t live, in_flight;     /* sessions up; connects/logins under way */
+    uint64_t drop_rst, drop_eof, drop_bye;   /* live sessions lost: reset,
+                                     end of stream, the server's goodbye */
+    uint64_t refused_conn;        /* connect: ECONNREFUSED (nobody listens) */
+    uint64_t reset_login;         /* reset or closed before CONNECT_ACK */
+    uint64_t login_timeouts;      /* no CONNECT_ACK within the attempt's time */
+    uint64_t hs_fail, other_fail; /* handshake answer not 101; the rest */
+    uint64_t permanent;           /* LOGOUT: not reconnected */
+    uint64_t skipped;             /* sends due while the sender was down */
+    uint64_t pub_refused, misrouted, ledger_full;
+    uint64_t owed;                /* acked, not received yet */
+    uint64_t received;            /* distinct messages received */
+    uint64_t first_drop_ns;       /* the first live session lost */
+    uint64_t last_login_ns;       /* the latest successful login */
+    uint64_t after[5];            /* failed attempts after the driver's
+                                     SIGUSR1 (the server listens again):
+                                     connect refused, reset or closed before
+                                     CONNECT_ACK, refused, timed out,
+                                     handshake */
+    ledger_sum_t sum;             /* at the end */
+    hist_t   lat_after;           /* box: messages due after the window */
 } wres_t;
 
 typedef struct {
@@ -144,6 +181,8 @@ typedef struct {
     volatile int      go;         /* parent: start traffic */
     volatile int      stop;       /* parent: stop now */
     volatile int      done;       /* workers finished */
+    volatile int      send_stop;  /* box: parent: stop sending (drain) */
+    volatile int      restarted;  /* box: the driver's SIGUSR1 came */
     volatile uint64_t t0, m_start, m_end, t_end;
     volatile uint64_t live_members;  /* fanout: members live across workers */
     uint32_t          runid;
@@ -167,13 +206,14 @@ typedef struct conn conn_t;
 
 struct conn {
     int        fd;
-    uint8_t    kind;         /* M_WS, M_TCP, M_MQTT */
+    uint8_t    kind;         /* M_WS, M_TCP, M_MQTT, M_HTTP */
     uint8_t    state;
     uint8_t    role;
     uint8_t    dirty;
     uint8_t    tries;
     uint8_t    wblocked;
     uint8_t    mask[4];
+    uint32_t   gen;          /* box: bumped at each change of attempt */
     uint32_t   uidx;         /* user index (benchuser<uidx>) */
     uint32_t   uid;
     uint32_t   peer_uid;     /* sender: the receiver's uid */
@@ -193,6 +233,7 @@ struct conn {
     uint64_t   sent, acked, delivered;   /* delivered: receipts at the peer */
     /* receiver side */
     uint64_t   expect;       /* next sequence number expected */
+    uint64_t   t_conn;       /* first connect() of this session */
 };
 
 static conn_t  *conns;
@@ -213,6 +254,11 @@ static uint32_t xrand(void)
     rnd_state ^= rnd_state >> 17;
     rnd_state ^= rnd_state << 5;
     return rnd_state;
+}
+
+static double rand01(void)
+{
+    return xrand() / 4294967296.0;
 }
 
 static void mark_dirty(conn_t *c)
@@ -322,6 +368,10 @@ static long in_progress;          /* connects/logins in flight */
 static long *pending;             /* ring of conn indices waiting to connect */
 static long pend_head, pend_tail, pend_cap;
 static long n_live, n_done_login; /* live; live or permanently failed */
+static tm_heap_t tmq;              /* box: next connects, login deadlines */
+static ledger_t  ledger;           /* box: every message of this process */
+static uint32_t *ledger_pair;      /* box: the pair (sender id) of each */
+
 
 static void pend_push(long i)
 {
@@ -334,6 +384,10 @@ static void conn_reset_buffers(conn_t *c)
     c->ilen = 0;
     c->olen = c->ooff = 0;
     c->wblocked = 0;
+    if (c->kind == M_WS) {        /* a new connection: no frame half read */
+        imc_ws_free(&c->wsp);
+        imc_ws_init(&c->wsp);
+    }
 }
 
 static void conn_close_fd(conn_t *c, int rst)
@@ -371,8 +425,16 @@ static void conn_start(conn_t *c)
 
     c->fd = fd;
     c->state = ST_CONNECTING;
+    if (c->t_conn == 0) c->t_conn = now_ns();   /* retries count from the first */
     conn_reset_buffers(c);
     in_progress++;
+    if (o.scen == S_BOX) {
+        R->in_flight = in_progress;
+        if (tm_push(&tmq, now_ns() + (uint64_t) (o.attempt_timeout * 1e9),
+                    c - conns, c->gen, TM_DEADLINE) < 0) {
+            die("out of memory");
+        }
+    }
 
     struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                               .data.ptr = c };
@@ -399,14 +461,85 @@ static void became_live(conn_t *c)
     n_live++;
     n_done_login++;
     if (c->role != R_TCPMUX) R->ok++;     /* shared TCP connections are not sessions */
+    if (c->kind != M_TCP && c->t_conn) hist_add(&R->login, now_ns() - c->t_conn);
     if (c->role == R_MEMBER) {
         __sync_fetch_and_add(&shm->live_members, 1);
+    }
+    if (o.scen == S_BOX) {
+        c->tries = 0;
+        c->gen++;
+        R->live = n_live;
+        R->in_flight = in_progress;
+        R->last_login_ns = now_ns();
+    }
+}
+
+/* box: a connection lost, live or while logging in: count why, and come
+ * back later. A live session waits a random time up to --jitter (clients
+ * dropped together must not return together); a failed attempt waits
+ * 50 ms doubled per failure, at most --backoff-max, times 0.5..1. */
+static void box_fail(conn_t *c, const char *why, int err)
+{
+    int      was = c->state;
+    uint64_t now = now_ns();
+    double   delay;
+
+    if (was == ST_IDLE || was == ST_CLOSED || was == ST_FAILED) return;
+    conn_close_fd(c, 0);
+    c->gen++;
+
+    if (was == ST_LIVE) {
+        n_live--;
+        R->live = n_live;
+        if (!strcmp(why, "disconnect") || !strcmp(why, "ws close")) R->drop_bye++;
+        else if (err == ECONNRESET) R->drop_rst++;
+        else R->drop_eof++;
+        if (R->first_drop_ns == 0 && shm->go && now >= shm->m_end) {
+            R->first_drop_ns = now;         /* the storm's start, as seen here */
+        }
+        delay = o.jitter * rand01();
+    } else {
+        in_progress--;
+        R->in_flight = in_progress;
+        int k = -1;
+        if (!strcmp(why, "connect") && err == ECONNREFUSED) R->refused_conn++, k = 0;
+        else if (!strcmp(why, "timeout")) R->login_timeouts++, k = 3;
+        else if (!strcmp(why, "refused")) k = 2;     /* counted by on_im */
+        else if (!strcmp(why, "handshake")) R->hs_fail++, k = 4;
+        else if (!strcmp(why, "eof") || !strcmp(why, "read") || !strcmp(why, "write")
+                 || (!strcmp(why, "connect") && err == ECONNRESET)
+                 || !strcmp(why, "ws close")
+                 || !strcmp(why, "disconnect")) R->reset_login++, k = 1;
+        else R->other_fail++;
+        if (k >= 0 && shm->restarted) R->after[k]++;
+        if (c->tries < 30) c->tries++;
+        delay = 0.05 * (double) (1u << (c->tries < 8 ? c->tries : 8));
+        if (delay > o.backoff_max) delay = o.backoff_max;
+        delay *= 0.5 + 0.5 * rand01();
+        R->retries++;
+    }
+    vlog("session %u: %s (%s), again in %.3f s", c->uidx, why, strerror(err), delay);
+
+    if (!strcmp(why, "logout")) {        /* logged in elsewhere: stay out */
+        c->state = ST_FAILED;
+        R->permanent++;
+        return;
+    }
+    c->state = shm->stop ? ST_CLOSED : ST_IDLE;
+    if (c->state == ST_IDLE
+        && tm_push(&tmq, now + (uint64_t) (delay * 1e9), c - conns, c->gen, TM_START) < 0) {
+        die("out of memory");
     }
 }
 
 static void conn_fail(conn_t *c, const char *why)
 {
     int was = c->state;
+
+    if (o.scen == S_BOX) {
+        box_fail(c, why, errno);
+        return;
+    }
 
     conn_close_fd(c, 0);
     if (was == ST_LIVE) {
@@ -452,6 +585,15 @@ static void on_connected(conn_t *c)
         snprintf(cid, sizeof(cid), "imgen-%u", c->uid);
         n = mqtt_connect(m, cid, user, pass, 300);
         send_raw(c, m, n);
+        c->state = ST_LOGIN;
+        return;
+    }
+
+    if (c->kind == M_HTTP) {       /* one request, then an idle keep-alive */
+        n = snprintf(buf, sizeof(buf),
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n",
+                     o.path, o.host, o.port);
+        send_raw(c, (uint8_t *) buf, n);
         c->state = ST_LOGIN;
         return;
     }
@@ -550,6 +692,16 @@ static void send_one(conn_t *c, uint64_t intended)
     uint8_t *pl = payload_tmpl;
     uint8_t  m[66000];
     size_t   n;
+
+    if (o.scen == S_BOX) {          /* the message's number in the ledger */
+        int64_t j = ledger_new(&ledger);
+        if (j < 0) {
+            R->ledger_full++;
+            return;
+        }
+        seq = (uint64_t) j;
+        ledger_pair[j] = c->sid;
+    }
 
     put_hex(pl + PL_T, intended, 16);
     put_hex(pl + PL_S, seq, 8);
@@ -670,6 +822,69 @@ static void on_push(conn_t *c, const uint8_t *pl, size_t len)
     }
 }
 
+/* box: a push at a receiver, checked against the ledger */
+static void box_push(conn_t *c, const im_msg_t *m)
+{
+    uint64_t t, j, rid, sid, now = now_ns();
+    int      r;
+
+    if (m->payload_len < PL_MIN || get_hex(m->payload + PL_T, 16, &t)
+        || get_hex(m->payload + PL_S, 8, &j) || get_hex(m->payload + PL_R, 8, &rid)
+        || rid != runid) {
+        R->stale++;
+        return;
+    }
+    if (m->msgid == NULL || get_hex(m->msgid + 8, 8, &sid) || c->peer == NULL
+        || sid != c->peer->sid) {
+        R->misrouted++;
+        return;
+    }
+    r = ledger_recv(&ledger, j);
+    if (r < 0) {
+        R->stale++;
+        return;
+    }
+    if (r == 0) {
+        R->dups++;
+        return;
+    }
+    R->received++;
+    R->delivered++;
+    R->owed = ledger.owed;
+    if (now >= m_start && now < m_end) R->delivered_m++;
+    if (t >= m_start && t < m_end) hist_add(&R->lat, now - t);
+    else if (t >= m_end) hist_add(&R->lat_after, now - t);
+}
+
+/* box: a PUB_ACK (or a refusal) names the message by its MsgId */
+static void box_ack(conn_t *c, const im_msg_t *m, int refused)
+{
+    uint64_t j, now = now_ns();
+
+    if (m->msgid == NULL || get_hex(m->msgid + 16, 16, &j)) {
+        R->errors++;
+        return;
+    }
+    if (refused) {
+        if (ledger_refused(&ledger, j) < 0) R->errors++;
+        R->pub_refused++;
+        return;
+    }
+    switch (ledger_ack(&ledger, j)) {
+    case 1:
+        c->acked++;
+        R->acked++;
+        R->owed = ledger.owed;
+        if (now >= m_start && now < m_end) R->acked_m++;
+        return;
+    case 0:
+        R->dups++;
+        return;
+    default:
+        R->errors++;
+    }
+}
+
 static void on_sender_ack(conn_t *c)
 {
     uint64_t now = now_ns();
@@ -709,7 +924,8 @@ static void on_im(conn_t *c, const uint8_t *p, size_t n)
     case IM_CMD_GROUP_PUBLISH:      /* group push */
     case IM_CMD_GROUP_PART_PUBLISH:
         send_msg(c, a, imc_ack(a, m.cmd + 1, m.msgid));
-        on_push(c, m.payload, m.payload_len);
+        if (o.scen == S_BOX) box_push(c, &m);
+        else on_push(c, m.payload, m.payload_len);
         return;
 
     case IM_CMD_PUB_ACK:
@@ -730,7 +946,8 @@ static void on_im(conn_t *c, const uint8_t *p, size_t n)
             on_sender_ack(&conns[2 * k]);
             return;
         }
-        on_sender_ack(c);
+        if (o.scen == S_BOX) box_ack(c, &m, 0);
+        else on_sender_ack(c);
         return;
 
     case IM_CMD_PING:
@@ -741,6 +958,10 @@ static void on_im(conn_t *c, const uint8_t *p, size_t n)
         return;
 
     case IM_CMD_INVALID:
+        if (o.scen == S_BOX && m.msgid != NULL) {   /* a publish refused */
+            box_ack(c, &m, 1);
+            return;
+        }
         R->errors++;
         vlog("session %u: INVALID_PACKET", c->uidx);
         return;
@@ -809,6 +1030,31 @@ static size_t in_ws(conn_t *c, uint8_t *buf, size_t len)
         }
     }
     return off;
+}
+
+/* mode http: the response to the one GET (any 2xx without a body, such as
+ * "return 204"), then nothing; the connection is held as a keep-alive */
+static size_t in_http(conn_t *c, uint8_t *buf, size_t len)
+{
+    uint8_t *e = memmem(buf, len, "\r\n\r\n", 4);
+
+    if (c->state != ST_LOGIN) {
+        R->errors++;
+        conn_fail(c, "http: unexpected bytes");
+        return len;
+    }
+    if (e == NULL) {
+        if (len > 8192) conn_fail(c, "http: response too long");
+        return 0;
+    }
+    if (len < 10 || memcmp(buf, "HTTP/1.1 2", 10) != 0) {
+        vlog("session %u: answer %.*s", c->uidx, (int) (len < 40 ? len : 40), buf);
+        R->refused++;
+        conn_fail(c, "http status");
+        return len;
+    }
+    became_live(c);
+    return e + 4 - buf;
 }
 
 static size_t in_tcp(conn_t *c, uint8_t *buf, size_t len)
@@ -917,6 +1163,7 @@ static void on_readable(conn_t *c, int to_eof)
         switch (c->kind) {
         case M_WS: used = in_ws(c, buf, len); break;
         case M_TCP: used = in_tcp(c, buf, len); break;
+        case M_HTTP: used = in_http(c, buf, len); break;
         default: used = in_mqtt(c, buf, len); break;
         }
         if (c->fd < 0) return;
@@ -1003,7 +1250,8 @@ static void setup_conn(conn_t *c, int kind, int role, uint32_t uidx)
 static void worker(int w)
 {
     long from, to, i;
-    int mk = (o.mode == M_MQTT) ? M_MQTT : M_WS;   /* receivers' transport */
+    int mk = (o.mode == M_MQTT || o.mode == M_HTTP) ? o.mode : M_WS;
+                                                    /* receivers' transport */
     int sk = o.mode;                                /* senders' transport */
     uint64_t started = now_ns(), cpu_m0 = 0;
     int ready_sent = 0, cpu_m0_taken = 0, cpu_m1_taken = 0;
@@ -1031,6 +1279,7 @@ static void worker(int w)
         break;
     case S_PAIRS:
     case S_RATE:
+    case S_BOX:
         slice(o.pairs, w, &from, &to);
         npairs_local = to - from;
         nconns = 2 * (to - from);
@@ -1086,6 +1335,11 @@ static void worker(int w)
     dirty = calloc(nconns + 1, sizeof(conn_t *));
     pend_cap = nconns * 4 + 16;
     pending = calloc(pend_cap, sizeof(long));
+    if (o.scen == S_BOX
+        && (ledger_init(&ledger, (uint64_t) o.max_msgs) < 0
+            || (ledger_pair = calloc(o.max_msgs + 1, sizeof(uint32_t))) == NULL)) {
+        die("out of memory");
+    }
     for (i = 0; i < nconns; i++) {
         if (conns[i].via) {         /* virtual sender on a shared TCP connection */
             conns[i].state = ST_LIVE;
@@ -1099,9 +1353,29 @@ static void worker(int w)
     for (;;) {
         uint64_t now = now_ns();
 
+        if (o.scen == S_BOX) {
+            tm_entry_t e;
+            while (tm_pop_due(&tmq, now, &e)) {
+                conn_t *c = &conns[e.idx];
+                if (e.gen != c->gen) continue;          /* an old attempt's */
+                if (e.kind == TM_START && c->state == ST_IDLE && !shm->stop) {
+                    pend_push(e.idx);
+                } else if (e.kind == TM_DEADLINE
+                           && (c->state == ST_CONNECTING || c->state == ST_HANDSHAKE
+                               || c->state == ST_LOGIN)) {
+                    conn_fail(c, "timeout");
+                }
+            }
+        }
+
         start_pending();
 
-        if (!ready_sent && n_done_login == nconns) {
+        if (!ready_sent && o.scen == S_BOX && n_live + (long) R->permanent == nconns) {
+            R->login_ns = now - started;
+            ready_sent = 1;
+            __sync_fetch_and_add(&shm->ready, 1);
+        }
+        if (!ready_sent && o.scen != S_BOX && n_done_login == nconns) {
             R->login_ns = now - started;
             ready_sent = 1;
             __sync_fetch_and_add(&shm->ready, 1);
@@ -1144,6 +1418,7 @@ static void worker(int w)
 
             if (o.scen != S_IDLE) {
                 int want = now >= t0 && now < m_end;
+                if (o.scen == S_BOX) want = now >= t0 && !shm->send_stop;
                 if (want && !sending_on) {
                     sending_on = 1;
                     if (o.scen == S_PAIRS) {
@@ -1156,7 +1431,7 @@ static void worker(int w)
                 }
             }
 
-            if (o.scen == S_RATE && sending_on) {
+            if ((o.scen == S_RATE || o.scen == S_BOX) && sending_on) {
                 /* global schedule of this worker: message j at t0 + j/rate_w,
                  * round robin over its senders */
                 static uint64_t j;
@@ -1166,9 +1441,10 @@ static void worker(int w)
                 if (ns > 0 && rate_w > 0) {
                     for (;;) {
                         uint64_t due = t0 + (uint64_t) ((double) j * 1e9 / rate_w);
-                        if (due > now || due >= m_end) break;
+                        if (due > now || (o.scen != S_BOX && due >= m_end)) break;
                         conn_t *s = &conns[2 * next_s];
                         if (s->state == ST_LIVE) send_one(s, due);
+                        else R->skipped++;
                         j++;
                         if (++next_s == ns) next_s = 0;
                     }
@@ -1177,7 +1453,7 @@ static void worker(int w)
 
             if (o.scen == S_FANOUT) fanout_refill();
 
-            if (now >= t_end) break;
+            if (o.scen != S_BOX && now >= t_end) break;
         }
 
         flush_all();
@@ -1188,6 +1464,9 @@ static void worker(int w)
             static uint64_t jj;
             (void) jj;
             ts.tv_nsec = 20000;       /* 20 us: schedule granularity */
+        } else if (traffic_on && o.scen == S_BOX && sending_on) {
+            /* a dozen processes on two cores: coarser */
+            ts.tv_nsec = o.tick_us * 1000L;
         } else if (traffic_on && o.scen == S_FANOUT && fsender) {
             ts.tv_nsec = 50000;
         } else if (traffic_on && now < t0) {
@@ -1204,9 +1483,43 @@ static void worker(int w)
     if (!cpu_m1_taken && cpu_m0_taken) R->gen_cpu_us = cpu_self_us() - cpu_m0;
 
     /* lost: sent, never seen by the receiver, after the drain period */
-    for (i = 0; i < nconns; i++) {
+    for (i = 0; i < nconns && o.scen != S_BOX; i++) {
         conn_t *c = &conns[i];
         if (c->role == R_SENDER && c->sent > c->delivered) R->lost += c->sent - c->delivered;
+    }
+    if (o.scen == S_BOX) {
+        ledger_sum(&ledger, &R->sum);
+        R->lost = R->sum.lost;
+        /* each acked message never received: its recipient and MsgId, for
+         * the driver to look for in the recipient's inbox */
+        char fn[300];
+        FILE *lf;
+        snprintf(fn, sizeof(fn), "%s.%d", o.lost_file, w);
+        if (o.ledger_dump[0]) {            /* every message: uid, MsgId, state */
+            snprintf(fn, sizeof(fn), "%s.%d", o.ledger_dump, w);
+            if ((lf = fopen(fn, "w")) != NULL) {
+                uint8_t id[33];
+                for (uint64_t j = 0; j < ledger.n; j++) {
+                    make_msgid(id, ledger_pair[j], j);
+                    id[32] = 0;
+                    fprintf(lf, "%u %s %u\n", o.uid_base + (uint32_t) (o.user_base
+                            + 2 * (uint64_t) ledger_pair[j] + 1), id, ledger.st[j]);
+                }
+                fclose(lf);
+            }
+        }
+        snprintf(fn, sizeof(fn), "%s.%d", o.lost_file, w);
+        if (R->lost && o.lost_file[0] && (lf = fopen(fn, "w")) != NULL) {
+            uint8_t id[33];
+            for (uint64_t j = 0; j < ledger.n; j++) {
+                if ((ledger.st[j] & (LG_ACKED | LG_RECV)) != LG_ACKED) continue;
+                make_msgid(id, ledger_pair[j], j);
+                id[32] = 0;
+                fprintf(lf, "%u %s\n", o.uid_base + (uint32_t) (o.user_base
+                        + 2 * (uint64_t) ledger_pair[j] + 1), id);
+            }
+            fclose(lf);
+        }
     }
     if (fsender) R->lost += fsender->sent - fo_complete;
 
@@ -1272,6 +1585,12 @@ static void on_alarm(int sig)
     _exit(3);
 }
 
+static void on_usr1(int sig)
+{
+    (void) sig;
+    if (shm) shm->restarted = 1;
+}
+
 static volatile int got_term;
 static void on_term(int sig)
 {
@@ -1289,17 +1608,301 @@ static void jhist(FILE *f, const char *name, hist_t *h)
             h->count ? (double) h->sum / h->count / 1e3 : 0.0);
 }
 
+/* ------------------------------------------------------------------ */
+/* parent: the full box (logins, traffic, the storm, the drain) */
+
+static uint64_t mono_to_real_ns;    /* CLOCK_REALTIME - CLOCK_MONOTONIC */
+
+static double real_s(uint64_t mono)
+{
+    return (mono + mono_to_real_ns) / 1e9;
+}
+
+static FILE *phase_f;
+
+/* one line per phase, for the driver (bench/fullbox.sh) to wait on */
+static void phase(const char *name, uint64_t at)
+{
+    if (phase_f == NULL) return;
+    fprintf(phase_f, "%.3f %s\n", real_s(at), name);
+    fflush(phase_f);
+}
+
+typedef struct {
+    uint64_t live, in_flight, logins, drops, sent, acked, received, owed;
+    uint64_t refused_conn, reset_login, login_timeouts, skipped, permanent;
+    uint64_t login_refused, first_drop, last_login;
+} box_now_t;
+
+static void box_read(box_now_t *b)
+{
+    memset(b, 0, sizeof(*b));
+    for (int w = 0; w < o.procs; w++) {
+        wres_t *r = &shm->res[w];
+        b->live += r->live;
+        b->in_flight += r->in_flight;
+        b->logins += r->ok;
+        b->drops += r->drop_rst + r->drop_eof + r->drop_bye;
+        b->sent += r->sent;
+        b->acked += r->acked;
+        b->received += r->received;
+        b->owed += r->owed;
+        b->refused_conn += r->refused_conn;
+        b->reset_login += r->reset_login;
+        b->login_timeouts += r->login_timeouts;
+        b->skipped += r->skipped;
+        b->permanent += r->permanent;
+        b->login_refused += r->refused;
+        if (r->first_drop_ns && (!b->first_drop || r->first_drop_ns < b->first_drop)) {
+            b->first_drop = r->first_drop_ns;
+        }
+        if (r->last_login_ns > b->last_login) b->last_login = r->last_login_ns;
+    }
+}
+
+static int parent_box(uint64_t start, double rss0, double pss0)
+{
+    FILE    *sf = NULL;
+    box_now_t b, at_kill;
+    uint64_t total = 2 * (uint64_t) o.pairs, now, next_sample = 0;
+    uint64_t t_drop = 0, t_back = 0, t_stop = 0, t_settled = 0, login_done = 0;
+    uint64_t login_deadline = start + (uint64_t) (o.login_timeout * 1e9);
+    int      dropped = 0, back = 0, gave_up = 0, steady_on = 0, steady_off = 0;
+    int      login_timed_out = 0;
+    double   rss1 = 0, pss1 = 0, cpu0 = 0, cpu1 = 0, aux0 = 0, aux1 = 0;
+    double   mb0 = 0, mb1 = 0, st0 = 0, st1 = 0, gen0 = 0, gen1 = 0;
+    uint64_t m0 = 0, m1 = 0;
+    char     gen_pids[64 * 12] = "";
+
+    for (int w = 0, n = 0; w < o.procs && n < (int) sizeof(gen_pids) - 12; w++) {
+        n += sprintf(gen_pids + n, "%s%d", w ? "," : "", (int) kids[w]);
+    }
+    memset(&at_kill, 0, sizeof(at_kill));
+    if (o.samples[0] && (sf = fopen(o.samples, "w")) == NULL) {
+        die("open %s: %s", o.samples, strerror(errno));
+    }
+    if (sf) {
+        fprintf(sf, "# t_s realtime live in_flight logins drops sent acked received"
+                    " owed refused_conn reset_login login_timeouts skipped"
+                    " login_refused\n");
+    }
+    for (;;) {
+        now = now_ns();
+        box_read(&b);
+
+        if (sf && now >= next_sample) {
+            next_sample = now + 500 * 1000000ull;
+            fprintf(sf, "%.3f %.3f %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
+                        " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64
+                        " %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n",
+                    (now - start) / 1e9, real_s(now), b.live, b.in_flight, b.logins,
+                    b.drops, b.sent, b.acked, b.received, b.owed, b.refused_conn,
+                    b.reset_login, b.login_timeouts, b.skipped, b.login_refused);
+            fflush(sf);
+        }
+        if (got_term) break;
+
+        if (!login_done) {          /* the logins: all, or the bound */
+            if (shm->ready < o.procs && now <= login_deadline) goto next;
+            login_timed_out = shm->ready < o.procs;
+            login_done = now;
+            t_settled = login_done + (uint64_t) (o.settle * 1e9);
+            fprintf(stderr, "imgen: %" PRIu64 " sessions up in %.2f s%s\n", b.live,
+                    (login_done - start) / 1e9, login_timed_out ? " (login timeout)" : "");
+            phase(login_timed_out ? "up-timeout" : "up", login_done);
+            goto next;
+        }
+        if (!shm->go) {
+            if (now < t_settled) goto next;
+            mem_of(o.mem_pids, &rss1, &pss1);
+            now = now_ns();
+            phase("mem", now);
+            shm->t0 = now + 50 * 1000000ull;
+            shm->m_start = shm->t0 + (uint64_t) (o.warmup * 1e9);
+            shm->m_end = shm->m_start + (uint64_t) (o.duration * 1e9);
+            shm->t_end = UINT64_MAX;
+            __sync_synchronize();
+            shm->go = 1;
+            goto next;
+        }
+        if (!steady_on && now >= shm->m_start) {
+            steady_on = 1;
+            m0 = now;
+            cpu0 = cpu_of(o.cpu_pids);
+            aux0 = cpu_of(o.aux_pids);
+            mb0 = machine_busy();
+            st0 = machine_steal_s;
+            gen0 = cpu_of(gen_pids);
+            phase("steady", now);
+        }
+        if (!steady_off && now >= shm->m_end) {
+            steady_off = 1;
+            m1 = now;
+            cpu1 = cpu_of(o.cpu_pids);
+            aux1 = cpu_of(o.aux_pids);
+            mb1 = machine_busy();
+            st1 = machine_steal_s;
+            gen1 = cpu_of(gen_pids);
+            at_kill = b;
+            phase("kill", now);     /* the driver kills the server now */
+            goto next;
+        }
+        if (!steady_off) goto next;
+
+        /* the storm: every session down, then all back */
+        uint64_t target = total - b.permanent;
+        if (!dropped) {
+            if (b.live < target && b.first_drop) {
+                dropped = 1;
+                t_drop = b.first_drop;
+                phase("drop", t_drop);
+            } else if (now > shm->m_end + (uint64_t) (o.storm_wait * 1e9)) {
+                gave_up = 1;
+            }
+        } else if (!back) {
+            if (b.live >= target) {
+                back = 1;
+                t_back = b.last_login;
+                phase("back", t_back);
+            } else if (now > t_drop + (uint64_t) (o.storm_wait * 1e9)) {
+                gave_up = 1;
+            }
+        }
+
+        if (!shm->send_stop
+            && (gave_up || (back && now >= t_back + (uint64_t) (o.after * 1e9)))) {
+            shm->send_stop = 1;
+            t_stop = now;
+            phase("stop", now);
+        }
+        /* the drain: until every acked message is in, or the bound */
+        if (shm->send_stop && now > t_stop + 200 * 1000000ull
+            && ((b.owed == 0 && b.live >= target)
+                || now > t_stop + (uint64_t) (o.drain * 1e9))) {
+            break;
+        }
+    next:
+        usleep(10000);
+    }
+
+    box_read(&b);
+    shm->stop = 1;
+    phase("end", now_ns());
+    for (int w = 0; w < o.procs; w++) {
+        int st;
+        waitpid(kids[w], &st, 0);
+        kids[w] = 0;
+    }
+    alarm(0);
+    if (sf) fclose(sf);
+
+    wres_t *A = calloc(1, sizeof(wres_t));
+    uint64_t login_ns = 0;
+    for (int w = 0; w < o.procs; w++) {
+        wres_t *r = &shm->res[w];
+        A->ok += r->ok; A->retries += r->retries; A->refused += r->refused;
+        A->errors += r->errors; A->logout += r->logout; A->dups += r->dups;
+        A->stale += r->stale; A->sent_m += r->sent_m; A->acked_m += r->acked_m;
+        A->delivered_m += r->delivered_m; A->gen_cpu_us += r->gen_cpu_us;
+        A->drop_rst += r->drop_rst; A->drop_eof += r->drop_eof;
+        A->drop_bye += r->drop_bye; A->refused_conn += r->refused_conn;
+        A->reset_login += r->reset_login; A->login_timeouts += r->login_timeouts;
+        A->hs_fail += r->hs_fail; A->other_fail += r->other_fail;
+        A->permanent += r->permanent; A->skipped += r->skipped;
+        A->pub_refused += r->pub_refused; A->misrouted += r->misrouted;
+        A->ledger_full += r->ledger_full;
+        for (int k = 0; k < 5; k++) A->after[k] += r->after[k];
+        A->sum.sent += r->sum.sent; A->sum.acked += r->sum.acked;
+        A->sum.received += r->sum.received; A->sum.refused += r->sum.refused;
+        A->sum.lost += r->sum.lost; A->sum.unacked += r->sum.unacked;
+        A->sum.unacked_received += r->sum.unacked_received;
+        A->sum.refused_received += r->sum.refused_received;
+        if (r->login_ns > login_ns) login_ns = r->login_ns;
+        hist_merge(&A->lat, &r->lat);
+        hist_merge(&A->lat_after, &r->lat_after);
+    }
+
+    double win = m1 > m0 ? (m1 - m0) / 1e9 : 0, cpu = cpu1 - cpu0, aux = aux1 - aux0;
+    FILE *f = stdout;
+    fprintf(f, "{\"label\":\"%s\",\"scenario\":\"box\",\"mode\":\"%s\",\"procs\":%d,"
+               "\"sessions\":%" PRIu64 ",\"login_s\":%.3f,\"logins_per_s\":%.0f"
+               ",\"login_timeout\":%s,\"rate\":%.0f,\"payload\":%d,\"window_s\":%.3f",
+            o.label, mode_name[o.mode], o.procs, total, login_ns / 1e9,
+            login_ns ? total / (login_ns / 1e9) : 0.0,
+            login_timed_out ? "true" : "false", o.rate, o.payload, win);
+    if (o.mem_pids[0]) {
+        fprintf(f, ",\"mem_before_kb\":{\"rss\":%.0f,\"pss\":%.0f}"
+                   ",\"mem_after_kb\":{\"rss\":%.0f,\"pss\":%.0f}"
+                   ",\"bytes_per_session\":{\"rss\":%.0f,\"pss\":%.0f}",
+                rss0, pss0, rss1, pss1, (rss1 - rss0) * 1024 / total,
+                (pss1 - pss0) * 1024 / total);
+    }
+    fprintf(f, ",\"steady\":{\"sent\":%" PRIu64 ",\"acked\":%" PRIu64
+               ",\"delivered\":%" PRIu64 ",\"delivered_per_s\":%.0f",
+            A->sent_m, A->acked_m, A->delivered_m, win > 0 ? A->delivered_m / win : 0);
+    jhist(f, "latency_us", &A->lat);
+    if (o.cpu_pids[0] && win > 0) {
+        fprintf(f, ",\"srv_cpu_pct\":%.1f,\"srv_cpu_us_per_msg\":%.2f", 100 * cpu / win,
+                A->delivered_m ? cpu * 1e6 / A->delivered_m : 0);
+    }
+    if (o.aux_pids[0] && win > 0) {
+        fprintf(f, ",\"aux_cpu_pct\":%.1f,\"aux_cpu_us_per_msg\":%.2f", 100 * aux / win,
+                A->delivered_m ? aux * 1e6 / A->delivered_m : 0);
+    }
+    if (win > 0) {
+        fprintf(f, ",\"gen_cpu_pct\":%.1f,\"machine_cpu_pct\":%.1f"
+                   ",\"steal_cpu_pct\":%.1f", 100 * (gen1 - gen0) / win,
+                100 * (mb1 - mb0) / win, 100 * (st1 - st0) / win);
+    }
+    fprintf(f, "}");
+    fprintf(f, ",\"storm\":{\"drops_before\":%" PRIu64 ",\"dropped\":%s,\"all_back\":%s"
+               ",\"drop_realtime\":%.3f,\"back_realtime\":%.3f,\"back_s\":%.3f"
+               ",\"dropped_rst\":%" PRIu64 ",\"dropped_eof\":%" PRIu64
+               ",\"dropped_goodbye\":%" PRIu64 ",\"logins\":%" PRIu64
+               ",\"connect_refused\":%" PRIu64 ",\"reset_before_login\":%" PRIu64
+               ",\"login_refused\":%" PRIu64 ",\"login_timeouts\":%" PRIu64
+               ",\"handshake_failed\":%" PRIu64 ",\"other_failures\":%" PRIu64
+               ",\"logouts\":%" PRIu64 ",\"live_at_end\":%" PRIu64
+               ",\"after_restart\":{\"signalled\":%s,\"connect_refused\":%" PRIu64
+               ",\"reset_before_login\":%" PRIu64 ",\"login_refused\":%" PRIu64
+               ",\"login_timeouts\":%" PRIu64 ",\"handshake_failed\":%" PRIu64 "}}",
+            at_kill.drops, dropped ? "true" : "false", back ? "true" : "false",
+            t_drop ? real_s(t_drop) : 0.0, t_back ? real_s(t_back) : 0.0,
+            back ? (t_back - t_drop) / 1e9 : -1.0, A->drop_rst, A->drop_eof,
+            A->drop_bye, A->ok, A->refused_conn, A->reset_login, A->refused,
+            A->login_timeouts, A->hs_fail, A->other_fail, A->logout, b.live,
+            shm->restarted ? "true" : "false", A->after[0], A->after[1], A->after[2],
+            A->after[3], A->after[4]);
+    fprintf(f, ",\"messages\":{\"sent\":%" PRIu64 ",\"acked\":%" PRIu64
+               ",\"received\":%" PRIu64 ",\"refused\":%" PRIu64
+               ",\"acked_never_received\":%" PRIu64 ",\"unacked\":%" PRIu64
+               ",\"unacked_received\":%" PRIu64 ",\"refused_received\":%" PRIu64
+               ",\"dups\":%" PRIu64 ",\"misrouted\":%" PRIu64 ",\"stale\":%" PRIu64
+               ",\"skipped_sender_down\":%" PRIu64 ",\"ledger_full\":%" PRIu64
+               ",\"drain_s\":%.3f",
+            A->sum.sent, A->sum.acked, A->sum.received, A->sum.refused, A->sum.lost,
+            A->sum.unacked, A->sum.unacked_received, A->sum.refused_received, A->dups,
+            A->misrouted, A->stale, A->skipped, A->ledger_full,
+            t_stop ? (now_ns() - t_stop) / 1e9 : 0.0);
+    jhist(f, "latency_after_us", &A->lat_after);
+    fprintf(f, "},\"errors\":%" PRIu64 "}\n", A->errors);
+    fflush(f);
+
+    return (login_timed_out || !back || A->sum.lost) ? 1 : 0;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
 "usage: imgen [options]\n"
-"  -m, --mode ws|tcp|mqtt     transport (tcp: senders use the backend TCP API,\n"
-"                             receivers WebSocket)                    [ws]\n"
-"  -s, --scenario idle|pairs|rate|fanout                              [pairs]\n"
+"  -m, --mode ws|tcp|mqtt|http  transport (tcp: senders use the backend TCP\n"
+"                             API, receivers WebSocket; http: idle only, one\n"
+"                             GET per connection, then held)          [ws]\n"
+"  -s, --scenario idle|pairs|rate|fanout|box                          [pairs]\n"
 "  -H, --host ADDR            server address (127.0.0.0/8 only)       [127.0.0.1]\n"
 "  -p, --port N               WebSocket or MQTT port                  [9095]\n"
 "      --tcp-port N           backend TCP API port (mode tcp)         [19095]\n"
-"      --path P               WebSocket path                          [/ws]\n"
+"      --path P               WebSocket (or http mode's) path         [/ws]\n"
 "      --recv-port N          receivers/members connect to this WebSocket port\n"
 "                             (another node); senders stay on -p     [= -p]\n"
 "      --tcp-conns N          mode tcp, pairs/rate: the senders share N backend\n"
@@ -1330,6 +1933,23 @@ static void usage(void)
 "      --login-timeout S      bound for all logins                    [60]\n"
 "      --gen-users N          print a users file of N users and exit\n"
 "      --hist-out FILE        write the latency percentile curve (fanout: last member)\n"
+"  box: -n N sessions, 2j sends to 2j+1 at -r msgs/s in total; -W and -d make\n"
+"  the steady window; at its end the driver kills the server (phase \"kill\");\n"
+"  sessions come back, then --after S more of traffic, then --drain S at most\n"
+"      --attempt-timeout S    one connect + login attempt               [30]\n"
+"      --backoff-max S        retry after a failed attempt: 50 ms doubled, at most [5]\n"
+"      --jitter S             a dropped session waits 0..S before coming back [2]\n"
+"      --storm-wait S         bound for the drop and for the return      [180]\n"
+"      --after S              traffic after all are back                 [10]\n"
+"      --samples FILE         every 0.5 s: live sessions, logins, messages\n"
+"      --phase-file FILE      a line per phase: up mem steady kill drop back stop end\n"
+"      --tick-us U            schedule granularity while sending         [250]\n"
+"      --lost-file F          F.<process>: \"<recipient uid> <MsgId>\" of each acked\n"
+"                             message never received\n"
+"      --ledger-dump F        F.<process>: \"<recipient uid> <MsgId> <state>\" of every\n"
+"                             message (state: 1 sent, 2 acked, 4 received, 8 refused)\n"
+"  SIGUSR1 to imgen (box): the server listens again; failed attempts from then\n"
+"  on are counted apart as well (\"after_restart\")\n"
 "  -v, --verbose\n", PL_MIN);
     exit(2);
 }
@@ -1349,6 +1969,10 @@ int main(int argc, char **argv)
         { "label", 1, 0, 11 }, { "timeout", 1, 0, 'T' }, { "login-timeout", 1, 0, 12 },
         { "gen-users", 1, 0, 13 }, { "hist-out", 1, 0, 14 }, { "verbose", 0, 0, 'v' },
         { "recv-port", 1, 0, 15 }, { "tcp-conns", 1, 0, 16 }, { "help", 0, 0, 'h' },
+        { "attempt-timeout", 1, 0, 17 }, { "backoff-max", 1, 0, 18 },
+        { "jitter", 1, 0, 19 }, { "storm-wait", 1, 0, 20 }, { "after", 1, 0, 21 },
+        { "samples", 1, 0, 22 }, { "phase-file", 1, 0, 23 }, { "tick-us", 1, 0, 24 },
+        { "lost-file", 1, 0, 25 }, { "ledger-dump", 1, 0, 26 },
         { 0, 0, 0, 0 }
     };
     long gen_users = -1;
@@ -1378,6 +2002,12 @@ int main(int argc, char **argv)
     o.max_msgs = 1 << 20;
     o.timeout = 120;
     o.login_timeout = 60;
+    o.attempt_timeout = 30;
+    o.backoff_max = 5;
+    o.jitter = 2;
+    o.storm_wait = 180;
+    o.after = 10;
+    o.tick_us = 250;
 
     while ((c = getopt_long(argc, argv, "m:s:H:p:P:n:k:w:r:M:g:d:W:l:S:C:u:T:vh", lo, NULL))
            != -1) {
@@ -1386,6 +2016,7 @@ int main(int argc, char **argv)
             if (!strcmp(optarg, "ws")) o.mode = M_WS;
             else if (!strcmp(optarg, "tcp")) o.mode = M_TCP;
             else if (!strcmp(optarg, "mqtt")) o.mode = M_MQTT;
+            else if (!strcmp(optarg, "http")) o.mode = M_HTTP;
             else usage();
             break;
         case 's':
@@ -1393,10 +2024,21 @@ int main(int argc, char **argv)
             else if (!strcmp(optarg, "pairs")) o.scen = S_PAIRS;
             else if (!strcmp(optarg, "rate")) o.scen = S_RATE;
             else if (!strcmp(optarg, "fanout")) o.scen = S_FANOUT;
+            else if (!strcmp(optarg, "box")) o.scen = S_BOX;
             else usage();
             break;
         case 15: o.recv_port = atoi(optarg); break;
         case 16: o.tcp_conns = atol(optarg); break;
+        case 17: o.attempt_timeout = atof(optarg); break;
+        case 18: o.backoff_max = atof(optarg); break;
+        case 19: o.jitter = atof(optarg); break;
+        case 20: o.storm_wait = atof(optarg); break;
+        case 21: o.after = atof(optarg); break;
+        case 22: snprintf(o.samples, sizeof(o.samples), "%s", optarg); break;
+        case 23: snprintf(o.phase_file, sizeof(o.phase_file), "%s", optarg); break;
+        case 24: o.tick_us = atoi(optarg); break;
+        case 25: snprintf(o.lost_file, sizeof(o.lost_file), "%s", optarg); break;
+        case 26: snprintf(o.ledger_dump, sizeof(o.ledger_dump), "%s", optarg); break;
         case 'H': snprintf(o.host, sizeof(o.host), "%s", optarg); break;
         case 'p': o.port = atoi(optarg); break;
         case 1: o.tcp_port = atoi(optarg); break;
@@ -1446,6 +2088,13 @@ int main(int argc, char **argv)
     if (o.conc < 1) o.conc = 1;
     if (o.scen == S_FANOUT && o.members < 1) die("--members >= 1");
     if (o.scen == S_FANOUT && o.mode == M_TCP && 0) die("");
+    if (o.mode == M_HTTP && o.scen != S_IDLE) die("mode http: idle only");
+    if (o.scen == S_BOX) {
+        if (o.mode != M_WS) die("box: WebSocket only (-m ws)");
+        if (o.sessions < 2 || o.sessions % 2) die("box: an even -n >= 2");
+        o.pairs = o.sessions / 2;      /* 2j sends to 2j+1 */
+        if (o.tick_us < 20 || o.tick_us > 100000) die("--tick-us 20..100000");
+    }
 
     memset(&dst_ws, 0, sizeof(dst_ws));
     dst_ws.sin_family = AF_INET;
@@ -1460,6 +2109,10 @@ int main(int argc, char **argv)
 
     struct timespec rt;
     clock_gettime(CLOCK_REALTIME, &rt);
+    mono_to_real_ns = (uint64_t) rt.tv_sec * 1000000000ull + rt.tv_nsec - now_ns();
+    if (o.phase_file[0] && (phase_f = fopen(o.phase_file, "w")) == NULL) {
+        die("open %s: %s", o.phase_file, strerror(errno));
+    }
     runid = (uint32_t) (rt.tv_nsec ^ (rt.tv_sec << 12) ^ getpid());
     rnd_state = runid | 1;
     payload_init();
@@ -1482,11 +2135,15 @@ int main(int argc, char **argv)
     signal(SIGTERM, on_term);
     signal(SIGINT, on_term);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGUSR1, on_usr1);
     alarm((unsigned) (o.timeout + 0.999));
 
     double rss0, pss0, rss1 = 0, pss1 = 0;
     mem_of(o.mem_pids, &rss0, &pss0);
 
+    /* server CPU over the logins: from before the first connect to the last
+     * CONNECT_ACK (the clock ticks of /proc: 10 ms, so use thousands) */
+    double lcpu0 = cpu_of(o.cpu_pids), laux0 = cpu_of(o.aux_pids);
     uint64_t start = now_ns();
     kids = calloc(o.procs, sizeof(pid_t));
     for (int w = 0; w < o.procs; w++) {
@@ -1502,6 +2159,8 @@ int main(int argc, char **argv)
         kids[w] = p;
     }
 
+    if (o.scen == S_BOX) return parent_box(start, rss0, pss0);
+
     /* wait for all logins */
     uint64_t login_deadline = start + (uint64_t) (o.login_timeout * 1e9);
     int login_timed_out = 0;
@@ -1513,6 +2172,7 @@ int main(int argc, char **argv)
         usleep(2000);
     }
     uint64_t login_done = now_ns();
+    double lcpu1 = cpu_of(o.cpu_pids), laux1 = cpu_of(o.aux_pids);
     uint64_t ok = 0;
     for (int w = 0; w < o.procs; w++) ok += shm->res[w].ok;
     fprintf(stderr, "imgen: %" PRIu64 " sessions up in %.2f s%s\n", ok,
@@ -1564,10 +2224,23 @@ int main(int argc, char **argv)
         st1 = machine_steal_s;
     }
 
+    /* idle: cpu1 was read just before the workers were told to stop */
+    double ocpu0 = o.scen == S_IDLE ? cpu1 : 0, ocpu1 = ocpu0;
     for (int w = 0; w < o.procs; w++) {
         int st;
         waitpid(kids[w], &st, 0);
         kids[w] = 0;
+    }
+    /* idle: the workers' exit closed every session; the server's CPU for the
+     * logouts is what it used until it stops growing (sampled every 0.3 s,
+     * at most 20 s) */
+    if (o.scen == S_IDLE && o.cpu_pids[0]) {
+        for (int k = 0; k < 66; k++) {
+            usleep(300000);
+            double c = cpu_of(o.cpu_pids);
+            if (c == ocpu1 && k > 2) break;
+            ocpu1 = c;
+        }
     }
     alarm(0);
 
@@ -1587,6 +2260,7 @@ int main(int argc, char **argv)
         hist_merge(&A->last, &r->last);
         hist_merge(&A->first, &r->first);
         hist_merge(&A->each, &r->each);
+        hist_merge(&A->login, &r->login);
     }
 
     double win = (m1 - m0) / 1e9;
@@ -1656,7 +2330,16 @@ int main(int argc, char **argv)
         }
     } else if (o.cpu_pids[0]) {
         fprintf(f, ",\"srv_idle_cpu_pct\":%.2f", win > 0 ? 100 * cpu / win : 0);
+        fprintf(f, ",\"srv_cpu_s_login\":%.2f,\"srv_cpu_us_per_login\":%.2f"
+                   ",\"srv_cpu_s_logout\":%.2f,\"srv_cpu_us_per_logout\":%.2f",
+                lcpu1 - lcpu0, A->ok ? (lcpu1 - lcpu0) * 1e6 / A->ok : 0,
+                ocpu1 - ocpu0, A->ok ? (ocpu1 - ocpu0) * 1e6 / A->ok : 0);
+        if (o.aux_pids[0]) {
+            fprintf(f, ",\"aux_cpu_us_per_login\":%.2f",
+                    A->ok ? (laux1 - laux0) * 1e6 / A->ok : 0);
+        }
     }
+    if (o.scen == S_IDLE) jhist(f, "login_us", &A->login);
     if (o.mem_pids[0]) {
         fprintf(f, ",\"mem_before_kb\":{\"rss\":%.0f,\"pss\":%.0f}"
                    ",\"mem_after_kb\":{\"rss\":%.0f,\"pss\":%.0f}",

@@ -151,6 +151,9 @@ if others:
                   "and latency below are not comparable with figures from a quiet machine; rerun "
                   "`make -f Makefile.dev bench` when nothing else runs. Memory per session is "
                   "not affected.\n")
+md.append("A full box (200,000 sessions on 12 workers, 1:1 traffic among them) and the "
+          "reconnect\nstorm after `kill -9` of every nginx process are in "
+          "[FULLBOX.md](FULLBOX.md) (issue 20\nitem 2, issue 21 item 3).\n")
 md.append("## Machine\n\n```\n" + machine + "\n```\n")
 md.append("""Layout: 1:1, latency and fan-out run one nginx worker pinned to CPU 0
 (`worker_cpu_affinity 01`) with Redis and mosquitto also on CPU 0, and the generator
@@ -440,5 +443,12 @@ plot {', '.join(curves)}
 text = "\n".join(md)
 if a.plot and os.path.exists(a.plot) and "![latency percentiles]" not in text:
     text = text.replace("## (d) Group", f"![latency percentiles]({os.path.basename(a.plot)})\n\n## (d) Group", 1)
+# sections written by hand below this line (measurements of other scripts,
+# such as bench/login.sh and bench/idle.sh) stay when the report is
+# generated again
+KEEP = "<!-- sections below are kept when report.py writes this file again -->"
+old = open(a.report).read() if os.path.exists(a.report) else ""
+if KEEP in old:
+    text = text.rstrip("\n") + "\n\n" + old[old.index(KEEP):]
 open(a.report, "w").write(text)
 print("wrote", a.report)

@@ -21,7 +21,8 @@
 #        STORM_SRC (imgen -S source addresses, 4: 64k ports each),
 #        STORM_CONCURRENCY (imgen -C, 5000), STORM_TIMEOUT (im_redis_timeout,
 #        3s: the default), STORM_RATE (200), STORM_MODULES (the build),
-#        STORM_PORT_BASE (21000).
+#        STORM_PORT_BASE (21000), STORM_UC (perl: tools/im-usercentre;
+#        nginx: bench/usercentre-login.conf.in on CPU 1, not the bottleneck).
 
 set -u -o pipefail
 
@@ -36,6 +37,7 @@ RTIMEOUT=${STORM_TIMEOUT:-3s}
 RATE=${STORM_RATE:-200}
 MODULES=${STORM_MODULES:-$REPO/build/nginx/objs/ngx_im_module.so}
 PB=${STORM_PORT_BASE:-21000}
+UC=${STORM_UC:-perl}
 STREAM_MODULE=${IM_STREAM_MODULE:-/usr/lib/nginx/modules/ngx_stream_module.so}
 NGINX=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
 OUT=${STORM_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)-storm}
@@ -85,7 +87,7 @@ make -s -C "$HERE" bin/imgen >&2 || exit 1
     echo "nproc: $(nproc)"
     echo "commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)"
     echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "storm: N=$N workers=$WORKERS procs=$PROCS src=$SRC concurrency=$CONC im_redis_timeout=$RTIMEOUT rate=$RATE"
+    echo "storm: N=$N workers=$WORKERS procs=$PROCS src=$SRC concurrency=$CONC im_redis_timeout=$RTIMEOUT rate=$RATE usercentre=$UC"
 } > "$OUT/machine.txt"
 
 # as run.sh: loopback drops segments past the default 1000 when thousands
@@ -97,8 +99,16 @@ fi
 
 # benchuser0..2*PAIRS-1 talk, the storm logs in the users after them
 "$IMGEN" --gen-users $((N + 2 * PAIRS)) --uid-base $UID_BASE > "$OUT/users.txt"
-perl "$REPO/tools/im-usercentre" --listen "127.0.0.1:$UC_PORT" \
-    --users "$OUT/users.txt" --workers 2 > "$OUT/usercentre.log" 2>&1 &
+if [[ $UC == nginx ]]; then
+    mkdir -p "$OUT/tmp"
+    sed -e "s|@DIR@|$OUT|g" -e "s|@UC_PORT@|$UC_PORT|g" \
+        "$HERE/usercentre-login.conf.in" > "$OUT/usercentre.conf"
+    taskset -c 1 "$NGINX" -p "$OUT" -c "$OUT/usercentre.conf" \
+        > "$OUT/usercentre.log" 2>&1 &
+else
+    perl "$REPO/tools/im-usercentre" --listen "127.0.0.1:$UC_PORT" \
+        --users "$OUT/users.txt" --workers 2 > "$OUT/usercentre.log" 2>&1 &
+fi
 PIDS+=("$!")
 wait_port "$UC_PORT" 20 || { log "user centre did not start"; exit 1; }
 
@@ -181,6 +191,14 @@ print("storm: %s: logins ok %s of %s (failed %s, retries %s, refused %s) in %.1f
          g('im_redis_reconnects_total'), g('im_redis_pings_total'),
          g('im_redis_failed_total'), t.get('sent'), t.get('acked'),
          g('im_refused_total{reason="store"}')))
+l = s.get('login_us') or {}
+if l:
+    print("storm: %s: login time (first connect to CONNECT_ACK) p50 %.1f ms, "
+          "p99 %.1f ms; worker CPU %s us per login; talkers' message "
+          "latency p99 %.1f ms"
+          % (sys.argv[4], l.get('p50', 0) / 1e3, l.get('p99', 0) / 1e3,
+             s.get('srv_cpu_us_per_login'),
+             (t.get('latency_us') or {}).get('p99', 0) / 1e3))
 # the fullest moment: sessions per worker, and the largest over the mean
 best = max(([int(x) for x in l.split()] for l in open(sys.argv[5])
             if l.strip()), key=sum, default=[])

@@ -5,10 +5,10 @@
  * gets a proper HTTP status), the frame layer between the connection and
  * the session (control frames, fragments, close handshake and its codes),
  * authentication of CONNECT by an in-memory background subrequest to the
- * operator's im_auth location, the $im_* variables the auth location uses
- * to build its request and the access log uses at the session's end, that
- * access log line, and the im_status / im_metrics handlers (the counters
- * themselves are ngx_im_metrics.c's).
+ * operator's im_auth location, letting the request go at login, and the
+ * im_status / im_metrics handlers (the counters themselves are
+ * ngx_im_metrics.c's).  What the logs see of a session (the $im_*
+ * variables, the access log line at its end) is ngx_http_im_log.c's.
  */
 
 #include <ngx_config.h>
@@ -23,6 +23,7 @@
 #include "ngx_im_wsframe.h"
 #include "ngx_im_dir.h"
 #include "ngx_http_im_locate.h"
+#include "ngx_http_im.h"
 
 
 /* an im_auth to check once the location trees exist */
@@ -52,46 +53,6 @@ typedef struct {
 } ngx_http_im_loc_conf_t;
 
 
-/*
- * Once a session is live the HTTP request (its pool holds the handshake and
- * the auth subrequest, some ten kilobytes) is freed and the connection is
- * served directly.  The context and the session are one allocation of
- * their own (ngx_http_im_block_t); a plain connection then lets its pool
- * go too, and the block keeps what nginx kept there and still needs: the
- * log and the client's address.  A TLS connection keeps its pool, which
- * holds the TLS state.
- */
-
-typedef struct {
-    ngx_http_request_t     *request;        /* NULL once detached */
-    im_ws_parser_t          parser;
-    ngx_event_t            *detach;         /* until detached */
-    ngx_http_conf_ctx_t    *conf;           /* the location's, for the log */
-    uint16_t                peer_code;
-    unsigned                echo:1;
-    unsigned                got_close:1;
-    unsigned                finalized:1;
-    unsigned                detaching:1;
-    unsigned                detached:1;
-} ngx_http_im_ctx_t;
-
-
-typedef struct {
-    ngx_http_im_ctx_t       ctx;            /* first: the block is ctx */
-    ngx_im_session_t        session;        /* its connection is ctx's */
-    ngx_pool_cleanup_t     *cln;            /* frees it with the pool */
-    ngx_log_t               log;            /* once the pool is gone */
-    /* then the client's sockaddr and its text */
-} ngx_http_im_block_t;
-
-
-/* the session and the connection of a context: both in its block */
-#define ngx_http_im_ctx_session(ctx)                                          \
-    (&((ngx_http_im_block_t *) (ctx))->session)
-#define ngx_http_im_ctx_connection(ctx)                                       \
-    (ngx_http_im_ctx_session(ctx)->connection)
-
-
 static ngx_int_t ngx_http_im_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_im_status_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_im_metrics_handler(ngx_http_request_t *r);
@@ -107,9 +68,6 @@ static void ngx_http_im_conn_write(ngx_event_t *ev);
 static void ngx_http_im_block_free(void *data);
 static void ngx_http_im_own_pool(ngx_http_im_ctx_t *ctx);
 static void ngx_http_im_close(ngx_http_im_ctx_t *ctx);
-static u_char *ngx_http_im_log_error(ngx_log_t *log, u_char *buf,
-    size_t len);
-static void ngx_http_im_log_session(ngx_http_im_ctx_t *ctx);
 
 static void ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n);
 static size_t ngx_http_im_header(ngx_im_session_t *s, u_char *buf,
@@ -122,7 +80,6 @@ static ngx_uint_t ngx_http_im_goodbye(ngx_im_session_t *s,
 static ngx_int_t ngx_http_im_pre_flush(ngx_im_session_t *s);
 static void ngx_http_im_finalize(ngx_im_session_t *s);
 
-static ngx_int_t ngx_http_im_add_variables(ngx_conf_t *cf);
 static void *ngx_http_im_create_loc_conf(ngx_conf_t *cf);
 static void *ngx_http_im_create_main_conf(ngx_conf_t *cf);
 static ngx_int_t ngx_http_im_check_auth(ngx_conf_t *cf);
@@ -311,6 +268,7 @@ ngx_http_im_handler(ngx_http_request_t *r)
     ngx_table_elt_t          *h, *key, *version;
     ngx_connection_t         *c;
     ngx_http_cleanup_t       *cln;
+    ngx_pool_cleanup_t       *pcln;
     ngx_http_im_ctx_t        *ctx;
     ngx_http_im_block_t      *blk;
     ngx_http_core_loc_conf_t *clcf;
@@ -386,26 +344,24 @@ ngx_http_im_handler(ngx_http_request_t *r)
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    blk = ngx_im_slab_alloc(sizeof(ngx_http_im_block_t) + c->socklen
-                            + c->addr_text.len);
+    blk = ngx_im_slab_alloc(sizeof(ngx_http_im_block_t) + c->socklen);
     if (blk == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    blk->cln = ngx_pool_cleanup_add(c->pool, 0);
-    if (blk->cln == NULL) {
+    pcln = ngx_pool_cleanup_add(c->pool, 0);
+    if (pcln == NULL) {
         ngx_im_slab_free(blk);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    blk->cln->handler = ngx_http_im_block_free;
-    blk->cln->data = blk;
+    pcln->handler = ngx_http_im_block_free;
+    pcln->data = blk;
 
     ctx = &blk->ctx;
 
-    ctx->request = r;
+    ctx->u.request = r;
     ctx->echo = ilcf->echo;
-    ctx->conf = ilcf->conf;
 
     ctx->detach = ngx_im_event_alloc(ngx_http_im_detach_handler, ctx,
                                      c->log);
@@ -455,7 +411,7 @@ ngx_http_im_handler(ngx_http_request_t *r)
     h->value.len = dst.len;
     ngx_memcpy(h->value.data, dst.data, dst.len);
 
-    if (ngx_im_session_create(c, &ngx_http_im_transports[ctx->echo], ctx,
+    if (ngx_im_session_create(c, &ngx_http_im_transports[ctx->echo],
                               &blk->session)
         == NULL)
     {
@@ -549,7 +505,7 @@ ngx_http_im_handler(ngx_http_request_t *r)
 static void
 ngx_http_im_logged_in(ngx_im_session_t *s)
 {
-    ngx_http_im_ctx_t  *ctx = s->ctx;
+    ngx_http_im_ctx_t  *ctx = ngx_http_im_session_ctx(s);
 
     if (ctx->detach && !ctx->detach->posted) {
         if (ctx->detach->timer_set) {
@@ -570,6 +526,7 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
     ngx_http_request_t      *r;
     ngx_http_im_ctx_t       *ctx;
     ngx_http_connection_t   *hc;
+    ngx_http_im_loc_conf_t  *ilcf;
 
     ctx = ev->data;
 
@@ -578,7 +535,7 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
     }
 
     c = ngx_http_im_ctx_connection(ctx);
-    r = ctx->request;
+    r = ctx->u.request;
     s = ngx_http_im_ctx_session(ctx);
 
     if (s->ack_due) {
@@ -605,6 +562,7 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
     }
 
     hc = r->http_connection;
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_im_module);
 
     ctx->detaching = 1;
 
@@ -619,7 +577,7 @@ ngx_http_im_detach_handler(ngx_event_t *ev)
     c->read->handler = ngx_http_im_conn_read;
     c->write->handler = ngx_http_im_conn_write;
 
-    ctx->request = NULL;
+    ctx->u.conf = ilcf->conf;
     ctx->detaching = 0;
     ctx->detached = 1;
 
@@ -767,7 +725,7 @@ ngx_http_im_send_frame(ngx_im_session_t *s, ngx_uint_t opcode, u_char *p,
 static void
 ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n)
 {
-    ngx_http_im_ctx_t  *ctx = s->ctx;
+    ngx_http_im_ctx_t  *ctx = ngx_http_im_session_ctx(s);
 
     size_t          consumed;
     im_ws_rc_t      rc;
@@ -864,7 +822,7 @@ ngx_http_im_header(ngx_im_session_t *s, u_char *buf, size_t len)
 static ngx_uint_t
 ngx_http_im_goodbye(ngx_im_session_t *s, ngx_uint_t reason)
 {
-    ngx_http_im_ctx_t  *ctx = s->ctx;
+    ngx_http_im_ctx_t  *ctx = ngx_http_im_session_ctx(s);
 
     u_char      body[2];
     ngx_uint_t  code;
@@ -901,10 +859,10 @@ ngx_http_im_goodbye(ngx_im_session_t *s, ngx_uint_t reason)
 static ngx_int_t
 ngx_http_im_pre_flush(ngx_im_session_t *s)
 {
-    ngx_http_im_ctx_t   *ctx = s->ctx;
+    ngx_http_im_ctx_t   *ctx = ngx_http_im_session_ctx(s);
     ngx_http_request_t  *r;
 
-    r = ctx->request;
+    r = ngx_http_im_ctx_request(ctx);
 
     if (r == NULL || r->out == NULL) {
         return NGX_OK;
@@ -930,11 +888,11 @@ ngx_http_im_pre_flush(ngx_im_session_t *s)
 static void
 ngx_http_im_finalize(ngx_im_session_t *s)
 {
-    ngx_http_im_ctx_t   *ctx = s->ctx;
+    ngx_http_im_ctx_t   *ctx = ngx_http_im_session_ctx(s);
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
-    r = ctx->request;
+    r = ngx_http_im_ctx_request(ctx);
     c = ngx_http_im_ctx_connection(ctx);
 
     ctx->finalized = 1;
@@ -967,6 +925,7 @@ ngx_http_im_own_pool(ngx_http_im_ctx_t *ctx)
 {
     u_char               *p;
     ngx_connection_t     *c;
+    ngx_pool_cleanup_t   *cln;
     ngx_http_im_block_t  *blk;
 
     blk = (ngx_http_im_block_t *) ctx;
@@ -976,10 +935,11 @@ ngx_http_im_own_pool(ngx_http_im_ctx_t *ctx)
 
     ngx_memcpy(p, c->sockaddr, c->socklen);
     c->sockaddr = (struct sockaddr *) p;
-    p += c->socklen;
 
-    ngx_memcpy(p, c->addr_text.data, c->addr_text.len);
-    c->addr_text.data = p;
+    /* the text (up to 46 bytes) is made again from the sockaddr where it
+     * is used: the error log's handler, the session's end event and the
+     * access log line */
+    ngx_str_null(&c->addr_text);
 
     blk->log = *c->log;
     blk->log.handler = ngx_http_im_log_error;
@@ -1000,8 +960,13 @@ ngx_http_im_own_pool(ngx_http_im_ctx_t *ctx)
     c->proxy_protocol = NULL;
     c->buffer = NULL;
 
-    blk->cln->handler = NULL;
-    blk->cln = NULL;
+    /* the pool's cleanup would free the block: disarm it */
+    for (cln = c->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_im_block_free && cln->data == blk) {
+            cln->handler = NULL;
+            break;
+        }
+    }
 
     ngx_destroy_pool(c->pool);
     c->pool = NULL;
@@ -1048,135 +1013,6 @@ ngx_http_im_block_free(void *data)
 }
 
 
-static u_char *
-ngx_http_im_log_error(ngx_log_t *log, u_char *buf, size_t len)
-{
-    u_char            *p;
-    ngx_connection_t  *c;
-
-    p = buf;
-
-    if (log->action) {
-        p = ngx_snprintf(buf, len, " while %s", log->action);
-        len -= p - buf;
-    }
-
-    c = log->data;
-
-    return ngx_snprintf(p, len, ", client: %V", &c->addr_text);
-}
-
-
-/*
- * The access log line of a detached session, at its end.  Its request is
- * gone (docs/decisions/009), so one is made for the log phase, with what
- * is still known: the connection (client address, bytes sent, TLS), the
- * configuration of the im_websocket location (its access_log), status
- * 101, $request_time from the session's start and the $im_* variables.
- * The request line, its headers and its variables were not kept:
- * $request, $uri, $http_* and what "set" gave are empty.  A session that
- * ends before it is detached keeps its request, and nginx logs that as
- * usual, with the same $im_* variables.
- */
-
-static void
-ngx_http_im_log_session(ngx_http_im_ctx_t *ctx)
-{
-    ngx_uint_t                  i, n;
-    ngx_msec_t                  ms;
-    ngx_time_t                 *tp;
-    ngx_pool_t                 *pool, *cpool;
-    ngx_connection_t           *c;
-    ngx_http_request_t         *r;
-    ngx_http_handler_pt        *h;
-    ngx_http_core_main_conf_t  *cmcf;
-
-    if (ctx->conf == NULL) {
-        return;
-    }
-
-    c = ngx_http_im_ctx_connection(ctx);
-    cmcf = ctx->conf->main_conf[ngx_http_core_module.ctx_index];
-
-    n = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.nelts;
-    h = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.elts;
-
-    if (n == 0) {
-        return;
-    }
-
-    pool = ngx_create_pool(1024, c->log);
-    if (pool == NULL) {
-        return;
-    }
-
-    r = ngx_pcalloc(pool, sizeof(ngx_http_request_t));
-    if (r == NULL) {
-        goto done;
-    }
-
-    r->ctx = ngx_pcalloc(pool, sizeof(void *) * ngx_http_max_module);
-    r->variables = ngx_pcalloc(pool, cmcf->variables.nelts
-                                     * sizeof(ngx_http_variable_value_t));
-    if (r->ctx == NULL || r->variables == NULL) {
-        goto done;
-    }
-
-    r->signature = NGX_HTTP_MODULE;
-    r->connection = c;
-    r->pool = pool;
-    r->main = r;
-    r->count = 1;
-
-    r->main_conf = ctx->conf->main_conf;
-    r->srv_conf = ctx->conf->srv_conf;
-    r->loc_conf = ctx->conf->loc_conf;
-
-    r->method = NGX_HTTP_GET;
-    ngx_str_set(&r->method_name, "GET");
-    r->http_version = NGX_HTTP_VERSION_11;
-    ngx_str_set(&r->http_protocol, "HTTP/1.1");
-
-    r->headers_in.content_length_n = -1;
-    r->headers_in.keep_alive_n = -1;
-    r->headers_out.status = NGX_HTTP_SWITCHING_PROTOCOLS;
-    r->headers_out.content_length_n = -1;
-    r->headers_out.last_modified_time = -1;
-
-    /* $request_time: the session's time */
-    ms = ngx_im_session_time(ngx_http_im_ctx_session(ctx));
-    tp = ngx_timeofday();
-    ms = (ngx_msec_t) tp->sec * 1000 + tp->msec - ms;
-    r->start_sec = ms / 1000;
-    r->start_msec = ms % 1000;
-
-    ngx_http_set_ctx(r, ctx, ngx_http_im_module);
-
-    /* a plain connection has no pool since the detach: lend it this one
-     * (the local address is looked up into it for $server_addr) */
-    cpool = c->pool;
-    if (cpool == NULL) {
-        c->pool = pool;
-    }
-
-    c->log->action = "logging im session";
-
-    for (i = 0; i < n; i++) {
-        (void) h[i](r);
-    }
-
-    if (cpool == NULL) {
-        c->pool = NULL;
-        c->local_sockaddr = NULL;
-        c->local_socklen = 0;
-    }
-
-done:
-
-    ngx_destroy_pool(pool);
-}
-
-
 /* nginx ends the request itself: worker shutdown, or an error */
 
 static void
@@ -1205,12 +1041,12 @@ ngx_http_im_cleanup(void *data)
 static ngx_int_t
 ngx_http_im_auth(ngx_im_session_t *s)
 {
-    ngx_http_im_ctx_t           *ctx = s->ctx;
+    ngx_http_im_ctx_t           *ctx = ngx_http_im_session_ctx(s);
     ngx_http_request_t          *r, *sr;
     ngx_http_im_loc_conf_t      *ilcf;
     ngx_http_post_subrequest_t  *ps;
 
-    r = ctx->request;
+    r = ngx_http_im_ctx_request(ctx);
     ilcf = ngx_http_get_module_loc_conf(r, ngx_http_im_module);
 
     ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
@@ -1334,224 +1170,6 @@ ngx_http_im_auth_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
     }
 
     return rc;
-}
-
-
-/* variables */
-
-static ngx_int_t
-ngx_http_im_form_value(ngx_http_request_t *r, ngx_http_variable_value_t *v,
-    u_char *src, size_t len)
-{
-    u_char      *p;
-    size_t       i;
-    static u_char  hex[] = "0123456789ABCDEF";
-
-    p = ngx_pnalloc(r->pool, len * 3 + 1);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    v->data = p;
-
-    /* application/x-www-form-urlencoded, unreserved characters kept */
-
-    for (i = 0; i < len; i++) {
-        if ((src[i] >= 'a' && src[i] <= 'z') || (src[i] >= 'A' && src[i] <= 'Z')
-            || (src[i] >= '0' && src[i] <= '9') || src[i] == '-'
-            || src[i] == '.' || src[i] == '_' || src[i] == '~')
-        {
-            *p++ = src[i];
-            continue;
-        }
-
-        *p++ = '%';
-        *p++ = hex[src[i] >> 4];
-        *p++ = hex[src[i] & 0xf];
-    }
-
-    v->len = p - v->data;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_im_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
-    uintptr_t data)
-{
-    u_char             *p;
-    ngx_http_im_ctx_t  *ctx;
-    ngx_im_session_t   *s;
-
-    if (data == 5) {
-        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        v->data = p;
-        v->len = ngx_sprintf(p, "%ui", ngx_worker) - p;
-        v->valid = 1;
-        v->no_cacheable = 1;
-        v->not_found = 0;
-        return NGX_OK;
-    }
-
-    ctx = ngx_http_get_module_ctx(r->main, ngx_http_im_module);
-
-    /* the block lives until the connection is closed, after its access
-     * log line: the session's figures are read at the end too */
-    if (ctx == NULL) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    s = ngx_http_im_ctx_session(ctx);
-
-    switch (data) {
-
-    case 0:
-    case 1:
-        /* the credentials stay in the connection's pool until the login
-         * is done: a refused login's name is in its access log line, a
-         * password never */
-        if (s->cred == NULL || (data == 1 && ctx->finalized)) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-
-        return (data == 0)
-               ? ngx_http_im_form_value(r, v, s->cred->user.data,
-                                        s->cred->user.len)
-               : ngx_http_im_form_value(r, v, s->cred->pass.data,
-                                        s->cred->pass.len);
-
-    default:
-        break;
-    }
-
-    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    v->data = p;
-    v->len = ngx_sprintf(p, "%uD", data == 2 ? (uint32_t) s->role
-                                   : data == 3 ? (uint32_t) s->route.client_id
-                                   : s->route.uid)
-             - p;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-
-    return NGX_OK;
-}
-
-
-/* the session's figures for the access log: $im_session_time,
- * $im_messages_in, $im_messages_out, $im_end_reason */
-
-static ngx_int_t
-ngx_http_im_session_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
-{
-    u_char             *p;
-    ngx_str_t          *why;
-    ngx_http_im_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r->main, ngx_http_im_module);
-
-    if (ctx == NULL) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    if (data == NGX_IM_FIGURE_REASON) {
-        why = ngx_im_session_end_reason(ngx_http_im_ctx_session(ctx));
-
-        if (why == NULL) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-
-        v->data = why->data;
-        v->len = why->len;
-
-    } else {
-        p = ngx_pnalloc(r->pool, NGX_IM_FIGURE_LEN);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        v->data = p;
-        v->len = ngx_im_session_figure(p, ngx_http_im_ctx_session(ctx), data)
-                 - p;
-    }
-
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-
-    return NGX_OK;
-}
-
-
-static ngx_http_variable_t  ngx_http_im_vars[] = {
-
-    { ngx_string("im_username"), NULL, ngx_http_im_variable, 0,
-      NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("im_password"), NULL, ngx_http_im_variable, 1,
-      NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("im_role"), NULL, ngx_http_im_variable, 2,
-      NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("im_client_id"), NULL, ngx_http_im_variable, 3,
-      NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("im_uid"), NULL, ngx_http_im_variable, 4,
-      NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("im_worker"), NULL, ngx_http_im_variable, 5,
-      NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("im_session_time"), NULL, ngx_http_im_session_variable,
-      NGX_IM_FIGURE_TIME, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("im_messages_in"), NULL, ngx_http_im_session_variable,
-      NGX_IM_FIGURE_IN, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("im_messages_out"), NULL, ngx_http_im_session_variable,
-      NGX_IM_FIGURE_OUT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("im_end_reason"), NULL, ngx_http_im_session_variable,
-      NGX_IM_FIGURE_REASON, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-      ngx_http_null_variable
-};
-
-
-static ngx_int_t
-ngx_http_im_add_variables(ngx_conf_t *cf)
-{
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_im_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
 }
 
 

@@ -246,7 +246,7 @@ ngx_im_delivery_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
             /* the client does not read: what waits is not kept for it
              * without bound (it goes back to the store) */
             ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
-                          "im: uid %uD does not read, %uz bytes waiting: "
+                          "im: uid %uD does not read, %uD bytes waiting: "
                           "closing", s->route.uid, s->waiting_bytes);
             ngx_im_stats->slow_closed++;
             ngx_im_session_ops->close(s, NGX_IM_CLOSE_SLOW);
@@ -746,6 +746,9 @@ ngx_im_delivery_loaded(redisReply *reply, void *data)
 static void
 ngx_im_delivery_merge(ngx_im_session_t *s, ngx_queue_t *inbox)
 {
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
+                   "im sync: uid %uD: the read merged", s->route.uid);
+
     ngx_im_merge(&s->waiting, inbox, s->loaded, ngx_im_delivery_id,
                  ngx_im_delivery_drop, NULL);
     s->loaded = 1;

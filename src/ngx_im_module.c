@@ -468,6 +468,14 @@ ngx_im_init_conf(ngx_cycle_t *cycle, void *conf)
      * would refuse; conf/ turns it on */
     ngx_conf_init_value(imcf->check_sender, 0);
 
+    if (imcf->send_buffer > 1024 * 1024 * 1024) {
+        /* a session counts its unsent bytes in 32 bits (packed: one
+         * record per idle client) */
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "im_send_buffer cannot exceed 1024m");
+        return NGX_CONF_ERROR;
+    }
+
     if (imcf->max_payload > 65535) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
                       "im_max_payload cannot exceed 65535: the length "

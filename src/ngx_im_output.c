@@ -104,7 +104,7 @@ ngx_im_output_append(ngx_im_session_t *s, u_char *hdr, size_t hlen,
 
     if (s->out_size + total > imcf->send_buffer) {
         ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
-                      "im: uid %uD does not read, %uz bytes unsent: closing",
+                      "im: uid %uD does not read, %uD bytes unsent: closing",
                       s->route.uid, s->out_size);
         ngx_im_stats->slow_closed++;
         ngx_im_session_ops->close(s, NGX_IM_CLOSE_SLOW);
@@ -158,7 +158,9 @@ ngx_im_output_send(ngx_im_session_t *s, u_char *p, size_t n)
 
     ngx_im_stats->out[n && p[0] < NGX_IM_CMDS ? p[0] : 0]++;
 
-    if (ngx_im_output_append(s, hdr, s->transport->header(s, hdr, n), p, n)
+    if (ngx_im_output_append(s, hdr,
+                             ngx_im_session_transport(s)->header(s, hdr, n),
+                             p, n)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -306,12 +308,8 @@ ngx_im_output_write(ngx_im_session_t *s)
         return;
     }
 
-    /* the subscriptions of this pass first: a CONNECT_ACK must not leave
-     * before the SUBSCRIBE of its uid (ngx_im_redis.c) */
-    ngx_im_redis_flush_subs();
-
-    if (s->transport->pre_flush) {
-        switch (s->transport->pre_flush(s)) {
+    if (ngx_im_session_transport(s)->pre_flush) {
+        switch (ngx_im_session_transport(s)->pre_flush(s)) {
         case NGX_OK:
             break;
         case NGX_AGAIN:
@@ -323,6 +321,15 @@ ngx_im_output_write(ngx_im_session_t *s)
     }
 
     if (s->out || c->buffered) {
+
+        /*
+         * the subscriptions of this pass first: a CONNECT_ACK must not
+         * leave before the SUBSCRIBE of its uid (ngx_im_redis.c).  Only
+         * when something leaves: the write events nginx's upstream module
+         * arms on a client connection during its login (one per login,
+         * with nothing to write) wrote the batch of the moment each
+         */
+        ngx_im_redis_flush_new_subs();
 
         if (s->out && s->out->next == NULL && !c->buffered) {
 
@@ -349,6 +356,10 @@ ngx_im_output_write(ngx_im_session_t *s)
         }
 
         if (cl == NGX_CHAIN_ERROR) {
+            /* nothing more leaves on this connection: a later write of
+             * the close phase would only fail again (a peer gone at
+             * logout: ECONNRESET, then EPIPE) */
+            ngx_im_output_free(s);
             c->error = 1;
             ngx_im_session_ops->close(s, NGX_IM_CLOSE_ERROR);
             return;

@@ -68,6 +68,9 @@ void ngx_im_redis_flush(void);
 ngx_int_t ngx_im_redis_subscribe(u_char *channel, size_t len);
 ngx_int_t ngx_im_redis_unsubscribe(u_char *channel, size_t len);
 void ngx_im_redis_flush_subs(void);
+/* the same, only when a SUBSCRIBE is queued: what a client's output must
+ * not overtake (a CONNECT_ACK its uid's SUBSCRIBE) */
+void ngx_im_redis_flush_new_subs(void);
 
 
 #endif /* _NGX_IM_REDIS_H_INCLUDED_ */

@@ -137,14 +137,37 @@ ngx_im_session_router_ops(void)
 }
 
 
+ngx_im_transport_t  *ngx_im_transports[NGX_IM_TRANSPORTS];
+
+
 ngx_im_session_t *
 ngx_im_session_create(ngx_connection_t *c, ngx_im_transport_t *transport,
-    void *ctx, ngx_im_session_t *mem)
+    ngx_im_session_t *mem)
 {
+    ngx_uint_t         t;
     ngx_im_conf_t     *imcf;
     ngx_im_session_t  *s;
 
     imcf = ngx_im_get_conf();
+
+    /* the session keeps its transport as an index: the first session of
+     * each transport enters it in the table */
+    for (t = 0; t < NGX_IM_TRANSPORTS; t++) {
+        if (ngx_im_transports[t] == NULL) {
+            ngx_im_transports[t] = transport;
+        }
+
+        if (ngx_im_transports[t] == transport) {
+            break;
+        }
+    }
+
+    if (t == NGX_IM_TRANSPORTS) {
+        ngx_log_error(NGX_LOG_ALERT, c->log, 0,
+                      "im session: more than %d transports",
+                      NGX_IM_TRANSPORTS);
+        return NULL;
+    }
 
     if (mem) {
         s = mem;
@@ -163,8 +186,7 @@ ngx_im_session_create(ngx_connection_t *c, ngx_im_transport_t *transport,
     c->start_time = ngx_current_msec;
 
     s->connection = c;
-    s->transport = transport;
-    s->ctx = ctx;
+    s->transport = t;
     s->route.token = ++ngx_im_session_tokens;
     s->last_out = &s->out;
 
@@ -287,7 +309,7 @@ ngx_im_session_read(ngx_im_session_t *s)
             return;
         }
 
-        s->transport->input(s, ngx_im_read_buf, n);
+        ngx_im_session_transport(s)->input(s, ngx_im_read_buf, n);
     }
 
     /* fairness: let other connections run, come back in this cycle */
@@ -305,8 +327,14 @@ ngx_im_session_defer(ngx_im_session_t *s, u_char *p, size_t n)
     ngx_buf_t    *b;
     ngx_chain_t  *cl, **ll;
 
+    if (s->cred == NULL) {
+        /* the login's record is gone (it holds what is deferred) */
+        ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
+        return;
+    }
+
     size = 0;
-    for (ll = &s->deferred; *ll; ll = &(*ll)->next) {
+    for (ll = &s->cred->deferred; *ll; ll = &(*ll)->next) {
         size += ngx_buf_size((*ll)->buf);
     }
 
@@ -336,9 +364,11 @@ ngx_im_session_replay(ngx_im_session_t *s)
 {
     ngx_chain_t  *cl;
 
-    while (s->deferred && !ngx_im_session_closing(s) && !s->ack_due) {
-        cl = s->deferred;
-        s->deferred = cl->next;
+    while (s->cred && s->cred->deferred && !ngx_im_session_closing(s)
+           && !s->ack_due)
+    {
+        cl = s->cred->deferred;
+        s->cred->deferred = cl->next;
 
         ngx_im_session_message(s, cl->buf->pos, ngx_buf_size(cl->buf));
     }
@@ -382,8 +412,8 @@ ngx_im_session_login_ack(ngx_im_session_t *s)
         ngx_im_session_replay(s);
     }
 
-    if (s->transport->logged_in) {
-        s->transport->logged_in(s);
+    if (ngx_im_session_transport(s)->logged_in) {
+        ngx_im_session_transport(s)->logged_in(s);
     }
 }
 
@@ -616,6 +646,8 @@ ngx_im_session_connect(ngx_im_session_t *s, im_msg_t *m)
         return;
     }
 
+    cred->deferred = NULL;
+
     cred->user.data = ngx_pnalloc(pool, m->user_len + 1);
     cred->pass.data = ngx_pnalloc(pool, m->pass_len + 1);
     if (cred->user.data == NULL || cred->pass.data == NULL) {
@@ -640,7 +672,7 @@ ngx_im_session_connect(ngx_im_session_t *s, im_msg_t *m)
 
     cred->asked = ngx_im_metrics_now();
 
-    if (s->transport->auth(s) != NGX_OK) {
+    if (ngx_im_session_transport(s)->auth(s) != NGX_OK) {
         ngx_im_session_auth_done(s, 2, 0);
     }
 }
@@ -759,7 +791,7 @@ ngx_uint_t
 ngx_im_session_logged_in(ngx_im_session_t *s)
 {
     return !ngx_im_session_stopped(s) && s->state == NGX_IM_S_LIVE
-           && s->deferred == NULL;
+           && (s->cred == NULL || s->cred->deferred == NULL);
 }
 
 
@@ -1152,8 +1184,8 @@ ngx_im_session_close_step(ngx_im_session_t *s)
         ngx_im_output_simple(s, IM_CMD_DISCONNECT);
     }
 
-    if (s->transport->goodbye && reason != NGX_IM_CLOSE_FLUSH
-        && s->transport->goodbye(s, reason))
+    if (ngx_im_session_transport(s)->goodbye && reason != NGX_IM_CLOSE_FLUSH
+        && ngx_im_session_transport(s)->goodbye(s, reason))
     {
         /* RFC 6455 7.1.1: the server closes TCP once both closes passed */
         ngx_im_session_set_phase(s, NGX_IM_CP_WAITING_PEER);
@@ -1198,7 +1230,9 @@ ngx_im_session_teardown(ngx_im_session_t *s)
     }
 
     /* pool memory, freed with the connection */
-    s->deferred = NULL;
+    if (s->cred) {
+        s->cred->deferred = NULL;
+    }
 }
 
 
@@ -1210,7 +1244,7 @@ ngx_im_session_finalize(ngx_im_session_t *s)
                    s->route.uid, (ngx_uint_t) s->close_reason);
 
     ngx_im_session_abort(s);
-    s->transport->finalize(s);
+    ngx_im_session_transport(s)->finalize(s);
 }
 
 
@@ -1249,8 +1283,9 @@ ngx_im_session_shutdown(ngx_im_session_t *s, ngx_uint_t wait)
             /* best effort, the worker is going: DISCONNECT, close 1001 */
             ngx_im_output_simple(s, IM_CMD_DISCONNECT);
 
-            if (s->transport->goodbye) {
-                (void) s->transport->goodbye(s, NGX_IM_CLOSE_SHUTDOWN);
+            if (ngx_im_session_transport(s)->goodbye) {
+                (void) ngx_im_session_transport(s)->goodbye(s,
+                                                   NGX_IM_CLOSE_SHUTDOWN);
             }
 
             if (s->out && s->out->next == NULL) {
@@ -1271,6 +1306,9 @@ ngx_im_session_shutdown(ngx_im_session_t *s, ngx_uint_t wait)
 void
 ngx_im_session_abort(ngx_im_session_t *s)
 {
+    u_char     text[NGX_SOCKADDR_STRLEN];
+    ngx_str_t  addr;
+
     if (!ngx_im_session_torn_down(s)) {
         ngx_im_session_teardown(s);
     }
@@ -1300,9 +1338,19 @@ ngx_im_session_abort(ngx_im_session_t *s)
     ngx_im_session_log_end(s);
 
     if (s->online) {
+        addr = s->connection->addr_text;
+
+        if (addr.len == 0 && s->connection->sockaddr) {
+            /* a detached WebSocket connection keeps the address only */
+            addr.data = text;
+            addr.len = ngx_sock_ntop(s->connection->sockaddr,
+                                     s->connection->socklen, text,
+                                     NGX_SOCKADDR_STRLEN, 0);
+        }
+
         /* the end reason's text is a literal: null-terminated */
         ngx_im_events_session(s->route.uid, s->route.client_id, s->role,
-                              &s->connection->addr_text,
+                              &addr,
                               ngx_im_session_transports[s->kind],
                               (char *) ngx_im_session_end_reason(s)->data,
                               ngx_im_session_time(s));

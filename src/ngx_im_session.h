@@ -20,7 +20,7 @@
 
 /* in mem when not NULL (the transport frees it), else in the pool */
 ngx_im_session_t *ngx_im_session_create(ngx_connection_t *c,
-    ngx_im_transport_t *transport, void *ctx, ngx_im_session_t *mem);
+    ngx_im_transport_t *transport, ngx_im_session_t *mem);
 /* the connection's log moved and its pool is gone (after the login) */
 void ngx_im_session_moved(ngx_im_session_t *s);
 

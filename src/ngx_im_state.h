@@ -126,17 +126,30 @@ typedef struct {
 extern ngx_im_session_ops_t  *ngx_im_session_ops;
 
 
+/* from CONNECT until the login is done, in the connection's pool */
 typedef struct ngx_im_cred_s {
     ngx_str_t              user;
     ngx_str_t              pass;
     uint64_t               asked;           /* when the user centre was */
+    ngx_chain_t           *deferred;        /* input during auth */
 } ngx_im_cred_t;
 
 
+/* the transports a session may have, by its "transport" field */
+#define NGX_IM_TRANSPORTS  4
+
+extern ngx_im_transport_t  *ngx_im_transports[NGX_IM_TRANSPORTS];
+
+
+/*
+ * A session is kept for each idle client, so the record is packed: what
+ * only a login needs is behind cred, a length that im_send_buffer bounds
+ * is 32 bits, the transport is an index, and the transport finds its own
+ * context from the session's address (it allocates both together).
+ */
+
 struct ngx_im_session_s {
     ngx_connection_t      *connection;
-    ngx_im_transport_t    *transport;
-    void                  *ctx;             /* the transport's */
 
     ngx_im_route_t         route;           /* uid, ClientId, token */
 
@@ -162,6 +175,7 @@ struct ngx_im_session_s {
                                                units (PROTOCOL.md 8) */
     unsigned               end:4;           /* NGX_IM_END_* */
     unsigned               online:1;        /* its "online" event went */
+    unsigned               transport:2;     /* in ngx_im_transports[] */
 
     /* protocol messages, for the logs: whole ones read from the peer,
      * and queued for it (pushes, re-pushes, answers, heartbeats) */
@@ -169,12 +183,13 @@ struct ngx_im_session_s {
     uint32_t               msgs_out;
 
     /* from CONNECT, in the connection's pool, until the login is done */
-    struct ngx_im_cred_s  *cred;
+    ngx_im_cred_t         *cred;
 
     /* delivery */
     ngx_queue_t            inflight;        /* pushed, unacked, by deadline */
     ngx_queue_t            waiting;         /* to push when there is room */
-    size_t                 waiting_bytes;   /* of live messages in it */
+    uint32_t               waiting_bytes;   /* of live messages in it */
+    uint32_t               out_size;        /* bytes in out */
     /* only while there is something to re-push: an idle session does not
      * carry it */
     ngx_event_t           *repush;
@@ -183,7 +198,6 @@ struct ngx_im_session_s {
 
     /* publishing */
     ngx_queue_t            pubs;            /* own messages, acks in order */
-    ngx_chain_t           *deferred;        /* input during auth */
 
     /* the one pending timer (connect, ping, grace, close) */
     ngx_im_timer_t         timer;
@@ -194,11 +208,11 @@ struct ngx_im_session_s {
     ngx_queue_t            flush_link;      /* in the list of writers */
     ngx_chain_t           *out;
     ngx_chain_t          **last_out;
-    size_t                 out_size;
 };
 
 
-#define ngx_im_session_system(s)  ((s)->transport->system)
+#define ngx_im_session_transport(s)  (ngx_im_transports[(s)->transport])
+#define ngx_im_session_system(s)  (ngx_im_session_transport(s)->system)
 
 /* the close is under way (posted or later) */
 #define ngx_im_session_closing(s)  ((s)->close_phase >= NGX_IM_CP_POSTED)

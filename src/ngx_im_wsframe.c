@@ -41,8 +41,9 @@ im_ws_parser_init(im_ws_parser_t *p, int server, size_t max_message)
 {
     memset(p, 0, sizeof(im_ws_parser_t));
 
-    p->server = server;
-    p->max_message = max_message;
+    p->server = (server != 0);
+    p->max_message = (max_message > UINT32_MAX - 1) ? UINT32_MAX - 1
+                                                    : (uint32_t) max_message;
 }
 
 
@@ -347,7 +348,8 @@ im_ws_check_length(im_ws_parser_t *p)
         return IM_WS_CLOSE_TOO_BIG;
     }
 
-    p->remaining = flen;
+    /* at most max_message (a data frame) or 125 (a control frame) */
+    p->remaining = (uint32_t) flen;
 
     return 0;
 }

@@ -69,36 +69,38 @@ typedef struct {
 
 
 typedef struct {
-    size_t     max_message;  /* cap on a reassembled data message (and
-                                a single data frame) */
-    uint8_t    server;       /* 1: client frames must be masked (else
+    uint32_t   max_message;  /* cap on a reassembled data message (and
+                                a single data frame); a cap past 4 GB is
+                                taken as 4 GB - 1 */
+    unsigned   server:1;     /* 1: client frames must be masked (else
                                 1002); 0: must not be */
 
-    /* private state: use the functions below only; small fields first,
-     * packed: a parser is kept per idle connection */
+    /* private state: use the functions below only; packed, lengths in
+     * 32 bits: a parser is kept per idle connection, and every length is
+     * bounded by max_message or by 125 before it is stored */
 
+    unsigned   fin:1;
+    unsigned   masked:1;
+    unsigned   release:1;    /* buf was handed out: empty it next call */
+    unsigned   ctl_release:1; /* ctl was handed out: free it next call */
     uint8_t    state;        /* header, payload, failed */
     uint8_t    hdr_have;     /* header bytes collected so far */
     uint8_t    hdr_need;     /* header length, known after 2 bytes */
     uint8_t    mask_pos;     /* offset into the mask of the next byte */
     uint8_t    opcode;       /* opcode of the current frame */
-    uint8_t    fin;
-    uint8_t    masked;
-    uint8_t    hdr[IM_WS_MAX_HEADER];
-    uint8_t    mask[4];
     uint8_t    msg_opcode;   /* TEXT/BINARY of a fragmented message in
                                 progress, 0 if none */
-    uint8_t    release;      /* buf was handed out: empty it next call */
-    uint8_t    ctl_release;  /* ctl was handed out: free it next call */
     uint8_t    ctl_len;      /* control frame payload collected */
+    uint8_t    hdr[IM_WS_MAX_HEADER];
+    uint8_t    mask[4];
     uint16_t   error_code;   /* close code once failed */
 
-    uint64_t   frame_len;    /* payload length of the current frame */
-    uint64_t   remaining;    /* payload bytes of the frame still due */
+    uint32_t   buf_len;      /* data message reassembly: bytes in buf */
+    uint32_t   buf_size;
+    uint32_t   frame_len;    /* payload length of the current frame */
+    uint32_t   remaining;    /* payload bytes of the frame still due */
 
-    uint8_t   *buf;          /* data message reassembly */
-    size_t     buf_len;
-    size_t     buf_size;
+    uint8_t   *buf;
 
     uint8_t   *ctl;          /* IM_WS_MAX_CONTROL bytes, only while a
                                 control frame arrives in pieces */

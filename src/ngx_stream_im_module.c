@@ -34,6 +34,10 @@ typedef struct {
 } ngx_stream_im_ctx_t;
 
 
+/* the session follows its context in one allocation */
+#define ngx_stream_im_session_ctx(s)  ((ngx_stream_im_ctx_t *) (s) - 1)
+
+
 static void ngx_stream_im_handler(ngx_stream_session_t *s);
 static void ngx_stream_im_read_handler(ngx_event_t *ev);
 static void ngx_stream_im_write_handler(ngx_event_t *ev);
@@ -133,7 +137,8 @@ ngx_stream_im_handler(ngx_stream_session_t *s)
         return;
     }
 
-    ctx = ngx_pcalloc(c->pool, sizeof(ngx_stream_im_ctx_t));
+    ctx = ngx_pcalloc(c->pool, sizeof(ngx_stream_im_ctx_t)
+                               + sizeof(ngx_im_session_t));
     if (ctx == NULL) {
         ngx_stream_finalize_session(s, NGX_STREAM_INTERNAL_SERVER_ERROR);
         return;
@@ -142,8 +147,8 @@ ngx_stream_im_handler(ngx_stream_session_t *s)
     ctx->stream = s;
     ctx->timeout = iscf->timeout;
 
-    ctx->session = ngx_im_session_create(c, &ngx_stream_im_transport, ctx,
-                                         NULL);
+    ctx->session = ngx_im_session_create(c, &ngx_stream_im_transport,
+                                         (ngx_im_session_t *) (ctx + 1));
     if (ctx->session == NULL) {
         ngx_stream_finalize_session(s, NGX_STREAM_INTERNAL_SERVER_ERROR);
         return;
@@ -249,7 +254,7 @@ ngx_stream_im_write_handler(ngx_event_t *ev)
 static void
 ngx_stream_im_input(ngx_im_session_t *s, u_char *p, size_t n)
 {
-    ngx_stream_im_ctx_t  *ctx = s->ctx;
+    ngx_stream_im_ctx_t  *ctx = ngx_stream_im_session_ctx(s);
 
     size_t          len, take;
     u_char         *nb;
@@ -351,7 +356,7 @@ ngx_stream_im_auth(ngx_im_session_t *s)
 static void
 ngx_stream_im_finalize(ngx_im_session_t *s)
 {
-    ngx_stream_im_ctx_t  *ctx = s->ctx;
+    ngx_stream_im_ctx_t  *ctx = ngx_stream_im_session_ctx(s);
 
     ctx->finalized = 1;
 

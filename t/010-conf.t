@@ -13,7 +13,7 @@
 # location), while exact, prefix, regex and nested locations, and a
 # "location /" that proxies, pass.
 # im_msg_rate without im_zone fails (its buckets live there), and so
-# does a rate that is not "Nr/s" or "Nr/m".
+# does a rate that is not "Nr/s" or "Nr/m"; im_send_buffer above 1024m fails.
 
 use strict;
 use warnings;
@@ -25,7 +25,7 @@ use lib "$FindBin::Bin/lib";
 use Test::Nginx;    # skips everything when the module is not built
 
 my $t = Test::Nginx->new()->has(qw/http stream http_ssl openssl/);
-$t->plan(36);
+$t->plan(39);
 
 my $d = $t->testdir;
 my $repo = $t->repo;
@@ -215,3 +215,14 @@ $t->write_file('small/rate3.conf',
     $base . "im_zone im 1m;\nim_msg_rate 10r/h;\n");
 ($rc, $out) = nginx_t("$d/small", "$d/small/rate3.conf");
 like($out, qr/invalid im_msg_rate "10r\/h"/, 'im_msg_rate 10r/h is refused');
+
+# im_send_buffer: a session counts its unsent bytes in 32 bits (decision
+# 039), so 1024m is the most
+$t->write_file('small/sb.conf', $base . "im_send_buffer 1024m;\n");
+($rc, $out) = nginx_t("$d/small", "$d/small/sb.conf");
+is($rc, 0, 'im_send_buffer 1024m passes') or diag($out);
+
+$t->write_file('small/sb2.conf', $base . "im_send_buffer 1025m;\n");
+($rc, $out) = nginx_t("$d/small", "$d/small/sb2.conf");
+isnt($rc, 0, 'im_send_buffer 1025m: nginx -t fails');
+like($out, qr/im_send_buffer cannot exceed 1024m/, '... saying why');

@@ -33,7 +33,8 @@ my @layers = (
     [ parts     => qw/ngx_im_state ngx_im_output ngx_im_delivery
                       ngx_im_publish/ ],
     [ session   => qw/ngx_im_session/ ],
-    [ transport => qw/ngx_im_module ngx_http_im_module
+    [ transport => qw/ngx_im_module ngx_http_im ngx_http_im_module
+                      ngx_http_im_log
                       ngx_http_im_locate ngx_http_im_api ngx_http_im_api_module
                       ngx_http_im_api_inbox ngx_http_im_api_publish
                       ngx_stream_im_module/ ],

@@ -29,8 +29,10 @@ is($a->login('alice', 'alice-secret'), 0, 'alice logs in');
 my $b = IM::Client->new(port => port(9095), auto_pong => 1);
 is($b->login('bob', 'bob-secret'), 0, 'bob logs in');
 
-# the hold after bob's subscription is over before alice sends
-ok($t->wait_for_log(qr/im alone: uid 1002 hold over/), 'bob is settled');
+# the hold after bob's subscription is over, and his inbox read (behind
+# its mark) merged, before alice sends
+ok($t->wait_for_log(qr/im sync: uid 1002: the read merged/),
+   'bob is settled');
 
 for my $text ('one', 'two') {
     my $id = $a->publish(1002, $text);
@@ -68,6 +70,7 @@ my @chapters = (
     qr/im alone: uid 1002 hold over, 0 of 0 answers/,
     qr/\*$conn im sync: uid 1002 load under way 0/,
     qr/\*$conn im inbox: uid 1002, 0 entries/,
+    qr/\*$conn im sync: uid 1002: the read merged/,
     qr/\*$conn im push: uid 1002 state 2 loading 0 phase 0/,
     qr/im alone: uid 1002 alone, channel skipped/,
     qr/\*$conn im delivery: uid 1002 acked a push/,

@@ -1,0 +1,196 @@
+#!/bin/bash
+# bench/login.sh: what a login and a logout cost (issue 20 item 1). One
+# nginx worker and Redis on CPU 0; the user centre (nginx answering from a
+# map, bench/usercentre-login.conf.in: not the bottleneck) and the
+# generator on CPU 1. Each run logs LOGIN_N WebSocket sessions in
+# (LOGIN_CONCURRENCY connects and logins in flight), holds them 2 s and
+# closes them; imgen reads the worker's utime+stime from /proc before the
+# first connect, after the last CONNECT_ACK and once the closes are done:
+#   srv_cpu_us_per_login, srv_cpu_us_per_logout   worker CPU / sessions
+#   logins_per_s                                  sessions / login time
+#   login_us p50/p99                              first connect -> CONNECT_ACK
+#
+#   bench/login.sh                         this build, 3 runs of 10,000
+#   LOGIN_MODULES="/tmp/main.so build/nginx/objs/ngx_im_module.so" \
+#       bench/login.sh                     each module in turn, same run
+#   LOGIN_PERF=1 bench/login.sh            also a perf profile (cpu-clock,
+#                                          call graphs) of the worker over
+#                                          one more run: perf-run<k>.txt
+#
+# Writes bench/out/<date>-login/{results.jsonl,summary.txt,commands.txt,...}
+#
+# Knobs: LOGIN_N (10000), LOGIN_REPEAT (3), LOGIN_CONCURRENCY (1000),
+#        LOGIN_PROCS (imgen -P, 1), LOGIN_MODULES (the build),
+#        LOGIN_DELIVERY (write_through), LOGIN_PERF (0),
+#        LOGIN_KEEPALIVE (the upstream keepalive of the user centre, as in
+#        bench/nginx.conf.in: 1024), LOGIN_PORT_BASE (23000).
+
+set -u -o pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+N=${LOGIN_N:-10000}
+REPEAT=${LOGIN_REPEAT:-3}
+CONC=${LOGIN_CONCURRENCY:-1000}
+PROCS=${LOGIN_PROCS:-1}
+MODULES=${LOGIN_MODULES:-$REPO/build/nginx/objs/ngx_im_module.so}
+DELIVERY=${LOGIN_DELIVERY:-write_through}
+PERF=${LOGIN_PERF:-0}
+KEEPALIVE=${LOGIN_KEEPALIVE:-1024}
+PB=${LOGIN_PORT_BASE:-23000}
+STREAM_MODULE=${IM_STREAM_MODULE:-/usr/lib/nginx/modules/ngx_stream_module.so}
+NGINX=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
+OUT=${LOGIN_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)-login}
+IMGEN=$HERE/bin/imgen
+UID_BASE=100000
+
+mkdir -p "$OUT/tmp"
+RESULTS=$OUT/results.jsonl CMDS=$OUT/commands.txt
+: > "$RESULTS"; : > "$CMDS"
+log() { echo "login: $*" >&2; }
+
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    sleep 0.5
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_port() {
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+for ((try = 0; try < 40; try++)); do
+    WS=$((PB + 95)) REDIS_PORT=$((PB + 79)) UC_PORT=$((PB + 90))
+    busy=0
+    for p in $WS $REDIS_PORT $UC_PORT; do port_busy "$p" && busy=1; done
+    (( busy == 0 )) && break
+    PB=$((PB + 100))
+done
+(( busy == 0 )) || { log "no free port block"; exit 1; }
+
+make -s -C "$HERE" bin/imgen >&2 || exit 1
+{
+    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "nproc: $(nproc)"
+    echo "commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)"
+    echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "login: N=$N repeat=$REPEAT concurrency=$CONC procs=$PROCS" \
+        "delivery=$DELIVERY keepalive=$KEEPALIVE"
+} > "$OUT/machine.txt"
+
+sed -e "s|@DIR@|$OUT|g" -e "s|@UC_PORT@|$UC_PORT|g" \
+    "$HERE/usercentre-login.conf.in" > "$OUT/usercentre.conf"
+taskset -c 1 "$NGINX" -p "$OUT" -c "$OUT/usercentre.conf" \
+    2>> "$OUT/usercentre-stderr.log" &
+PIDS+=("$!")
+wait_port "$UC_PORT" 10 || { log "user centre did not start"; exit 1; }
+
+run_one() {   # index module
+    local k=$1 mod=$2 dir=$OUT/run$1 npid worker rpid r line perf_pid stat_pid
+    mkdir -p "$dir/tmp"
+    cp "$mod" "$dir/ngx_im_module.so"
+    echo "run$k: $mod sha256 $(sha256sum "$mod" | cut -c1-16)" \
+        >> "$OUT/machine.txt"
+
+    taskset -c 0 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
+        --appendonly no --dir "$dir" --logfile "$dir/redis.log" --daemonize no &
+    rpid=$!; PIDS+=("$rpid")
+    wait_port "$REDIS_PORT" 10 || { log "redis did not start"; return 1; }
+
+    sed -e "s|@DIR@|$dir|g" -e "s|@STREAM_MODULE@|$STREAM_MODULE|g" \
+        -e "s|@IM_MODULE@|$dir/ngx_im_module.so|g" -e "s|@WORKERS@|1|g" \
+        -e "s|@AFFINITY@|worker_cpu_affinity 01;|g" \
+        -e "s|@WORKER_CONNECTIONS@|19000|g" \
+        -e "s|@DELIVERY@|$DELIVERY|g" -e "s|@WS_PORT@|$WS|g" \
+        -e "s|@TCP_PORT@|$((PB + 96))|g" -e "s|@REDIS_PORT@|$REDIS_PORT|g" \
+        -e "s|@UC_PORT@|$UC_PORT|g" -e "s|@REUSEPORT@||g" -e "s|@MAIN@||" \
+        -e "s|keepalive 1024;|keepalive $KEEPALIVE;|" \
+        "$HERE/nginx.conf.in" > "$dir/nginx.conf"
+    "$NGINX" -p "$dir" -c "$dir/nginx.conf" 2>> "$dir/stderr.log" &
+    npid=$!; PIDS+=("$npid")
+    wait_port "$WS" 10 || { log "nginx did not listen"; return 1; }
+    sleep 1
+    worker=$(pgrep -P "$npid" | head -1)
+
+    local cmd=(taskset -c 1 "$IMGEN" -s idle -p "$WS" -n "$N" -P "$PROCS"
+        -C "$CONC" --hold 2 --settle 0 --login-timeout 120 -T 200
+        --cpu-pids "$worker" --aux-pids "$rpid")
+    echo "${cmd[*]}" | sed "s|$HERE/|bench/|g" >> "$CMDS"
+    # a first round warms the worker up (pools, spares, the keep-alive
+    # connections to the user centre); it is not counted
+    "${cmd[@]}" --label "run$k-warm" > /dev/null 2> "$dir/warm.log"
+    for ((r = 0; r < REPEAT; r++)); do
+        line=$("${cmd[@]}" --label "run$k-$r" 2> "$dir/imgen-$r.log")
+        [[ -z $line ]] \
+            && line="{\"label\":\"run$k-$r\",\"error\":\"no result\"}"
+        echo "$line" >> "$RESULTS"
+        python3 - "$line" "$mod" <<'PY'
+import json, sys
+s = json.loads(sys.argv[1]); l = s.get('login_us', {})
+print("login: %s %s: %s of %s in %.2f s, %s logins/s; worker CPU %s us per "
+      "login, %s per logout; Redis %s us per login; login p50 %s ms p99 %s ms"
+      % (sys.argv[2], s['label'], s.get('sessions_ok'), s.get('sessions'),
+         s.get('login_s', 0), s.get('logins_per_s'),
+         s.get('srv_cpu_us_per_login'), s.get('srv_cpu_us_per_logout'),
+         s.get('aux_cpu_us_per_login'), round(l.get('p50', 0) / 1e3, 2),
+         round(l.get('p99', 0) / 1e3, 2)))
+PY
+    done
+    if [[ $PERF == 1 ]]; then
+        # call graphs through DWARF: Debian's nginx has no frame pointers
+        perf record -q -e cpu-clock -F 2999 --call-graph dwarf,8192 \
+            -p "$worker" -o "$dir/perf.data" > /dev/null 2>&1 &
+        perf_pid=$!
+        # and the system calls of the same run, by name
+        local ev=() sc
+        for sc in accept4 epoll_ctl epoll_wait recvfrom sendto writev write \
+                  read close setsockopt getsockopt ioctl connect socket; do
+            ev+=(-e "syscalls:sys_enter_$sc")
+        done
+        perf stat -x, "${ev[@]}" -e raw_syscalls:sys_enter -p "$worker" \
+            -o "$dir/perf-syscalls.csv" > /dev/null 2>&1 &
+        stat_pid=$!
+        sleep 0.5
+        "${cmd[@]}" --label "run$k-perf" >> "$dir/perf-imgen.json" \
+            2> "$dir/perf-imgen.log"
+        kill -INT "$perf_pid" "$stat_pid"
+        wait "$perf_pid" "$stat_pid" 2>/dev/null
+        {
+            echo "# $mod: worker CPU by object"
+            perf report -i "$dir/perf.data" --no-children --sort dso \
+                --stdio -g none 2> /dev/null | grep -v '^#' | grep -v '^$'
+            echo "# by the system call or user-space function, and the"
+            echo "# nginx/module functions that led there (innermost first)"
+            perf script -i "$dir/perf.data" -F ip,sym,dso 2> /dev/null \
+                | python3 "$HERE/perfcallers.py" 3 30
+            echo "# system calls per login and logout ($N sessions)"
+            awk -F, -v n="$N" '$1 ~ /^[0-9]+$/ {
+                    e = $3; sub(/^(raw_)?syscalls:sys_enter_?/, "", e)
+                    printf "%s %.2f\n", (e == "" ? "all" : e), $1 / n }' \
+                "$dir/perf-syscalls.csv"
+        } > "$OUT/perf-run$k.txt"
+    fi
+    grep -E '\[(alert|emerg|crit|error)\]' "$dir/error.log" \
+        | sed 's/^[0-9/: ]*//' | sort | uniq -c | sort -rn | head -20 \
+        > "$OUT/errors-run$k.txt"
+
+    kill -QUIT "$npid"; wait "$npid" 2>/dev/null
+    kill -TERM "$rpid"; wait "$rpid" 2>/dev/null
+}
+
+k=0
+for mod in $MODULES; do
+    run_one $k "$mod" | tee -a "$OUT/summary.txt"
+    k=$((k + 1))
+done
+log "results in $OUT"
