@@ -30,11 +30,24 @@ typedef struct ngx_im_msg_s      ngx_im_msg_t;
 typedef struct {
     ngx_flag_t          enabled;     /* an im_websocket or im_tcp exists */
 
-    ngx_str_t           redis_host;  /* null-terminated for hiredis */
-    ngx_int_t           redis_port;
+    ngx_str_t           redis_url;      /* im_redis as given */
+    ngx_str_t           redis_host;     /* its host: TLS's default name */
+    ngx_addr_t         *redis_addrs;    /* resolved at configuration */
+    ngx_uint_t          redis_naddrs;
     ngx_int_t           redis_db;
+    ngx_str_t           redis_user;
     ngx_str_t           redis_password;
     ngx_msec_t          redis_timeout;
+
+    ngx_flag_t          redis_ssl;
+    ngx_flag_t          redis_ssl_verify;
+    ngx_str_t           redis_ssl_name; /* null-terminated */
+    ngx_str_t           redis_ssl_trusted;
+    ngx_str_t           redis_ssl_cert;
+    ngx_str_t           redis_ssl_key;
+#if (NGX_SSL)
+    ngx_ssl_t          *redis_ssl_ctx;
+#endif
 
     ngx_int_t           group_db;
     ngx_str_t           group_prefix;

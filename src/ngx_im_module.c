@@ -17,8 +17,11 @@
 
 static void *ngx_im_create_conf(ngx_cycle_t *cycle);
 static char *ngx_im_init_conf(ngx_cycle_t *cycle, void *conf);
+static ngx_int_t ngx_im_redis_parse_addr(ngx_pool_t *pool, ngx_log_t *log,
+    ngx_im_conf_t *imcf, u_char *url, size_t len);
 static char *ngx_im_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_im_redis_ssl(ngx_cycle_t *cycle, ngx_im_conf_t *imcf);
 static char *ngx_im_msg_rate(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_im_init_process(ngx_cycle_t *cycle);
@@ -66,11 +69,60 @@ static ngx_command_t  ngx_im_commands[] = {
       offsetof(ngx_im_conf_t, redis_password),
       NULL },
 
+    { ngx_string("im_redis_user"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      0,
+      offsetof(ngx_im_conf_t, redis_user),
+      NULL },
+
     { ngx_string("im_redis_timeout"),
       NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       0,
       offsetof(ngx_im_conf_t, redis_timeout),
+      NULL },
+
+    { ngx_string("im_redis_ssl"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      0,
+      offsetof(ngx_im_conf_t, redis_ssl),
+      NULL },
+
+    { ngx_string("im_redis_ssl_verify"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      0,
+      offsetof(ngx_im_conf_t, redis_ssl_verify),
+      NULL },
+
+    { ngx_string("im_redis_ssl_name"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      0,
+      offsetof(ngx_im_conf_t, redis_ssl_name),
+      NULL },
+
+    { ngx_string("im_redis_ssl_trusted_certificate"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      0,
+      offsetof(ngx_im_conf_t, redis_ssl_trusted),
+      NULL },
+
+    { ngx_string("im_redis_ssl_certificate"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      0,
+      offsetof(ngx_im_conf_t, redis_ssl_cert),
+      NULL },
+
+    { ngx_string("im_redis_ssl_certificate_key"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      0,
+      offsetof(ngx_im_conf_t, redis_ssl_key),
       NULL },
 
     { ngx_string("im_group_db"),
@@ -295,16 +347,24 @@ ngx_im_create_conf(ngx_cycle_t *cycle)
     /*
      * set by ngx_pcalloc():
      *
+     *     imcf->redis_url = { 0, NULL };
      *     imcf->redis_host = { 0, NULL };
+     *     imcf->redis_addrs = NULL;
+     *     imcf->redis_user = { 0, NULL };
      *     imcf->redis_password = { 0, NULL };
+     *     imcf->redis_ssl_name = { 0, NULL };
+     *     imcf->redis_ssl_trusted = { 0, NULL };
+     *     imcf->redis_ssl_cert = { 0, NULL };
+     *     imcf->redis_ssl_key = { 0, NULL };
      *     imcf->group_prefix = { 0, NULL };
      *     imcf->node_id = { 0, NULL };
      */
 
     imcf->enabled = 0;
-    imcf->redis_port = NGX_CONF_UNSET;
     imcf->redis_db = NGX_CONF_UNSET;
     imcf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    imcf->redis_ssl = NGX_CONF_UNSET;
+    imcf->redis_ssl_verify = NGX_CONF_UNSET;
     imcf->group_db = NGX_CONF_UNSET;
     imcf->delivery = NGX_CONF_UNSET_UINT;
     imcf->offline_ttl = NGX_CONF_UNSET;
@@ -337,13 +397,29 @@ ngx_im_init_conf(ngx_cycle_t *cycle, void *conf)
 {
     ngx_im_conf_t  *imcf = conf;
 
-    if (imcf->redis_host.data == NULL) {
-        ngx_str_set(&imcf->redis_host, "127.0.0.1");
+    if (imcf->redis_addrs == NULL
+        && ngx_im_redis_parse_addr(cycle->pool, cycle->log, imcf,
+                                   (u_char *) "127.0.0.1:6379",
+                                   sizeof("127.0.0.1:6379") - 1)
+           != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
     }
 
-    ngx_conf_init_value(imcf->redis_port, 6379);
     ngx_conf_init_value(imcf->redis_db, 0);
     ngx_conf_init_msec_value(imcf->redis_timeout, 3000);
+    ngx_conf_init_value(imcf->redis_ssl, 0);
+    ngx_conf_init_value(imcf->redis_ssl_verify, 1);
+
+    if (imcf->redis_user.len && imcf->redis_password.len == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "im_redis_user needs im_redis_password");
+        return NGX_CONF_ERROR;
+    }
+
+    if (imcf->redis_ssl && ngx_im_redis_ssl(cycle, imcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_init_value(imcf->group_db, 1);
 
     if (imcf->group_prefix.data == NULL) {
@@ -417,55 +493,182 @@ ngx_im_init_conf(ngx_cycle_t *cycle, void *conf)
 }
 
 
+/*
+ * im_redis addr: "host:port" (a name is resolved now, as nginx resolves
+ * upstream servers; each of its addresses is tried in turn), "[::1]:port",
+ * or "unix:/path".
+ */
+
+static ngx_int_t
+ngx_im_redis_parse_addr(ngx_pool_t *pool, ngx_log_t *log,
+    ngx_im_conf_t *imcf, u_char *url, size_t len)
+{
+    ngx_url_t  u;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url.data = url;
+    u.url.len = len;
+    u.default_port = 6379;
+
+    if (ngx_parse_url(pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_log_error(NGX_LOG_EMERG, log, 0,
+                      "invalid im_redis address \"%*s\"%s%s", len, url,
+                      u.err ? ": " : "", u.err ? u.err : "");
+        return NGX_ERROR;
+    }
+
+    imcf->redis_url = u.url;
+    imcf->redis_addrs = u.addrs;
+    imcf->redis_naddrs = u.naddrs;
+
+    if (u.family != AF_UNIX) {
+        imcf->redis_host = u.host;
+    }
+
+    return NGX_OK;
+}
+
+
 static char *
 ngx_im_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_im_conf_t  *imcf = conf;
 
     ngx_str_t  *value;
-    ngx_url_t   u;
 
-    if (imcf->redis_host.data) {
+    if (imcf->redis_addrs) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
 
-    ngx_memzero(&u, sizeof(ngx_url_t));
-    u.url = value[1];
-    u.default_port = 6379;
-    u.no_resolve = 1;
-
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.host.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid im_redis address \"%V\"%s%s",
-                           &value[1], u.err ? ": " : "",
-                           u.err ? u.err : "");
-        return NGX_CONF_ERROR;
-    }
-
-    /* hiredis wants a C string, and resolves names by blocking */
-
-    imcf->redis_host.data = ngx_pnalloc(cf->pool, u.host.len + 1);
-    if (imcf->redis_host.data == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memcpy(imcf->redis_host.data, u.host.data, u.host.len);
-    imcf->redis_host.data[u.host.len] = '\0';
-    imcf->redis_host.len = u.host.len;
-    imcf->redis_port = u.port;
-
-    if (ngx_inet_addr(imcf->redis_host.data, imcf->redis_host.len)
-        == INADDR_NONE)
+    if (ngx_im_redis_parse_addr(cf->pool, cf->log, imcf, value[1].data,
+                                value[1].len)
+        != NGX_OK)
     {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "im_redis needs an IPv4 address, not \"%V\"",
-                           &u.host);
         return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * im_redis_ssl on: one client TLS context for the worker's Redis
+ * connections, as the proxy module makes one for its upstreams.  The main
+ * context's directives are all read by now; nginx's certificate loaders
+ * take a configuration, and one made of the cycle serves them.
+ */
+
+static ngx_int_t
+ngx_im_redis_ssl(ngx_cycle_t *cycle, ngx_im_conf_t *imcf)
+{
+#if (NGX_SSL)
+    u_char              *p;
+    ngx_ssl_t           *ssl;
+    ngx_conf_t           cf;
+    ngx_pool_cleanup_t  *cln;
+
+    ngx_memzero(&cf, sizeof(ngx_conf_t));
+    cf.cycle = cycle;
+    cf.pool = cycle->pool;
+    cf.temp_pool = cycle->pool;
+    cf.log = cycle->log;
+
+    if (imcf->redis_ssl_name.len == 0) {
+        imcf->redis_ssl_name = imcf->redis_host;
+    }
+
+    if (imcf->redis_ssl_name.len) {
+        /* for SSL_set_tlsext_host_name() and X509_check_ip_asc() */
+        p = ngx_pnalloc(cycle->pool, imcf->redis_ssl_name.len + 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(p, imcf->redis_ssl_name.data, imcf->redis_ssl_name.len);
+        p[imcf->redis_ssl_name.len] = '\0';
+        imcf->redis_ssl_name.data = p;
+    }
+
+    ssl = ngx_pcalloc(cycle->pool, sizeof(ngx_ssl_t));
+    if (ssl == NULL) {
+        return NGX_ERROR;
+    }
+
+    ssl->log = cycle->log;
+
+    if (ngx_ssl_create(ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cycle->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(ssl);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = ssl;
+
+    /* a write retried after SSL_ERROR_WANT_WRITE may start at another
+     * address: the connection's output buffer grows and compacts */
+    SSL_CTX_set_mode(ssl->ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+
+    if (imcf->redis_ssl_cert.len) {
+        if (imcf->redis_ssl_key.len == 0) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "no im_redis_ssl_certificate_key for "
+                          "im_redis_ssl_certificate \"%V\"",
+                          &imcf->redis_ssl_cert);
+            return NGX_ERROR;
+        }
+
+        if (ngx_ssl_certificate(&cf, ssl, &imcf->redis_ssl_cert,
+                                &imcf->redis_ssl_key, NULL)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (imcf->redis_ssl_verify) {
+        if (imcf->redis_ssl_trusted.len == 0) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "im_redis_ssl_verify is on and no "
+                          "im_redis_ssl_trusted_certificate is given "
+                          "(or set im_redis_ssl_verify off)");
+            return NGX_ERROR;
+        }
+
+        if (imcf->redis_ssl_name.len == 0) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "im_redis_ssl_verify needs im_redis_ssl_name "
+                          "with a unix socket");
+            return NGX_ERROR;
+        }
+
+        if (ngx_ssl_trusted_certificate(&cf, ssl, &imcf->redis_ssl_trusted,
+                                        4)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    imcf->redis_ssl_ctx = ssl;
+
+    return NGX_OK;
+
+#else
+
+    ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                  "im_redis_ssl needs nginx built with OpenSSL");
+    return NGX_ERROR;
+
+#endif
 }
 
 

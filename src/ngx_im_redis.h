@@ -1,5 +1,5 @@
 /*
- * ngx_im_redis.h: hiredis driven by nginx's event loop.
+ * ngx_im_redis.h: the worker's Redis connections, commands and pub/sub.
  *
  * Each worker keeps up to four connections: "inbox" (commands on the
  * inbox database), "group" (commands on the group database; the same
@@ -17,7 +17,6 @@
 
 #include "ngx_im.h"
 #include <hiredis/hiredis.h>
-#include <hiredis/async.h>
 
 
 #define NGX_IM_REDIS_INBOX  0
@@ -48,6 +47,11 @@ ngx_int_t ngx_im_redis_init(ngx_cycle_t *cycle,
 void ngx_im_redis_exit(void);
 
 ngx_uint_t ngx_im_redis_ready(ngx_uint_t which);
+
+/* an attempt to connect failed and the connection has not been ready
+ * since (not merely connecting at the worker's start, nor reconnecting
+ * at once after a loss): logins are refused meanwhile */
+ngx_uint_t ngx_im_redis_away(ngx_uint_t which);
 
 /* callback may be NULL (fire and forget); returns NGX_ERROR when the
  * connection is down, without calling the callback */

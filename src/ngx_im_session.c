@@ -22,6 +22,7 @@
 #include "ngx_im_publish.h"
 #include "ngx_im_presence.h"
 #include "ngx_im_events.h"
+#include "ngx_im_redis.h"
 
 
 #define NGX_IM_READ_BUF     65536
@@ -713,6 +714,16 @@ ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
 
     if (ngx_im_session_closing(s) || s->state != NGX_IM_S_AUTH) {
         return;
+    }
+
+    if (code == 0
+        && (ngx_im_redis_away(NGX_IM_REDIS_INBOX)
+            || ngx_im_redis_away(NGX_IM_REDIS_SUB)))
+    {
+        /* Redis is away: neither the inbox nor another node's messages
+         * can reach the session; "try later" (the log of the connection
+         * says why) */
+        code = 2;
     }
 
     if (code == 0) {
