@@ -144,7 +144,10 @@ async function sendText0(page, key, text) {
   await page.press('#text', 'Enter');
   const out = page.locator('#messages .msg.out').filter({ hasText: text });
   await out.and(page.locator(TAKEN)).waitFor();
-  const [status, tick] = [await out.getAttribute('data-status'), await out.locator('.tick').textContent()];
+  // status and tick read together: a receipt can re-render the message
+  // between two separate reads (acked, then ✓✓)
+  const [status, tick] = await out.evaluate(
+    (el) => [el.getAttribute('data-status'), el.querySelector('.tick').textContent]);
   if (tick !== { acked: '✓', delivered: '✓✓' }[status]) {
     throw new Error(`a message ${status} shows tick ${JSON.stringify(tick)}`);
   }
