@@ -74,13 +74,6 @@ static ngx_im_spares_t  ngx_im_spare_jpubs =
 
 
 
-void
-ngx_im_alone_exit(void)
-{
-    /* nothing is kept: every hold goes with its uid record */
-}
-
-
 /* the mark */
 
 static void

@@ -19,8 +19,6 @@
 #include "ngx_im_traffic.h"
 
 
-void ngx_im_alone_exit(void);
-
 /* a message for u's sessions here, none elsewhere known: 1 when the
  * channel is skipped, 0 to publish */
 ngx_uint_t ngx_im_alone_skip(ngx_im_user_t *u);

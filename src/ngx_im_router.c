@@ -137,7 +137,6 @@ ngx_im_router_hash(const u_char *origin, size_t len)
 void
 ngx_im_router_exit(void)
 {
-    ngx_im_alone_exit();
     ngx_im_ipc_exit_process();
     ngx_im_redis_exit();
 }
@@ -210,7 +209,7 @@ ngx_im_router_join(ngx_im_route_t *r)
                    r->uid, (ngx_uint_t) u->nsessions, (ngx_uint_t) u->sub);
 
     r->user = u;
-    r->live_seq = ngx_im_table_join_seq();
+    r->live_seq = ngx_im_table_next_seq();
 
     switch (u->sub) {
 

@@ -47,20 +47,6 @@ ngx_im_table_count(void)
 
 
 uint64_t
-ngx_im_table_seq(void)
-{
-    return ngx_im_seq;
-}
-
-
-uint64_t
-ngx_im_table_join_seq(void)
-{
-    return ++ngx_im_seq;
-}
-
-
-uint64_t
 ngx_im_table_next_seq(void)
 {
     return ++ngx_im_seq;

@@ -120,12 +120,9 @@ ngx_im_user_t *ngx_im_table_from(uint32_t uid);
 /* every session of u reads its inbox */
 void ngx_im_table_sync(ngx_im_user_t *u);
 
-/* a session joins: its number; sessions that joined up to
- * ngx_im_table_seq() had what was delivered since directly */
-uint64_t ngx_im_table_join_seq(void);
-uint64_t ngx_im_table_seq(void);
-/* a delivery's Seq: logins and deliveries share one count, so that the
- * Seq of this worker's deliveries is also their order */
+/* the next number of this worker's one count of logins and deliveries: a
+ * session that joined at n had every delivery numbered above n directly,
+ * and a delivery's number ('D' Seq) is also its order */
 uint64_t ngx_im_table_next_seq(void);
 /* a new stamp, never 0 (the alone mark's guard) */
 uint32_t ngx_im_table_stamp(void);
