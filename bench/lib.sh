@@ -2,7 +2,7 @@
 # bench/lib.sh: what the bench drivers share. Sourced by run.sh, storm.sh,
 # login.sh, idle.sh, scaling.sh and fullbox.sh before their knobs:
 #
-#   BENCH_TAG=storm                     # the prefix of log lines
+#   BENCH_TAG=bench     # the prefix of log lines; the script's name if unset
 #   source "$(dirname "$0")/lib.sh"
 #
 # It owns, once:
@@ -10,8 +10,9 @@
 #               built), NGINX (TEST_NGINX_BINARY), STREAM_MODULE
 #               (IM_STREAM_MODULE), UID_BASE (imgen's users: 100000 + i)
 #   messages    log (stderr), note (also into $NOTES when a script keeps it)
-#   output      open_out (results.jsonl, commands.txt), record_cmd,
-#               gen_line (one generator run, bounded, its JSON line)
+#   output      open_out (results.jsonl, commands.txt, notes.txt),
+#               record_cmd, gen_line (one generator run, bounded, its JSON
+#               line), each_module (a run per module, summary.txt)
 #   processes   PIDS: everything started, stopped by pid on exit (TERM,
 #               then KILL; the exit trap); stop_pid, forget_pid
 #   ports       port_busy, wait_port, port_block (a block nobody listens on)
@@ -41,12 +42,30 @@ note() { [[ -n ${NOTES:-} ]] && echo "$*" >> "$NOTES"; log "$*"; }
 # ---------------------------------------------------------------------------
 # the output folder: OUT, set by the script
 
-open_out() {
+open_out() {     # [notes]: also notes.txt, which note writes to
     mkdir -p "$OUT"
     RESULTS=$OUT/results.jsonl
     CMDS=$OUT/commands.txt
     : > "$RESULTS"
     : > "$CMDS"
+    if [[ ${1:-} == notes ]]; then
+        NOTES=$OUT/notes.txt
+        : > "$NOTES"
+    fi
+}
+
+# each_module function: the function (index module) for each module of
+# $MODULES in turn, what it prints into summary.txt too. Not in a pipe:
+# the function runs in this shell, so the processes it starts are in PIDS
+# and the exit trap stops them even when a run is cut short.
+each_module() {
+    local k=0 mod
+    for mod in $MODULES; do
+        "$1" "$k" "$mod" > >(tee -a "$OUT/summary.txt")
+        wait "$!"
+        k=$((k + 1))
+    done
+    log "results in $OUT"
 }
 
 record_cmd() {      # command...: into commands.txt, paths relative

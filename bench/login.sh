@@ -134,9 +134,4 @@ PY
     stop_pid "$rpid" TERM
 }
 
-k=0
-for mod in $MODULES; do
-    run_one $k "$mod" | tee -a "$OUT/summary.txt"
-    k=$((k + 1))
-done
-log "results in $OUT"
+each_module run_one

@@ -80,9 +80,7 @@ MAIN_EXTRA=${BENCH_MAIN:-}
 OUT=${BENCH_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)$( [[ $QUICK == 1 ]] && echo -quick)}
 GID=7001
 
-open_out
-NOTES=$OUT/notes.txt
-: > "$NOTES"
+open_out notes
 
 # ---------------------------------------------------------------------------
 # preparation
