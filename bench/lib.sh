@@ -10,7 +10,7 @@
 #               built), NGINX (TEST_NGINX_BINARY), STREAM_MODULE
 #               (IM_STREAM_MODULE), UID_BASE (imgen's users: 100000 + i)
 #   messages    log (stderr), note (also into $NOTES when a script keeps it)
-#   output      open_out (results.jsonl, commands.txt, notes.txt),
+#   output      open_out (results.jsonl, commands.txt), open_notes,
 #               record_cmd, gen_line (one generator run, bounded, its JSON
 #               line), each_module (a run per module, summary.txt)
 #   processes   PIDS: everything started, stopped by pid on exit (TERM,
@@ -20,7 +20,7 @@
 #               backlog for the run, restored on exit)
 #   services    start_redis, rcli, fresh_inbox, seed_group, gen_users,
 #               start_uc_perl (tools/im-usercentre), start_uc_nginx
-#               (usercentre-nginx.conf.in), start_mosquitto, im_conf
+#               (usercentre-nginx.conf.in), start_mosquitto, started, im_conf
 #               (nginx.conf.in rendered), nginx_up, nginx_alerts,
 #               error_counts, keep_module
 # Each script keeps its knobs, its scenarios and its summary. Everything
@@ -42,16 +42,17 @@ note() { [[ -n ${NOTES:-} ]] && echo "$*" >> "$NOTES"; log "$*"; }
 # ---------------------------------------------------------------------------
 # the output folder: OUT, set by the script
 
-open_out() {     # [notes]: also notes.txt, which note writes to
+open_out() {
     mkdir -p "$OUT"
     RESULTS=$OUT/results.jsonl
     CMDS=$OUT/commands.txt
     : > "$RESULTS"
     : > "$CMDS"
-    if [[ ${1:-} == notes ]]; then
-        NOTES=$OUT/notes.txt
-        : > "$NOTES"
-    fi
+}
+
+open_notes() {  # notes.txt, which note writes to too
+    NOTES=$OUT/notes.txt
+    : > "$NOTES"
 }
 
 # each_module function: the function (index module) for each module of
@@ -247,6 +248,14 @@ raise_backlog() {
 # the scheduler); taskset and nice exec, so $! is the server's own pid,
 # which imgen's --cpu-pids and --aux-pids need.
 
+# started variable port seconds what: the process just started in the
+# background into PIDS and the variable; waits for its port
+started() {
+    printf -v "$1" %d "$!"
+    PIDS+=("$!")
+    wait_port "$2" "$3" || { note "$4 did not start"; return 1; }
+}
+
 gen_users() {   # n: benchuser<i> pw<i> <UID_BASE + i> into $OUT/users.txt
     "$IMGEN" --gen-users "$1" --uid-base $UID_BASE > "$OUT/users.txt"
 }
@@ -258,9 +267,7 @@ start_redis() {     # dir cpu [redis-server options...] -> REDIS_PID
     "${on_cpu[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
         --save '' --appendonly no --dir "$dir" --logfile "$dir/redis.log" \
         --daemonize no "$@" &
-    REDIS_PID=$!
-    PIDS+=("$REDIS_PID")
-    wait_port "$REDIS_PORT" 10 || { log "redis did not start"; return 1; }
+    started REDIS_PID "$REDIS_PORT" 10 redis
 }
 
 rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
@@ -280,9 +287,7 @@ seed_group() {      # members: users 0..members in im_group:$GID (db 1)
 start_uc_perl() {   # users-file log -> UC_PID: tools/im-usercentre
     perl "$REPO/tools/im-usercentre" --listen "127.0.0.1:$UC_PORT" \
         --users "$1" --workers 2 > "$2" 2>&1 &
-    UC_PID=$!
-    PIDS+=("$UC_PID")
-    wait_port "$UC_PORT" 20 || { log "user centre did not start"; return 1; }
+    started UC_PID "$UC_PORT" 20 "the user centre"
 }
 
 # A user centre that is not the bottleneck: Debian's nginx answering from a
@@ -297,9 +302,7 @@ start_uc_nginx() {
         -e "s|@UC_WORKERS@|$workers|g" -e "s|@AFFINITY@|$aff|g" \
         "$HERE/usercentre-nginx.conf.in" > "$dir/nginx.conf"
     "$@" "$NGINX" -p "$dir" -c "$dir/nginx.conf" 2>> "$dir/stderr.log" &
-    UC_PID=$!
-    PIDS+=("$UC_PID")
-    wait_port "$UC_PORT" 10 || { log "user centre did not start"; return 1; }
+    started UC_PID "$UC_PORT" 10 "the user centre"
 }
 
 start_mosquitto() {     # dir cpu -> MQ_PID, on MQTT_PORT
@@ -319,9 +322,7 @@ log_type error
 log_type warning
 EOF
     "${on_cpu[@]}" mosquitto -c "$dir/mosquitto.conf" > "$dir/stderr.log" 2>&1 &
-    MQ_PID=$!
-    PIDS+=("$MQ_PID")
-    wait_port "$MQTT_PORT" 10 || { note "mosquitto did not start"; return 1; }
+    started MQ_PID "$MQTT_PORT" 10 mosquitto
 }
 
 # nginx.conf.in rendered: im_conf dest NAME=value... [-e sed-expression]...

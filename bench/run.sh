@@ -80,7 +80,8 @@ MAIN_EXTRA=${BENCH_MAIN:-}
 OUT=${BENCH_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)$( [[ $QUICK == 1 ]] && echo -quick)}
 GID=7001
 
-open_out notes
+open_out
+open_notes
 
 # ---------------------------------------------------------------------------
 # preparation

@@ -44,7 +44,8 @@ IM_MODULE=${IM_MODULE:-$IM_BUILD}
 OUT=${SCALE_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)-scaling}
 GID=7001
 
-open_out notes
+open_out
+open_notes
 
 port_block "$PB" A_WS=95 A_TCP=96 B_WS=97 B_TCP=98 REDIS_PORT=79 \
     UC_PORT=90 || exit 1
