@@ -15,7 +15,8 @@
 #               line), each_module (a run per module, summary.txt)
 #   processes   PIDS: everything started, stopped by pid on exit (TERM,
 #               then KILL; the exit trap); stop_pid, forget_pid
-#   ports       port_busy, wait_port, port_block (a block nobody listens on)
+#   ports       port_busy, wait_port, port_taken, port_block (a block of
+#               ports nobody holds)
 #   the machine facts (machine.txt lines), raise_backlog (the loopback
 #               backlog for the run, restored on exit)
 #   services    start_redis, rcli, fresh_inbox, seed_group, gen_users,
@@ -160,16 +161,23 @@ wait_port() {   # port seconds
     return 1
 }
 
-# Other servers may run here: port_block base NAME=offset... sets each NAME
-# to base + offset for the first base (base, base + 100, ..., 40 tries) at
-# which none of them is listened on, and PB to that base.
+# a port a listener cannot have: listened on, or the local end of a
+# connection (an outgoing one's source port, in the ephemeral range)
+port_taken() {
+    port_busy "$1" \
+        || [[ -n $(ss -Htan exclude time-wait "( sport = :$1 )" 2>/dev/null) ]]
+}
+
+# Other servers and benches may run here: port_block base NAME=offset...
+# sets each NAME to base + offset for the first base (base, base + 100,
+# ..., 40 tries) at which none of them is taken, and PB to that base.
 port_block() {
     local base=$1 try spec busy
     shift
     for ((try = 0; try < 40; try++)); do
         busy=0
         for spec in "$@"; do
-            port_busy $((base + ${spec#*=})) && { busy=1; break; }
+            port_taken $((base + ${spec#*=})) && { busy=1; break; }
         done
         if (( busy == 0 )); then
             for spec in "$@"; do
