@@ -45,8 +45,8 @@
 
 set -u -o pipefail
 
-HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
 N=${FULLBOX_N:-200000}
 WORKERS=${FULLBOX_WORKERS:-12}
 WCONN=${FULLBOX_CONNECTIONS:-19000}
@@ -64,41 +64,21 @@ PIN=${FULLBOX_PIN:-none}
 LOGLEVEL=${FULLBOX_LOG:-info}
 MAIN=${FULLBOX_MAIN:-}
 PB=${FULLBOX_PORT_BASE:-22000}
-MODULE=${FULLBOX_MODULE:-$REPO/build/nginx/objs/ngx_im_module.so}
-STREAM_MODULE=${IM_STREAM_MODULE:-/usr/lib/nginx/modules/ngx_stream_module.so}
-NGINX=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
+MODULE=${FULLBOX_MODULE:-$IM_BUILD}
 OUT=${FULLBOX_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)-fullbox}
-IMGEN=$HERE/bin/imgen
 STORM_WAIT=180
 DRAIN=${FULLBOX_DRAIN:-60}
 
-mkdir -p "$OUT/srv/tmp" "$OUT/uc/tmp"
+mkdir -p "$OUT/srv/tmp"
 log() { echo "fullbox: $(date -u +%T) $*" >&2; }
 now() { date +%s.%N | cut -c1-14; }
 
-PIDS=()              # everything but the nginx with the module
-NPID= WPIDS=         # that nginx: master, workers (the current ones)
-SYSCTL_RESTORE=
-cleanup() {
-    local p
-    [[ -n $SYSCTL_RESTORE ]] &&
-        sysctl -qw "net.core.netdev_max_backlog=$SYSCTL_RESTORE" 2>/dev/null
-    for p in $NPID "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    sleep 1
-    for p in $NPID ${WPIDS//,/ } "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# NPID, WPIDS: the nginx with the module, master and workers (the current
+# ones); the workers of a master killed by -9 are KILLed at the end too
+NPID="" WPIDS=""
+CLEANUP_GRACE=1
+cleanup_more() { echo "${WPIDS//,/ }"; }
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() {
-    local i
-    for ((i = 0; i < $2 * 10; i++)); do
-        port_busy "$1" && return 0
-        sleep 0.1
-    done
-    return 1
-}
 # waits (at most $2 s) for a phase line of imgen's
 wait_phase() {
     local i
@@ -123,31 +103,24 @@ redis_mem() {
 }
 metrics() { curl -s -m "${1:-5}" "http://127.0.0.1:$WS/metrics"; }
 
-for ((try = 0; try < 40; try++)); do
-    WS=$((PB + 95)) TCP=$((PB + 96)) REDIS_PORT=$((PB + 79)) UC_PORT=$((PB + 90))
-    busy=0
-    for p in $WS $TCP $REDIS_PORT $UC_PORT; do port_busy "$p" && busy=1; done
-    ((busy == 0)) && break
-    PB=$((PB + 100))
-done
-((busy == 0)) || { log "no free port block"; exit 1; }
+port_block "$PB" WS=95 TCP=96 REDIS_PORT=79 UC_PORT=90 || exit 1
 
 case $PIN in
-split) SRV_CPU=(taskset -c 0) GEN_CPU=(taskset -c 1)
+split) SRV_CPU=0 GEN_CPU=(taskset -c 1)
        AFF="worker_cpu_affinity$(for ((i = 0; i < WORKERS; i++)); do printf ' 01'; done);"
        UC_AFF="worker_cpu_affinity$(for ((i = 0; i < UC_WORKERS; i++)); do printf ' 10'; done);" ;;
-*)     SRV_CPU=() GEN_CPU=() AFF="" UC_AFF="" ;;
+*)     SRV_CPU="" GEN_CPU=() AFF="" UC_AFF="" ;;
 esac
 
-make -s -C "$HERE" bin/imgen >&2 || exit 1
+build_tools bin/imgen
 cp "$MODULE" "$OUT/srv/ngx_im_module.so"
 {
-    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    facts date
     echo "nproc: $(nproc), memory: $(free -m | awk '/^Mem:/ { print $2 " MB, " $7 " MB available" }')"
     echo "kernel: $(uname -r)"
-    echo "commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)"
-    echo "module: $MODULE sha256 $(sha256sum "$MODULE" | cut -c1-16)"
-    echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    facts commit
+    echo "module: $MODULE sha256 $(sha16 "$MODULE")"
+    facts start
     echo "other processes over 5 % CPU at start:"
     ps -eo pid,pcpu,comm --sort=-pcpu | awk 'NR > 1 && $2 > 5 { print "  " $0 }'
     echo "fullbox: N=$N workers=$WORKERS worker_connections=$WCONN procs=$PROCS"\
@@ -160,49 +133,24 @@ cp "$MODULE" "$OUT/srv/ngx_im_module.so"
     echo "descriptors per process (ulimit -Hn): $(ulimit -Hn)"
 } > "$OUT/machine.txt"
 
-# as run.sh: loopback drops segments past the default 1000 when thousands
-# of connections flush at once, and each drop costs a retransmission
-nb=$(sysctl -n net.core.netdev_max_backlog 2>/dev/null || echo 0)
-if ((nb < 16384)) && sysctl -qw net.core.netdev_max_backlog=16384 2>/dev/null; then
-    SYSCTL_RESTORE=$nb
-fi
+raise_backlog
 
-# Redis
-"${SRV_CPU[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
-    --appendonly no --dir "$OUT" --logfile "$OUT/redis.log" --daemonize no \
-    --maxclients 10000 &
-RPID=$!; PIDS+=("$RPID")
-wait_port "$REDIS_PORT" 10 || { log "redis did not start"; exit 1; }
+start_redis "$OUT" "$SRV_CPU" --maxclients 10000 || exit 1
+RPID=$REDIS_PID
 
 # the user centre
-sed -e "s|@DIR@|$OUT/uc|g" -e "s|@UC_PORT@|$UC_PORT|g" \
-    -e "s|@UC_WORKERS@|$UC_WORKERS|g" -e "s|@AFFINITY@|$UC_AFF|g" \
-    "$HERE/usercentre-nginx.conf.in" > "$OUT/uc/nginx.conf"
-nice -n -10 "$NGINX" -p "$OUT/uc" -c "$OUT/uc/nginx.conf" 2>> "$OUT/uc/stderr.log" &
-UPID=$!; PIDS+=("$UPID")
-wait_port "$UC_PORT" 10 || { log "user centre did not start"; exit 1; }
+start_uc_nginx "$OUT/uc" "$UC_WORKERS" "$UC_AFF" nice -n -10 || exit 1
 
 # nginx with the module
-sed -e "s|@DIR@|$OUT/srv|g" -e "s|@STREAM_MODULE@|$STREAM_MODULE|g" \
-    -e "s|@IM_MODULE@|$OUT/srv/ngx_im_module.so|g" -e "s|@WORKERS@|$WORKERS|g" \
-    -e "s|@AFFINITY@|$AFF|g" -e "s|@WORKER_CONNECTIONS@|$WCONN|g" \
-    -e "s|@DELIVERY@|write_through|g" -e "s|@WS_PORT@|$WS|g" \
-    -e "s|@TCP_PORT@|$TCP|g" -e "s|@REDIS_PORT@|$REDIS_PORT|g" \
-    -e "s|@UC_PORT@|$UC_PORT|g" -e "s|@REUSEPORT@|reuseport|g" \
-    -e "s|@MAIN@|$MAIN|" -e "s|keepalive 64;|keepalive 1024;|" \
-    -e "s|error.log warn;|error.log $LOGLEVEL;|" \
-    "$HERE/nginx.conf.in" > "$OUT/srv/nginx.conf"
+im_conf "$OUT/srv/nginx.conf" DIR="$OUT/srv" \
+    IM_MODULE="$OUT/srv/ngx_im_module.so" WORKERS="$WORKERS" AFFINITY="$AFF" \
+    WORKER_CONNECTIONS="$WCONN" DELIVERY=write_through WS_PORT="$WS" \
+    TCP_PORT="$TCP" REUSEPORT=reuseport MAIN="$MAIN" \
+    -e "s|error.log warn;|error.log $LOGLEVEL;|" || exit 1
 start_nginx() {
-    "$NGINX" -p "$OUT/srv" -c "$OUT/srv/nginx.conf" 2>> "$OUT/srv/stderr.log" &
-    NPID=$!
-    wait_port "$WS" 20 || { log "nginx did not listen"; return 1; }
-    local i
-    for ((i = 0; i < 100; i++)); do
-        WPIDS=$(pgrep -P "$NPID" | paste -sd, -)
-        [[ $(echo "$WPIDS" | tr ',' '\n' | grep -c .) -ge $WORKERS ]] && return 0
-        sleep 0.1
-    done
-    return 1
+    nginx_up "$OUT/srv" "$OUT/srv/nginx.conf" "$WS" "$WORKERS" 20 \
+        || { log "nginx did not listen"; return 1; }
+    NPID=$NGX_PID WPIDS=$NGX_WORKERS
 }
 start_nginx || exit 1
 echo "$(now) nginx $NPID workers $WPIDS" >> "$OUT/events.txt"
@@ -249,6 +197,7 @@ metrics 2 > "$OUT/metrics-before-kill.txt"     # no answer under overload
 echo "$(now) kill -9 $NPID $WPIDS" >> "$OUT/events.txt"
 kill -KILL "$NPID" ${WPIDS//,/ }
 { wait "$NPID"; } 2>/dev/null
+forget_pid "$NPID"
 # gone, or a zombie (its descriptors are closed then)
 for ((i = 0; i < 200; i++)); do
     alive=0
@@ -260,7 +209,7 @@ for ((i = 0; i < 200; i++)); do
 done
 echo "$(now) dead" >> "$OUT/events.txt"
 mv "$OUT/srv/error.log" "$OUT/error-before-kill.log"
-NPID= WPIDS=
+NPID="" WPIDS=""
 log "killed nginx; $(tail -1 "$OUT/samples.txt" | awk '{ print $3 }') sessions up"
 sleep "$DOWN"
 start_nginx || exit 1

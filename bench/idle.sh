@@ -29,150 +29,63 @@
 
 set -u -o pipefail
 
-HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
 N=${IDLE_N:-10000}
 REPEAT=${IDLE_REPEAT:-3}
 WORKERS=${IDLE_WORKERS:-4}
-MODULES=${IDLE_MODULES:-$REPO/build/nginx/objs/ngx_im_module.so}
+MODULES=${IDLE_MODULES:-$IM_BUILD}
 RUN_PLAIN=${IDLE_PLAIN:-1}
 RUN_PEER=${IDLE_PEER:-1}
 HOLD=${IDLE_HOLD:-8}
 SETTLE=${IDLE_SETTLE:-3}
 PB=${IDLE_PORT_BASE:-22000}
-STREAM_MODULE=${IM_STREAM_MODULE:-/usr/lib/nginx/modules/ngx_stream_module.so}
-NGINX=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
 OUT=${IDLE_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)-idle}
-IMGEN=$HERE/bin/imgen
-UID_BASE=100000
 
-mkdir -p "$OUT"
-RESULTS=$OUT/results.jsonl CMDS=$OUT/commands.txt
-: > "$RESULTS"; : > "$CMDS"
-log() { echo "idle: $*" >&2; }
+open_out
+port_block "$PB" WS=95 HTTP=94 REDIS_PORT=79 UC_PORT=90 MQTT_PORT=83 \
+    TCP_PORT=96 || exit 1
 
-PIDS=()
-SYSCTL_RESTORE=
-cleanup() {
-    local p
-    [[ -n $SYSCTL_RESTORE ]] && sysctl -qw "net.core.netdev_max_backlog=$SYSCTL_RESTORE" 2>/dev/null
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    sleep 0.5
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-forget_pid() {
-    local p n=()
-    for p in "${PIDS[@]}"; do [[ $p != "$1" ]] && n+=("$p"); done
-    PIDS=("${n[@]}")
-}
-
-stop_pid() {    # pid signal: signal, wait up to 10 s, then KILL
-    local pid=$1 i
-    kill -"$2" "$pid" 2>/dev/null || { forget_pid "$pid"; return 0; }
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    forget_pid "$pid"
-}
-
-wait_port() {
-    local i
-    for ((i = 0; i < $2 * 10; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-for ((try = 0; try < 40; try++)); do
-    WS=$((PB + 95)) HTTP=$((PB + 94)) REDIS_PORT=$((PB + 79))
-    UC_PORT=$((PB + 90)) MQTT_PORT=$((PB + 83))
-    busy=0
-    for p in $WS $HTTP $REDIS_PORT $UC_PORT $MQTT_PORT $((PB + 96)); do
-        port_busy "$p" && busy=1
-    done
-    (( busy == 0 )) && break
-    PB=$((PB + 100))
-done
-(( busy == 0 )) || { log "no free port block"; exit 1; }
-
-make -s -C "$HERE" bin/imgen >&2 || exit 1
+build_tools bin/imgen
 if [[ $RUN_PEER == 1 ]] && ! command -v mosquitto >/dev/null; then
     log "mosquitto not installed: left out"
     RUN_PEER=0
 fi
 {
-    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "nproc: $(nproc)"
-    echo "nginx: $($NGINX -v 2>&1 | sed 's/.*version: //')"
-    echo "mosquitto: $(mosquitto -h 2>/dev/null | sed -n 's/^mosquitto version //p' | head -1)"
-    echo "commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)"
-    echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    facts date nproc nginx mosquitto commit start
     echo "idle: N=$N repeat=$REPEAT workers=$WORKERS hold=$HOLD settle=$SETTLE"
 } > "$OUT/machine.txt"
 
-# as run.sh: loopback drops segments past the default 1000 when thousands
-# of connections flush at once
-nb=$(sysctl -n net.core.netdev_max_backlog 2>/dev/null || echo 0)
-if (( nb < 16384 )) && sysctl -qw net.core.netdev_max_backlog=16384 2>/dev/null; then
-    SYSCTL_RESTORE=$nb
-fi
+raise_backlog
 
-"$IMGEN" --gen-users "$N" --uid-base $UID_BASE > "$OUT/users.txt"
-perl "$REPO/tools/im-usercentre" --listen "127.0.0.1:$UC_PORT" \
-    --users "$OUT/users.txt" --workers 2 > "$OUT/usercentre.log" 2>&1 &
-PIDS+=("$!")
-wait_port "$UC_PORT" 20 || { log "user centre did not start"; exit 1; }
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$OUT" --logfile "$OUT/redis.log" --daemonize no &
-PIDS+=("$!")
-wait_port "$REDIS_PORT" 10 || { log "redis did not start"; exit 1; }
+gen_users "$N"
+start_uc_perl "$OUT/users.txt" "$OUT/usercentre.log" || exit 1
+start_redis "$OUT" "" || exit 1
 
 k=0
 for mod in $MODULES; do
-    cp "$mod" "$OUT/im$k.so" || exit 1
-    echo "im$k: $mod sha256 $(sha256sum "$mod" | cut -c1-16)" >> "$OUT/machine.txt"
+    keep_module "im$k" "$mod" "$OUT/im$k.so" || exit 1
     k=$((k + 1))
 done
 NMOD=$k
 
-procs=$(( (N + 11999) / 12000 ))
-lt=$(( N / 300 + 30 ))
+procs=$(idle_procs "$N")
+lt=$(login_tmo "$N")
 
 gen() {     # label mem-pids imgen-args...
-    local label=$1 pids=$2 line
+    local label=$1 pids=$2
     shift 2
-    local cmd=("$IMGEN" --label "$label" -T $((lt + 30)) -s idle -n "$N" -P "$procs"
-        -S 8 --hold "$HOLD" --settle "$SETTLE" --login-timeout "$lt"
-        --mem-pids "$pids" "$@")
-    echo "${cmd[*]}" | sed "s|$HERE/|bench/|g" >> "$CMDS"
-    log "run $label"
-    line=$(timeout $((lt + 45)) "${cmd[@]}" 2> "$OUT/gen-$label.log")
-    [[ -z $line ]] && line="{\"label\":\"$label\",\"error\":\"no result\"}"
-    echo "$line" >> "$RESULTS"
+    gen_line "$label" $((lt + 30)) "$IMGEN" --label "$label" -T $((lt + 30)) \
+        -s idle -n "$N" -P "$procs" -S 8 --hold "$HOLD" --settle "$SETTLE" \
+        --login-timeout "$lt" --mem-pids "$pids" "$@"
+    echo "$GEN_LINE" >> "$RESULTS"
 }
 
-NPID=
-nginx_start() {     # dir conf
-    "$NGINX" -p "$1" -c "$2" 2>> "$1/stderr.log" &
-    NPID=$!; PIDS+=("$NPID")
-    wait_port "$3" 10 || { log "nginx did not listen: $1"; return 1; }
-    local i
-    for ((i = 0; i < 50; i++)); do
-        [[ $(pgrep -P "$NPID" | grep -c .) -ge $WORKERS ]] && break
-        sleep 0.1
-    done
-    sleep 0.5       # the workers' Redis connections
+start_server() {    # dir port: nginx, its workers, their Redis connections
+    nginx_up "$1" "$1/nginx.conf" "$2" "$WORKERS" \
+        || { log "nginx did not listen: $1"; return 1; }
+    sleep 0.5
 }
-
-workers_of() { pgrep -P "$1" | paste -sd, -; }
 
 run_plain() {   # rep
     local dir=$OUT/plain-r$1
@@ -206,51 +119,30 @@ http {
     }
 }
 EOF
-    nginx_start "$dir" "$dir/nginx.conf" "$HTTP" || return 1
-    gen "plain-r$1" "$NPID,$(workers_of "$NPID")" -m http -p "$HTTP" --path / -C 200
-    stop_pid "$NPID" QUIT
+    start_server "$dir" "$HTTP" || return 1
+    gen "plain-r$1" "$NGX_PID,$NGX_WORKERS" -m http -p "$HTTP" --path / -C 200
+    stop_pid "$NGX_PID" QUIT
 }
 
 run_im() {      # k rep
     local dir=$OUT/im$1-r$2
     mkdir -p "$dir/tmp"
-    redis-cli -p "$REDIS_PORT" FLUSHALL > /dev/null
-    sed -e "s|@DIR@|$dir|g" -e "s|@STREAM_MODULE@|$STREAM_MODULE|g" \
-        -e "s|@IM_MODULE@|$OUT/im$1.so|g" -e "s|@WORKERS@|$WORKERS|g" \
-        -e "s|@AFFINITY@||g" -e "s|@WORKER_CONNECTIONS@|19000|g" \
-        -e "s|@DELIVERY@|write_through|g" -e "s|@WS_PORT@|$WS|g" \
-        -e "s|@TCP_PORT@|$((PB + 96))|g" -e "s|@REDIS_PORT@|$REDIS_PORT|g" \
-        -e "s|@UC_PORT@|$UC_PORT|g" -e "s|@REUSEPORT@|reuseport|g" \
-        -e "s|@MAIN@||g" "$HERE/nginx.conf.in" > "$dir/nginx.conf"
-    nginx_start "$dir" "$dir/nginx.conf" "$WS" || return 1
-    local w
-    w=$(workers_of "$NPID")
-    gen "im$1-r$2" "$NPID,$w" -m ws -p "$WS" -C 200 --cpu-pids "$w"
-    stop_pid "$NPID" QUIT
-    grep -E '\[(alert|emerg|crit)\]|exited on signal' "$dir/error.log" \
-        | head -5 | sed "s/^/idle: im$1-r$2: /" >&2
+    rcli FLUSHALL > /dev/null
+    im_conf "$dir/nginx.conf" DIR="$dir" IM_MODULE="$OUT/im$1.so" \
+        WORKERS="$WORKERS" DELIVERY=write_through WS_PORT="$WS" \
+        TCP_PORT="$TCP_PORT" REUSEPORT=reuseport || return 1
+    start_server "$dir" "$WS" || return 1
+    gen "im$1-r$2" "$NGX_PID,$NGX_WORKERS" -m ws -p "$WS" -C 200 \
+        --cpu-pids "$NGX_WORKERS"
+    stop_pid "$NGX_PID" QUIT
+    nginx_alerts "$dir/error.log" | sed "s/^/idle: im$1-r$2: /" >&2
 }
 
 run_peer() {    # rep
-    local dir=$OUT/mosquitto-r$1 mpid
-    mkdir -p "$dir"
-    cat > "$dir/mosquitto.conf" <<EOF
-# reference peer, started by bench/idle.sh (not the system service)
-per_listener_settings false
-user root
-listener $MQTT_PORT 127.0.0.1
-allow_anonymous true
-persistence false
-max_connections -1
-log_dest file $dir/mosquitto.log
-log_type error
-log_type warning
-EOF
-    mosquitto -c "$dir/mosquitto.conf" > "$dir/stderr.log" 2>&1 &
-    mpid=$!; PIDS+=("$mpid")
-    wait_port "$MQTT_PORT" 10 || { log "mosquitto did not start"; return 1; }
-    gen "mosquitto-r$1" "$mpid" -m mqtt -p "$MQTT_PORT" -C 50 --cpu-pids "$mpid"
-    stop_pid "$mpid" TERM
+    start_mosquitto "$OUT/mosquitto-r$1" "" || return 1
+    gen "mosquitto-r$1" "$MQ_PID" -m mqtt -p "$MQTT_PORT" -C 50 \
+        --cpu-pids "$MQ_PID"
+    stop_pid "$MQ_PID" TERM
 }
 
 for ((r = 1; r <= REPEAT; r++)); do
@@ -264,7 +156,7 @@ for ((r = 1; r <= REPEAT; r++)); do
         fi
     fi
 done
-echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/machine.txt"
+facts end >> "$OUT/machine.txt"
 
 python3 - "$RESULTS" <<'PY' | tee "$OUT/summary.txt"
 import json, re, statistics, sys

@@ -1,7 +1,7 @@
 #!/bin/bash
 # bench/login.sh: what a login and a logout cost (issue 20 item 1). One
 # nginx worker and Redis on CPU 0; the user centre (nginx answering from a
-# map, bench/usercentre-login.conf.in: not the bottleneck) and the
+# map, bench/usercentre-nginx.conf.in: not the bottleneck) and the
 # generator on CPU 1. Each run logs LOGIN_N WebSocket sessions in
 # (LOGIN_CONCURRENCY connects and logins in flight), holds them 2 s and
 # closes them; imgen reads the worker's utime+stime from /proc before the
@@ -27,105 +27,52 @@
 
 set -u -o pipefail
 
-HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
 N=${LOGIN_N:-10000}
 REPEAT=${LOGIN_REPEAT:-3}
 CONC=${LOGIN_CONCURRENCY:-1000}
 PROCS=${LOGIN_PROCS:-1}
-MODULES=${LOGIN_MODULES:-$REPO/build/nginx/objs/ngx_im_module.so}
+MODULES=${LOGIN_MODULES:-$IM_BUILD}
 DELIVERY=${LOGIN_DELIVERY:-write_through}
 PERF=${LOGIN_PERF:-0}
 KEEPALIVE=${LOGIN_KEEPALIVE:-1024}
 PB=${LOGIN_PORT_BASE:-23000}
-STREAM_MODULE=${IM_STREAM_MODULE:-/usr/lib/nginx/modules/ngx_stream_module.so}
-NGINX=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
 OUT=${LOGIN_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)-login}
-IMGEN=$HERE/bin/imgen
-UID_BASE=100000
 
-mkdir -p "$OUT/tmp"
-RESULTS=$OUT/results.jsonl CMDS=$OUT/commands.txt
-: > "$RESULTS"; : > "$CMDS"
-log() { echo "login: $*" >&2; }
-
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    sleep 0.5
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_port() {
-    local i
-    for ((i = 0; i < $2 * 10; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-for ((try = 0; try < 40; try++)); do
-    WS=$((PB + 95)) REDIS_PORT=$((PB + 79)) UC_PORT=$((PB + 90))
-    busy=0
-    for p in $WS $REDIS_PORT $UC_PORT; do port_busy "$p" && busy=1; done
-    (( busy == 0 )) && break
-    PB=$((PB + 100))
-done
-(( busy == 0 )) || { log "no free port block"; exit 1; }
-
-make -s -C "$HERE" bin/imgen >&2 || exit 1
+open_out
+port_block "$PB" WS=95 TCP_PORT=96 REDIS_PORT=79 UC_PORT=90 || exit 1
+build_tools bin/imgen
 {
-    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "nproc: $(nproc)"
-    echo "commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)"
-    echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    facts date nproc commit start
     echo "login: N=$N repeat=$REPEAT concurrency=$CONC procs=$PROCS" \
         "delivery=$DELIVERY keepalive=$KEEPALIVE"
 } > "$OUT/machine.txt"
 
-sed -e "s|@DIR@|$OUT|g" -e "s|@UC_PORT@|$UC_PORT|g" \
-    "$HERE/usercentre-login.conf.in" > "$OUT/usercentre.conf"
-taskset -c 1 "$NGINX" -p "$OUT" -c "$OUT/usercentre.conf" \
-    2>> "$OUT/usercentre-stderr.log" &
-PIDS+=("$!")
-wait_port "$UC_PORT" 10 || { log "user centre did not start"; exit 1; }
+start_uc_nginx "$OUT/uc" 1 "" taskset -c 1 || exit 1
 
 run_one() {   # index module
     local k=$1 mod=$2 dir=$OUT/run$1 npid worker rpid r line perf_pid stat_pid
     mkdir -p "$dir/tmp"
-    cp "$mod" "$dir/ngx_im_module.so"
-    echo "run$k: $mod sha256 $(sha256sum "$mod" | cut -c1-16)" \
-        >> "$OUT/machine.txt"
+    keep_module "run$k" "$mod" "$dir/ngx_im_module.so" || return 1
 
-    taskset -c 0 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
-        --appendonly no --dir "$dir" --logfile "$dir/redis.log" --daemonize no &
-    rpid=$!; PIDS+=("$rpid")
-    wait_port "$REDIS_PORT" 10 || { log "redis did not start"; return 1; }
+    start_redis "$dir" 0 || return 1
+    rpid=$REDIS_PID
 
-    sed -e "s|@DIR@|$dir|g" -e "s|@STREAM_MODULE@|$STREAM_MODULE|g" \
-        -e "s|@IM_MODULE@|$dir/ngx_im_module.so|g" -e "s|@WORKERS@|1|g" \
-        -e "s|@AFFINITY@|worker_cpu_affinity 01;|g" \
-        -e "s|@WORKER_CONNECTIONS@|19000|g" \
-        -e "s|@DELIVERY@|$DELIVERY|g" -e "s|@WS_PORT@|$WS|g" \
-        -e "s|@TCP_PORT@|$((PB + 96))|g" -e "s|@REDIS_PORT@|$REDIS_PORT|g" \
-        -e "s|@UC_PORT@|$UC_PORT|g" -e "s|@REUSEPORT@||g" -e "s|@MAIN@||" \
-        -e "s|keepalive 1024;|keepalive $KEEPALIVE;|" \
-        "$HERE/nginx.conf.in" > "$dir/nginx.conf"
-    "$NGINX" -p "$dir" -c "$dir/nginx.conf" 2>> "$dir/stderr.log" &
-    npid=$!; PIDS+=("$npid")
-    wait_port "$WS" 10 || { log "nginx did not listen"; return 1; }
+    im_conf "$dir/nginx.conf" DIR="$dir" IM_MODULE="$dir/ngx_im_module.so" \
+        WORKERS=1 AFFINITY="worker_cpu_affinity 01;" DELIVERY="$DELIVERY" \
+        WS_PORT="$WS" TCP_PORT="$TCP_PORT" \
+        -e "s|keepalive 1024;|keepalive $KEEPALIVE;|" || return 1
+    nginx_up "$dir" "$dir/nginx.conf" "$WS" 1 \
+        || { log "nginx did not listen"; return 1; }
+    npid=$NGX_PID
     sleep 1
     worker=$(pgrep -P "$npid" | head -1)
 
     local cmd=(taskset -c 1 "$IMGEN" -s idle -p "$WS" -n "$N" -P "$PROCS"
         -C "$CONC" --hold 2 --settle 0 --login-timeout 120 -T 200
         --cpu-pids "$worker" --aux-pids "$rpid")
-    echo "${cmd[*]}" | sed "s|$HERE/|bench/|g" >> "$CMDS"
+    record_cmd "${cmd[@]}"
     # a first round warms the worker up (pools, spares, the keep-alive
     # connections to the user centre); it is not counted
     "${cmd[@]}" --label "run$k-warm" > /dev/null 2> "$dir/warm.log"
@@ -180,17 +127,11 @@ PY
                 "$dir/perf-syscalls.csv"
         } > "$OUT/perf-run$k.txt"
     fi
-    grep -E '\[(alert|emerg|crit|error)\]' "$dir/error.log" \
-        | sed 's/^[0-9/: ]*//' | sort | uniq -c | sort -rn | head -20 \
+    error_counts '\[(alert|emerg|crit|error)\]' "$dir/error.log" \
         > "$OUT/errors-run$k.txt"
 
-    kill -QUIT "$npid"; wait "$npid" 2>/dev/null
-    kill -TERM "$rpid"; wait "$rpid" 2>/dev/null
+    stop_pid "$npid" QUIT
+    stop_pid "$rpid" TERM
 }
 
-k=0
-for mod in $MODULES; do
-    run_one $k "$mod" | tee -a "$OUT/summary.txt"
-    k=$((k + 1))
-done
-log "results in $OUT"
+each_module run_one

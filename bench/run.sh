@@ -48,8 +48,9 @@
 
 set -u -o pipefail
 
-HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
+BENCH_TAG=bench
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
 QUICK=${BENCH_QUICK:-0}
 
 q() { if [[ $QUICK == 1 ]]; then echo "$2"; else echo "$1"; fi; }
@@ -74,91 +75,21 @@ RUN_FLOOR=${BENCH_FLOOR:-1}
 RUN_TCP=${BENCH_TCP:-1}
 IDLE_WORKERS=${BENCH_IDLE_WORKERS:-4}
 PB=${BENCH_PORT_BASE:-38000}
-IM_MODULE=${IM_MODULE:-$REPO/build/nginx/objs/ngx_im_module.so}
+IM_MODULE=${IM_MODULE:-$IM_BUILD}
 MAIN_EXTRA=${BENCH_MAIN:-}
-STREAM_MODULE=${IM_STREAM_MODULE:-/usr/lib/nginx/modules/ngx_stream_module.so}
-NGINX=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
 OUT=${BENCH_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)$( [[ $QUICK == 1 ]] && echo -quick)}
-IMGEN=$HERE/bin/imgen
-FLOOR=$HERE/bin/floor
 GID=7001
-UID_BASE=100000
 
-mkdir -p "$OUT"
-RESULTS=$OUT/results.jsonl
-CMDS=$OUT/commands.txt
-NOTES=$OUT/notes.txt
-: > "$RESULTS"; : > "$CMDS"; : > "$NOTES"
-
-log() { echo "bench: $*" >&2; }
-note() { echo "$*" >> "$NOTES"; log "$*"; }
-
-# ---------------------------------------------------------------------------
-# processes we started, stopped by pid on exit
-
-PIDS=()
-SYSCTL_RESTORE=
-cleanup() {
-    local p
-    if [[ -n $SYSCTL_RESTORE ]]; then
-        sysctl -qw "net.core.netdev_max_backlog=$SYSCTL_RESTORE" 2>/dev/null
-    fi
-    for p in "${PIDS[@]}"; do
-        kill -TERM "$p" 2>/dev/null
-    done
-    sleep 0.5
-    for p in "${PIDS[@]}"; do
-        kill -KILL "$p" 2>/dev/null
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-forget_pid() {
-    local p n=()
-    for p in "${PIDS[@]}"; do [[ $p != "$1" ]] && n+=("$p"); done
-    PIDS=("${n[@]}")
-}
-
-stop_pid() {    # pid [signal]: signal, wait up to 10 s, then KILL
-    local pid=$1 sig=${2:-TERM} i
-    kill -"$sig" "$pid" 2>/dev/null || { forget_pid "$pid"; return 0; }
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    forget_pid "$pid"
-}
-
-wait_port() {   # port seconds
-    local i
-    for ((i = 0; i < $2 * 10; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
+open_out
+open_notes
 
 # ---------------------------------------------------------------------------
 # preparation
 
-# a block of six ports nobody listens on (other servers may run here)
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for ((try = 0; try < 40; try++)); do
-    WS_PORT=$((PB + 95)) TCP_PORT=$((PB + 96)) REDIS_PORT=$((PB + 79))
-    UC_PORT=$((PB + 90)) MQTT_PORT=$((PB + 83)) FLOOR_PORT=$((PB + 97))
-    busy=0
-    for p in $WS_PORT $TCP_PORT $REDIS_PORT $UC_PORT $MQTT_PORT $FLOOR_PORT; do
-        port_busy "$p" && busy=1
-    done
-    (( busy == 0 )) && break
-    PB=$((PB + 100))
-done
-(( busy == 0 )) || { log "no free port block found"; exit 1; }
+port_block "$PB" WS_PORT=95 TCP_PORT=96 REDIS_PORT=79 UC_PORT=90 \
+    MQTT_PORT=83 FLOOR_PORT=97 || exit 1
 
-make -s -C "$HERE" bin/imgen bin/floor >&2 || { log "cannot build imgen or floor"; exit 1; }
+build_tools bin/imgen bin/floor
 
 if [[ $RUN_IM == auto ]]; then
     if [[ -f $IM_MODULE ]]; then RUN_IM=1; else RUN_IM=0; note "IM server not run: $IM_MODULE not built"; fi
@@ -166,7 +97,7 @@ fi
 if [[ $RUN_IM == 1 ]]; then
     # a copy, so a rebuild in the tree during the run changes nothing
     cp "$IM_MODULE" "$OUT/ngx_im_module.so" || { log "cannot copy $IM_MODULE"; exit 1; }
-    echo "module: $(realpath --relative-to="$REPO" "$IM_MODULE" 2>/dev/null || echo "$IM_MODULE"), built $(date -u -r "$IM_MODULE" '+%Y-%m-%d %H:%M UTC'), sha256 $(sha256sum "$IM_MODULE" | cut -c1-16)" >> "$OUT/machine.txt.pre"
+    echo "module: $(realpath --relative-to="$REPO" "$IM_MODULE" 2>/dev/null || echo "$IM_MODULE"), built $(date -u -r "$IM_MODULE" '+%Y-%m-%d %H:%M UTC'), sha256 $(sha16 "$IM_MODULE")" >> "$OUT/machine.txt.pre"
     IM_MODULE=$OUT/ngx_im_module.so
 fi
 if [[ $RUN_PEER == 1 ]] && ! command -v mosquitto >/dev/null; then
@@ -177,84 +108,37 @@ fi
 max_users=$((2 * PAIRS))
 (( MEMBERS + 1 > max_users )) && max_users=$((MEMBERS + 1))
 for n in $IDLE; do (( n > max_users )) && max_users=$n; done
-"$IMGEN" --gen-users "$max_users" --uid-base $UID_BASE > "$OUT/users.txt"
+gen_users "$max_users"
 
 {
-    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "nproc: $(nproc)"
-    echo "cpu: $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
-    echo "memory: $(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
-    echo "kernel: $(uname -sr)"
-    echo "nginx: $($NGINX -v 2>&1 | sed 's/.*version: //')"
-    echo "redis: $(redis-server --version | sed 's/^Redis server //; s/ sha=.*//')"
-    echo "mosquitto: $(mosquitto -h 2>/dev/null | sed -n 's/^mosquitto version //p' | head -1)"
-    echo "gcc: $(gcc --version | head -1)"
-    echo "commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)"
-    echo "descriptors per process: $(ulimit -Hn)"
+    facts date nproc cpu memory kernel nginx redis mosquitto gcc commit \
+        descriptors
     echo "quick: $QUICK"
     cat "$OUT/machine.txt.pre" 2>/dev/null
 } > "$OUT/machine.txt"
 rm -f "$OUT/machine.txt.pre"
 
-# Loopback packets wait in a per-CPU backlog (net.core.netdev_max_backlog,
-# 1000 by default); a generator that flushes a thousand connections in one
-# pass overflows it, and every dropped segment costs a retransmission timeout
-# (>= 200 ms) that shows up as latency. Raised for the run, restored after.
-nb=$(sysctl -n net.core.netdev_max_backlog 2>/dev/null || echo 0)
-if (( nb < 16384 )); then
-    if sysctl -qw net.core.netdev_max_backlog=16384 2>/dev/null; then
-        SYSCTL_RESTORE=$nb
-        note "net.core.netdev_max_backlog raised from $nb to 16384 for the run (restored at the end)"
-    else
-        note "net.core.netdev_max_backlog is $nb and could not be raised: expect loopback drops"
-    fi
-fi
-echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/machine.txt"
+raise_backlog
+facts start >> "$OUT/machine.txt"
 
 # ---------------------------------------------------------------------------
 # services
 
-REDIS_PID= UC_PID= NGX_PID= MQ_PID=
-
-start_redis() {
-    taskset -c 0 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
-        --appendonly no --dir "$OUT" --logfile "$OUT/redis.log" --daemonize no &
-    REDIS_PID=$!
-    PIDS+=("$REDIS_PID")
-    wait_port "$REDIS_PORT" 10 || { log "redis did not start"; exit 1; }
-}
-
-rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
-
-start_uc() {
-    perl "$REPO/tools/im-usercentre" --listen "127.0.0.1:$UC_PORT" --users "$OUT/users.txt" \
-        --workers 2 > "$OUT/usercentre.log" 2>&1 &
-    UC_PID=$!
-    PIDS+=("$UC_PID")
-    wait_port "$UC_PORT" 20 || { log "user centre did not start"; exit 1; }
-}
-
-NGX_WORKERS=
 start_nginx() {     # name workers pinned(0|1) delivery
-    local name=$1 workers=$2 pinned=$3 delivery=$4 dir=$OUT/nginx-$1 aff="" reuse="" wc
+    local name=$1 workers=$2 pinned=$3 delivery=$4 dir=$OUT/nginx-$1 aff="" reuse=""
     mkdir -p "$dir/tmp"
     if [[ $pinned == 1 ]]; then aff="worker_cpu_affinity 01;"; fi
     if (( workers > 1 )); then reuse=reuseport; fi
-    wc=19000
-    sed -e "s|@DIR@|$dir|g" -e "s|@STREAM_MODULE@|$STREAM_MODULE|g" \
-        -e "s|@IM_MODULE@|$IM_MODULE|g" -e "s|@WORKERS@|$workers|g" \
-        -e "s|@AFFINITY@|$aff|g" -e "s|@WORKER_CONNECTIONS@|$wc|g" \
-        -e "s|@DELIVERY@|$delivery|g" -e "s|@WS_PORT@|$WS_PORT|g" \
-        -e "s|@TCP_PORT@|$TCP_PORT|g" -e "s|@REDIS_PORT@|$REDIS_PORT|g" \
-        -e "s|@UC_PORT@|$UC_PORT|g" -e "s|@REUSEPORT@|$reuse|g" \
-        -e "s|@MAIN@|$MAIN_EXTRA|g" \
-        "$HERE/nginx.conf.in" > "$dir/nginx.conf"
+    im_conf "$dir/nginx.conf" DIR="$dir" IM_MODULE="$IM_MODULE" \
+        WORKERS="$workers" AFFINITY="$aff" DELIVERY="$delivery" \
+        WS_PORT="$WS_PORT" TCP_PORT="$TCP_PORT" REUSEPORT="$reuse" \
+        MAIN="$MAIN_EXTRA" || return 1
     # a module still being written may lack a directive: leave it out, say so
     local d syms
     syms=$(strings "$IM_MODULE")    # not "strings | grep -q": SIGPIPE under pipefail
     for d in im_zone im_delivery im_metrics; do
         if ! grep -qx "$d" <<< "$syms"; then
-            sed -Ei "s|^([[:space:]]*)($d[ ;])|\1# not in this build: \2|" \
+            sed -Ei "s|^([[:space:]]*)(${d}[ ;])|\1# not in this build: \2|" \
                 "$dir/nginx.conf"
             grep -qs "directive $d" "$NOTES" || note "the module has no directive $d: left out"
         fi
@@ -263,20 +147,11 @@ start_nginx() {     # name workers pinned(0|1) delivery
         note "nginx config $name rejected: $(grep -m1 emerg "$dir/test.log")"
         return 1
     fi
-    "$NGINX" -p "$dir" -c "$dir/nginx.conf" 2>> "$dir/stderr.log" &
-    NGX_PID=$!
-    PIDS+=("$NGX_PID")
-    if ! wait_port "$WS_PORT" 10; then
+    if ! nginx_up "$dir" "$dir/nginx.conf" "$WS_PORT" "$workers"; then
         note "nginx $name did not listen: $(tail -2 "$dir/error.log" 2>/dev/null)"
         stop_nginx
         return 1
     fi
-    local i
-    for ((i = 0; i < 50; i++)); do
-        NGX_WORKERS=$(pgrep -P "$NGX_PID" | paste -sd, -)
-        [[ $(tr ',' '\n' <<< "$NGX_WORKERS" | grep -c .) -ge $workers ]] && break
-        sleep 0.1
-    done
     sleep 0.2       # Redis connections of the workers
 }
 
@@ -287,37 +162,14 @@ stop_nginx() {
 }
 
 check_nginx_log() {     # name
-    local f=$OUT/nginx-$1/error.log
-    [[ -f $f ]] || return 0
     local bad
-    bad=$(grep -E '\[(alert|emerg|crit)\]|exited on signal' "$f" | head -5)
+    bad=$(nginx_alerts "$OUT/nginx-$1/error.log")
     [[ -n $bad ]] && note "nginx $1 error.log: $bad"
     return 0
 }
 
-start_mosquitto() {
-    local dir=$OUT/mosquitto
-    mkdir -p "$dir"
-    cat > "$dir/mosquitto.conf" <<EOF
-# reference peer, started by bench/run.sh (not the system service)
-per_listener_settings false
-user root
-listener $MQTT_PORT 127.0.0.1
-allow_anonymous true
-persistence false
-max_connections -1
-log_dest file $dir/mosquitto.log
-log_type error
-log_type warning
-EOF
-    taskset -c 0 mosquitto -c "$dir/mosquitto.conf" > "$dir/stderr.log" 2>&1 &
-    MQ_PID=$!
-    PIDS+=("$MQ_PID")
-    wait_port "$MQTT_PORT" 10 || { note "mosquitto did not start"; return 1; }
-}
-
 stop_mosquitto() {
-    [[ -n $MQ_PID ]] || return 0
+    [[ -n ${MQ_PID:-} ]] || return 0
     stop_pid "$MQ_PID" TERM
     MQ_PID=
 }
@@ -333,13 +185,8 @@ gen() {
     for arg in "$@"; do args+=("${arg//@REP@/${REP:+-r$REP}}"); done
     local cmd=("${GEN_BIN:-$IMGEN}" --label "$label" -T "$tmo" -l "$PAYLOAD" "${args[@]}")
     [[ $pin == 1 ]] && cmd=(taskset -c 1 "${cmd[@]}")
-    echo "${cmd[*]}" | sed "s|$HERE/|bench/|g" >> "$CMDS"
-    log "run $label"
-    local line
-    line=$(timeout $((tmo + 15)) "${cmd[@]}" 2> "$OUT/gen-${label//\//_}.log")
-    if [[ -z $line ]]; then
-        line="{\"label\":\"$label\",\"error\":\"no result ($(tail -1 "$OUT/gen-${label//\//_}.log" | tr -d '"\\'))\"}"
-    fi
+    gen_line "$label" "$tmo" "${cmd[@]}"
+    local line=$GEN_LINE
     [[ -n ${REP:-} ]] && line="{\"rep\":$REP,${line#\{}"
     echo "$line" >> "$RESULTS"
     log "  $line"
@@ -359,19 +206,7 @@ repeat() {
     REP=
 }
 
-# login time bound for n sessions (the user centre does a few thousand a second)
-login_tmo() { echo $(( $1 / 300 + 30 )); }
-
 traffic_tmo() { awk -v d="$DURATION" -v w="$WARMUP" -v l="$1" 'BEGIN { printf "%d", d + w + l + 15 }'; }
-
-seed_group() {
-    local i args=()
-    for ((i = 0; i <= MEMBERS; i++)); do args+=($((UID_BASE + i))); done
-    rcli -n 1 DEL "im_group:$GID" > /dev/null
-    rcli -n 1 SADD "im_group:$GID" "${args[@]}" > /dev/null
-}
-
-fresh_inbox() { rcli -n 0 FLUSHDB > /dev/null; }
 
 common_traffic() {   # args shared by the traffic scenarios
     echo -d "$DURATION" -W "$WARMUP" -w "$WINDOW" --drain "$DRAIN"
@@ -386,7 +221,7 @@ run_im_mode() {     # delivery
     for n in $IDLE; do
         start_nginx "idle-$dv-$n" "$IDLE_WORKERS" 0 "$dv" || continue
         fresh_inbox
-        procs=$(( (n + 11999) / 12000 ))
+        procs=$(idle_procs "$n")
         lt=$(login_tmo "$n")
         gen "im/$dv/idle-$n" $((lt + 30)) 0 -m ws -p "$WS_PORT" -s idle -n "$n" -P "$procs" \
             -S 8 -C 200 --hold "$HOLD" --settle "$SETTLE" --login-timeout "$lt" \
@@ -427,13 +262,13 @@ run_im_mode() {     # delivery
 
 run_peer() {
     local n procs lt tmo
-    start_mosquitto || return
+    start_mosquitto "$OUT/mosquitto" 0 || return
     for n in $IDLE; do
         if (( n > 19000 )); then
             note "mosquitto idle-$n not run: one process holds at most $(ulimit -Hn) descriptors here"
             continue
         fi
-        procs=$(( (n + 11999) / 12000 ))
+        procs=$(idle_procs "$n")
         lt=$(login_tmo "$n")
         gen "mosquitto/-/idle-$n" $((lt + 30)) 0 -m mqtt -p "$MQTT_PORT" -s idle -n "$n" \
             -P "$procs" -S 8 -C 50 --hold "$HOLD" --settle "$SETTLE" --login-timeout "$lt" \
@@ -483,15 +318,15 @@ if [[ $RUN_PEER == 1 ]]; then
     run_peer
 fi
 if [[ $RUN_IM == 1 ]]; then
-    start_redis
-    start_uc
-    seed_group
+    start_redis "$OUT" 0 || exit 1
+    start_uc_perl "$OUT/users.txt" "$OUT/usercentre.log" || exit 1
+    seed_group "$MEMBERS"
     for dv in $MODES; do
         run_im_mode "$dv"
     done
 fi
 echo "elapsed: $(( $(date +%s) - T0 )) s" >> "$OUT/machine.txt"
-echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/machine.txt"
+facts end >> "$OUT/machine.txt"
 
 # ---------------------------------------------------------------------------
 # report

@@ -29,8 +29,8 @@
 
 set -u -o pipefail
 
-HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
 MODES=${SCALE_MODES:-write_through offline_only}
 PAIRS=${SCALE_PAIRS:-1000}
 MEMBERS_LIST=${SCALE_MEMBERS:-1000 10000}
@@ -40,92 +40,35 @@ DRAIN=${SCALE_DRAIN:-1}
 PARTS=${SCALE_PARTS:-4 5 6}
 PB=${SCALE_PORT_BASE:-20000}
 PAYLOAD=128
-IM_MODULE=${IM_MODULE:-$REPO/build/nginx/objs/ngx_im_module.so}
-STREAM_MODULE=${IM_STREAM_MODULE:-/usr/lib/nginx/modules/ngx_stream_module.so}
-NGINX=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
+IM_MODULE=${IM_MODULE:-$IM_BUILD}
 OUT=${SCALE_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)-scaling}
-IMGEN=$HERE/bin/imgen
 GID=7001
-UID_BASE=100000
 
-mkdir -p "$OUT"
-RESULTS=$OUT/results.jsonl CMDS=$OUT/commands.txt NOTES=$OUT/notes.txt
-: > "$RESULTS"; : > "$CMDS"; : > "$NOTES"
-log() { echo "scaling: $*" >&2; }
-note() { echo "$*" >> "$NOTES"; log "$*"; }
+open_out
+open_notes
 
-PIDS=()
-SYSCTL_RESTORE=
-cleanup() {
-    local p
-    [[ -n $SYSCTL_RESTORE ]] && sysctl -qw "net.core.netdev_max_backlog=$SYSCTL_RESTORE" 2>/dev/null
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    sleep 0.5
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+port_block "$PB" A_WS=95 A_TCP=96 B_WS=97 B_TCP=98 REDIS_PORT=79 \
+    UC_PORT=90 || exit 1
 
-forget_pid() { local p n=(); for p in "${PIDS[@]}"; do [[ $p != "$1" ]] && n+=("$p"); done; PIDS=("${n[@]}"); }
-stop_pid() {
-    local pid=$1 sig=${2:-TERM} i
-    kill -"$sig" "$pid" 2>/dev/null || { forget_pid "$pid"; return 0; }
-    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    forget_pid "$pid"
-}
-wait_port() {
-    local i
-    for ((i = 0; i < $2 * 10; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-for ((try = 0; try < 40; try++)); do
-    A_WS=$((PB + 95)) A_TCP=$((PB + 96)) B_WS=$((PB + 97)) B_TCP=$((PB + 98))
-    REDIS_PORT=$((PB + 79)) UC_PORT=$((PB + 90))
-    busy=0
-    for p in $A_WS $A_TCP $B_WS $B_TCP $REDIS_PORT $UC_PORT; do port_busy "$p" && busy=1; done
-    (( busy == 0 )) && break
-    PB=$((PB + 100))
-done
-(( busy == 0 )) || { log "no free port block"; exit 1; }
-
-make -s -C "$HERE" bin/imgen >&2 || exit 1
+build_tools bin/imgen
 [[ -f $IM_MODULE ]] || { log "$IM_MODULE not built (make -f Makefile.dev build)"; exit 1; }
 cp "$IM_MODULE" "$OUT/ngx_im_module.so"
 {
-    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "nproc: $(nproc)"
-    echo "commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)"
-    echo "module: sha256 $(sha256sum "$IM_MODULE" | cut -c1-16), built $(date -u -r "$IM_MODULE" '+%Y-%m-%d %H:%M UTC')"
-    echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    facts date nproc commit
+    echo "module: sha256 $(sha16 "$IM_MODULE"), built $(date -u -r "$IM_MODULE" '+%Y-%m-%d %H:%M UTC')"
+    facts start
 } > "$OUT/machine.txt"
 IM_MODULE=$OUT/ngx_im_module.so
 
 max_m=0
 for m in $MEMBERS_LIST; do (( m > max_m )) && max_m=$m; done
 max_users=$((2 * PAIRS)); (( max_m + 1 > max_users )) && max_users=$((max_m + 1))
-"$IMGEN" --gen-users "$max_users" --uid-base $UID_BASE > "$OUT/users.txt"
+gen_users "$max_users"
 
-nb=$(sysctl -n net.core.netdev_max_backlog 2>/dev/null || echo 0)
-if (( nb < 16384 )) && sysctl -qw net.core.netdev_max_backlog=16384 2>/dev/null; then
-    SYSCTL_RESTORE=$nb
-fi
+raise_backlog
 
-taskset -c 0 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$OUT" --logfile "$OUT/redis.log" --daemonize no &
-REDIS_PID=$!; PIDS+=("$REDIS_PID")
-wait_port "$REDIS_PORT" 10 || { log "redis did not start"; exit 1; }
-rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
-perl "$REPO/tools/im-usercentre" --listen "127.0.0.1:$UC_PORT" --users "$OUT/users.txt" \
-    --workers 2 > "$OUT/usercentre.log" 2>&1 &
-PIDS+=("$!")
-wait_port "$UC_PORT" 20 || { log "user centre did not start"; exit 1; }
+start_redis "$OUT" 0 || exit 1
+start_uc_perl "$OUT/users.txt" "$OUT/usercentre.log" || exit 1
 
 # nginx node: name node_id workers delivery ws_port tcp_port -> NGX_PID, NGX_WORKERS
 declare -A NPID NWORK
@@ -134,52 +77,39 @@ start_node() {
     mkdir -p "$dir/tmp"
     aff="worker_cpu_affinity$(for ((i = 0; i < workers; i++)); do printf ' 01'; done);"
     (( workers > 1 )) && reuse=reuseport
-    sed -e "s|@DIR@|$dir|g" -e "s|@STREAM_MODULE@|$STREAM_MODULE|g" \
-        -e "s|@IM_MODULE@|$IM_MODULE|g" -e "s|@WORKERS@|$workers|g" \
-        -e "s|@AFFINITY@|$aff|g" -e "s|@WORKER_CONNECTIONS@|19000|g" \
-        -e "s|@DELIVERY@|$dv|g" -e "s|@WS_PORT@|$ws|g" \
-        -e "s|@TCP_PORT@|$tcp|g" -e "s|@REDIS_PORT@|$REDIS_PORT|g" \
-        -e "s|@UC_PORT@|$UC_PORT|g" -e "s|@REUSEPORT@|$reuse|g" \
+    im_conf "$dir/nginx.conf" DIR="$dir" IM_MODULE="$IM_MODULE" \
+        WORKERS="$workers" AFFINITY="$aff" DELIVERY="$dv" WS_PORT="$ws" \
+        TCP_PORT="$tcp" REUSEPORT="$reuse" \
         -e "s|^im_delivery .*|&\nim_node_id $node;|" \
         -e "s|^    access_log off;|    log_format imw '\$im_uid \$pid';\n    access_log off;|" \
         -e "s|^            im_websocket;|&\n            access_log $dir/sessions.log imw;|" \
-        "$HERE/nginx.conf.in" > "$dir/nginx.conf"
+        || return 1
     "$NGINX" -p "$dir" -c "$dir/nginx.conf" -t > "$dir/test.log" 2>&1 \
         || { note "nginx $name rejected: $(grep -m1 emerg "$dir/test.log")"; return 1; }
-    "$NGINX" -p "$dir" -c "$dir/nginx.conf" 2>> "$dir/stderr.log" &
-    NPID[$name]=$!; PIDS+=("$!")
-    wait_port "$ws" 10 || { note "nginx $name did not listen"; return 1; }
-    sleep 0.2
-    kill -0 "${NPID[$name]}" 2>/dev/null \
-        || { note "nginx $name exited: $(grep -m1 emerg "$dir/error.log" "$dir/stderr.log" 2>/dev/null)"; return 1; }
-    for ((i = 0; i < 50; i++)); do
-        NWORK[$name]=$(pgrep -P "${NPID[$name]}" | paste -sd, -)
-        [[ $(tr ',' '\n' <<< "${NWORK[$name]}" | grep -c .) -ge $workers ]] && break
-        sleep 0.1
-    done
-    sleep 0.3
+    local up=0
+    nginx_up "$dir" "$dir/nginx.conf" "$ws" "$workers" || up=1
+    NPID[$name]=$NGX_PID NWORK[$name]=$NGX_WORKERS
+    if (( up != 0 )); then
+        note "nginx $name did not listen or exited: $(grep -m1 emerg "$dir/error.log" "$dir/stderr.log" 2>/dev/null)"
+        return 1
+    fi
+    sleep 0.5       # the workers' Redis connections
 }
 stop_node() {
-    local name=$1 f=$OUT/nginx-$1/error.log bad
+    local name=$1 bad
     stop_pid "${NPID[$name]}" QUIT
-    bad=$(grep -E '\[(alert|emerg|crit)\]|exited on signal' "$f" 2>/dev/null | head -3)
+    bad=$(nginx_alerts "$OUT/nginx-$1/error.log" 3)
     [[ -n $bad ]] && note "nginx $name error.log: $bad"
     return 0
 }
 
 gen() {   # label timeout imgen-args...
     local label=$1 tmo=$2; shift 2
-    local cmd=(taskset -c 1 "$IMGEN" --label "$label" -T "$tmo" -l "$PAYLOAD" "$@")
-    echo "${cmd[*]}" | sed "s|$HERE/|bench/|g" >> "$CMDS"
-    log "run $label"
-    local line
-    line=$(timeout $((tmo + 15)) "${cmd[@]}" 2> "$OUT/gen-${label//\//_}.log")
-    [[ -z $line ]] && line="{\"label\":\"$label\",\"error\":\"no result ($(tail -1 "$OUT/gen-${label//\//_}.log" | tr -d '"\\'))\"}"
-    echo "$line" >> "$RESULTS"
-    log "  $line"
+    gen_line "$label" "$tmo" taskset -c 1 "$IMGEN" --label "$label" -T "$tmo" -l "$PAYLOAD" "$@"
+    echo "$GEN_LINE" >> "$RESULTS"
+    log "  $GEN_LINE"
 }
 traffic() { echo -d "$DURATION" -W "$WARMUP" --drain "$DRAIN"; }
-fresh_inbox() { rcli -n 0 FLUSHDB > /dev/null; }
 
 # share of pairs (2j, 2j+1) whose two sessions are on different worker pids
 cross_share() {   # label sessions.log
@@ -188,15 +118,6 @@ cross_share() {   # label sessions.log
         END { n = 0; x = 0
               for (u in w) { i = u - base; if (i % 2 == 0 && ((u + 1) in w)) { n++; if (w[u] != w[u + 1]) x++ } }
               printf "{\"label\":\"%s\",\"pairs_seen\":%d,\"cross_worker_pairs\":%d,\"cross_share\":%.3f}\n", label, n, x, n ? x / n : 0 }' "$2"
-}
-
-seed_group() {   # members
-    local i
-    rcli -n 1 DEL "im_group:$GID" > /dev/null
-    for ((i = 0; i <= $1; i += 1000)); do
-        seq $((UID_BASE + i)) $((UID_BASE + (i + 999 < $1 ? i + 999 : $1))) \
-            | xargs redis-cli -p "$REDIS_PORT" -n 1 SADD "im_group:$GID" > /dev/null
-    done
 }
 
 T0=$(date +%s)
@@ -228,7 +149,7 @@ for dv in $MODES; do
         fi
         [[ -n ${NPID[nodeA]:-} ]] && stop_node nodeA
         [[ -n ${NPID[nodeB]:-} ]] && stop_node nodeB
-        NPID[nodeA]= NPID[nodeB]=
+        NPID[nodeA]="" NPID[nodeB]=""
         ;;
     5)
         if start_node fan "bench-a" 1 "$dv" "$A_WS" "$A_TCP"; then
@@ -276,7 +197,7 @@ if [[ " $PARTS " == *" 5 "* ]]; then
     cat "$OUT/group-read.txt" >&2
 fi
 echo "elapsed: $(( $(date +%s) - T0 )) s" >> "$OUT/machine.txt"
-echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/machine.txt"
+facts end >> "$OUT/machine.txt"
 log "results: $RESULTS"
 /usr/bin/python3 "$HERE/scaling.py" --out "$OUT" --report "${SCALE_REPORT:-$HERE/SCALING.md}" \
     --rel "$(realpath --relative-to="$REPO" "$OUT")" || log "report failed"

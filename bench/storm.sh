@@ -22,12 +22,13 @@
 #        STORM_CONCURRENCY (imgen -C, 5000), STORM_TIMEOUT (im_redis_timeout,
 #        3s: the default), STORM_RATE (200), STORM_MODULES (the build),
 #        STORM_PORT_BASE (21000), STORM_UC (perl: tools/im-usercentre;
-#        nginx: bench/usercentre-login.conf.in on CPU 1, not the bottleneck).
+#        nginx: bench/usercentre-nginx.conf.in, one worker on CPU 1, not
+#        the bottleneck).
 
 set -u -o pipefail
 
-HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
 N=${STORM_N:-50000}
 WORKERS=${STORM_WORKERS:-2}
 PROCS=${STORM_PROCS:-3}
@@ -35,116 +36,56 @@ SRC=${STORM_SRC:-4}
 CONC=${STORM_CONCURRENCY:-5000}
 RTIMEOUT=${STORM_TIMEOUT:-3s}
 RATE=${STORM_RATE:-200}
-MODULES=${STORM_MODULES:-$REPO/build/nginx/objs/ngx_im_module.so}
+MODULES=${STORM_MODULES:-$IM_BUILD}
 PB=${STORM_PORT_BASE:-21000}
 UC=${STORM_UC:-perl}
-STREAM_MODULE=${IM_STREAM_MODULE:-/usr/lib/nginx/modules/ngx_stream_module.so}
-NGINX=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
 OUT=${STORM_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)-storm}
-IMGEN=$HERE/bin/imgen
-UID_BASE=100000
 PAIRS=100
 
-mkdir -p "$OUT"
-RESULTS=$OUT/results.jsonl CMDS=$OUT/commands.txt
-: > "$RESULTS"; : > "$CMDS"
-log() { echo "storm: $*" >&2; }
-
-PIDS=()
-SYSCTL_RESTORE=
-cleanup() {
-    local p
-    [[ -n $SYSCTL_RESTORE ]] && sysctl -qw "net.core.netdev_max_backlog=$SYSCTL_RESTORE" 2>/dev/null
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    sleep 0.5
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_port() {
-    local i
-    for ((i = 0; i < $2 * 10; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-for ((try = 0; try < 40; try++)); do
-    WS=$((PB + 95)) REDIS_PORT=$((PB + 79)) UC_PORT=$((PB + 90))
-    busy=0
-    for p in $WS $REDIS_PORT $UC_PORT; do port_busy "$p" && busy=1; done
-    (( busy == 0 )) && break
-    PB=$((PB + 100))
-done
-(( busy == 0 )) || { log "no free port block"; exit 1; }
-
-make -s -C "$HERE" bin/imgen >&2 || exit 1
+open_out
+port_block "$PB" WS=95 TCP_PORT=96 REDIS_PORT=79 UC_PORT=90 || exit 1
+build_tools bin/imgen
 {
-    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "nproc: $(nproc)"
-    echo "commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)"
-    echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    facts date nproc commit start
     echo "storm: N=$N workers=$WORKERS procs=$PROCS src=$SRC concurrency=$CONC im_redis_timeout=$RTIMEOUT rate=$RATE usercentre=$UC"
 } > "$OUT/machine.txt"
 
-# as run.sh: loopback drops segments past the default 1000 when thousands
-# of connections flush at once, and each drop costs a retransmission
-nb=$(sysctl -n net.core.netdev_max_backlog 2>/dev/null || echo 0)
-if (( nb < 16384 )) && sysctl -qw net.core.netdev_max_backlog=16384 2>/dev/null; then
-    SYSCTL_RESTORE=$nb
-fi
+raise_backlog
 
 # benchuser0..2*PAIRS-1 talk, the storm logs in the users after them
-"$IMGEN" --gen-users $((N + 2 * PAIRS)) --uid-base $UID_BASE > "$OUT/users.txt"
+gen_users $((N + 2 * PAIRS))
 if [[ $UC == nginx ]]; then
-    mkdir -p "$OUT/tmp"
-    sed -e "s|@DIR@|$OUT|g" -e "s|@UC_PORT@|$UC_PORT|g" \
-        "$HERE/usercentre-login.conf.in" > "$OUT/usercentre.conf"
-    taskset -c 1 "$NGINX" -p "$OUT" -c "$OUT/usercentre.conf" \
-        > "$OUT/usercentre.log" 2>&1 &
+    start_uc_nginx "$OUT/uc" 1 "" taskset -c 1 || exit 1
 else
-    perl "$REPO/tools/im-usercentre" --listen "127.0.0.1:$UC_PORT" \
-        --users "$OUT/users.txt" --workers 2 > "$OUT/usercentre.log" 2>&1 &
+    start_uc_perl "$OUT/users.txt" "$OUT/usercentre.log" || exit 1
 fi
-PIDS+=("$!")
-wait_port "$UC_PORT" 20 || { log "user centre did not start"; exit 1; }
 
 run_one() {   # index module
     local k=$1 mod=$2 dir=$OUT/run$1 aff i npid workers rpid rate_pid line
     mkdir -p "$dir/tmp"
-    cp "$mod" "$dir/ngx_im_module.so"
-    echo "run$k: $mod sha256 $(sha256sum "$mod" | cut -c1-16)" >> "$OUT/machine.txt"
+    keep_module "run$k" "$mod" "$dir/ngx_im_module.so" || return 1
 
     # Redis on CPU 0, as every worker
-    taskset -c 0 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
-        --appendonly no --dir "$dir" --logfile "$dir/redis.log" --daemonize no &
-    rpid=$!; PIDS+=("$rpid")
-    wait_port "$REDIS_PORT" 10 || { log "redis did not start"; return 1; }
+    start_redis "$dir" 0 || return 1
+    rpid=$REDIS_PID
 
     aff="worker_cpu_affinity$(for ((i = 0; i < WORKERS; i++)); do printf ' 01'; done);"
-    sed -e "s|@DIR@|$dir|g" -e "s|@STREAM_MODULE@|$STREAM_MODULE|g" \
-        -e "s|@IM_MODULE@|$dir/ngx_im_module.so|g" -e "s|@WORKERS@|$WORKERS|g" \
-        -e "s|@AFFINITY@|$aff|g" -e "s|@WORKER_CONNECTIONS@|19000|g" \
-        -e "s|@DELIVERY@|write_through|g" -e "s|@WS_PORT@|$WS|g" \
-        -e "s|@TCP_PORT@|$((PB + 96))|g" -e "s|@REDIS_PORT@|$REDIS_PORT|g" \
-        -e "s|@UC_PORT@|$UC_PORT|g" -e "s|@REUSEPORT@|reuseport|g" \
-        -e "s|@MAIN@|im_redis_timeout $RTIMEOUT;|" \
+    im_conf "$dir/nginx.conf" DIR="$dir" IM_MODULE="$dir/ngx_im_module.so" \
+        WORKERS="$WORKERS" AFFINITY="$aff" DELIVERY=write_through \
+        WS_PORT="$WS" TCP_PORT="$TCP_PORT" REUSEPORT=reuseport \
+        MAIN="im_redis_timeout $RTIMEOUT;" \
         -e "s|proxy_connect_timeout 2s;|proxy_connect_timeout 30s;|" \
-        -e "s|proxy_read_timeout 10s;|proxy_read_timeout 60s;|" \
-        "$HERE/nginx.conf.in" > "$dir/nginx.conf"
-    "$NGINX" -p "$dir" -c "$dir/nginx.conf" 2>> "$dir/stderr.log" &
-    npid=$!; PIDS+=("$npid")
-    wait_port "$WS" 10 || { log "nginx did not listen"; return 1; }
+        -e "s|proxy_read_timeout 10s;|proxy_read_timeout 60s;|" || return 1
+    nginx_up "$dir" "$dir/nginx.conf" "$WS" "$WORKERS" \
+        || { log "nginx did not listen"; return 1; }
+    npid=$NGX_PID
     sleep 1
     workers=$(pgrep -P "$npid" | paste -sd, -)
 
     # the talkers: logged in first, then messages all through the storm
     local rate_cmd=(taskset -c 1 "$IMGEN" --label "run$k-talk" -s rate
         -p "$WS" -k $PAIRS -r "$RATE" -d 60 -W 1 --drain 10 -T 200)
-    echo "${rate_cmd[*]}" | sed "s|$HERE/|bench/|g" >> "$CMDS"
+    record_cmd "${rate_cmd[@]}"
     "${rate_cmd[@]}" > "$dir/talk.json" 2> "$dir/talk.log" &
     rate_pid=$!
     sleep 3
@@ -153,7 +94,7 @@ run_one() {   # index module
         -n "$N" -P "$PROCS" -S "$SRC" -C "$CONC" -u $((2 * PAIRS))
         --hold 2 --settle 0 --login-timeout 300 -T 400
         --cpu-pids "$workers" --aux-pids "$rpid")
-    echo "${cmd[*]}" | sed "s|$HERE/|bench/|g" >> "$CMDS"
+    record_cmd "${cmd[@]}"
     log "run$k: $N logins ($mod)"
     # the sessions per worker, each second while the storm lasts
     ( while :; do
@@ -170,12 +111,11 @@ run_one() {   # index module
     cat "$dir/talk.json" >> "$RESULTS"
 
     curl -s "http://127.0.0.1:$WS/metrics" > "$OUT/metrics-run$k.txt"
-    grep -E '\[(alert|emerg|crit|error)\]|timed out|PING sent' "$dir/error.log" \
-        | sed 's/^[0-9/: ]*//' | sort | uniq -c | sort -rn | head -20 \
-        > "$OUT/errors-run$k.txt"
+    error_counts '\[(alert|emerg|crit|error)\]|timed out|PING sent' \
+        "$dir/error.log" > "$OUT/errors-run$k.txt"
 
-    kill -QUIT "$npid"; wait "$npid" 2>/dev/null
-    kill -TERM "$rpid"; wait "$rpid" 2>/dev/null
+    stop_pid "$npid" QUIT
+    stop_pid "$rpid" TERM
 
     python3 - "$OUT/metrics-run$k.txt" "$line" "$(cat "$dir/talk.json")" "$mod" \
         "$dir/spread.txt" <<'PY'
@@ -209,9 +149,4 @@ if best and sum(best):
 PY
 }
 
-k=0
-for mod in $MODULES; do
-    run_one $k "$mod" | tee -a "$OUT/summary.txt"
-    k=$((k + 1))
-done
-log "results in $OUT"
+each_module run_one
