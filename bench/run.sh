@@ -34,7 +34,7 @@
 #   BENCH_TCP        also run 1:1 and fan-out with senders on the TCP API: 1 | 0
 #   BENCH_IDLE_WORKERS  nginx workers for the idle scenario   4
 #   BENCH_PORT_BASE  ports: +95 ws, +96 tcp, +79 redis, +90 user centre, +83 mqtt,
-#                    +97 bare relay   38000
+#                    +97 bare relay   24000 (below the ephemeral ports)
 #   BENCH_MAIN       more main-context directives for nginx, e.g. the events:
 #                    "im_events_stream im:events maxlen=100000;"   ""
 #   IM_MODULE        module path   build/nginx/objs/ngx_im_module.so
@@ -74,7 +74,7 @@ RUN_PEER=${BENCH_PEER:-1}
 RUN_FLOOR=${BENCH_FLOOR:-1}
 RUN_TCP=${BENCH_TCP:-1}
 IDLE_WORKERS=${BENCH_IDLE_WORKERS:-4}
-PB=${BENCH_PORT_BASE:-38000}
+PB=${BENCH_PORT_BASE:-24000}
 IM_MODULE=${IM_MODULE:-$IM_BUILD}
 MAIN_EXTRA=${BENCH_MAIN:-}
 OUT=${BENCH_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)$( [[ $QUICK == 1 ]] && echo -quick)}
@@ -136,7 +136,7 @@ start_nginx() {     # name workers pinned(0|1) delivery
     # a module still being written may lack a directive: leave it out, say so
     local d syms
     syms=$(strings "$IM_MODULE")    # not "strings | grep -q": SIGPIPE under pipefail
-    for d in im_zone im_delivery im_metrics; do
+    for d in im_zone im_delivery; do
         if ! grep -qx "$d" <<< "$syms"; then
             sed -Ei "s|^([[:space:]]*)(${d}[ ;])|\1# not in this build: \2|" \
                 "$dir/nginx.conf"
