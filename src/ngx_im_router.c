@@ -5,10 +5,11 @@
  * ngx_im_user_t, each with the routes of its sessions), the Redis
  * subscription of each uid in it, delivery, and the dispatch of the
  * records that arrive from Redis and from sibling workers
- * (ngx_im_traffic.h).  A message goes to the local sessions at once, to
- * the inbox (write-through), and to the uid's channel for the other
- * workers and nodes.  The login policy is ngx_im_presence.c's, the
- * channel skip for a uid nobody else holds ngx_im_alone.c's.
+ * (ngx_im_traffic.h).  A message goes to the local sessions, to the
+ * uid's channel for the other workers and nodes and, in write-through,
+ * first to the inbox: the rest only once Redis has it.  The login policy
+ * is ngx_im_presence.c's, the channel skip for a uid nobody else holds
+ * ngx_im_alone.c's.
  *
  * With an im_zone, the other workers of this node that hold the uid (the
  * directory says which) get it by datagram instead, and ignore the
@@ -27,16 +28,28 @@
 #include "ngx_im_presence.h"
 #include "ngx_im_alone.h"
 #include "ngx_im_events.h"
+#include "ngx_im_direct.h"
 
 
-/* an offline-only recipient whose PUBLISH count decides whether to store */
+typedef struct {
+    ngx_uint_t             refs;
+    size_t                 len;
+    u_char                *flags;
+    u_char                 data[1];
+} ngx_im_drec_t;
+
+
+/* a recipient of a message: in write-through, whose append is under way;
+ * in offline-only, whose PUBLISH count decides whether to store */
 typedef struct {
     ngx_im_ticket_t       *ticket;
     ngx_im_msg_t          *msg;
+    ngx_im_drec_t         *d;           /* write-through only */
     uint32_t               uid;
     uint32_t               stamp;       /* 0: not a probe */
     unsigned               local:1;     /* a session here took it */
     unsigned               self:1;      /* this worker is subscribed */
+    unsigned               direct:1;    /* may go without Redis */
 } ngx_im_rcpt_t;
 
 
@@ -54,6 +67,11 @@ static void ngx_im_router_inbox_connected(void);
 static void ngx_im_router_subscribe(ngx_im_user_t *u);
 static void ngx_im_router_confirmed(u_char *channel, size_t clen);
 static void ngx_im_router_resubscribe(void);
+static void ngx_im_router_append(uint32_t uid, ngx_im_msg_t *msg,
+    ngx_im_drec_t *d, ngx_im_ticket_t *t, ngx_uint_t direct);
+static void ngx_im_router_appended(redisReply *reply, void *data);
+static void ngx_im_router_fanout(uint32_t uid, ngx_im_msg_t *msg,
+    ngx_im_drec_t *d);
 static void ngx_im_router_stored(redisReply *reply, void *data);
 static void ngx_im_router_publish_offline(uint32_t uid, ngx_im_msg_t *msg,
     u_char *buf, size_t len);
@@ -65,6 +83,7 @@ static void ngx_im_router_published(redisReply *reply, void *data);
 static void ngx_im_router_watch_subscribe(void);
 static uint32_t ngx_im_router_hash(const u_char *origin, size_t len);
 static void ngx_im_router_marked(ngx_im_user_t *u, uint64_t nonce);
+static void ngx_im_router_watch_acked(im_traffic_t *t);
 
 
 static ngx_im_router_acked_pt  ngx_im_router_acked_handler;
@@ -120,6 +139,10 @@ ngx_im_router_init(ngx_cycle_t *cycle, ngx_im_router_ops_t *ops)
     {
         return NGX_ERROR;
     }
+
+    /* inbox reads that failed while Redis was loading are made again when
+     * it is back, as when the connection comes back */
+    ngx_im_store_on_back(ngx_im_router_inbox_connected);
 
     return ngx_im_redis_init(cycle, &ngx_im_router_handlers);
 }
@@ -543,20 +566,62 @@ ngx_im_router_local(ngx_im_user_t *u, ngx_im_msg_t *msg, ngx_uint_t stored,
 }
 
 
+/*
+ * A message's 'D' record, built once for all its recipients, its flags
+ * byte patched for each (every use copies it out at once).  In
+ * write-through it lives until the last of the message's appends has its
+ * reply, since each recipient's pushes leave only then.  It is the one
+ * allocation per message (not per recipient) left on the heap: its size
+ * follows the message's, up to im_max_message, and a worker-wide buffer
+ * could be reused under a delivery that a refusal's answer starts inside
+ * this one.
+ */
+
+static ngx_im_drec_t *
+ngx_im_router_drec(ngx_im_msg_t *msg, ngx_uint_t stored)
+{
+    size_t          len;
+    ngx_im_drec_t  *d;
+
+    len = IM_TRAFFIC_D_LEN(ngx_im_worker_id.len, msg->entry_len);
+
+    d = ngx_alloc(offsetof(ngx_im_drec_t, data) + len, ngx_cycle->log);
+    if (d == NULL) {
+        return NULL;
+    }
+
+    d->refs = 1;
+    d->len = len;
+    d->flags = d->data + IM_TRAFFIC_FLAGS_AT(ngx_im_worker_id.len);
+
+    (void) im_traffic_build_d(d->data, ngx_im_worker_id.data,
+                              ngx_im_worker_id.len,
+                              stored ? IM_TRAFFIC_STORED : 0,
+                              msg->seq, msg->entry, msg->entry_len);
+
+    return d;
+}
+
+
+static void
+ngx_im_router_drec_unref(ngx_im_drec_t *d)
+{
+    if (d && --d->refs == 0) {
+        ngx_free(d);
+    }
+}
+
+
 void
 ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
     ngx_im_ticket_t *t)
 {
-    u_char         *buf, *flags;
-    size_t          len;
-    void           *pr;
     uint32_t        stamp;
     ngx_int_t       rc;
-    ngx_uint_t      i, stored, local, siblings;
+    ngx_uint_t      i, local, siblings;
     ngx_im_user_t  *u;
     ngx_im_rcpt_t  *rcpt;
-
-    stored = (ngx_im_get_conf()->delivery == NGX_IM_WRITE_THROUGH);
+    ngx_im_drec_t  *d;
 
     t->remaining = n;
 
@@ -565,54 +630,40 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
     msg->seq = ngx_im_table_next_seq();
     msg->origin = ngx_im_router_origin;
 
-    /*
-     * One 'D' record for all the recipients, its flags byte patched for
-     * each.  It is the one allocation per message (not per recipient)
-     * left on the heap: its size follows the message's, up to
-     * im_max_message, and a worker-wide buffer could be reused under a
-     * delivery that a refusal's answer starts inside this one.
-     */
+    if (ngx_im_get_conf()->delivery == NGX_IM_WRITE_THROUGH) {
+        d = ngx_im_router_drec(msg, 1);
 
-    len = IM_TRAFFIC_D_LEN(ngx_im_worker_id.len, msg->entry_len);
-    buf = ngx_alloc(len, ngx_cycle->log);
-    flags = NULL;
+        for (i = 0; i < n; i++) {
+            ngx_im_router_append(uids[i], msg, d, t, n == 1 && t->direct);
+        }
 
-    if (buf) {
-        (void) im_traffic_build_d(buf, ngx_im_worker_id.data,
-                                  ngx_im_worker_id.len,
-                                  stored ? IM_TRAFFIC_STORED : 0,
-                                  msg->seq, msg->entry,
-                                  msg->entry_len);
-        flags = buf + IM_TRAFFIC_FLAGS_AT(ngx_im_worker_id.len);
+        ngx_im_router_drec_unref(d);
+        return;
     }
 
+    /* offline-only: pushed at once, stored when nobody took it */
+
+    d = ngx_im_router_drec(msg, 0);
     siblings = !ngx_im_dir_alone();
 
     for (i = 0; i < n; i++) {
 
         u = ngx_im_table_find(uids[i]);
-        local = u ? ngx_im_router_local(u, msg, stored, 0) : 0;
+        local = u ? ngx_im_router_local(u, msg, 0, 0) : 0;
 
         /* this node's other workers: by datagram, no Redis in between */
 
         rc = NGX_DECLINED;
 
-        if (buf) {
-            /*
-             * Unless a datagram goes, the siblings that hear the channel
-             * copy take it.  A sibling whose last session of the uid has
-             * just left may still be subscribed, and PUBLISH then counts
-             * it as a taker; when it holds no other uid it is not even
-             * among the directory's holders (ngx_im_dir_alone), and no
-             * lookup is made: the flag must be set then too.
-             */
-            *flags |= IM_TRAFFIC_ALL;
+        if (d) {
+            /* see ngx_im_router_fanout() */
+            *d->flags |= IM_TRAFFIC_ALL;
 
             if (siblings) {
-                rc = ngx_im_table_peers(uids[i], buf, len);
+                rc = ngx_im_table_peers(uids[i], d->data, d->len);
 
                 if (rc == NGX_OK) {
-                    *flags &= ~IM_TRAFFIC_ALL;
+                    *d->flags &= ~IM_TRAFFIC_ALL;
                     local++;
                 }
             }
@@ -621,63 +672,14 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         /* nobody elsewhere: the channel is skipped */
 
         if (u && local && rc != NGX_AGAIN && ngx_im_alone_skip(u)) {
-
-            if (!stored) {
-                ngx_im_ticket_served(t, 1);
-                continue;
-            }
-
-            if (ngx_im_store_push(uids[i], msg, &u->ttl_set,
-                                  ngx_im_router_stored, t)
-                != NGX_OK)
-            {
-                ngx_im_ticket_served(t, 0);
-            }
-
+            ngx_im_ticket_served(t, 1);
             continue;
         }
 
         /* a sibling worker's subscription would count too */
         stamp = (rc == NGX_DECLINED) ? ngx_im_alone_stamp(u) : 0;
 
-        if (stored) {
-            /* write-through: the sender's ack waits for the append; the
-             * publish behind it on the same connection cannot overtake */
-
-            if (ngx_im_store_push(uids[i], msg, u ? &u->ttl_set : NULL,
-                                  ngx_im_router_stored, t)
-                != NGX_OK)
-            {
-                ngx_im_ticket_served(t, 0);
-                continue;
-            }
-
-            if (buf && ngx_im_events_on && !local && !stamp) {
-                /* an event if no node has a session of the uid: the
-                 * PUBLISH's count tells */
-                ngx_im_router_publish_offline(uids[i], msg, buf, len);
-                continue;
-            }
-
-            if (buf) {
-                pr = stamp ? ngx_im_alone_probe(u) : NULL;
-
-                if (ngx_im_table_publish(uids[i], buf, len,
-                                          pr ? ngx_im_alone_probed : NULL,
-                                          pr)
-                    != NGX_OK
-                    && pr)
-                {
-                    ngx_im_alone_probe_free(pr);
-                }
-            }
-
-            continue;
-        }
-
-        /* offline-only: stored when nobody took it */
-
-        rcpt = buf ? ngx_im_spare_get(&ngx_im_spare_rcpts) : NULL;
+        rcpt = d ? ngx_im_spare_get(&ngx_im_spare_rcpts) : NULL;
 
         if (rcpt == NULL) {
             ngx_im_ticket_served(t, local > 0);
@@ -686,6 +688,7 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
         rcpt->ticket = t;
         rcpt->msg = ngx_im_msg_ref(msg);
+        rcpt->d = NULL;
         rcpt->uid = uids[i];
         rcpt->local = (local > 0);
         /* this worker's own subscription is no taker (its echo is not
@@ -693,9 +696,10 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
          * made or undone: PUBLISH's count then says one too many */
         rcpt->self = (u && u->sub != NGX_IM_SUB_NONE);
         rcpt->stamp = stamp;
+        rcpt->direct = 0;
 
-        if (ngx_im_table_publish(uids[i], buf, len, ngx_im_router_published,
-                                  rcpt)
+        if (ngx_im_table_publish(uids[i], d->data, d->len,
+                                  ngx_im_router_published, rcpt)
             != NGX_OK)
         {
             ngx_im_msg_unref(rcpt->msg);
@@ -704,8 +708,161 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         }
     }
 
-    if (buf) {
-        ngx_free(buf);
+    ngx_im_router_drec_unref(d);
+}
+
+
+/*
+ * Write-through: a recipient's append first, and its pushes (the sessions
+ * here, the sibling workers, the channel) only once Redis has the message.
+ * A refused message so reached nobody, whatever failed: the connection,
+ * or Redis answering an error (LOADING after a restart, OOM, READONLY);
+ * the sender's resend is no duplicate (but after ngx_im_direct.c's
+ * refusal, which follows a push).  It costs a local recipient one
+ * Redis round trip before its push (decision 037).  Replies come in the
+ * order of the appends, so the pushes leave in the order the messages
+ * were accepted, and a recipient's ack (an LREM) follows its append.
+ */
+
+static void
+ngx_im_router_append(uint32_t uid, ngx_im_msg_t *msg, ngx_im_drec_t *d,
+    ngx_im_ticket_t *t, ngx_uint_t direct)
+{
+    ngx_im_user_t  *u;
+    ngx_im_rcpt_t  *rcpt;
+
+    rcpt = ngx_im_spare_get(&ngx_im_spare_rcpts);
+    if (rcpt == NULL) {
+        ngx_im_ticket_served(t, 0);
+        return;
+    }
+
+    rcpt->ticket = t;
+    rcpt->msg = ngx_im_msg_ref(msg);
+    rcpt->d = d;
+    rcpt->uid = uid;
+    rcpt->direct = direct;
+
+    if (d) {
+        d->refs++;
+    }
+
+    u = ngx_im_table_find(uid);
+
+    if (ngx_im_store_push(uid, msg, u ? &u->ttl_set : NULL,
+                          ngx_im_router_appended, rcpt)
+        != NGX_OK)
+    {
+        ngx_im_router_drec_unref(d);
+        ngx_im_spare_put(&ngx_im_spare_rcpts, rcpt);
+
+        /* Redis is away: a recipient on this node has it without */
+        if (!direct || ngx_im_direct_deliver(uid, msg, t) != NGX_OK) {
+            ngx_im_ticket_served(t, 0);
+        }
+
+        ngx_im_msg_unref(msg);
+    }
+}
+
+
+static void
+ngx_im_router_appended(redisReply *reply, void *data)
+{
+    ngx_im_rcpt_t  *rcpt = data;
+
+    ngx_uint_t        ok;
+    ngx_im_ticket_t  *t;
+
+    ok = (ngx_im_store_pushed(reply) == NGX_OK);
+    t = rcpt->ticket;
+
+    if (ok) {
+        ngx_im_router_fanout(rcpt->uid, rcpt->msg, rcpt->d);
+
+    } else if (rcpt->direct
+               && ngx_im_direct_deliver(rcpt->uid, rcpt->msg, t) == NGX_OK)
+    {
+        /* served at the recipient's ack */
+        t = NULL;
+    }
+
+    ngx_im_router_drec_unref(rcpt->d);
+    ngx_im_msg_unref(rcpt->msg);
+    ngx_im_spare_put(&ngx_im_spare_rcpts, rcpt);
+
+    if (t) {
+        ngx_im_ticket_served(t, ok);
+    }
+}
+
+
+/* write-through, the message is in uid's inbox: its pushes */
+
+static void
+ngx_im_router_fanout(uint32_t uid, ngx_im_msg_t *msg, ngx_im_drec_t *d)
+{
+    void           *pr;
+    uint32_t        stamp;
+    ngx_int_t       rc;
+    ngx_uint_t      local;
+    ngx_im_user_t  *u;
+
+    u = ngx_im_table_find(uid);
+    local = u ? ngx_im_router_local(u, msg, 1, 0) : 0;
+
+    if (d == NULL) {
+        /* no memory for the record: the others read it from the inbox */
+        return;
+    }
+
+    /* this node's other workers: by datagram, no Redis in between */
+
+    rc = NGX_DECLINED;
+
+    /*
+     * Unless a datagram goes, the siblings that hear the channel copy take
+     * it.  A sibling whose last session of the uid has just left may still
+     * be subscribed, and PUBLISH then counts it as a taker; when it holds
+     * no other uid it is not even among the directory's holders
+     * (ngx_im_dir_alone), and no lookup is made: the flag must be set then
+     * too.
+     */
+    *d->flags |= IM_TRAFFIC_ALL;
+
+    if (!ngx_im_dir_alone()) {
+        rc = ngx_im_table_peers(uid, d->data, d->len);
+
+        if (rc == NGX_OK) {
+            *d->flags &= ~IM_TRAFFIC_ALL;
+            local++;
+        }
+    }
+
+    /* nobody elsewhere: the channel is skipped */
+
+    if (u && local && rc != NGX_AGAIN && ngx_im_alone_skip(u)) {
+        return;
+    }
+
+    /* a sibling worker's subscription would count too */
+    stamp = (rc == NGX_DECLINED) ? ngx_im_alone_stamp(u) : 0;
+
+    if (ngx_im_events_on && !local && !stamp) {
+        /* an event if no node has a session of the uid: the PUBLISH's
+         * count tells */
+        ngx_im_router_publish_offline(uid, msg, d->data, d->len);
+        return;
+    }
+
+    pr = stamp ? ngx_im_alone_probe(u) : NULL;
+
+    if (ngx_im_table_publish(uid, d->data, d->len,
+                              pr ? ngx_im_alone_probed : NULL, pr)
+        != NGX_OK
+        && pr)
+    {
+        ngx_im_alone_probe_free(pr);
     }
 }
 
@@ -958,10 +1115,8 @@ ngx_im_router_acked(ngx_im_msg_t *msg, uint32_t uid, uint8_t client_id)
            == 0)
     {
         /* the waiting request is here */
-        if (ngx_im_router_acked_handler
-            && im_traffic_parse(buf, len, &t) == IM_OK)
-        {
-            ngx_im_router_acked_handler(&t);
+        if (im_traffic_parse(buf, len, &t) == IM_OK) {
+            ngx_im_router_watch_acked(&t);
         }
 
         return;
@@ -1005,6 +1160,22 @@ void
 ngx_im_router_on_acked(ngx_im_router_acked_pt handler)
 {
     ngx_im_router_acked_handler = handler;
+}
+
+
+/* a 'W' for this worker: a delivery without Redis, or the API's wait */
+
+static void
+ngx_im_router_watch_acked(im_traffic_t *t)
+{
+    if (t->token & NGX_IM_WATCH_DIRECT) {
+        ngx_im_direct_acked(t->token);
+        return;
+    }
+
+    if (ngx_im_router_acked_handler) {
+        ngx_im_router_acked_handler(t);
+    }
 }
 
 
@@ -1059,10 +1230,9 @@ ngx_im_router_message(u_char *channel, size_t clen, u_char *data,
                       ngx_im_worker_id.len)
            == 0
         && im_traffic_parse(data, len, &t) == IM_OK
-        && t.type == 'W'
-        && ngx_im_router_acked_handler)
+        && t.type == 'W')
     {
-        ngx_im_router_acked_handler(&t);
+        ngx_im_router_watch_acked(&t);
     }
 }
 
@@ -1101,8 +1271,8 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
 
     if (t.type == 'W') {
         /* only by datagram, addressed to this worker */
-        if (ipc && ngx_im_router_acked_handler) {
-            ngx_im_router_acked_handler(&t);
+        if (ipc) {
+            ngx_im_router_watch_acked(&t);
         }
 
         return;
@@ -1186,7 +1356,8 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
     if ((u == NULL
          || ngx_im_router_local(u, msg, t.flags & IM_TRAFFIC_STORED,
                                 own ? t.seq : 0) == 0)
-        && !(t.flags & IM_TRAFFIC_STORED) && !own)
+        && !(t.flags & IM_TRAFFIC_STORED) && !own
+        && !ngx_im_msg_direct(msg))
     {
         /* offline-only: the publisher counted this worker as a taker, and
          * there is none any more */

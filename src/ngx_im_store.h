@@ -41,6 +41,11 @@
  */
 #define NGX_IM_ENTRY_HDR_V3(wlen)  (NGX_IM_ENTRY_HDR_V2 + 1 + (wlen) + 8)
 #define NGX_IM_WATCH_MAX           255
+/* the token of a watch set by ngx_im_direct.c: a copy delivered without
+ * Redis, never stored */
+#define NGX_IM_WATCH_DIRECT        ((uint64_t) 1 << 63)
+#define ngx_im_msg_direct(msg)                                                \
+    ((msg)->watch && ((msg)->watch_token & NGX_IM_WATCH_DIRECT))
 
 
 struct ngx_im_msg_s {
@@ -115,6 +120,12 @@ ngx_int_t ngx_im_store_remove_entry(uint32_t uid, u_char *entry,
 /* the whole inbox, oldest first: an array of entries */
 ngx_int_t ngx_im_store_load(uint32_t uid, ngx_im_redis_cb_pt cb,
     void *data);
+/* the reply of ngx_im_store_load(): NGX_OK when it is the inbox; a failure
+ * is counted and logged with the appends', once per cause */
+ngx_int_t ngx_im_store_loaded(redisReply *reply);
+/* handler runs when Redis takes appends and inbox reads again after an
+ * inbox read failed: the router has the inboxes read again */
+void ngx_im_store_on_back(void (*handler)(void));
 /* the members of group gid, each once, in no order, read in SSCAN steps
  * so that a large group never holds Redis for long; rc NGX_ERROR when
  * Redis failed */
