@@ -31,26 +31,43 @@
 #include "ngx_im_direct.h"
 
 
-typedef struct {
-    ngx_uint_t             refs;
-    size_t                 len;
-    u_char                *flags;
-    u_char                 data[1];
-} ngx_im_drec_t;
-
-
-/* a recipient of a message: in write-through, whose append is under way;
- * in offline-only, whose PUBLISH count decides whether to store */
+/* an offline-only recipient whose PUBLISH count decides whether to store */
 typedef struct {
     ngx_im_ticket_t       *ticket;
     ngx_im_msg_t          *msg;
-    ngx_im_drec_t         *d;           /* write-through only */
     uint32_t               uid;
     uint32_t               stamp;       /* 0: not a probe */
     unsigned               local:1;     /* a session here took it */
     unsigned               self:1;      /* this worker is subscribed */
-    unsigned               direct:1;    /* may go without Redis */
 } ngx_im_rcpt_t;
+
+
+/* write-through: a recipient in a transaction, its commands' places in
+ * EXEC's reply */
+typedef struct {
+    uint32_t               uid;
+    uint32_t               stamp;       /* the PUBLISH probes: alone? */
+    uint16_t               at;          /* its RPUSH */
+    uint16_t               pub;         /* its PUBLISH + 1, 0: none */
+    unsigned               ttl_sent:1;
+    unsigned               offline:1;   /* the PUBLISH's count: event */
+} ngx_im_tx_rcpt_t;
+
+
+/* write-through: the appends and PUBLISHes of a message's recipients (up
+ * to NGX_IM_ROUTER_TX of them) in one MULTI ... EXEC */
+typedef struct {
+    ngx_im_ticket_t       *ticket;
+    ngx_im_msg_t          *msg;
+    ngx_uint_t             n;
+    ngx_uint_t             direct;      /* may go without Redis */
+    ngx_im_tx_rcpt_t       rcpts[1];
+} ngx_im_tx_t;
+
+
+/* recipients per transaction: a large group's EXEC holds Redis no
+ * longer than a pipelined page of commands would */
+#define NGX_IM_ROUTER_TX      128
 
 
 static void ngx_im_router_message(u_char *channel, size_t clen,
@@ -67,15 +84,12 @@ static void ngx_im_router_inbox_connected(void);
 static void ngx_im_router_subscribe(ngx_im_user_t *u);
 static void ngx_im_router_confirmed(u_char *channel, size_t clen);
 static void ngx_im_router_resubscribe(void);
-static void ngx_im_router_append(uint32_t uid, ngx_im_msg_t *msg,
-    ngx_im_drec_t *d, ngx_im_ticket_t *t, ngx_uint_t direct);
-static void ngx_im_router_appended(redisReply *reply, void *data);
-static void ngx_im_router_fanout(uint32_t uid, ngx_im_msg_t *msg,
-    ngx_im_drec_t *d);
+static void ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids,
+    ngx_uint_t n, ngx_im_ticket_t *t, u_char *buf, size_t len);
+static void ngx_im_router_committed(redisReply *reply, void *data);
+static void ngx_im_router_refused(uint32_t uid, ngx_im_msg_t *msg,
+    ngx_im_ticket_t *t, ngx_uint_t direct);
 static void ngx_im_router_stored(redisReply *reply, void *data);
-static void ngx_im_router_publish_offline(uint32_t uid, ngx_im_msg_t *msg,
-    u_char *buf, size_t len);
-static void ngx_im_router_offline(redisReply *reply, void *data);
 static void ngx_im_router_offline_event(ngx_im_msg_t *msg, uint32_t uid);
 static void ngx_im_router_published(redisReply *reply, void *data);
 
@@ -566,62 +580,19 @@ ngx_im_router_local(ngx_im_user_t *u, ngx_im_msg_t *msg, ngx_uint_t stored,
 }
 
 
-/*
- * A message's 'D' record, built once for all its recipients, its flags
- * byte patched for each (every use copies it out at once).  In
- * write-through it lives until the last of the message's appends has its
- * reply, since each recipient's pushes leave only then.  It is the one
- * allocation per message (not per recipient) left on the heap: its size
- * follows the message's, up to im_max_message, and a worker-wide buffer
- * could be reused under a delivery that a refusal's answer starts inside
- * this one.
- */
-
-static ngx_im_drec_t *
-ngx_im_router_drec(ngx_im_msg_t *msg, ngx_uint_t stored)
-{
-    size_t          len;
-    ngx_im_drec_t  *d;
-
-    len = IM_TRAFFIC_D_LEN(ngx_im_worker_id.len, msg->entry_len);
-
-    d = ngx_alloc(offsetof(ngx_im_drec_t, data) + len, ngx_cycle->log);
-    if (d == NULL) {
-        return NULL;
-    }
-
-    d->refs = 1;
-    d->len = len;
-    d->flags = d->data + IM_TRAFFIC_FLAGS_AT(ngx_im_worker_id.len);
-
-    (void) im_traffic_build_d(d->data, ngx_im_worker_id.data,
-                              ngx_im_worker_id.len,
-                              stored ? IM_TRAFFIC_STORED : 0,
-                              msg->seq, msg->entry, msg->entry_len);
-
-    return d;
-}
-
-
-static void
-ngx_im_router_drec_unref(ngx_im_drec_t *d)
-{
-    if (d && --d->refs == 0) {
-        ngx_free(d);
-    }
-}
-
-
 void
 ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
     ngx_im_ticket_t *t)
 {
+    u_char         *buf, *flags;
+    size_t          len;
     uint32_t        stamp;
     ngx_int_t       rc;
-    ngx_uint_t      i, local, siblings;
+    ngx_uint_t      i, m, stored, local, siblings;
     ngx_im_user_t  *u;
     ngx_im_rcpt_t  *rcpt;
-    ngx_im_drec_t  *d;
+
+    stored = (ngx_im_get_conf()->delivery == NGX_IM_WRITE_THROUGH);
 
     t->remaining = n;
 
@@ -630,20 +601,50 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
     msg->seq = ngx_im_table_next_seq();
     msg->origin = ngx_im_router_origin;
 
-    if (ngx_im_get_conf()->delivery == NGX_IM_WRITE_THROUGH) {
-        d = ngx_im_router_drec(msg, 1);
+    /*
+     * One 'D' record for all the recipients, its flags byte patched for
+     * each.  It is the one allocation per message (not per recipient)
+     * left on the heap: its size follows the message's, up to
+     * im_max_message, and a worker-wide buffer could be reused under a
+     * delivery that a refusal's answer starts inside this one.
+     */
 
-        for (i = 0; i < n; i++) {
-            ngx_im_router_append(uids[i], msg, d, t, n == 1 && t->direct);
+    len = IM_TRAFFIC_D_LEN(ngx_im_worker_id.len, msg->entry_len);
+    buf = ngx_alloc(len, ngx_cycle->log);
+    flags = NULL;
+
+    if (buf) {
+        (void) im_traffic_build_d(buf, ngx_im_worker_id.data,
+                                  ngx_im_worker_id.len,
+                                  stored ? IM_TRAFFIC_STORED : 0,
+                                  msg->seq, msg->entry,
+                                  msg->entry_len);
+        flags = buf + IM_TRAFFIC_FLAGS_AT(ngx_im_worker_id.len);
+    }
+
+    if (stored) {
+        if (buf) {
+            /* the sibling workers take the channel's copy: see
+             * ngx_im_router_tx() */
+            *flags |= IM_TRAFFIC_ALL;
         }
 
-        ngx_im_router_drec_unref(d);
+        /* t may be served whole, and freed, in the last of these */
+
+        for (i = 0; i < n; i += m) {
+            m = ngx_min(n - i, NGX_IM_ROUTER_TX);
+            ngx_im_router_tx(msg, uids + i, m, t, buf, len);
+        }
+
+        if (buf) {
+            ngx_free(buf);
+        }
+
         return;
     }
 
     /* offline-only: pushed at once, stored when nobody took it */
 
-    d = ngx_im_router_drec(msg, 0);
     siblings = !ngx_im_dir_alone();
 
     for (i = 0; i < n; i++) {
@@ -655,15 +656,22 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
         rc = NGX_DECLINED;
 
-        if (d) {
-            /* see ngx_im_router_fanout() */
-            *d->flags |= IM_TRAFFIC_ALL;
+        if (buf) {
+            /*
+             * Unless a datagram goes, the siblings that hear the channel
+             * copy take it.  A sibling whose last session of the uid has
+             * just left may still be subscribed, and PUBLISH then counts
+             * it as a taker; when it holds no other uid it is not even
+             * among the directory's holders (ngx_im_dir_alone), and no
+             * lookup is made: the flag must be set then too.
+             */
+            *flags |= IM_TRAFFIC_ALL;
 
             if (siblings) {
-                rc = ngx_im_table_peers(uids[i], d->data, d->len);
+                rc = ngx_im_table_peers(uids[i], buf, len);
 
                 if (rc == NGX_OK) {
-                    *d->flags &= ~IM_TRAFFIC_ALL;
+                    *flags &= ~IM_TRAFFIC_ALL;
                     local++;
                 }
             }
@@ -679,7 +687,7 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         /* a sibling worker's subscription would count too */
         stamp = (rc == NGX_DECLINED) ? ngx_im_alone_stamp(u) : 0;
 
-        rcpt = d ? ngx_im_spare_get(&ngx_im_spare_rcpts) : NULL;
+        rcpt = buf ? ngx_im_spare_get(&ngx_im_spare_rcpts) : NULL;
 
         if (rcpt == NULL) {
             ngx_im_ticket_served(t, local > 0);
@@ -688,18 +696,16 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
         rcpt->ticket = t;
         rcpt->msg = ngx_im_msg_ref(msg);
-        rcpt->d = NULL;
         rcpt->uid = uids[i];
         rcpt->local = (local > 0);
         /* this worker's own subscription is no taker (its echo is not
-         * pushed again), and it may still be counted while it is being
+         * delivered), but only a confirmed one is surely counted: one being
          * made or undone: PUBLISH's count then says one too many */
         rcpt->self = (u && u->sub != NGX_IM_SUB_NONE);
         rcpt->stamp = stamp;
-        rcpt->direct = 0;
 
-        if (ngx_im_table_publish(uids[i], d->data, d->len,
-                                  ngx_im_router_published, rcpt)
+        if (ngx_im_table_publish(uids[i], buf, len, ngx_im_router_published,
+                                  rcpt)
             != NGX_OK)
         {
             ngx_im_msg_unref(rcpt->msg);
@@ -708,161 +714,206 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         }
     }
 
-    ngx_im_router_drec_unref(d);
+    if (buf) {
+        ngx_free(buf);
+    }
 }
 
 
 /*
- * Write-through: a recipient's append first, and its pushes (the sessions
- * here, the sibling workers, the channel) only once Redis has the message.
- * A refused message so reached nobody, whatever failed: the connection,
- * or Redis answering an error (LOADING after a restart, OOM, READONLY);
- * the sender's resend is no duplicate (but after ngx_im_direct.c's
- * refusal, which follows a push).  It costs a local recipient one
- * Redis round trip before its push (decision 037).  Replies come in the
- * order of the appends, so the pushes leave in the order the messages
- * were accepted, and a recipient's ack (an LREM) follows its append.
+ * Write-through.  Each recipient's append and its channel PUBLISH leave
+ * together, in a transaction (MULTI, RPUSH, PUBLISH, ..., EXEC on the
+ * inbox connection), and its pushes to this worker's sessions only at
+ * EXEC's reply, once Redis has the message.  So a refused message
+ * reached nobody, whatever failed: the connection (the commands fail at
+ * once, or their replies never come), or Redis answering an error at
+ * queue time (LOADING after a restart, OOM, READONLY), which aborts the
+ * EXEC and the PUBLISH with it; the sender's resend is no duplicate (but
+ * after ngx_im_direct.c's refusal, which follows a push).  And an inbox
+ * read followed by its mark (decision 040) finds each message either in
+ * the list or ahead of the mark on the channel: nothing can come between
+ * an append and its PUBLISH.
+ *
+ * The sibling workers take the channel's copy too (IM_TRAFFIC_ALL set,
+ * no datagram): a datagram could leave only at the reply, and might
+ * reach a sibling after the mark of a read made behind the append.
+ *
+ * Replies come in the order of the transactions, so the pushes leave in
+ * the order the messages were accepted, and a recipient's ack (an LREM)
+ * follows its append.  A recipient here waits one Redis round trip for
+ * its push (decision 037).
  */
 
 static void
-ngx_im_router_append(uint32_t uid, ngx_im_msg_t *msg, ngx_im_drec_t *d,
-    ngx_im_ticket_t *t, ngx_uint_t direct)
+ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
+    ngx_im_ticket_t *t, u_char *buf, size_t len)
 {
-    ngx_im_user_t  *u;
-    ngx_im_rcpt_t  *rcpt;
+    uint32_t           stamp;
+    ngx_uint_t         i, at, cmds, ttl_sent, direct, local;
+    ngx_im_tx_t       *tx;
+    ngx_im_user_t     *u;
+    ngx_im_tx_rcpt_t  *r;
 
-    rcpt = ngx_im_spare_get(&ngx_im_spare_rcpts);
-    if (rcpt == NULL) {
+    /* a client's 1:1 message: may go without Redis when refused */
+    direct = (n == 1 && t->remaining == 1 && t->direct);
+
+    tx = ngx_alloc(offsetof(ngx_im_tx_t, rcpts)
+                   + n * sizeof(ngx_im_tx_rcpt_t), ngx_cycle->log);
+
+    if (tx == NULL
+        || ngx_im_store_begin(msg, n, buf ? n : 0,
+                              buf ? n * NGX_IM_REDIS_CMD_LEN(3,
+                                          sizeof("PUBLISH") - 1 + 32 + len)
+                                  : 0)
+           != NGX_OK)
+    {
+        goto refused;
+    }
+
+    at = 0;
+
+    for (i = 0; i < n; i++) {
+        r = &tx->rcpts[i];
+
+        r->uid = uids[i];
+        r->stamp = 0;
+        r->pub = 0;
+        r->offline = 0;
+
+        u = ngx_im_table_find(uids[i]);
+
+        cmds = ngx_im_store_append(uids[i], msg, u ? &u->ttl_set : NULL,
+                                   &ttl_sent);
+        if (cmds == 0) {
+            goto discard;
+        }
+
+        r->ttl_sent = ttl_sent;
+        r->at = (uint16_t) at;
+        at += cmds;
+
+        if (buf == NULL) {
+            /* no memory for the record: the others read the inbox */
+            continue;
+        }
+
+        /* nobody elsewhere: the channel is skipped */
+
+        local = (u && !ngx_queue_empty(&u->sessions));
+
+        if (local && ngx_im_alone_skip(u)) {
+            continue;
+        }
+
+        stamp = ngx_im_alone_stamp(u);
+
+        if (ngx_im_table_publish(uids[i], buf, len, NULL, NULL) != NGX_OK) {
+            goto discard;
+        }
+
+        r->stamp = stamp;
+        /* an event if no node has a session of the uid: the count tells */
+        r->offline = (ngx_im_events_on && !local && !stamp);
+        r->pub = (uint16_t) ++at;
+    }
+
+    tx->ticket = t;
+    tx->msg = ngx_im_msg_ref(msg);
+    tx->n = n;
+    tx->direct = direct;
+
+    if (ngx_im_store_commit(ngx_im_router_committed, tx) == NGX_OK) {
+        return;
+    }
+
+    ngx_im_msg_unref(msg);
+
+    goto refused;
+
+discard:
+
+    /* not for want of room, which ngx_im_store_begin() made */
+    ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                  "im router: a transaction could not be queued");
+    ngx_im_store_discard();
+
+refused:
+
+    if (tx) {
+        ngx_free(tx);
+    }
+
+    for (i = 0; i < n; i++) {
+        ngx_im_router_refused(uids[i], msg, t, direct);
+    }
+}
+
+
+static void
+ngx_im_router_committed(redisReply *reply, void *data)
+{
+    ngx_im_tx_t  *tx = data;
+
+    ngx_uint_t         i, n, direct;
+    redisReply        *pub;
+    ngx_im_msg_t      *msg;
+    ngx_im_user_t     *u;
+    ngx_im_ticket_t   *t;
+    ngx_im_tx_rcpt_t  *r;
+
+    msg = tx->msg;
+    t = tx->ticket;
+    n = tx->n;
+    direct = tx->direct;
+
+    /* t may be served whole, and freed, at the last recipient */
+
+    for (i = 0; i < n; i++) {
+        r = &tx->rcpts[i];
+
+        if (ngx_im_store_committed(r->uid, r->ttl_sent, reply, r->at)
+            != NGX_OK)
+        {
+            ngx_im_router_refused(r->uid, msg, t, direct);
+            continue;
+        }
+
+        u = ngx_im_table_find(r->uid);
+
+        if (u) {
+            (void) ngx_im_router_local(u, msg, 1, 0);
+        }
+
+        if (r->pub) {
+            pub = ngx_im_store_result(reply, r->pub - 1);
+
+            if (r->stamp) {
+                ngx_im_alone_learn(r->uid, r->stamp, pub);
+
+            } else if (r->offline && pub && pub->type == REDIS_REPLY_INTEGER
+                       && pub->integer == 0)
+            {
+                ngx_im_router_offline_event(msg, r->uid);
+            }
+        }
+
+        ngx_im_ticket_served(t, 1);
+    }
+
+    ngx_im_msg_unref(msg);
+    ngx_free(tx);
+}
+
+
+/* write-through, the append failed: Redis is away, and a recipient on
+ * this node may have the message without it */
+
+static void
+ngx_im_router_refused(uint32_t uid, ngx_im_msg_t *msg, ngx_im_ticket_t *t,
+    ngx_uint_t direct)
+{
+    if (!direct || ngx_im_direct_deliver(uid, msg, t) != NGX_OK) {
         ngx_im_ticket_served(t, 0);
-        return;
-    }
-
-    rcpt->ticket = t;
-    rcpt->msg = ngx_im_msg_ref(msg);
-    rcpt->d = d;
-    rcpt->uid = uid;
-    rcpt->direct = direct;
-
-    if (d) {
-        d->refs++;
-    }
-
-    u = ngx_im_table_find(uid);
-
-    if (ngx_im_store_push(uid, msg, u ? &u->ttl_set : NULL,
-                          ngx_im_router_appended, rcpt)
-        != NGX_OK)
-    {
-        ngx_im_router_drec_unref(d);
-        ngx_im_spare_put(&ngx_im_spare_rcpts, rcpt);
-
-        /* Redis is away: a recipient on this node has it without */
-        if (!direct || ngx_im_direct_deliver(uid, msg, t) != NGX_OK) {
-            ngx_im_ticket_served(t, 0);
-        }
-
-        ngx_im_msg_unref(msg);
-    }
-}
-
-
-static void
-ngx_im_router_appended(redisReply *reply, void *data)
-{
-    ngx_im_rcpt_t  *rcpt = data;
-
-    ngx_uint_t        ok;
-    ngx_im_ticket_t  *t;
-
-    ok = (ngx_im_store_pushed(reply) == NGX_OK);
-    t = rcpt->ticket;
-
-    if (ok) {
-        ngx_im_router_fanout(rcpt->uid, rcpt->msg, rcpt->d);
-
-    } else if (rcpt->direct
-               && ngx_im_direct_deliver(rcpt->uid, rcpt->msg, t) == NGX_OK)
-    {
-        /* served at the recipient's ack */
-        t = NULL;
-    }
-
-    ngx_im_router_drec_unref(rcpt->d);
-    ngx_im_msg_unref(rcpt->msg);
-    ngx_im_spare_put(&ngx_im_spare_rcpts, rcpt);
-
-    if (t) {
-        ngx_im_ticket_served(t, ok);
-    }
-}
-
-
-/* write-through, the message is in uid's inbox: its pushes */
-
-static void
-ngx_im_router_fanout(uint32_t uid, ngx_im_msg_t *msg, ngx_im_drec_t *d)
-{
-    void           *pr;
-    uint32_t        stamp;
-    ngx_int_t       rc;
-    ngx_uint_t      local;
-    ngx_im_user_t  *u;
-
-    u = ngx_im_table_find(uid);
-    local = u ? ngx_im_router_local(u, msg, 1, 0) : 0;
-
-    if (d == NULL) {
-        /* no memory for the record: the others read it from the inbox */
-        return;
-    }
-
-    /* this node's other workers: by datagram, no Redis in between */
-
-    rc = NGX_DECLINED;
-
-    /*
-     * Unless a datagram goes, the siblings that hear the channel copy take
-     * it.  A sibling whose last session of the uid has just left may still
-     * be subscribed, and PUBLISH then counts it as a taker; when it holds
-     * no other uid it is not even among the directory's holders
-     * (ngx_im_dir_alone), and no lookup is made: the flag must be set then
-     * too.
-     */
-    *d->flags |= IM_TRAFFIC_ALL;
-
-    if (!ngx_im_dir_alone()) {
-        rc = ngx_im_table_peers(uid, d->data, d->len);
-
-        if (rc == NGX_OK) {
-            *d->flags &= ~IM_TRAFFIC_ALL;
-            local++;
-        }
-    }
-
-    /* nobody elsewhere: the channel is skipped */
-
-    if (u && local && rc != NGX_AGAIN && ngx_im_alone_skip(u)) {
-        return;
-    }
-
-    /* a sibling worker's subscription would count too */
-    stamp = (rc == NGX_DECLINED) ? ngx_im_alone_stamp(u) : 0;
-
-    if (ngx_im_events_on && !local && !stamp) {
-        /* an event if no node has a session of the uid: the PUBLISH's
-         * count tells */
-        ngx_im_router_publish_offline(uid, msg, d->data, d->len);
-        return;
-    }
-
-    pr = stamp ? ngx_im_alone_probe(u) : NULL;
-
-    if (ngx_im_table_publish(uid, d->data, d->len,
-                              pr ? ngx_im_alone_probed : NULL, pr)
-        != NGX_OK
-        && pr)
-    {
-        ngx_im_alone_probe_free(pr);
     }
 }
 
@@ -877,55 +928,10 @@ ngx_im_router_stored(redisReply *reply, void *data)
 /*
  * Events: "stored" says a message waits for a uid with no session on any
  * node, what a push-notification service needs.  In write-through every
- * message is stored; it is for an offline uid when no worker here took it
- * and the PUBLISH reached no subscriber, which costs a record per such
- * recipient, and only while events are on.
+ * message is stored; it is for an offline uid when no worker here had a
+ * session of it and the PUBLISH reached no subscriber (its count, in
+ * EXEC's reply).
  */
-
-typedef struct {
-    ngx_im_msg_t           *msg;
-    uint32_t                uid;
-} ngx_im_offline_t;
-
-
-static void
-ngx_im_router_publish_offline(uint32_t uid, ngx_im_msg_t *msg, u_char *buf,
-    size_t len)
-{
-    ngx_im_offline_t  *o;
-
-    o = ngx_alloc(sizeof(ngx_im_offline_t), ngx_cycle->log);
-
-    if (o == NULL) {
-        (void) ngx_im_table_publish(uid, buf, len, NULL, NULL);
-        return;
-    }
-
-    o->msg = ngx_im_msg_ref(msg);
-    o->uid = uid;
-
-    if (ngx_im_table_publish(uid, buf, len, ngx_im_router_offline, o)
-        != NGX_OK)
-    {
-        ngx_im_msg_unref(o->msg);
-        ngx_free(o);
-    }
-}
-
-
-static void
-ngx_im_router_offline(redisReply *reply, void *data)
-{
-    ngx_im_offline_t  *o = data;
-
-    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
-        ngx_im_router_offline_event(o->msg, o->uid);
-    }
-
-    ngx_im_msg_unref(o->msg);
-    ngx_free(o);
-}
-
 
 static void
 ngx_im_router_offline_event(ngx_im_msg_t *msg, uint32_t uid)

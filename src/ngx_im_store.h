@@ -106,6 +106,28 @@ ngx_im_msg_unref(ngx_im_msg_t *msg)
 ngx_int_t ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg,
     uint32_t *ttl_set, ngx_im_redis_cb_pt cb, void *data);
 ngx_int_t ngx_im_store_pushed(redisReply *reply);
+/*
+ * Write-through's appends, each in a transaction with its PUBLISH: begin
+ * (MULTI) for n appends of msg, with more other commands of size bytes
+ * in all (room is made for all of them, so none fails once MULTI is
+ * sent); append (the RPUSH, and an EXPIRE when due: returns how many
+ * commands, 0 when the connection is down); commit (EXEC, whose reply
+ * is cb's).  Each append's outcome is then ngx_im_store_committed() of
+ * EXEC's reply and the append's place in it (counted and logged, once
+ * per cause, with the other appends); a command's own result
+ * ngx_im_store_result().  An error at queue time (LOADING, OOM,
+ * READONLY) aborts the whole transaction.
+ */
+ngx_int_t ngx_im_store_begin(ngx_im_msg_t *msg, ngx_uint_t n,
+    ngx_uint_t more, size_t size);
+ngx_uint_t ngx_im_store_append(uint32_t uid, ngx_im_msg_t *msg,
+    uint32_t *ttl_set, ngx_uint_t *ttl_sent);
+ngx_int_t ngx_im_store_commit(ngx_im_redis_cb_pt cb, void *data);
+/* DISCARD: a transaction that cannot be completed */
+void ngx_im_store_discard(void);
+ngx_int_t ngx_im_store_committed(uint32_t uid, ngx_uint_t ttl_sent,
+    redisReply *exec, ngx_uint_t at);
+redisReply *ngx_im_store_result(redisReply *exec, ngx_uint_t at);
 void ngx_im_store_remove(uint32_t uid, ngx_im_msg_t *msg);
 /*
  * A push of msg ended a session of uid without an ack (the re-push limit):
