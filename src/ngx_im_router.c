@@ -42,27 +42,33 @@ typedef struct {
 } ngx_im_rcpt_t;
 
 
+typedef struct ngx_im_tx_s  ngx_im_tx_t;
+
 /* write-through: a recipient in a transaction, its commands' places in
  * EXEC's reply */
 typedef struct {
+    ngx_im_tx_t           *tx;
     uint32_t               uid;
     uint32_t               stamp;       /* the PUBLISH probes: alone? */
     uint16_t               at;          /* its RPUSH */
     uint16_t               pub;         /* its PUBLISH + 1, 0: none */
     unsigned               ttl_sent:1;
+    unsigned               publish:1;   /* on the channel too */
     unsigned               offline:1;   /* the PUBLISH's count: event */
 } ngx_im_tx_rcpt_t;
 
 
 /* write-through: the appends and PUBLISHes of a message's recipients (up
- * to NGX_IM_ROUTER_TX of them) in one MULTI ... EXEC */
-typedef struct {
+ * to NGX_IM_ROUTER_TX of them) in one MULTI ... EXEC, or, when none of
+ * them needs the channel, plain appends */
+struct ngx_im_tx_s {
     ngx_im_ticket_t       *ticket;
     ngx_im_msg_t          *msg;
     ngx_uint_t             n;
+    ngx_uint_t             pending;     /* replies to come */
     ngx_uint_t             direct;      /* may go without Redis */
     ngx_im_tx_rcpt_t       rcpts[1];
-} ngx_im_tx_t;
+};
 
 
 /* recipients per transaction: a large group's EXEC holds Redis no
@@ -87,6 +93,10 @@ static void ngx_im_router_resubscribe(void);
 static void ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids,
     ngx_uint_t n, ngx_im_ticket_t *t, u_char *buf, size_t len);
 static void ngx_im_router_committed(redisReply *reply, void *data);
+static void ngx_im_router_appended(redisReply *reply, void *data);
+static void ngx_im_router_stored_one(ngx_im_tx_t *tx, ngx_im_tx_rcpt_t *r,
+    ngx_uint_t ok, redisReply *pub);
+static void ngx_im_router_tx_done(ngx_im_tx_t *tx);
 static void ngx_im_router_refused(uint32_t uid, ngx_im_msg_t *msg,
     ngx_im_ticket_t *t, ngx_uint_t direct);
 static void ngx_im_router_stored(redisReply *reply, void *data);
@@ -748,8 +758,7 @@ static void
 ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
     ngx_im_ticket_t *t, u_char *buf, size_t len)
 {
-    uint32_t           stamp;
-    ngx_uint_t         i, at, cmds, ttl_sent, direct, local;
+    ngx_uint_t         i, at, cmds, ttl_sent, direct, local, npub;
     ngx_im_tx_t       *tx;
     ngx_im_user_t     *u;
     ngx_im_tx_rcpt_t  *r;
@@ -759,13 +768,77 @@ ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
     tx = ngx_alloc(offsetof(ngx_im_tx_t, rcpts)
                    + n * sizeof(ngx_im_tx_rcpt_t), ngx_cycle->log);
+    if (tx == NULL) {
+        goto refused;
+    }
 
-    if (tx == NULL
-        || ngx_im_store_begin(msg, n, buf ? n : 0,
-                              buf ? n * NGX_IM_REDIS_CMD_LEN(3,
-                                          sizeof("PUBLISH") - 1 + 32 + len)
-                                  : 0)
-           != NGX_OK)
+    tx->ticket = t;
+    tx->msg = msg;
+    tx->n = n;
+    tx->direct = direct;
+
+    /* which recipients need the channel */
+
+    npub = 0;
+
+    for (i = 0; i < n; i++) {
+        r = &tx->rcpts[i];
+
+        r->tx = tx;
+        r->uid = uids[i];
+        r->stamp = 0;
+        r->pub = 0;
+        r->publish = 0;
+        r->offline = 0;
+
+        if (buf == NULL) {
+            /* no memory for the record: the others read the inbox */
+            continue;
+        }
+
+        u = ngx_im_table_find(uids[i]);
+        local = (u && !ngx_queue_empty(&u->sessions));
+
+        /* nobody elsewhere: the channel is skipped */
+
+        if (local && ngx_im_alone_skip(u)) {
+            continue;
+        }
+
+        r->publish = 1;
+        r->stamp = ngx_im_alone_stamp(u);
+        /* an event if no node has a session of the uid: the count tells */
+        r->offline = (ngx_im_events_on && !local && !r->stamp);
+        npub++;
+    }
+
+    if (npub == 0) {
+        /* nothing to keep together: plain appends, answered one by one */
+
+        tx->msg = ngx_im_msg_ref(msg);
+        tx->pending = n + 1;
+
+        for (i = 0; i < n; i++) {
+            r = &tx->rcpts[i];
+            u = ngx_im_table_find(r->uid);
+
+            if (ngx_im_store_push(r->uid, msg, u ? &u->ttl_set : NULL,
+                                  ngx_im_router_appended, r)
+                != NGX_OK)
+            {
+                tx->pending--;
+                ngx_im_router_refused(r->uid, msg, t, direct);
+            }
+        }
+
+        ngx_im_router_tx_done(tx);
+        return;
+    }
+
+    if (ngx_im_store_begin(msg, n, npub,
+                           npub * NGX_IM_REDIS_CMD_LEN(3,
+                                      sizeof("PUBLISH") - 1 + 32 + len))
+        != NGX_OK)
     {
         goto refused;
     }
@@ -774,15 +847,9 @@ ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
     for (i = 0; i < n; i++) {
         r = &tx->rcpts[i];
+        u = ngx_im_table_find(r->uid);
 
-        r->uid = uids[i];
-        r->stamp = 0;
-        r->pub = 0;
-        r->offline = 0;
-
-        u = ngx_im_table_find(uids[i]);
-
-        cmds = ngx_im_store_append(uids[i], msg, u ? &u->ttl_set : NULL,
+        cmds = ngx_im_store_append(r->uid, msg, u ? &u->ttl_set : NULL,
                                    &ttl_sent);
         if (cmds == 0) {
             goto discard;
@@ -792,35 +859,19 @@ ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         r->at = (uint16_t) at;
         at += cmds;
 
-        if (buf == NULL) {
-            /* no memory for the record: the others read the inbox */
+        if (!r->publish) {
             continue;
         }
 
-        /* nobody elsewhere: the channel is skipped */
-
-        local = (u && !ngx_queue_empty(&u->sessions));
-
-        if (local && ngx_im_alone_skip(u)) {
-            continue;
-        }
-
-        stamp = ngx_im_alone_stamp(u);
-
-        if (ngx_im_table_publish(uids[i], buf, len, NULL, NULL) != NGX_OK) {
+        if (ngx_im_table_publish(r->uid, buf, len, NULL, NULL) != NGX_OK) {
             goto discard;
         }
 
-        r->stamp = stamp;
-        /* an event if no node has a session of the uid: the count tells */
-        r->offline = (ngx_im_events_on && !local && !stamp);
         r->pub = (uint16_t) ++at;
     }
 
-    tx->ticket = t;
     tx->msg = ngx_im_msg_ref(msg);
-    tx->n = n;
-    tx->direct = direct;
+    tx->pending = 1;
 
     if (ngx_im_store_commit(ngx_im_router_committed, tx) == NGX_OK) {
         return;
@@ -854,54 +905,84 @@ ngx_im_router_committed(redisReply *reply, void *data)
 {
     ngx_im_tx_t  *tx = data;
 
-    ngx_uint_t         i, n, direct;
-    redisReply        *pub;
-    ngx_im_msg_t      *msg;
-    ngx_im_user_t     *u;
-    ngx_im_ticket_t   *t;
+    ngx_uint_t         i, ok;
     ngx_im_tx_rcpt_t  *r;
 
-    msg = tx->msg;
-    t = tx->ticket;
-    n = tx->n;
-    direct = tx->direct;
+    /* the ticket may be served whole, and freed, at the last recipient */
 
-    /* t may be served whole, and freed, at the last recipient */
-
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < tx->n; i++) {
         r = &tx->rcpts[i];
 
-        if (ngx_im_store_committed(r->uid, r->ttl_sent, reply, r->at)
-            != NGX_OK)
-        {
-            ngx_im_router_refused(r->uid, msg, t, direct);
-            continue;
-        }
+        ok = (ngx_im_store_committed(r->uid, r->ttl_sent, reply, r->at)
+              == NGX_OK);
 
-        u = ngx_im_table_find(r->uid);
-
-        if (u) {
-            (void) ngx_im_router_local(u, msg, 1, 0);
-        }
-
-        if (r->pub) {
-            pub = ngx_im_store_result(reply, r->pub - 1);
-
-            if (r->stamp) {
-                ngx_im_alone_learn(r->uid, r->stamp, pub);
-
-            } else if (r->offline && pub && pub->type == REDIS_REPLY_INTEGER
-                       && pub->integer == 0)
-            {
-                ngx_im_router_offline_event(msg, r->uid);
-            }
-        }
-
-        ngx_im_ticket_served(t, 1);
+        ngx_im_router_stored_one(tx, r, ok,
+                                 r->pub ? ngx_im_store_result(reply,
+                                                              r->pub - 1)
+                                        : NULL);
     }
 
-    ngx_im_msg_unref(msg);
-    ngx_free(tx);
+    ngx_im_router_tx_done(tx);
+}
+
+
+/* a plain append's reply (no PUBLISH went with it) */
+
+static void
+ngx_im_router_appended(redisReply *reply, void *data)
+{
+    ngx_im_tx_rcpt_t  *r = data;
+
+    ngx_im_tx_t  *tx;
+
+    tx = r->tx;
+
+    ngx_im_router_stored_one(tx, r, ngx_im_store_pushed(reply) == NGX_OK,
+                             NULL);
+
+    ngx_im_router_tx_done(tx);
+}
+
+
+/* a recipient's append is answered: its pushes here, or its refusal */
+
+static void
+ngx_im_router_stored_one(ngx_im_tx_t *tx, ngx_im_tx_rcpt_t *r,
+    ngx_uint_t ok, redisReply *pub)
+{
+    ngx_im_user_t  *u;
+
+    if (!ok) {
+        ngx_im_router_refused(r->uid, tx->msg, tx->ticket, tx->direct);
+        return;
+    }
+
+    u = ngx_im_table_find(r->uid);
+
+    if (u) {
+        (void) ngx_im_router_local(u, tx->msg, 1, 0);
+    }
+
+    if (r->stamp) {
+        ngx_im_alone_learn(r->uid, r->stamp, pub);
+
+    } else if (r->offline && pub && pub->type == REDIS_REPLY_INTEGER
+               && pub->integer == 0)
+    {
+        ngx_im_router_offline_event(tx->msg, r->uid);
+    }
+
+    ngx_im_ticket_served(tx->ticket, 1);
+}
+
+
+static void
+ngx_im_router_tx_done(ngx_im_tx_t *tx)
+{
+    if (--tx->pending == 0) {
+        ngx_im_msg_unref(tx->msg);
+        ngx_free(tx);
+    }
 }
 
 
