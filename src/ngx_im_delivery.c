@@ -407,9 +407,11 @@ ngx_im_delivery_put_back(ngx_im_session_t *s, ngx_queue_t *head)
         f = ngx_queue_data(q, ngx_im_inflight_t, queue);
         ngx_queue_remove(q);
 
-        /* in write-through mode it is in the inbox already */
+        /* in write-through mode it is in the inbox already; a copy
+         * delivered without Redis is never stored (its sender has the
+         * refusal once the budget runs out) */
 
-        if (!f->stored && s->route.uid) {
+        if (!f->stored && s->route.uid && !ngx_im_msg_direct(f->msg)) {
             if (ngx_im_store_push(s->route.uid, f->msg, NULL, NULL, NULL)
                 != NGX_OK)
             {
@@ -664,7 +666,7 @@ ngx_im_delivery_loaded(redisReply *reply, void *data)
                    reply && reply->type == REDIS_REPLY_ARRAY
                    ? reply->elements : 0);
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+    if (ngx_im_store_loaded(reply) != NGX_OK) {
         if (s->mark) {
             ngx_im_delivery_mark_free(s);
         }

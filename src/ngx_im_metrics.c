@@ -664,6 +664,14 @@ ngx_im_metrics_prometheus(ngx_pool_t *pool)
                            "im_redis_timeout (busy, or dead if "
                            "unanswered).",
                            t->redis_pings);
+    p = ngx_im_metrics_one(p, "im_direct_total", "counter",
+                           "1:1 messages delivered without Redis while "
+                           "inbox appends failed.",
+                           t->direct);
+    p = ngx_im_metrics_one(p, "im_direct_refused_total", "counter",
+                           "Of those, refused: no ack within the re-push "
+                           "budget.",
+                           t->direct_refused);
     p = ngx_im_metrics_hist(p, "im_redis_duration_seconds",
                             "Time from a Redis command to its reply.",
                             &t->redis);
@@ -807,6 +815,8 @@ ngx_im_metrics_json(ngx_pool_t *pool, ngx_im_metrics_extra_t *extra)
                                 NGX_IM_API_N);
     p = ngx_sprintf(p, ",\"api_errors\":%uA,\"api_logouts\":%uA",
                     t->api_errors, t->api_logouts);
+    p = ngx_sprintf(p, ",\"direct\":%uA,\"direct_refused\":%uA",
+                    t->direct, t->direct_refused);
     p = ngx_im_metrics_json_map(p, "dropped_by_reason",
                                 ngx_im_metrics_drops, t->dropped,
                                 NGX_IM_DROPPED_N);

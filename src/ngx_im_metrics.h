@@ -114,6 +114,12 @@ typedef struct {
     /* the watchdog's PINGs to a connection that was slow to answer: Redis
      * busy (answered) or gone (then a reconnect follows) */
     ngx_atomic_uint_t   redis_pings;
+
+    /* 1:1 messages delivered without Redis while appends failed
+     * (ngx_im_direct.c), and those of them refused after the re-push
+     * budget without an ack */
+    ngx_atomic_uint_t   direct;
+    ngx_atomic_uint_t   direct_refused;
 } ngx_im_stats_t;
 
 

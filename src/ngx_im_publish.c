@@ -67,6 +67,7 @@ ngx_im_publish_pub(ngx_im_session_t *s, u_char cmd, const u_char *msgid)
 
     ngx_memzero(pub, sizeof(ngx_im_pub_t));
     pub->ticket.done = ngx_im_publish_done;
+    pub->ticket.direct = (cmd == IM_CMD_PUBLISH);
     pub->session = s;
     pub->cmd = cmd;
     ngx_memcpy(pub->msgid, msgid, IM_MSGID_LEN);

@@ -292,11 +292,13 @@ ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
         return NGX_ERROR;
     }
 
-    need = sizeof("*\r\n") - 1 + NGX_INT_T_LEN;
+    need = 0;
 
     for (i = 0; i < argc; i++) {
-        need += sizeof("$\r\n\r\n") - 1 + NGX_SIZE_T_LEN + argvlen[i];
+        need += argvlen[i];
     }
+
+    need = NGX_IM_REDIS_CMD_LEN(argc, need);
 
     q = &ngx_im_redis_queues[rc->index];
 
@@ -366,6 +368,30 @@ ngx_im_redis_grow(ngx_im_redis_queue_t *q)
     q->first = 0;
 
     return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_im_redis_room(ngx_uint_t which, ngx_uint_t n, size_t size)
+{
+    ngx_im_redis_conn_t   *rc;
+    ngx_im_redis_queue_t  *q;
+
+    rc = ngx_im_redis_conn(which);
+
+    if (rc->state != NGX_IM_REDIS_READY) {
+        return NGX_ERROR;
+    }
+
+    q = &ngx_im_redis_queues[rc->index];
+
+    while (q->size - q->n < n) {
+        if (ngx_im_redis_grow(q) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_im_redis_conn_reserve(rc, size) ? NGX_OK : NGX_ERROR;
 }
 
 

@@ -58,6 +58,17 @@ ngx_uint_t ngx_im_redis_away(ngx_uint_t which);
 ngx_int_t ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb,
     void *data, int argc, const char **argv, const size_t *argvlen);
 
+/* the bytes a command takes in the output buffer, at most: argc
+ * arguments of bytes in all */
+#define NGX_IM_REDIS_CMD_LEN(argc, bytes)                                     \
+    (sizeof("*\r\n") - 1 + NGX_INT_T_LEN                                      \
+     + (argc) * (sizeof("$\r\n\r\n") - 1 + NGX_SIZE_T_LEN) + (bytes))
+
+/* room for n commands of size bytes in all, made now: the commands sent
+ * next in the same call cannot fail but for a connection that is down
+ * (a transaction, once MULTI is sent, is so never left half queued) */
+ngx_int_t ngx_im_redis_room(ngx_uint_t which, ngx_uint_t n, size_t size);
+
 /* write what is queued for the inbox connection now, not on the next
  * event loop pass */
 void ngx_im_redis_flush(void);

@@ -5,10 +5,11 @@
  * ngx_im_user_t, each with the routes of its sessions), the Redis
  * subscription of each uid in it, delivery, and the dispatch of the
  * records that arrive from Redis and from sibling workers
- * (ngx_im_traffic.h).  A message goes to the local sessions at once, to
- * the inbox (write-through), and to the uid's channel for the other
- * workers and nodes.  The login policy is ngx_im_presence.c's, the
- * channel skip for a uid nobody else holds ngx_im_alone.c's.
+ * (ngx_im_traffic.h).  A message goes to the local sessions, to the
+ * uid's channel for the other workers and nodes and, in write-through,
+ * first to the inbox: the rest only once Redis has it.  The login policy
+ * is ngx_im_presence.c's, the channel skip for a uid nobody else holds
+ * ngx_im_alone.c's.
  *
  * With an im_zone, the other workers of this node that hold the uid (the
  * directory says which) get it by datagram instead, and ignore the
@@ -27,6 +28,7 @@
 #include "ngx_im_presence.h"
 #include "ngx_im_alone.h"
 #include "ngx_im_events.h"
+#include "ngx_im_direct.h"
 
 
 /* an offline-only recipient whose PUBLISH count decides whether to store */
@@ -38,6 +40,40 @@ typedef struct {
     unsigned               local:1;     /* a session here took it */
     unsigned               self:1;      /* this worker is subscribed */
 } ngx_im_rcpt_t;
+
+
+typedef struct ngx_im_tx_s  ngx_im_tx_t;
+
+/* write-through: a recipient in a transaction, its commands' places in
+ * EXEC's reply */
+typedef struct {
+    ngx_im_tx_t           *tx;
+    uint32_t               uid;
+    uint32_t               stamp;       /* the PUBLISH probes: alone? */
+    uint16_t               at;          /* its RPUSH */
+    uint16_t               pub;         /* its PUBLISH + 1, 0: none */
+    unsigned               ttl_sent:1;
+    unsigned               publish:1;   /* on the channel too */
+    unsigned               offline:1;   /* the PUBLISH's count: event */
+} ngx_im_tx_rcpt_t;
+
+
+/* write-through: the appends and PUBLISHes of a message's recipients (up
+ * to NGX_IM_ROUTER_TX of them) in one MULTI ... EXEC, or, when none of
+ * them needs the channel, plain appends */
+struct ngx_im_tx_s {
+    ngx_im_ticket_t       *ticket;
+    ngx_im_msg_t          *msg;
+    ngx_uint_t             n;
+    ngx_uint_t             pending;     /* replies to come */
+    ngx_uint_t             direct;      /* may go without Redis */
+    ngx_im_tx_rcpt_t       rcpts[1];
+};
+
+
+/* recipients per transaction: a large group's EXEC holds Redis no
+ * longer than a pipelined page of commands would */
+#define NGX_IM_ROUTER_TX      128
 
 
 static void ngx_im_router_message(u_char *channel, size_t clen,
@@ -54,10 +90,16 @@ static void ngx_im_router_inbox_connected(void);
 static void ngx_im_router_subscribe(ngx_im_user_t *u);
 static void ngx_im_router_confirmed(u_char *channel, size_t clen);
 static void ngx_im_router_resubscribe(void);
+static void ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids,
+    ngx_uint_t n, ngx_im_ticket_t *t, u_char *buf, size_t len);
+static void ngx_im_router_committed(redisReply *reply, void *data);
+static void ngx_im_router_appended(redisReply *reply, void *data);
+static void ngx_im_router_stored_one(ngx_im_tx_t *tx, ngx_im_tx_rcpt_t *r,
+    ngx_uint_t ok, redisReply *pub);
+static void ngx_im_router_tx_done(ngx_im_tx_t *tx);
+static void ngx_im_router_refused(uint32_t uid, ngx_im_msg_t *msg,
+    ngx_im_ticket_t *t, ngx_uint_t direct);
 static void ngx_im_router_stored(redisReply *reply, void *data);
-static void ngx_im_router_publish_offline(uint32_t uid, ngx_im_msg_t *msg,
-    u_char *buf, size_t len);
-static void ngx_im_router_offline(redisReply *reply, void *data);
 static void ngx_im_router_offline_event(ngx_im_msg_t *msg, uint32_t uid);
 static void ngx_im_router_published(redisReply *reply, void *data);
 
@@ -65,6 +107,7 @@ static void ngx_im_router_published(redisReply *reply, void *data);
 static void ngx_im_router_watch_subscribe(void);
 static uint32_t ngx_im_router_hash(const u_char *origin, size_t len);
 static void ngx_im_router_marked(ngx_im_user_t *u, uint64_t nonce);
+static void ngx_im_router_watch_acked(im_traffic_t *t);
 
 
 static ngx_im_router_acked_pt  ngx_im_router_acked_handler;
@@ -120,6 +163,10 @@ ngx_im_router_init(ngx_cycle_t *cycle, ngx_im_router_ops_t *ops)
     {
         return NGX_ERROR;
     }
+
+    /* inbox reads that failed while Redis was loading are made again when
+     * it is back, as when the connection comes back */
+    ngx_im_store_on_back(ngx_im_router_inbox_connected);
 
     return ngx_im_redis_init(cycle, &ngx_im_router_handlers);
 }
@@ -549,10 +596,9 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 {
     u_char         *buf, *flags;
     size_t          len;
-    void           *pr;
     uint32_t        stamp;
     ngx_int_t       rc;
-    ngx_uint_t      i, stored, local, siblings;
+    ngx_uint_t      i, m, stored, local, siblings;
     ngx_im_user_t  *u;
     ngx_im_rcpt_t  *rcpt;
 
@@ -586,12 +632,35 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         flags = buf + IM_TRAFFIC_FLAGS_AT(ngx_im_worker_id.len);
     }
 
+    if (stored) {
+        if (buf) {
+            /* the sibling workers take the channel's copy: see
+             * ngx_im_router_tx() */
+            *flags |= IM_TRAFFIC_ALL;
+        }
+
+        /* t may be served whole, and freed, in the last of these */
+
+        for (i = 0; i < n; i += m) {
+            m = ngx_min(n - i, NGX_IM_ROUTER_TX);
+            ngx_im_router_tx(msg, uids + i, m, t, buf, len);
+        }
+
+        if (buf) {
+            ngx_free(buf);
+        }
+
+        return;
+    }
+
+    /* offline-only: pushed at once, stored when nobody took it */
+
     siblings = !ngx_im_dir_alone();
 
     for (i = 0; i < n; i++) {
 
         u = ngx_im_table_find(uids[i]);
-        local = u ? ngx_im_router_local(u, msg, stored, 0) : 0;
+        local = u ? ngx_im_router_local(u, msg, 0, 0) : 0;
 
         /* this node's other workers: by datagram, no Redis in between */
 
@@ -621,61 +690,12 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         /* nobody elsewhere: the channel is skipped */
 
         if (u && local && rc != NGX_AGAIN && ngx_im_alone_skip(u)) {
-
-            if (!stored) {
-                ngx_im_ticket_served(t, 1);
-                continue;
-            }
-
-            if (ngx_im_store_push(uids[i], msg, &u->ttl_set,
-                                  ngx_im_router_stored, t)
-                != NGX_OK)
-            {
-                ngx_im_ticket_served(t, 0);
-            }
-
+            ngx_im_ticket_served(t, 1);
             continue;
         }
 
         /* a sibling worker's subscription would count too */
         stamp = (rc == NGX_DECLINED) ? ngx_im_alone_stamp(u) : 0;
-
-        if (stored) {
-            /* write-through: the sender's ack waits for the append; the
-             * publish behind it on the same connection cannot overtake */
-
-            if (ngx_im_store_push(uids[i], msg, u ? &u->ttl_set : NULL,
-                                  ngx_im_router_stored, t)
-                != NGX_OK)
-            {
-                ngx_im_ticket_served(t, 0);
-                continue;
-            }
-
-            if (buf && ngx_im_events_on && !local && !stamp) {
-                /* an event if no node has a session of the uid: the
-                 * PUBLISH's count tells */
-                ngx_im_router_publish_offline(uids[i], msg, buf, len);
-                continue;
-            }
-
-            if (buf) {
-                pr = stamp ? ngx_im_alone_probe(u) : NULL;
-
-                if (ngx_im_table_publish(uids[i], buf, len,
-                                          pr ? ngx_im_alone_probed : NULL,
-                                          pr)
-                    != NGX_OK
-                    && pr)
-                {
-                    ngx_im_alone_probe_free(pr);
-                }
-            }
-
-            continue;
-        }
-
-        /* offline-only: stored when nobody took it */
 
         rcpt = buf ? ngx_im_spare_get(&ngx_im_spare_rcpts) : NULL;
 
@@ -689,7 +709,7 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         rcpt->uid = uids[i];
         rcpt->local = (local > 0);
         /* this worker's own subscription is no taker (its echo is not
-         * pushed again), and it may still be counted while it is being
+         * delivered), but only a confirmed one is surely counted: one being
          * made or undone: PUBLISH's count then says one too many */
         rcpt->self = (u && u->sub != NGX_IM_SUB_NONE);
         rcpt->stamp = stamp;
@@ -710,6 +730,275 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 }
 
 
+/*
+ * Write-through.  Each recipient's append and its channel PUBLISH leave
+ * together, in a transaction (MULTI, RPUSH, PUBLISH, ..., EXEC on the
+ * inbox connection), and its pushes to this worker's sessions only at
+ * EXEC's reply, once Redis has the message.  So a refused message
+ * reached nobody, whatever failed: the connection (the commands fail at
+ * once, or their replies never come), or Redis answering an error at
+ * queue time (LOADING after a restart, OOM, READONLY), which aborts the
+ * EXEC and the PUBLISH with it; the sender's resend is no duplicate (but
+ * after ngx_im_direct.c's refusal, which follows a push).  And an inbox
+ * read followed by its mark (decision 040) finds each message either in
+ * the list or ahead of the mark on the channel: nothing can come between
+ * an append and its PUBLISH.
+ *
+ * The sibling workers take the channel's copy too (IM_TRAFFIC_ALL set,
+ * no datagram): a datagram could leave only at the reply, and might
+ * reach a sibling after the mark of a read made behind the append.
+ *
+ * Replies come in the order of the transactions, so the pushes leave in
+ * the order the messages were accepted, and a recipient's ack (an LREM)
+ * follows its append.  A recipient here waits one Redis round trip for
+ * its push (decision 037).
+ */
+
+static void
+ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
+    ngx_im_ticket_t *t, u_char *buf, size_t len)
+{
+    ngx_uint_t         i, at, cmds, ttl_sent, direct, local, npub;
+    ngx_im_tx_t       *tx;
+    ngx_im_user_t     *u;
+    ngx_im_tx_rcpt_t  *r;
+
+    /* a client's 1:1 message: may go without Redis when refused */
+    direct = (n == 1 && t->remaining == 1 && t->direct);
+
+    tx = ngx_alloc(offsetof(ngx_im_tx_t, rcpts)
+                   + n * sizeof(ngx_im_tx_rcpt_t), ngx_cycle->log);
+    if (tx == NULL) {
+        goto refused;
+    }
+
+    tx->ticket = t;
+    tx->msg = msg;
+    tx->n = n;
+    tx->direct = direct;
+
+    /* which recipients need the channel */
+
+    npub = 0;
+
+    for (i = 0; i < n; i++) {
+        r = &tx->rcpts[i];
+
+        r->tx = tx;
+        r->uid = uids[i];
+        r->stamp = 0;
+        r->pub = 0;
+        r->publish = 0;
+        r->offline = 0;
+
+        if (buf == NULL) {
+            /* no memory for the record: the others read the inbox */
+            continue;
+        }
+
+        u = ngx_im_table_find(uids[i]);
+        local = (u && !ngx_queue_empty(&u->sessions));
+
+        /* nobody elsewhere: the channel is skipped */
+
+        if (local && ngx_im_alone_skip(u)) {
+            continue;
+        }
+
+        r->publish = 1;
+        r->stamp = ngx_im_alone_stamp(u);
+        /* an event if no node has a session of the uid: the count tells */
+        r->offline = (ngx_im_events_on && !local && !r->stamp);
+        npub++;
+    }
+
+    if (npub == 0) {
+        /* nothing to keep together: plain appends, answered one by one */
+
+        tx->msg = ngx_im_msg_ref(msg);
+        tx->pending = n + 1;
+
+        for (i = 0; i < n; i++) {
+            r = &tx->rcpts[i];
+            u = ngx_im_table_find(r->uid);
+
+            if (ngx_im_store_push(r->uid, msg, u ? &u->ttl_set : NULL,
+                                  ngx_im_router_appended, r)
+                != NGX_OK)
+            {
+                tx->pending--;
+                ngx_im_router_refused(r->uid, msg, t, direct);
+            }
+        }
+
+        ngx_im_router_tx_done(tx);
+        return;
+    }
+
+    if (ngx_im_store_begin(msg, n, npub,
+                           npub * NGX_IM_REDIS_CMD_LEN(3,
+                                      sizeof("PUBLISH") - 1 + 32 + len))
+        != NGX_OK)
+    {
+        goto refused;
+    }
+
+    at = 0;
+
+    for (i = 0; i < n; i++) {
+        r = &tx->rcpts[i];
+        u = ngx_im_table_find(r->uid);
+
+        cmds = ngx_im_store_append(r->uid, msg, u ? &u->ttl_set : NULL,
+                                   &ttl_sent);
+        if (cmds == 0) {
+            goto discard;
+        }
+
+        r->ttl_sent = ttl_sent;
+        r->at = (uint16_t) at;
+        at += cmds;
+
+        if (!r->publish) {
+            continue;
+        }
+
+        if (ngx_im_table_publish(r->uid, buf, len, NULL, NULL) != NGX_OK) {
+            goto discard;
+        }
+
+        r->pub = (uint16_t) ++at;
+    }
+
+    tx->msg = ngx_im_msg_ref(msg);
+    tx->pending = 1;
+
+    if (ngx_im_store_commit(ngx_im_router_committed, tx) == NGX_OK) {
+        return;
+    }
+
+    ngx_im_msg_unref(msg);
+
+    goto refused;
+
+discard:
+
+    /* not for want of room, which ngx_im_store_begin() made */
+    ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                  "im router: a transaction could not be queued");
+    ngx_im_store_discard();
+
+refused:
+
+    if (tx) {
+        ngx_free(tx);
+    }
+
+    for (i = 0; i < n; i++) {
+        ngx_im_router_refused(uids[i], msg, t, direct);
+    }
+}
+
+
+static void
+ngx_im_router_committed(redisReply *reply, void *data)
+{
+    ngx_im_tx_t  *tx = data;
+
+    ngx_uint_t         i, ok;
+    ngx_im_tx_rcpt_t  *r;
+
+    /* the ticket may be served whole, and freed, at the last recipient */
+
+    for (i = 0; i < tx->n; i++) {
+        r = &tx->rcpts[i];
+
+        ok = (ngx_im_store_committed(r->uid, r->ttl_sent, reply, r->at)
+              == NGX_OK);
+
+        ngx_im_router_stored_one(tx, r, ok,
+                                 r->pub ? ngx_im_store_result(reply,
+                                                              r->pub - 1)
+                                        : NULL);
+    }
+
+    ngx_im_router_tx_done(tx);
+}
+
+
+/* a plain append's reply (no PUBLISH went with it) */
+
+static void
+ngx_im_router_appended(redisReply *reply, void *data)
+{
+    ngx_im_tx_rcpt_t  *r = data;
+
+    ngx_im_tx_t  *tx;
+
+    tx = r->tx;
+
+    ngx_im_router_stored_one(tx, r, ngx_im_store_pushed(reply) == NGX_OK,
+                             NULL);
+
+    ngx_im_router_tx_done(tx);
+}
+
+
+/* a recipient's append is answered: its pushes here, or its refusal */
+
+static void
+ngx_im_router_stored_one(ngx_im_tx_t *tx, ngx_im_tx_rcpt_t *r,
+    ngx_uint_t ok, redisReply *pub)
+{
+    ngx_im_user_t  *u;
+
+    if (!ok) {
+        ngx_im_router_refused(r->uid, tx->msg, tx->ticket, tx->direct);
+        return;
+    }
+
+    u = ngx_im_table_find(r->uid);
+
+    if (u) {
+        (void) ngx_im_router_local(u, tx->msg, 1, 0);
+    }
+
+    if (r->stamp) {
+        ngx_im_alone_learn(r->uid, r->stamp, pub);
+
+    } else if (r->offline && pub && pub->type == REDIS_REPLY_INTEGER
+               && pub->integer == 0)
+    {
+        ngx_im_router_offline_event(tx->msg, r->uid);
+    }
+
+    ngx_im_ticket_served(tx->ticket, 1);
+}
+
+
+static void
+ngx_im_router_tx_done(ngx_im_tx_t *tx)
+{
+    if (--tx->pending == 0) {
+        ngx_im_msg_unref(tx->msg);
+        ngx_free(tx);
+    }
+}
+
+
+/* write-through, the append failed: Redis is away, and a recipient on
+ * this node may have the message without it */
+
+static void
+ngx_im_router_refused(uint32_t uid, ngx_im_msg_t *msg, ngx_im_ticket_t *t,
+    ngx_uint_t direct)
+{
+    if (!direct || ngx_im_direct_deliver(uid, msg, t) != NGX_OK) {
+        ngx_im_ticket_served(t, 0);
+    }
+}
+
+
 static void
 ngx_im_router_stored(redisReply *reply, void *data)
 {
@@ -720,55 +1009,10 @@ ngx_im_router_stored(redisReply *reply, void *data)
 /*
  * Events: "stored" says a message waits for a uid with no session on any
  * node, what a push-notification service needs.  In write-through every
- * message is stored; it is for an offline uid when no worker here took it
- * and the PUBLISH reached no subscriber, which costs a record per such
- * recipient, and only while events are on.
+ * message is stored; it is for an offline uid when no worker here had a
+ * session of it and the PUBLISH reached no subscriber (its count, in
+ * EXEC's reply).
  */
-
-typedef struct {
-    ngx_im_msg_t           *msg;
-    uint32_t                uid;
-} ngx_im_offline_t;
-
-
-static void
-ngx_im_router_publish_offline(uint32_t uid, ngx_im_msg_t *msg, u_char *buf,
-    size_t len)
-{
-    ngx_im_offline_t  *o;
-
-    o = ngx_alloc(sizeof(ngx_im_offline_t), ngx_cycle->log);
-
-    if (o == NULL) {
-        (void) ngx_im_table_publish(uid, buf, len, NULL, NULL);
-        return;
-    }
-
-    o->msg = ngx_im_msg_ref(msg);
-    o->uid = uid;
-
-    if (ngx_im_table_publish(uid, buf, len, ngx_im_router_offline, o)
-        != NGX_OK)
-    {
-        ngx_im_msg_unref(o->msg);
-        ngx_free(o);
-    }
-}
-
-
-static void
-ngx_im_router_offline(redisReply *reply, void *data)
-{
-    ngx_im_offline_t  *o = data;
-
-    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
-        ngx_im_router_offline_event(o->msg, o->uid);
-    }
-
-    ngx_im_msg_unref(o->msg);
-    ngx_free(o);
-}
-
 
 static void
 ngx_im_router_offline_event(ngx_im_msg_t *msg, uint32_t uid)
@@ -958,10 +1202,8 @@ ngx_im_router_acked(ngx_im_msg_t *msg, uint32_t uid, uint8_t client_id)
            == 0)
     {
         /* the waiting request is here */
-        if (ngx_im_router_acked_handler
-            && im_traffic_parse(buf, len, &t) == IM_OK)
-        {
-            ngx_im_router_acked_handler(&t);
+        if (im_traffic_parse(buf, len, &t) == IM_OK) {
+            ngx_im_router_watch_acked(&t);
         }
 
         return;
@@ -1005,6 +1247,22 @@ void
 ngx_im_router_on_acked(ngx_im_router_acked_pt handler)
 {
     ngx_im_router_acked_handler = handler;
+}
+
+
+/* a 'W' for this worker: a delivery without Redis, or the API's wait */
+
+static void
+ngx_im_router_watch_acked(im_traffic_t *t)
+{
+    if (t->token & NGX_IM_WATCH_DIRECT) {
+        ngx_im_direct_acked(t->token);
+        return;
+    }
+
+    if (ngx_im_router_acked_handler) {
+        ngx_im_router_acked_handler(t);
+    }
 }
 
 
@@ -1059,10 +1317,9 @@ ngx_im_router_message(u_char *channel, size_t clen, u_char *data,
                       ngx_im_worker_id.len)
            == 0
         && im_traffic_parse(data, len, &t) == IM_OK
-        && t.type == 'W'
-        && ngx_im_router_acked_handler)
+        && t.type == 'W')
     {
-        ngx_im_router_acked_handler(&t);
+        ngx_im_router_watch_acked(&t);
     }
 }
 
@@ -1101,8 +1358,8 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
 
     if (t.type == 'W') {
         /* only by datagram, addressed to this worker */
-        if (ipc && ngx_im_router_acked_handler) {
-            ngx_im_router_acked_handler(&t);
+        if (ipc) {
+            ngx_im_router_watch_acked(&t);
         }
 
         return;
@@ -1186,7 +1443,8 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
     if ((u == NULL
          || ngx_im_router_local(u, msg, t.flags & IM_TRAFFIC_STORED,
                                 own ? t.seq : 0) == 0)
-        && !(t.flags & IM_TRAFFIC_STORED) && !own)
+        && !(t.flags & IM_TRAFFIC_STORED) && !own
+        && !ngx_im_msg_direct(msg))
     {
         /* offline-only: the publisher counted this worker as a taker, and
          * there is none any more */

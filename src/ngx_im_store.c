@@ -15,6 +15,12 @@
  * to the uid's dead letters (im:dead:<uid>, a list of entries in the same
  * form, as long-lived as an inbox), its strikes counted in im:strikes:<uid>
  * (a hash MsgId -> sessions ended).
+ *
+ * While appends and inbox reads fail (the connection is down, Redis is
+ * loading its data after a restart, or refuses writes) the cause is
+ * logged once when it starts or changes, and once more when they work
+ * again, with the count of those that failed meanwhile: not a line per
+ * command.
  */
 
 #include "ngx_im_store.h"
@@ -262,37 +268,318 @@ static ngx_im_spares_t  ngx_im_spare_appends =
     ngx_im_spares(ngx_im_append_t, 4096);
 
 
+/*
+ * Appends and inbox reads that fail: the cause (the first word of Redis's
+ * error, or the connection) is logged when it is new, and the counts of
+ * the failures it brought when it changes or the commands work again.
+ * Per worker.  While Redis answers errors (LOADING after a restart) a
+ * probe every second tells when it takes commands again, whether or not
+ * messages come; inboxes whose read failed meanwhile are then read again
+ * (the back handler, the router's).  A connection that comes back is the
+ * router's to notice (ngx_im_redis_handlers_t.inbox_connected).
+ */
+
+#define NGX_IM_STORE_CAUSE_MAX  32
+#define NGX_IM_STORE_PROBE      1000
+
+static ngx_uint_t  ngx_im_store_failing;
+static ngx_uint_t  ngx_im_store_nappends;    /* failed since the cause */
+static ngx_uint_t  ngx_im_store_nreads;
+static ngx_uint_t  ngx_im_store_reread;      /* an inbox read failed */
+static u_char      ngx_im_store_cause[NGX_IM_STORE_CAUSE_MAX];
+static size_t      ngx_im_store_cause_len;
+static void      (*ngx_im_store_back_handler)(void);
+static ngx_event_t       ngx_im_store_probe_ev;
+static ngx_event_t       ngx_im_store_back_ev;
+/* nginx's debug log reads a descriptor out of every timer's data */
+static ngx_connection_t  ngx_im_store_dummy;
+
+
+static void ngx_im_store_failed_on(u_char *err, size_t len,
+    ngx_uint_t read);
+static void ngx_im_store_probe(ngx_event_t *ev);
+static void ngx_im_store_back(ngx_event_t *ev);
+
+
+/* the worker's events of the store, made at first use */
+
 static void
-ngx_im_store_appended(redisReply *reply, void *data)
+ngx_im_store_event(ngx_event_t *ev, ngx_event_handler_pt handler)
 {
-    ngx_im_append_t     *a = data;
-    u_char               key[32], num[NGX_INT_T_LEN];
-    void                *cbdata;
-    const char          *argv[4];
-    size_t               argvlen[4];
-    ngx_im_conf_t       *imcf;
-    ngx_im_redis_cb_pt   cb;
+    if (ev->handler == NULL) {
+        ngx_im_store_dummy.fd = (ngx_socket_t) -1;
+        ev->data = &ngx_im_store_dummy;
+        ev->handler = handler;
+        ev->log = ngx_cycle->log;
+        ev->cancelable = 1;
+    }
+}
+
+
+void
+ngx_im_store_on_back(void (*handler)(void))
+{
+    ngx_im_store_back_handler = handler;
+}
+
+
+/* the cause of a failed command: the error's first word; 1: it is the
+ * cause commands are failing for now */
+
+static ngx_uint_t
+ngx_im_store_cause_of(u_char *err, size_t len, ngx_str_t *cause,
+    ngx_str_t *text)
+{
+    u_char  *p, *last;
+
+    if (err && len) {
+        p = err;
+        last = p + len;
+
+        text->data = p;
+        text->len = len;
+
+        cause->data = p;
+
+        if (last - p > NGX_IM_STORE_CAUSE_MAX) {
+            last = p + NGX_IM_STORE_CAUSE_MAX;
+        }
+
+        while (p < last && *p != ' ') {
+            p++;
+        }
+
+        cause->len = p - cause->data;
+
+    } else {
+        ngx_str_set(cause, "connection down");
+        *text = *cause;
+    }
+
+    return (ngx_im_store_failing
+            && cause->len == ngx_im_store_cause_len
+            && ngx_memcmp(cause->data, ngx_im_store_cause, cause->len) == 0);
+}
+
+
+static void
+ngx_im_store_failed(redisReply *reply, ngx_uint_t read)
+{
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ngx_im_store_failed_on((u_char *) reply->str, reply->len, read);
+
+    } else {
+        /* no reply, or one that is no error (a bug): the connection */
+        ngx_im_store_failed_on(NULL, 0, read);
+    }
+}
+
+
+/* err: Redis's error, or NULL when the connection went */
+
+static void
+ngx_im_store_failed_on(u_char *err, size_t len, ngx_uint_t read)
+{
+    ngx_str_t  cause, text, was;
+
+    if (read) {
+        ngx_im_store_reread = 1;
+    }
+
+    if (!ngx_im_store_cause_of(err, len, &cause, &text)) {
+
+        if (ngx_im_store_failing) {
+            was.data = ngx_im_store_cause;
+            was.len = ngx_im_store_cause_len;
+
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "im store: Redis commands fail: %V (before: %V, "
+                          "%ui appends and %ui inbox reads failed)",
+                          &text, &was, ngx_im_store_nappends,
+                          ngx_im_store_nreads);
+
+        } else {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "im store: Redis commands fail: %V; logged "
+                          "again when this changes", &text);
+        }
+
+        ngx_im_store_failing = 1;
+        ngx_im_store_nappends = 0;
+        ngx_im_store_nreads = 0;
+        ngx_im_store_cause_len = cause.len;
+        ngx_memcpy(ngx_im_store_cause, cause.data, cause.len);
+    }
+
+    if (read) {
+        ngx_im_store_nreads++;
+
+    } else {
+        ngx_im_store_nappends++;
+    }
+
+    /* an error from a Redis that is there: asked again in a while */
+
+    if (err && !ngx_im_store_probe_ev.timer_set) {
+        ngx_im_store_event(&ngx_im_store_probe_ev, ngx_im_store_probe);
+        ngx_add_timer(&ngx_im_store_probe_ev, NGX_IM_STORE_PROBE);
+    }
+}
+
+
+static void
+ngx_im_store_worked(void)
+{
+    ngx_str_t  was;
+
+    if (!ngx_im_store_failing) {
+        return;
+    }
+
+    was.data = ngx_im_store_cause;
+    was.len = ngx_im_store_cause_len;
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                  "im store: Redis works again after %V: %ui appends and "
+                  "%ui inbox reads failed meanwhile", &was,
+                  ngx_im_store_nappends, ngx_im_store_nreads);
+
+    ngx_im_store_failing = 0;
+    ngx_im_store_nappends = 0;
+    ngx_im_store_nreads = 0;
+
+    if (ngx_im_store_probe_ev.timer_set) {
+        ngx_del_timer(&ngx_im_store_probe_ev);
+    }
+
+    if (ngx_im_store_reread) {
+        ngx_im_store_reread = 0;
+
+        /* not under the reply's callback, which may be an inbox read */
+        if (ngx_im_store_back_handler && !ngx_im_store_back_ev.posted) {
+            ngx_im_store_event(&ngx_im_store_back_ev, ngx_im_store_back);
+            ngx_post_event(&ngx_im_store_back_ev, &ngx_posted_events);
+        }
+    }
+}
+
+
+static void
+ngx_im_store_back(ngx_event_t *ev)
+{
+    if (ngx_im_store_back_handler && !ngx_exiting && !ngx_terminate) {
+        ngx_im_store_back_handler();
+    }
+}
+
+
+static void
+ngx_im_store_probed(redisReply *reply, void *data)
+{
+    if (reply && reply->type == REDIS_REPLY_INTEGER) {
+        ngx_im_store_worked();
+        return;
+    }
+
+    if (reply && ngx_im_store_failing
+        && !ngx_im_store_probe_ev.timer_set)
+    {
+        ngx_add_timer(&ngx_im_store_probe_ev, NGX_IM_STORE_PROBE);
+    }
+
+    /* no reply: the connection is gone, and its return is noticed */
+}
+
+
+static void
+ngx_im_store_probe(ngx_event_t *ev)
+{
+    const char  *argv[2];
+    size_t       argvlen[2];
+
+    if (!ngx_im_store_failing || ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    /* a command Redis refuses while it loads, as it does RPUSH */
+
+    argv[0] = "EXISTS";
+    argvlen[0] = 6;
+    argv[1] = "im:inbox:0";
+    argvlen[1] = sizeof("im:inbox:0") - 1;
+
+    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_store_probed, NULL,
+                            2, argv, argvlen);
+}
+
+
+ngx_int_t
+ngx_im_store_loaded(redisReply *reply)
+{
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        ngx_im_store_failed(reply, 1);
+        return NGX_ERROR;
+    }
+
+    ngx_im_store_worked();
+
+    return NGX_OK;
+}
+
+
+/* another command's error: logged unless appends fail for it already */
+
+static void
+ngx_im_store_error(const char *what, uint32_t id, redisReply *reply)
+{
+    ngx_str_t  cause, text;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ERROR
+        || ngx_im_store_cause_of((u_char *) reply->str, reply->len, &cause,
+                                 &text))
+    {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "im store: %s %uD: %V", what, id, &text);
+}
+
+
+/* an append's reply: the log's count, a new list's TTL, the cap */
+
+static void
+ngx_im_store_appended_to(uint32_t uid, ngx_uint_t ttl_sent,
+    redisReply *reply)
+{
+    u_char          key[32], num[NGX_INT_T_LEN];
+    const char     *argv[4];
+    size_t          argvlen[4];
+    ngx_im_conf_t  *imcf;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        ngx_im_store_failed(reply, 0);
+        return;
+    }
+
+    ngx_im_store_worked();
 
     imcf = ngx_im_get_conf();
 
-    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1
-        && !a->ttl_sent)
-    {
+    if (reply->integer == 1 && !ttl_sent) {
         /* a new list: it must not live for ever */
-        ngx_im_store_expire(key, ngx_im_store_key(key, a->uid));
+        ngx_im_store_expire(key, ngx_im_store_key(key, uid));
     }
 
-    if (reply && reply->type == REDIS_REPLY_INTEGER
-        && reply->integer > (long long) imcf->offline_max)
-    {
-        ngx_im_events_dropped(NULL, a->uid, "inbox_cap",
+    if (reply->integer > (long long) imcf->offline_max) {
+        ngx_im_events_dropped(NULL, uid, "inbox_cap",
                               (ngx_uint_t) reply->integer
                               - imcf->offline_max);
 
         argv[0] = "LTRIM";
         argvlen[0] = 5;
         argv[1] = (char *) key;
-        argvlen[1] = ngx_im_store_key(key, a->uid);
+        argvlen[1] = ngx_im_store_key(key, uid);
         argv[2] = (char *) num;
         argvlen[2] = ngx_sprintf(num, "-%ui", imcf->offline_max) - num;
         argv[3] = "-1";
@@ -301,6 +588,17 @@ ngx_im_store_appended(redisReply *reply, void *data)
         (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 4, argv,
                                 argvlen);
     }
+}
+
+
+static void
+ngx_im_store_appended(redisReply *reply, void *data)
+{
+    ngx_im_append_t     *a = data;
+    void                *cbdata;
+    ngx_im_redis_cb_pt   cb;
+
+    ngx_im_store_appended_to(a->uid, a->ttl_sent, reply);
 
     cb = a->cb;
     cbdata = a->data;
@@ -310,6 +608,188 @@ ngx_im_store_appended(redisReply *reply, void *data)
     if (cb) {
         cb(reply, cbdata);
     }
+}
+
+
+/*
+ * Write-through: appends in a transaction with what must leave with them
+ * (the router's channel PUBLISHes), MULTI ... EXEC on the inbox
+ * connection.  Redis runs it whole or not at all: an error at queue time
+ * (LOADING while it loads its data, OOM, READONLY) aborts the EXEC, and
+ * a PUBLISH never leaves without its append.  EXEC's error then says only
+ * EXECABORT: the first queue-time error of the transaction is kept for
+ * the log.  Replies come in order, so the one kept belongs to the
+ * transaction whose EXEC is being answered.
+ */
+
+#define NGX_IM_STORE_QERR_MAX  128
+
+static u_char  ngx_im_store_qerr[NGX_IM_STORE_QERR_MAX];
+static size_t  ngx_im_store_qerr_len;
+
+
+static void
+ngx_im_store_multi(redisReply *reply, void *data)
+{
+    ngx_im_store_qerr_len = 0;
+}
+
+
+static void
+ngx_im_store_queued(redisReply *reply, void *data)
+{
+    if (reply && reply->type == REDIS_REPLY_ERROR && reply->len
+        && ngx_im_store_qerr_len == 0)
+    {
+        ngx_im_store_qerr_len = ngx_min(reply->len, NGX_IM_STORE_QERR_MAX);
+        ngx_memcpy(ngx_im_store_qerr, reply->str, ngx_im_store_qerr_len);
+    }
+}
+
+
+ngx_int_t
+ngx_im_store_begin(ngx_im_msg_t *msg, ngx_uint_t n, ngx_uint_t more,
+    size_t size)
+{
+    size_t       one;
+    const char  *argv[1];
+    size_t       argvlen[1];
+
+    /* an RPUSH and an EXPIRE per append, MULTI and EXEC */
+
+    one = NGX_IM_REDIS_CMD_LEN(3, sizeof("RPUSH") - 1 + 32 + msg->entry_len)
+          + NGX_IM_REDIS_CMD_LEN(3, sizeof("EXPIRE") - 1 + 32
+                                    + NGX_INT_T_LEN);
+
+    argv[0] = "MULTI";
+    argvlen[0] = 5;
+
+    if (ngx_im_redis_room(NGX_IM_REDIS_INBOX, 2 * n + more + 2,
+                          n * one + size + 2 * NGX_IM_REDIS_CMD_LEN(1, 5))
+        != NGX_OK
+        || ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_store_multi, NULL, 1,
+                            argv, argvlen)
+           != NGX_OK)
+    {
+        while (n--) {
+            ngx_im_store_failed(NULL, 0);
+        }
+
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_uint_t
+ngx_im_store_append(uint32_t uid, ngx_im_msg_t *msg, uint32_t *ttl_set,
+    ngx_uint_t *ttl_sent)
+{
+    u_char       key[32];
+    const char  *argv[3];
+    size_t       argvlen[3];
+
+    *ttl_sent = (ttl_set == NULL
+                 || (time_t) *ttl_set + ngx_im_store_slack() <= ngx_time());
+
+    argv[0] = "RPUSH";
+    argvlen[0] = 5;
+    argv[1] = (char *) key;
+    argvlen[1] = ngx_im_store_key(key, uid);
+    argv[2] = (char *) msg->entry;
+    argvlen[2] = msg->entry_len;
+
+    if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_store_queued, NULL, 3,
+                         argv, argvlen)
+        != NGX_OK)
+    {
+        return 0;
+    }
+
+    if (!*ttl_sent) {
+        return 1;
+    }
+
+    ngx_im_store_expire(key, argvlen[1]);
+
+    if (ttl_set) {
+        *ttl_set = (uint32_t) ngx_time();
+    }
+
+    return 2;
+}
+
+
+ngx_int_t
+ngx_im_store_commit(ngx_im_redis_cb_pt cb, void *data)
+{
+    const char  *argv[1];
+    size_t       argvlen[1];
+
+    argv[0] = "EXEC";
+    argvlen[0] = 4;
+
+    if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, cb, data, 1, argv, argvlen)
+        == NGX_OK)
+    {
+        return NGX_OK;
+    }
+
+    /* not for want of room (ngx_im_store_begin() made it): the
+     * connection is down, and what was queued fails with it */
+
+    return NGX_ERROR;
+}
+
+
+void
+ngx_im_store_discard(void)
+{
+    const char  *argv[1];
+    size_t       argvlen[1];
+
+    argv[0] = "DISCARD";
+    argvlen[0] = 7;
+
+    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 1, argv,
+                            argvlen);
+}
+
+
+redisReply *
+ngx_im_store_result(redisReply *exec, ngx_uint_t at)
+{
+    if (exec && exec->type == REDIS_REPLY_ARRAY && at < exec->elements) {
+        return exec->element[at];
+    }
+
+    return NULL;
+}
+
+
+ngx_int_t
+ngx_im_store_committed(uint32_t uid, ngx_uint_t ttl_sent, redisReply *exec,
+    ngx_uint_t at)
+{
+    redisReply  *r;
+
+    r = ngx_im_store_result(exec, at);
+
+    if (r) {
+        ngx_im_store_appended_to(uid, ttl_sent, r);
+        return ngx_im_store_pushed(r);
+    }
+
+    if (exec && exec->type == REDIS_REPLY_ERROR && ngx_im_store_qerr_len) {
+        /* EXECABORT: the cause is the queue-time error */
+        ngx_im_store_failed_on(ngx_im_store_qerr, ngx_im_store_qerr_len, 0);
+
+    } else {
+        ngx_im_store_failed(exec, 0);
+    }
+
+    return NGX_ERROR;
 }
 
 
@@ -345,6 +825,7 @@ ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg, uint32_t *ttl_set,
         != NGX_OK)
     {
         ngx_im_spare_put(&ngx_im_spare_appends, a);
+        ngx_im_store_failed(NULL, 0);
         return NGX_ERROR;
     }
 
@@ -370,10 +851,7 @@ ngx_im_store_pushed(redisReply *reply)
     ngx_im_conf_t  *imcf;
 
     if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
-        if (reply && reply->type == REDIS_REPLY_ERROR) {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "im store: append failed: %s", reply->str);
-        }
+        /* logged once per cause: ngx_im_store_failed() */
         return NGX_ERROR;
     }
 
@@ -460,10 +938,7 @@ ngx_im_store_struck(redisReply *reply, void *data)
     ngx_free(st);
 
     if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
-        if (reply && reply->type == REDIS_REPLY_ERROR) {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "im store: strike failed: %s", reply->str);
-        }
+        ngx_im_store_error("strike of uid", uid, reply);
 
         ngx_im_msg_unref(msg);
         return;
@@ -662,10 +1137,7 @@ ngx_im_store_members_step(redisReply *reply, void *data)
         || reply->element[0]->type != REDIS_REPLY_STRING
         || reply->element[1]->type != REDIS_REPLY_ARRAY)
     {
-        if (reply && reply->type == REDIS_REPLY_ERROR) {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "im store: group %uD: %s", mr->gid, reply->str);
-        }
+        ngx_im_store_error("group", mr->gid, reply);
         goto failed;
     }
 

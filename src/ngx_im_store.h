@@ -41,6 +41,11 @@
  */
 #define NGX_IM_ENTRY_HDR_V3(wlen)  (NGX_IM_ENTRY_HDR_V2 + 1 + (wlen) + 8)
 #define NGX_IM_WATCH_MAX           255
+/* the token of a watch set by ngx_im_direct.c: a copy delivered without
+ * Redis, never stored */
+#define NGX_IM_WATCH_DIRECT        ((uint64_t) 1 << 63)
+#define ngx_im_msg_direct(msg)                                                \
+    ((msg)->watch && ((msg)->watch_token & NGX_IM_WATCH_DIRECT))
 
 
 struct ngx_im_msg_s {
@@ -101,6 +106,28 @@ ngx_im_msg_unref(ngx_im_msg_t *msg)
 ngx_int_t ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg,
     uint32_t *ttl_set, ngx_im_redis_cb_pt cb, void *data);
 ngx_int_t ngx_im_store_pushed(redisReply *reply);
+/*
+ * Write-through's appends, each in a transaction with its PUBLISH: begin
+ * (MULTI) for n appends of msg, with more other commands of size bytes
+ * in all (room is made for all of them, so none fails once MULTI is
+ * sent); append (the RPUSH, and an EXPIRE when due: returns how many
+ * commands, 0 when the connection is down); commit (EXEC, whose reply
+ * is cb's).  Each append's outcome is then ngx_im_store_committed() of
+ * EXEC's reply and the append's place in it (counted and logged, once
+ * per cause, with the other appends); a command's own result
+ * ngx_im_store_result().  An error at queue time (LOADING, OOM,
+ * READONLY) aborts the whole transaction.
+ */
+ngx_int_t ngx_im_store_begin(ngx_im_msg_t *msg, ngx_uint_t n,
+    ngx_uint_t more, size_t size);
+ngx_uint_t ngx_im_store_append(uint32_t uid, ngx_im_msg_t *msg,
+    uint32_t *ttl_set, ngx_uint_t *ttl_sent);
+ngx_int_t ngx_im_store_commit(ngx_im_redis_cb_pt cb, void *data);
+/* DISCARD: a transaction that cannot be completed */
+void ngx_im_store_discard(void);
+ngx_int_t ngx_im_store_committed(uint32_t uid, ngx_uint_t ttl_sent,
+    redisReply *exec, ngx_uint_t at);
+redisReply *ngx_im_store_result(redisReply *exec, ngx_uint_t at);
 void ngx_im_store_remove(uint32_t uid, ngx_im_msg_t *msg);
 /*
  * A push of msg ended a session of uid without an ack (the re-push limit):
@@ -115,6 +142,12 @@ ngx_int_t ngx_im_store_remove_entry(uint32_t uid, u_char *entry,
 /* the whole inbox, oldest first: an array of entries */
 ngx_int_t ngx_im_store_load(uint32_t uid, ngx_im_redis_cb_pt cb,
     void *data);
+/* the reply of ngx_im_store_load(): NGX_OK when it is the inbox; a failure
+ * is counted and logged with the appends', once per cause */
+ngx_int_t ngx_im_store_loaded(redisReply *reply);
+/* handler runs when Redis takes appends and inbox reads again after an
+ * inbox read failed: the router has the inboxes read again */
+void ngx_im_store_on_back(void (*handler)(void));
 /* the members of group gid, each once, in no order, read in SSCAN steps
  * so that a large group never holds Redis for long; rc NGX_ERROR when
  * Redis failed */

@@ -69,6 +69,9 @@ struct ngx_im_ticket_s {
     ngx_uint_t             remaining;
     void                 (*done)(ngx_im_ticket_t *t);
     unsigned               failed:1;
+    /* a client's 1:1 message may go to its recipient without Redis while
+     * appends fail (ngx_im_direct.h) */
+    unsigned               direct:1;
 };
 
 

@@ -28,7 +28,7 @@ my @layers = (
     [ store     => qw/ngx_im_store/ ],
     [ node      => qw/ngx_im_dir ngx_im_limit ngx_im_ipc/ ],
     [ table     => qw/ngx_im_table/ ],
-    [ policy    => qw/ngx_im_presence ngx_im_alone/ ],
+    [ policy    => qw/ngx_im_presence ngx_im_alone ngx_im_direct/ ],
     [ router    => qw/ngx_im_router/ ],
     [ parts     => qw/ngx_im_state ngx_im_output ngx_im_delivery
                       ngx_im_publish/ ],

@@ -1,7 +1,9 @@
 #!/usr/bin/perl
 # Redis stopped and started again during traffic (issue 3 item 5), senders
-# on ws and wss: while Redis is down a PUBLISH gets the refusal
-# <<10, 3, MsgId>>, never a PUB_ACK; sessions stay up (PING answered,
+# on ws and wss: while Redis is down a PUBLISH to an offline recipient gets
+# the refusal <<10, 3, MsgId>>, never a PUB_ACK, and one to the recipient
+# online on this worker is delivered without Redis and acked once that
+# recipient acked it (decision 037); sessions stay up (PING answered,
 # nobody closed); after Redis is back the module reconnects by itself and
 # publishing works again; nothing acked before, during or after is lost
 # (online recipient and offline recipient).
@@ -37,6 +39,20 @@ is($y->login("u$Y", 'pw'), 0, 'online recipient logs in (wss)');
 my (%acked, %refused, @order, %got_y);
 my @senders = (['ws', $sw], ['wss', $ss]);
 
+# the answer to $id from $c, reading the online recipient meanwhile (it
+# acks, and a message delivered without Redis is acked after it)
+sub answer {
+    my ($c, $id, $timeout) = @_;
+    my $deadline = time + $timeout;
+    while (time < $deadline) {
+        my $m = $c->expect(msgid => $id, timeout => 0.02);
+        return $m if $m;
+        $got_y{$_->{msgid}}++ for grep { $_->{cmd} == PUBLISH }
+            $y->drain(0.01);
+    }
+    return undef;
+}
+
 # publish one message from each sender to X and to Y; wait for the replies
 sub round {
     my ($tag, $timeout) = @_;
@@ -52,14 +68,16 @@ sub round {
     for my $o (@out) {
         my ($c, $id, $to, $text) = @$o;
         my $deadline = time + ($timeout // 5);
-        while (my $m = $c->expect(msgid => $id, timeout => $deadline - time)) {
+        while (my $m = answer($c, $id, $deadline - time)) {
             if ($m->{cmd} == PUB_ACK) {
                 $acked{$id} = [$to, $text];
                 push @order, $id;
                 $res{ack}++;
+                $res{"ack$to"}++;
             } elsif ($m->{cmd} == INVALID_PACKET) {
                 $refused{$id} = $m->{raw};
                 $res{refused}++;
+                $res{"refused$to"}++;
                 $res{exact}++ if $m->{raw} eq invalid_packet(PUBLISH, $id);
             } else {
                 next;
@@ -80,19 +98,23 @@ for my $k (1 .. 5) {
 # -- Redis down
 $redis->stop;
 ok(1, 'redis stopped');
-my ($nref, $nack, $nexact, $n) = (0, 0, 0, 0);
+my ($nref, $nack, $nexact, $n, $nrefy, $nackx) = (0, 0, 0, 0, 0, 0);
 my $t0 = time;
 for my $k (1 .. 5) {
     my $r = round("down$k", 6);
     $nref += $r->{refused} // 0;
     $nack += $r->{ack} // 0;
     $nexact += $r->{exact} // 0;
+    $nrefy += $r->{"refused$Y"} // 0;
+    $nackx += $r->{"ack$X"} // 0;
     $n += 4;
     sleep 0.2;
 }
-is($nack, 0, "while Redis is down: no PUB_ACK ($n publishes)");
-is($nref, $n, "while Redis is down: every publish refused");
+is($nackx, 0, "while Redis is down: no PUB_ACK for the offline recipient");
+is($nref, $n / 2, "while Redis is down: every publish to it refused");
 is($nexact, $nref, 'the refusals are exactly <<10, 3, MsgId>>');
+is($nrefy, 0, 'the online recipient on this worker: none refused');
+is($nack, $n / 2, 'its messages acked, delivered without Redis');
 ok(time - $t0 < 20, sprintf('refusals come in bounded time (%.1fs for %d)', time - $t0, $n));
 ok(!$sw->is_closed && !$ss->is_closed && !$y->is_closed, 'sessions stay up');
 $sw->ping;
@@ -104,10 +126,12 @@ ok(1, 'redis started again');
 my $back;
 my $deadline = time + 15;
 while (time < $deadline) {
-    my $id = $sw->publish($Y, 'probe/ws/');
-    my $m = $sw->expect(msgid => $id, timeout => 3);
+    # to the offline recipient: the online one has its messages acked
+    # without Redis too
+    my $id = $sw->publish($X, 'probe/ws/');
+    my $m = answer($sw, $id, 3);
     if ($m && $m->{cmd} == PUB_ACK) {
-        $acked{$id} = [$Y, 'probe/ws/'];
+        $acked{$id} = [$X, 'probe/ws/'];
         $back = time;
         last;
     }
@@ -133,7 +157,7 @@ ok(!$sw->is_closed && !$ss->is_closed && !$y->is_closed, 'sessions still up');
     my ($a, $r, $none, $bad) = (0, 0, 0, 0);
     for my $b (@burst) {
         my ($c, $id, $to, $text) = @$b;
-        my $m = $c->expect(msgid => $id, timeout => 6);
+        my $m = answer($c, $id, 6);
         if (!$m) { $none++ }
         elsif ($m->{cmd} == PUB_ACK) { $a++; $acked{$id} = [$to, $text]; push @order, $id }
         elsif ($m->{raw} eq invalid_packet(PUBLISH, $id)) { $r++ }
@@ -147,7 +171,7 @@ ok(!$sw->is_closed && !$ss->is_closed && !$y->is_closed, 'sessions still up');
     my $deadline = time + 15;
     while (time < $deadline) {
         my $id = $ss->publish($X, 'probe2/wss/');
-        my $m = $ss->expect(msgid => $id, timeout => 3);
+        my $m = answer($ss, $id, 3);
         if ($m && $m->{cmd} == PUB_ACK) { $acked{$id} = [$X, 'probe2/wss/']; push @order, $id; $ok = 1; last }
         sleep 0.3;
     }
