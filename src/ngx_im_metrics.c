@@ -664,6 +664,17 @@ ngx_im_metrics_prometheus(ngx_pool_t *pool)
                            "im_redis_timeout (busy, or dead if "
                            "unanswered).",
                            t->redis_pings);
+    p = ngx_im_metrics_one(p, "im_redis_master_switches_total", "counter",
+                           "Times a sentinel named a new Redis master "
+                           "(im_redis_sentinel).",
+                           t->redis_master_switches);
+    p = ngx_im_metrics_one(p, "im_redis_waits_total", "counter",
+                           "WAITs sent behind appends (im_redis_wait).",
+                           t->redis_waits);
+    p = ngx_im_metrics_one(p, "im_redis_wait_short_total", "counter",
+                           "Appends refused because WAIT found too few "
+                           "replicas.",
+                           t->redis_wait_short);
     p = ngx_im_metrics_hist(p, "im_redis_duration_seconds",
                             "Time from a Redis command to its reply.",
                             &t->redis);
@@ -807,6 +818,10 @@ ngx_im_metrics_json(ngx_pool_t *pool, ngx_im_metrics_extra_t *extra)
                                 NGX_IM_API_N);
     p = ngx_sprintf(p, ",\"api_errors\":%uA,\"api_logouts\":%uA",
                     t->api_errors, t->api_logouts);
+    p = ngx_sprintf(p, ",\"redis_master_switches\":%uA,"
+                    "\"redis_waits\":%uA,\"redis_wait_short\":%uA",
+                    t->redis_master_switches, t->redis_waits,
+                    t->redis_wait_short);
     p = ngx_im_metrics_json_map(p, "dropped_by_reason",
                                 ngx_im_metrics_drops, t->dropped,
                                 NGX_IM_DROPPED_N);

@@ -114,6 +114,12 @@ typedef struct {
     /* the watchdog's PINGs to a connection that was slow to answer: Redis
      * busy (answered) or gone (then a reconnect follows) */
     ngx_atomic_uint_t   redis_pings;
+
+    /* im_redis_sentinel: the master moved; im_redis_wait: WAITs sent,
+     * and appends refused because a WAIT found too few replicas */
+    ngx_atomic_uint_t   redis_master_switches;
+    ngx_atomic_uint_t   redis_waits;
+    ngx_atomic_uint_t   redis_wait_short;
 } ngx_im_stats_t;
 
 
