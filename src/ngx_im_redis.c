@@ -898,11 +898,18 @@ ngx_im_redis_flush_handler(ngx_im_redis_conn_t *rc)
 
     if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_redis_waited, NULL, 3,
                          argv, argvlen)
-        == NGX_OK)
+        != NGX_OK)
     {
-        ngx_im_redis_waits++;
-        ngx_im_stats->redis_waits++;
+        /* out of memory: what no WAIT will cover is refused now */
+        if (ngx_im_redis_waits == 0) {
+            ngx_im_redis_wait_release(NULL);
+        }
+
+        return;
     }
+
+    ngx_im_redis_waits++;
+    ngx_im_stats->redis_waits++;
 }
 
 
