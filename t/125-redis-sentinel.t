@@ -21,8 +21,9 @@
 #   - a "sentinel" (a stand-in here) that names a replica: the connection
 #     refuses it ("not a master"), logins answered 2; its +switch-master to
 #     the real master is followed;
-#   - nginx -t refuses the bad combinations, and accepts the example of
-#     docs/OPERATIONS.md's "Redis Sentinel" section.
+#   - nginx -t refuses the bad combinations (the example of
+#     docs/OPERATIONS.md's "Redis Sentinel" section is checked with the
+#     other examples of the docs by t/015-doc-examples.t).
 use strict;
 use warnings;
 use Test::More;
@@ -436,17 +437,6 @@ for my $case (
 
 like(nginx_t("${MAIN}im_redis_wait 1 500ms;"), qr/test is successful/,
     'nginx -t accepts sentinels with im_redis_wait 1 500ms');
-
-# the example of docs/OPERATIONS.md, "Redis Sentinel"
-{
-    my $doc = $t->read_file($t->repo . '/docs/OPERATIONS.md');
-    my ($section) = $doc =~ /^### Redis Sentinel\n(.*?)(?=^##)/ms;
-    my ($example) = ($section // '') =~ /```nginx\n(.*?)```/s;
-    ok($example, 'OPERATIONS.md has a Sentinel example');
-    my $out = nginx_t($example // '');
-    like($out, qr/test is successful/, 'nginx -t accepts the example')
-        or diag($out);
-}
 
 $t->allow_alerts(qr/\[emerg\]/);
 $t->done_testing();
