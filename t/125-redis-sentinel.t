@@ -4,8 +4,11 @@
 # nginx nodes find the master through the sentinels by its name.
 #
 #   - failover under traffic, twice: a sender on node a keeps sending 1:1
-#     messages to a uid online on node b and to an offline one; the master
-#     is killed with kill -9; the sentinels promote the replica; the nodes
+#     messages to a uid online on node b and to an offline one; the
+#     replica's link to the master is cut (a password set on the master,
+#     then CLIENT KILL TYPE replica) and 0.3 s later the master is killed
+#     with kill -9, so that appends the master answered meanwhile are not
+#     on the replica; the sentinels promote the replica; the nodes
 #     follow (+switch-master, and asking again on reconnect), and the old
 #     master is started again (the sentinels make it the new replica).
 #     Every publish is answered (an ack or a refusal); messages acked and
@@ -157,6 +160,7 @@ sub failover {
 
     my $old = $by_port{master_port() // 0}
         or return fail("$tag: the sentinels name no master");
+    my ($replica) = grep { $_ != $old } @redis;
     my $a = node(name => "a$run", port => 9095, main => $MAIN . $extra);
     my $b = node(name => "b$run", port => 9096, main => $MAIN . $extra);
     $a->run();
@@ -168,8 +172,8 @@ sub failover {
         or return;
 
     my (%sent, %answer, %got);
-    my ($seq, $inflight, $t_kill, $t_switch, $resumed, $after) =
-        (0, 0, undef, undef, undef, 0);
+    my ($seq, $inflight, $t_cut, $t_kill, $t_switch, $resumed, $after) =
+        (0, 0, undef, undef, undef, undef, 0);
     my $deadline = time + 120;
 
     while (time < $deadline) {
@@ -201,7 +205,19 @@ sub failover {
         $got{$_->{msgid}}++ for grep { $_->{cmd} == PUBLISH } $l->drain(0.01);
         sleep 0.02 if $refusals;
 
-        if (!$t_kill && (grep { $_ eq 'ack' } values %answer) >= 200) {
+        # the replica's link is cut and cannot come back (a password its
+        # reconnection does not have; the connections made before keep
+        # working), so what the master answers now is not on the replica;
+        # the master dies 0.3 s later: without WAIT, acked appends are lost
+        if (!$t_cut && (grep { $_ eq 'ack' } values %answer) >= 200) {
+            eval {
+                $old->cmd(CONFIG => 'SET', 'requirepass', 'cut-the-link');
+                $old->cmd(CLIENT => 'KILL', 'TYPE', 'replica');
+            };
+            $t_cut = time;
+        }
+
+        if ($t_cut && !$t_kill && time - $t_cut >= 0.3) {
             $old->kill9;
             $t_kill = time;
             note("$tag: master on port ${\ $old->port} killed");
