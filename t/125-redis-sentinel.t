@@ -10,7 +10,8 @@
 #     with kill -9, so that appends the master answered meanwhile are not
 #     on the replica; the sentinels promote the replica; the nodes
 #     follow (+switch-master, and asking again on reconnect), and the old
-#     master is started again (the sentinels make it the new replica).
+#     master is started again as the new master's replica (REPLICAOF here,
+#     as the sentinels would after 8 s or more).
 #     Every publish is answered (an ack or a refusal); messages acked and
 #     never delivered (the live recipient's pushes, then both recipients'
 #     inboxes read at a login after the end) are counted: 0 with
@@ -60,9 +61,12 @@ my %TIMERS = (
 ###############################################################################
 # master, replica, three sentinels
 
-my @redis = (IM::Redis->new(t => $t));
+# a full resync starts at once, not after Redis's default 5 s wait for
+# more replicas: the time until a replica has the writes again is ours
+my @SYNC = ('--repl-diskless-sync-delay', '0');
+my @redis = (IM::Redis->new(t => $t, args => [@SYNC]));
 push @redis, IM::Redis->new(t => $t,
-    args => ['--replicaof', '127.0.0.1', $redis[0]->port]);
+    args => [@SYNC, '--replicaof', '127.0.0.1', $redis[0]->port]);
 my %by_port = map { $_->port => $_ } @redis;
 
 sub linked {
@@ -230,8 +234,11 @@ sub failover {
                 note(sprintf("$tag: the sentinels switched to port %d after"
                     . " %.1f s; the old master starts again", $p,
                     $t_switch - $t_kill));
-                # the sentinels make it a replica of the new master
+                # a replica of the new master, as the sentinels would make
+                # it (they wait 8 s first, longer in their "tilt" mode on a
+                # busy machine)
                 $old->start;
+                eval { $old->cmd(REPLICAOF => '127.0.0.1', $p) };
             }
         }
 
