@@ -303,7 +303,8 @@ sub failover {
     if ($extra) {
         is($lost, 0, "$tag: no acked message lost ($lost of "
             . scalar(@acked) . ')');
-        ok(grep({ $_ } map { $_->error_log =~ /im redis: master "$NAME" is now at/ } $a, $b) == 2,
+        my $re = qr/im redis: master "$NAME" is now at/;
+        ok((grep { $_->error_log =~ $re } $a, $b) == 2,
             "$tag: both nodes logged the new master");
     }
 
@@ -390,12 +391,15 @@ failover(2, "im_redis_wait 1 1s;\n");
                 my $n = sysread($k->{s}, my $buf, 4096);
                 $k->{in} .= $buf if $n;
                 # SENTINEL get-master-addr-by-name <name>: 4 lines more
-                while ($k->{in} =~ s/^\*3\r\n\$8\r\nSENTINEL\r\n(?:[^\r]*\r\n){4}//) {
+                my $ask = qr/^\*3\r\n\$8\r\nSENTINEL\r\n(?:[^\r]*\r\n){4}/;
+                my $sub = qr/^\*2\r\n\$9\r\nSUBSCRIBE\r\n\$14\r\n
+                             \+switch-master\r\n/x;
+                while ($k->{in} =~ s/$ask//) {
                     my $p = -e $go ? $mport : $replica->port;
                     syswrite($k->{s}, "*2\r\n\$9\r\n127.0.0.1\r\n\$"
                         . length($p) . "\r\n$p\r\n");
                 }
-                if ($k->{in} =~ s/^\*2\r\n\$9\r\nSUBSCRIBE\r\n\$14\r\n\+switch-master\r\n//) {
+                if ($k->{in} =~ s/$sub//) {
                     syswrite($k->{s}, "*3\r\n\$9\r\nsubscribe\r\n\$14\r\n"
                         . "+switch-master\r\n:1\r\n");
                     $k->{sub} = 1;
@@ -459,7 +463,8 @@ for my $case (
     [ "${MAIN}im_redis_wait 0;", qr/im_redis_wait needs a number/ ],
     [ "${MAIN}im_redis_wait 1 0;", qr/invalid im_redis_wait timeout/ ],
     [ "${MAIN}im_redis_ssl on;\nim_redis_ssl_trusted_certificate $d/im.crt;",
-        qr/im_redis_ssl_verify with im_redis_sentinel needs im_redis_ssl_name/ ],
+        qr/im_redis_ssl_verify with im_redis_sentinel needs /
+            . qr/im_redis_ssl_name/ ],
     [ "im_redis_sentinel 127.0.0.1:notaport;",
         qr/invalid im_redis_sentinel address/ ],
 ) {
