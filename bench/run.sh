@@ -37,6 +37,8 @@
 #                    +97 bare relay   24000 (below the ephemeral ports)
 #   BENCH_MAIN       more main-context directives for nginx, e.g. the events:
 #                    "im_events_stream im:events maxlen=100000;"   ""
+#   BENCH_REPLICA    1: a replica of the bench's Redis (port +78, CPU 0), for
+#                    BENCH_MAIN="im_redis_wait 1;" and the run without it  0
 #   IM_MODULE        module path   build/nginx/objs/ngx_im_module.so
 #   BENCH_OUT        output folder bench/out/<date>
 #
@@ -77,6 +79,7 @@ IDLE_WORKERS=${BENCH_IDLE_WORKERS:-4}
 PB=${BENCH_PORT_BASE:-24000}
 IM_MODULE=${IM_MODULE:-$IM_BUILD}
 MAIN_EXTRA=${BENCH_MAIN:-}
+RUN_REPLICA=${BENCH_REPLICA:-0}
 OUT=${BENCH_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)$( [[ $QUICK == 1 ]] && echo -quick)}
 GID=7001
 
@@ -87,7 +90,7 @@ open_notes
 # preparation
 
 port_block "$PB" WS_PORT=95 TCP_PORT=96 REDIS_PORT=79 UC_PORT=90 \
-    MQTT_PORT=83 FLOOR_PORT=97 || exit 1
+    MQTT_PORT=83 FLOOR_PORT=97 REPLICA_PORT=78 || exit 1
 
 build_tools bin/imgen bin/floor
 
@@ -190,6 +193,31 @@ gen() {
     [[ -n ${REP:-} ]] && line="{\"rep\":$REP,${line#\{}"
     echo "$line" >> "$RESULTS"
     log "  $line"
+    # the node's counters after each run (cumulative: a run's own are the
+    # difference with the one before), e.g. WAITs per message
+    if [[ -n ${NGX_PID:-} && $label == im/* ]]; then
+        curl -s -m 5 "http://127.0.0.1:$WS_PORT/status" \
+            > "$OUT/status-${label//\//_}${REP:+-r$REP}.json" 2>/dev/null
+    fi
+}
+
+# BENCH_REPLICA=1: a replica of the bench's Redis, next to it on CPU 0; it
+# streams every write whether or not WAIT asks about it, so the run without
+# im_redis_wait has it too
+REPLICA_PID=
+start_replica() {
+    local try
+    taskset -c 0 redis-server --port "$REPLICA_PORT" --bind 127.0.0.1 \
+        --save '' --appendonly no --dir "$OUT" --logfile "$OUT/replica.log" \
+        --daemonize no --replicaof 127.0.0.1 "$REDIS_PORT" &
+    started REPLICA_PID "$REPLICA_PORT" 10 replica || return 1
+    for ((try = 0; try < 100; try++)); do
+        redis-cli -p "$REPLICA_PORT" INFO replication \
+            | grep -q 'master_link_status:up' && return 0
+        sleep 0.1
+    done
+    note "the replica did not link"
+    return 1
 }
 
 # the same generator run REPEAT times: repeat fresh|keep gen-args...; fresh
@@ -234,26 +262,26 @@ run_im_mode() {     # delivery
     if start_nginx "one-$dv" 1 1 "$dv"; then
         tmo=$(traffic_tmo 30)
         repeat fresh "im/$dv/pairs-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s pairs -k "$PAIRS" \
-            $(common_traffic) --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID"
+            $(common_traffic) --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID${REPLICA_PID:+,$REPLICA_PID}"
         repeat fresh "im/$dv/rate-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s rate -k "$PAIRS" -r "$RATE" \
-            -d "$DURATION" -W "$WARMUP" --drain "$DRAIN" --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID" \
+            -d "$DURATION" -W "$WARMUP" --drain "$DRAIN" --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID${REPLICA_PID:+,$REPLICA_PID}" \
             --hist-out "$OUT/hist-im-$dv-rate@REP@.txt"
         repeat fresh "im/$dv/fanout-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s fanout -M "$MEMBERS" -g "$GID" \
-            $(common_traffic) --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID" \
+            $(common_traffic) --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID${REPLICA_PID:+,$REPLICA_PID}" \
             --hist-out "$OUT/hist-im-$dv-fanout@REP@.txt"
         if [[ -n $FANOUT_WIDE ]]; then
             repeat fresh "im/$dv/fanoutwide-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s fanout -M "$MEMBERS" \
                 -g "$GID" -d "$DURATION" -W "$WARMUP" -w "$FANOUT_WIDE" --drain "$DRAIN" \
-                --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID"
+                --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID${REPLICA_PID:+,$REPLICA_PID}"
         fi
         if [[ $RUN_TCP == 1 ]]; then
             fresh_inbox
             gen "im/$dv/pairs-tcp" "$tmo" 1 -m tcp -p "$WS_PORT" --tcp-port "$TCP_PORT" -s pairs \
-                -k "$PAIRS" $(common_traffic) --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID"
+                -k "$PAIRS" $(common_traffic) --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID${REPLICA_PID:+,$REPLICA_PID}"
             fresh_inbox
             gen "im/$dv/fanout-tcp" "$tmo" 1 -m tcp -p "$WS_PORT" --tcp-port "$TCP_PORT" -s fanout \
                 -M "$MEMBERS" -g "$GID" $(common_traffic) --cpu-pids "$NGX_WORKERS" \
-                --aux-pids "$REDIS_PID"
+                --aux-pids "$REDIS_PID${REPLICA_PID:+,$REPLICA_PID}"
         fi
         stop_nginx
         check_nginx_log "one-$dv"
@@ -319,6 +347,9 @@ if [[ $RUN_PEER == 1 ]]; then
 fi
 if [[ $RUN_IM == 1 ]]; then
     start_redis "$OUT" 0 || exit 1
+    if [[ $RUN_REPLICA == 1 ]]; then
+        start_replica || exit 1
+    fi
     start_uc_perl "$OUT/users.txt" "$OUT/usercentre.log" || exit 1
     seed_group "$MEMBERS"
     for dv in $MODES; do

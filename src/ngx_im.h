@@ -49,6 +49,18 @@ typedef struct {
     ngx_ssl_t          *redis_ssl_ctx;
 #endif
 
+    /* im_redis_sentinel: the master is found through these (ngx_addr_t,
+     * every address of every directive, tried in turn) by its name */
+    ngx_array_t        *sentinels;
+    ngx_str_t           sentinel_master;
+    ngx_str_t           sentinel_user;
+    ngx_str_t           sentinel_password;
+
+    /* im_redis_wait: replicas a write-through append must reach before
+     * its acknowledgement (0: off), and how long WAIT may wait */
+    ngx_uint_t          redis_wait;
+    ngx_msec_t          redis_wait_timeout;
+
     ngx_int_t           group_db;
     ngx_str_t           group_prefix;
 

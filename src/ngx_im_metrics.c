@@ -672,6 +672,17 @@ ngx_im_metrics_prometheus(ngx_pool_t *pool)
                            "Of those, refused: no ack within the re-push "
                            "budget.",
                            t->direct_refused);
+    p = ngx_im_metrics_one(p, "im_redis_master_switches_total", "counter",
+                           "Times a sentinel named a new Redis master "
+                           "(im_redis_sentinel).",
+                           t->redis_master_switches);
+    p = ngx_im_metrics_one(p, "im_redis_waits_total", "counter",
+                           "WAITs sent behind appends (im_redis_wait).",
+                           t->redis_waits);
+    p = ngx_im_metrics_one(p, "im_redis_wait_short_total", "counter",
+                           "Appends refused because WAIT found too few "
+                           "replicas.",
+                           t->redis_wait_short);
     p = ngx_im_metrics_hist(p, "im_redis_duration_seconds",
                             "Time from a Redis command to its reply.",
                             &t->redis);
@@ -817,6 +828,10 @@ ngx_im_metrics_json(ngx_pool_t *pool, ngx_im_metrics_extra_t *extra)
                     t->api_errors, t->api_logouts);
     p = ngx_sprintf(p, ",\"direct\":%uA,\"direct_refused\":%uA",
                     t->direct, t->direct_refused);
+    p = ngx_sprintf(p, ",\"redis_master_switches\":%uA,"
+                    "\"redis_waits\":%uA,\"redis_wait_short\":%uA",
+                    t->redis_master_switches, t->redis_waits,
+                    t->redis_wait_short);
     p = ngx_im_metrics_json_map(p, "dropped_by_reason",
                                 ngx_im_metrics_drops, t->dropped,
                                 NGX_IM_DROPPED_N);

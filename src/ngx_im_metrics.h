@@ -120,6 +120,11 @@ typedef struct {
      * budget without an ack */
     ngx_atomic_uint_t   direct;
     ngx_atomic_uint_t   direct_refused;
+    /* im_redis_sentinel: the master moved; im_redis_wait: WAITs sent,
+     * and appends refused because a WAIT found too few replicas */
+    ngx_atomic_uint_t   redis_master_switches;
+    ngx_atomic_uint_t   redis_waits;
+    ngx_atomic_uint_t   redis_wait_short;
 } ngx_im_stats_t;
 
 

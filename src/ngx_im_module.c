@@ -22,6 +22,11 @@ static ngx_int_t ngx_im_redis_parse_addr(ngx_pool_t *pool, ngx_log_t *log,
 static char *ngx_im_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_im_redis_ssl(ngx_cycle_t *cycle, ngx_im_conf_t *imcf);
+static char *ngx_im_redis_sentinel(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_im_redis_wait(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_im_redis_check(ngx_cycle_t *cycle, ngx_im_conf_t *imcf);
 static char *ngx_im_msg_rate(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_im_init_process(ngx_cycle_t *cycle);
@@ -123,6 +128,41 @@ static ngx_command_t  ngx_im_commands[] = {
       ngx_conf_set_str_slot,
       0,
       offsetof(ngx_im_conf_t, redis_ssl_key),
+      NULL },
+
+    { ngx_string("im_redis_sentinel"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_1MORE,
+      ngx_im_redis_sentinel,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("im_redis_sentinel_master"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      0,
+      offsetof(ngx_im_conf_t, sentinel_master),
+      NULL },
+
+    { ngx_string("im_redis_sentinel_user"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      0,
+      offsetof(ngx_im_conf_t, sentinel_user),
+      NULL },
+
+    { ngx_string("im_redis_sentinel_password"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      0,
+      offsetof(ngx_im_conf_t, sentinel_password),
+      NULL },
+
+    { ngx_string("im_redis_wait"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE12,
+      ngx_im_redis_wait,
+      0,
+      0,
       NULL },
 
     { ngx_string("im_group_db"),
@@ -356,6 +396,10 @@ ngx_im_create_conf(ngx_cycle_t *cycle)
      *     imcf->redis_ssl_trusted = { 0, NULL };
      *     imcf->redis_ssl_cert = { 0, NULL };
      *     imcf->redis_ssl_key = { 0, NULL };
+     *     imcf->sentinels = NULL;
+     *     imcf->sentinel_master = { 0, NULL };
+     *     imcf->sentinel_user = { 0, NULL };
+     *     imcf->sentinel_password = { 0, NULL };
      *     imcf->group_prefix = { 0, NULL };
      *     imcf->node_id = { 0, NULL };
      */
@@ -365,6 +409,8 @@ ngx_im_create_conf(ngx_cycle_t *cycle)
     imcf->redis_timeout = NGX_CONF_UNSET_MSEC;
     imcf->redis_ssl = NGX_CONF_UNSET;
     imcf->redis_ssl_verify = NGX_CONF_UNSET;
+    imcf->redis_wait = NGX_CONF_UNSET_UINT;
+    imcf->redis_wait_timeout = NGX_CONF_UNSET_MSEC;
     imcf->group_db = NGX_CONF_UNSET;
     imcf->delivery = NGX_CONF_UNSET_UINT;
     imcf->offline_ttl = NGX_CONF_UNSET;
@@ -397,7 +443,7 @@ ngx_im_init_conf(ngx_cycle_t *cycle, void *conf)
 {
     ngx_im_conf_t  *imcf = conf;
 
-    if (imcf->redis_addrs == NULL
+    if (imcf->redis_addrs == NULL && imcf->sentinels == NULL
         && ngx_im_redis_parse_addr(cycle->pool, cycle->log, imcf,
                                    (u_char *) "127.0.0.1:6379",
                                    sizeof("127.0.0.1:6379") - 1)
@@ -414,6 +460,10 @@ ngx_im_init_conf(ngx_cycle_t *cycle, void *conf)
     if (imcf->redis_user.len && imcf->redis_password.len == 0) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
                       "im_redis_user needs im_redis_password");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_im_redis_check(cycle, imcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -550,6 +600,185 @@ ngx_im_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * im_redis_sentinel addr ...: the sentinels, each "host:port" (26379 by
+ * default) as im_redis takes it; repeatable, all tried in turn.
+ */
+
+static char *
+ngx_im_redis_sentinel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_im_conf_t  *imcf = conf;
+
+    ngx_url_t    u;
+    ngx_str_t   *value;
+    ngx_uint_t   i, j;
+    ngx_addr_t  *addr;
+
+    if (imcf->sentinels == NULL) {
+        imcf->sentinels = ngx_array_create(cf->pool, 3, sizeof(ngx_addr_t));
+        if (imcf->sentinels == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        ngx_memzero(&u, sizeof(ngx_url_t));
+        u.url = value[i];
+        u.default_port = 26379;
+
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid im_redis_sentinel address "
+                               "\"%V\"%s%s", &value[i],
+                               u.err ? ": " : "", u.err ? u.err : "");
+            return NGX_CONF_ERROR;
+        }
+
+        for (j = 0; j < u.naddrs; j++) {
+            addr = ngx_array_push(imcf->sentinels);
+            if (addr == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            *addr = u.addrs[j];
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* im_redis_wait replicas [timeout] */
+
+static char *
+ngx_im_redis_wait(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_im_conf_t  *imcf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value;
+    ngx_msec_t   ms;
+
+    if (imcf->redis_wait != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
+        if (cf->args->nelts > 2) {
+            return "takes no timeout with \"off\"";
+        }
+
+        imcf->redis_wait = 0;
+        return NGX_CONF_OK;
+    }
+
+    n = ngx_atoi(value[1].data, value[1].len);
+
+    if (n < 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "im_redis_wait needs a number of replicas (1 or "
+                           "more) or \"off\", not \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    imcf->redis_wait = n;
+
+    if (cf->args->nelts > 2) {
+        ms = ngx_parse_time(&value[2], 0);
+
+        if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
+            /* WAIT 0 would wait for ever, and the connection with it */
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid im_redis_wait timeout \"%V\" "
+                               "(more than 0 is needed)", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        imcf->redis_wait_timeout = ms;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* the Redis directives that go together, and those that do not */
+
+static ngx_int_t
+ngx_im_redis_check(ngx_cycle_t *cycle, ngx_im_conf_t *imcf)
+{
+    if (imcf->sentinels) {
+        if (imcf->redis_addrs) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "im_redis and im_redis_sentinel exclude each "
+                          "other: with Sentinel, the sentinels name the "
+                          "master");
+            return NGX_ERROR;
+        }
+
+        if (imcf->sentinel_master.len == 0) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "im_redis_sentinel needs "
+                          "im_redis_sentinel_master");
+            return NGX_ERROR;
+        }
+
+        if (imcf->redis_ssl && imcf->redis_ssl_verify
+            && imcf->redis_ssl_name.len == 0)
+        {
+            /* the master's address changes; the certificates' name
+             * does not */
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "im_redis_ssl_verify with im_redis_sentinel "
+                          "needs im_redis_ssl_name");
+            return NGX_ERROR;
+        }
+
+    } else if (imcf->sentinel_master.len || imcf->sentinel_user.len
+               || imcf->sentinel_password.len)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "im_redis_sentinel_master, _user and _password need "
+                      "im_redis_sentinel");
+        return NGX_ERROR;
+    }
+
+    if (imcf->sentinel_user.len && imcf->sentinel_password.len == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "im_redis_sentinel_user needs "
+                      "im_redis_sentinel_password");
+        return NGX_ERROR;
+    }
+
+    ngx_conf_init_uint_value(imcf->redis_wait, 0);
+    ngx_conf_init_msec_value(imcf->redis_wait_timeout,
+                             imcf->redis_timeout / 3);
+
+    if (imcf->redis_wait && imcf->redis_wait_timeout >= imcf->redis_timeout)
+    {
+        /* WAIT holds the connection: at im_redis_timeout its watchdog
+         * would take Redis for dead */
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "im_redis_wait's timeout (%M ms) must be shorter "
+                      "than im_redis_timeout (%M ms)",
+                      imcf->redis_wait_timeout, imcf->redis_timeout);
+        return NGX_ERROR;
+    }
+
+    if (imcf->redis_wait && imcf->redis_wait_timeout == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "im_redis_timeout is too short for im_redis_wait");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 

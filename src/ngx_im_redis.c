@@ -7,12 +7,15 @@
  * the RESP formatting of commands straight into a connection's output,
  * the callback ring that pairs replies with commands, and the subscriber
  * connection's traffic: (un)subscriptions of a pass in one command, each
- * message handed to the router.  Nothing here knows about messages or
- * sessions.
+ * message handed to the router; with im_redis_sentinel, the restart of
+ * the connections when the master moves; with im_redis_wait, the WAIT
+ * that ends a pass's appends and the acknowledgements held until it
+ * answers.  Nothing here knows about messages or sessions.
  */
 
 #include "ngx_im_redis.h"
 #include "ngx_im_redis_conn.h"
+#include "ngx_im_redis_sentinel.h"
 
 
 typedef struct {
@@ -36,6 +39,11 @@ static ngx_int_t ngx_im_redis_reply_handler(ngx_im_redis_conn_t *rc,
     redisReply *reply);
 static void ngx_im_redis_down_handler(ngx_im_redis_conn_t *rc);
 static ngx_int_t ngx_im_redis_ping(ngx_im_redis_conn_t *rc);
+static void ngx_im_redis_flush_handler(ngx_im_redis_conn_t *rc);
+static ngx_uint_t ngx_im_redis_used(ngx_uint_t i);
+static void ngx_im_redis_master(void);
+static void ngx_im_redis_waited(redisReply *reply, void *data);
+static void ngx_im_redis_wait_release(redisReply *reply);
 static ngx_int_t ngx_im_redis_answer(ngx_im_redis_conn_t *rc,
     redisReply *reply);
 static ngx_int_t ngx_im_redis_grow(ngx_im_redis_queue_t *q);
@@ -62,8 +70,25 @@ static ngx_im_redis_conn_handlers_t  ngx_im_redis_conn_handlers = {
     ngx_im_redis_ready_handler,
     ngx_im_redis_reply_handler,
     ngx_im_redis_down_handler,
-    ngx_im_redis_ping
+    ngx_im_redis_ping,
+    ngx_im_redis_flush_handler
 };
+
+
+/*
+ * im_redis_wait: the appends an acknowledgement rests on mark the pass
+ * (ngx_im_redis_wait_mark), and the inbox connection's output of the pass
+ * then ends with one WAIT, which counts every write of the connection so
+ * far.  An append's reply comes before the WAIT behind it, so the
+ * acknowledgements held at a WAIT's reply (ngx_im_redis_after_wait) are
+ * exactly those that WAIT covers.
+ */
+
+static ngx_uint_t                ngx_im_redis_wait_marked;
+static ngx_uint_t                ngx_im_redis_waits;     /* WAITs sent */
+static ngx_im_redis_queue_t      ngx_im_redis_held;
+static ngx_uint_t                ngx_im_redis_wait_short; /* refusing */
+static ngx_uint_t                ngx_im_redis_wait_refused;
 
 
 /*
@@ -115,6 +140,18 @@ ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
 #endif
     s->ssl_name = imcf->redis_ssl_name;
     s->ssl_verify = imcf->redis_ssl_verify;
+    s->master = 0;
+
+    ngx_im_redis_wait_marked = 0;
+    ngx_im_redis_waits = 0;
+    ngx_im_redis_wait_short = 0;
+
+    if (imcf->sentinels
+        && ngx_im_redis_sentinel_init(cycle, s, ngx_im_redis_master)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     for (i = 0; i < NGX_IM_REDIS_N; i++) {
         rc = &ngx_im_redis_conns[i];
@@ -127,16 +164,10 @@ ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
                                &ngx_im_redis_conn_handlers, NULL);
         rc->index = i;
 
-        if (i == NGX_IM_REDIS_GROUP && imcf->group_db == imcf->redis_db) {
-            /* one connection serves both */
-            continue;
+        if (ngx_im_redis_used(i)) {
+            /* with Sentinel and no master known yet: away until it is */
+            ngx_im_redis_conn_connect(rc);
         }
-
-        if (i == NGX_IM_REDIS_EVENTS && !imcf->redis_events) {
-            continue;
-        }
-
-        ngx_im_redis_conn_connect(rc);
     }
 
     ngx_im_redis_dummy.fd = (ngx_socket_t) -1;
@@ -158,9 +189,55 @@ ngx_im_redis_exit(void)
         ngx_delete_posted_event(&ngx_im_redis_batch_ev);
     }
 
+    if (ngx_im_get_conf()->sentinels) {
+        ngx_im_redis_sentinel_exit();
+    }
+
     for (i = 0; i < NGX_IM_REDIS_N; i++) {
         ngx_im_redis_conn_exit(&ngx_im_redis_conns[i]);
         ngx_im_redis_fail_all(&ngx_im_redis_queues[i]);
+    }
+
+    ngx_im_redis_wait_release(NULL);
+}
+
+
+static ngx_uint_t
+ngx_im_redis_used(ngx_uint_t i)
+{
+    ngx_im_conf_t  *imcf;
+
+    imcf = ngx_im_get_conf();
+
+    if (i == NGX_IM_REDIS_GROUP && imcf->group_db == imcf->redis_db) {
+        /* one connection serves both */
+        return 0;
+    }
+
+    if (i == NGX_IM_REDIS_EVENTS && !imcf->redis_events) {
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/*
+ * A sentinel named a new master (or the first): every connection goes
+ * there now.  What was asked of the old one fails as in a lost
+ * connection, and the connections' ready handlers resubscribe and read
+ * the inboxes again as after a Redis restart.
+ */
+
+static void
+ngx_im_redis_master(void)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_IM_REDIS_N; i++) {
+        if (ngx_im_redis_used(i)) {
+            ngx_im_redis_conn_restart(&ngx_im_redis_conns[i]);
+        }
     }
 }
 
@@ -237,6 +314,19 @@ ngx_im_redis_down_handler(ngx_im_redis_conn_t *rc)
     }
 
     ngx_im_redis_fail_all(&ngx_im_redis_queues[rc->index]);
+
+    if (rc->index == NGX_IM_REDIS_INBOX) {
+        /* the WAITs failed above with the rest; nothing is held now */
+        ngx_im_redis_waits = 0;
+        ngx_im_redis_wait_marked = 0;
+        ngx_im_redis_wait_release(NULL);
+    }
+
+    if (ngx_im_get_conf()->sentinels && !rc->exiting) {
+        /* the master may have moved while the sentinel's connection was
+         * away too */
+        ngx_im_redis_sentinel_ask();
+    }
 }
 
 
@@ -755,5 +845,182 @@ ngx_im_redis_sub_reply(ngx_im_redis_conn_t *rc, redisReply *reply)
     {
         ngx_im_redis_handlers->unsubscribed((u_char *) chan->str,
                                             chan->len);
+    }
+}
+
+
+/* im_redis_wait: see ngx_im_redis_wait_marked above */
+
+void
+ngx_im_redis_wait_mark(void)
+{
+    if (ngx_im_get_conf()->redis_wait) {
+        ngx_im_redis_wait_marked = 1;
+    }
+}
+
+
+ngx_int_t
+ngx_im_redis_after_wait(ngx_im_redis_cb_pt cb, void *data)
+{
+    ngx_im_redis_req_t    *req;
+    ngx_im_redis_conn_t   *rc;
+    ngx_im_redis_queue_t  *q;
+
+    if (ngx_im_get_conf()->redis_wait == 0) {
+        return NGX_DECLINED;
+    }
+
+    rc = &ngx_im_redis_conns[NGX_IM_REDIS_INBOX];
+    q = &ngx_im_redis_held;
+
+    if (rc->state != NGX_IM_REDIS_READY
+        || (q->n == q->size && ngx_im_redis_grow(q) != NGX_OK))
+    {
+        return NGX_ERROR;
+    }
+
+    req = &q->ring[(q->first + q->n++) & (q->size - 1)];
+    req->cb = cb;
+    req->data = data;
+    req->sent = 0;
+
+    if (ngx_im_redis_waits == 0) {
+        /* no WAIT went behind this write (it was not marked): one at the
+         * end of this pass */
+        ngx_im_redis_wait_marked = 1;
+        ngx_im_redis_conn_commit(rc, rc->last);
+    }
+
+    return NGX_OK;
+}
+
+
+/* the inbox connection's output is leaving: a WAIT behind the pass's
+ * appends, if any was marked */
+
+static void
+ngx_im_redis_flush_handler(ngx_im_redis_conn_t *rc)
+{
+    u_char          n[NGX_INT_T_LEN], ms[NGX_INT_T_LEN];
+    const char     *argv[3];
+    size_t          argvlen[3];
+    ngx_im_conf_t  *imcf;
+
+    if (rc->index != NGX_IM_REDIS_INBOX || !ngx_im_redis_wait_marked) {
+        return;
+    }
+
+    ngx_im_redis_wait_marked = 0;
+
+    imcf = ngx_im_get_conf();
+
+    argv[0] = "WAIT";
+    argvlen[0] = 4;
+    argv[1] = (char *) n;
+    argvlen[1] = ngx_sprintf(n, "%ui", imcf->redis_wait) - n;
+    argv[2] = (char *) ms;
+    argvlen[2] = ngx_sprintf(ms, "%M", imcf->redis_wait_timeout) - ms;
+
+    if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_redis_waited, NULL, 3,
+                         argv, argvlen)
+        != NGX_OK)
+    {
+        /* out of memory: what no WAIT will cover is refused now */
+        if (ngx_im_redis_waits == 0) {
+            ngx_im_redis_wait_release(NULL);
+        }
+
+        return;
+    }
+
+    ngx_im_redis_waits++;
+    ngx_im_stats->redis_waits++;
+}
+
+
+/*
+ * WAIT answered the number of replicas that have every write before it.
+ * Fewer than im_redis_wait: what it covers is refused (not acknowledged:
+ * the master may be lost with it); logged once when it starts and once
+ * when it ends, with the count.
+ */
+
+static void
+ngx_im_redis_waited(redisReply *reply, void *data)
+{
+    ngx_uint_t      ok;
+    ngx_im_conf_t  *imcf;
+
+    if (ngx_im_redis_waits) {
+        ngx_im_redis_waits--;
+    }
+
+    if (reply == NULL) {
+        /* the connection went: it logged why */
+        ngx_im_redis_wait_release(NULL);
+        return;
+    }
+
+    imcf = ngx_im_get_conf();
+
+    ok = (reply->type == REDIS_REPLY_INTEGER
+          && reply->integer >= (long long) imcf->redis_wait);
+
+    if (!ok) {
+        ngx_im_redis_wait_refused += ngx_im_redis_held.n;
+        ngx_im_stats->redis_wait_short += ngx_im_redis_held.n;
+
+        if (!ngx_im_redis_wait_short) {
+            ngx_im_redis_wait_short = 1;
+
+            if (reply->type == REDIS_REPLY_INTEGER) {
+                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                              "im redis: WAIT: %L of %ui replicas had the "
+                              "writes within %M ms: write-through "
+                              "messages are refused until enough do",
+                              (int64_t) reply->integer, imcf->redis_wait,
+                              imcf->redis_wait_timeout);
+
+            } else {
+                ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                              "im redis: WAIT failed: %*s: write-through "
+                              "messages are refused",
+                              reply->type == REDIS_REPLY_ERROR
+                              ? reply->len : 0, reply->str);
+            }
+        }
+
+    } else if (ngx_im_redis_wait_short) {
+        ngx_im_redis_wait_short = 0;
+
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "im redis: WAIT: %L replicas have the writes again; "
+                      "%ui appends were refused meanwhile",
+                      (int64_t) reply->integer,
+                      ngx_im_redis_wait_refused);
+
+        ngx_im_redis_wait_refused = 0;
+    }
+
+    ngx_im_redis_wait_release(ok ? reply : NULL);
+}
+
+
+/* the held acknowledgements, oldest first: those held now only (one that
+ * a callback holds anew waits for the next WAIT) */
+
+static void
+ngx_im_redis_wait_release(redisReply *reply)
+{
+    ngx_uint_t            n;
+    ngx_im_redis_req_t    req;
+    ngx_im_redis_queue_t  *q;
+
+    q = &ngx_im_redis_held;
+
+    for (n = q->n; n && q->n; n--) {
+        req = ngx_im_redis_shift(q);
+        req.cb(reply, req.data);
     }
 }

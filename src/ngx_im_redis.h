@@ -83,5 +83,18 @@ void ngx_im_redis_flush_subs(void);
  * not overtake (a CONNECT_ACK its uid's SUBSCRIBE) */
 void ngx_im_redis_flush_new_subs(void);
 
+/*
+ * im_redis_wait N: an append whose acknowledgement must survive the loss
+ * of the master marks the pass (ngx_im_redis_wait_mark, when it is
+ * queued), and the inbox connection's output of the pass ends with one
+ * "WAIT N timeout".  At the append's reply, ngx_im_redis_after_wait()
+ * holds the acknowledgement until that WAIT answers: cb then gets the
+ * WAIT's reply if N replicas have the writes, NULL if not (or if the
+ * connection went).  NGX_DECLINED: the option is off, acknowledge now;
+ * NGX_ERROR: cannot hold it, refuse.
+ */
+void ngx_im_redis_wait_mark(void);
+ngx_int_t ngx_im_redis_after_wait(ngx_im_redis_cb_pt cb, void *data);
+
 
 #endif /* _NGX_IM_REDIS_H_INCLUDED_ */

@@ -146,6 +146,11 @@ ngx_im_redis_conn_log_error(ngx_log_t *log, u_char *buf, size_t len)
         len -= p - buf;
     }
 
+    if (rc->server->naddrs == 0) {
+        return ngx_snprintf(p, len, ", redis: no address yet (%s)",
+                            rc->name);
+    }
+
     addr = &rc->server->addrs[rc->addr];
 
     return ngx_snprintf(p, len, ", redis: %V (%s)", &addr->name, rc->name);
@@ -160,6 +165,14 @@ ngx_im_redis_conn_connect(ngx_im_redis_conn_t *rc)
     ngx_addr_t             *addr;
     ngx_connection_t       *c;
     ngx_peer_connection_t  *pc;
+
+    if (rc->server->naddrs == 0) {
+        /* a Sentinel has not named the master yet: away until it does,
+         * and then its owner connects (ngx_im_redis_conn_restart) */
+        rc->state = NGX_IM_REDIS_DOWN;
+        rc->failed = 1;
+        return;
+    }
 
     addr = &rc->server->addrs[rc->addr];
 
@@ -427,7 +440,8 @@ ngx_im_redis_conn_setup(ngx_im_redis_conn_t *rc)
 
     need = sizeof("*3\r\n$4\r\nAUTH\r\n$\r\n\r\n$\r\n\r\n") + 2 * NGX_SIZE_T_LEN
            + s->user.len + s->password.len
-           + sizeof("*2\r\n$6\r\nSELECT\r\n$\r\n\r\n") + 2 * NGX_INT_T_LEN;
+           + sizeof("*2\r\n$6\r\nSELECT\r\n$\r\n\r\n") + 2 * NGX_INT_T_LEN
+           + sizeof("*1\r\n$4\r\nROLE\r\n");
 
     p = ngx_im_redis_conn_reserve(rc, need);
     if (p == NULL) {
@@ -454,6 +468,13 @@ ngx_im_redis_conn_setup(ngx_im_redis_conn_t *rc)
         rc->setup++;
     }
 
+    if (s->master) {
+        /* a Sentinel named it, but a replica must never take writes: a
+         * stale answer, or a failover under way */
+        p = ngx_cpymem(p, "*1\r\n$4\r\nROLE\r\n", 14);
+        rc->setup++;
+    }
+
     rc->last = p;
 
     if (rc->setup == 0) {
@@ -468,11 +489,28 @@ ngx_im_redis_conn_setup(ngx_im_redis_conn_t *rc)
 static ngx_int_t
 ngx_im_redis_conn_setup_reply(ngx_im_redis_conn_t *rc, redisReply *reply)
 {
-    const char  *what;
+    ngx_uint_t    total, i;
+    const char   *what, *steps[3];
+    redisReply   *role;
 
-    /* AUTH is answered first when it was sent */
-    what = (rc->server->password.len
-            && rc->setup == 1 + (rc->db > 0)) ? "AUTH" : "SELECT";
+    /* the replies come in the order of the commands: AUTH, SELECT, ROLE,
+     * each when it was sent */
+    total = 0;
+
+    if (rc->server->password.len) {
+        steps[total++] = "AUTH";
+    }
+
+    if (rc->db > 0) {
+        steps[total++] = "SELECT";
+    }
+
+    if (rc->server->master) {
+        steps[total++] = "ROLE";
+    }
+
+    i = total - rc->setup;
+    what = (i < total) ? steps[i] : "setup";
 
     rc->progress = ngx_current_msec;
 
@@ -481,6 +519,28 @@ ngx_im_redis_conn_setup_reply(ngx_im_redis_conn_t *rc, redisReply *reply)
                       "im redis: %s failed: %*s", what, reply->len,
                       reply->str);
         return NGX_ERROR;
+    }
+
+    if (what[0] == 'R') {
+        role = (reply->type == REDIS_REPLY_ARRAY && reply->elements)
+               ? reply->element[0] : NULL;
+
+        if (role == NULL
+            || (role->type != REDIS_REPLY_STRING
+                && role->type != REDIS_REPLY_STATUS))
+        {
+            ngx_log_error(NGX_LOG_ERR, &rc->log, 0,
+                          "im redis: not a master: ROLE answered "
+                          "no role");
+            return NGX_ERROR;
+        }
+
+        if (role->len != 6 || ngx_strncmp(role->str, "master", 6) != 0) {
+            ngx_log_error(NGX_LOG_ERR, &rc->log, 0,
+                          "im redis: not a master: ROLE says \"%*s\"",
+                          role->len, role->str);
+            return NGX_ERROR;
+        }
     }
 
     if (--rc->setup == 0) {
@@ -542,7 +602,10 @@ ngx_im_redis_conn_fail(ngx_im_redis_conn_t *rc)
         /* an attempt to connect failed: Redis is away (a connection
          * merely lost is not, until its reconnection fails too) */
         rc->failed = !rc->exiting;
-        rc->addr = (rc->addr + 1) % rc->server->naddrs;
+
+        if (rc->server->naddrs) {
+            rc->addr = (rc->addr + 1) % rc->server->naddrs;
+        }
     }
 
     if (!rc->exiting) {
@@ -576,6 +639,30 @@ ngx_im_redis_conn_drop(ngx_im_redis_conn_t *rc)
     if (rc->connection) {
         ngx_im_redis_conn_fail(rc);
     }
+}
+
+
+void
+ngx_im_redis_conn_restart(ngx_im_redis_conn_t *rc)
+{
+    if (rc->exiting) {
+        return;
+    }
+
+    if (rc->connection) {
+        /* what it was asked fails now (the owner's down handler): it was
+         * asked of the old server */
+        ngx_im_redis_conn_fail(rc);
+    }
+
+    if (rc->reconnect.timer_set) {
+        ngx_del_timer(&rc->reconnect);
+    }
+
+    rc->addr = 0;
+    rc->backoff = NGX_IM_REDIS_BACKOFF_MIN;
+
+    ngx_im_redis_conn_connect(rc);
 }
 
 
@@ -863,6 +950,10 @@ ngx_im_redis_conn_send(ngx_im_redis_conn_t *rc)
 
     if (c == NULL || rc->state < NGX_IM_REDIS_SETUP) {
         return;
+    }
+
+    if (rc->state == NGX_IM_REDIS_READY && rc->handlers->flush) {
+        rc->handlers->flush(rc);
     }
 
     if (c->write->posted) {

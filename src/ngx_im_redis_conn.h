@@ -35,7 +35,8 @@ typedef struct ngx_im_redis_chunk_s  ngx_im_redis_chunk_t;
 /* where and how to connect: one per Redis, shared by its connections */
 typedef struct {
     ngx_addr_t          *addrs;      /* tried in turn on failure */
-    ngx_uint_t           naddrs;
+    ngx_uint_t           naddrs;     /* 0: not known yet (a Sentinel's
+                                      * master); the owner connects later */
     ngx_str_t            user;       /* empty: AUTH password alone */
     ngx_str_t            password;   /* empty: no AUTH */
     ngx_msec_t           timeout;
@@ -44,6 +45,8 @@ typedef struct {
 #endif
     ngx_str_t            ssl_name;   /* SNI and the name verified */
     ngx_flag_t           ssl_verify;
+    /* ROLE after the login: a server that is not a master is refused */
+    ngx_flag_t           master;
 } ngx_im_redis_server_t;
 
 
@@ -56,6 +59,9 @@ typedef struct {
     void        (*down)(ngx_im_redis_conn_t *rc);
     /* the watchdog's PING, queued the owner's way */
     ngx_int_t   (*ping)(ngx_im_redis_conn_t *rc);
+    /* the output of a ready connection is about to leave: the owner's
+     * last word of the pass (a WAIT behind the appends); may be NULL */
+    void        (*flush)(ngx_im_redis_conn_t *rc);
 } ngx_im_redis_conn_handlers_t;
 
 
@@ -148,6 +154,10 @@ void ngx_im_redis_conn_send(ngx_im_redis_conn_t *rc);
 
 /* drop a ready connection (a protocol error); it reconnects */
 void ngx_im_redis_conn_drop(ngx_im_redis_conn_t *rc);
+
+/* the server's address changed (a Sentinel's failover): drop what is
+ * connected and connect now, to the first address, with no backoff */
+void ngx_im_redis_conn_restart(ngx_im_redis_conn_t *rc);
 
 /* worker exit: what is queued leaves as far as the socket takes it, then
  * the connection closes for good */

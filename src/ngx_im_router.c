@@ -67,6 +67,7 @@ struct ngx_im_tx_s {
     ngx_uint_t             n;
     ngx_uint_t             pending;     /* replies to come */
     ngx_uint_t             direct;      /* may go without Redis */
+    ngx_uint_t             held;        /* served at WAIT's reply */
     ngx_im_tx_rcpt_t       rcpts[1];
 };
 
@@ -94,8 +95,10 @@ static void ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids,
     ngx_uint_t n, ngx_im_ticket_t *t, u_char *buf, size_t len);
 static void ngx_im_router_committed(redisReply *reply, void *data);
 static void ngx_im_router_appended(redisReply *reply, void *data);
+static void ngx_im_router_waited(redisReply *reply, void *data);
+static void ngx_im_router_serve_held(ngx_im_tx_t *tx, ngx_uint_t ok);
 static void ngx_im_router_stored_one(ngx_im_tx_t *tx, ngx_im_tx_rcpt_t *r,
-    ngx_uint_t ok, redisReply *pub);
+    ngx_uint_t ok, redisReply *pub, ngx_uint_t hold);
 static void ngx_im_router_tx_done(ngx_im_tx_t *tx);
 static void ngx_im_router_refused(uint32_t uid, ngx_im_msg_t *msg,
     ngx_im_ticket_t *t, ngx_uint_t direct);
@@ -817,6 +820,7 @@ ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
         tx->msg = ngx_im_msg_ref(msg);
         tx->pending = n + 1;
+        tx->held = 0;
 
         for (i = 0; i < n; i++) {
             r = &tx->rcpts[i];
@@ -872,8 +876,12 @@ ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
     tx->msg = ngx_im_msg_ref(msg);
     tx->pending = 1;
+    tx->held = 0;
 
     if (ngx_im_store_commit(ngx_im_router_committed, tx) == NGX_OK) {
+        /* the sender's acknowledgement rests on it: with im_redis_wait,
+         * a WAIT ends the pass (the plain appends' store does the same) */
+        ngx_im_redis_wait_mark();
         return;
     }
 
@@ -919,10 +927,53 @@ ngx_im_router_committed(redisReply *reply, void *data)
         ngx_im_router_stored_one(tx, r, ok,
                                  r->pub ? ngx_im_store_result(reply,
                                                               r->pub - 1)
-                                        : NULL);
+                                        : NULL, 1);
+    }
+
+    if (tx->held) {
+        /* the recipients have it; the sender's acknowledgement waits for
+         * the pass's WAIT (im_redis_wait), when it is on */
+
+        switch (ngx_im_redis_after_wait(ngx_im_router_waited, tx)) {
+
+        case NGX_OK:
+            tx->pending++;
+            break;
+
+        case NGX_ERROR:
+            ngx_im_router_serve_held(tx, 0);
+            break;
+
+        default: /* NGX_DECLINED: no WAIT */
+            ngx_im_router_serve_held(tx, 1);
+        }
     }
 
     ngx_im_router_tx_done(tx);
+}
+
+
+/* the pass's WAIT answered: NULL when too few replicas had the writes */
+
+static void
+ngx_im_router_waited(redisReply *reply, void *data)
+{
+    ngx_im_tx_t  *tx = data;
+
+    ngx_im_router_serve_held(tx, reply != NULL);
+    ngx_im_router_tx_done(tx);
+}
+
+
+static void
+ngx_im_router_serve_held(ngx_im_tx_t *tx, ngx_uint_t ok)
+{
+    /* the ticket may be served whole, and freed, at the last one */
+
+    while (tx->held) {
+        tx->held--;
+        ngx_im_ticket_served(tx->ticket, ok);
+    }
 }
 
 
@@ -937,8 +988,9 @@ ngx_im_router_appended(redisReply *reply, void *data)
 
     tx = r->tx;
 
+    /* a plain append's store held it for WAIT already */
     ngx_im_router_stored_one(tx, r, ngx_im_store_pushed(reply) == NGX_OK,
-                             NULL);
+                             NULL, 0);
 
     ngx_im_router_tx_done(tx);
 }
@@ -948,7 +1000,7 @@ ngx_im_router_appended(redisReply *reply, void *data)
 
 static void
 ngx_im_router_stored_one(ngx_im_tx_t *tx, ngx_im_tx_rcpt_t *r,
-    ngx_uint_t ok, redisReply *pub)
+    ngx_uint_t ok, redisReply *pub, ngx_uint_t hold)
 {
     ngx_im_user_t  *u;
 
@@ -970,6 +1022,11 @@ ngx_im_router_stored_one(ngx_im_tx_t *tx, ngx_im_tx_rcpt_t *r,
                && pub->integer == 0)
     {
         ngx_im_router_offline_event(tx->msg, r->uid);
+    }
+
+    if (hold) {
+        tx->held++;
+        return;
     }
 
     ngx_im_ticket_served(tx->ticket, 1);

@@ -229,6 +229,7 @@ typedef struct {
     void                   *data;
     uint32_t                uid;
     ngx_uint_t              ttl_sent;   /* EXPIRE went behind the RPUSH */
+    long long               length;     /* RPUSH's answer, held for WAIT */
 } ngx_im_append_t;
 
 
@@ -266,6 +267,33 @@ ngx_im_store_expire(u_char *key, size_t klen)
 
 static ngx_im_spares_t  ngx_im_spare_appends =
     ngx_im_spares(ngx_im_append_t, 4096);
+
+
+/*
+ * im_redis_wait: the append's owner hears of it once WAIT has seen it on
+ * enough replicas.  Its callback reads RPUSH's answer, the inbox's
+ * length: that answer is given again here, as the integer reply it was.
+ */
+
+static void
+ngx_im_store_waited(redisReply *reply, void *data)
+{
+    ngx_im_append_t     *a = data;
+    void                *cbdata;
+    redisReply           pushed;
+    ngx_im_redis_cb_pt   cb;
+
+    ngx_memzero(&pushed, sizeof(redisReply));
+    pushed.type = REDIS_REPLY_INTEGER;
+    pushed.integer = a->length;
+
+    cb = a->cb;
+    cbdata = a->data;
+
+    ngx_im_spare_put(&ngx_im_spare_appends, a);
+
+    cb(reply ? &pushed : NULL, cbdata);
+}
 
 
 /*
@@ -603,6 +631,24 @@ ngx_im_store_appended(redisReply *reply, void *data)
     cb = a->cb;
     cbdata = a->data;
 
+    if (cb && reply && reply->type == REDIS_REPLY_INTEGER) {
+        /* an acknowledgement rests on it: held for WAIT, if it is on */
+        a->length = reply->integer;
+
+        switch (ngx_im_redis_after_wait(ngx_im_store_waited, a)) {
+
+        case NGX_OK:
+            return;
+
+        case NGX_ERROR:
+            reply = NULL;
+            break;
+
+        default: /* NGX_DECLINED: no WAIT */
+            break;
+        }
+    }
+
     ngx_im_spare_put(&ngx_im_spare_appends, a);
 
     if (cb) {
@@ -827,6 +873,11 @@ ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg, uint32_t *ttl_set,
         ngx_im_spare_put(&ngx_im_spare_appends, a);
         ngx_im_store_failed(NULL, 0);
         return NGX_ERROR;
+    }
+
+    if (cb) {
+        /* an acknowledgement waits for it: a WAIT ends the pass */
+        ngx_im_redis_wait_mark();
     }
 
     if (a->ttl_sent) {

@@ -29,6 +29,7 @@ our @EXPORT_OK = qw/node login chat firsts status/;
 # Options: workers (2; a reuseport listener when more than one), timers
 # (directive => value), policy (im_login_policy), delivery (im_delivery),
 # status (a /status location), ws (more directives for the /ws location),
+# main (more in the main context; with no redis, no im_redis line),
 # locations (more text in the server block), http (more in the http block).
 sub node {
     my (%o) = @_;
@@ -44,7 +45,8 @@ sub node {
 %%TEST_GLOBALS%%
 daemon on;
 worker_processes $workers;
-im_redis ${\ $o{redis}->addr};
+${\ ($o{redis} ? 'im_redis ' . $o{redis}->addr . ';' : '') }
+${\ ($o{main} // '') }
 im_node_id $o{name};
 im_zone im 1m;
 $timers

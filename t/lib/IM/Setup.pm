@@ -70,13 +70,14 @@ stream {
     }
 }
 S
-    my $raddr = $redis->addr;
+    # no address: the main text names Redis (im_redis_sentinel)
+    my $raddr = defined $redis->addr ? 'im_redis ' . $redis->addr . ';' : '';
 
     $t->write_file_expand('nginx.conf', <<"EOF");
 %%TEST_GLOBALS%%
 daemon on;
 worker_processes $workers;
-im_redis $raddr;
+$raddr
 $main
 events { $events }
 http {

@@ -1,0 +1,492 @@
+#!/usr/bin/perl
+# Redis Sentinel (issue 16 item 3; decision 041): a master, one replica and
+# three sentinels started here on 127.0.0.1, with low sentinel timers; two
+# nginx nodes find the master through the sentinels by its name.
+#
+#   - failover under traffic, twice: a sender on node a keeps sending 1:1
+#     messages to a uid online on node b and to an offline one; the
+#     replica's link to the master is cut (a password set on the master,
+#     then CLIENT KILL TYPE replica) and 0.3 s later the master is killed
+#     with kill -9, so that appends the master answered meanwhile are not
+#     on the replica; the sentinels promote the replica; the nodes
+#     follow (+switch-master, and asking again on reconnect), and the old
+#     master is started again as the new master's replica (REPLICAOF here,
+#     as the sentinels would after 8 s or more).
+#     Every publish is answered (an ack or a refusal); messages acked and
+#     never delivered (the live recipient's pushes, then both recipients'
+#     inboxes read at a login after the end) are counted: 0 with
+#     im_redis_wait 1 (asserted); with the option off the count and the
+#     time from the kill to the first ack of a message sent after it are
+#     only reported (note lines: they depend on timing);
+#   - the first sentinel of the list is down: the next one answers, the log
+#     names the address that refused;
+#   - a master name the sentinels do not know: logins answered 2, the log
+#     says so;
+#   - a "sentinel" (a stand-in here) that names a replica: the connection
+#     refuses it ("not a master"), logins answered 2; its +switch-master to
+#     the real master is followed;
+#   - nginx -t refuses the bad combinations (the example of
+#     docs/OPERATIONS.md's "Redis Sentinel" section is checked with the
+#     other examples of the docs by t/015-doc-examples.t).
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib';
+use Test::Nginx qw/port free_port wait_until/;
+use Time::HiRes qw/time sleep/;
+use IO::Socket::INET;
+use IM::Redis;
+use IM::UserCentre;
+use IM::Client;
+use IM::Proto qw/:all/;
+use IM::Cluster qw/login/;
+use IM::Setup qw/write_conf/;
+
+my $t = Test::Nginx->new()->has(qw/http redis/);    # helpers and daemons
+my $d = $t->testdir;
+my $uc = IM::UserCentre->new(t => $t, users => "* * uid-from-name\n");
+
+my $NAME = 'immaster';
+
+my %TIMERS = (
+    # no check here is about pings or re-pushes (a loaded machine must not
+    # close a session the test reads late)
+    im_ping_interval   => '300s',
+    im_ping_timeout    => '5s',
+    im_repush_interval => '60s',
+    im_close_grace     => '1s',
+    im_redis_timeout   => '3s',
+);
+
+###############################################################################
+# master, replica, three sentinels
+
+# a full resync starts at once, not after Redis's default 5 s wait for
+# more replicas: the time until a replica has the writes again is ours
+my @SYNC = ('--repl-diskless-sync-delay', '0');
+my @redis = (IM::Redis->new(t => $t, args => [@SYNC]));
+push @redis, IM::Redis->new(t => $t,
+    args => [@SYNC, '--replicaof', '127.0.0.1', $redis[0]->port]);
+my %by_port = map { $_->port => $_ } @redis;
+
+sub linked {
+    my ($replica) = @_;
+    return 0 unless $replica;
+    my $info = eval { $replica->cmd(INFO => 'replication') } // '';
+    return $info =~ /role:slave/ && $info =~ /master_link_status:up/;
+}
+
+ok(wait_until(sub { linked($redis[1]) }, 30), 'the replica is linked')
+    or BAIL_OUT('no replication');
+
+my @sentinels;
+for my $i (1 .. 3) {
+    my $port = free_port();
+    my $dir = "$d/sentinel$i";
+    mkdir $dir or die "mkdir $dir: $!\n";
+    $t->write_file("sentinel$i/sentinel.conf", <<"EOF");
+port $port
+bind 127.0.0.1
+daemonize no
+protected-mode no
+dir $dir
+logfile $dir/sentinel.log
+sentinel monitor $NAME 127.0.0.1 ${\ $redis[0]->port} 2
+sentinel down-after-milliseconds $NAME 1000
+sentinel failover-timeout $NAME 5000
+sentinel parallel-syncs $NAME 1
+EOF
+    $t->run_daemon($IM::Redis::REDIS, "$dir/sentinel.conf", '--sentinel');
+    # a RESP client on the sentinel's port (not started: it is running)
+    push @sentinels, IM::Redis->new(t => $t, port => $port, no_start => 1);
+}
+
+# what every sentinel says of the master: its port, when they agree
+sub master_port {
+    my %p;
+    for my $s (@sentinels) {
+        my $a = eval { $s->cmd(SENTINEL => 'get-master-addr-by-name', $NAME) };
+        return undef unless ref $a eq 'ARRAY';
+        $p{$a->[1]} = 1;
+    }
+    return keys %p == 1 ? (keys %p)[0] : undef;
+}
+
+# the sentinels know each other and a replica in good health
+sub settled {
+    for my $s (@sentinels) {
+        my $m = eval { $s->cmd(SENTINEL => 'master', $NAME) } or return 0;
+        my %m = @$m;
+        return 0 unless $m{flags} eq 'master'
+            && $m{'num-other-sentinels'} == 2 && $m{'num-slaves'} >= 1;
+        my $r = eval { $s->cmd(SENTINEL => 'replicas', $NAME) } or return 0;
+        return 0 unless grep {
+            my %r = @$_;
+            $r{flags} eq 'slave' && $r{'master-link-status'} eq 'ok'
+        } @$r;
+    }
+    return 1;
+}
+
+# the one the sentinels do not name
+sub replica {
+    my $p = master_port() // return undef;
+    my ($r) = grep { $_->port != $p } @redis;
+    return $r;
+}
+
+ok(wait_until(\&settled, 60), 'three sentinels agree on the master and '
+    . 'its replica') or BAIL_OUT('sentinels not settled');
+
+my $SENTINELS = join ' ', map { $_->addr } @sentinels;
+my $MAIN = "im_redis_sentinel $SENTINELS;\nim_redis_sentinel_master $NAME;\n";
+
+sub node {
+    my (%o) = @_;
+    return IM::Cluster::node(workers => 1, uc => $uc,
+        %o, timers => { %TIMERS, %{$o{timers} || {}} });
+}
+
+# a login, tried again while the node has no master yet (code 2)
+sub login_ok {
+    my ($n, $uid, %o) = @_;
+    my ($c, $code);
+    wait_until(sub {
+        ($c, $code) = login($n, $uid, %o);
+        return 1 if defined $code && $code == 0;
+        $c->close if $c;
+        sleep 0.2;
+        return 0;
+    }, 30);
+    return ($c, $code);
+}
+
+###############################################################################
+# failover under traffic
+
+sub failover {
+    my ($run, $extra) = @_;
+    my $base = 25000 + 100 * $run;
+    my ($S, $L, $Y) = ($base + 1, $base + 2, $base + 3);
+    my $tag = $extra ? 'wait on' : 'wait off';
+
+    my $old = $by_port{master_port() // 0}
+        or return fail("$tag: the sentinels name no master");
+    my ($replica) = grep { $_ != $old } @redis;
+    my $a = node(name => "a$run", port => 9095, main => $MAIN . $extra);
+    my $b = node(name => "b$run", port => 9096, main => $MAIN . $extra);
+    $a->run();
+    $b->run();
+
+    my ($s) = login_ok($a, $S, auto_ack => 0);
+    my ($l) = login_ok($b, $L);
+    ok($s && $l, "$tag: sender on node a, recipient on node b")
+        or return;
+
+    my (%sent, %answer, %got);
+    my ($seq, $inflight, $t_cut, $t_kill, $t_switch, $resumed, $after) =
+        (0, 0, undef, undef, undef, undef, 0);
+    my $deadline = time + 120;
+
+    while (time < $deadline) {
+        while ($inflight < 8) {
+            my $to = $seq++ % 2 ? $Y : $L;
+            my $id = $s->publish($to, "$tag $seq");
+            $sent{$id} = [$to, time];
+            $inflight++;
+        }
+
+        my $refusals = 0;
+        while (my $m = $s->next(timeout => 0.02)) {
+            my $id = $m->{msgid};
+            next unless defined $id && $sent{$id} && !$answer{$id};
+            if ($m->{cmd} == PUB_ACK) {
+                $answer{$id} = 'ack';
+                if ($t_kill && $sent{$id}[1] > $t_kill) {
+                    $resumed //= time;
+                    $after++;
+                }
+            } elsif ($m->{cmd} == INVALID_PACKET) {
+                $answer{$id} = 'refused';
+                $refusals++;
+            } else {
+                next;
+            }
+            $inflight--;
+        }
+        $got{$_->{msgid}}++ for grep { $_->{cmd} == PUBLISH } $l->drain(0.01);
+        sleep 0.02 if $refusals;
+
+        # the replica's link is cut and cannot come back (a password its
+        # reconnection does not have; the connections made before keep
+        # working), so what the master answers now is not on the replica;
+        # the master dies 0.3 s later: without WAIT, acked appends are lost
+        if (!$t_cut && (grep { $_ eq 'ack' } values %answer) >= 200) {
+            eval {
+                $old->cmd(CONFIG => 'SET', 'requirepass', 'cut-the-link');
+                $old->cmd(CLIENT => 'KILL', 'TYPE', 'replica');
+            };
+            $t_cut = time;
+        }
+
+        if ($t_cut && !$t_kill && time - $t_cut >= 0.3) {
+            $old->kill9;
+            $t_kill = time;
+            note("$tag: master on port ${\ $old->port} killed");
+        }
+
+        if ($t_kill && !$t_switch) {
+            my $p = master_port();
+            if (defined $p && $p != $old->port) {
+                $t_switch = time;
+                note(sprintf("$tag: the sentinels switched to port %d after"
+                    . " %.1f s; the old master starts again", $p,
+                    $t_switch - $t_kill));
+                # a replica of the new master, as the sentinels would make
+                # it (they wait 8 s first, longer in their "tilt" mode on a
+                # busy machine)
+                $old->start;
+                eval { $old->cmd(REPLICAOF => '127.0.0.1', $p) };
+            }
+        }
+
+        last if $resumed && $after >= 100 && time - $resumed > 2;
+    }
+
+    ok($t_kill && $t_switch, "$tag: the master was killed and the "
+        . 'sentinels promoted the replica');
+    ok($resumed, "$tag: messages sent after the kill are acked again");
+
+    # every publish gets its answer
+    my $dl = time + 20;
+    while ($inflight > 0 && time < $dl) {
+        my $m = $s->next(timeout => 1) or next;
+        my $id = $m->{msgid};
+        next unless defined $id && $sent{$id} && !$answer{$id};
+        next unless $m->{cmd} == PUB_ACK || $m->{cmd} == INVALID_PACKET;
+        $answer{$id} = $m->{cmd} == PUB_ACK ? 'ack' : 'refused';
+        $inflight--;
+    }
+    is($inflight, 0, "$tag: every publish answered, an ack or a refusal ("
+        . scalar(keys %sent) . ')');
+
+    my @acked = grep { ($answer{$_} // '') eq 'ack' } keys %sent;
+    my @refused = grep { ($answer{$_} // '') eq 'refused' } keys %sent;
+
+    # the live recipient: what it was pushed, then its inbox at a new login
+    my @for_l = grep { $sent{$_}[0] == $L } @acked;
+    $dl = time + 10;
+    while (time < $dl && grep { !$got{$_} } @for_l) {
+        $got{$_->{msgid}}++ for grep { $_->{cmd} == PUBLISH } $l->drain(0.2);
+    }
+    $l->close(1000);
+    my ($l2) = login_ok($b, $L);
+    my ($y) = login_ok($b, $Y);
+    my @for_y = grep { $sent{$_}[0] == $Y } @acked;
+    $dl = time + 20;
+    while (time < $dl && grep { !$got{$_} } @for_l, @for_y) {
+        for my $c (grep { $_ } $l2, $y) {
+            $got{$_->{msgid}}++
+                for grep { $_->{cmd} == PUBLISH } $c->drain(0.2);
+        }
+    }
+
+    my $lost = grep { !$got{$_} } @acked;
+    my $line = sprintf("%s: %d published, %d acked, %d refused; acked and "
+        . "never delivered: %d; service resumed %.1f s after the kill "
+        . "(sentinels switched after %.1f s)", $tag, scalar(keys %sent),
+        scalar(@acked), scalar(@refused), $lost,
+        ($resumed // time) - $t_kill, ($t_switch // time) - $t_kill);
+    note($line);
+    diag($line) if $ENV{IM_SENTINEL_FIGURES};
+
+    if ($extra) {
+        is($lost, 0, "$tag: no acked message lost ($lost of "
+            . scalar(@acked) . ')');
+        my $re = qr/im redis: master "$NAME" is now at/;
+        ok((grep { $_->error_log =~ $re } $a, $b) == 2,
+            "$tag: both nodes logged the new master");
+    }
+
+    $_->close(1000) for grep { $_ } $s, $l2, $y;
+    $a->stop();
+    $b->stop();
+
+    # the next run needs a master and a linked replica again: the old
+    # master, or (after a failover back, which a busy machine can cause
+    # with a 1 s down-after-milliseconds) the other one
+    ok(wait_until(sub { settled() && linked(replica()) }, 90),
+        "$tag: a master and its linked replica again") or diag(
+        explain(eval { $old->cmd(INFO => 'replication') }),
+        explain([map { [eval { $_->cmd(SENTINEL => 'master', $NAME) },
+            eval { $_->cmd(SENTINEL => 'replicas', $NAME) }] } @sentinels]));
+}
+
+failover(1, '');
+failover(2, "im_redis_wait 1 1s;\n");
+
+###############################################################################
+# the first sentinel is down; a name nobody knows
+
+{
+    my $dead = free_port();
+    my $n = node(name => 'c', port => 9095,
+        main => "im_redis_sentinel 127.0.0.1:$dead $SENTINELS;\n"
+            . "im_redis_sentinel_master $NAME;\n");
+    $n->run();
+    my ($c, $code) = login_ok($n, 25501);
+    is($code, 0, 'first sentinel down: logins work through the next');
+    ok($n->wait_for_log(qr/Connection refused\) while connecting to Redis, /
+        . qr/redis: 127\.0\.0\.1:$dead \(sentinel\)/),
+        'first sentinel down: the log names its address');
+    my ($c2) = login_ok($n, 25502);
+    my $id = $c->publish(25502, 'through the second sentinel');
+    ok($c->expect(cmd => PUB_ACK, msgid => $id)
+        && $c2->expect(cmd => PUBLISH, msgid => $id),
+        'first sentinel down: a message acked and delivered');
+    $_->close(1000) for $c, $c2;
+    $n->stop();
+}
+
+{
+    my $n = node(name => 'd', port => 9095,
+        main => "im_redis_sentinel $SENTINELS;\n"
+            . "im_redis_sentinel_master nosuchmaster;\n");
+    $n->run();
+    ok($n->wait_for_log(qr/sentinel does not know the master "nosuchmaster"/
+        . qr/.*redis: 127\.0\.0\.1:\d+ \(sentinel\)/),
+        'unknown master name: the log says so, naming the sentinel');
+    my ($c, $code) = login($n, 25511);
+    is($code, 2, 'unknown master name: logins answered 2');
+    $c->close if $c;
+    $n->stop();
+}
+
+###############################################################################
+# a stand-in sentinel that names the replica, then switches to the master
+
+{
+    my $mport = master_port();
+    my ($replica) = grep { $_->port != $mport } @redis;
+    my $fake = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+        Listen => 8, ReuseAddr => 1) or die "listen: $!\n";
+    my $fport = $fake->sockport;
+    my $go = "$d/switch-now";
+
+    # answers the question with the replica, confirms the subscription, and
+    # sends +switch-master to the real master once $go exists
+    $t->run_daemon(sub {
+        # the node drops this connection at each question asked again: a
+        # write to one it closed must not end the stand-in
+        local $SIG{PIPE} = 'IGNORE';
+        my @conns;
+        my $deadline = time + 120;
+        while (time < $deadline) {
+            my $rin = '';
+            vec($rin, fileno($fake), 1) = 1;
+            select($rin, undef, undef, 0.05);
+            if (vec($rin, fileno($fake), 1)) {
+                my $c = $fake->accept or next;
+                $c->blocking(0);
+                push @conns, { s => $c, in => '', switched => 0 };
+            }
+            @conns = grep { !$_->{gone} } @conns;
+            for my $k (@conns) {
+                my $n = sysread($k->{s}, my $buf, 4096);
+                if (defined $n && $n == 0) {
+                    close $k->{s};
+                    $k->{gone} = 1;
+                    next;
+                }
+                $k->{in} .= $buf if $n;
+                # SENTINEL get-master-addr-by-name <name>: 4 lines more
+                my $ask = qr/^\*3\r\n\$8\r\nSENTINEL\r\n(?:[^\r]*\r\n){4}/;
+                my $sub = qr/^\*2\r\n\$9\r\nSUBSCRIBE\r\n\$14\r\n
+                             \+switch-master\r\n/x;
+                while ($k->{in} =~ s/$ask//) {
+                    my $p = -e $go ? $mport : $replica->port;
+                    syswrite($k->{s}, "*2\r\n\$9\r\n127.0.0.1\r\n\$"
+                        . length($p) . "\r\n$p\r\n");
+                }
+                if ($k->{in} =~ s/$sub//) {
+                    syswrite($k->{s}, "*3\r\n\$9\r\nsubscribe\r\n\$14\r\n"
+                        . "+switch-master\r\n:1\r\n");
+                    $k->{sub} = 1;
+                }
+                if ($k->{sub} && -e $go && !$k->{switched}) {
+                    my $msg = "$NAME 127.0.0.1 " . $replica->port
+                        . " 127.0.0.1 $mport";
+                    syswrite($k->{s}, "*3\r\n\$7\r\nmessage\r\n\$14\r\n"
+                        . "+switch-master\r\n\$" . length($msg)
+                        . "\r\n$msg\r\n");
+                    $k->{switched} = 1;
+                }
+            }
+        }
+    });
+    close $fake;
+
+    my $n = node(name => 'e', port => 9095,
+        main => "im_redis_sentinel 127.0.0.1:$fport;\n"
+            . "im_redis_sentinel_master $NAME;\n");
+    $n->run();
+    my $rp = $replica->port;
+    ok($n->wait_for_log(qr/not a master: ROLE says "slave".*redis: /
+        . qr/127\.0\.0\.1:$rp \(inbox\)/),
+        'a replica named: "not a master", with its address');
+    my ($c, $code) = login($n, 25521);
+    is($code, 2, 'a replica named: logins answered 2');
+    $c->close if $c;
+
+    $t->write_file('switch-now', '');
+    ok($n->wait_for_log(qr/master "$NAME" is now at 127\.0\.0\.1:$mport /
+        . qr/\(was 127\.0\.0\.1:$rp\)/),
+        '+switch-master: the node follows');
+    my ($c2, $code2) = login_ok($n, 25522);
+    is($code2, 0, '+switch-master: logins work on the master');
+    $c2->close(1000) if $c2;
+    $n->stop();
+}
+
+###############################################################################
+# nginx -t
+
+sub nginx_t {
+    my ($main) = @_;
+    write_conf($t, redis => bless({}, 'NoRedis'), uc => $uc, stream => 0,
+        main => $main);
+    return scalar `'$Test::Nginx::NGINX' -t -p '$d/' -c '$d/nginx.conf' 2>&1`;
+}
+
+for my $case (
+    [ "im_redis 127.0.0.1:6379;\n$MAIN",
+        qr/im_redis and im_redis_sentinel exclude each other/ ],
+    [ "im_redis_sentinel $SENTINELS;",
+        qr/im_redis_sentinel needs im_redis_sentinel_master/ ],
+    [ "im_redis_sentinel_master $NAME;",
+        qr/need im_redis_sentinel/ ],
+    [ "${MAIN}im_redis_sentinel_user u;",
+        qr/im_redis_sentinel_user needs im_redis_sentinel_password/ ],
+    [ "${MAIN}im_redis_wait 1 3s;",
+        qr/im_redis_wait's timeout \(3000 ms\) must be shorter than/ ],
+    [ "${MAIN}im_redis_wait 0;", qr/im_redis_wait needs a number/ ],
+    [ "${MAIN}im_redis_wait 1 0;", qr/invalid im_redis_wait timeout/ ],
+    [ "${MAIN}im_redis_ssl on;\nim_redis_ssl_trusted_certificate $d/im.crt;",
+        qr/im_redis_ssl_verify\ with\ im_redis_sentinel\ needs
+           \ im_redis_ssl_name/x ],
+    [ "im_redis_sentinel 127.0.0.1:notaport;",
+        qr/invalid im_redis_sentinel address/ ],
+) {
+    my ($main, $re) = @$case;
+    (my $name = $main) =~ s/\s+/ /g;
+    like(nginx_t($main), $re, "nginx -t refuses: $name");
+}
+
+like(nginx_t("${MAIN}im_redis_wait 1 500ms;"), qr/test is successful/,
+    'nginx -t accepts sentinels with im_redis_wait 1 500ms');
+
+$t->allow_alerts(qr/\[emerg\]/);
+$t->done_testing();
+
+package NoRedis;
+sub addr { undef }
