@@ -224,9 +224,9 @@ ngx_im_presence_login(ngx_im_route_t *r)
         return;
     }
 
-    ngx_im_presence_everywhere(r, u, r->client_id);
-
     if (imcf->max_sessions == 0) {
+        ngx_im_presence_everywhere(r, u, r->client_id);
+
         if (imcf->registry) {
             ngx_im_presence_register(r);
         }
@@ -705,6 +705,7 @@ ngx_im_presence_counted(redisReply *reply, void *data)
 
     size_t                i;
     ngx_int_t             c;
+    ngx_im_user_t        *u;
     ngx_im_route_t       *r;
     ngx_im_router_ops_t  *ops;
 
@@ -738,6 +739,24 @@ ngx_im_presence_counted(redisReply *reply, void *data)
         ngx_im_presence_leave(r);
         ops->login_done(r, 1);
         return;
+    }
+
+    if (ngx_im_get_conf()->login_policy == NGX_IM_LOGIN_KICK) {
+        /*
+         * The kick of the older session of this ClientId leaves now, in
+         * the pass the login joins in: a holder of a newer one answers
+         * with its own 'K', which must find this login joined.  A newer
+         * one may have come here during the count.
+         */
+        u = ngx_im_table_find(r->uid);
+
+        if (u && ngx_im_presence_newer(u, r->client_id, r->token)) {
+            ngx_im_presence_leave(r);
+            ngx_im_presence_lost(r);
+            return;
+        }
+
+        ngx_im_presence_everywhere(r, u, r->client_id);
     }
 
     /* kick: the oldest made room */
