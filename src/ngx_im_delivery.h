@@ -3,8 +3,9 @@
  *
  * A push waits in the session's in-flight queue until the client acks it,
  * and is pushed again every im_repush_interval after its bytes left, at
- * most im_repush_max times; then the session is closed.  Pushes wait their turn behind the
- * inbox after a login and behind output the client has yet to read.
+ * most im_repush_max times; then the session is closed.  Pushes wait their
+ * turn behind the inbox after a login and behind output the client has yet
+ * to read.
  * Whatever a session did not get acked goes back to the store when it
  * ends (docs/PROTOCOL.md 5).
  */

@@ -9,11 +9,11 @@
  * they were answered: a login that started before the live session of
  * its (uid, ClientId) loses (CONNECT_ACK 1), here at once, elsewhere when
  * the holder of the newer session answers its 'K' with its own
- * (docs/decisions/042-busy-is-not-dead.md).  Under "reject" the login claims the
- * presence key "im:p:<uid>:<ClientId>" (a Lua script, so that checking
- * and taking it is one step) and is refused while another live session
- * holds it.  The key is refreshed with the heartbeat and removed when the
- * session leaves.
+ * (docs/decisions/042-busy-is-not-dead.md).  Under "reject" the login
+ * claims the presence key "im:p:<uid>:<ClientId>" (a Lua script, so that
+ * checking and taking it is one step) and is refused while another live
+ * session holds it.  The key is refreshed with the heartbeat and removed
+ * when the session leaves.
  *
  * With "im_max_sessions n" the login then registers in "im:s:<uid>", a
  * hash of the uid's live sessions on every node, each with its deadline
