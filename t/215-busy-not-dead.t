@@ -12,6 +12,11 @@
 #      must not end with "ping timeout".
 #   2. re-push (im_repush_max 0: the first deadline closes): the client acks
 #      behind the flood; the session must not end with "re-push limit".
+#   3. a push whose bytes have not left: the client's receive buffer and the
+#      server's send buffer are small (4 KB), the client reads nothing for 2
+#      s after a 30 KB push is queued to it; the push's re-push clock starts
+#      when its bytes have left, so its 1 s deadline has not passed when the
+#      client reads it and acks.
 # A client that really is dead is still closed: t/104-repush.t and
 # t/109-heartbeat.t.
 use strict;
@@ -24,10 +29,11 @@ use IM::Client;
 use IM::Proto qw/:all/;
 use IM::Setup qw/standard/;
 
-my ($t, $redis, $uc) = standard(stream => 0, listen => 'rcvbuf=4m',
+my ($t, $redis, $uc) = standard(stream => 0,
+    listen => 'rcvbuf=4m sndbuf=4k',
     users => "alice alice-secret 1001\nbob bob-secret 1002\n"
-        . "carol carol-secret 1003\n",
-    main => "im_ping_interval 2s;\nim_ping_timeout 1s;\n"
+        . "carol carol-secret 1003\ndave dave-secret 1004\n",
+    main => "im_ping_interval 3s;\nim_ping_timeout 1s;\n"
         . "im_repush_interval 1s;\nim_repush_max 0;\nim_close_grace 1s;");
 
 my ($worker) = $t->worker_pids;
@@ -135,6 +141,38 @@ sub session_end {
     is($b2->login('bob', 'bob-secret'), 0, 're-push: bob logs in again');
     ok($b2->nothing_for(1), 're-push: the acked message is not pushed again');
     $b2->disconnect;
+}
+
+# -- 3. the re-push clock starts when the bytes left
+{
+    my $d = IM::Client->new(port => port(9095), rcvbuf => 4096, uid => 1004);
+    is($d->login('dave', 'dave-secret'), 0, 'bytes left: dave logs in');
+    my $c = IM::Client->new(port => port(9095), auto_pong => 1, uid => 1003);
+    is($c->login('carol', 'carol-secret'), 0, 'bytes left: carol logs in');
+
+    # just after a PING is answered: the next one is 3 s away
+    ok($d->expect(cmd => PING, timeout => 10), 'bytes left: dave is PINGed');
+    $d->ping_resp;
+
+    my $id = $c->publish(1004, 'x' x 30000);
+    ok($c->expect(cmd => PUB_ACK, msgid => $id), 'bytes left: carol is acked');
+    # the push is queued; most of its 30 KB cannot leave while dave does
+    # not read; its deadline (1 s, im_repush_max 0) would have closed
+    sleep 2;
+
+    $d->auto_pong(1);
+    my $m = $d->expect(cmd => PUBLISH, msgid => $id);
+    ok($m && length($m->{payload} // '') > 30000,
+        'bytes left: dave reads the push');
+    $d->ack($id);
+    $d->ping;
+    ok($d->expect(cmd => PING_RESP, timeout => 30),
+        'bytes left: the session lives on: our PING is answered');
+    ok(!grep({ $_->{cmd} == DISCONNECT } $d->pending),
+        'bytes left: no DISCONNECT');
+    is(session_end(1004), undef, 'bytes left: no session end logged');
+    is(metric('im_repushes_total'), 0, 'bytes left: nothing was pushed again');
+    $_->disconnect for $d, $c;
 }
 
 done_testing();
