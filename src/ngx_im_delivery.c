@@ -23,6 +23,11 @@
 #include "ngx_im_router.h"
 
 
+/* a deadline that found the client's input unread looks again this much
+ * later (ms): the read posted meanwhile takes up to 1 MB per pass */
+#define NGX_IM_DELIVERY_LOOK  10
+
+
 struct ngx_im_mark_s {
     ngx_event_t            ev;
     uint64_t               nonce;
@@ -44,6 +49,8 @@ typedef struct {
     unsigned               stored:1;
     unsigned               live:1;          /* counted in waiting_bytes */
     unsigned               sent:1;          /* its bytes left (in flight) */
+    unsigned               spared:1;        /* its deadline found input
+                                             * unread */
 } ngx_im_inflight_t;
 
 
@@ -125,6 +132,7 @@ ngx_im_delivery_send(ngx_im_session_t *s, ngx_im_msg_t *msg,
     f->stored = stored;
     f->live = 0;
     f->sent = 0;
+    f->spared = 0;
     f->seq = msg->seq;
     f->origin = msg->origin;
     f->deadline = ngx_current_msec + imcf->repush_interval;
@@ -366,14 +374,18 @@ ngx_im_delivery_repush_handler(ngx_event_t *ev)
 
         if (last == NULL && ngx_im_session_unread(s)) {
             /* the worker is behind: what the client sent, the ack
-             * perhaps, waits unread.  Read first, look again after */
-            ngx_im_stats->busy_spared++;
+             * perhaps, waits unread.  Read first (in this pass), look
+             * again after; counted once per deadline */
+            if (!f->spared) {
+                f->spared = 1;
+                ngx_im_stats->busy_spared++;
+            }
 
             if (!s->connection->read->posted) {
                 ngx_post_event(s->connection->read, &ngx_posted_events);
             }
 
-            ngx_add_timer(ev, 1);
+            ngx_add_timer(ev, NGX_IM_DELIVERY_LOOK);
             return;
         }
 
@@ -397,6 +409,7 @@ ngx_im_delivery_repush_handler(ngx_event_t *ev)
         f->repushes++;
         f->deadline = ngx_current_msec + imcf->repush_interval;
         f->sent = 0;
+        f->spared = 0;
 
         ngx_log_debug2(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
                        "im delivery: uid %uD re-push %ui", s->route.uid,
@@ -449,6 +462,7 @@ ngx_im_delivery_drained(ngx_im_session_t *s)
         }
 
         f->sent = 1;
+        f->spared = 0;
         f->deadline = deadline;
     }
 }
