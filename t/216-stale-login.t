@@ -5,7 +5,7 @@
 # while the server was behind), must not kick that session. It is answered
 # CONNECT_ACK 1, as a duplicate, and the live session goes on.
 #
-# The user centre answers "slow<uid>" 3 s late with the uid, "u<uid>" at
+# The user centre answers "slow<uid>" 8 s late with the uid, "u<uid>" at
 # once. The slow CONNECT is sent first and the test waits until the user
 # centre has it (so the server read it first); the fast login of the same
 # uid and ClientId is accepted meanwhile; then the slow answer comes.
@@ -38,7 +38,7 @@ my %TIMERS = (
 my $t0 = Test::Nginx->new()->has(qw/http redis/);
 my $redis = IM::Redis->new(t => $t0);
 my $uc = IM::UserCentre->new(t => $t0, users => join '',
-    map({ "slow$_ pw delay:3:$_\n" } 1301, 1302), "* * uid-from-name\n");
+    map({ "slow$_ pw delay:8:$_\n" } 1301, 1302), "* * uid-from-name\n");
 
 my %node;
 for my $n (['a', 9095], ['b', 9096]) {
@@ -60,7 +60,7 @@ sub stale_case {
     my $oldport = $node{$old_on}{im_port};
     my $newport = $node{$new_on}{im_port};
 
-    # the slow attempt: CONNECT read first, its answer 3 s away
+    # the slow attempt: CONNECT read first, its answer 8 s away
     my $old = IM::Client->new(port => $oldport, auto_pong => 1);
     ok($old->upgraded, "$name: the old attempt's connection");
     $old->send(connect_msg("slow$uid", 'pw', role => 1, client_id => 2));
