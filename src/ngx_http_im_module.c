@@ -1079,16 +1079,6 @@ ngx_http_im_auth(ngx_im_session_t *s)
         return NGX_ERROR;
     }
 
-    /*
-     * A login that waited for its turn (im_logins_in_flight) asks from a
-     * posted event, outside the request's handlers, which run the posted
-     * subrequests when they return: the connection's write event does it
-     * (with nothing to write, as in a login that did not wait)
-     */
-    if (!r->connection->write->posted) {
-        ngx_post_event(r->connection->write, &ngx_posted_events);
-    }
-
     return NGX_OK;
 }
 

@@ -827,6 +827,16 @@ ngx_im_session_queue_handler(ngx_event_t *ev)
                        ngx_im_logins_in_flight);
 
         ngx_im_session_auth_start(s);
+
+        /*
+         * Asked from here, outside the connection's handlers: what the
+         * transport leaves for them to finish (the WebSocket transport's
+         * auth subrequest runs when the request's handler returns) is
+         * done by a write event, with nothing to write
+         */
+        if (!s->connection->write->posted) {
+            ngx_post_event(s->connection->write, &ngx_posted_events);
+        }
     }
 }
 
