@@ -23,7 +23,10 @@
 #        3s: the default), STORM_RATE (200), STORM_MODULES (the build),
 #        STORM_PORT_BASE (21000), STORM_UC (perl: tools/im-usercentre;
 #        nginx: bench/usercentre-nginx.conf.in, one worker on CPU 1, not
-#        the bottleneck).
+#        the bottleneck), STORM_LOG (the error log's level, warn; info adds
+#        a line per session end, counted by reason in ends-run<k>.txt and
+#        the summary), STORM_MAIN (more main-context directives, e.g.
+#        "im_logins_in_flight 0;").
 
 set -u -o pipefail
 
@@ -39,6 +42,8 @@ RATE=${STORM_RATE:-200}
 MODULES=${STORM_MODULES:-$IM_BUILD}
 PB=${STORM_PORT_BASE:-21000}
 UC=${STORM_UC:-perl}
+LOGLEVEL=${STORM_LOG:-warn}
+MAIN=${STORM_MAIN:-}
 OUT=${STORM_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)-storm}
 PAIRS=100
 
@@ -73,7 +78,8 @@ run_one() {   # index module
     im_conf "$dir/nginx.conf" DIR="$dir" IM_MODULE="$dir/ngx_im_module.so" \
         WORKERS="$WORKERS" AFFINITY="$aff" DELIVERY=write_through \
         WS_PORT="$WS" TCP_PORT="$TCP_PORT" REUSEPORT=reuseport \
-        MAIN="im_redis_timeout $RTIMEOUT;" \
+        MAIN="im_redis_timeout $RTIMEOUT; $MAIN" \
+        -e "s|error.log warn;|error.log $LOGLEVEL;|" \
         -e "s|proxy_connect_timeout 2s;|proxy_connect_timeout 30s;|" \
         -e "s|proxy_read_timeout 10s;|proxy_read_timeout 60s;|" || return 1
     nginx_up "$dir" "$dir/nginx.conf" "$WS" "$WORKERS" \
@@ -111,6 +117,8 @@ run_one() {   # index module
     cat "$dir/talk.json" >> "$RESULTS"
 
     curl -s "http://127.0.0.1:$WS/metrics" > "$OUT/metrics-run$k.txt"
+    grep -oE 'session end( before login)?: [^,]+' "$dir/error.log" | sort \
+        | uniq -c | sort -rn > "$OUT/ends-run$k.txt"
     error_counts '\[(alert|emerg|crit|error)\]|timed out|PING sent' \
         "$dir/error.log" > "$OUT/errors-run$k.txt"
 
@@ -118,7 +126,7 @@ run_one() {   # index module
     stop_pid "$rpid" TERM
 
     python3 - "$OUT/metrics-run$k.txt" "$line" "$(cat "$dir/talk.json")" "$mod" \
-        "$dir/spread.txt" <<'PY'
+        "$dir/spread.txt" "$OUT/ends-run$k.txt" <<'PY'
 import json, re, sys
 m = dict(re.findall(r'^(im_\S+) (\S+)$', open(sys.argv[1]).read(), re.M))
 s = json.loads(sys.argv[2]); t = json.loads(sys.argv[3] or '{}')
@@ -146,6 +154,19 @@ if best and sum(best):
     print("storm: %s: sessions per worker at the fullest: %s (largest / mean %.3f)"
           % (sys.argv[4], " ".join(map(str, best)),
              max(best) * len(best) / sum(best)))
+print("storm: %s: logins answered 0/1/2/3: %s/%s/%s/%s; kicked %s, stale logins %s, "
+      "busy spared %s, logins queued %s (timed out %s)"
+      % (sys.argv[4], g('im_logins_total{result="accepted"}'),
+         g('im_logins_total{result="duplicate"}'),
+         g('im_logins_total{result="unavailable"}'),
+         g('im_logins_total{result="denied"}'), g('im_kicks_total'),
+         g('im_stale_logins_total'), g('im_busy_spared_total'),
+         g('im_login_queued_total'), g('im_login_queue_timeouts_total')))
+ends = [l.split(None, 1) for l in open(sys.argv[6]) if l.strip()]
+if ends:
+    print("storm: %s: session ends: %s" % (sys.argv[4], "; ".join(
+        "%s %s" % (e[1].strip().replace('session end', '').lstrip(': '), e[0])
+        for e in ends)))
 PY
 }
 

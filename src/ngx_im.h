@@ -79,6 +79,9 @@ typedef struct {
     ngx_msec_t          close_grace;
 
     ngx_uint_t          login_policy;
+    /* logins asking the user centre at once, per worker; 0: no bound */
+    ngx_uint_t          logins_in_flight;
+    ngx_msec_t          login_queue_timeout;
 
     size_t              max_payload;
     size_t              max_message;

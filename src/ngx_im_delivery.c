@@ -8,6 +8,12 @@
  * meanwhile (ngx_im_merge.c), and the hand-back of everything unacked to
  * the store when the session stops taking messages.  In-flight windows are
  * small, so a MsgId is looked up by a linear scan.
+ *
+ * A push's re-push clock starts when its bytes have left: pushes whose
+ * bytes still wait in the session's output are the tail of the in-flight
+ * queue, and get their deadline when the output drains.  A deadline that
+ * finds the client's input unread waits for it to be read: the ack may be
+ * there (docs/decisions/042-busy-is-not-dead.md).
  */
 
 #include "ngx_im_delivery.h"
@@ -15,6 +21,11 @@
 #include "ngx_im_merge.h"
 #include "ngx_im_events.h"
 #include "ngx_im_router.h"
+
+
+/* a deadline that found the client's input unread looks again this much
+ * later (ms): the read posted meanwhile takes up to 1 MB per pass */
+#define NGX_IM_DELIVERY_LOOK  10
 
 
 struct ngx_im_mark_s {
@@ -37,6 +48,9 @@ typedef struct {
     uint32_t               origin;
     unsigned               stored:1;
     unsigned               live:1;          /* counted in waiting_bytes */
+    unsigned               sent:1;          /* its bytes left (in flight) */
+    unsigned               spared:1;        /* its deadline found input
+                                             * unread */
 } ngx_im_inflight_t;
 
 
@@ -117,6 +131,8 @@ ngx_im_delivery_send(ngx_im_session_t *s, ngx_im_msg_t *msg,
     f->repushes = 0;
     f->stored = stored;
     f->live = 0;
+    f->sent = 0;
+    f->spared = 0;
     f->seq = msg->seq;
     f->origin = msg->origin;
     f->deadline = ngx_current_msec + imcf->repush_interval;
@@ -349,6 +365,30 @@ ngx_im_delivery_repush_handler(ngx_event_t *ev)
             return;
         }
 
+        if (!f->sent) {
+            /* its bytes (and those of every push behind it) have not
+             * left: the deadline is set when the output drains */
+            ngx_add_timer(ev, imcf->repush_interval);
+            return;
+        }
+
+        if (last == NULL && ngx_im_session_unread(s)) {
+            /* the worker is behind: what the client sent, the ack
+             * perhaps, waits unread.  Read first (in this pass), look
+             * again after; counted once per deadline */
+            if (!f->spared) {
+                f->spared = 1;
+                ngx_im_stats->busy_spared++;
+            }
+
+            if (!s->connection->read->posted) {
+                ngx_post_event(s->connection->read, &ngx_posted_events);
+            }
+
+            ngx_add_timer(ev, NGX_IM_DELIVERY_LOOK);
+            return;
+        }
+
         if (f->repushes >= imcf->repush_max) {
             ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                           "im: uid %uD did not ack after %ui re-pushes",
@@ -368,6 +408,8 @@ ngx_im_delivery_repush_handler(ngx_event_t *ev)
 
         f->repushes++;
         f->deadline = ngx_current_msec + imcf->repush_interval;
+        f->sent = 0;
+        f->spared = 0;
 
         ngx_log_debug2(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
                        "im delivery: uid %uD re-push %ui", s->route.uid,
@@ -391,6 +433,38 @@ ngx_im_delivery_repush_handler(ngx_event_t *ev)
     /* all acknowledged since the timer was set */
 
     ngx_im_delivery_drop_repush(s);
+}
+
+
+/*
+ * The session's output is all out: the pushes written since the last time
+ * (the tail of the in-flight queue) are counted from now.  The queue stays
+ * in deadline order: those before them were due earlier.
+ */
+
+void
+ngx_im_delivery_drained(ngx_im_session_t *s)
+{
+    ngx_msec_t          deadline;
+    ngx_queue_t        *q;
+    ngx_im_inflight_t  *f;
+
+    deadline = ngx_current_msec + ngx_im_get_conf()->repush_interval;
+
+    for (q = ngx_queue_last(&s->inflight);
+         q != ngx_queue_sentinel(&s->inflight);
+         q = ngx_queue_prev(q))
+    {
+        f = ngx_queue_data(q, ngx_im_inflight_t, queue);
+
+        if (f->sent) {
+            break;
+        }
+
+        f->sent = 1;
+        f->spared = 0;
+        f->deadline = deadline;
+    }
 }
 
 

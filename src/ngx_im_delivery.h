@@ -2,9 +2,10 @@
  * ngx_im_delivery.h: messages to a session's client, until acknowledged.
  *
  * A push waits in the session's in-flight queue until the client acks it,
- * and is pushed again every im_repush_interval, at most im_repush_max
- * times; then the session is closed.  Pushes wait their turn behind the
- * inbox after a login and behind output the client has yet to read.
+ * and is pushed again every im_repush_interval after its bytes left, at
+ * most im_repush_max times; then the session is closed.  Pushes wait their
+ * turn behind the inbox after a login and behind output the client has yet
+ * to read.
  * Whatever a session did not get acked goes back to the store when it
  * ends (docs/PROTOCOL.md 5).
  */
@@ -29,6 +30,8 @@ void ngx_im_delivery_sync(ngx_im_session_t *s);
 void ngx_im_delivery_marked(ngx_im_session_t *s, uint64_t nonce);
 /* room in the output again: push what waits for it */
 void ngx_im_delivery_feed(ngx_im_session_t *s);
+/* the output is all out: the re-push clock of what it held starts */
+void ngx_im_delivery_drained(ngx_im_session_t *s);
 /* the session stops taking messages (kicked, or ending): what it holds
  * unacked goes back to the store */
 void ngx_im_delivery_release(ngx_im_session_t *s);

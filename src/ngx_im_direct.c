@@ -4,7 +4,8 @@
  * Owns the deliveries waiting for their recipient's ack (a tree by token)
  * and their deadline: the re-push budget, im_repush_interval times
  * (im_repush_max + 1), after which a session that did not ack has been
- * closed, plus one interval for the ack to come back from a sibling.  A
+ * closed (unless a busy worker spared it, decision 042), plus one
+ * interval for the ack to come back from a sibling.  A
  * refusal after the push is a possible duplicate: the recipient may have
  * the message, and the sender sends it again with the same MsgId
  * (docs/GUIDE.md 2).  Rare by design: only while appends fail.

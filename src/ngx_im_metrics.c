@@ -683,6 +683,31 @@ ngx_im_metrics_prometheus(ngx_pool_t *pool)
                            "Appends refused because WAIT found too few "
                            "replicas.",
                            t->redis_wait_short);
+    p = ngx_im_metrics_one(p, "im_busy_spared_total", "counter",
+                           "Heartbeat timeouts and re-push deadlines that "
+                           "found the client alive (input unread, output "
+                           "moving) and waited instead of closing.",
+                           t->busy_spared);
+    p = ngx_im_metrics_one(p, "im_stale_logins_total", "counter",
+                           "Logins refused (CONNECT_ACK 1) because a "
+                           "login of the same uid and ClientId that "
+                           "started later had won.",
+                           t->stale_logins);
+    p = ngx_im_metrics_one(p, "im_logins_in_flight", "gauge",
+                           "Logins asking the user centre now.",
+                           snap->gauges.logins_in_flight);
+    p = ngx_im_metrics_one(p, "im_login_queue", "gauge",
+                           "CONNECTs waiting for a place among the "
+                           "logins in flight (im_logins_in_flight).",
+                           snap->gauges.login_queue);
+    p = ngx_im_metrics_one(p, "im_login_queued_total", "counter",
+                           "CONNECTs that waited for a place among the "
+                           "logins in flight.",
+                           t->login_queued);
+    p = ngx_im_metrics_one(p, "im_login_queue_timeouts_total", "counter",
+                           "CONNECTs answered CONNECT_ACK 2 after "
+                           "im_login_queue_timeout in the queue.",
+                           t->login_queue_timeouts);
     p = ngx_im_metrics_hist(p, "im_redis_duration_seconds",
                             "Time from a Redis command to its reply.",
                             &t->redis);
@@ -832,6 +857,12 @@ ngx_im_metrics_json(ngx_pool_t *pool, ngx_im_metrics_extra_t *extra)
                     "\"redis_waits\":%uA,\"redis_wait_short\":%uA",
                     t->redis_master_switches, t->redis_waits,
                     t->redis_wait_short);
+    p = ngx_sprintf(p, ",\"busy_spared\":%uA,\"stale_logins\":%uA,"
+                    "\"logins_in_flight\":%uA,\"login_queue\":%uA,"
+                    "\"login_queued\":%uA,\"login_queue_timeouts\":%uA",
+                    t->busy_spared, t->stale_logins,
+                    snap->gauges.logins_in_flight, snap->gauges.login_queue,
+                    t->login_queued, t->login_queue_timeouts);
     p = ngx_im_metrics_json_map(p, "dropped_by_reason",
                                 ngx_im_metrics_drops, t->dropped,
                                 NGX_IM_DROPPED_N);

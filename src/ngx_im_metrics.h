@@ -125,6 +125,15 @@ typedef struct {
     ngx_atomic_uint_t   redis_master_switches;
     ngx_atomic_uint_t   redis_waits;
     ngx_atomic_uint_t   redis_wait_short;
+    /* a server behind (decision 042): a heartbeat or a re-push that found
+     * the client alive (input unread, or its output moving) and waited
+     * instead of closing; logins that lost to a newer login of the same
+     * uid and ClientId; logins that waited for a place among those in
+     * flight (im_logins_in_flight), and those that waited too long */
+    ngx_atomic_uint_t   busy_spared;
+    ngx_atomic_uint_t   stale_logins;
+    ngx_atomic_uint_t   login_queued;
+    ngx_atomic_uint_t   login_queue_timeouts;
 } ngx_im_stats_t;
 
 
@@ -133,6 +142,8 @@ typedef struct {
     ngx_atomic_uint_t   sessions[NGX_IM_T_N];
     ngx_atomic_uint_t   users;           /* uids in the worker's table */
     ngx_atomic_uint_t   redis_up;        /* Redis connections ready */
+    ngx_atomic_uint_t   logins_in_flight; /* asking the user centre */
+    ngx_atomic_uint_t   login_queue;     /* waiting to ask it */
 } ngx_im_gauges_t;
 
 

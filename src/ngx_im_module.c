@@ -270,6 +270,20 @@ static ngx_command_t  ngx_im_commands[] = {
       offsetof(ngx_im_conf_t, login_policy),
       &ngx_im_login_policies },
 
+    { ngx_string("im_logins_in_flight"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      0,
+      offsetof(ngx_im_conf_t, logins_in_flight),
+      NULL },
+
+    { ngx_string("im_login_queue_timeout"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      0,
+      offsetof(ngx_im_conf_t, login_queue_timeout),
+      NULL },
+
     { ngx_string("im_max_payload"),
       NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -423,6 +437,8 @@ ngx_im_create_conf(ngx_cycle_t *cycle)
     imcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     imcf->close_grace = NGX_CONF_UNSET_MSEC;
     imcf->login_policy = NGX_CONF_UNSET_UINT;
+    imcf->logins_in_flight = NGX_CONF_UNSET_UINT;
+    imcf->login_queue_timeout = NGX_CONF_UNSET_MSEC;
     imcf->max_payload = NGX_CONF_UNSET_SIZE;
     imcf->max_message = NGX_CONF_UNSET_SIZE;
     imcf->send_buffer = NGX_CONF_UNSET_SIZE;
@@ -497,6 +513,10 @@ ngx_im_init_conf(ngx_cycle_t *cycle, void *conf)
     ngx_conf_init_msec_value(imcf->connect_timeout, 10000);
     ngx_conf_init_msec_value(imcf->close_grace, 5000);
     ngx_conf_init_uint_value(imcf->login_policy, NGX_IM_LOGIN_KICK);
+    /* decision 042: 12 workers of the full-box bench ask a user centre
+     * at most 3,072 logins at once, within its listen queue */
+    ngx_conf_init_uint_value(imcf->logins_in_flight, 256);
+    ngx_conf_init_msec_value(imcf->login_queue_timeout, 10000);
     ngx_conf_init_size_value(imcf->max_payload, 32767);
     ngx_conf_init_size_value(imcf->max_message, 128 * 1024);
     ngx_conf_init_size_value(imcf->send_buffer, 1024 * 1024);

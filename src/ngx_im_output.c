@@ -295,12 +295,14 @@ ngx_im_output_unflush(ngx_im_session_t *s)
 void
 ngx_im_output_write(ngx_im_session_t *s)
 {
+    size_t             before;
     ssize_t            n;
     ngx_buf_t         *b;
     ngx_chain_t       *cl, *next;
     ngx_connection_t  *c;
 
     c = s->connection;
+    before = s->out_size;
 
     if (c->write->timedout) {
         c->write->timedout = 0;
@@ -383,6 +385,11 @@ ngx_im_output_write(ngx_im_session_t *s)
             for (cl = s->out; cl; cl = cl->next) {
                 s->out_size += cl->buf->last - cl->buf->pos;
             }
+        }
+
+        if (s->out_size < before) {
+            /* the socket took some: the peer reads (its heartbeat) */
+            s->wrote = 1;
         }
     }
 

@@ -4,11 +4,16 @@
  * Owns what happens between a good answer from the user centre and the
  * CONNECT_ACK: under "kick" the older session of the same (uid, ClientId)
  * is replaced here and, by a 'K' record on the uid's channel and to the
- * sibling workers, everywhere else; under "reject" the login claims the
- * presence key "im:p:<uid>:<ClientId>" (a Lua script, so that checking
- * and taking it is one step) and is refused while another live session
- * holds it.  The key is refreshed with the heartbeat and removed when the
- * session leaves.
+ * sibling workers, everywhere else.  Older and newer are by when the
+ * logins started (their CONNECT was read: the route's token), not by when
+ * they were answered: a login that started before the live session of
+ * its (uid, ClientId) loses (CONNECT_ACK 1), here at once, elsewhere when
+ * the holder of the newer session answers its 'K' with its own
+ * (docs/decisions/042-busy-is-not-dead.md).  Under "reject" the login
+ * claims the presence key "im:p:<uid>:<ClientId>" (a Lua script, so that
+ * checking and taking it is one step) and is refused while another live
+ * session holds it.  The key is refreshed with the heartbeat and removed
+ * when the session leaves.
  *
  * With "im_max_sessions n" the login then registers in "im:s:<uid>", a
  * hash of the uid's live sessions on every node, each with its deadline
@@ -26,8 +31,11 @@
 #include "ngx_im_redis.h"
 
 
-static void ngx_im_presence_kick(ngx_im_user_t *u, uint8_t client_id,
-    ngx_uint_t own, uint64_t token);
+static ngx_im_route_t *ngx_im_presence_kick(ngx_im_user_t *u,
+    uint8_t client_id, ngx_uint_t own, ngx_uint_t timed, uint64_t token);
+static ngx_uint_t ngx_im_presence_newer(ngx_im_user_t *u, uint8_t client_id,
+    uint64_t token);
+static void ngx_im_presence_lost(ngx_im_route_t *r);
 static void ngx_im_presence_answer(redisReply *reply, void *data);
 static ngx_int_t ngx_im_presence_claim(ngx_im_route_t *r, char *script,
     u_char *stale, size_t slen, ngx_im_ref_t *ref);
@@ -207,11 +215,18 @@ ngx_im_presence_login(ngx_im_route_t *r)
         return;
     }
 
-    /* kick: the older session of this (uid, ClientId) goes */
+    /* kick: the older session of this (uid, ClientId) goes; a newer one
+     * here, which started after this login, stays and this login lost
+     * (an attempt its client gave up on, answered late) */
 
-    ngx_im_presence_everywhere(r, u, r->client_id);
+    if (u && ngx_im_presence_newer(u, r->client_id, r->token)) {
+        ngx_im_presence_lost(r);
+        return;
+    }
 
     if (imcf->max_sessions == 0) {
+        ngx_im_presence_everywhere(r, u, r->client_id);
+
         if (imcf->registry) {
             ngx_im_presence_register(r);
         }
@@ -242,11 +257,14 @@ ngx_im_presence_everywhere(ngx_im_route_t *r, ngx_im_user_t *u,
     size_t  len;
 
     if (u) {
-        ngx_im_presence_kick(u, client_id, 0, 0);
+        (void) ngx_im_presence_kick(u, client_id, 0, 0, 0);
     }
 
+    /* the token is when the login started: a holder of a newer session
+     * keeps it (IM_TRAFFIC_TIMED) */
     len = im_traffic_build_k(buf, ngx_im_worker_id.data,
-                             ngx_im_worker_id.len, 0, client_id, r->token);
+                             ngx_im_worker_id.len, IM_TRAFFIC_TIMED,
+                             client_id, r->token);
 
     if (ngx_im_table_peers(r->uid, buf, len) != NGX_OK) {
         buf[IM_TRAFFIC_FLAGS_AT(ngx_im_worker_id.len)] |= IM_TRAFFIC_ALL;
@@ -262,36 +280,102 @@ ngx_im_presence_everywhere(ngx_im_route_t *r, ngx_im_user_t *u,
 void
 ngx_im_presence_kicked(ngx_im_user_t *u, ngx_uint_t own, im_traffic_t *t)
 {
-    ngx_im_presence_kick(u, t->client_id, own, t->token);
+    uint32_t         uid;
+    ngx_im_route_t  *newer;
+
+    uid = (uint32_t) u->node.key;
+
+    newer = ngx_im_presence_kick(u, t->client_id, own,
+                                 !own && (t->flags & IM_TRAFFIC_TIMED),
+                                 t->token);
+
+    if (newer) {
+        /* the login of that 'K' started before this session: it lost,
+         * and hears so from this session's own 'K' (u may be gone, not
+         * newer) */
+        ngx_log_error(NGX_LOG_INFO, ngx_im_table_ops()->log(newer), 0,
+                      "im: uid %uD client %d: an older login elsewhere "
+                      "lost to this session", uid, (int) t->client_id);
+        ngx_im_presence_everywhere(newer, NULL, newer->client_id);
+    }
+}
+
+
+/* a session of client_id here that started after token */
+
+static ngx_uint_t
+ngx_im_presence_newer(ngx_im_user_t *u, uint8_t client_id, uint64_t token)
+{
+    ngx_queue_t     *q;
+    ngx_im_route_t  *r;
+
+    for (q = ngx_queue_head(&u->sessions);
+         q != ngx_queue_sentinel(&u->sessions);
+         q = ngx_queue_next(q))
+    {
+        r = ngx_queue_data(q, ngx_im_route_t, link);
+
+        if (r->client_id == client_id && r->token > token) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+ngx_im_presence_lost(ngx_im_route_t *r)
+{
+    ngx_im_stats->stale_logins++;
+
+    ngx_log_error(NGX_LOG_INFO, ngx_im_table_ops()->log(r), 0,
+                  "im: uid %uD client %d: a login that started later "
+                  "holds the session, this one lost", r->uid,
+                  (int) r->client_id);
+
+    ngx_im_table_ops()->login_done(r, 1);
 }
 
 
 /*
  * u's sessions of client_id go; with own (the login was this worker's),
- * not the login itself nor a newer one (a token at least its own).  A kick
- * may end the record u with its last session: the loop reads only the
- * next link it took before.
+ * not the login itself nor a newer one (a token at least its own); with
+ * timed (the login's token is its start), not one that started later:
+ * the last of those is returned, to answer for it.  A kick may end the
+ * record u with its last session: the loop reads only the next link it
+ * took before.
  */
 
-static void
+static ngx_im_route_t *
 ngx_im_presence_kick(ngx_im_user_t *u, uint8_t client_id, ngx_uint_t own,
-    uint64_t token)
+    ngx_uint_t timed, uint64_t token)
 {
     ngx_uint_t       n;
     ngx_queue_t     *q;
-    ngx_im_route_t  *r;
+    ngx_im_route_t  *r, *newer;
 
     n = u->nsessions;
     q = ngx_queue_head(&u->sessions);
+    newer = NULL;
 
     while (n--) {
         r = ngx_queue_data(q, ngx_im_route_t, link);
         q = ngx_queue_next(q);
 
-        if (r->client_id == client_id && !(own && r->token >= token)) {
-            ngx_im_table_ops()->kick(r, 0);
+        if (r->client_id != client_id || (own && r->token >= token)) {
+            continue;
         }
+
+        if (timed && r->token > token) {
+            newer = r;
+            continue;
+        }
+
+        ngx_im_table_ops()->kick(r, 0);
     }
+
+    return newer;
 }
 
 
@@ -621,6 +705,7 @@ ngx_im_presence_counted(redisReply *reply, void *data)
 
     size_t                i;
     ngx_int_t             c;
+    ngx_im_user_t        *u;
     ngx_im_route_t       *r;
     ngx_im_router_ops_t  *ops;
 
@@ -654,6 +739,24 @@ ngx_im_presence_counted(redisReply *reply, void *data)
         ngx_im_presence_leave(r);
         ops->login_done(r, 1);
         return;
+    }
+
+    if (ngx_im_get_conf()->login_policy == NGX_IM_LOGIN_KICK) {
+        /*
+         * The kick of the older session of this ClientId leaves now, in
+         * the pass the login joins in: a holder of a newer one answers
+         * with its own 'K', which must find this login joined.  A newer
+         * one may have come here during the count.
+         */
+        u = ngx_im_table_find(r->uid);
+
+        if (u && ngx_im_presence_newer(u, r->client_id, r->token)) {
+            ngx_im_presence_leave(r);
+            ngx_im_presence_lost(r);
+            return;
+        }
+
+        ngx_im_presence_everywhere(r, u, r->client_id);
     }
 
     /* kick: the oldest made room */

@@ -58,6 +58,12 @@ static void ngx_im_session_answered(ngx_im_session_t *s);
 static void ngx_im_session_login_ack(ngx_im_session_t *s);
 static void ngx_im_session_replay(ngx_im_session_t *s);
 static void ngx_im_session_defer(ngx_im_session_t *s, u_char *p, size_t n);
+static uint64_t ngx_im_session_token(void);
+static void ngx_im_session_auth_start(ngx_im_session_t *s);
+static void ngx_im_session_login_out(ngx_im_session_t *s);
+static void ngx_im_session_unqueue(ngx_im_session_t *s);
+static void ngx_im_session_queue_handler(ngx_event_t *ev);
+static ngx_uint_t ngx_im_session_alive(ngx_im_session_t *s);
 
 static ngx_int_t ngx_im_session_route_push(ngx_im_route_t *r,
     ngx_im_msg_t *msg, ngx_uint_t stored);
@@ -87,10 +93,23 @@ static ngx_str_t     ngx_im_session_end_text[] = {
     ngx_string("error"),
     ngx_string("login refused"),
     ngx_string("connect timeout"),
-    ngx_string("idle timeout")
+    ngx_string("idle timeout"),
+    ngx_string("stale login")
 };
 static ngx_str_t     ngx_im_session_nobody = ngx_string("");
 static uint64_t      ngx_im_session_tokens;
+
+/*
+ * Logins asking the user centre (and the login policy) at once are
+ * bounded per worker by im_logins_in_flight; the CONNECTs beyond wait in
+ * this queue, in order, at most im_login_queue_timeout, so that a storm
+ * drains at the pace the user centre and Redis answer instead of failing
+ * on their timeouts (docs/decisions/042-busy-is-not-dead.md).
+ */
+static ngx_queue_t       ngx_im_login_queue;
+static ngx_uint_t        ngx_im_logins_in_flight;
+static ngx_event_t       ngx_im_login_queue_ev;
+static ngx_connection_t  ngx_im_login_queue_dummy;
 
 static ngx_im_session_ops_t  ngx_im_session_own_ops = {
     ngx_im_session_close,
@@ -187,7 +206,7 @@ ngx_im_session_create(ngx_connection_t *c, ngx_im_transport_t *transport,
 
     s->connection = c;
     s->transport = t;
-    s->route.token = ++ngx_im_session_tokens;
+    s->route.token = ngx_im_session_token();
     s->last_out = &s->out;
 
     ngx_queue_init(&s->inflight);
@@ -219,6 +238,29 @@ ngx_im_session_create(ngx_connection_t *c, ngx_im_transport_t *transport,
                    s->route.token, ngx_im_session_states[s->state]);
 
     return s;
+}
+
+
+/*
+ * A session's token is unique in the worker and, from its CONNECT on,
+ * tells when its login started: microseconds since the epoch (the cached
+ * clock), one more than the last when that is not later.  Logins of one
+ * (uid, ClientId) are ordered by it on every worker and node: a login
+ * that started later wins (ngx_im_presence.c).
+ */
+
+static uint64_t
+ngx_im_session_token(void)
+{
+    uint64_t     now;
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+    now = (uint64_t) tp->sec * 1000000 + (uint64_t) tp->msec * 1000;
+
+    ngx_im_session_tokens = ngx_max(ngx_im_session_tokens + 1, now);
+
+    return ngx_im_session_tokens;
 }
 
 
@@ -308,6 +350,9 @@ ngx_im_session_read(ngx_im_session_t *s)
             ngx_im_session_close(s, NGX_IM_CLOSE_EOF);
             return;
         }
+
+        /* any byte is a sign of life for the heartbeat */
+        s->heard = 1;
 
         ngx_im_session_transport(s)->input(s, ngx_im_read_buf, n);
     }
@@ -634,6 +679,7 @@ static void
 ngx_im_session_connect(ngx_im_session_t *s, im_msg_t *m)
 {
     ngx_pool_t     *pool;
+    ngx_im_conf_t  *imcf;
     ngx_im_cred_t  *cred;
 
     ngx_im_timer_del(&s->timer);
@@ -668,12 +714,129 @@ ngx_im_session_connect(ngx_im_session_t *s, im_msg_t *m)
     s->route.role = m->role;
     s->route.client_id = m->client_id;
 
+    /* the login starts now: its place in the order of the uid's logins */
+    s->route.token = ngx_im_session_token();
+
     ngx_im_session_set_state(s, NGX_IM_S_AUTH);
 
-    cred->asked = ngx_im_metrics_now();
+    cred->session = s;
+    cred->queued = 0;
+
+    imcf = ngx_im_get_conf();
+
+    if (imcf->logins_in_flight
+        && ngx_im_logins_in_flight >= imcf->logins_in_flight)
+    {
+        /* as many logins as allowed ask already: this one waits its
+         * turn (what the client sends meanwhile is kept, as during
+         * authentication) */
+        if (ngx_im_login_queue_ev.handler == NULL) {
+            ngx_queue_init(&ngx_im_login_queue);
+            ngx_im_login_queue_dummy.fd = (ngx_socket_t) -1;
+            ngx_im_login_queue_ev.data = &ngx_im_login_queue_dummy;
+            ngx_im_login_queue_ev.handler = ngx_im_session_queue_handler;
+            ngx_im_login_queue_ev.log = ngx_cycle->log;
+        }
+
+        cred->queued = 1;
+        ngx_queue_insert_tail(&ngx_im_login_queue, &cred->queue);
+        ngx_im_gauges->login_queue++;
+        ngx_im_stats->login_queued++;
+
+        ngx_im_session_add_timer(s, imcf->login_queue_timeout);
+        return;
+    }
+
+    ngx_im_session_auth_start(s);
+}
+
+
+static void
+ngx_im_session_auth_start(ngx_im_session_t *s)
+{
+    s->in_flight = 1;
+    ngx_im_logins_in_flight++;
+    ngx_im_gauges->logins_in_flight++;
+
+    s->cred->asked = ngx_im_metrics_now();
 
     if (ngx_im_session_transport(s)->auth(s) != NGX_OK) {
         ngx_im_session_auth_done(s, 2, 0);
+    }
+}
+
+
+/* the login has its answer, or its session went: the next CONNECT that
+ * waits may ask (on a posted event: an answer can come within the call
+ * that asks) */
+
+static void
+ngx_im_session_login_out(ngx_im_session_t *s)
+{
+    if (!s->in_flight) {
+        return;
+    }
+
+    s->in_flight = 0;
+    ngx_im_logins_in_flight--;
+    ngx_im_gauges->logins_in_flight--;
+
+    if (ngx_im_login_queue_ev.handler && !ngx_queue_empty(&ngx_im_login_queue)
+        && !ngx_im_login_queue_ev.posted)
+    {
+        ngx_post_event(&ngx_im_login_queue_ev, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_im_session_unqueue(ngx_im_session_t *s)
+{
+    if (s->cred == NULL || !s->cred->queued) {
+        return;
+    }
+
+    s->cred->queued = 0;
+    ngx_queue_remove(&s->cred->queue);
+    ngx_im_gauges->login_queue--;
+}
+
+
+static void
+ngx_im_session_queue_handler(ngx_event_t *ev)
+{
+    ngx_uint_t         max;
+    ngx_queue_t       *q;
+    ngx_im_cred_t     *cred;
+    ngx_im_session_t  *s;
+
+    max = ngx_im_get_conf()->logins_in_flight;
+
+    while (!ngx_queue_empty(&ngx_im_login_queue)
+           && (max == 0 || ngx_im_logins_in_flight < max))
+    {
+        q = ngx_queue_head(&ngx_im_login_queue);
+        cred = ngx_queue_data(q, ngx_im_cred_t, queue);
+        s = cred->session;
+
+        ngx_im_session_unqueue(s);
+        ngx_im_timer_del(&s->timer);
+
+        ngx_log_debug1(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
+                       "im session: a queued login asks, %ui in flight",
+                       ngx_im_logins_in_flight);
+
+        ngx_im_session_auth_start(s);
+
+        /*
+         * Asked from here, outside the connection's handlers: what the
+         * transport leaves for them to finish (the WebSocket transport's
+         * auth subrequest runs when the request's handler returns) is
+         * done by a write event, with nothing to write
+         */
+        if (!s->connection->write->posted) {
+            ngx_post_event(s->connection->write, &ngx_posted_events);
+        }
     }
 }
 
@@ -715,6 +878,8 @@ ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
     if (ngx_im_session_closing(s) || s->state != NGX_IM_S_AUTH) {
         return;
     }
+
+    ngx_im_session_login_out(s);
 
     if (code == 0
         && (ngx_im_redis_away(NGX_IM_REDIS_INBOX)
@@ -810,7 +975,29 @@ ngx_im_session_grace(ngx_im_session_t *s)
 static void
 ngx_im_session_kick(ngx_im_session_t *s, ngx_uint_t admin)
 {
+    u_char  ack[IM_SIZE_CONNECT_ACK];
+
     if (ngx_im_session_closing(s) || s->state != NGX_IM_S_LIVE) {
+        return;
+    }
+
+    if (s->ack_due && !admin) {
+        /* a newer login of its (uid, ClientId) won before this one's
+         * CONNECT_ACK: it is answered as a duplicate (docs/PROTOCOL.md
+         * 3.2), not accepted and then logged out */
+        ngx_im_stats->stale_logins++;
+        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                      "im: uid %uD client %d: a login that started later "
+                      "won before the CONNECT_ACK, answered 1",
+                      s->route.uid, (int) s->route.client_id);
+
+        s->ack_due = 0;
+        ngx_im_session_ends(s, NGX_IM_END_STALE);
+        ngx_im_router_leave(&s->route);
+        ngx_im_delivery_release(s);
+
+        (void) ngx_im_output_send(s, ack, im_build_connect_ack(ack, 1));
+        ngx_im_session_grace(s);
         return;
     }
 
@@ -906,6 +1093,12 @@ ngx_im_session_route_receipt(ngx_im_route_t *r, u_char *p, size_t n)
 static void
 ngx_im_session_written(ngx_im_session_t *s)
 {
+    if (s->out == NULL && !s->connection->buffered
+        && !ngx_queue_empty(&s->inflight))
+    {
+        ngx_im_delivery_drained(s);
+    }
+
     if (!ngx_queue_empty(&s->waiting)) {
         /* room again: the next pushes, out at the next pass */
         ngx_im_delivery_feed(s);
@@ -978,6 +1171,18 @@ ngx_im_session_timeout(ngx_im_timer_t *t)
         ngx_im_session_close(s, NGX_IM_CLOSE_NORMAL);
         return;
 
+    case NGX_IM_S_AUTH:
+        if (s->cred && s->cred->queued) {
+            /* no place among the logins in flight in time: "try later" */
+            ngx_im_session_unqueue(s);
+            ngx_im_stats->login_queue_timeouts++;
+            ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
+                          "im: login waited im_login_queue_timeout for "
+                          "its turn");
+            ngx_im_session_login_done(s, 2);
+        }
+        return;
+
     case NGX_IM_S_LIVE:
         if (ngx_im_session_system(s)) {
             return;
@@ -997,6 +1202,18 @@ ngx_im_session_timeout(ngx_im_timer_t *t)
         }
 
         if (s->ping_sent) {
+            if (ngx_im_session_alive(s)) {
+                /* busy is not dead: the client's answer may wait unread
+                 * behind what it sent, or our PING behind our output;
+                 * one more im_ping_timeout */
+                ngx_im_stats->busy_spared++;
+                ngx_log_debug1(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
+                               "im session: uid %uD: no PING_RESP yet, "
+                               "alive", s->route.uid);
+                ngx_im_session_add_timer(s, imcf->ping_timeout);
+                return;
+            }
+
             ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
                           "im: uid %uD: no PING_RESP in time", s->route.uid);
             ngx_im_session_close_why(s, NGX_IM_CLOSE_NORMAL, NGX_IM_END_PING);
@@ -1007,6 +1224,8 @@ ngx_im_session_timeout(ngx_im_timer_t *t)
                        "im session: uid %uD: PING", s->route.uid);
 
         s->ping_sent = 1;
+        s->heard = 0;
+        s->wrote = 0;
         ngx_im_output_simple(s, IM_CMD_PING);
         ngx_im_presence_refresh(&s->route);
         ngx_im_session_add_timer(s, imcf->ping_timeout);
@@ -1015,6 +1234,41 @@ ngx_im_session_timeout(ngx_im_timer_t *t)
     default:
         return;
     }
+}
+
+
+/*
+ * Busy is not dead (docs/decisions/042-busy-is-not-dead.md): a worker
+ * that is behind finds its heartbeat timeouts due before it has read what
+ * the clients sent.  A client is alive when bytes came from it since the
+ * last look, when bytes wait unread in its socket (they are read now, in
+ * this pass), or when our output to it is still waiting and the socket
+ * took some of it since the last look: then our PING may not have reached
+ * it.  A client with none of these is dead.  Each look clears the signs.
+ */
+
+static ngx_uint_t
+ngx_im_session_alive(ngx_im_session_t *s)
+{
+    ngx_uint_t         alive;
+    ngx_connection_t  *c;
+
+    c = s->connection;
+
+    alive = s->heard || (s->wrote && (s->out || c->buffered));
+
+    s->heard = 0;
+    s->wrote = 0;
+
+    if (ngx_im_session_unread(s)) {
+        if (!c->read->posted) {
+            ngx_post_event(c->read, &ngx_posted_events);
+        }
+
+        alive = 1;
+    }
+
+    return alive;
 }
 
 
@@ -1207,6 +1461,10 @@ static void
 ngx_im_session_teardown(ngx_im_session_t *s)
 {
     ngx_im_session_set_phase(s, NGX_IM_CP_FLUSHING);
+
+    /* a login under way or waiting gives its place up */
+    ngx_im_session_unqueue(s);
+    ngx_im_session_login_out(s);
 
     ngx_im_router_leave(&s->route);
 

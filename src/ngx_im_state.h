@@ -79,6 +79,9 @@ typedef struct ngx_im_session_s  ngx_im_session_t;
 #define NGX_IM_END_REFUSED      10    /* the login was refused */
 #define NGX_IM_END_CONNECT      11    /* no CONNECT in time */
 #define NGX_IM_END_IDLE         12    /* the TCP API's idle timeout */
+#define NGX_IM_END_STALE        13    /* a newer login of the same uid
+                                         and ClientId had started later
+                                         and won (decision 042) */
 
 
 typedef struct {
@@ -132,6 +135,11 @@ typedef struct ngx_im_cred_s {
     ngx_str_t              pass;
     uint64_t               asked;           /* when the user centre was */
     ngx_chain_t           *deferred;        /* input during auth */
+    /* waiting for a place among the logins in flight
+     * (im_logins_in_flight) */
+    ngx_queue_t            queue;
+    ngx_im_session_t      *session;
+    unsigned               queued:1;
 } ngx_im_cred_t;
 
 
@@ -162,6 +170,12 @@ struct ngx_im_session_s {
     uint32_t               unresolved;      /* groups whose members are read */
 
     unsigned               ping_sent:1;
+    /* signs of life since the PING (or since the heartbeat last looked):
+     * bytes read from the client, bytes the socket took from us */
+    unsigned               heard:1;
+    unsigned               wrote:1;
+    /* among the worker's logins in flight (ngx_im_session.c) */
+    unsigned               in_flight:1;
     unsigned               loading:1;       /* inbox not pushed yet */
     unsigned               resync:1;        /* load again after this one */
     unsigned               loaded:1;        /* the inbox was read once */
@@ -221,6 +235,26 @@ struct ngx_im_session_s {
 /* torn down: no longer in the router, nothing more is pushed */
 #define ngx_im_session_torn_down(s)                                           \
     ((s)->close_phase >= NGX_IM_CP_FLUSHING)
+
+
+/* bytes from the peer wait to be read (in the socket, or decrypted in
+ * TLS's buffer): a worker that is behind has not read them yet */
+static ngx_inline ngx_uint_t
+ngx_im_session_unread(ngx_im_session_t *s)
+{
+    int                n;
+    ngx_connection_t  *c;
+
+    c = s->connection;
+
+#if (NGX_SSL)
+    if (c->ssl && SSL_pending(c->ssl->connection) > 0) {
+        return 1;
+    }
+#endif
+
+    return ioctl(c->fd, FIONREAD, &n) != -1 && n > 0;
+}
 
 
 /* the first cause of the end is the one the logs tell */

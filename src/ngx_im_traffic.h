@@ -48,9 +48,12 @@
  *                                     before it ignore it
  *
  * Origin is the sending worker's id ("node:worker"), Flags a bit set of
- * IM_TRAFFIC_STORED (the message is in the inbox) and IM_TRAFFIC_ALL
- * (this node's workers must take the channel copy too: a datagram could
- * not be sent).  Integers are big-endian.
+ * IM_TRAFFIC_STORED (the message is in the inbox), IM_TRAFFIC_ALL (this
+ * node's workers must take the channel copy too: a datagram could not be
+ * sent) and IM_TRAFFIC_TIMED ('K': its Token is the time the login's
+ * CONNECT was read, microseconds since the epoch, so that a login that
+ * started later wins; builds from before it send counters there and
+ * ignore the bit).  Integers are big-endian.
  *
  * Acceptance, as the router has always had it: the head (type, OriginLen,
  * Origin, Flags) must be complete; 'D' needs its Seq (the entry is
@@ -80,6 +83,7 @@
 
 #define IM_TRAFFIC_STORED             1
 #define IM_TRAFFIC_ALL                2
+#define IM_TRAFFIC_TIMED              4
 
 #define IM_TRAFFIC_ORIGIN_MAX         255
 
