@@ -637,9 +637,6 @@ ngx_im_delivery_marked(ngx_im_session_t *s, uint64_t nonce)
 
     ngx_im_delivery_mark_free(s);
     ngx_im_delivery_merge(s, &inbox);
-
-    /* an empty read of an idle session leaves nothing under way */
-    ngx_im_busy_done(s);
 }
 
 
@@ -771,6 +768,7 @@ ngx_im_delivery_loaded(redisReply *reply, void *data)
         }
 
         ngx_im_delivery_loading_done(s);
+        ngx_im_busy_done(s);
         return;
     }
 
@@ -879,6 +877,9 @@ ngx_im_delivery_merge(ngx_im_session_t *s, ngx_queue_t *inbox)
         s->resync = 0;
         ngx_im_delivery_sync(s);
     }
+
+    /* an empty read of an idle session leaves nothing under way */
+    ngx_im_busy_done(s);
 }
 
 
