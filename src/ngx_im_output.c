@@ -81,6 +81,7 @@ ngx_im_busy_take(ngx_im_session_t *s)
     b->session = s;
 
     s->busy = b;
+    ngx_im_gauges->busy++;
 
     return b;
 }
@@ -127,6 +128,7 @@ ngx_im_busy_done(ngx_im_session_t *s)
 
     ngx_im_spare_put(&ngx_im_spare_busy, b);
     s->busy = &ngx_im_busy_idle;
+    ngx_im_gauges->busy--;
 }
 
 
