@@ -79,9 +79,9 @@ static ngx_im_spares_t  ngx_im_spare_inflight =
 static void
 ngx_im_delivery_drop_repush(ngx_im_session_t *s)
 {
-    if (s->repush) {
-        ngx_im_event_free(s->repush);
-        s->repush = NULL;
+    if (s->busy->repush) {
+        ngx_im_event_free(s->busy->repush);
+        s->busy->repush = NULL;
     }
 }
 
@@ -113,14 +113,20 @@ static ngx_int_t
 ngx_im_delivery_send(ngx_im_session_t *s, ngx_im_msg_t *msg,
     ngx_uint_t stored)
 {
+    ngx_im_busy_t      *busy;
     ngx_im_conf_t      *imcf;
     ngx_im_inflight_t  *f;
 
-    if (ngx_im_delivery_find(&s->inflight, msg->msgid)) {
+    if (ngx_im_delivery_find(&s->busy->inflight, msg->msgid)) {
         return NGX_OK;
     }
 
     imcf = ngx_im_get_conf();
+
+    busy = ngx_im_busy(s);
+    if (busy == NULL) {
+        return NGX_ERROR;
+    }
 
     f = ngx_im_inflight_alloc();
     if (f == NULL) {
@@ -137,23 +143,23 @@ ngx_im_delivery_send(ngx_im_session_t *s, ngx_im_msg_t *msg,
     f->origin = msg->origin;
     f->deadline = ngx_current_msec + imcf->repush_interval;
 
-    ngx_queue_insert_tail(&s->inflight, &f->queue);
+    ngx_queue_insert_tail(&busy->inflight, &f->queue);
 
     ngx_im_stats->pushed++;
 
-    if (s->repush == NULL) {
-        s->repush = ngx_im_event_alloc(ngx_im_delivery_repush_handler, s,
-                                       s->connection->log);
-        if (s->repush == NULL) {
+    if (busy->repush == NULL) {
+        busy->repush = ngx_im_event_alloc(ngx_im_delivery_repush_handler, s,
+                                          s->connection->log);
+        if (busy->repush == NULL) {
             ngx_im_session_ops->close(s, NGX_IM_CLOSE_ERROR);
             return NGX_ERROR;
         }
 
-        s->repush->cancelable = 1;
+        busy->repush->cancelable = 1;
     }
 
-    if (!s->repush->timer_set) {
-        ngx_add_timer(s->repush, imcf->repush_interval);
+    if (!busy->repush->timer_set) {
+        ngx_add_timer(busy->repush, imcf->repush_interval);
     }
 
     return ngx_im_output_send(s, msg->push, msg->push_len);
@@ -210,6 +216,7 @@ ngx_int_t
 ngx_im_delivery_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
     ngx_uint_t stored)
 {
+    ngx_im_busy_t      *busy;
     ngx_im_inflight_t  *f;
 
     ngx_log_debug4(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
@@ -234,13 +241,18 @@ ngx_im_delivery_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
      */
 
     if (ngx_im_session_closing(s) || s->loading
-        || !ngx_queue_empty(&s->waiting)
-        || s->out_size >= ngx_im_get_conf()->send_buffer / 2)
+        || !ngx_queue_empty(&s->busy->waiting)
+        || s->busy->out_size >= ngx_im_get_conf()->send_buffer / 2)
     {
         /* behind the inbox, or behind what the client has yet to read:
          * pushed as the output drains (ngx_im_delivery_feed) */
-        if (ngx_im_delivery_find(&s->waiting, msg->msgid)) {
+        if (ngx_im_delivery_find(&s->busy->waiting, msg->msgid)) {
             return NGX_OK;
+        }
+
+        busy = ngx_im_busy(s);
+        if (busy == NULL) {
+            return NGX_DECLINED;
         }
 
         f = ngx_im_inflight_alloc();
@@ -252,18 +264,18 @@ ngx_im_delivery_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
         f->stored = stored;
         f->repushes = 0;
         f->live = 1;
-        ngx_im_delivery_enqueue(&s->waiting, f);
+        ngx_im_delivery_enqueue(&busy->waiting, f);
 
-        s->waiting_bytes += msg->push_len;
+        busy->waiting_bytes += msg->push_len;
 
-        if (s->waiting_bytes > ngx_im_get_conf()->send_buffer
+        if (busy->waiting_bytes > ngx_im_get_conf()->send_buffer
             && !ngx_im_session_closing(s))
         {
             /* the client does not read: what waits is not kept for it
              * without bound (it goes back to the store) */
             ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
                           "im: uid %uD does not read, %uD bytes waiting: "
-                          "closing", s->route.uid, s->waiting_bytes);
+                          "closing", s->route.uid, busy->waiting_bytes);
             ngx_im_stats->slow_closed++;
             ngx_im_session_ops->close(s, NGX_IM_CLOSE_SLOW);
         }
@@ -285,7 +297,7 @@ ngx_im_delivery_ack(ngx_im_session_t *s, const u_char *msgid)
     ngx_time_t         *tp;
     ngx_im_inflight_t  *f;
 
-    f = ngx_im_delivery_find(&s->inflight, msgid);
+    f = ngx_im_delivery_find(&s->busy->inflight, msgid);
     if (f == NULL) {
         /* an ack for an unknown MsgId is ignored */
         return;
@@ -354,8 +366,8 @@ ngx_im_delivery_repush_handler(ngx_event_t *ev)
 
     last = NULL;
 
-    while (!ngx_queue_empty(&s->inflight)) {
-        q = ngx_queue_head(&s->inflight);
+    while (!ngx_queue_empty(&s->busy->inflight)) {
+        q = ngx_queue_head(&s->busy->inflight);
         f = ngx_queue_data(q, ngx_im_inflight_t, queue);
 
         left = (ngx_msec_int_t) (f->deadline - ngx_current_msec);
@@ -415,7 +427,7 @@ ngx_im_delivery_repush_handler(ngx_event_t *ev)
                        "im delivery: uid %uD re-push %ui", s->route.uid,
                        f->repushes);
         ngx_queue_remove(q);
-        ngx_queue_insert_tail(&s->inflight, q);
+        ngx_queue_insert_tail(&s->busy->inflight, q);
 
         if (last == NULL) {
             last = f;
@@ -433,6 +445,7 @@ ngx_im_delivery_repush_handler(ngx_event_t *ev)
     /* all acknowledged since the timer was set */
 
     ngx_im_delivery_drop_repush(s);
+    ngx_im_busy_done(s);
 }
 
 
@@ -451,8 +464,8 @@ ngx_im_delivery_drained(ngx_im_session_t *s)
 
     deadline = ngx_current_msec + ngx_im_get_conf()->repush_interval;
 
-    for (q = ngx_queue_last(&s->inflight);
-         q != ngx_queue_sentinel(&s->inflight);
+    for (q = ngx_queue_last(&s->busy->inflight);
+         q != ngx_queue_sentinel(&s->busy->inflight);
          q = ngx_queue_prev(q))
     {
         f = ngx_queue_data(q, ngx_im_inflight_t, queue);
@@ -519,7 +532,7 @@ ngx_im_delivery_sync(ngx_im_session_t *s)
                    "im sync: uid %uD load under way %d", s->route.uid,
                    s->route.ref != NULL);
 
-    if (s->route.ref || s->mark) {
+    if (s->route.ref || s->busy->mark) {
         /* what was stored after that read is read again afterwards */
         s->resync = 1;
         return;
@@ -555,6 +568,7 @@ ngx_im_delivery_sync(ngx_im_session_t *s)
 static void
 ngx_im_delivery_mark(ngx_im_session_t *s)
 {
+    ngx_im_busy_t  *busy;
     ngx_im_mark_t  *m;
 
     static uint32_t  marks;
@@ -584,7 +598,15 @@ ngx_im_delivery_mark(ngx_im_session_t *s)
      * as long as for any Redis answer */
     ngx_add_timer(&m->ev, ngx_im_get_conf()->redis_timeout);
 
-    s->mark = m;
+    busy = ngx_im_busy(s);
+    if (busy == NULL) {
+        /* no memory: the read is merged as soon as it is back */
+        ngx_del_timer(&m->ev);
+        ngx_free(m);
+        return;
+    }
+
+    busy->mark = m;
 }
 
 
@@ -594,7 +616,7 @@ ngx_im_delivery_marked(ngx_im_session_t *s, uint64_t nonce)
     ngx_queue_t     inbox;
     ngx_im_mark_t  *m;
 
-    m = s->mark;
+    m = s->busy->mark;
 
     if (m == NULL || m->nonce != nonce) {
         return;
@@ -627,14 +649,14 @@ ngx_im_delivery_mark_handler(ngx_event_t *ev)
                    "im sync: uid %uD: the mark did not come back",
                    s->route.uid);
 
-    ngx_im_delivery_marked(s, s->mark->nonce);
+    ngx_im_delivery_marked(s, s->busy->mark->nonce);
 }
 
 
 static void
 ngx_im_delivery_mark_free(ngx_im_session_t *s)
 {
-    ngx_im_mark_t  *m = s->mark;
+    ngx_im_mark_t  *m = s->busy->mark;
 
     if (m->ev.timer_set) {
         ngx_del_timer(&m->ev);
@@ -644,7 +666,7 @@ ngx_im_delivery_mark_free(ngx_im_session_t *s)
     ngx_im_delivery_put_back(s, &m->inbox);
 
     ngx_free(m);
-    s->mark = NULL;
+    s->busy->mark = NULL;
 }
 
 
@@ -673,16 +695,16 @@ ngx_im_delivery_feed(ngx_im_session_t *s)
 
     limit = ngx_im_get_conf()->send_buffer / 2;
 
-    while (!ngx_queue_empty(&s->waiting) && !ngx_im_session_closing(s)
+    while (!ngx_queue_empty(&s->busy->waiting) && !ngx_im_session_closing(s)
            && !s->loading && s->state == NGX_IM_S_LIVE
-           && s->out_size < limit)
+           && s->busy->out_size < limit)
     {
-        q = ngx_queue_head(&s->waiting);
+        q = ngx_queue_head(&s->busy->waiting);
         f = ngx_queue_data(q, ngx_im_inflight_t, queue);
         ngx_queue_remove(q);
 
         if (f->live) {
-            s->waiting_bytes -= f->msg->push_len;
+            s->busy->waiting_bytes -= f->msg->push_len;
         }
 
         (void) ngx_im_delivery_send(s, f->msg, f->stored);
@@ -741,11 +763,12 @@ ngx_im_delivery_loaded(redisReply *reply, void *data)
                    ? reply->elements : 0);
 
     if (ngx_im_store_loaded(reply) != NGX_OK) {
-        if (s->mark) {
+        if (s->busy->mark) {
             ngx_im_delivery_mark_free(s);
         }
 
         ngx_im_delivery_loading_done(s);
+        ngx_im_busy_done(s);
         return;
     }
 
@@ -779,7 +802,7 @@ ngx_im_delivery_loaded(redisReply *reply, void *data)
             continue;
         }
 
-        if (ngx_im_delivery_find(&s->inflight, msg->msgid)
+        if (ngx_im_delivery_find(&s->busy->inflight, msg->msgid)
             || ngx_im_delivery_find(&inbox, msg->msgid))
         {
             ngx_im_msg_unref(msg);
@@ -801,14 +824,14 @@ ngx_im_delivery_loaded(redisReply *reply, void *data)
         ngx_queue_insert_tail(&inbox, &f->queue);
     }
 
-    if (s->mark) {
-        if (!s->mark->back) {
+    if (s->busy->mark) {
+        if (!s->busy->mark->back) {
             /* held until the mark is back */
             if (!ngx_queue_empty(&inbox)) {
-                ngx_queue_add(&s->mark->inbox, &inbox);
+                ngx_queue_add(&s->busy->mark->inbox, &inbox);
             }
 
-            s->mark->read = 1;
+            s->busy->mark->read = 1;
             return;
         }
 
@@ -822,11 +845,30 @@ ngx_im_delivery_loaded(redisReply *reply, void *data)
 static void
 ngx_im_delivery_merge(ngx_im_session_t *s, ngx_queue_t *inbox)
 {
+    ngx_queue_t     *q;
+    ngx_im_busy_t   *busy;
+
     ngx_log_debug1(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
                    "im sync: uid %uD: the read merged", s->route.uid);
 
-    ngx_im_merge(&s->waiting, inbox, s->loaded, ngx_im_delivery_id,
-                 ngx_im_delivery_drop, NULL);
+    if (!ngx_queue_empty(inbox) || !ngx_queue_empty(&s->busy->waiting)) {
+
+        busy = ngx_im_busy(s);
+
+        if (busy == NULL) {
+            /* no memory: the entries stay in the inbox for a later read */
+            while (!ngx_queue_empty(inbox)) {
+                q = ngx_queue_head(inbox);
+                ngx_queue_remove(q);
+                ngx_im_delivery_drop(q, NULL);
+            }
+
+        } else {
+            ngx_im_merge(&busy->waiting, inbox, s->loaded,
+                         ngx_im_delivery_id, ngx_im_delivery_drop, NULL);
+        }
+    }
+
     s->loaded = 1;
 
     ngx_im_delivery_loading_done(s);
@@ -835,6 +877,9 @@ ngx_im_delivery_merge(ngx_im_session_t *s, ngx_queue_t *inbox)
         s->resync = 0;
         ngx_im_delivery_sync(s);
     }
+
+    /* an empty read of an idle session leaves nothing under way */
+    ngx_im_busy_done(s);
 }
 
 
@@ -873,13 +918,13 @@ ngx_im_delivery_release(ngx_im_session_t *s)
 {
     ngx_im_delivery_drop_repush(s);
 
-    if (s->mark) {
+    if (s->busy->mark) {
         ngx_im_delivery_mark_free(s);
     }
 
     /* in the order accepted: what was pushed, then what waited for its
      * turn */
-    ngx_im_delivery_put_back(s, &s->inflight);
-    ngx_im_delivery_put_back(s, &s->waiting);
+    ngx_im_delivery_put_back(s, &s->busy->inflight);
+    ngx_im_delivery_put_back(s, &s->busy->waiting);
 }
 

@@ -700,6 +700,10 @@ ngx_im_metrics_prometheus(ngx_pool_t *pool)
                            "CONNECTs waiting for a place among the "
                            "logins in flight (im_logins_in_flight).",
                            snap->gauges.login_queue);
+    p = ngx_im_metrics_one(p, "im_sessions_busy", "gauge",
+                           "Sessions with pushes, publishes or output "
+                           "under way (an idle session holds none).",
+                           snap->gauges.busy);
     p = ngx_im_metrics_one(p, "im_login_queued_total", "counter",
                            "CONNECTs that waited for a place among the "
                            "logins in flight.",
@@ -863,6 +867,7 @@ ngx_im_metrics_json(ngx_pool_t *pool, ngx_im_metrics_extra_t *extra)
                     t->busy_spared, t->stale_logins,
                     snap->gauges.logins_in_flight, snap->gauges.login_queue,
                     t->login_queued, t->login_queue_timeouts);
+    p = ngx_sprintf(p, ",\"sessions_busy\":%uA", snap->gauges.busy);
     p = ngx_im_metrics_json_map(p, "dropped_by_reason",
                                 ngx_im_metrics_drops, t->dropped,
                                 NGX_IM_DROPPED_N);

@@ -144,6 +144,7 @@ typedef struct {
     ngx_atomic_uint_t   redis_up;        /* Redis connections ready */
     ngx_atomic_uint_t   logins_in_flight; /* asking the user centre */
     ngx_atomic_uint_t   login_queue;     /* waiting to ask it */
+    ngx_atomic_uint_t   busy;            /* sessions with a busy record */
 } ngx_im_gauges_t;
 
 

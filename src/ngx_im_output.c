@@ -7,6 +7,8 @@
  * send() for one buffer, the chain's writev() for more.  A peer that does
  * not read is closed at im_send_buffer.  The state machine above is told
  * through ngx_im_session_ops when a write went out and when all is said.
+ * Also the session's busy record (ngx_im_state.h): what a session holds
+ * only while something is under way, taken and given back here.
  */
 
 #include "ngx_im_output.h"
@@ -36,6 +38,98 @@ ngx_im_session_ops_t  *ngx_im_session_ops;
  * chain link's, rewritten when it is taken again */
 static ngx_im_spares_t  ngx_im_spare_chunks =
     { NULL, 0, NGX_IM_CHUNKS_FREE, NGX_IM_CHUNK_SIZE, NULL, 0 };
+
+
+/*
+ * The busy record of every idle session: its queues point at themselves
+ * and nothing is ever added to it (ngx_im_busy() takes a session's own
+ * record first), so an idle session reads empty queues, no output and no
+ * events through it.
+ */
+ngx_im_busy_t  ngx_im_busy_idle = {
+    { &ngx_im_busy_idle.inflight, &ngx_im_busy_idle.inflight },
+    { &ngx_im_busy_idle.waiting, &ngx_im_busy_idle.waiting },
+    0, 0, NULL, NULL,
+    { &ngx_im_busy_idle.pubs, &ngx_im_busy_idle.pubs },
+    NULL,
+    { NULL, NULL },
+    NULL,
+    &ngx_im_busy_idle.out,
+    NULL
+};
+
+/* as many spares as sessions busy at once in a burst may use again soon */
+static ngx_im_spares_t  ngx_im_spare_busy = ngx_im_spares(ngx_im_busy_t, 4096);
+
+
+ngx_im_busy_t *
+ngx_im_busy_take(ngx_im_session_t *s)
+{
+    ngx_im_busy_t  *b;
+
+    b = ngx_im_spare_get(&ngx_im_spare_busy);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(b, sizeof(ngx_im_busy_t));
+
+    ngx_queue_init(&b->inflight);
+    ngx_queue_init(&b->waiting);
+    ngx_queue_init(&b->pubs);
+    b->last_out = &b->out;
+    b->session = s;
+
+    s->busy = b;
+    ngx_im_gauges->busy++;
+
+    return b;
+}
+
+
+/* the shared record is as it was made: a write through s->busy without
+ * ngx_im_busy() would have changed it */
+static ngx_uint_t
+ngx_im_busy_idle_intact(void)
+{
+    ngx_im_busy_t  *b = &ngx_im_busy_idle;
+
+    return b->inflight.next == &b->inflight && b->inflight.prev == &b->inflight
+           && b->waiting.next == &b->waiting && b->waiting.prev == &b->waiting
+           && b->pubs.next == &b->pubs && b->pubs.prev == &b->pubs
+           && b->waiting_bytes == 0 && b->out_size == 0
+           && b->repush == NULL && b->mark == NULL && b->close_ev == NULL
+           && b->out == NULL && b->last_out == &b->out;
+}
+
+
+void
+ngx_im_busy_done(ngx_im_session_t *s)
+{
+    ngx_im_busy_t  *b;
+
+    b = s->busy;
+
+    if (b == &ngx_im_busy_idle) {
+        return;
+    }
+
+    if (!ngx_queue_empty(&b->inflight) || !ngx_queue_empty(&b->waiting)
+        || !ngx_queue_empty(&b->pubs) || s->flush_posted || b->out
+        || b->repush || b->mark || b->close_ev)
+    {
+        return;
+    }
+
+    if (!ngx_im_busy_idle_intact()) {
+        ngx_log_error(NGX_LOG_ALERT, s->connection->log, 0,
+                      "im session: the idle sessions' record was written");
+    }
+
+    ngx_im_spare_put(&ngx_im_spare_busy, b);
+    s->busy = &ngx_im_busy_idle;
+    ngx_im_gauges->busy--;
+}
 
 
 static ngx_chain_t *
@@ -92,9 +186,16 @@ ngx_im_output_append(ngx_im_session_t *s, u_char *hdr, size_t hlen,
     size_t          total;
     ngx_buf_t      *b;
     ngx_chain_t    *cl, *last;
+    ngx_im_busy_t  *busy;
     ngx_im_conf_t  *imcf;
 
     if (ngx_im_session_torn_down(s) && s->state != NGX_IM_S_CLOSING) {
+        return NGX_ERROR;
+    }
+
+    busy = ngx_im_busy(s);
+    if (busy == NULL) {
+        ngx_im_session_ops->close(s, NGX_IM_CLOSE_ERROR);
         return NGX_ERROR;
     }
 
@@ -102,17 +203,17 @@ ngx_im_output_append(ngx_im_session_t *s, u_char *hdr, size_t hlen,
 
     total = hlen + n;
 
-    if (s->out_size + total > imcf->send_buffer) {
+    if (busy->out_size + total > imcf->send_buffer) {
         ngx_log_error(NGX_LOG_WARN, s->connection->log, 0,
                       "im: uid %uD does not read, %uD bytes unsent: closing",
-                      s->route.uid, s->out_size);
+                      s->route.uid, busy->out_size);
         ngx_im_stats->slow_closed++;
         ngx_im_session_ops->close(s, NGX_IM_CLOSE_SLOW);
         return NGX_ERROR;
     }
 
-    last = (s->last_out == &s->out) ? NULL
-           : (ngx_chain_t *) ((u_char *) s->last_out
+    last = (busy->last_out == &busy->out) ? NULL
+           : (ngx_chain_t *) ((u_char *) busy->last_out
                               - offsetof(ngx_chain_t, next));
 
     if (last == NULL || (size_t) (last->buf->end - last->buf->last) < total)
@@ -127,8 +228,8 @@ ngx_im_output_append(ngx_im_session_t *s, u_char *hdr, size_t hlen,
             last->buf->flush = 0;
         }
 
-        *s->last_out = cl;
-        s->last_out = &cl->next;
+        *busy->last_out = cl;
+        busy->last_out = &cl->next;
         last = cl;
     }
 
@@ -143,7 +244,7 @@ ngx_im_output_append(ngx_im_session_t *s, u_char *hdr, size_t hlen,
     /* nginx's SSL layer sends its buffer when it sees a flush */
     b->flush = 1;
 
-    s->out_size += total;
+    busy->out_size += total;
 
     ngx_im_output_post_flush(s);
 
@@ -235,7 +336,7 @@ ngx_im_output_flush_all(void)
         ngx_queue_remove(q);
         ngx_im_flush_n--;
 
-        s = ngx_queue_data(q, ngx_im_session_t, flush_link);
+        s = (ngx_queue_data(q, ngx_im_busy_t, flush_link))->session;
         s->flush_posted = 0;
 
         ngx_im_output_write(s);
@@ -268,7 +369,7 @@ ngx_im_output_post_flush(ngx_im_session_t *s)
     }
 
     s->flush_posted = 1;
-    ngx_queue_insert_tail(&ngx_im_flush_queue, &s->flush_link);
+    ngx_queue_insert_tail(&ngx_im_flush_queue, &s->busy->flush_link);
 
     if (++ngx_im_flush_n >= NGX_IM_FLUSH_BATCH) {
         ngx_im_output_flush_all();
@@ -285,7 +386,7 @@ static void
 ngx_im_output_unflush(ngx_im_session_t *s)
 {
     if (s->flush_posted) {
-        ngx_queue_remove(&s->flush_link);
+        ngx_queue_remove(&s->busy->flush_link);
         ngx_im_flush_n--;
         s->flush_posted = 0;
     }
@@ -299,10 +400,10 @@ ngx_im_output_write(ngx_im_session_t *s)
     ssize_t            n;
     ngx_buf_t         *b;
     ngx_chain_t       *cl, *next;
+    ngx_im_busy_t     *busy;
     ngx_connection_t  *c;
 
     c = s->connection;
-    before = s->out_size;
 
     if (c->write->timedout) {
         c->write->timedout = 0;
@@ -322,7 +423,10 @@ ngx_im_output_write(ngx_im_session_t *s)
         }
     }
 
-    if (s->out || c->buffered) {
+    busy = s->busy;
+    before = busy->out_size;
+
+    if (busy->out || c->buffered) {
 
         /*
          * the subscriptions of this pass first: a CONNECT_ACK must not
@@ -333,7 +437,7 @@ ngx_im_output_write(ngx_im_session_t *s)
          */
         ngx_im_redis_flush_new_subs();
 
-        if (s->out && s->out->next == NULL && !c->buffered) {
+        if (busy->out && busy->out->next == NULL && !c->buffered) {
 
             /*
              * One buffer, the usual case: send() rather than the chain's
@@ -342,7 +446,7 @@ ngx_im_output_write(ngx_im_session_t *s)
              * write on loopback here)
              */
 
-            b = s->out->buf;
+            b = busy->out->buf;
             n = c->send(c, b->pos, b->last - b->pos);
 
             if (n == NGX_ERROR) {
@@ -350,11 +454,11 @@ ngx_im_output_write(ngx_im_session_t *s)
 
             } else {
                 b->pos += (n > 0) ? n : 0;
-                cl = (b->pos == b->last) ? NULL : s->out;
+                cl = (b->pos == b->last) ? NULL : busy->out;
             }
 
         } else {
-            cl = c->send_chain(c, s->out, 0);
+            cl = c->send_chain(c, busy->out, 0);
         }
 
         if (cl == NGX_CHAIN_ERROR) {
@@ -367,27 +471,30 @@ ngx_im_output_write(ngx_im_session_t *s)
             return;
         }
 
-        /* cl is the first chunk not wholly sent */
+        /* cl is the first chunk not wholly sent; an idle session only
+         * had TLS's own buffer to send */
 
-        while (s->out != cl) {
-            next = s->out->next;
-            ngx_im_chunk_free(s->out);
-            s->out = next;
-        }
+        if (busy != &ngx_im_busy_idle) {
+            while (busy->out != cl) {
+                next = busy->out->next;
+                ngx_im_chunk_free(busy->out);
+                busy->out = next;
+            }
 
-        s->out_size = 0;
+            busy->out_size = 0;
 
-        if (s->out == NULL) {
-            s->last_out = &s->out;
+            if (busy->out == NULL) {
+                busy->last_out = &busy->out;
 
-        } else {
-            /* partly sent: count only what is left */
-            for (cl = s->out; cl; cl = cl->next) {
-                s->out_size += cl->buf->last - cl->buf->pos;
+            } else {
+                /* partly sent: count only what is left */
+                for (cl = busy->out; cl; cl = cl->next) {
+                    busy->out_size += cl->buf->last - cl->buf->pos;
+                }
             }
         }
 
-        if (s->out_size < before) {
+        if (busy->out_size < before) {
             /* the socket took some: the peer reads (its heartbeat) */
             s->wrote = 1;
         }
@@ -396,12 +503,16 @@ ngx_im_output_write(ngx_im_session_t *s)
     /* room again: the next pushes waiting for it, out at the next pass */
     ngx_im_session_ops->written(s);
 
-    if (s->out || c->buffered) {
+    if (s->busy->out || c->buffered) {
         if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
             ngx_im_session_ops->close(s, NGX_IM_CLOSE_ERROR);
         }
         return;
     }
+
+    /* nothing left to write: the record may go back, if nothing else is
+     * under way (written() may have queued more) */
+    ngx_im_busy_done(s);
 
     /* all said: a closing session may end */
     ngx_im_session_ops->flushed(s);
@@ -415,12 +526,16 @@ ngx_im_output_free(ngx_im_session_t *s)
 
     ngx_im_output_unflush(s);
 
-    while (s->out) {
-        cl = s->out;
-        s->out = cl->next;
+    if (s->busy == &ngx_im_busy_idle) {
+        return;
+    }
+
+    while (s->busy->out) {
+        cl = s->busy->out;
+        s->busy->out = cl->next;
         ngx_im_chunk_free(cl);
     }
 
-    s->last_out = &s->out;
-    s->out_size = 0;
+    s->busy->last_out = &s->busy->out;
+    s->busy->out_size = 0;
 }

@@ -58,7 +58,13 @@ static ngx_im_spares_t  ngx_im_spare_pub = ngx_im_spares(ngx_im_pub_t, 4096);
 static ngx_im_pub_t *
 ngx_im_publish_pub(ngx_im_session_t *s, u_char cmd, const u_char *msgid)
 {
-    ngx_im_pub_t  *pub;
+    ngx_im_pub_t   *pub;
+    ngx_im_busy_t  *busy;
+
+    busy = ngx_im_busy(s);
+    if (busy == NULL) {
+        return NULL;
+    }
 
     pub = ngx_im_pub_alloc();
     if (pub == NULL) {
@@ -72,7 +78,7 @@ ngx_im_publish_pub(ngx_im_session_t *s, u_char cmd, const u_char *msgid)
     pub->cmd = cmd;
     ngx_memcpy(pub->msgid, msgid, IM_MSGID_LEN);
 
-    ngx_queue_insert_tail(&s->pubs, &pub->queue);
+    ngx_queue_insert_tail(&busy->pubs, &pub->queue);
 
     return pub;
 }
@@ -336,8 +342,8 @@ ngx_im_publish_dispatch(ngx_im_session_t *s)
 
 again:
 
-    for (q = ngx_queue_head(&s->pubs);
-         q != ngx_queue_sentinel(&s->pubs);
+    for (q = ngx_queue_head(&s->busy->pubs);
+         q != ngx_queue_sentinel(&s->busy->pubs);
          q = ngx_queue_next(q))
     {
         pub = ngx_queue_data(q, ngx_im_pub_t, queue);
@@ -534,8 +540,8 @@ ngx_im_publish_answer(ngx_im_session_t *s)
     ngx_queue_t   *q;
     ngx_im_pub_t  *pub;
 
-    while (!ngx_queue_empty(&s->pubs)) {
-        q = ngx_queue_head(&s->pubs);
+    while (!ngx_queue_empty(&s->busy->pubs)) {
+        q = ngx_queue_head(&s->busy->pubs);
         pub = ngx_queue_data(q, ngx_im_pub_t, queue);
 
         if (!pub->done) {
@@ -674,8 +680,8 @@ ngx_im_publish_end(ngx_im_session_t *s)
 
     ngx_queue_init(&late);
 
-    while (!ngx_queue_empty(&s->pubs)) {
-        q = ngx_queue_head(&s->pubs);
+    while (!ngx_queue_empty(&s->busy->pubs)) {
+        q = ngx_queue_head(&s->busy->pubs);
         pub = ngx_queue_data(q, ngx_im_pub_t, queue);
         ngx_queue_remove(q);
 

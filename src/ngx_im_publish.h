@@ -66,7 +66,7 @@ ngx_int_t ngx_im_publish_api(uint32_t from, u_char *p, size_t n,
 void ngx_im_publish_end(ngx_im_session_t *s);
 
 /* requests not answered yet */
-#define ngx_im_publish_pending(s)  (!ngx_queue_empty(&(s)->pubs))
+#define ngx_im_publish_pending(s)  (!ngx_queue_empty(&(s)->busy->pubs))
 
 
 #endif /* _NGX_IM_PUBLISH_H_INCLUDED_ */

@@ -207,11 +207,7 @@ ngx_im_session_create(ngx_connection_t *c, ngx_im_transport_t *transport,
     s->connection = c;
     s->transport = t;
     s->route.token = ngx_im_session_token();
-    s->last_out = &s->out;
-
-    ngx_queue_init(&s->inflight);
-    ngx_queue_init(&s->waiting);
-    ngx_queue_init(&s->pubs);
+    s->busy = &ngx_im_busy_idle;
 
     s->kind = transport->tcp ? NGX_IM_T_TCP
 #if (NGX_SSL)
@@ -272,12 +268,12 @@ ngx_im_session_token(void)
 void
 ngx_im_session_moved(ngx_im_session_t *s)
 {
-    if (s->repush) {
-        s->repush->log = s->connection->log;
+    if (s->busy->repush) {
+        s->busy->repush->log = s->connection->log;
     }
 
-    if (s->close_ev) {
-        s->close_ev->log = s->connection->log;
+    if (s->busy->close_ev) {
+        s->busy->close_ev->log = s->connection->log;
     }
 
     /* pool memory; only the login needed it */
@@ -1093,13 +1089,13 @@ ngx_im_session_route_receipt(ngx_im_route_t *r, u_char *p, size_t n)
 static void
 ngx_im_session_written(ngx_im_session_t *s)
 {
-    if (s->out == NULL && !s->connection->buffered
-        && !ngx_queue_empty(&s->inflight))
+    if (s->busy->out == NULL && !s->connection->buffered
+        && !ngx_queue_empty(&s->busy->inflight))
     {
         ngx_im_delivery_drained(s);
     }
 
-    if (!ngx_queue_empty(&s->waiting)) {
+    if (!ngx_queue_empty(&s->busy->waiting)) {
         /* room again: the next pushes, out at the next pass */
         ngx_im_delivery_feed(s);
     }
@@ -1140,7 +1136,7 @@ ngx_im_session_timeout(ngx_im_timer_t *t)
     case NGX_IM_CP_POSTED:
         /* the close event could not be had (no memory): the timer
          * stands in for it */
-        if (s->close_ev == NULL) {
+        if (s->busy->close_ev == NULL) {
             ngx_im_session_close_step(s);
         }
         return;
@@ -1255,7 +1251,7 @@ ngx_im_session_alive(ngx_im_session_t *s)
 
     c = s->connection;
 
-    alive = s->heard || (s->wrote && (s->out || c->buffered));
+    alive = s->heard || (s->wrote && (s->busy->out || c->buffered));
 
     s->heard = 0;
     s->wrote = 0;
@@ -1376,19 +1372,23 @@ ngx_im_session_peer_closed(ngx_im_session_t *s)
 static void
 ngx_im_session_post_close(ngx_im_session_t *s)
 {
-    if (s->close_ev == NULL) {
-        s->close_ev = ngx_im_event_alloc(ngx_im_session_close_handler, s,
-                                         s->connection->log);
+    ngx_im_busy_t  *b;
 
-        if (s->close_ev == NULL) {
-            /* no memory even for that: the session timer does it */
-            ngx_im_session_add_timer(s, 1);
-            return;
-        }
+    b = ngx_im_busy(s);
+
+    if (b != NULL && b->close_ev == NULL) {
+        b->close_ev = ngx_im_event_alloc(ngx_im_session_close_handler, s,
+                                         s->connection->log);
     }
 
-    if (!s->close_ev->posted) {
-        ngx_post_event(s->close_ev, &ngx_posted_events);
+    if (b == NULL || b->close_ev == NULL) {
+        /* no memory even for that: the session timer does it */
+        ngx_im_session_add_timer(s, 1);
+        return;
+    }
+
+    if (!b->close_ev->posted) {
+        ngx_post_event(b->close_ev, &ngx_posted_events);
     }
 }
 
@@ -1409,7 +1409,7 @@ ngx_im_session_close_step(ngx_im_session_t *s)
     if (ngx_im_session_torn_down(s)) {
         if (s->close_phase == NGX_IM_CP_FINAL
             || (s->close_phase == NGX_IM_CP_FLUSHING
-                && s->out == NULL && !s->connection->buffered))
+                && s->busy->out == NULL && !s->connection->buffered))
         {
             ngx_im_session_finalize(s);
         }
@@ -1509,6 +1509,7 @@ ngx_im_session_finalize(ngx_im_session_t *s)
 ngx_int_t
 ngx_im_session_shutdown(ngx_im_session_t *s, ngx_uint_t wait)
 {
+    ngx_chain_t       *cl;
     ngx_connection_t  *c;
 
     c = s->connection;
@@ -1532,12 +1533,12 @@ ngx_im_session_shutdown(ngx_im_session_t *s, ngx_uint_t wait)
     if (!ngx_im_session_torn_down(s) && s->state == NGX_IM_S_LIVE
         && !ngx_im_session_system(s) && !c->write->error)
     {
-        if (s->out) {
+        if (s->busy->out) {
             /* what the pass has not flushed yet (a re-push, say) first */
             ngx_im_output_write(s);
         }
 
-        if (s->out == NULL && !ngx_im_session_closing(s)) {
+        if (s->busy->out == NULL && !ngx_im_session_closing(s)) {
             /* best effort, the worker is going: DISCONNECT, close 1001 */
             ngx_im_output_simple(s, IM_CMD_DISCONNECT);
 
@@ -1546,9 +1547,11 @@ ngx_im_session_shutdown(ngx_im_session_t *s, ngx_uint_t wait)
                                                    NGX_IM_CLOSE_SHUTDOWN);
             }
 
-            if (s->out && s->out->next == NULL) {
-                (void) c->send(c, s->out->buf->pos,
-                               s->out->buf->last - s->out->buf->pos);
+            cl = s->busy->out;
+
+            if (cl && cl->next == NULL) {
+                (void) c->send(c, cl->buf->pos,
+                               cl->buf->last - cl->buf->pos);
             }
         }
     }
@@ -1575,12 +1578,20 @@ ngx_im_session_abort(ngx_im_session_t *s)
 
     ngx_im_delivery_release(s);
 
-    if (s->close_ev) {
-        ngx_im_event_free(s->close_ev);
-        s->close_ev = NULL;
+    if (s->busy->close_ev) {
+        ngx_im_event_free(s->busy->close_ev);
+        s->busy->close_ev = NULL;
     }
 
     ngx_im_output_free(s);
+
+    ngx_im_busy_done(s);
+
+    if (s->busy != &ngx_im_busy_idle) {
+        ngx_log_error(NGX_LOG_ALERT, s->connection->log, 0,
+                      "im session: uid %uD: still busy at its end",
+                      s->route.uid);
+    }
 
     ngx_im_gauges->sessions[s->kind]--;
 

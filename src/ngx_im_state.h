@@ -150,10 +150,48 @@ extern ngx_im_transport_t  *ngx_im_transports[NGX_IM_TRANSPORTS];
 
 
 /*
+ * What a session holds only while something is under way: pushes in
+ * flight and waiting, its own publishes awaiting answers, output not yet
+ * written, and the events that go with them.  An idle session has none of
+ * it, so the session block does not carry it (decision 044): s->busy then
+ * points at ngx_im_busy_idle, one record for every idle session, whose
+ * queues are empty and stay so.  Reading through s->busy is always right;
+ * anything that adds to it first takes a record of the session's own with
+ * ngx_im_busy(s) (from a list of spares), and ngx_im_busy_done(s) gives it
+ * back once all of it is empty again.
+ */
+typedef struct {
+    /* delivery */
+    ngx_queue_t            inflight;        /* pushed, unacked, by deadline */
+    ngx_queue_t            waiting;         /* to push when there is room */
+    uint32_t               waiting_bytes;   /* of live messages in it */
+    uint32_t               out_size;        /* bytes in out */
+    /* while there is something to re-push */
+    ngx_event_t           *repush;
+    struct ngx_im_mark_s  *mark;            /* an inbox read held for its
+                                             * mark (ngx_im_delivery.c) */
+
+    /* publishing */
+    ngx_queue_t            pubs;            /* own messages, acks in order */
+
+    /* once closing */
+    ngx_event_t           *close_ev;
+
+    /* output */
+    ngx_queue_t            flush_link;      /* in the list of writers */
+    ngx_chain_t           *out;
+    ngx_chain_t          **last_out;
+
+    ngx_im_session_t      *session;         /* whose (from flush_link) */
+} ngx_im_busy_t;
+
+
+/*
  * A session is kept for each idle client, so the record is packed: what
- * only a login needs is behind cred, a length that im_send_buffer bounds
- * is 32 bits, the transport is an index, and the transport finds its own
- * context from the session's address (it allocates both together).
+ * only a login needs is behind cred, what only a busy session needs is
+ * behind busy, a length that im_send_buffer bounds is 32 bits, the
+ * transport is an index, and the transport finds its own context from the
+ * session's address (it allocates both together).
  */
 
 struct ngx_im_session_s {
@@ -199,29 +237,11 @@ struct ngx_im_session_s {
     /* from CONNECT, in the connection's pool, until the login is done */
     ngx_im_cred_t         *cred;
 
-    /* delivery */
-    ngx_queue_t            inflight;        /* pushed, unacked, by deadline */
-    ngx_queue_t            waiting;         /* to push when there is room */
-    uint32_t               waiting_bytes;   /* of live messages in it */
-    uint32_t               out_size;        /* bytes in out */
-    /* only while there is something to re-push: an idle session does not
-     * carry it */
-    ngx_event_t           *repush;
-    struct ngx_im_mark_s  *mark;            /* an inbox read held for its
-                                             * mark (ngx_im_delivery.c) */
-
-    /* publishing */
-    ngx_queue_t            pubs;            /* own messages, acks in order */
-
     /* the one pending timer (connect, ping, grace, close) */
     ngx_im_timer_t         timer;
-    /* only once closing */
-    ngx_event_t           *close_ev;
 
-    /* output */
-    ngx_queue_t            flush_link;      /* in the list of writers */
-    ngx_chain_t           *out;
-    ngx_chain_t          **last_out;
+    /* pushes, publishes and output under way (never NULL) */
+    ngx_im_busy_t         *busy;
 };
 
 
@@ -254,6 +274,21 @@ ngx_im_session_unread(ngx_im_session_t *s)
 #endif
 
     return ioctl(c->fd, FIONREAD, &n) != -1 && n > 0;
+}
+
+
+/* the record every idle session shares: never written */
+extern ngx_im_busy_t  ngx_im_busy_idle;
+
+/* a record of the session's own (NULL: no memory), and its return once
+ * empty (ngx_im_output.c) */
+ngx_im_busy_t *ngx_im_busy_take(ngx_im_session_t *s);
+void ngx_im_busy_done(ngx_im_session_t *s);
+
+static ngx_inline ngx_im_busy_t *
+ngx_im_busy(ngx_im_session_t *s)
+{
+    return (s->busy != &ngx_im_busy_idle) ? s->busy : ngx_im_busy_take(s);
 }
 
 
