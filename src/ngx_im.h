@@ -38,6 +38,8 @@ typedef struct {
     ngx_str_t           redis_user;
     ngx_str_t           redis_password;
     ngx_msec_t          redis_timeout;
+    /* im_redis_cluster on: im_redis is a seed of a Redis Cluster */
+    ngx_flag_t          redis_cluster;
 
     ngx_flag_t          redis_ssl;
     ngx_flag_t          redis_ssl_verify;

@@ -712,6 +712,30 @@ ngx_im_metrics_prometheus(ngx_pool_t *pool)
                            "CONNECTs answered CONNECT_ACK 2 after "
                            "im_login_queue_timeout in the queue.",
                            t->login_queue_timeouts);
+    p = ngx_im_metrics_one(p, "im_redis_cluster_moved_total", "counter",
+                           "Redis Cluster: commands sent again to the "
+                           "master a MOVED reply named.",
+                           t->redis_moved);
+    p = ngx_im_metrics_one(p, "im_redis_cluster_asked_total", "counter",
+                           "Redis Cluster: commands sent again, with "
+                           "ASKING, to the node an ASK reply named.",
+                           t->redis_asked);
+    p = ngx_im_metrics_one(p, "im_redis_cluster_map_reads_total",
+                           "counter",
+                           "Redis Cluster: reads of the slot map "
+                           "(CLUSTER SLOTS).",
+                           t->redis_map_reads);
+    p = ngx_im_metrics_one(p, "im_redis_cluster_channels_moved_total",
+                           "counter",
+                           "Redis Cluster: shard channels unsubscribed "
+                           "by the cluster (their slot moved), "
+                           "subscribed again.",
+                           t->redis_moved_channels);
+    p = ngx_im_metrics_one(p, "im_redis_cluster_tryagain_total", "counter",
+                           "Redis Cluster: commands of several keys "
+                           "answered TRYAGAIN (their slot moving), sent "
+                           "again.",
+                           t->redis_tryagain);
     p = ngx_im_metrics_hist(p, "im_redis_duration_seconds",
                             "Time from a Redis command to its reply.",
                             &t->redis);
@@ -868,6 +892,13 @@ ngx_im_metrics_json(ngx_pool_t *pool, ngx_im_metrics_extra_t *extra)
                     snap->gauges.logins_in_flight, snap->gauges.login_queue,
                     t->login_queued, t->login_queue_timeouts);
     p = ngx_sprintf(p, ",\"sessions_busy\":%uA", snap->gauges.busy);
+    p = ngx_sprintf(p, ",\"redis_cluster_moved\":%uA,"
+                    "\"redis_cluster_asked\":%uA,"
+                    "\"redis_cluster_map_reads\":%uA,"
+                    "\"redis_cluster_channels_moved\":%uA,"
+                    "\"redis_cluster_tryagain\":%uA",
+                    t->redis_moved, t->redis_asked, t->redis_map_reads,
+                    t->redis_moved_channels, t->redis_tryagain);
     p = ngx_im_metrics_json_map(p, "dropped_by_reason",
                                 ngx_im_metrics_drops, t->dropped,
                                 NGX_IM_DROPPED_N);

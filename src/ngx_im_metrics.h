@@ -134,6 +134,16 @@ typedef struct {
     ngx_atomic_uint_t   stale_logins;
     ngx_atomic_uint_t   login_queued;
     ngx_atomic_uint_t   login_queue_timeouts;
+    /* Redis Cluster (im_redis_cluster): commands sent again after MOVED,
+     * after ASK; reads of the slot map; shard channels the cluster
+     * unsubscribed (their slot moved) */
+    ngx_atomic_uint_t   redis_moved;
+    ngx_atomic_uint_t   redis_asked;
+    ngx_atomic_uint_t   redis_map_reads;
+    ngx_atomic_uint_t   redis_moved_channels;
+    /* commands of several keys answered TRYAGAIN (a slot moving), sent
+     * again */
+    ngx_atomic_uint_t   redis_tryagain;
 } ngx_im_stats_t;
 
 

@@ -88,6 +88,13 @@ static ngx_command_t  ngx_im_commands[] = {
       offsetof(ngx_im_conf_t, redis_timeout),
       NULL },
 
+    { ngx_string("im_redis_cluster"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      0,
+      offsetof(ngx_im_conf_t, redis_cluster),
+      NULL },
+
     { ngx_string("im_redis_ssl"),
       NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -422,6 +429,7 @@ ngx_im_create_conf(ngx_cycle_t *cycle)
     imcf->redis_db = NGX_CONF_UNSET;
     imcf->redis_timeout = NGX_CONF_UNSET_MSEC;
     imcf->redis_ssl = NGX_CONF_UNSET;
+    imcf->redis_cluster = NGX_CONF_UNSET;
     imcf->redis_ssl_verify = NGX_CONF_UNSET;
     imcf->redis_wait = NGX_CONF_UNSET_UINT;
     imcf->redis_wait_timeout = NGX_CONF_UNSET_MSEC;
@@ -486,6 +494,37 @@ ngx_im_init_conf(ngx_cycle_t *cycle, void *conf)
     if (imcf->redis_ssl && ngx_im_redis_ssl(cycle, imcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
+    ngx_conf_init_value(imcf->redis_cluster, 0);
+
+    if (imcf->redis_cluster) {
+        /* a cluster has database 0 only: no SELECT
+         * (docs/decisions/043-redis-cluster.md) */
+        if (imcf->redis_db != 0 || imcf->group_db > 0) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "im_redis_cluster: a Redis Cluster has database "
+                          "0 only: im_redis_db and im_group_db must be 0");
+            return NGX_CONF_ERROR;
+        }
+
+        /* a cluster promotes its replicas itself; a WAIT would be one
+         * per master touched, not built */
+        if (imcf->sentinels) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "im_redis_cluster and im_redis_sentinel exclude "
+                          "each other: a cluster fails over by itself");
+            return NGX_CONF_ERROR;
+        }
+
+        if (imcf->redis_wait != NGX_CONF_UNSET_UINT && imcf->redis_wait) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "im_redis_cluster: \"im_redis_wait\" is not "
+                          "supported with a Redis Cluster yet");
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_conf_init_value(imcf->group_db, 0);
+    }
+
     ngx_conf_init_value(imcf->group_db, 1);
 
     if (imcf->group_prefix.data == NULL) {

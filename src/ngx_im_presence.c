@@ -132,14 +132,14 @@ static char  ngx_im_presence_refresh_script[] =
 static size_t
 ngx_im_presence_key(u_char *buf, ngx_im_route_t *r)
 {
-    return ngx_sprintf(buf, "im:p:%uD:%d", r->uid, (int) r->client_id) - buf;
+    return ngx_im_store_presence_key(buf, r->uid, (int) r->client_id);
 }
 
 
 static size_t
 ngx_im_presence_sessions_key(u_char *buf, ngx_im_route_t *r)
 {
-    return ngx_sprintf(buf, "im:s:%uD", r->uid) - buf;
+    return ngx_im_store_sessions_key(buf, r->uid);
 }
 
 
@@ -432,6 +432,218 @@ ngx_im_presence_logout(uint32_t uid, uint8_t scope, uint8_t client_id)
 }
 
 
+/*
+ * In cluster mode the uids' keys are on the masters of their slots, and
+ * one script may not touch keys of several slots: one script per uid,
+ * and the answers gathered (each copied out of its reply, which lives
+ * only during its callback) into the one answer of n entries the caller
+ * reads.  A failed read fails the whole, as on one Redis.
+ */
+
+typedef struct {
+    ngx_im_redis_cb_pt   cb;
+    void                *data;
+    ngx_uint_t           left;
+    ngx_uint_t           failed;
+    redisReply           root;
+    redisReply          *error;      /* the first error, copied */
+    /* redisReply       *element[n]; */
+} ngx_im_presence_gather_t;
+
+
+static redisReply *
+ngx_im_presence_copy(redisReply *r)
+{
+    size_t       i;
+    redisReply  *c;
+
+    c = ngx_calloc(sizeof(redisReply) + (r->str ? r->len + 1 : 0),
+                   ngx_cycle->log);
+    if (c == NULL) {
+        return NULL;
+    }
+
+    c->type = r->type;
+    c->integer = r->integer;
+    c->len = r->len;
+
+    if (r->str) {
+        c->str = (char *) (c + 1);
+        ngx_memcpy(c->str, r->str, r->len);
+    }
+
+    if (r->type == REDIS_REPLY_ARRAY && r->elements) {
+        c->element = ngx_calloc(r->elements * sizeof(redisReply *),
+                                ngx_cycle->log);
+        if (c->element == NULL) {
+            ngx_free(c);
+            return NULL;
+        }
+
+        c->elements = r->elements;
+
+        for (i = 0; i < r->elements; i++) {
+            c->element[i] = ngx_im_presence_copy(r->element[i]);
+            if (c->element[i] == NULL) {
+                c->elements = i;
+                return c;
+            }
+        }
+    }
+
+    return c;
+}
+
+
+static void
+ngx_im_presence_free_copy(redisReply *c)
+{
+    size_t  i;
+
+    if (c == NULL) {
+        return;
+    }
+
+    for (i = 0; i < c->elements; i++) {
+        ngx_im_presence_free_copy(c->element[i]);
+    }
+
+    if (c->element) {
+        ngx_free(c->element);
+    }
+
+    ngx_free(c);
+}
+
+
+typedef struct {
+    ngx_im_presence_gather_t  *g;
+    ngx_uint_t                 k;
+} ngx_im_presence_part_t;
+
+
+static void
+ngx_im_presence_gathered(redisReply *reply, void *data)
+{
+    ngx_im_presence_part_t    *part = data;
+    ngx_uint_t                 i;
+    ngx_im_presence_gather_t  *g;
+
+    g = part->g;
+
+    if (reply == NULL) {
+        g->failed = 1;
+
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        if (g->error == NULL) {
+            g->error = ngx_im_presence_copy(reply);
+        }
+
+        g->failed = 1;
+
+    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1
+               && g->root.element[part->k] == NULL)
+    {
+        g->root.element[part->k] = ngx_im_presence_copy(reply->element[0]);
+        if (g->root.element[part->k] == NULL) {
+            g->failed = 1;
+        }
+
+    } else {
+        g->failed = 1;
+    }
+
+    if (--g->left) {
+        return;
+    }
+
+    g->cb(g->failed ? g->error : &g->root, g->data);
+
+    for (i = 0; i < g->root.elements; i++) {
+        ngx_im_presence_free_copy(g->root.element[i]);
+    }
+
+    ngx_im_presence_free_copy(g->error);
+    ngx_free(g);
+}
+
+
+static ngx_int_t
+ngx_im_presence_sessions_each(uint32_t *uids, ngx_uint_t n,
+    ngx_im_redis_cb_pt cb, void *data)
+{
+    u_char                     key[NGX_IM_STORE_KEY_LEN];
+    ngx_uint_t                 i, sent;
+    const char                *argv[4];
+    size_t                     argvlen[4];
+    ngx_im_presence_part_t    *parts;
+    ngx_im_presence_gather_t  *g;
+
+    g = ngx_calloc(sizeof(ngx_im_presence_gather_t)
+                   + n * (sizeof(redisReply *)
+                          + sizeof(ngx_im_presence_part_t)),
+                   ngx_cycle->log);
+    if (g == NULL) {
+        return NGX_ERROR;
+    }
+
+    g->cb = cb;
+    g->data = data;
+    g->root.type = REDIS_REPLY_ARRAY;
+    g->root.elements = n;
+    g->root.element = (redisReply **) (g + 1);
+    parts = (ngx_im_presence_part_t *) (g->root.element + n);
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = ngx_im_presence_sessions_script;
+    argvlen[1] = sizeof(ngx_im_presence_sessions_script) - 1;
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = (char *) key;
+
+    /* one more than the scripts: the last callback is not the one of a
+     * script sent while others are still being sent */
+    g->left = n + 1;
+    sent = 0;
+
+    for (i = 0; i < n; i++) {
+        parts[i].g = g;
+        parts[i].k = i;
+
+        argvlen[3] = ngx_im_store_sessions_key(key, uids[i]);
+
+        if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_presence_gathered,
+                             &parts[i], 4, argv, argvlen)
+            != NGX_OK)
+        {
+            break;
+        }
+
+        sent++;
+    }
+
+    if (sent < n) {
+        g->failed = 1;
+        g->left -= n - sent;
+    }
+
+    if (sent == 0) {
+        ngx_free(g);
+        return NGX_ERROR;
+    }
+
+    /* the extra count */
+    if (--g->left == 0) {
+        /* cannot be: the scripts' replies come in later passes */
+        g->cb(NULL, g->data);
+        ngx_free(g);
+    }
+
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_im_presence_sessions(uint32_t *uids, ngx_uint_t n,
     ngx_im_redis_cb_pt cb, void *data)
@@ -442,10 +654,14 @@ ngx_im_presence_sessions(uint32_t *uids, ngx_uint_t n,
     ngx_uint_t    i;
     const char  **argv;
 
+    if (ngx_im_get_conf()->redis_cluster) {
+        return ngx_im_presence_sessions_each(uids, n, cb, data);
+    }
+
     /* one allocation: the argument vectors and the keys */
 
     keys = ngx_alloc((n + 3) * (sizeof(char *) + sizeof(size_t))
-                     + n * sizeof("im:s:4294967295"), ngx_cycle->log);
+                     + n * sizeof("im:s:{4294967295}"), ngx_cycle->log);
     if (keys == NULL) {
         return NGX_ERROR;
     }
@@ -463,7 +679,7 @@ ngx_im_presence_sessions(uint32_t *uids, ngx_uint_t n,
 
     for (i = 0; i < n; i++) {
         argv[3 + i] = (char *) p;
-        argvlen[3 + i] = ngx_sprintf(p, "im:s:%uD", uids[i]) - p;
+        argvlen[3 + i] = ngx_im_store_sessions_key(p, uids[i]);
         p += argvlen[3 + i];
     }
 

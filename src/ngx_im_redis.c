@@ -16,12 +16,43 @@
 #include "ngx_im_redis.h"
 #include "ngx_im_redis_conn.h"
 #include "ngx_im_redis_sentinel.h"
+#include "ngx_im_redis_cluster.h"
+#include "ngx_im_alloc.h"
+
+
+/* in cluster mode, a command's bytes kept until its reply: a redirect
+ * sends them again elsewhere */
+typedef struct {
+    size_t                len;
+    ngx_uint_t            redirects;
+    ngx_msec_t            made;     /* for TRYAGAIN's bound */
+    /* u_char             bytes[len]; */
+} ngx_im_redis_copy_t;
+
+
+/*
+ * A command's copy comes from a list of spares when it is small, as the
+ * commands of a message are: with a malloc and a free per command, libc's
+ * allocator had 13 % of a worker's samples in a 1:1 write-through run on a
+ * cluster (perf, bench/cluster.sh), 6 % with the spares.
+ */
+
+#define NGX_IM_REDIS_COPY_SMALL  512
+
+typedef struct {
+    ngx_im_redis_copy_t   hdr;
+    u_char                bytes[NGX_IM_REDIS_COPY_SMALL];
+} ngx_im_redis_copy_small_t;
+
+static ngx_im_spares_t  ngx_im_redis_copies =
+    ngx_im_spares(ngx_im_redis_copy_small_t, 4096);
 
 
 typedef struct {
     ngx_im_redis_cb_pt    cb;
     void                 *data;
     uint64_t              sent;     /* microseconds, for the latency */
+    ngx_im_redis_copy_t  *copy;     /* cluster mode only */
 } ngx_im_redis_req_t;
 
 
@@ -32,6 +63,13 @@ typedef struct {
     ngx_uint_t            n;
     ngx_uint_t            size;     /* a power of 2, or 0 */
 } ngx_im_redis_queue_t;
+
+
+/* cluster mode: commands answered TRYAGAIN, sent again in a while */
+typedef struct {
+    ngx_im_redis_conn_t  *rc;
+    ngx_im_redis_req_t    req;
+} ngx_im_redis_retry_t;
 
 
 static void ngx_im_redis_ready_handler(ngx_im_redis_conn_t *rc);
@@ -53,6 +91,26 @@ static void ngx_im_redis_sub_reply(ngx_im_redis_conn_t *rc,
 static void ngx_im_redis_batch_reset(void);
 static void ngx_im_redis_batch_handler(ngx_event_t *ev);
 static u_char *ngx_im_redis_num(u_char *p, u_char lead, size_t n);
+static ngx_int_t ngx_im_redis_send(ngx_im_redis_conn_t *rc,
+    ngx_im_redis_cb_pt cb, void *data, int argc, const char **argv,
+    const size_t *argvlen, ngx_uint_t keep);
+static ngx_int_t ngx_im_redis_tx_cmd(ngx_uint_t which,
+    ngx_im_redis_cb_pt cb, void *data, int argc, const char **argv,
+    const size_t *argvlen);
+static ngx_im_redis_copy_t *ngx_im_redis_copy(u_char *bytes, size_t len);
+static void ngx_im_redis_copy_free(ngx_im_redis_copy_t *copy);
+static ngx_int_t ngx_im_redis_redirect(ngx_im_redis_conn_t *rc,
+    ngx_im_redis_req_t *req, redisReply *reply);
+static void ngx_im_redis_read_map(void);
+static void ngx_im_redis_map_handler(ngx_event_t *ev);
+static ngx_int_t ngx_im_redis_retry(ngx_im_redis_conn_t *rc,
+    ngx_im_redis_req_t *req);
+static void ngx_im_redis_retry_handler(ngx_event_t *ev);
+static void ngx_im_redis_retry_fail(void);
+static ngx_int_t ngx_im_redis_ssub_cmd(ngx_uint_t which, u_char *channel,
+    size_t len);
+static void ngx_im_redis_ssub_reply(ngx_im_redis_conn_t *rc,
+    redisReply *reply);
 
 
 static const char  *ngx_im_redis_names[NGX_IM_REDIS_N] = {
@@ -115,6 +173,29 @@ static ngx_im_redis_batch_t      ngx_im_redis_batches[2] = {
 };
 static ngx_event_t               ngx_im_redis_batch_ev;
 
+/* cluster mode: the slot map's reads (one at a time, one more when asked
+ * meanwhile, again in a second when none could be made), and an
+ * SSUBSCRIBE queued since the last flush */
+static ngx_event_t               ngx_im_redis_map_ev;
+static ngx_uint_t                ngx_im_redis_map_reading;
+static ngx_uint_t                ngx_im_redis_map_again;
+static ngx_uint_t                ngx_im_redis_ssub_new;
+/* im_redis_cluster, read once per worker: tested for every command */
+static ngx_uint_t                ngx_im_redis_clustered;
+static ngx_uint_t                ngx_im_redis_exiting;
+static ngx_im_redis_retry_t     *ngx_im_redis_retries;
+static ngx_uint_t                ngx_im_redis_nretries;
+static ngx_uint_t                ngx_im_redis_retries_size;
+static ngx_event_t               ngx_im_redis_retry_ev;
+
+/* cluster mode: the transaction being queued (see ngx_im_redis_tx_cmd) */
+static struct {
+    ngx_uint_t                   open;
+    ngx_im_redis_conn_t         *rc;
+    ngx_im_redis_cb_pt           cb;     /* MULTI's */
+    void                        *data;
+} ngx_im_redis_tx;
+
 
 ngx_int_t
 ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
@@ -128,6 +209,7 @@ ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
     imcf = ngx_im_get_conf();
 
     ngx_im_redis_handlers = handlers;
+    ngx_im_redis_clustered = imcf->redis_cluster;
 
     s = &ngx_im_redis_server;
     s->addrs = imcf->redis_addrs;
@@ -153,6 +235,27 @@ ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
         return NGX_ERROR;
     }
 
+    ngx_im_redis_dummy.fd = (ngx_socket_t) -1;
+    ngx_im_redis_batch_ev.data = &ngx_im_redis_dummy;
+    ngx_im_redis_batch_ev.handler = ngx_im_redis_batch_handler;
+    ngx_im_redis_batch_ev.log = cycle->log;
+    ngx_im_redis_batch_reset();
+
+    if (imcf->redis_cluster) {
+        ngx_im_redis_map_ev.data = &ngx_im_redis_dummy;
+        ngx_im_redis_map_ev.handler = ngx_im_redis_map_handler;
+        ngx_im_redis_map_ev.log = cycle->log;
+        ngx_im_redis_map_ev.cancelable = 1;
+
+        ngx_im_redis_retry_ev.data = &ngx_im_redis_dummy;
+        ngx_im_redis_retry_ev.handler = ngx_im_redis_retry_handler;
+        ngx_im_redis_retry_ev.log = cycle->log;
+        ngx_im_redis_retry_ev.cancelable = 1;
+
+        return ngx_im_redis_cluster_init(cycle, s,
+                                         &ngx_im_redis_conn_handlers);
+    }
+
     for (i = 0; i < NGX_IM_REDIS_N; i++) {
         rc = &ngx_im_redis_conns[i];
 
@@ -161,7 +264,8 @@ ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
              : (i == NGX_IM_REDIS_SUB) ? 0 : imcf->redis_db;
 
         ngx_im_redis_conn_init(rc, s, db, ngx_im_redis_names[i],
-                               &ngx_im_redis_conn_handlers, NULL);
+                               &ngx_im_redis_conn_handlers,
+                               &ngx_im_redis_queues[i]);
         rc->index = i;
 
         if (ngx_im_redis_used(i)) {
@@ -170,12 +274,6 @@ ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
         }
     }
 
-    ngx_im_redis_dummy.fd = (ngx_socket_t) -1;
-    ngx_im_redis_batch_ev.data = &ngx_im_redis_dummy;
-    ngx_im_redis_batch_ev.handler = ngx_im_redis_batch_handler;
-    ngx_im_redis_batch_ev.log = cycle->log;
-    ngx_im_redis_batch_reset();
-
     return NGX_OK;
 }
 
@@ -183,14 +281,43 @@ ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
 void
 ngx_im_redis_exit(void)
 {
-    ngx_uint_t  i;
+    ngx_uint_t              i, j;
+    ngx_im_cluster_node_t  *node;
 
     if (ngx_im_redis_batch_ev.posted) {
         ngx_delete_posted_event(&ngx_im_redis_batch_ev);
     }
 
+    ngx_im_redis_exiting = 1;
+
     if (ngx_im_get_conf()->sentinels) {
         ngx_im_redis_sentinel_exit();
+    }
+
+    if (ngx_im_redis_clustered) {
+        if (ngx_im_redis_map_ev.timer_set) {
+            ngx_del_timer(&ngx_im_redis_map_ev);
+        }
+
+        if (ngx_im_redis_retry_ev.timer_set) {
+            ngx_del_timer(&ngx_im_redis_retry_ev);
+        }
+
+        ngx_im_redis_retry_fail();
+
+        ngx_im_redis_cluster_exit();
+
+        for (i = 0; i < ngx_im_redis_cluster_nodes(); i++) {
+            node = ngx_im_redis_cluster_node(i);
+
+            for (j = 0; j < NGX_IM_REDIS_N; j++) {
+                if (node->conns[j].data) {
+                    ngx_im_redis_fail_all(node->conns[j].data);
+                }
+            }
+        }
+
+        return;
     }
 
     for (i = 0; i < NGX_IM_REDIS_N; i++) {
@@ -262,6 +389,10 @@ ngx_im_redis_conn(ngx_uint_t which)
 ngx_uint_t
 ngx_im_redis_ready(ngx_uint_t which)
 {
+    if (ngx_im_redis_clustered) {
+        return ngx_im_redis_cluster_ready(which);
+    }
+
     return ngx_im_redis_conn(which)->state == NGX_IM_REDIS_READY;
 }
 
@@ -270,6 +401,10 @@ ngx_uint_t
 ngx_im_redis_away(ngx_uint_t which)
 {
     ngx_im_redis_conn_t  *rc;
+
+    if (ngx_im_redis_clustered) {
+        return ngx_im_redis_cluster_away(which);
+    }
 
     rc = ngx_im_redis_conn(which);
 
@@ -280,6 +415,18 @@ ngx_im_redis_away(ngx_uint_t which)
 static void
 ngx_im_redis_ready_handler(ngx_im_redis_conn_t *rc)
 {
+    if (ngx_im_redis_clustered) {
+        /* the map first: a connection is of use once slots point to it */
+
+        if (!ngx_im_redis_cluster_mapped()) {
+            if (rc->index == NGX_IM_REDIS_INBOX) {
+                ngx_im_redis_read_map();
+            }
+
+            return;
+        }
+    }
+
     if (rc->index == NGX_IM_REDIS_SUB) {
         if (ngx_im_redis_handlers->sub_connected) {
             ngx_im_redis_handlers->sub_connected();
@@ -297,7 +444,13 @@ static ngx_int_t
 ngx_im_redis_reply_handler(ngx_im_redis_conn_t *rc, redisReply *reply)
 {
     if (rc->index == NGX_IM_REDIS_SUB) {
-        ngx_im_redis_sub_reply(rc, reply);
+        if (ngx_im_redis_clustered) {
+            ngx_im_redis_ssub_reply(rc, reply);
+
+        } else {
+            ngx_im_redis_sub_reply(rc, reply);
+        }
+
         return NGX_OK;
     }
 
@@ -313,7 +466,9 @@ ngx_im_redis_down_handler(ngx_im_redis_conn_t *rc)
         ngx_im_redis_batch_reset();
     }
 
-    ngx_im_redis_fail_all(&ngx_im_redis_queues[rc->index]);
+    if (rc->data) {
+        ngx_im_redis_fail_all(rc->data);
+    }
 
     if (rc->index == NGX_IM_REDIS_INBOX) {
         /* the WAITs failed above with the rest; nothing is held now */
@@ -326,6 +481,15 @@ ngx_im_redis_down_handler(ngx_im_redis_conn_t *rc)
         /* the master may have moved while the sentinel's connection was
          * away too */
         ngx_im_redis_sentinel_ask();
+    }
+
+    if (ngx_im_redis_clustered && !ngx_im_redis_exiting
+        && ngx_im_redis_cluster_mapped())
+    {
+        /* a master gone may be a failover under way: the map tells when
+         * a replica took its slots (read again each second until every
+         * master answers) */
+        ngx_im_redis_read_map();
     }
 }
 
@@ -369,20 +533,134 @@ ngx_int_t
 ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
     int argc, const char **argv, const size_t *argvlen)
 {
-    int                    i;
-    u_char                *p;
-    size_t                 need;
-    ngx_im_redis_req_t    *req;
-    ngx_im_redis_conn_t   *rc;
-    ngx_im_redis_queue_t  *q;
+    ngx_int_t             slot;
+    ngx_im_redis_conn_t  *rc;
 
-    rc = ngx_im_redis_conn(which);
+    if (ngx_im_redis_clustered) {
+        if (argvlen[0] == 5 && ngx_strncmp(argv[0], "MULTI", 5) == 0) {
+            /* sent with the transaction's first key, to its master */
+            ngx_im_redis_tx.open = 1;
+            ngx_im_redis_tx.rc = NULL;
+            ngx_im_redis_tx.cb = cb;
+            ngx_im_redis_tx.data = data;
+            return NGX_OK;
+        }
+
+        if (ngx_im_redis_tx.open) {
+            return ngx_im_redis_tx_cmd(which, cb, data, argc, argv,
+                                       argvlen);
+        }
+
+        /* the connection of the master that serves the command's key */
+
+        slot = ngx_im_redis_cluster_slot(argc, argv, argvlen);
+
+        rc = ngx_im_redis_cluster_conn(which,
+                                       slot == NGX_DECLINED ? 0 : slot);
+        if (rc == NULL) {
+            return NGX_ERROR;
+        }
+
+    } else {
+        rc = ngx_im_redis_conn(which);
+    }
+
+    return ngx_im_redis_send(rc, cb, data, argc, argv, argvlen, 1);
+}
+
+
+/*
+ * Cluster mode: a transaction (MULTI ... EXEC, decision 037) goes to the
+ * master of its first key, whole; the router makes one per recipient, so
+ * its keys are of one slot.  Its commands keep no copy: a redirect at
+ * queue time aborts the EXEC (EXECABORT), a refusal, and the map is read
+ * again for the next message; sent again alone, a command would run
+ * outside its transaction.
+ */
+
+static ngx_int_t
+ngx_im_redis_tx_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
+    int argc, const char **argv, const size_t *argvlen)
+{
+    ngx_int_t             slot, rv;
+    ngx_uint_t            end;
+    ngx_im_redis_conn_t  *rc;
+
+    static const char    *multi[1] = { "MULTI" };
+    static size_t         multilen[1] = { 5 };
+
+    end = (argvlen[0] == 4 && ngx_strncmp(argv[0], "EXEC", 4) == 0)
+          || (argvlen[0] == 7 && ngx_strncmp(argv[0], "DISCARD", 7) == 0);
+
+    rc = ngx_im_redis_tx.rc;
+
+    if (rc == NULL) {
+        slot = ngx_im_redis_cluster_slot(argc, argv, argvlen);
+
+        rc = ngx_im_redis_cluster_conn(which,
+                                       slot == NGX_DECLINED ? 0 : slot);
+
+        if (rc == NULL
+            || ngx_im_redis_send(rc, ngx_im_redis_tx.cb, ngx_im_redis_tx.data,
+                                 1, multi, multilen, 0)
+               != NGX_OK)
+        {
+            if (end) {
+                ngx_im_redis_tx.open = 0;
+            }
+
+            return NGX_ERROR;
+        }
+
+        ngx_im_redis_tx.rc = rc;
+    }
+
+    rv = ngx_im_redis_send(rc, cb, data, argc, argv, argvlen, 0);
+
+    if (end) {
+        ngx_im_redis_tx.open = 0;
+        ngx_im_redis_tx.rc = NULL;
+    }
+
+    return rv;
+}
+
+
+static ngx_im_redis_queue_t *
+ngx_im_redis_queue(ngx_im_redis_conn_t *rc)
+{
+    if (rc->data == NULL) {
+        /* a cluster node's connection: its ring made at first use */
+        rc->data = ngx_calloc(sizeof(ngx_im_redis_queue_t), ngx_cycle->log);
+    }
+
+    return rc->data;
+}
+
+
+static ngx_int_t
+ngx_im_redis_send(ngx_im_redis_conn_t *rc, ngx_im_redis_cb_pt cb,
+    void *data, int argc, const char **argv, const size_t *argvlen,
+    ngx_uint_t keep)
+{
+    int                    i;
+    u_char                *p, *start;
+    size_t                 need;
+    ngx_uint_t             spublish;
+    ngx_im_redis_req_t    *req;
+    ngx_im_redis_copy_t   *copy;
+    ngx_im_redis_queue_t  *q;
 
     if (rc->state != NGX_IM_REDIS_READY) {
         return NGX_ERROR;
     }
 
-    need = 0;
+    /* a cluster's channels are sharded: SPUBLISH reaches the subscribers
+     * of the channel's shard, where they SSUBSCRIBEd */
+    spublish = (ngx_im_redis_clustered && argvlen[0] == 7
+                && ngx_strncmp(argv[0], "PUBLISH", 7) == 0);
+
+    need = spublish;
 
     for (i = 0; i < argc; i++) {
         need += argvlen[i];
@@ -390,7 +668,10 @@ ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
 
     need = NGX_IM_REDIS_CMD_LEN(argc, need);
 
-    q = &ngx_im_redis_queues[rc->index];
+    q = ngx_im_redis_queue(rc);
+    if (q == NULL) {
+        return NGX_ERROR;
+    }
 
     if (q->n == q->size && ngx_im_redis_grow(q) != NGX_OK) {
         return NGX_ERROR;
@@ -401,12 +682,28 @@ ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
         return NGX_ERROR;
     }
 
+    start = p;
+
     p = ngx_im_redis_num(p, '*', argc);
 
     for (i = 0; i < argc; i++) {
+        if (i == 0 && spublish) {
+            p = ngx_cpymem(p, "$8\r\nSPUBLISH\r\n", 14);
+            continue;
+        }
+
         p = ngx_im_redis_num(p, '$', argvlen[i]);
         p = ngx_cpymem(p, argv[i], argvlen[i]);
         *p++ = '\r'; *p++ = '\n';
+    }
+
+    copy = NULL;
+
+    if (ngx_im_redis_clustered && keep) {
+        copy = ngx_im_redis_copy(start, p - start);
+        if (copy == NULL) {
+            return NGX_ERROR;
+        }
     }
 
     ngx_im_redis_conn_commit(rc, p);
@@ -415,10 +712,102 @@ ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
     req->cb = cb;
     req->data = data;
     req->sent = ngx_im_redis_conn_now();
+    req->copy = copy;
 
     ngx_im_redis_conn_sent(rc, 1);
 
     ngx_im_stats->redis_commands++;
+
+    return NGX_OK;
+}
+
+
+static ngx_im_redis_copy_t *
+ngx_im_redis_copy(u_char *bytes, size_t len)
+{
+    ngx_im_redis_copy_t  *copy;
+
+    copy = (len <= NGX_IM_REDIS_COPY_SMALL)
+           ? ngx_im_spare_get(&ngx_im_redis_copies)
+           : ngx_alloc(sizeof(ngx_im_redis_copy_t) + len, ngx_cycle->log);
+    if (copy == NULL) {
+        return NULL;
+    }
+
+    copy->len = len;
+    copy->redirects = 0;
+    copy->made = ngx_current_msec;
+    ngx_memcpy(copy + 1, bytes, len);
+
+    return copy;
+}
+
+
+static void
+ngx_im_redis_copy_free(ngx_im_redis_copy_t *copy)
+{
+    if (copy->len <= NGX_IM_REDIS_COPY_SMALL) {
+        ngx_im_spare_put(&ngx_im_redis_copies, copy);
+
+    } else {
+        ngx_free(copy);
+    }
+}
+
+
+/*
+ * A command sent again, as it was, on another connection (a redirect),
+ * with its callback and its copy: ASKING first for an ASK, whose "+OK"
+ * goes to no callback.
+ */
+
+static ngx_int_t
+ngx_im_redis_resend(ngx_im_redis_conn_t *rc, ngx_im_redis_req_t *req,
+    ngx_uint_t asking)
+{
+    ngx_im_redis_req_t    *r;
+    ngx_im_redis_queue_t  *q;
+
+    if (rc->state != NGX_IM_REDIS_READY) {
+        return NGX_ERROR;
+    }
+
+    q = ngx_im_redis_queue(rc);
+    if (q == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (q->size - q->n < 2 && ngx_im_redis_grow(q) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (asking) {
+        if (ngx_im_redis_conn_append(rc,
+                                     (u_char *) "*1\r\n$6\r\nASKING\r\n", 16)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        r = &q->ring[(q->first + q->n++) & (q->size - 1)];
+        r->cb = NULL;
+        r->data = NULL;
+        r->sent = ngx_im_redis_conn_now();
+        r->copy = NULL;
+
+        ngx_im_redis_conn_sent(rc, 1);
+    }
+
+    if (ngx_im_redis_conn_append(rc, (u_char *) (req->copy + 1),
+                                 req->copy->len)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    q->ring[(q->first + q->n++) & (q->size - 1)] = *req;
+
+    ngx_im_redis_conn_sent(rc, 1);
 
     return NGX_OK;
 }
@@ -467,6 +856,13 @@ ngx_im_redis_room(ngx_uint_t which, ngx_uint_t n, size_t size)
     ngx_im_redis_conn_t   *rc;
     ngx_im_redis_queue_t  *q;
 
+    if (ngx_im_redis_clustered) {
+        /* the master is known at the transaction's first key; every
+         * master ready now, its commands are queued in this pass (the
+         * ring and the output grow as they come) */
+        return ngx_im_redis_cluster_ready(which) ? NGX_OK : NGX_ERROR;
+    }
+
     rc = ngx_im_redis_conn(which);
 
     if (rc->state != NGX_IM_REDIS_READY) {
@@ -508,9 +904,9 @@ ngx_im_redis_answer(ngx_im_redis_conn_t *rc, redisReply *reply)
     ngx_im_redis_req_t     req;
     ngx_im_redis_queue_t  *q;
 
-    q = &ngx_im_redis_queues[rc->index];
+    q = rc->data;
 
-    if (q->n == 0) {
+    if (q == NULL || q->n == 0) {
         ngx_log_error(NGX_LOG_ERR, &rc->log, 0,
                       "im redis: a reply to no command");
         return NGX_ERROR;
@@ -519,6 +915,24 @@ ngx_im_redis_answer(ngx_im_redis_conn_t *rc, redisReply *reply)
     req = ngx_im_redis_shift(q);
 
     ngx_im_redis_conn_answered(rc);
+
+    if (req.copy) {
+        if (reply->type == REDIS_REPLY_ERROR
+            && ngx_im_redis_redirect(rc, &req, reply) == NGX_OK)
+        {
+            /* sent again where the cluster said: answered there */
+            return NGX_OK;
+        }
+
+        ngx_im_redis_copy_free(req.copy);
+
+    } else if (ngx_im_redis_clustered && reply->type == REDIS_REPLY_ERROR
+               && reply->len > 6 && ngx_strncmp(reply->str, "MOVED ", 6) == 0)
+    {
+        /* a transaction's command: not followed (see
+         * ngx_im_redis_tx_cmd), but the next one goes right */
+        ngx_im_redis_read_map();
+    }
 
     now = ngx_im_redis_conn_now();
     ngx_im_metrics_observe(&ngx_im_stats->redis,
@@ -529,6 +943,61 @@ ngx_im_redis_answer(ngx_im_redis_conn_t *rc, redisReply *reply)
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * MOVED: the slot lives elsewhere now; the map's entry points there, a
+ * whole map read follows, and the command goes there.  The commands of
+ * that slot pipelined behind it get the same answer and follow it, in
+ * their order.  ASK: this key, this once, on the node importing the
+ * slot: ASKING and the command there, the map unchanged.  Any other
+ * error (TRYAGAIN, CLUSTERDOWN) is the caller's: a refusal.
+ */
+
+#define NGX_IM_REDIS_REDIRECTS  5
+
+static ngx_int_t
+ngx_im_redis_redirect(ngx_im_redis_conn_t *rc, ngx_im_redis_req_t *req,
+    redisReply *reply)
+{
+    ngx_im_redirect_t       r;
+    ngx_im_cluster_node_t  *node;
+
+    if (ngx_im_slot_redirect((u_char *) reply->str, reply->len, &r)
+        == NGX_IM_REDIRECT_NONE)
+    {
+        if (reply->len >= 8 && ngx_strncmp(reply->str, "TRYAGAIN", 8) == 0)
+        {
+            /* a script's keys on both sides of a slot being moved */
+            return ngx_im_redis_retry(rc, req);
+        }
+
+        return NGX_DECLINED;
+    }
+
+    if (req->copy->redirects++ == NGX_IM_REDIS_REDIRECTS) {
+        ngx_log_error(NGX_LOG_ERR, &rc->log, 0,
+                      "im redis cluster: %d redirects of one command, "
+                      "the last: %s", NGX_IM_REDIS_REDIRECTS, reply->str);
+        return NGX_DECLINED;
+    }
+
+    node = ngx_im_redis_cluster_redirect(&r);
+    if (node == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (r.kind == NGX_IM_REDIRECT_MOVED) {
+        ngx_im_stats->redis_moved++;
+        ngx_im_redis_read_map();
+
+    } else {
+        ngx_im_stats->redis_asked++;
+    }
+
+    return ngx_im_redis_resend(&node->conns[rc->index], req,
+                               r.kind == NGX_IM_REDIRECT_ASK);
 }
 
 
@@ -544,6 +1013,10 @@ ngx_im_redis_fail_all(ngx_im_redis_queue_t *q)
 
         ngx_im_stats->redis_failed++;
 
+        if (req.copy) {
+            ngx_im_redis_copy_free(req.copy);
+        }
+
         if (req.cb) {
             req.cb(NULL, req.data);
         }
@@ -554,7 +1027,21 @@ ngx_im_redis_fail_all(ngx_im_redis_queue_t *q)
 void
 ngx_im_redis_flush(void)
 {
+    ngx_uint_t            i;
     ngx_im_redis_conn_t  *rc;
+
+    if (ngx_im_redis_clustered) {
+        for (i = 0; i < ngx_im_redis_cluster_nodes(); i++) {
+            rc = &ngx_im_redis_cluster_node(i)->conns[NGX_IM_REDIS_INBOX];
+
+            if (rc->state == NGX_IM_REDIS_READY && rc->last > rc->pos) {
+                ngx_im_redis_conn_send(rc);
+            }
+        }
+
+        ngx_im_redis_conn_clock = 0;
+        return;
+    }
 
     rc = &ngx_im_redis_conns[NGX_IM_REDIS_INBOX];
 
@@ -581,7 +1068,7 @@ ngx_im_redis_ping(ngx_im_redis_conn_t *rc)
     static size_t       argvlen[1] = { 4 };
 
     if (rc->index != NGX_IM_REDIS_SUB) {
-        return ngx_im_redis_cmd(rc->index, NULL, NULL, 1, argv, argvlen);
+        return ngx_im_redis_send(rc, NULL, NULL, 1, argv, argvlen, 0);
     }
 
     if (ngx_im_redis_conn_append(rc, (u_char *) "*1\r\n$4\r\nPING\r\n", 14)
@@ -664,6 +1151,20 @@ ngx_im_redis_flush_subs(void)
     ngx_uint_t            i;
     ngx_im_redis_conn_t  *rc;
 
+    if (ngx_im_redis_clustered) {
+        ngx_im_redis_ssub_new = 0;
+
+        for (i = 0; i < ngx_im_redis_cluster_nodes(); i++) {
+            rc = &ngx_im_redis_cluster_node(i)->conns[NGX_IM_REDIS_SUB];
+
+            if (rc->state == NGX_IM_REDIS_READY && rc->last > rc->pos) {
+                ngx_im_redis_conn_send(rc);
+            }
+        }
+
+        return;
+    }
+
     if (ngx_im_redis_batches[0].n == 0 && ngx_im_redis_batches[1].n == 0) {
         return;
     }
@@ -701,7 +1202,7 @@ ngx_im_redis_flush_subs(void)
 void
 ngx_im_redis_flush_new_subs(void)
 {
-    if (ngx_im_redis_batches[0].n) {
+    if (ngx_im_redis_batches[0].n || ngx_im_redis_ssub_new) {
         ngx_im_redis_flush_subs();
     }
 }
@@ -721,6 +1222,10 @@ ngx_im_redis_sub_cmd(ngx_uint_t which, u_char *channel, size_t len)
     size_t                 need;
     ngx_im_redis_conn_t   *rc;
     ngx_im_redis_batch_t  *b;
+
+    if (ngx_im_redis_clustered) {
+        return ngx_im_redis_ssub_cmd(which, channel, len);
+    }
 
     rc = &ngx_im_redis_conns[NGX_IM_REDIS_SUB];
 
@@ -884,6 +1389,7 @@ ngx_im_redis_after_wait(ngx_im_redis_cb_pt cb, void *data)
     req->cb = cb;
     req->data = data;
     req->sent = 0;
+    req->copy = NULL;
 
     if (ngx_im_redis_waits == 0) {
         /* no WAIT went behind this write (it was not marked): one at the
@@ -1022,5 +1528,349 @@ ngx_im_redis_wait_release(redisReply *reply)
     for (n = q->n; n && q->n; n--) {
         req = ngx_im_redis_shift(q);
         req.cb(reply, req.data);
+    }
+}
+
+
+/*
+ * Cluster mode: sharded pub/sub.  A shard channel lives in its slot like
+ * a key, and one SSUBSCRIBE may name the channels of one slot only, so
+ * each uid's channel is a command of its own on the subscriber connection
+ * of its slot's master; a pass's commands still leave in one write per
+ * master.  Each waits in the connection's ring with its bytes, like any
+ * command in cluster mode: a MOVED answer (the map was behind) sends it
+ * again to the master named.  A "sunsubscribe" that is not the answer to
+ * the oldest command is the cluster's own (the slot moved away): the
+ * router subscribes again, at the new owner.
+ */
+
+static ngx_int_t
+ngx_im_redis_ssub_cmd(ngx_uint_t which, u_char *channel, size_t len)
+{
+    const char           *argv[2];
+    size_t                argvlen[2];
+    ngx_im_redis_conn_t  *rc;
+
+    rc = ngx_im_redis_cluster_conn(NGX_IM_REDIS_SUB,
+                                   ngx_im_slot(channel, len));
+    if (rc == NULL) {
+        return NGX_ERROR;
+    }
+
+    argv[0] = which ? "SUNSUBSCRIBE" : "SSUBSCRIBE";
+    argvlen[0] = which ? 12 : 10;
+    argv[1] = (char *) channel;
+    argvlen[1] = len;
+
+    if (ngx_im_redis_send(rc, NULL, NULL, 2, argv, argvlen, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (which == 0) {
+        ngx_im_redis_ssub_new = 1;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the oldest command on the connection is SUNSUBSCRIBE of this channel */
+
+static ngx_uint_t
+ngx_im_redis_ssub_asked(ngx_im_redis_conn_t *rc, redisReply *chan)
+{
+    u_char                *p;
+    ngx_im_redis_copy_t   *copy;
+    ngx_im_redis_queue_t  *q;
+
+    q = rc->data;
+
+    if (q == NULL || q->n == 0) {
+        return 0;
+    }
+
+    copy = q->ring[q->first].copy;
+
+    if (copy == NULL || copy->len < 24 + chan->len) {
+        return 0;
+    }
+
+    p = (u_char *) (copy + 1);
+
+    return ngx_strncmp(p + 4, "$12\r\nSUNSUBSCRIBE\r\n", 19) == 0
+           && ngx_memcmp(p + copy->len - 2 - chan->len, chan->str,
+                         chan->len)
+              == 0;
+}
+
+
+static void
+ngx_im_redis_ssub_reply(ngx_im_redis_conn_t *rc, redisReply *reply)
+{
+    redisReply  *type, *chan, *msg;
+
+    if (reply->type == REDIS_REPLY_STATUS
+        || (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+            && reply->element[0]->type == REDIS_REPLY_STRING
+            && reply->element[0]->len == 4
+            && ngx_strncmp(reply->element[0]->str, "pong", 4) == 0))
+    {
+        /* the watchdog's PING, which has no place in the ring */
+        ngx_im_redis_conn_answered(rc);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        /* an (S)SUBSCRIBE refused: followed when redirected */
+        ngx_log_error(NGX_LOG_INFO, &rc->log, 0,
+                      "im redis: pub/sub: %*s", reply->len, reply->str);
+        (void) ngx_im_redis_answer(rc, reply);
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) {
+        return;
+    }
+
+    type = reply->element[0];
+    chan = reply->element[1];
+    msg = reply->element[2];
+
+    if (type->type != REDIS_REPLY_STRING
+        || chan->type != REDIS_REPLY_STRING)
+    {
+        return;
+    }
+
+    if (type->len == 8 && ngx_strncmp(type->str, "smessage", 8) == 0) {
+        rc->progress = ngx_current_msec;
+        rc->probe = 0;
+
+        if (msg->type == REDIS_REPLY_STRING) {
+            ngx_im_redis_handlers->message((u_char *) chan->str, chan->len,
+                                           (u_char *) msg->str, msg->len);
+        }
+        return;
+    }
+
+    if (type->len == 10 && ngx_strncmp(type->str, "ssubscribe", 10) == 0) {
+        (void) ngx_im_redis_answer(rc, reply);
+        ngx_im_redis_handlers->subscribed((u_char *) chan->str, chan->len);
+        return;
+    }
+
+    if (type->len == 12 && ngx_strncmp(type->str, "sunsubscribe", 12) == 0)
+    {
+        if (ngx_im_redis_ssub_asked(rc, chan)) {
+            (void) ngx_im_redis_answer(rc, reply);
+
+        } else {
+            ngx_im_stats->redis_moved_channels++;
+            ngx_log_error(NGX_LOG_INFO, &rc->log, 0,
+                          "im redis cluster: channel %*s moved away",
+                          chan->len, chan->str);
+            ngx_im_redis_read_map();
+        }
+
+        ngx_im_redis_handlers->unsubscribed((u_char *) chan->str,
+                                            chan->len);
+    }
+}
+
+
+/*
+ * The slot map: read at the start from the seed, and again after a MOVED
+ * or a channel moved away, from the first master whose inbox connection
+ * is ready.
+ */
+
+static void
+ngx_im_redis_map_read(redisReply *reply, void *data)
+{
+    ngx_uint_t  first;
+
+    ngx_im_redis_map_reading = 0;
+
+    first = !ngx_im_redis_cluster_mapped();
+
+    if (ngx_im_redis_cluster_map(reply) != NGX_OK) {
+        if (!ngx_im_redis_map_ev.timer_set) {
+            ngx_add_timer(&ngx_im_redis_map_ev, 1000);
+        }
+
+        return;
+    }
+
+    if (first) {
+        /* the connections that came before the map are of use now */
+        ngx_im_redis_handlers->sub_connected();
+
+        if (ngx_im_redis_handlers->inbox_connected) {
+            ngx_im_redis_handlers->inbox_connected();
+        }
+    }
+
+    if (ngx_im_redis_map_again) {
+        ngx_im_redis_map_again = 0;
+        ngx_im_redis_read_map();
+        return;
+    }
+
+    if (!ngx_im_redis_cluster_ready(NGX_IM_REDIS_INBOX)
+        && !ngx_im_redis_map_ev.timer_set)
+    {
+        /* a master of the map does not answer: gone for good when a
+         * replica is promoted in its place, which a later map says */
+        ngx_add_timer(&ngx_im_redis_map_ev, 1000);
+    }
+}
+
+
+static void
+ngx_im_redis_read_map(void)
+{
+    static const char  *argv[2] = { "CLUSTER", "SLOTS" };
+    static size_t       argvlen[2] = { 7, 5 };
+
+    ngx_uint_t              i;
+    ngx_im_cluster_node_t  *node;
+
+    if (ngx_im_redis_exiting) {
+        return;
+    }
+
+    if (ngx_im_redis_map_reading) {
+        ngx_im_redis_map_again = 1;
+        return;
+    }
+
+    for (i = 0; i < ngx_im_redis_cluster_nodes(); i++) {
+        node = ngx_im_redis_cluster_node(i);
+
+        if (ngx_im_redis_send(&node->conns[NGX_IM_REDIS_INBOX],
+                              ngx_im_redis_map_read, NULL, 2, argv, argvlen,
+                              0)
+            == NGX_OK)
+        {
+            ngx_im_redis_map_reading = 1;
+            ngx_im_stats->redis_map_reads++;
+            return;
+        }
+    }
+
+    /* no node answers now: again in a second */
+
+    if (!ngx_im_redis_map_ev.timer_set) {
+        ngx_add_timer(&ngx_im_redis_map_ev, 1000);
+    }
+}
+
+
+static void
+ngx_im_redis_map_handler(ngx_event_t *ev)
+{
+    ngx_im_redis_read_map();
+}
+
+
+/*
+ * TRYAGAIN: a command of several keys (the strike script) while their
+ * slot moves and some of the keys are gone already.  It is sent again,
+ * whole, on the same connection every 50 ms: once the move is done the
+ * old owner answers MOVED, which is followed.  After im_redis_timeout the
+ * caller gets the failure (nothing was done: nothing acknowledged).
+ */
+
+#define NGX_IM_REDIS_RETRY_DELAY  50
+
+static ngx_int_t
+ngx_im_redis_retry(ngx_im_redis_conn_t *rc, ngx_im_redis_req_t *req)
+{
+    size_t                 size;
+    ngx_im_redis_retry_t  *r;
+
+    if (ngx_current_msec - req->copy->made
+        >= ngx_im_get_conf()->redis_timeout)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_im_redis_nretries == ngx_im_redis_retries_size) {
+        size = ngx_im_redis_retries_size ? 2 * ngx_im_redis_retries_size
+                                         : 16;
+
+        r = ngx_alloc(size * sizeof(ngx_im_redis_retry_t), ngx_cycle->log);
+        if (r == NULL) {
+            return NGX_DECLINED;
+        }
+
+        if (ngx_im_redis_retries) {
+            ngx_memcpy(r, ngx_im_redis_retries,
+                       ngx_im_redis_nretries * sizeof(ngx_im_redis_retry_t));
+            ngx_free(ngx_im_redis_retries);
+        }
+
+        ngx_im_redis_retries = r;
+        ngx_im_redis_retries_size = size;
+    }
+
+    r = &ngx_im_redis_retries[ngx_im_redis_nretries++];
+    r->rc = rc;
+    r->req = *req;
+
+    ngx_im_stats->redis_tryagain++;
+
+    if (!ngx_im_redis_retry_ev.timer_set) {
+        ngx_add_timer(&ngx_im_redis_retry_ev, NGX_IM_REDIS_RETRY_DELAY);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_im_redis_retry_handler(ngx_event_t *ev)
+{
+    ngx_uint_t            i, n;
+    ngx_im_redis_req_t    req;
+    ngx_im_redis_retry_t  *r;
+
+    /* a resend may be answered TRYAGAIN again and come back here, but
+     * not before this loop is done: replies come in later passes */
+
+    n = ngx_im_redis_nretries;
+    ngx_im_redis_nretries = 0;
+
+    for (i = 0; i < n; i++) {
+        r = &ngx_im_redis_retries[i];
+        req = r->req;
+
+        if (ngx_im_redis_resend(r->rc, &req, 0) == NGX_OK) {
+            continue;
+        }
+
+        ngx_im_redis_copy_free(req.copy);
+        ngx_im_stats->redis_failed++;
+
+        if (req.cb) {
+            req.cb(NULL, req.data);
+        }
+    }
+}
+
+
+static void
+ngx_im_redis_retry_fail(void)
+{
+    ngx_im_redis_req_t  req;
+
+    while (ngx_im_redis_nretries) {
+        req = ngx_im_redis_retries[--ngx_im_redis_nretries].req;
+
+        ngx_im_redis_copy_free(req.copy);
+
+        if (req.cb) {
+            req.cb(NULL, req.data);
+        }
     }
 }

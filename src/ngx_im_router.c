@@ -212,11 +212,7 @@ ngx_im_router_free(ngx_im_user_t *u)
 static ngx_int_t
 ngx_im_router_channel_uid(u_char *channel, size_t clen)
 {
-    if (clen <= 5 || ngx_strncmp(channel, "im:u:", 5) != 0) {
-        return NGX_ERROR;
-    }
-
-    return ngx_atoi(channel + 5, clen - 5);
+    return ngx_im_store_channel_uid(channel, clen);
 }
 
 
@@ -436,10 +432,50 @@ ngx_im_router_confirmed(u_char *channel, size_t clen)
 static void
 ngx_im_router_unsubscribed(u_char *channel, size_t clen)
 {
+    u_char          mine[7 + IM_TRAFFIC_ORIGIN_MAX];
     ngx_im_user_t  *u;
 
     u = ngx_im_router_channel_user(channel, clen);
-    if (u == NULL || u->sub != NGX_IM_SUB_UNSUBSCRIBING) {
+    if (u == NULL) {
+
+        if (ngx_im_worker_id.len <= IM_TRAFFIC_ORIGIN_MAX
+            && clen == ngx_im_store_worker_channel(mine,
+                                                   ngx_im_worker_id.data,
+                                                   ngx_im_worker_id.len)
+            && ngx_memcmp(channel, mine, clen) == 0)
+        {
+            /* never asked: the worker's channel moved with its slot */
+            ngx_im_router_watch_subscribe();
+        }
+
+        return;
+    }
+
+    if (u->sub == NGX_IM_SUB_SUBSCRIBED && ngx_im_get_conf()->redis_cluster)
+    {
+        /*
+         * Not asked: a cluster's shard channel whose slot moved.  The
+         * uid is subscribed again (at the new owner), and its sessions
+         * read the inbox again once that is confirmed, as after a lost
+         * subscriber connection: what was published meanwhile is there.
+         */
+        ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                       "im router: uid %uD unsubscribed by Redis",
+                       (uint32_t) u->node.key);
+
+        u->sub = NGX_IM_SUB_NONE;
+        ngx_im_alone_forget(u);
+
+        if (u->nsessions) {
+            ngx_im_router_subscribe(u);
+            return;
+        }
+
+        ngx_im_router_free(u);
+        return;
+    }
+
+    if (u->sub != NGX_IM_SUB_UNSUBSCRIBING) {
         return;
     }
 
@@ -645,7 +681,10 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         /* t may be served whole, and freed, in the last of these */
 
         for (i = 0; i < n; i += m) {
-            m = ngx_min(n - i, NGX_IM_ROUTER_TX);
+            /* in a Redis Cluster a transaction's keys must be of one
+             * slot: one recipient per transaction */
+            m = ngx_im_get_conf()->redis_cluster
+                ? 1 : ngx_min(n - i, NGX_IM_ROUTER_TX);
             ngx_im_router_tx(msg, uids + i, m, t, buf, len);
         }
 
@@ -1234,7 +1273,7 @@ void
 ngx_im_router_acked(ngx_im_msg_t *msg, uint32_t uid, uint8_t client_id)
 {
     u_char        buf[IM_TRAFFIC_W_LEN(IM_TRAFFIC_ORIGIN_MAX)];
-    u_char        channel[5 + NGX_IM_WATCH_MAX];
+    u_char        channel[7 + NGX_IM_WATCH_MAX];
     size_t        len, argvlen[3];
     uint64_t      now, after;
     ngx_int_t     pid;
@@ -1285,13 +1324,11 @@ ngx_im_router_acked(ngx_im_msg_t *msg, uint32_t uid, uint8_t client_id)
 
     /* another node, or no datagram: the waiting worker's channel */
 
-    ngx_memcpy(channel, "im:w:", 5);
-    ngx_memcpy(channel + 5, msg->watch, msg->watch_len);
-
     argv[0] = "PUBLISH";
     argvlen[0] = 7;
     argv[1] = (char *) channel;
-    argvlen[1] = 5 + msg->watch_len;
+    argvlen[1] = ngx_im_store_worker_channel(channel, msg->watch,
+                                             msg->watch_len);
     argv[2] = (char *) buf;
     argvlen[2] = len;
 
@@ -1329,7 +1366,7 @@ ngx_im_router_watch_acked(im_traffic_t *t)
 static void
 ngx_im_router_watch_subscribe(void)
 {
-    u_char  channel[5 + IM_TRAFFIC_ORIGIN_MAX];
+    u_char  channel[7 + IM_TRAFFIC_ORIGIN_MAX];
 
     if (!ngx_im_get_conf()->registry
         || ngx_im_worker_id.len > IM_TRAFFIC_ORIGIN_MAX)
@@ -1337,11 +1374,11 @@ ngx_im_router_watch_subscribe(void)
         return;
     }
 
-    ngx_memcpy(channel, "im:w:", 5);
-    ngx_memcpy(channel + 5, ngx_im_worker_id.data, ngx_im_worker_id.len);
-
     /* its confirmation counts among those the resubscription paces by */
-    if (ngx_im_redis_subscribe(channel, 5 + ngx_im_worker_id.len)
+    if (ngx_im_redis_subscribe(channel,
+                               ngx_im_store_worker_channel(channel,
+                                                   ngx_im_worker_id.data,
+                                                   ngx_im_worker_id.len))
         == NGX_OK)
     {
         ngx_im_router_subs_sent++;
@@ -1356,6 +1393,7 @@ static void
 ngx_im_router_message(u_char *channel, size_t clen, u_char *data,
     size_t len)
 {
+    u_char        mine[7 + IM_TRAFFIC_ORIGIN_MAX];
     ngx_int_t     uid;
     im_traffic_t  t;
 
@@ -1368,11 +1406,10 @@ ngx_im_router_message(u_char *channel, size_t clen, u_char *data,
 
     /* "im:w:<worker id>": acks for this worker's waiting publishes */
 
-    if (clen == 5 + ngx_im_worker_id.len
-        && ngx_strncmp(channel, "im:w:", 5) == 0
-        && ngx_memcmp(channel + 5, ngx_im_worker_id.data,
-                      ngx_im_worker_id.len)
-           == 0
+    if (ngx_im_worker_id.len <= IM_TRAFFIC_ORIGIN_MAX
+        && clen == ngx_im_store_worker_channel(mine, ngx_im_worker_id.data,
+                                               ngx_im_worker_id.len)
+        && ngx_memcmp(channel, mine, clen) == 0
         && im_traffic_parse(data, len, &t) == IM_OK
         && t.type == 'W')
     {

@@ -195,15 +195,32 @@ ngx_im_msg_from_entry(u_char *entry, size_t len)
 }
 
 
-/* written by hand: ngx_sprintf()'s format parsing was 1.4% of a worker's
- * time in a write-through fan-out, two keys per delivery */
+/*
+ * The names of a uid's keys and channels, each made here only.  In
+ * cluster mode (im_redis_cluster) the uid is their hash tag,
+ * "im:inbox:{42}": every key and the channel of a uid are in one slot,
+ * so a script on several of them runs, and a uid's commands all go to
+ * one master in the order they were made (docs/decisions/
+ * 043-redis-cluster.md).  Otherwise the names are as they always were.
+ *
+ * Written by hand: ngx_sprintf()'s format parsing was 1.4% of a worker's
+ * time in a write-through fan-out, two keys per delivery.
+ */
 
 static size_t
-ngx_im_store_key(u_char *buf, uint32_t uid)
+ngx_im_store_name(u_char *buf, const char *prefix, size_t plen,
+    uint32_t uid)
 {
-    u_char  *p, *t, tmp[NGX_INT32_LEN];
+    u_char      *p, *t, tmp[NGX_INT32_LEN];
+    ngx_uint_t   tag;
 
-    p = ngx_cpymem(buf, "im:inbox:", sizeof("im:inbox:") - 1);
+    tag = ngx_im_get_conf()->redis_cluster;
+
+    p = ngx_cpymem(buf, prefix, plen);
+
+    if (tag) {
+        *p++ = '{';
+    }
 
     t = tmp + sizeof(tmp);
 
@@ -213,6 +230,111 @@ ngx_im_store_key(u_char *buf, uint32_t uid)
     } while (uid);
 
     p = ngx_cpymem(p, t, tmp + sizeof(tmp) - t);
+
+    if (tag) {
+        *p++ = '}';
+    }
+
+    return p - buf;
+}
+
+
+size_t
+ngx_im_store_key(u_char *buf, uint32_t uid)
+{
+    return ngx_im_store_name(buf, "im:inbox:", sizeof("im:inbox:") - 1,
+                             uid);
+}
+
+
+size_t
+ngx_im_store_dead_key(u_char *buf, uint32_t uid)
+{
+    return ngx_im_store_name(buf, "im:dead:", sizeof("im:dead:") - 1, uid);
+}
+
+
+size_t
+ngx_im_store_strikes_key(u_char *buf, uint32_t uid)
+{
+    return ngx_im_store_name(buf, "im:strikes:", sizeof("im:strikes:") - 1,
+                             uid);
+}
+
+
+size_t
+ngx_im_store_presence_key(u_char *buf, uint32_t uid, int client_id)
+{
+    u_char  *p;
+
+    p = buf + ngx_im_store_name(buf, "im:p:", sizeof("im:p:") - 1, uid);
+
+    return ngx_sprintf(p, ":%d", client_id) - buf;
+}
+
+
+size_t
+ngx_im_store_sessions_key(u_char *buf, uint32_t uid)
+{
+    return ngx_im_store_name(buf, "im:s:", sizeof("im:s:") - 1, uid);
+}
+
+
+size_t
+ngx_im_store_uid_channel(u_char *buf, uint32_t uid)
+{
+    return ngx_im_store_name(buf, "im:u:", sizeof("im:u:") - 1, uid);
+}
+
+
+/* the uid of a channel made by ngx_im_store_uid_channel(), or NGX_ERROR:
+ * not one of ours */
+
+ngx_int_t
+ngx_im_store_channel_uid(u_char *channel, size_t len)
+{
+    if (len <= 5 || ngx_strncmp(channel, "im:u:", 5) != 0) {
+        return NGX_ERROR;
+    }
+
+    channel += 5;
+    len -= 5;
+
+    if (ngx_im_get_conf()->redis_cluster) {
+        if (len <= 2 || channel[0] != '{' || channel[len - 1] != '}') {
+            return NGX_ERROR;
+        }
+
+        channel++;
+        len -= 2;
+    }
+
+    return ngx_atoi(channel, len);
+}
+
+
+/* "im:w:<worker id>", in cluster mode "im:w:{<worker id>}"; buf has room
+ * for NGX_IM_STORE_WORKER_CHANNEL_LEN(id len) */
+
+size_t
+ngx_im_store_worker_channel(u_char *buf, u_char *id, size_t len)
+{
+    u_char      *p;
+    ngx_uint_t   tag;
+
+    tag = ngx_im_get_conf()->redis_cluster;
+
+    p = ngx_cpymem(buf, "im:w:", 5);
+
+    if (tag) {
+        *p++ = '{';
+    }
+
+    p = ngx_cpymem(p, id, len);
+
+    if (tag) {
+        *p++ = '}';
+    }
 
     return p - buf;
 }
@@ -1042,9 +1164,9 @@ ngx_im_store_strike(uint32_t uid, ngx_im_msg_t *msg)
     argv[3] = (char *) key;
     argvlen[3] = ngx_im_store_key(key, uid);
     argv[4] = (char *) strikes;
-    argvlen[4] = ngx_sprintf(strikes, "im:strikes:%uD", uid) - strikes;
+    argvlen[4] = ngx_im_store_strikes_key(strikes, uid);
     argv[5] = (char *) dead;
-    argvlen[5] = ngx_sprintf(dead, "im:dead:%uD", uid) - dead;
+    argvlen[5] = ngx_im_store_dead_key(dead, uid);
     argv[6] = (char *) msg->msgid;
     argvlen[6] = IM_MSGID_LEN;
     argv[7] = (char *) msg->entry;

@@ -103,6 +103,19 @@ ngx_im_msg_unref(ngx_im_msg_t *msg)
  * ttl_set, when not NULL, is the caller's memory of when it last gave this
  * inbox its TTL: the TTL is then given again only when due.
  */
+/* a uid's keys and channels (with the uid as hash tag in cluster mode);
+ * buf holds NGX_IM_STORE_KEY_LEN bytes */
+#define NGX_IM_STORE_KEY_LEN  48
+size_t ngx_im_store_key(u_char *buf, uint32_t uid);
+size_t ngx_im_store_dead_key(u_char *buf, uint32_t uid);
+size_t ngx_im_store_strikes_key(u_char *buf, uint32_t uid);
+size_t ngx_im_store_presence_key(u_char *buf, uint32_t uid, int client_id);
+size_t ngx_im_store_sessions_key(u_char *buf, uint32_t uid);
+size_t ngx_im_store_uid_channel(u_char *buf, uint32_t uid);
+ngx_int_t ngx_im_store_channel_uid(u_char *channel, size_t len);
+/* the worker's channel: buf holds len + 7 bytes */
+size_t ngx_im_store_worker_channel(u_char *buf, u_char *id, size_t len);
+
 ngx_int_t ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg,
     uint32_t *ttl_set, ngx_im_redis_cb_pt cb, void *data);
 ngx_int_t ngx_im_store_pushed(redisReply *reply);

@@ -175,7 +175,7 @@ ngx_im_table_sync(ngx_im_user_t *u)
 size_t
 ngx_im_table_channel(u_char *buf, uint32_t uid)
 {
-    return ngx_sprintf(buf, "im:u:%uD", uid) - buf;
+    return ngx_im_store_uid_channel(buf, uid);
 }
 
 

@@ -21,10 +21,11 @@ use IM::WS;
 use IM::Client;
 use IM::TCP;
 use IM::Redis;
+use IM::RedisCluster;
 use IM::UserCentre;
 
 my $t = Test::Nginx->new(im => 0)->has(qw/http stream redis mojo socket_ssl/)
-    ->plan(122);
+    ->plan(128);
 
 ###############################################################################
 # IM::Proto (the seed's examples and every other vector of docs/vectors.json:
@@ -263,6 +264,25 @@ $r->kill9;
 $r->start;
 is($r->cmd(GET => 'k2'), 'v2', 'data survives kill -9 (AOF)');
 is($r->select_cmd(1, SCARD => 'im_group:7'), 2, 'db 1 survives');
+
+# a cluster of three masters; a slot moved with its keys
+{
+    my $rc = IM::RedisCluster->new(t => $t, masters => 3);
+    is(scalar(my @n = $rc->nodes), 3, 'cluster: three nodes');
+    is($rc->slot('im:inbox:{42}'), 8000, 'cluster: slot of a tagged key');
+    is($rc->cmd(RPUSH => 'im:inbox:{42}', 'a', 'b'), 2,
+        'cluster: a command goes to the key\'s owner');
+    my $from = $rc->owner('im:inbox:{42}');
+    eval { (grep { $_ != $from } $rc->nodes)[0]->cmd(LLEN => 'im:inbox:{42}') };
+    like($@, qr/^redis: MOVED 8000 127\.0\.0\.1:\d+/,
+        'cluster: another node answers MOVED');
+    my $to = (grep { $_ != $from } $rc->nodes)[0];
+    $rc->move_slot(8000, $to);
+    is($rc->owner('im:inbox:{42}'), $to, 'cluster: the slot moved');
+    is_deeply($to->cmd(LRANGE => 'im:inbox:{42}', 0, -1), ['a', 'b'],
+        'cluster: its keys moved with it');
+    $rc->stop;
+}
 
 ###############################################################################
 # user centre

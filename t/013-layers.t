@@ -20,11 +20,11 @@ my $src = "$FindBin::Bin/../src";
 # lowest first
 my @layers = (
     [ codecs    => qw/ngx_im_proto ngx_im_payload ngx_im_wsframe
-                      ngx_im_traffic ngx_im_merge/ ],
+                      ngx_im_traffic ngx_im_merge ngx_im_slot/ ],
     [ base      => qw/ngx_im ngx_im_metrics ngx_im_alloc ngx_im_timer
                       ngx_im_uids/ ],
     [ redis     => qw/ngx_im_redis_conn ngx_im_redis_sentinel ngx_im_redis
-                      ngx_im_hook ngx_im_events/ ],
+                      ngx_im_redis_cluster ngx_im_hook ngx_im_events/ ],
     [ store     => qw/ngx_im_store/ ],
     [ node      => qw/ngx_im_dir ngx_im_limit ngx_im_ipc/ ],
     [ table     => qw/ngx_im_table/ ],
@@ -85,7 +85,7 @@ for my $f (@files) {
     next unless $layer{$room} == 0;
 
     my @nginx = grep { /^ngx_/ } @system;
-    my $allowed = $room eq 'ngx_im_merge'
+    my $allowed = $room eq 'ngx_im_merge' || $room eq 'ngx_im_slot'
                   ? qr/^ngx_(config|core)\.h$/ : qr/^$/;
 
     is(join(' ', grep { !/$allowed/ } @nginx), '',

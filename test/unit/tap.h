@@ -43,6 +43,7 @@ void test_payload(void);
 void test_wsframe(void);
 void test_traffic(void);
 void test_merge(void);
+void test_slot(void);
 void test_vectors(void);
 
 

@@ -157,6 +157,7 @@ main(void)
     test_wsframe();
     test_traffic();
     test_merge();
+    test_slot();
     test_vectors();
 
     printf("1..%u\n", tap_count);

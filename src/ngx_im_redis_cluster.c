@@ -1,0 +1,466 @@
+/*
+ * ngx_im_redis_cluster.c: the nodes of a Redis Cluster and its slot map.
+ *
+ * Owns, with "im_redis_cluster on", the worker's table of nodes (node 0
+ * is the seed given by im_redis; the others come from the map and from
+ * redirects), their connections (each node an inbox, a subscriber and,
+ * with events, an events connection, made and watched by
+ * ngx_im_redis_conn.c and driven by ngx_im_redis.c's handlers), the slot
+ * map read from CLUSTER SLOTS, and which slot a command is for.  Nothing
+ * here formats or pairs commands: ngx_im_redis.c asks for the connection
+ * of a slot and sends (docs/decisions/043-redis-cluster.md).
+ */
+
+#include "ngx_im_redis_cluster.h"
+
+
+static ngx_im_cluster_node_t *ngx_im_redis_cluster_add(u_char *host,
+    size_t hlen, ngx_uint_t port);
+
+
+static ngx_im_cluster_node_t        *ngx_im_cluster_nodes[NGX_IM_CLUSTER_NODES];
+static ngx_uint_t                    ngx_im_cluster_nnodes;
+static u_char                        ngx_im_cluster_slots[NGX_IM_SLOTS];
+static ngx_uint_t                    ngx_im_cluster_has_map;
+/* the last read of the map failed: logged once, until one succeeds */
+static ngx_uint_t                    ngx_im_cluster_map_failed;
+static ngx_im_redis_server_t        *ngx_im_cluster_seed;
+static ngx_im_redis_conn_handlers_t *ngx_im_cluster_handlers;
+
+static const char  *ngx_im_cluster_roles[NGX_IM_REDIS_N] = {
+    "inbox", "group", "sub", "events"
+};
+
+
+static void
+ngx_im_redis_cluster_connect(ngx_im_cluster_node_t *node)
+{
+    ngx_uint_t            i;
+    ngx_im_conf_t        *imcf;
+    ngx_im_redis_conn_t  *rc;
+
+    imcf = ngx_im_get_conf();
+
+    for (i = 0; i < NGX_IM_REDIS_N; i++) {
+        rc = &node->conns[i];
+
+        /* a cluster has database 0 only: no SELECT */
+        ngx_im_redis_conn_init(rc, &node->server, -1,
+                               ngx_im_cluster_roles[i],
+                               ngx_im_cluster_handlers, NULL);
+        rc->index = i;
+
+        if (i == NGX_IM_REDIS_GROUP
+            || (i == NGX_IM_REDIS_EVENTS && !imcf->redis_events))
+        {
+            /* the group sets are read on the inbox connection */
+            continue;
+        }
+
+        ngx_im_redis_conn_connect(rc);
+    }
+}
+
+
+ngx_int_t
+ngx_im_redis_cluster_init(ngx_cycle_t *cycle, ngx_im_redis_server_t *seed,
+    ngx_im_redis_conn_handlers_t *handlers)
+{
+    size_t                  len;
+    ngx_im_cluster_node_t  *node;
+
+    ngx_im_cluster_seed = seed;
+    ngx_im_cluster_handlers = handlers;
+    ngx_im_cluster_nnodes = 0;
+    ngx_im_cluster_has_map = 0;
+    ngx_memset(ngx_im_cluster_slots, NGX_IM_CLUSTER_NONE, NGX_IM_SLOTS);
+
+    /* node 0: the seed, with every address im_redis resolved to */
+
+    node = ngx_pcalloc(cycle->pool, sizeof(ngx_im_cluster_node_t));
+    if (node == NULL) {
+        return NGX_ERROR;
+    }
+
+    node->server = *seed;
+    node->index = 0;
+
+    len = ngx_sock_ntop(seed->addrs[0].sockaddr, seed->addrs[0].socklen,
+                        node->name, NGX_SOCKADDR_STRLEN, 1);
+    node->name_len = len;
+
+    ngx_im_cluster_nodes[ngx_im_cluster_nnodes++] = node;
+
+    ngx_im_redis_cluster_connect(node);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_im_redis_cluster_exit(void)
+{
+    ngx_uint_t  i, j;
+
+    for (i = 0; i < ngx_im_cluster_nnodes; i++) {
+        for (j = 0; j < NGX_IM_REDIS_N; j++) {
+            ngx_im_redis_conn_exit(&ngx_im_cluster_nodes[i]->conns[j]);
+        }
+    }
+}
+
+
+ngx_uint_t
+ngx_im_redis_cluster_nodes(void)
+{
+    return ngx_im_cluster_nnodes;
+}
+
+
+ngx_im_cluster_node_t *
+ngx_im_redis_cluster_node(ngx_uint_t i)
+{
+    return ngx_im_cluster_nodes[i];
+}
+
+
+ngx_uint_t
+ngx_im_redis_cluster_mapped(void)
+{
+    return ngx_im_cluster_has_map;
+}
+
+
+/*
+ * The key of each command the module sends: the second word, but for
+ * EVAL and EVALSHA the first of the script's keys (the fourth word, when
+ * numkeys is not 0); SPUBLISH's channel is its key too.  PING has none.
+ */
+
+ngx_int_t
+ngx_im_redis_cluster_slot(int argc, const char **argv,
+    const size_t *argvlen)
+{
+    if (argc < 2) {
+        return NGX_DECLINED;
+    }
+
+    if ((argv[0][0] == 'E' || argv[0][0] == 'e')
+        && argvlen[0] >= 4
+        && ngx_strncasecmp((u_char *) argv[0], (u_char *) "EVAL", 4) == 0)
+    {
+        if (argc < 4 || (argvlen[2] == 1 && argv[2][0] == '0')) {
+            return NGX_DECLINED;
+        }
+
+        return ngx_im_slot((u_char *) argv[3], argvlen[3]);
+    }
+
+    return ngx_im_slot((u_char *) argv[1], argvlen[1]);
+}
+
+
+ngx_im_redis_conn_t *
+ngx_im_redis_cluster_conn(ngx_uint_t role, ngx_uint_t slot)
+{
+    ngx_uint_t  i;
+
+    i = ngx_im_cluster_slots[slot & (NGX_IM_SLOTS - 1)];
+
+    if (i == NGX_IM_CLUSTER_NONE) {
+        return NULL;
+    }
+
+    if (role == NGX_IM_REDIS_GROUP) {
+        role = NGX_IM_REDIS_INBOX;
+    }
+
+    return &ngx_im_cluster_nodes[i]->conns[role];
+}
+
+
+static ngx_im_cluster_node_t *
+ngx_im_redis_cluster_find(u_char *name, size_t len)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < ngx_im_cluster_nnodes; i++) {
+        if (ngx_im_cluster_nodes[i]->name_len == len
+            && ngx_memcmp(ngx_im_cluster_nodes[i]->name, name, len) == 0)
+        {
+            return ngx_im_cluster_nodes[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * A node by the address the cluster gives (an IP literal: a node's
+ * announced host name is not resolved in a worker, which must not block),
+ * added and connecting when new.
+ */
+
+static ngx_im_cluster_node_t *
+ngx_im_redis_cluster_add(u_char *host, size_t hlen, ngx_uint_t port)
+{
+    u_char                 name[NGX_SOCKADDR_STRLEN];
+    size_t                 len;
+    ngx_addr_t             addr;
+    ngx_im_cluster_node_t  *node, *found;
+
+    if (port == 0 || port > 65535
+        || ngx_parse_addr(ngx_cycle->pool, &addr, host, hlen) != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "im redis cluster: node \"%*s:%ui\" is not an IP "
+                      "address and port", hlen, host, port);
+        return NULL;
+    }
+
+    ngx_inet_set_port(addr.sockaddr, (in_port_t) port);
+
+    len = ngx_sock_ntop(addr.sockaddr, addr.socklen, name,
+                        NGX_SOCKADDR_STRLEN, 1);
+
+    found = ngx_im_redis_cluster_find(name, len);
+    if (found) {
+        return found;
+    }
+
+    if (ngx_im_cluster_nnodes == NGX_IM_CLUSTER_NODES) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "im redis cluster: more than %d nodes, \"%*s\" "
+                      "ignored", NGX_IM_CLUSTER_NODES, len, name);
+        return NULL;
+    }
+
+    /* never freed: a worker knows a few nodes, and their connections'
+     * events point into the record */
+
+    node = ngx_pcalloc(ngx_cycle->pool, sizeof(ngx_im_cluster_node_t));
+    if (node == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(node->sockaddr, addr.sockaddr, addr.socklen);
+    ngx_memcpy(node->name, name, len);
+    node->name_len = len;
+
+    node->addr.sockaddr = (struct sockaddr *) node->sockaddr;
+    node->addr.socklen = addr.socklen;
+    node->addr.name.data = node->name;
+    node->addr.name.len = len;
+
+    node->server = *ngx_im_cluster_seed;
+    node->server.addrs = &node->addr;
+    node->server.naddrs = 1;
+
+    node->index = ngx_im_cluster_nnodes;
+    ngx_im_cluster_nodes[ngx_im_cluster_nnodes++] = node;
+
+    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                  "im redis cluster: node %*s added", len, name);
+
+    ngx_im_redis_cluster_connect(node);
+
+    return node;
+}
+
+
+/*
+ * CLUSTER SLOTS: an array of [start, end, [host, port, id, ...],
+ * replicas...].  The map is replaced only by a whole good answer.
+ */
+
+ngx_int_t
+ngx_im_redis_cluster_map(redisReply *reply)
+{
+    u_char                  map[NGX_IM_SLOTS];
+    size_t                  i;
+    ngx_uint_t              s, n;
+    long long               from, to;
+    redisReply             *range, *master;
+    ngx_im_cluster_node_t  *node;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements == 0)
+    {
+        if (!ngx_im_cluster_map_failed) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "im redis cluster: CLUSTER SLOTS: %s; "
+                          "asked again every second",
+                          reply == NULL ? "no answer"
+                          : reply->type == REDIS_REPLY_ERROR ? reply->str
+                          : "no slots (cluster down?)");
+        }
+
+        ngx_im_cluster_map_failed = 1;
+        return NGX_ERROR;
+    }
+
+    ngx_memset(map, NGX_IM_CLUSTER_NONE, NGX_IM_SLOTS);
+
+    for (n = 0; n < ngx_im_cluster_nnodes; n++) {
+        ngx_im_cluster_nodes[n]->slots = 0;
+    }
+
+    for (i = 0; i < reply->elements; i++) {
+        range = reply->element[i];
+
+        if (range->type != REDIS_REPLY_ARRAY || range->elements < 3
+            || range->element[0]->type != REDIS_REPLY_INTEGER
+            || range->element[1]->type != REDIS_REPLY_INTEGER
+            || range->element[2]->type != REDIS_REPLY_ARRAY
+            || range->element[2]->elements < 2
+            || range->element[2]->element[0]->type != REDIS_REPLY_STRING
+            || range->element[2]->element[1]->type != REDIS_REPLY_INTEGER)
+        {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "im redis cluster: CLUSTER SLOTS: a range "
+                          "not understood");
+            return NGX_ERROR;
+        }
+
+        from = range->element[0]->integer;
+        to = range->element[1]->integer;
+        master = range->element[2];
+
+        if (from < 0 || to >= NGX_IM_SLOTS || from > to) {
+            return NGX_ERROR;
+        }
+
+        node = ngx_im_redis_cluster_add((u_char *) master->element[0]->str,
+                                        master->element[0]->len,
+                                        (ngx_uint_t)
+                                        master->element[1]->integer);
+        if (node == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (s = (ngx_uint_t) from; s <= (ngx_uint_t) to; s++) {
+            map[s] = (u_char) node->index;
+        }
+
+        node->slots += to - from + 1;
+    }
+
+    ngx_memcpy(ngx_im_cluster_slots, map, NGX_IM_SLOTS);
+
+    if (!ngx_im_cluster_has_map || ngx_im_cluster_map_failed) {
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "im redis cluster: slot map read, %ui ranges, "
+                      "%ui nodes known",
+                      (ngx_uint_t) reply->elements, ngx_im_cluster_nnodes);
+    }
+
+    ngx_im_cluster_has_map = 1;
+    ngx_im_cluster_map_failed = 0;
+
+    return NGX_OK;
+}
+
+
+ngx_im_cluster_node_t *
+ngx_im_redis_cluster_redirect(ngx_im_redirect_t *r)
+{
+    size_t                  i;
+    ngx_uint_t              port;
+    ngx_im_cluster_node_t  *node;
+
+    /* "host:port": the port after the last colon (an IPv6 host has
+     * colons of its own) */
+
+    for (i = r->addr_len; i > 0; i--) {
+        if (r->addr[i - 1] == ':') {
+            break;
+        }
+    }
+
+    if (i == 0 || i == 1 || i == r->addr_len) {
+        return NULL;
+    }
+
+    port = (ngx_uint_t) ngx_atoi((u_char *) r->addr + i,
+                                 r->addr_len - i);
+
+    if (port == (ngx_uint_t) NGX_ERROR) {
+        return NULL;
+    }
+
+    node = ngx_im_redis_cluster_add((u_char *) r->addr, i - 1, port);
+    if (node == NULL) {
+        return NULL;
+    }
+
+    if (r->kind == NGX_IM_REDIRECT_MOVED && r->slot < NGX_IM_SLOTS) {
+        if (ngx_im_cluster_slots[r->slot] != node->index) {
+            ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                          "im redis cluster: slot %ui moved to %*s",
+                          r->slot, node->name_len, node->name);
+        }
+
+        ngx_im_cluster_slots[r->slot] = (u_char) node->index;
+    }
+
+    return node;
+}
+
+
+ngx_uint_t
+ngx_im_redis_cluster_ready(ngx_uint_t role)
+{
+    ngx_uint_t  i;
+
+    if (!ngx_im_cluster_has_map) {
+        return 0;
+    }
+
+    if (role == NGX_IM_REDIS_GROUP) {
+        role = NGX_IM_REDIS_INBOX;
+    }
+
+    for (i = 0; i < ngx_im_cluster_nnodes; i++) {
+        if (ngx_im_cluster_nodes[i]->slots
+            && ngx_im_cluster_nodes[i]->conns[role].state
+               != NGX_IM_REDIS_READY)
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+ngx_uint_t
+ngx_im_redis_cluster_away(ngx_uint_t role)
+{
+    ngx_uint_t            i;
+    ngx_im_redis_conn_t  *rc;
+
+    if (role == NGX_IM_REDIS_GROUP) {
+        role = NGX_IM_REDIS_INBOX;
+    }
+
+    if (!ngx_im_cluster_has_map) {
+        /* the map comes from the seed: it cannot be reached, or it
+         * answers no map (not a cluster, or the cluster is down) */
+        rc = &ngx_im_cluster_nodes[0]->conns[NGX_IM_REDIS_INBOX];
+        return ngx_im_cluster_map_failed
+               || (rc->state != NGX_IM_REDIS_READY && rc->failed);
+    }
+
+    for (i = 0; i < ngx_im_cluster_nnodes; i++) {
+        rc = &ngx_im_cluster_nodes[i]->conns[role];
+
+        if (ngx_im_cluster_nodes[i]->slots
+            && rc->state != NGX_IM_REDIS_READY && rc->failed)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
