@@ -86,6 +86,9 @@ static ngx_int_t ngx_im_redis_answer(ngx_im_redis_conn_t *rc,
     redisReply *reply);
 static ngx_int_t ngx_im_redis_grow(ngx_im_redis_queue_t *q);
 static void ngx_im_redis_fail_all(ngx_im_redis_queue_t *q);
+static ngx_int_t ngx_im_redis_pubsub(ngx_im_redis_conn_t *rc,
+    redisReply *reply, const char *kind, size_t klen, redisReply **type,
+    redisReply **chan);
 static void ngx_im_redis_sub_reply(ngx_im_redis_conn_t *rc,
     redisReply *reply);
 static void ngx_im_redis_batch_reset(void);
@@ -1293,10 +1296,19 @@ ngx_im_redis_unsubscribe(u_char *channel, size_t len)
 }
 
 
-static void
-ngx_im_redis_sub_reply(ngx_im_redis_conn_t *rc, redisReply *reply)
+/*
+ * What the replies of a subscriber connection have in common, plain or
+ * sharded: the watchdog's PONG, and a message of that kind ("message",
+ * "smessage") handed to the router.  NGX_DONE: handled (or not pub/sub
+ * at all); NGX_DECLINED: an error reply, the caller's; NGX_OK: *type and
+ * *chan are a confirmation's, the caller's.
+ */
+
+static ngx_int_t
+ngx_im_redis_pubsub(ngx_im_redis_conn_t *rc, redisReply *reply,
+    const char *kind, size_t klen, redisReply **type, redisReply **chan)
 {
-    redisReply  *type, *chan, *msg;
+    redisReply  *msg;
 
     if (reply->type == REDIS_REPLY_STATUS
         || (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
@@ -1304,39 +1316,64 @@ ngx_im_redis_sub_reply(ngx_im_redis_conn_t *rc, redisReply *reply)
             && reply->element[0]->len == 4
             && ngx_strncmp(reply->element[0]->str, "pong", 4) == 0))
     {
-        /* the watchdog's PING ("+PONG" with no channel subscribed) */
+        /* the watchdog's PING ("+PONG" with no channel subscribed), which
+         * has no place in the ring */
         ngx_im_redis_conn_answered(rc);
-        return;
+        return NGX_DONE;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        return NGX_DECLINED;
     }
 
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) {
-
-        if (reply->type == REDIS_REPLY_ERROR) {
-            ngx_log_error(NGX_LOG_ERR, &rc->log, 0,
-                          "im redis: pub/sub: %*s", reply->len, reply->str);
-        }
-
-        return;
+        return NGX_DONE;
     }
 
-    type = reply->element[0];
-    chan = reply->element[1];
+    *type = reply->element[0];
+    *chan = reply->element[1];
     msg = reply->element[2];
 
-    if (type->type != REDIS_REPLY_STRING
-        || chan->type != REDIS_REPLY_STRING)
+    if ((*type)->type != REDIS_REPLY_STRING
+        || (*chan)->type != REDIS_REPLY_STRING)
     {
-        return;
+        return NGX_DONE;
     }
 
-    if (type->len == 7 && ngx_strncmp(type->str, "message", 7) == 0) {
+    if ((*type)->len == klen && ngx_strncmp((*type)->str, kind, klen) == 0)
+    {
         rc->progress = ngx_current_msec;
         rc->probe = 0;
 
         if (msg->type == REDIS_REPLY_STRING) {
-            ngx_im_redis_handlers->message((u_char *) chan->str, chan->len,
+            ngx_im_redis_handlers->message((u_char *) (*chan)->str,
+                                           (*chan)->len,
                                            (u_char *) msg->str, msg->len);
         }
+
+        return NGX_DONE;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_im_redis_sub_reply(ngx_im_redis_conn_t *rc, redisReply *reply)
+{
+    redisReply  *type, *chan;
+
+    switch (ngx_im_redis_pubsub(rc, reply, "message", 7, &type, &chan)) {
+
+    case NGX_DECLINED:
+        ngx_log_error(NGX_LOG_ERR, &rc->log, 0,
+                      "im redis: pub/sub: %*s", reply->len, reply->str);
+        return;
+
+    case NGX_OK:
+        break;
+
+    default:
         return;
     }
 
@@ -1607,49 +1644,21 @@ ngx_im_redis_ssub_asked(ngx_im_redis_conn_t *rc, redisReply *chan)
 static void
 ngx_im_redis_ssub_reply(ngx_im_redis_conn_t *rc, redisReply *reply)
 {
-    redisReply  *type, *chan, *msg;
+    redisReply  *type, *chan;
 
-    if (reply->type == REDIS_REPLY_STATUS
-        || (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
-            && reply->element[0]->type == REDIS_REPLY_STRING
-            && reply->element[0]->len == 4
-            && ngx_strncmp(reply->element[0]->str, "pong", 4) == 0))
-    {
-        /* the watchdog's PING, which has no place in the ring */
-        ngx_im_redis_conn_answered(rc);
-        return;
-    }
+    switch (ngx_im_redis_pubsub(rc, reply, "smessage", 8, &type, &chan)) {
 
-    if (reply->type == REDIS_REPLY_ERROR) {
+    case NGX_DECLINED:
         /* an (S)SUBSCRIBE refused: followed when redirected */
         ngx_log_error(NGX_LOG_INFO, &rc->log, 0,
                       "im redis: pub/sub: %*s", reply->len, reply->str);
         (void) ngx_im_redis_answer(rc, reply);
         return;
-    }
 
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) {
-        return;
-    }
+    case NGX_OK:
+        break;
 
-    type = reply->element[0];
-    chan = reply->element[1];
-    msg = reply->element[2];
-
-    if (type->type != REDIS_REPLY_STRING
-        || chan->type != REDIS_REPLY_STRING)
-    {
-        return;
-    }
-
-    if (type->len == 8 && ngx_strncmp(type->str, "smessage", 8) == 0) {
-        rc->progress = ngx_current_msec;
-        rc->probe = 0;
-
-        if (msg->type == REDIS_REPLY_STRING) {
-            ngx_im_redis_handlers->message((u_char *) chan->str, chan->len,
-                                           (u_char *) msg->str, msg->len);
-        }
+    default:
         return;
     }
 
