@@ -1,8 +1,10 @@
 /*
  * ngx_http_im_api.h: what the admin API's files share: a request's
- * context, its arguments and its answer (ngx_http_im_api_module.c), the
- * inbox and recall (ngx_http_im_api_inbox.c), and the publish with its
- * wait (ngx_http_im_api_publish.c).
+ * context (ngx_http_im_api_module.c), its arguments and its answer
+ * (ngx_http_im_api_request.c), presence and kick
+ * (ngx_http_im_api_presence.c), the inbox and recall
+ * (ngx_http_im_api_inbox.c), and the publish with its wait
+ * (ngx_http_im_api_publish.c).
  */
 
 #ifndef _NGX_HTTP_IM_API_H_INCLUDED_
@@ -95,7 +97,10 @@ typedef struct {
 } ngx_http_im_api_step_t;
 
 
-/* ngx_http_im_api_module.c: arguments and answers */
+/* ngx_http_im_api_request.c: arguments and answers */
+ngx_int_t ngx_http_im_api_read_body(ngx_http_request_t *r, ngx_str_t *body);
+cJSON *ngx_http_im_api_json(ngx_http_request_t *r, ngx_str_t *body,
+    const char **allowed, u_char *err, size_t size);
 ngx_int_t ngx_http_im_api_arg(ngx_http_request_t *r, char *name,
     ngx_str_t *v);
 ngx_int_t ngx_http_im_api_uid_list(ngx_http_im_api_ctx_t *ctx, ngx_str_t *v,
@@ -104,13 +109,17 @@ ngx_int_t ngx_http_im_api_json_u32(cJSON *json, const char *name,
     ngx_uint_t zero, uint32_t *v, u_char *err, size_t size);
 ngx_int_t ngx_http_im_api_msgid(ngx_str_t *v, u_char *msgid);
 void ngx_http_im_api_add_msgid(cJSON *obj, const u_char *msgid);
-ngx_int_t ngx_http_im_api_users(cJSON *users, cJSON *nodes,
-    redisReply *reply, uint32_t *uids, ngx_uint_t n, ngx_int_t client_id);
 void ngx_http_im_api_finish(ngx_http_im_api_ctx_t *ctx, ngx_uint_t status);
 ngx_int_t ngx_http_im_api_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *fmt, ...);
 ngx_int_t ngx_http_im_api_send(ngx_http_request_t *r, ngx_uint_t status,
     cJSON *json);
+
+/* ngx_http_im_api_presence.c: presence and kick */
+ngx_int_t ngx_http_im_api_presence(ngx_http_im_api_ctx_t *ctx);
+ngx_int_t ngx_http_im_api_kick(ngx_http_im_api_ctx_t *ctx, cJSON *body);
+ngx_int_t ngx_http_im_api_users(cJSON *users, cJSON *nodes,
+    redisReply *reply, uint32_t *uids, ngx_uint_t n, ngx_int_t client_id);
 
 /* ngx_http_im_api_inbox.c: GET and DELETE inbox (recall) */
 ngx_int_t ngx_http_im_api_inbox(ngx_http_im_api_ctx_t *ctx);

@@ -7,8 +7,6 @@
  * send() for one buffer, the chain's writev() for more.  A peer that does
  * not read is closed at im_send_buffer.  The state machine above is told
  * through ngx_im_session_ops when a write went out and when all is said.
- * Also the session's busy record (ngx_im_state.h): what a session holds
- * only while something is under way, taken and given back here.
  */
 
 #include "ngx_im_output.h"
@@ -31,105 +29,10 @@
 static void ngx_im_output_post_flush(ngx_im_session_t *s);
 
 
-/* set by the state machine (ngx_im_session.c) */
-ngx_im_session_ops_t  *ngx_im_session_ops;
-
 /* spare chunks of the standard size; the first word of a spare is its
  * chain link's, rewritten when it is taken again */
 static ngx_im_spares_t  ngx_im_spare_chunks =
     { NULL, 0, NGX_IM_CHUNKS_FREE, NGX_IM_CHUNK_SIZE, NULL, 0 };
-
-
-/*
- * The busy record of every idle session: its queues point at themselves
- * and nothing is ever added to it (ngx_im_busy() takes a session's own
- * record first), so an idle session reads empty queues, no output and no
- * events through it.
- */
-ngx_im_busy_t  ngx_im_busy_idle = {
-    { &ngx_im_busy_idle.inflight, &ngx_im_busy_idle.inflight },
-    { &ngx_im_busy_idle.waiting, &ngx_im_busy_idle.waiting },
-    0, 0, NULL, NULL,
-    { &ngx_im_busy_idle.pubs, &ngx_im_busy_idle.pubs },
-    NULL,
-    { NULL, NULL },
-    NULL,
-    &ngx_im_busy_idle.out,
-    NULL
-};
-
-/* as many spares as sessions busy at once in a burst may use again soon */
-static ngx_im_spares_t  ngx_im_spare_busy = ngx_im_spares(ngx_im_busy_t, 4096);
-
-
-ngx_im_busy_t *
-ngx_im_busy_take(ngx_im_session_t *s)
-{
-    ngx_im_busy_t  *b;
-
-    b = ngx_im_spare_get(&ngx_im_spare_busy);
-    if (b == NULL) {
-        return NULL;
-    }
-
-    ngx_memzero(b, sizeof(ngx_im_busy_t));
-
-    ngx_queue_init(&b->inflight);
-    ngx_queue_init(&b->waiting);
-    ngx_queue_init(&b->pubs);
-    b->last_out = &b->out;
-    b->session = s;
-
-    s->busy = b;
-    ngx_im_gauges->busy++;
-
-    return b;
-}
-
-
-/* the shared record is as it was made: a write through s->busy without
- * ngx_im_busy() would have changed it */
-static ngx_uint_t
-ngx_im_busy_idle_intact(void)
-{
-    ngx_im_busy_t  *b = &ngx_im_busy_idle;
-
-    return b->inflight.next == &b->inflight && b->inflight.prev == &b->inflight
-           && b->waiting.next == &b->waiting && b->waiting.prev == &b->waiting
-           && b->pubs.next == &b->pubs && b->pubs.prev == &b->pubs
-           && b->waiting_bytes == 0 && b->out_size == 0
-           && b->repush == NULL && b->mark == NULL && b->close_ev == NULL
-           && b->out == NULL && b->last_out == &b->out;
-}
-
-
-void
-ngx_im_busy_done(ngx_im_session_t *s)
-{
-    ngx_im_busy_t  *b;
-
-    b = s->busy;
-
-    if (b == &ngx_im_busy_idle) {
-        return;
-    }
-
-    if (!ngx_queue_empty(&b->inflight) || !ngx_queue_empty(&b->waiting)
-        || !ngx_queue_empty(&b->pubs) || s->flush_posted || b->out
-        || b->repush || b->mark || b->close_ev)
-    {
-        return;
-    }
-
-    if (!ngx_im_busy_idle_intact()) {
-        ngx_log_error(NGX_LOG_ALERT, s->connection->log, 0,
-                      "im session: the idle sessions' record was written");
-    }
-
-    ngx_im_spare_put(&ngx_im_spare_busy, b);
-    s->busy = &ngx_im_busy_idle;
-    ngx_im_gauges->busy--;
-}
 
 
 static ngx_chain_t *

@@ -281,7 +281,7 @@ ngx_im_session_unread(ngx_im_session_t *s)
 extern ngx_im_busy_t  ngx_im_busy_idle;
 
 /* a record of the session's own (NULL: no memory), and its return once
- * empty (ngx_im_output.c) */
+ * empty (ngx_im_state.c) */
 ngx_im_busy_t *ngx_im_busy_take(ngx_im_session_t *s);
 void ngx_im_busy_done(ngx_im_session_t *s);
 

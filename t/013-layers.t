@@ -35,7 +35,8 @@ my @layers = (
     [ session   => qw/ngx_im_session/ ],
     [ transport => qw/ngx_im_module ngx_http_im ngx_http_im_module
                       ngx_http_im_log
-                      ngx_http_im_locate ngx_http_im_api ngx_http_im_api_module
+                      ngx_http_im_locate ngx_http_im_api ngx_http_im_api_request
+                      ngx_http_im_api_presence ngx_http_im_api_module
                       ngx_http_im_api_inbox ngx_http_im_api_publish
                       ngx_stream_im_module/ ],
 );
