@@ -105,6 +105,8 @@ ngx_int_t ngx_http_im_api_arg(ngx_http_request_t *r, char *name,
     ngx_str_t *v);
 ngx_int_t ngx_http_im_api_uid_list(ngx_http_im_api_ctx_t *ctx, ngx_str_t *v,
     u_char *err, size_t size);
+ngx_int_t ngx_http_im_api_uid_arg(ngx_http_im_api_ctx_t *ctx, ngx_uint_t one,
+    const char *missing, ngx_int_t *answer);
 ngx_int_t ngx_http_im_api_json_u32(cJSON *json, const char *name,
     ngx_uint_t zero, uint32_t *v, u_char *err, size_t size);
 ngx_int_t ngx_http_im_api_msgid(ngx_str_t *v, u_char *msgid);

@@ -20,70 +20,21 @@ static void ngx_http_im_api_recall_done(ngx_http_im_api_ctx_t *ctx);
 
 /* the inbox of one uid */
 
-/* NGX_OK: *uid; else *rc is the answer already given (or to give) */
-
-static ngx_int_t
-ngx_http_im_api_one_uid(ngx_http_im_api_ctx_t *ctx, uint32_t *uid,
-    ngx_int_t *answer)
-{
-    u_char              err[256];
-    ngx_int_t           rc;
-    ngx_str_t           v;
-    ngx_http_request_t  *r;
-
-    r = ctx->request;
-
-    rc = ngx_http_im_api_arg(r, "uid", &v);
-
-    if (rc == NGX_ERROR) {
-        *answer = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        return NGX_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        ngx_snprintf(err, sizeof(err), "the argument uid is missing%Z");
-        goto bad;
-    }
-
-    rc = ngx_http_im_api_uid_list(ctx, &v, err, sizeof(err));
-
-    if (rc == NGX_ERROR) {
-        *answer = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        return NGX_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        goto bad;
-    }
-
-    if (ctx->nuids != 1) {
-        ngx_snprintf(err, sizeof(err), "one uid at a time%Z");
-        goto bad;
-    }
-
-    *uid = ctx->uids[0];
-
-    return NGX_OK;
-
-bad:
-
-    ngx_im_stats->api_errors++;
-    *answer = ngx_http_im_api_error(r, NGX_HTTP_BAD_REQUEST, "%s", err);
-    return NGX_ERROR;
-}
-
-
 ngx_int_t
 ngx_http_im_api_inbox(ngx_http_im_api_ctx_t *ctx)
 {
-    uint32_t   uid;
     ngx_int_t  answer;
 
-    if (ngx_http_im_api_one_uid(ctx, &uid, &answer) != NGX_OK) {
+    if (ngx_http_im_api_uid_arg(ctx, 1, "the argument uid is missing",
+                                &answer)
+        != NGX_OK)
+    {
         return answer;
     }
 
-    if (ngx_im_store_load(uid, ngx_http_im_api_inbox_read, ctx) != NGX_OK) {
+    if (ngx_im_store_load(ctx->uids[0], ngx_http_im_api_inbox_read, ctx)
+        != NGX_OK)
+    {
         ngx_im_stats->api_errors++;
         return ngx_http_im_api_error(ctx->request,
                                      NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -263,26 +214,11 @@ ngx_http_im_api_recall(ngx_http_im_api_ctx_t *ctx)
         return NGX_DONE;
     }
 
-    rc = ngx_http_im_api_arg(r, "uid", &v);
-
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        ngx_snprintf(err, sizeof(err), "the argument uid (or gid) is "
-                     "missing%Z");
-        goto bad;
-    }
-
-    rc = ngx_http_im_api_uid_list(ctx, &v, err, sizeof(err));
-
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        goto bad;
+    if (ngx_http_im_api_uid_arg(ctx, 0, "the argument uid (or gid) is "
+                                "missing", &rc)
+        != NGX_OK)
+    {
+        return rc;
     }
 
     return ngx_http_im_api_recall_start(ctx);

@@ -20,35 +20,13 @@ static void ngx_http_im_api_kick_read(redisReply *reply, void *data);
 ngx_int_t
 ngx_http_im_api_presence(ngx_http_im_api_ctx_t *ctx)
 {
-    u_char               err[256];
-    ngx_int_t            rc;
-    ngx_str_t            v;
-    ngx_http_request_t  *r;
+    ngx_int_t  answer;
 
-    r = ctx->request;
-
-    rc = ngx_http_im_api_arg(r, "uid", &v);
-
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        ngx_im_stats->api_errors++;
-        return ngx_http_im_api_error(r, NGX_HTTP_BAD_REQUEST,
-                                     "the argument uid is missing "
-                                     "(uid=1001,1002)");
-    }
-
-    rc = ngx_http_im_api_uid_list(ctx, &v, err, sizeof(err));
-
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        ngx_im_stats->api_errors++;
-        return ngx_http_im_api_error(r, NGX_HTTP_BAD_REQUEST, "%s", err);
+    if (ngx_http_im_api_uid_arg(ctx, 0, "the argument uid is missing "
+                                "(uid=1001,1002)", &answer)
+        != NGX_OK)
+    {
+        return answer;
     }
 
     if (ngx_im_presence_sessions(ctx->uids, ctx->nuids,
@@ -56,7 +34,8 @@ ngx_http_im_api_presence(ngx_http_im_api_ctx_t *ctx)
         != NGX_OK)
     {
         ngx_im_stats->api_errors++;
-        return ngx_http_im_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+        return ngx_http_im_api_error(ctx->request,
+                                     NGX_HTTP_SERVICE_UNAVAILABLE,
                                      "Redis is not reachable");
     }
 

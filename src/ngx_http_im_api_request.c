@@ -214,6 +214,61 @@ ngx_http_im_api_uid_list(ngx_http_im_api_ctx_t *ctx, ngx_str_t *v,
 }
 
 
+/*
+ * The query argument "uid": a list (one: a single uid) into ctx->uids;
+ * "missing" says what to send when it is absent.  NGX_ERROR: the
+ * request's answer is in *answer (a 400 saying why).
+ */
+
+ngx_int_t
+ngx_http_im_api_uid_arg(ngx_http_im_api_ctx_t *ctx, ngx_uint_t one,
+    const char *missing, ngx_int_t *answer)
+{
+    u_char               err[256];
+    ngx_int_t            rc;
+    ngx_str_t            v;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+
+    rc = ngx_http_im_api_arg(r, "uid", &v);
+
+    if (rc == NGX_ERROR) {
+        *answer = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_snprintf(err, sizeof(err), "%s%Z", missing);
+        goto bad;
+    }
+
+    rc = ngx_http_im_api_uid_list(ctx, &v, err, sizeof(err));
+
+    if (rc == NGX_ERROR) {
+        *answer = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        goto bad;
+    }
+
+    if (one && ctx->nuids != 1) {
+        ngx_snprintf(err, sizeof(err), "one uid at a time%Z");
+        goto bad;
+    }
+
+    return NGX_OK;
+
+bad:
+
+    ngx_im_stats->api_errors++;
+    *answer = ngx_http_im_api_error(r, NGX_HTTP_BAD_REQUEST, "%s", err);
+    return NGX_ERROR;
+}
+
+
 /* a query argument, unescaped; NGX_DECLINED: absent */
 
 ngx_int_t
