@@ -22,6 +22,7 @@
 #     promote the replica, the nodes follow over TLS, service resumes,
 #     and no acked message is lost (asserted; the counts and the time
 #     until service resumed are a note line);
+#   - the sentinels' requirepass with no ACL user (AUTH password): works;
 #   - a wrong sentinel password: the log names the sentinel and "AUTH
 #     failed", logins are answered CONNECT_ACK 2 (no master known);
 #   - im_redis_ssl_name that the certificates do not carry: the log names
@@ -202,7 +203,7 @@ sub main_conf {
     my (%o) = @_;
     return "im_redis_sentinel $SENTINELS;\n"
         . "im_redis_sentinel_master $NAME;\n"
-        . "im_redis_sentinel_user imwatch;\n"
+        . (defined $o{suser} ? '' : "im_redis_sentinel_user imwatch;\n")
         . 'im_redis_sentinel_password ' . ($o{spass} // 'watch-secret')
         . ";\n"
         . "im_redis_user imnode;\n"
@@ -407,6 +408,19 @@ $nb->run();
 
 $na->stop();
 $nb->stop();
+
+###############################################################################
+# the sentinels' requirepass alone (AUTH password, their default user)
+
+{
+    my $n = node(name => 'c', port => 9095,
+        main => main_conf(suser => '', spass => $SPASS));
+    $n->run();
+    my ($c, $code) = login_ok($n, 26211);
+    is($code, 0, 'sentinels\' requirepass, no ACL user: logins work');
+    $c->close(1000) if $c;
+    $n->stop();
+}
 
 ###############################################################################
 # refused: a wrong sentinel password, a name the certificates do not carry,
