@@ -18,6 +18,11 @@
 #     im_redis_wait 1 (asserted); with the option off the count and the
 #     time from the kill to the first ack of a message sent after it are
 #     only reported (note lines: they depend on timing);
+#   - the transaction path (recipient online on the other node: MULTI,
+#     RPUSH, PUBLISH, EXEC) holds the sender's ack until WAIT answers:
+#     with im_redis_wait 1 and the replica stopped (SIGSTOP), each
+#     message is refused, none acked, though the recipient has it; acked
+#     again once the replica runs;
 #   - the first sentinel of the list is down: the next one answers, the log
 #     names the address that refused;
 #   - a master name the sentinels do not know: logins answered 2, the log
@@ -324,6 +329,88 @@ sub failover {
 
 failover(1, '');
 failover(2, "im_redis_wait 1 1s;\n");
+
+###############################################################################
+# the transaction path holds the sender's ack until WAIT answers: the
+# recipient is online on the other node, so each message goes as MULTI,
+# RPUSH, PUBLISH, EXEC; with the replica stopped (SIGSTOP) it cannot ack,
+# WAIT answers 0 after its timeout, and each message is refused although
+# EXEC succeeded (the recipient has its copy: decision 041). A build that
+# answered the sender at EXEC's reply acks them all.
+
+sub proc_state {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/stat" or return '';
+    my ($state) = <$fh> =~ /^\d+ \(.*\) (\S)/;
+    return $state // '';
+}
+
+{
+    my $wait = "im_redis_wait 1 500ms;\n";
+    my $a = node(name => 'f', port => 9095, main => $MAIN . $wait);
+    my $b = node(name => 'g', port => 9096, main => $MAIN . $wait);
+    $a->run();
+    $b->run();
+    my ($s) = login_ok($a, 25601, auto_ack => 0);
+    my ($r) = login_ok($b, 25602);
+
+    # with the replica there, the same path acks
+    my $id = $s->publish(25602, 'replica linked');
+    ok($s->expect(cmd => PUB_ACK, msgid => $id)
+        && $r->expect(cmd => PUBLISH, msgid => $id),
+        'WAIT hold: acked and delivered while the replica acks');
+
+    my $replica = replica();
+    my $mark = $a->log_mark;
+    kill 'STOP', $replica->pid;
+    ok(wait_until(sub { proc_state($replica->pid) eq 'T' }, 10),
+        'WAIT hold: the replica is stopped');
+
+    my @ids = map { $s->publish(25602, "replica stopped $_") } 1 .. 10;
+    my %want = map { $_ => 1 } @ids;
+    my (%answer, %got);
+    my $dl = time + 60;
+    while (keys %answer < @ids && time < $dl) {
+        my $m = $s->next(timeout => 1) or next;
+        next unless defined $m->{msgid} && $want{$m->{msgid}};
+        next unless $m->{cmd} == PUB_ACK || $m->{cmd} == INVALID_PACKET;
+        $answer{$m->{msgid}} //= $m->{cmd} == PUB_ACK ? 'ack' : 'refused';
+    }
+    $dl = time + 20;
+    while (time < $dl && grep { !$got{$_} } @ids) {
+        $got{$_->{msgid}}++ for grep { $_->{cmd} == PUBLISH } $r->drain(0.2);
+    }
+    kill 'CONT', $replica->pid;
+
+    my $acked = grep { $_ eq 'ack' } values %answer;
+    my $refused = grep { $_ eq 'refused' } values %answer;
+    is($acked, 0, 'WAIT hold: no message acked while no replica acks');
+    is($refused, 10, 'WAIT hold: each of the 10 refused');
+    is(scalar(grep { $got{$_} } @ids), 10, 'WAIT hold: EXEC ran (the '
+        . 'recipient on the other node got each through the channel)');
+    ok($a->wait_for_log(qr/WAIT: 0 of 1 replicas had the writes within /
+        . qr/500 ms/, from => $mark), 'WAIT hold: the log says why');
+
+    # the replica back: acks again
+    my $back;
+    my $tries = 0;
+    wait_until(sub {
+        my $id = $s->publish(25602, 'replica back ' . ++$tries);
+        while (my $m = $s->next(timeout => 2)) {
+            next unless defined $m->{msgid} && $m->{msgid} eq $id;
+            $back = 1 if $m->{cmd} == PUB_ACK;
+            last if $m->{cmd} == PUB_ACK || $m->{cmd} == INVALID_PACKET;
+        }
+        return $back || $tries >= 20;
+    }, 60);
+    ok($back, "WAIT hold: acked again once the replica runs ($tries tries)");
+
+    $_->close(1000) for $s, $r;
+    $a->stop();
+    $b->stop();
+    ok(wait_until(sub { settled() && linked(replica()) }, 90),
+        'WAIT hold: a master and its linked replica again');
+}
 
 ###############################################################################
 # the first sentinel is down; a name nobody knows
