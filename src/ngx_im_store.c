@@ -780,6 +780,53 @@ ngx_im_store_appended(redisReply *reply, void *data)
 
 
 /*
+ * The RPUSH of msg to uid's inbox, and behind it, when due (ttl_set, when
+ * not NULL, says when the caller last gave the inbox its TTL), an EXPIRE
+ * whose reply is not needed: pipelined on the same connection, it runs
+ * right after the append.  0: not queued (the connection is down); else
+ * the commands queued, *ttl_sent telling whether the EXPIRE went.
+ */
+
+static ngx_uint_t
+ngx_im_store_rpush(uint32_t uid, ngx_im_msg_t *msg, uint32_t *ttl_set,
+    ngx_uint_t *ttl_sent, ngx_im_redis_cb_pt cb, void *data)
+{
+    u_char       key[32];
+    const char  *argv[3];
+    size_t       argvlen[3];
+
+    *ttl_sent = (ttl_set == NULL
+                 || (time_t) *ttl_set + ngx_im_store_slack() <= ngx_time());
+
+    argv[0] = "RPUSH";
+    argvlen[0] = 5;
+    argv[1] = (char *) key;
+    argvlen[1] = ngx_im_store_key(key, uid);
+    argv[2] = (char *) msg->entry;
+    argvlen[2] = msg->entry_len;
+
+    if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, cb, data, 3, argv, argvlen)
+        != NGX_OK)
+    {
+        return 0;
+    }
+
+    if (!*ttl_sent) {
+        return 1;
+    }
+
+    ngx_im_store_expire(key, argvlen[1]);
+
+    if (ttl_set) {
+        /* seconds since 1970 fit 32 bits until 2106 */
+        *ttl_set = (uint32_t) ngx_time();
+    }
+
+    return 2;
+}
+
+
+/*
  * Write-through: appends in a transaction with what must leave with them
  * (the router's channel PUBLISHes), MULTI ... EXEC on the inbox
  * connection.  Redis runs it whole or not at all: an error at queue time
@@ -854,38 +901,8 @@ ngx_uint_t
 ngx_im_store_append(uint32_t uid, ngx_im_msg_t *msg, uint32_t *ttl_set,
     ngx_uint_t *ttl_sent)
 {
-    u_char       key[32];
-    const char  *argv[3];
-    size_t       argvlen[3];
-
-    *ttl_sent = (ttl_set == NULL
-                 || (time_t) *ttl_set + ngx_im_store_slack() <= ngx_time());
-
-    argv[0] = "RPUSH";
-    argvlen[0] = 5;
-    argv[1] = (char *) key;
-    argvlen[1] = ngx_im_store_key(key, uid);
-    argv[2] = (char *) msg->entry;
-    argvlen[2] = msg->entry_len;
-
-    if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_store_queued, NULL, 3,
-                         argv, argvlen)
-        != NGX_OK)
-    {
-        return 0;
-    }
-
-    if (!*ttl_sent) {
-        return 1;
-    }
-
-    ngx_im_store_expire(key, argvlen[1]);
-
-    if (ttl_set) {
-        *ttl_set = (uint32_t) ngx_time();
-    }
-
-    return 2;
+    return ngx_im_store_rpush(uid, msg, ttl_set, ttl_sent,
+                              ngx_im_store_queued, NULL);
 }
 
 
@@ -965,9 +982,6 @@ ngx_int_t
 ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg, uint32_t *ttl_set,
     ngx_im_redis_cb_pt cb, void *data)
 {
-    u_char            key[32];
-    const char       *argv[3];
-    size_t            argvlen[3];
     ngx_im_append_t  *a;
 
     a = ngx_im_spare_get(&ngx_im_spare_appends);
@@ -978,19 +992,10 @@ ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg, uint32_t *ttl_set,
     a->cb = cb;
     a->data = data;
     a->uid = uid;
-    a->ttl_sent = (ttl_set == NULL
-                   || (time_t) *ttl_set + ngx_im_store_slack() <= ngx_time());
 
-    argv[0] = "RPUSH";
-    argvlen[0] = 5;
-    argv[1] = (char *) key;
-    argvlen[1] = ngx_im_store_key(key, uid);
-    argv[2] = (char *) msg->entry;
-    argvlen[2] = msg->entry_len;
-
-    if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_store_appended, a, 3,
-                         argv, argvlen)
-        != NGX_OK)
+    if (ngx_im_store_rpush(uid, msg, ttl_set, &a->ttl_sent,
+                           ngx_im_store_appended, a)
+        == 0)
     {
         ngx_im_spare_put(&ngx_im_spare_appends, a);
         ngx_im_store_failed(NULL, 0);
@@ -1000,18 +1005,6 @@ ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg, uint32_t *ttl_set,
     if (cb) {
         /* an acknowledgement waits for it: a WAIT ends the pass */
         ngx_im_redis_wait_mark();
-    }
-
-    if (a->ttl_sent) {
-        /* pipelined behind the append on the same connection, so it runs
-         * right after it; its reply is not needed */
-
-        ngx_im_store_expire(key, argvlen[1]);
-
-        if (ttl_set) {
-            /* seconds since 1970 fit 32 bits until 2106 */
-            *ttl_set = (uint32_t) ngx_time();
-        }
     }
 
     return NGX_OK;
