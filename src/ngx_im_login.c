@@ -26,8 +26,8 @@ static void ngx_im_login_queue_handler(ngx_event_t *ev);
 static void ngx_im_login_replay(ngx_im_session_t *s);
 
 
-static ngx_str_t         ngx_im_login_nobody = ngx_string("");
-static uint64_t          ngx_im_login_tokens;
+static ngx_str_t    ngx_im_login_nobody = ngx_string("");
+static uint64_t     ngx_im_login_tokens;
 
 /*
  * Logins asking the user centre (and the login policy) at once are
@@ -36,10 +36,9 @@ static uint64_t          ngx_im_login_tokens;
  * drains at the pace the user centre and Redis answer instead of failing
  * on their timeouts (docs/decisions/042-busy-is-not-dead.md).
  */
-static ngx_queue_t       ngx_im_login_queue;
-static ngx_uint_t        ngx_im_logins_in_flight;
-static ngx_event_t       ngx_im_login_queue_ev;
-static ngx_connection_t  ngx_im_login_queue_dummy;
+static ngx_queue_t  ngx_im_login_queue;
+static ngx_uint_t   ngx_im_logins_in_flight;
+static ngx_event_t  ngx_im_login_queue_ev;
 
 
 /*
@@ -122,10 +121,8 @@ ngx_im_login_connect(ngx_im_session_t *s, im_msg_t *m)
          * authentication) */
         if (ngx_im_login_queue_ev.handler == NULL) {
             ngx_queue_init(&ngx_im_login_queue);
-            ngx_im_login_queue_dummy.fd = (ngx_socket_t) -1;
-            ngx_im_login_queue_ev.data = &ngx_im_login_queue_dummy;
-            ngx_im_login_queue_ev.handler = ngx_im_login_queue_handler;
-            ngx_im_login_queue_ev.log = ngx_cycle->log;
+            ngx_im_event_init(&ngx_im_login_queue_ev,
+                              ngx_im_login_queue_handler);
         }
 
         cred->queued = 1;
