@@ -311,6 +311,19 @@ ngx_im_event_free(ngx_event_t *ev)
 }
 
 
+void
+ngx_im_event_init(ngx_event_t *ev, ngx_event_handler_pt handler)
+{
+    static ngx_connection_t  dummy;
+
+    dummy.fd = (ngx_socket_t) -1;
+
+    ev->handler = handler;
+    ev->data = &dummy;
+    ev->log = ngx_cycle->log;
+}
+
+
 /*
  * A burst of logins leaves the heap holding the freed request pools of the
  * handshakes (some 10 KB per login in progress) between the sessions'
@@ -326,7 +339,6 @@ ngx_im_event_free(ngx_event_t *ev)
  */
 
 static ngx_event_t       ngx_im_trim_ev;
-static ngx_connection_t  ngx_im_trim_dummy;   /* for the event's debug log */
 static ngx_uint_t        ngx_im_trim_count;   /* since the last trim */
 static ngx_uint_t        ngx_im_trim_recent;  /* in the last second */
 
@@ -363,10 +375,7 @@ ngx_im_trim_note(ngx_uint_t n)
     ngx_im_trim_recent++;
 
     if (!ngx_im_trim_ev.timer_set) {
-        ngx_im_trim_ev.handler = ngx_im_trim_handler;
-        ngx_im_trim_dummy.fd = (ngx_socket_t) -1;
-        ngx_im_trim_ev.data = &ngx_im_trim_dummy;
-        ngx_im_trim_ev.log = ngx_cycle->log;
+        ngx_im_event_init(&ngx_im_trim_ev, ngx_im_trim_handler);
         ngx_im_trim_ev.cancelable = 1;
         ngx_im_trim_recent = 0;
         ngx_add_timer(&ngx_im_trim_ev, 1000);

@@ -60,6 +60,11 @@ ngx_event_t *ngx_im_event_alloc(ngx_event_handler_pt handler, void *data,
     ngx_log_t *log);
 void ngx_im_event_free(ngx_event_t *ev);
 
+/* a static event of the worker's own, not a connection's (a flush, a
+ * queue, the trim): its data is a connection without a socket, which
+ * nginx's debug log of events reads */
+void ngx_im_event_init(ngx_event_t *ev, ngx_event_handler_pt handler);
+
 
 /* n more logins or session ends (or a pass that wrote to n sessions):
  * once such a burst has paused for a second, spares are let go and the

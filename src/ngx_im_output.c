@@ -214,7 +214,6 @@ static ngx_queue_t   ngx_im_flush_queue;
 static ngx_uint_t    ngx_im_flush_n;
 static ngx_uint_t    ngx_im_flushing;
 static ngx_event_t   ngx_im_flush_ev;
-static ngx_connection_t  ngx_im_flush_dummy;
 
 
 static void
@@ -265,10 +264,7 @@ ngx_im_output_post_flush(ngx_im_session_t *s)
 
     if (ngx_im_flush_ev.handler == NULL) {
         ngx_queue_init(&ngx_im_flush_queue);
-        ngx_im_flush_dummy.fd = (ngx_socket_t) -1;
-        ngx_im_flush_ev.data = &ngx_im_flush_dummy;
-        ngx_im_flush_ev.handler = ngx_im_output_flush_handler;
-        ngx_im_flush_ev.log = ngx_cycle->log;
+        ngx_im_event_init(&ngx_im_flush_ev, ngx_im_output_flush_handler);
     }
 
     s->flush_posted = 1;

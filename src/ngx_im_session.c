@@ -1,14 +1,15 @@
 /*
  * ngx_im_session.c: the protocol state machine shared by both transports.
  *
- * Owns a session's life: the CONNECT rule and timer, login through the
- * transport's auth hook and the login policy, the live protocol (what each
- * message means, heartbeats), kicks and the grace close, and the close
- * phases with the teardown that hands every unacknowledged message back to
- * the store.  The work itself is done by the parts below: output
- * (ngx_im_output.c), delivery (ngx_im_delivery.c) and publishing
- * (ngx_im_publish.c), which reach back only through ngx_im_session_ops; the
- * router reaches a session only through ngx_im_session_router_ops().
+ * Owns a session's life: the CONNECT rule and timer, the live protocol
+ * (what each message means, heartbeats), kicks and the grace close, and
+ * the close phases with the teardown that hands every unacknowledged
+ * message back to the store.  Taking a CONNECT to a logged-in session is
+ * the login's (ngx_im_login.c); the two share ngx_im_session_int.h.  The
+ * work itself is done by the parts below: output (ngx_im_output.c),
+ * delivery (ngx_im_delivery.c) and publishing (ngx_im_publish.c), which
+ * reach back only through ngx_im_session_ops; the router reaches a
+ * session only through ngx_im_session_router_ops().
  *
  * Closing is always deferred to a posted event, so no caller ever finds its
  * session freed under it.  The phases (ngx_im_state.h) only move forward:
@@ -17,37 +18,30 @@
  * WAITING_PEER (a WebSocket close frame is awaited), FINAL.
  */
 
-#include "ngx_im_session.h"
+#include "ngx_im_session_int.h"
 #include "ngx_im_delivery.h"
 #include "ngx_im_publish.h"
 #include "ngx_im_presence.h"
 #include "ngx_im_events.h"
-#include "ngx_im_redis.h"
 
 
 #define NGX_IM_READ_BUF     65536
 #define NGX_IM_READ_LOOPS   16
-#define NGX_IM_DEFER_MAX    65536
 
 
 static void ngx_im_session_set_phase(ngx_im_session_t *s,
     ngx_uint_t phase);
 static void ngx_im_session_timeout(ngx_im_timer_t *t);
-static void ngx_im_session_add_timer(ngx_im_session_t *s, ngx_msec_t delay);
 static void ngx_im_session_close_step(ngx_im_session_t *s);
 static void ngx_im_session_close_handler(ngx_event_t *ev);
 static void ngx_im_session_post_close(ngx_im_session_t *s);
 static void ngx_im_session_teardown(ngx_im_session_t *s);
 static void ngx_im_session_finalize(ngx_im_session_t *s);
-static void ngx_im_session_connect(ngx_im_session_t *s, im_msg_t *m);
 static void ngx_im_session_live(ngx_im_session_t *s, u_char *p, size_t n,
     im_msg_t *m);
 static void ngx_im_session_drain_with(ngx_im_session_t *s,
     ngx_uint_t reason, ngx_uint_t invalid, u_char cmd);
 static void ngx_im_session_violation(ngx_im_session_t *s, u_char cmd);
-static void ngx_im_session_grace(ngx_im_session_t *s);
-static void ngx_im_session_login_done(ngx_im_session_t *s,
-    ngx_uint_t code);
 static void ngx_im_session_kick(ngx_im_session_t *s, ngx_uint_t admin);
 static ngx_uint_t ngx_im_session_end_of(ngx_uint_t reason);
 static void ngx_im_session_log_end(ngx_im_session_t *s);
@@ -55,14 +49,6 @@ static void ngx_im_session_log_end(ngx_im_session_t *s);
 static void ngx_im_session_written(ngx_im_session_t *s);
 static void ngx_im_session_flushed(ngx_im_session_t *s);
 static void ngx_im_session_answered(ngx_im_session_t *s);
-static void ngx_im_session_login_ack(ngx_im_session_t *s);
-static void ngx_im_session_replay(ngx_im_session_t *s);
-static void ngx_im_session_defer(ngx_im_session_t *s, u_char *p, size_t n);
-static uint64_t ngx_im_session_token(void);
-static void ngx_im_session_auth_start(ngx_im_session_t *s);
-static void ngx_im_session_login_out(ngx_im_session_t *s);
-static void ngx_im_session_unqueue(ngx_im_session_t *s);
-static void ngx_im_session_queue_handler(ngx_event_t *ev);
 static ngx_uint_t ngx_im_session_alive(ngx_im_session_t *s);
 
 static ngx_int_t ngx_im_session_route_push(ngx_im_route_t *r,
@@ -96,31 +82,17 @@ static ngx_str_t     ngx_im_session_end_text[] = {
     ngx_string("idle timeout"),
     ngx_string("stale login")
 };
-static ngx_str_t     ngx_im_session_nobody = ngx_string("");
-static uint64_t      ngx_im_session_tokens;
-
-/*
- * Logins asking the user centre (and the login policy) at once are
- * bounded per worker by im_logins_in_flight; the CONNECTs beyond wait in
- * this queue, in order, at most im_login_queue_timeout, so that a storm
- * drains at the pace the user centre and Redis answer instead of failing
- * on their timeouts (docs/decisions/042-busy-is-not-dead.md).
- */
-static ngx_queue_t       ngx_im_login_queue;
-static ngx_uint_t        ngx_im_logins_in_flight;
-static ngx_event_t       ngx_im_login_queue_ev;
-static ngx_connection_t  ngx_im_login_queue_dummy;
 
 static ngx_im_session_ops_t  ngx_im_session_own_ops = {
     ngx_im_session_close,
     ngx_im_session_written,
     ngx_im_session_flushed,
     ngx_im_session_answered,
-    ngx_im_session_login_ack
+    ngx_im_login_ack
 };
 
 /* by NGX_IM_T_*: how logs and events name a transport */
-static const char  *ngx_im_session_transports[] = { "ws", "wss", "tcp" };
+const char  *ngx_im_session_transports[] = { "ws", "wss", "tcp" };
 
 
 static ngx_im_router_ops_t  ngx_im_session_route_ops = {
@@ -206,7 +178,7 @@ ngx_im_session_create(ngx_connection_t *c, ngx_im_transport_t *transport,
 
     s->connection = c;
     s->transport = t;
-    s->route.token = ngx_im_session_token();
+    s->route.token = ngx_im_login_token();
     s->busy = &ngx_im_busy_idle;
 
     s->kind = transport->tcp ? NGX_IM_T_TCP
@@ -238,29 +210,6 @@ ngx_im_session_create(ngx_connection_t *c, ngx_im_transport_t *transport,
 
 
 /*
- * A session's token is unique in the worker and, from its CONNECT on,
- * tells when its login started: microseconds since the epoch (the cached
- * clock), one more than the last when that is not later.  Logins of one
- * (uid, ClientId) are ordered by it on every worker and node: a login
- * that started later wins (ngx_im_presence.c).
- */
-
-static uint64_t
-ngx_im_session_token(void)
-{
-    uint64_t     now;
-    ngx_time_t  *tp;
-
-    tp = ngx_timeofday();
-    now = (uint64_t) tp->sec * 1000000 + (uint64_t) tp->msec * 1000;
-
-    ngx_im_session_tokens = ngx_max(ngx_im_session_tokens + 1, now);
-
-    return ngx_im_session_tokens;
-}
-
-
-/*
  * The transport gave the connection a log of its own and let its pool go:
  * nothing of the session may point into either any more.
  */
@@ -281,7 +230,7 @@ ngx_im_session_moved(ngx_im_session_t *s)
 }
 
 
-static void
+void
 ngx_im_session_set_state(ngx_im_session_t *s, ngx_uint_t state)
 {
     ngx_log_debug3(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
@@ -358,107 +307,6 @@ ngx_im_session_read(ngx_im_session_t *s)
 }
 
 
-/* a client that does not wait for CONNECT_ACK: keep what it sends for
- * after the login, within a bound */
-
-static void
-ngx_im_session_defer(ngx_im_session_t *s, u_char *p, size_t n)
-{
-    size_t        size;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl, **ll;
-
-    if (s->cred == NULL) {
-        /* the login's record is gone (it holds what is deferred) */
-        ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
-        return;
-    }
-
-    size = 0;
-    for (ll = &s->cred->deferred; *ll; ll = &(*ll)->next) {
-        size += ngx_buf_size((*ll)->buf);
-    }
-
-    if (size + n > NGX_IM_DEFER_MAX) {
-        ngx_im_session_close(s, NGX_IM_CLOSE_POLICY);
-        return;
-    }
-
-    cl = ngx_alloc_chain_link(s->connection->pool);
-    b = ngx_create_temp_buf(s->connection->pool, n ? n : 1);
-    if (cl == NULL || b == NULL) {
-        ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
-        return;
-    }
-
-    b->last = ngx_cpymem(b->last, p, n);
-    cl->buf = b;
-    cl->next = NULL;
-    *ll = cl;
-}
-
-
-/* what the client sent before its CONNECT_ACK, answered after it */
-
-static void
-ngx_im_session_replay(ngx_im_session_t *s)
-{
-    ngx_chain_t  *cl;
-
-    while (s->cred && s->cred->deferred && !ngx_im_session_closing(s)
-           && !s->ack_due)
-    {
-        cl = s->cred->deferred;
-        s->cred->deferred = cl->next;
-
-        ngx_im_session_message(s, cl->buf->pos, ngx_buf_size(cl->buf));
-    }
-}
-
-
-/*
- * CONNECT_ACK 0 leaves when the session starts reading its inbox: once
- * every other worker that held the uid has answered its 'J' (and so
- * publishes the uid's messages on the channel), or at once when the uid
- * was settled here (ngx_im_router_join).  Whatever is accepted after the
- * client sees it reaches the session; what came before is in the inbox
- * or went to the devices online then.  The pushes follow it.
- */
-
-static void
-ngx_im_session_ack_now(ngx_im_session_t *s)
-{
-    u_char  ack[IM_SIZE_CONNECT_ACK];
-
-    if (s->ack_due) {
-        s->ack_due = 0;
-        (void) ngx_im_output_send(s, ack, im_build_connect_ack(ack, 0));
-    }
-}
-
-
-static void
-ngx_im_session_login_ack(ngx_im_session_t *s)
-{
-    if (!s->ack_due) {
-        return;
-    }
-
-    ngx_im_session_ack_now(s);
-
-    if (s->online) {
-        /* the bound of the wait is off; else the login's end sets the
-         * heartbeat and replays it */
-        ngx_im_session_add_timer(s, ngx_im_get_conf()->ping_interval);
-        ngx_im_session_replay(s);
-    }
-
-    if (ngx_im_session_transport(s)->logged_in) {
-        ngx_im_session_transport(s)->logged_in(s);
-    }
-}
-
-
 void
 ngx_im_session_message(ngx_im_session_t *s, u_char *p, size_t n)
 {
@@ -472,7 +320,7 @@ ngx_im_session_message(ngx_im_session_t *s, u_char *p, size_t n)
     }
 
     if (s->state == NGX_IM_S_LIVE && s->ack_due) {
-        ngx_im_session_defer(s, p, n);
+        ngx_im_login_defer(s, p, n);
         return;
     }
 
@@ -513,11 +361,11 @@ ngx_im_session_message(ngx_im_session_t *s, u_char *p, size_t n)
             s->utf16 = 1;
         }
 
-        ngx_im_session_connect(s, &m);
+        ngx_im_login_connect(s, &m);
         return;
 
     case NGX_IM_S_AUTH:
-        ngx_im_session_defer(s, p, n);
+        ngx_im_login_defer(s, p, n);
         return;
 
     default: /* NGX_IM_S_LIVE */
@@ -669,297 +517,10 @@ ngx_im_session_answered(ngx_im_session_t *s)
 }
 
 
-/* login */
-
-static void
-ngx_im_session_connect(ngx_im_session_t *s, im_msg_t *m)
-{
-    ngx_pool_t     *pool;
-    ngx_im_conf_t  *imcf;
-    ngx_im_cred_t  *cred;
-
-    ngx_im_timer_del(&s->timer);
-
-    pool = s->connection->pool;
-
-    cred = ngx_palloc(pool, sizeof(ngx_im_cred_t));
-    if (cred == NULL) {
-        ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
-        return;
-    }
-
-    cred->deferred = NULL;
-
-    cred->user.data = ngx_pnalloc(pool, m->user_len + 1);
-    cred->pass.data = ngx_pnalloc(pool, m->pass_len + 1);
-    if (cred->user.data == NULL || cred->pass.data == NULL) {
-        ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
-        return;
-    }
-
-    ngx_memcpy(cred->user.data, m->user, m->user_len);
-    cred->user.len = m->user_len;
-    cred->user.data[cred->user.len] = '\0';
-    ngx_memcpy(cred->pass.data, m->pass, m->pass_len);
-    cred->pass.len = m->pass_len;
-    cred->pass.data[cred->pass.len] = '\0';
-
-    s->cred = cred;
-
-    s->role = m->role;
-    s->route.role = m->role;
-    s->route.client_id = m->client_id;
-
-    /* the login starts now: its place in the order of the uid's logins */
-    s->route.token = ngx_im_session_token();
-
-    ngx_im_session_set_state(s, NGX_IM_S_AUTH);
-
-    cred->session = s;
-    cred->queued = 0;
-
-    imcf = ngx_im_get_conf();
-
-    if (imcf->logins_in_flight
-        && ngx_im_logins_in_flight >= imcf->logins_in_flight)
-    {
-        /* as many logins as allowed ask already: this one waits its
-         * turn (what the client sends meanwhile is kept, as during
-         * authentication) */
-        if (ngx_im_login_queue_ev.handler == NULL) {
-            ngx_queue_init(&ngx_im_login_queue);
-            ngx_im_login_queue_dummy.fd = (ngx_socket_t) -1;
-            ngx_im_login_queue_ev.data = &ngx_im_login_queue_dummy;
-            ngx_im_login_queue_ev.handler = ngx_im_session_queue_handler;
-            ngx_im_login_queue_ev.log = ngx_cycle->log;
-        }
-
-        cred->queued = 1;
-        ngx_queue_insert_tail(&ngx_im_login_queue, &cred->queue);
-        ngx_im_gauges->login_queue++;
-        ngx_im_stats->login_queued++;
-
-        ngx_im_session_add_timer(s, imcf->login_queue_timeout);
-        return;
-    }
-
-    ngx_im_session_auth_start(s);
-}
-
-
-static void
-ngx_im_session_auth_start(ngx_im_session_t *s)
-{
-    s->in_flight = 1;
-    ngx_im_logins_in_flight++;
-    ngx_im_gauges->logins_in_flight++;
-
-    s->cred->asked = ngx_im_metrics_now();
-
-    if (ngx_im_session_transport(s)->auth(s) != NGX_OK) {
-        ngx_im_session_auth_done(s, 2, 0);
-    }
-}
-
-
-/* the login has its answer, or its session went: the next CONNECT that
- * waits may ask (on a posted event: an answer can come within the call
- * that asks) */
-
-static void
-ngx_im_session_login_out(ngx_im_session_t *s)
-{
-    if (!s->in_flight) {
-        return;
-    }
-
-    s->in_flight = 0;
-    ngx_im_logins_in_flight--;
-    ngx_im_gauges->logins_in_flight--;
-
-    if (ngx_im_login_queue_ev.handler && !ngx_queue_empty(&ngx_im_login_queue)
-        && !ngx_im_login_queue_ev.posted)
-    {
-        ngx_post_event(&ngx_im_login_queue_ev, &ngx_posted_events);
-    }
-}
-
-
-static void
-ngx_im_session_unqueue(ngx_im_session_t *s)
-{
-    if (s->cred == NULL || !s->cred->queued) {
-        return;
-    }
-
-    s->cred->queued = 0;
-    ngx_queue_remove(&s->cred->queue);
-    ngx_im_gauges->login_queue--;
-}
-
-
-static void
-ngx_im_session_queue_handler(ngx_event_t *ev)
-{
-    ngx_uint_t         max;
-    ngx_queue_t       *q;
-    ngx_im_cred_t     *cred;
-    ngx_im_session_t  *s;
-
-    max = ngx_im_get_conf()->logins_in_flight;
-
-    while (!ngx_queue_empty(&ngx_im_login_queue)
-           && (max == 0 || ngx_im_logins_in_flight < max))
-    {
-        q = ngx_queue_head(&ngx_im_login_queue);
-        cred = ngx_queue_data(q, ngx_im_cred_t, queue);
-        s = cred->session;
-
-        ngx_im_session_unqueue(s);
-        ngx_im_timer_del(&s->timer);
-
-        ngx_log_debug1(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
-                       "im session: a queued login asks, %ui in flight",
-                       ngx_im_logins_in_flight);
-
-        ngx_im_session_auth_start(s);
-
-        /*
-         * Asked from here, outside the connection's handlers: what the
-         * transport leaves for them to finish (the WebSocket transport's
-         * auth subrequest runs when the request's handler returns) is
-         * done by a write event, with nothing to write
-         */
-        if (!s->connection->write->posted) {
-            ngx_post_event(s->connection->write, &ngx_posted_events);
-        }
-    }
-}
-
-
-void
-ngx_im_session_auth_done(ngx_im_session_t *s, ngx_uint_t code, uint32_t uid)
-{
-    if (ngx_im_session_closing(s) || s->state != NGX_IM_S_AUTH) {
-        return;
-    }
-
-    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, s->connection->log, 0,
-                   "im session: user centre answered %ui, uid %uD",
-                   code, uid);
-
-    /* the password is not needed any more */
-    if (s->cred) {
-        ngx_im_metrics_observe(&ngx_im_stats->auth,
-                               ngx_im_metrics_now() - s->cred->asked);
-        ngx_explicit_memzero(s->cred->pass.data, s->cred->pass.len);
-    }
-
-    if (code != 0 || uid == 0) {
-        ngx_im_session_login_done(s, code ? code : 2);
-        return;
-    }
-
-    s->route.uid = uid;
-    ngx_im_presence_login(&s->route);
-}
-
-
-static void
-ngx_im_session_login_done(ngx_im_session_t *s, ngx_uint_t code)
-{
-    u_char          ack[IM_SIZE_CONNECT_ACK];
-    ngx_im_conf_t  *imcf;
-
-    if (ngx_im_session_closing(s) || s->state != NGX_IM_S_AUTH) {
-        return;
-    }
-
-    ngx_im_session_login_out(s);
-
-    if (code == 0
-        && (ngx_im_redis_away(NGX_IM_REDIS_INBOX)
-            || ngx_im_redis_away(NGX_IM_REDIS_SUB)))
-    {
-        /* Redis is away: neither the inbox nor another node's messages
-         * can reach the session; "try later" (the log of the connection
-         * says why) */
-        code = 2;
-    }
-
-    if (code == 0) {
-        /* live before it joins: the router may push the inbox at once;
-         * live messages wait until the inbox is pushed: order
-         * (docs/PROTOCOL.md 5) */
-        ngx_im_session_set_state(s, NGX_IM_S_LIVE);
-        s->loading = 1;
-        s->ack_due = 1;
-
-        if (ngx_im_router_join(&s->route) != NGX_OK) {
-            ngx_im_session_set_state(s, NGX_IM_S_AUTH);
-            s->loading = 0;
-            s->ack_due = 0;
-            code = 2;
-        }
-    }
-
-    if (code != 0) {
-        (void) ngx_im_output_send(s, ack, im_build_connect_ack(ack, code));
-    }
-
-    ngx_im_stats->logins[code < 4 ? code : 2]++;
-
-    if (code != 0) {
-        ngx_im_session_ends(s, NGX_IM_END_REFUSED);
-        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
-                      "im: login of \"%V\" refused with code %ui",
-                      s->cred ? &s->cred->user : &ngx_im_session_nobody,
-                      code);
-        ngx_im_session_grace(s);
-        return;
-    }
-
-    imcf = ngx_im_get_conf();
-
-    if (s->utf16) {
-        ngx_im_stats->utf16_logins++;
-    }
-
-    ngx_im_trim_note(1);
-    ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
-                  "im: uid %uD client %d logged in", s->route.uid,
-                  (int) s->route.client_id);
-
-    ngx_im_events_session(s->route.uid, s->route.client_id, s->role,
-                          &s->connection->addr_text,
-                          ngx_im_session_transports[s->kind], NULL, 0);
-    s->online = 1;
-
-    /* a subscription Redis is slow to confirm (a login storm, a reconnect)
-     * does not keep the client from its CONNECT_ACK for long: two Redis
-     * round trips (the subscription, the 'J') at most as long as Redis
-     * is waited for */
-    ngx_im_session_add_timer(s, s->ack_due ? 2 * imcf->redis_timeout
-                                           : imcf->ping_interval);
-
-    /* what the client sent while it was being authenticated, once its
-     * CONNECT_ACK is out */
-    ngx_im_session_replay(s);
-}
-
-
-ngx_uint_t
-ngx_im_session_logged_in(ngx_im_session_t *s)
-{
-    return !ngx_im_session_stopped(s) && s->state == NGX_IM_S_LIVE
-           && (s->cred == NULL || s->cred->deferred == NULL);
-}
-
-
 /* a refusal or a kick: the client is to close first (docs/PROTOCOL.md
  * 3.1) */
 
-static void
+void
 ngx_im_session_grace(ngx_im_session_t *s)
 {
     ngx_im_session_set_state(s, NGX_IM_S_GRACE);
@@ -999,7 +560,7 @@ ngx_im_session_kick(ngx_im_session_t *s, ngx_uint_t admin)
 
     /* an admin's logout ends the session as a kick does; a LOGOUT
      * needs a login before it */
-    ngx_im_session_ack_now(s);
+    ngx_im_login_ack_now(s);
     ngx_im_session_ends(s, NGX_IM_END_KICKED);
 
     if (admin) {
@@ -1051,7 +612,7 @@ ngx_im_session_route_sync(ngx_im_route_t *r)
 static void
 ngx_im_session_route_login_done(ngx_im_route_t *r, ngx_uint_t code)
 {
-    ngx_im_session_login_done(ngx_im_route_session(r), code);
+    ngx_im_login_done(ngx_im_route_session(r), code);
 }
 
 
@@ -1116,7 +677,7 @@ ngx_im_session_flushed(ngx_im_session_t *s)
 
 /* timers */
 
-static void
+void
 ngx_im_session_add_timer(ngx_im_session_t *s, ngx_msec_t delay)
 {
     ngx_im_timer_add(&s->timer, delay, ngx_im_session_timeout);
@@ -1168,15 +729,7 @@ ngx_im_session_timeout(ngx_im_timer_t *t)
         return;
 
     case NGX_IM_S_AUTH:
-        if (s->cred && s->cred->queued) {
-            /* no place among the logins in flight in time: "try later" */
-            ngx_im_session_unqueue(s);
-            ngx_im_stats->login_queue_timeouts++;
-            ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
-                          "im: login waited im_login_queue_timeout for "
-                          "its turn");
-            ngx_im_session_login_done(s, 2);
-        }
+        ngx_im_login_timeout(s);
         return;
 
     case NGX_IM_S_LIVE:
@@ -1193,7 +746,7 @@ ngx_im_session_timeout(ngx_im_timer_t *t)
                           "im: uid %uD: the uid's subscription is not "
                           "confirmed yet, CONNECT_ACK sent anyway",
                           s->route.uid);
-            ngx_im_session_login_ack(s);
+            ngx_im_login_ack(s);
             return;
         }
 
@@ -1463,8 +1016,8 @@ ngx_im_session_teardown(ngx_im_session_t *s)
     ngx_im_session_set_phase(s, NGX_IM_CP_FLUSHING);
 
     /* a login under way or waiting gives its place up */
-    ngx_im_session_unqueue(s);
-    ngx_im_session_login_out(s);
+    ngx_im_login_unqueue(s);
+    ngx_im_login_out(s);
 
     ngx_im_router_leave(&s->route);
 

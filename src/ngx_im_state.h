@@ -5,8 +5,9 @@
  * (TCP API).  Its record is read and written by the parts below the state
  * machine: output (ngx_im_output.c), delivery (ngx_im_delivery.c) and
  * publishing (ngx_im_publish.c); the state machine (ngx_im_session.c)
- * drives them and owns the states and the close phases.  Transports see
- * only ngx_im_session.h.
+ * drives them and owns the states and the close phases, the login
+ * (ngx_im_login.c) the credentials.  Transports see only
+ * ngx_im_session.h.
  */
 
 #ifndef _NGX_IM_STATE_H_INCLUDED_
@@ -212,7 +213,7 @@ struct ngx_im_session_s {
      * bytes read from the client, bytes the socket took from us */
     unsigned               heard:1;
     unsigned               wrote:1;
-    /* among the worker's logins in flight (ngx_im_session.c) */
+    /* among the worker's logins in flight (ngx_im_login.c) */
     unsigned               in_flight:1;
     unsigned               loading:1;       /* inbox not pushed yet */
     unsigned               resync:1;        /* load again after this one */
