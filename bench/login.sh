@@ -21,7 +21,9 @@
 #                                          bare epoll server doing what a
 #                                          login needs on the wire, with the
 #                                          same user centre and Redis, in
-#                                          the worker's place on CPU 0
+#                                          the worker's place on CPU 0;
+#                                          LOGIN_FLOOR=2: and the floor
+#                                          without the user centre (-l)
 #
 # Writes bench/out/<date>-login/{results.jsonl,summary.txt,commands.txt,...}
 #
@@ -50,9 +52,11 @@ OUT=${LOGIN_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)-login}
 open_out
 port_block "$PB" WS=95 TCP_PORT=96 REDIS_PORT=79 UC_PORT=90 || exit 1
 build_tools bin/imgen
-if [[ $FLOOR_RUN == 1 ]]; then
+if [[ $FLOOR_RUN == 1 || $FLOOR_RUN == 2 ]]; then
     build_tools bin/loginfloor
     MODULES="$MODULES floor"
+    # 2: also the floor without the user centre (loginfloor -l)
+    [[ $FLOOR_RUN == 2 ]] && MODULES="$MODULES floor-local"
 fi
 {
     facts date nproc commit start
@@ -69,13 +73,14 @@ run_one() {   # index module ("floor": the login floor)
     start_redis "$dir" 0 || return 1
     rpid=$REDIS_PID
 
-    if [[ $mod == floor ]]; then
-        echo "run$k: floor $(sha16 "$HERE/bin/loginfloor")" \
+    if [[ $mod == floor* ]]; then
+        local fcmd=(taskset -c 0 "$HERE/bin/loginfloor" -p "$WS"
+            -u "$UC_PORT" -r "$REDIS_PORT")
+        [[ $mod == floor-local ]] && fcmd+=(-l)
+        echo "run$k: $mod $(sha16 "$HERE/bin/loginfloor")" \
             >> "$OUT/machine.txt"
-        record_cmd taskset -c 0 "$HERE/bin/loginfloor" -p "$WS" \
-            -u "$UC_PORT" -r "$REDIS_PORT"
-        taskset -c 0 "$HERE/bin/loginfloor" -p "$WS" -u "$UC_PORT" \
-            -r "$REDIS_PORT" > "$dir/floor.json" 2> "$dir/error.log" &
+        record_cmd "${fcmd[@]}"
+        "${fcmd[@]}" > "$dir/floor.json" 2> "$dir/error.log" &
         started npid "$WS" 10 "the login floor" || return 1
         worker=$npid
     else
@@ -153,7 +158,7 @@ PY
     error_counts '\[(alert|emerg|crit|error)\]' "$dir/error.log" \
         > "$OUT/errors-run$k.txt"
 
-    if [[ $mod == floor ]]; then
+    if [[ $mod == floor* ]]; then
         stop_pid "$npid" TERM
         log "floor: $(cat "$dir/floor.json")"
     else
