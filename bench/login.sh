@@ -24,6 +24,10 @@
 #                                          the worker's place on CPU 0;
 #                                          LOGIN_FLOOR=2: and the floor
 #                                          without the user centre (-l)
+#   LOGIN_MODULES="x.so local:x.so"        local:<module>: the auth location
+#                                          answers from the user centre's
+#                                          map in the same nginx (no proxy,
+#                                          no round trip to the user centre)
 #
 # Writes bench/out/<date>-login/{results.jsonl,summary.txt,commands.txt,...}
 #
@@ -84,12 +88,25 @@ run_one() {   # index module ("floor": the login floor)
         started npid "$WS" 10 "the login floor" || return 1
         worker=$npid
     else
+        local auth=()
+        if [[ $mod == local:* ]]; then
+            # the auth location answers from the user centre's map in
+            # this nginx: the subrequest without the proxy and the user
+            # centre's round trip
+            mod=${mod#local:}
+            sed -n '/^    map /,/^    }/p' "$HERE/usercentre-nginx.conf.in" \
+                | sed 's|"$http_x_im_user:$http_x_im_pass"|"$im_username:$im_password"|' \
+                > "$dir/authmap.conf"
+            auth=(-e "s|^http {|http {\n    include $dir/authmap.conf;|"
+                  -e "s|proxy_pass http://im_usercentre/auth;|default_type application/json; return 200 \$im_answer;|")
+        fi
         keep_module "run$k" "$mod" "$dir/ngx_im_module.so" || return 1
         im_conf "$dir/nginx.conf" DIR="$dir" \
             IM_MODULE="$dir/ngx_im_module.so" WORKERS=1 \
             AFFINITY="worker_cpu_affinity 01;" DELIVERY="$DELIVERY" \
             WS_PORT="$WS" TCP_PORT="$TCP_PORT" \
-            -e "s|keepalive 1024;|keepalive $KEEPALIVE;|" || return 1
+            -e "s|keepalive 1024;|keepalive $KEEPALIVE;|" "${auth[@]}" \
+            || return 1
         nginx_up "$dir" "$dir/nginx.conf" "$WS" 1 \
             || { log "nginx did not listen"; return 1; }
         npid=$NGX_PID
@@ -129,7 +146,8 @@ PY
         # and the system calls of the same run, by name
         local ev=() sc
         for sc in accept4 epoll_ctl epoll_wait recvfrom sendto writev write \
-                  read close setsockopt getsockopt ioctl connect socket; do
+                  read close setsockopt getsockopt ioctl connect socket \
+                  mmap munmap brk madvise; do
             ev+=(-e "syscalls:sys_enter_$sc")
         done
         perf stat -x, "${ev[@]}" -e raw_syscalls:sys_enter -p "$worker" \
