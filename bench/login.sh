@@ -71,7 +71,8 @@ fi
 start_uc_nginx "$OUT/uc" 1 "" taskset -c 1 || exit 1
 
 run_one() {   # index module ("floor": the login floor)
-    local k=$1 mod=$2 dir=$OUT/run$1 npid worker rpid r line perf_pid stat_pid
+    local k=$1 mod=$2 tag=$2 dir=$OUT/run$1 npid worker rpid r line perf_pid
+    local stat_pid
     mkdir -p "$dir/tmp"
 
     start_redis "$dir" 0 || return 1
@@ -88,17 +89,21 @@ run_one() {   # index module ("floor": the login floor)
         started npid "$WS" 10 "the login floor" || return 1
         worker=$npid
     else
-        local auth=()
+        local auth=() answer
+        # shellcheck disable=SC2016
+        answer='default_type application/json; return 200 $im_answer;'
         if [[ $mod == local:* ]]; then
             # the auth location answers from the user centre's map in
             # this nginx: the subrequest without the proxy and the user
             # centre's round trip
             mod=${mod#local:}
+            # shellcheck disable=SC2016   # nginx's variables, not ours
             sed -n '/^    map /,/^    }/p' "$HERE/usercentre-nginx.conf.in" \
-                | sed 's|"$http_x_im_user:$http_x_im_pass"|"$im_username:$im_password"|' \
+                | sed -e 's|$http_x_im_user|$im_username|' \
+                      -e 's|$http_x_im_pass|$im_password|' \
                 > "$dir/authmap.conf"
             auth=(-e "s|^http {|http {\n    include $dir/authmap.conf;|"
-                  -e "s|proxy_pass http://im_usercentre/auth;|default_type application/json; return 200 \$im_answer;|")
+                  -e "s|proxy_pass http://im_usercentre/auth;|$answer|")
         fi
         keep_module "run$k" "$mod" "$dir/ngx_im_module.so" || return 1
         im_conf "$dir/nginx.conf" DIR="$dir" \
@@ -126,7 +131,7 @@ run_one() {   # index module ("floor": the login floor)
         [[ -z $line ]] \
             && line="{\"label\":\"run$k-$r\",\"error\":\"no result\"}"
         echo "$line" >> "$RESULTS"
-        python3 - "$line" "$mod" <<'PY'
+        python3 - "$line" "$tag" <<'PY'
 import json, sys
 s = json.loads(sys.argv[1]); l = s.get('login_us', {})
 print("login: %s %s: %s of %s in %.2f s, %s logins/s; worker CPU %s us per "
@@ -159,7 +164,7 @@ PY
         kill -INT "$perf_pid" "$stat_pid"
         wait "$perf_pid" "$stat_pid" 2>/dev/null
         {
-            echo "# $mod: worker CPU by object"
+            echo "# $tag: worker CPU by object"
             perf report -i "$dir/perf.data" --no-children --sort dso \
                 --stdio -g none 2> /dev/null | grep -v '^#' | grep -v '^$'
             echo "# by the system call or user-space function, and the"
