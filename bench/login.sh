@@ -70,7 +70,7 @@ fi
 
 start_uc_nginx "$OUT/uc" 1 "" taskset -c 1 || exit 1
 
-run_one() {   # index module ("floor": the login floor)
+run_one() {   # index module ("floor", "floor-local", "local:<module>")
     local k=$1 mod=$2 tag=$2 dir=$OUT/run$1 npid worker rpid r line perf_pid
     local stat_pid
     mkdir -p "$dir/tmp"

@@ -113,7 +113,7 @@ typedef struct {
     u_char   *out;
 } redis_t;
 
-enum { R_SUB, R_UNSUB, R_PUBLISH, R_LRANGE };
+enum { R_SUB, R_PUBLISH, R_LRANGE };
 
 static struct {
     int   port, uc_port, redis_port, cpu, local;
@@ -444,6 +444,7 @@ subscribe(client_t *c)
                                 "$%d\r\n%s\r\n", n, ch);
     sub_queued++;
 
+    sub.fifo_kind[sub.fifo_tail % FIFO_MAX] = R_SUB;
     r = &sub.fifo[sub.fifo_tail++ % FIFO_MAX];
     r->fd = c->fd;
     r->gen = c->gen;
