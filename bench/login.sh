@@ -16,12 +16,24 @@
 #   LOGIN_PERF=1 bench/login.sh            also a perf profile (cpu-clock,
 #                                          call graphs) of the worker over
 #                                          one more run: perf-run<k>.txt
+#   LOGIN_FLOOR=1 bench/login.sh           the login floor too (after the
+#                                          modules): bench/bin/loginfloor, a
+#                                          bare epoll server doing what a
+#                                          login needs on the wire, with the
+#                                          same user centre and Redis, in
+#                                          the worker's place on CPU 0;
+#                                          LOGIN_FLOOR=2: and the floor
+#                                          without the user centre (-l)
+#   LOGIN_MODULES="x.so local:x.so"        local:<module>: the auth location
+#                                          answers from the user centre's
+#                                          map in the same nginx (no proxy,
+#                                          no round trip to the user centre)
 #
 # Writes bench/out/<date>-login/{results.jsonl,summary.txt,commands.txt,...}
 #
 # Knobs: LOGIN_N (10000), LOGIN_REPEAT (3), LOGIN_CONCURRENCY (1000),
 #        LOGIN_PROCS (imgen -P, 1), LOGIN_MODULES (the build),
-#        LOGIN_DELIVERY (write_through), LOGIN_PERF (0),
+#        LOGIN_DELIVERY (write_through), LOGIN_PERF (0), LOGIN_FLOOR (0),
 #        LOGIN_KEEPALIVE (the upstream keepalive of the user centre, as in
 #        bench/nginx.conf.in: 1024), LOGIN_PORT_BASE (23000).
 
@@ -36,6 +48,7 @@ PROCS=${LOGIN_PROCS:-1}
 MODULES=${LOGIN_MODULES:-$IM_BUILD}
 DELIVERY=${LOGIN_DELIVERY:-write_through}
 PERF=${LOGIN_PERF:-0}
+FLOOR_RUN=${LOGIN_FLOOR:-0}
 KEEPALIVE=${LOGIN_KEEPALIVE:-1024}
 PB=${LOGIN_PORT_BASE:-23000}
 OUT=${LOGIN_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)-login}
@@ -43,6 +56,12 @@ OUT=${LOGIN_OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)-login}
 open_out
 port_block "$PB" WS=95 TCP_PORT=96 REDIS_PORT=79 UC_PORT=90 || exit 1
 build_tools bin/imgen
+if [[ $FLOOR_RUN == 1 || $FLOOR_RUN == 2 ]]; then
+    build_tools bin/loginfloor
+    MODULES="$MODULES floor"
+    # 2: also the floor without the user centre (loginfloor -l)
+    [[ $FLOOR_RUN == 2 ]] && MODULES="$MODULES floor-local"
+fi
 {
     facts date nproc commit start
     echo "login: N=$N repeat=$REPEAT concurrency=$CONC procs=$PROCS" \
@@ -51,23 +70,54 @@ build_tools bin/imgen
 
 start_uc_nginx "$OUT/uc" 1 "" taskset -c 1 || exit 1
 
-run_one() {   # index module
-    local k=$1 mod=$2 dir=$OUT/run$1 npid worker rpid r line perf_pid stat_pid
+run_one() {   # index module ("floor", "floor-local", "local:<module>")
+    local k=$1 mod=$2 tag=$2 dir=$OUT/run$1 npid worker rpid r line perf_pid
+    local stat_pid
     mkdir -p "$dir/tmp"
-    keep_module "run$k" "$mod" "$dir/ngx_im_module.so" || return 1
 
     start_redis "$dir" 0 || return 1
     rpid=$REDIS_PID
 
-    im_conf "$dir/nginx.conf" DIR="$dir" IM_MODULE="$dir/ngx_im_module.so" \
-        WORKERS=1 AFFINITY="worker_cpu_affinity 01;" DELIVERY="$DELIVERY" \
-        WS_PORT="$WS" TCP_PORT="$TCP_PORT" \
-        -e "s|keepalive 1024;|keepalive $KEEPALIVE;|" || return 1
-    nginx_up "$dir" "$dir/nginx.conf" "$WS" 1 \
-        || { log "nginx did not listen"; return 1; }
-    npid=$NGX_PID
-    sleep 1
-    worker=$(pgrep -P "$npid" | head -1)
+    if [[ $mod == floor* ]]; then
+        local fcmd=(taskset -c 0 "$HERE/bin/loginfloor" -p "$WS"
+            -u "$UC_PORT" -r "$REDIS_PORT")
+        [[ $mod == floor-local ]] && fcmd+=(-l)
+        echo "run$k: $mod $(sha16 "$HERE/bin/loginfloor")" \
+            >> "$OUT/machine.txt"
+        record_cmd "${fcmd[@]}"
+        "${fcmd[@]}" > "$dir/floor.json" 2> "$dir/error.log" &
+        started npid "$WS" 10 "the login floor" || return 1
+        worker=$npid
+    else
+        local auth=() answer
+        # shellcheck disable=SC2016
+        answer='default_type application/json; return 200 $im_answer;'
+        if [[ $mod == local:* ]]; then
+            # the auth location answers from the user centre's map in
+            # this nginx: the subrequest without the proxy and the user
+            # centre's round trip
+            mod=${mod#local:}
+            # shellcheck disable=SC2016   # nginx's variables, not ours
+            sed -n '/^    map /,/^    }/p' "$HERE/usercentre-nginx.conf.in" \
+                | sed -e 's|$http_x_im_user|$im_username|' \
+                      -e 's|$http_x_im_pass|$im_password|' \
+                > "$dir/authmap.conf"
+            auth=(-e "s|^http {|http {\n    include $dir/authmap.conf;|"
+                  -e "s|proxy_pass http://im_usercentre/auth;|$answer|")
+        fi
+        keep_module "run$k" "$mod" "$dir/ngx_im_module.so" || return 1
+        im_conf "$dir/nginx.conf" DIR="$dir" \
+            IM_MODULE="$dir/ngx_im_module.so" WORKERS=1 \
+            AFFINITY="worker_cpu_affinity 01;" DELIVERY="$DELIVERY" \
+            WS_PORT="$WS" TCP_PORT="$TCP_PORT" \
+            -e "s|keepalive 1024;|keepalive $KEEPALIVE;|" "${auth[@]}" \
+            || return 1
+        nginx_up "$dir" "$dir/nginx.conf" "$WS" 1 \
+            || { log "nginx did not listen"; return 1; }
+        npid=$NGX_PID
+        sleep 1
+        worker=$(pgrep -P "$npid" | head -1)
+    fi
 
     local cmd=(taskset -c 1 "$IMGEN" -s idle -p "$WS" -n "$N" -P "$PROCS"
         -C "$CONC" --hold 2 --settle 0 --login-timeout 120 -T 200
@@ -81,7 +131,7 @@ run_one() {   # index module
         [[ -z $line ]] \
             && line="{\"label\":\"run$k-$r\",\"error\":\"no result\"}"
         echo "$line" >> "$RESULTS"
-        python3 - "$line" "$mod" <<'PY'
+        python3 - "$line" "$tag" <<'PY'
 import json, sys
 s = json.loads(sys.argv[1]); l = s.get('login_us', {})
 print("login: %s %s: %s of %s in %.2f s, %s logins/s; worker CPU %s us per "
@@ -101,7 +151,8 @@ PY
         # and the system calls of the same run, by name
         local ev=() sc
         for sc in accept4 epoll_ctl epoll_wait recvfrom sendto writev write \
-                  read close setsockopt getsockopt ioctl connect socket; do
+                  read close setsockopt getsockopt ioctl connect socket \
+                  mmap munmap brk madvise; do
             ev+=(-e "syscalls:sys_enter_$sc")
         done
         perf stat -x, "${ev[@]}" -e raw_syscalls:sys_enter -p "$worker" \
@@ -113,7 +164,7 @@ PY
         kill -INT "$perf_pid" "$stat_pid"
         wait "$perf_pid" "$stat_pid" 2>/dev/null
         {
-            echo "# $mod: worker CPU by object"
+            echo "# $tag: worker CPU by object"
             perf report -i "$dir/perf.data" --no-children --sort dso \
                 --stdio -g none 2> /dev/null | grep -v '^#' | grep -v '^$'
             echo "# by the system call or user-space function, and the"
@@ -130,7 +181,12 @@ PY
     error_counts '\[(alert|emerg|crit|error)\]' "$dir/error.log" \
         > "$OUT/errors-run$k.txt"
 
-    stop_pid "$npid" QUIT
+    if [[ $mod == floor* ]]; then
+        stop_pid "$npid" TERM
+        log "floor: $(cat "$dir/floor.json")"
+    else
+        stop_pid "$npid" QUIT
+    fi
     stop_pid "$rpid" TERM
 }
 
