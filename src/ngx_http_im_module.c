@@ -751,6 +751,16 @@ ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n)
 
     ngx_http_im_frames(s, wp, p, n);
 
+    if (ctx->finalized) {
+        /* the connection was let go during the read (it never is: closes
+         * are posted); the session's own parser went with it */
+        if (wp == &own) {
+            im_ws_parser_free(wp);
+        }
+
+        return;
+    }
+
     ngx_http_im_parser_keep(s, wp);
 }
 
