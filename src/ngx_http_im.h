@@ -38,7 +38,10 @@ typedef struct {
         ngx_http_request_t  *request;
         ngx_http_conf_ctx_t *conf;
     } u;
-    im_ws_parser_t          parser;
+    /* only while a read has ended inside a frame or a fragmented
+     * message; between them a read parses with one of its own
+     * (ngx_http_im_input()) */
+    im_ws_parser_t         *parser;
     ngx_event_t            *detach;         /* until detached */
     uint16_t                peer_code;
     unsigned                echo:1;

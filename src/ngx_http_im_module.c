@@ -70,6 +70,11 @@ static void ngx_http_im_own_pool(ngx_http_im_ctx_t *ctx);
 static void ngx_http_im_close(ngx_http_im_ctx_t *ctx);
 
 static void ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n);
+static void ngx_http_im_frames(ngx_im_session_t *s, im_ws_parser_t *wp,
+    u_char *p, size_t n);
+static void ngx_http_im_parser_keep(ngx_im_session_t *s,
+    im_ws_parser_t *wp);
+static void ngx_http_im_parser_free(ngx_http_im_ctx_t *ctx);
 static size_t ngx_http_im_header(ngx_im_session_t *s, u_char *buf,
     size_t len);
 static ngx_int_t ngx_http_im_auth(ngx_im_session_t *s);
@@ -272,12 +277,10 @@ ngx_http_im_handler(ngx_http_request_t *r)
     ngx_http_im_ctx_t        *ctx;
     ngx_http_im_block_t      *blk;
     ngx_http_core_loc_conf_t *clcf;
-    ngx_im_conf_t            *imcf;
     ngx_http_im_loc_conf_t   *ilcf;
 
     c = r->connection;
     ilcf = ngx_http_get_module_loc_conf(r, ngx_http_im_module);
-    imcf = ngx_im_get_conf();
 
     if (r != r->main) {
         return NGX_HTTP_NOT_FOUND;
@@ -420,11 +423,8 @@ ngx_http_im_handler(ngx_http_request_t *r)
 
     blk->session.receipts = ilcf->receipts ? 1 : 0;
 
-    im_ws_parser_init(&ctx->parser, 1, imcf->max_message);
-
     cln = ngx_http_cleanup_add(r, 0);
     if (cln == NULL) {
-        im_ws_parser_free(&ctx->parser);
         ngx_im_session_abort(ngx_http_im_ctx_session(ctx));
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -650,7 +650,7 @@ ngx_http_im_conn_read(ngx_event_t *ev)
          * ngx_http_im_handler) */
         (void) ngx_im_session_shutdown(ngx_http_im_ctx_session(ctx), 0);
         ctx->finalized = 1;
-        im_ws_parser_free(&ctx->parser);
+        ngx_http_im_parser_free(ctx);
         ngx_http_im_close(ctx);
         return;
     }
@@ -722,8 +722,103 @@ ngx_http_im_send_frame(ngx_im_session_t *s, ngx_uint_t opcode, u_char *p,
 }
 
 
+/*
+ * An idle session keeps no frame parser (docs/decisions/049-*.md): between
+ * frames a parser holds nothing that a new one lacks, so each read parses
+ * with one on the stack, and only a read that ends inside a frame, or
+ * between the fragments of a message, keeps its parser in a record of the
+ * session's own (from a list of spares) until a later read ends between
+ * messages again.
+ */
+
+static ngx_im_spares_t  ngx_http_im_parsers =
+    ngx_im_spares(im_ws_parser_t, 1024);
+
+
 static void
 ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n)
+{
+    ngx_http_im_ctx_t  *ctx = ngx_http_im_session_ctx(s);
+
+    im_ws_parser_t   own, *wp;
+
+    wp = ctx->parser;
+
+    if (wp == NULL) {
+        im_ws_parser_init(&own, 1, ngx_im_get_conf()->max_message);
+        wp = &own;
+    }
+
+    ngx_http_im_frames(s, wp, p, n);
+
+    if (ctx->finalized) {
+        /* the connection was let go during the read (it never is: closes
+         * are posted); the session's own parser went with it */
+        if (wp == &own) {
+            im_ws_parser_free(wp);
+        }
+
+        return;
+    }
+
+    ngx_http_im_parser_keep(s, wp);
+}
+
+
+/* the session keeps the parser of a read that ended inside a frame, and
+ * lets it go once a read ends between messages */
+
+static void
+ngx_http_im_parser_keep(ngx_im_session_t *s, im_ws_parser_t *wp)
+{
+    ngx_http_im_ctx_t  *ctx = ngx_http_im_session_ctx(s);
+
+    if (im_ws_parser_idle(wp)) {
+        /* the buffers of a message read in pieces go too */
+        im_ws_parser_free(wp);
+
+        if (ctx->parser) {
+            ngx_im_spare_put(&ngx_http_im_parsers, ctx->parser);
+            ctx->parser = NULL;
+        }
+
+        return;
+    }
+
+    if (ctx->parser) {
+        /* wp is the session's own already */
+        return;
+    }
+
+    ctx->parser = ngx_im_spare_get(&ngx_http_im_parsers);
+
+    if (ctx->parser == NULL) {
+        im_ws_parser_free(wp);
+
+        /* nothing more can be read from this stream */
+        ctx->got_close = 1;
+        ngx_im_session_close(s, NGX_IM_CLOSE_ERROR);
+        return;
+    }
+
+    *ctx->parser = *wp;
+}
+
+
+static void
+ngx_http_im_parser_free(ngx_http_im_ctx_t *ctx)
+{
+    if (ctx->parser) {
+        im_ws_parser_free(ctx->parser);
+        ngx_im_spare_put(&ngx_http_im_parsers, ctx->parser);
+        ctx->parser = NULL;
+    }
+}
+
+
+static void
+ngx_http_im_frames(ngx_im_session_t *s, im_ws_parser_t *wp, u_char *p,
+    size_t n)
 {
     ngx_http_im_ctx_t  *ctx = ngx_http_im_session_ctx(s);
 
@@ -732,7 +827,7 @@ ngx_http_im_input(ngx_im_session_t *s, u_char *p, size_t n)
     im_ws_event_t   ev;
 
     while (n) {
-        rc = im_ws_parse(&ctx->parser, p, n, &consumed, &ev);
+        rc = im_ws_parse(wp, p, n, &consumed, &ev);
         p += consumed;
         n -= consumed;
 
@@ -896,7 +991,7 @@ ngx_http_im_finalize(ngx_im_session_t *s)
     c = ngx_http_im_ctx_connection(ctx);
 
     ctx->finalized = 1;
-    im_ws_parser_free(&ctx->parser);
+    ngx_http_im_parser_free(ctx);
 
     if (ctx->detach) {
         ngx_im_event_free(ctx->detach);
@@ -1032,7 +1127,7 @@ ngx_http_im_cleanup(void *data)
     }
 
     (void) ngx_im_session_shutdown(ngx_http_im_ctx_session(ctx), 0);
-    im_ws_parser_free(&ctx->parser);
+    ngx_http_im_parser_free(ctx);
 }
 
 

@@ -61,6 +61,16 @@ im_ws_parser_free(im_ws_parser_t *p)
 }
 
 
+int
+im_ws_parser_idle(const im_ws_parser_t *p)
+{
+    return p->state == IM_WS_ST_HEADER && p->hdr_have == 0
+           && p->msg_opcode == 0
+           && (p->buf_len == 0 || p->release)
+           && (p->ctl == NULL || p->ctl_release);
+}
+
+
 im_ws_rc_t
 im_ws_parse(im_ws_parser_t *p, uint8_t *in, size_t len, size_t *consumed,
     im_ws_event_t *ev)

@@ -76,8 +76,9 @@ typedef struct {
                                 1002); 0: must not be */
 
     /* private state: use the functions below only; packed, lengths in
-     * 32 bits: a parser is kept per idle connection, and every length is
-     * bounded by max_message or by 125 before it is stored */
+     * 32 bits: a parser is kept per connection that has a frame part
+     * read, and every length is bounded by max_message or by 125 before
+     * it is stored */
 
     unsigned   fin:1;
     unsigned   masked:1;
@@ -111,6 +112,14 @@ void im_ws_parser_init(im_ws_parser_t *p, int server, size_t max_message);
 
 /* frees the reassembly buffer; the parser may be init'ed again */
 void im_ws_parser_free(im_ws_parser_t *p);
+
+/*
+ * 1 when the parser holds nothing between frames: no frame or fragmented
+ * message begun, not failed, and what it handed out last no longer
+ * needed.  Such a parser, once freed, is as good as a new one from
+ * im_ws_parser_init(), so a caller need not keep it.
+ */
+int im_ws_parser_idle(const im_ws_parser_t *p);
 
 /*
  * Consume up to len bytes of in (MUTABLE: payloads are unmasked in

@@ -3,7 +3,8 @@
 # and wss: text frame -> close 1003; unmasked frame, RSV bits, unknown
 # opcode, stray continuation, fragmented or long control frame -> 1002;
 # message over im_max_message (4k here) -> 1009; a fragmented binary message
-# (with a ping between fragments) is reassembled; ping -> pong with the
+# (with a ping between fragments) is reassembled; frames sent in pieces
+# (a header cut, a ping cut inside a fragmented message); ping -> pong with the
 # same payload; the close handshake is echoed; handshake errors are HTTP
 # errors.
 use strict;
@@ -107,14 +108,47 @@ each_transport(sub {
     is($m && $m->{raw}, push_msg($id, 'fragmented ' . ('.' x 300)), "$name: ... and delivered whole");
     is(join('|', $ws->pongs), 'between fragments', "$name: the ping between fragments got its pong");
 
-    $ws->send_ping("\x00\x01binary ping\xff");
+    # frames in pieces, each sent apart so that the server likely reads
+    # it apart: the first byte of a header, the rest of the header and
+    # the payload in two parts; a ping cut in two inside a fragmented
+    # message; then whole frames again. Between messages a session keeps
+    # no parser (docs/decisions/049-idle-parser-per-read.md): the one of
+    # a read that ends inside a frame must carry on in the next read.
+    $id = msgid();
+    my $f = IM::WS::build_frame(opcode => OP_BINARY,
+        payload => publish_msg($rid, $id, 'in pieces ' . ('-' x 200)));
+    for my $piece (substr($f, 0, 1), substr($f, 1, 7), substr($f, 8, 50), substr($f, 58)) {
+        $ws->send_raw($piece);
+        sleep(0.1);
+    }
+    ok($s->expect(cmd => PUB_ACK, msgid => $id), "$name: a frame sent in four pieces acked");
+    $m = $r->expect(cmd => PUBLISH, msgid => $id);
+    is($m && $m->{raw}, push_msg($id, 'in pieces ' . ('-' x 200)), "$name: ... and delivered whole");
+    $id = msgid();
+    $p = publish_msg($rid, $id, 'fragments in pieces');
+    my $ping = IM::WS::build_frame(opcode => OP_PING, payload => 'cut ping');
+    for my $piece (IM::WS::build_frame(opcode => OP_BINARY, payload => substr($p, 0, 5), fin => 0),
+        substr($ping, 0, 4), substr($ping, 4),
+        IM::WS::build_frame(opcode => OP_CONT, payload => substr($p, 5), fin => 1))
+    {
+        $ws->send_raw($piece);
+        sleep(0.1);
+    }
+    ok($s->expect(cmd => PUB_ACK, msgid => $id), "$name: a fragmented PUBLISH with a ping cut in two acked");
+    ok($r->expect(cmd => PUBLISH, msgid => $id), "$name: ... and delivered");
     pongs($s, 2);
+    is(($ws->pongs)[-1], 'cut ping', "$name: ... and the cut ping got its pong");
+    $id = $s->publish($rid, 'whole again');
+    ok($s->expect(cmd => PUB_ACK, msgid => $id), "$name: whole frames after them acked");
+
+    $ws->send_ping("\x00\x01binary ping\xff");
+    pongs($s, 3);
     is(($ws->pongs)[-1], "\x00\x01binary ping\xff", "$name: ping -> pong with the same payload");
     $ws->send_ping('');
-    pongs($s, 3);
-    is(scalar($ws->pongs), 3, "$name: empty ping -> pong");
-    $ws->send_ping('p' x 125);
     pongs($s, 4);
+    is(scalar($ws->pongs), 4, "$name: empty ping -> pong");
+    $ws->send_ping('p' x 125);
+    pongs($s, 5);
     is(($ws->pongs)[-1], 'p' x 125, "$name: 125-byte ping -> pong");
     # an unsolicited pong is ignored
     $ws->send_frame(opcode => OP_PONG, payload => 'unsolicited');

@@ -111,11 +111,14 @@ rc_name(im_ws_rc_t rc)
 /*
  * Feed the stream in chunks of `chunk` bytes (0: all at once), each in
  * its own exact-size buffer, and record the events.  After an error one
- * more call must repeat it without consuming anything.
+ * more call must repeat it without consuming anything.  With renew, a
+ * parser that a chunk leaves idle is freed and a new one taken for the
+ * next, as the WebSocket transport does between reads.
  */
 
 static size_t
-run(int server, size_t max, size_t chunk, rec_t *recs, int *sane)
+run(int server, size_t max, size_t chunk, int renew, rec_t *recs,
+    int *sane)
 {
     size_t           off, clen, used, total, nrec;
     uint8_t         *buf;
@@ -196,6 +199,12 @@ run(int server, size_t max, size_t chunk, rec_t *recs, int *sane)
 
         if (!*sane || slen == 0) {
             break;
+        }
+
+        if (renew && im_ws_parser_idle(&p)) {
+            im_ws_parser_free(&p);
+            memset(&p, 0xa5, sizeof(im_ws_parser_t));
+            im_ws_parser_init(&p, server, max);
         }
     }
 
@@ -283,7 +292,8 @@ same(const rec_t *a, size_t na, const rec_t *b, size_t nb)
 
 /*
  * The stream gives the wanted events whole, and identical ones one byte
- * at a time and in chunks of 2, 3, 5 and 64 bytes: two test lines.
+ * at a time and in chunks of 2, 3, 5 and 64 bytes, with one parser and
+ * with a new one whenever a chunk leaves it idle: two test lines.
  */
 
 static void
@@ -294,18 +304,20 @@ expect(const char *name, int server, size_t max, const want_t *want,
 
     rec_t    whole[MAX_EVENTS], part[MAX_EVENTS];
     size_t   nwhole, npart, i;
-    int      sane, ok;
+    int      sane, ok, renew;
     char     how[32];
 
-    nwhole = run(server, max, 0, whole, &sane);
+    nwhole = run(server, max, 0, 0, whole, &sane);
     tap_ok(sane && match(whole, nwhole, want, nwant, "whole"),
            "%s: whole stream", name);
 
     ok = 1;
 
-    for (i = 0; i < sizeof(chunks) / sizeof(chunks[0]) && ok; i++) {
-        npart = run(server, max, chunks[i], part, &sane);
-        snprintf(how, sizeof(how), "chunks of %zu", chunks[i]);
+    for (i = 0; i < 2 * sizeof(chunks) / sizeof(chunks[0]) && ok; i++) {
+        renew = i & 1;
+        npart = run(server, max, chunks[i / 2], renew, part, &sane);
+        snprintf(how, sizeof(how), "chunks of %zu%s", chunks[i / 2],
+                 renew ? ", renewed" : "");
 
         if (!sane || !same(whole, nwhole, part, npart)) {
             match(part, npart, want, nwant, how);
@@ -787,6 +799,59 @@ test_close(void)
 }
 
 
+/* idle between frames and messages only; never once failed */
+
+static void
+test_idle(void)
+{
+    uint8_t          buf[64];
+    size_t           n, used;
+    im_ws_rc_t       rc;
+    im_ws_event_t    ev;
+    im_ws_parser_t   p;
+
+    im_ws_parser_init(&p, 1, 1024);
+    tap_ok(im_ws_parser_idle(&p), "idle: a new parser");
+
+    n = im_ws_build_masked(buf, IM_WS_OP_BINARY, 1, U8("abc"), 3, mask1);
+    rc = im_ws_parse(&p, buf, 1, &used, &ev);
+    tap_ok(rc == IM_WS_AGAIN && !im_ws_parser_idle(&p),
+           "idle: not inside a header");
+    rc = im_ws_parse(&p, buf + 1, 6, &used, &ev);
+    tap_ok(rc == IM_WS_AGAIN && !im_ws_parser_idle(&p),
+           "idle: not inside a payload");
+    rc = im_ws_parse(&p, buf + 7, n - 7, &used, &ev);
+    tap_ok(rc == IM_WS_MESSAGE && ev.len == 3 && im_ws_parser_idle(&p),
+           "idle: after a message read in pieces (its buffer is free to "
+           "go)");
+
+    n = im_ws_build_masked(buf, IM_WS_OP_BINARY, 0, U8("ab"), 2, mask1);
+    rc = im_ws_parse(&p, buf, n, &used, &ev);
+    tap_ok(rc == IM_WS_AGAIN && !im_ws_parser_idle(&p),
+           "idle: not between the fragments of a message");
+    n = im_ws_build_masked(buf, IM_WS_OP_CONT, 1, U8("c"), 1, mask1);
+    rc = im_ws_parse(&p, buf, n, &used, &ev);
+    tap_ok(rc == IM_WS_MESSAGE && ev.len == 3 && im_ws_parser_idle(&p),
+           "idle: after the last fragment");
+
+    n = im_ws_build_masked(buf, IM_WS_OP_PING, 1, U8("pq"), 2, mask1);
+    rc = im_ws_parse(&p, buf, n - 1, &used, &ev);
+    tap_ok(rc == IM_WS_AGAIN && !im_ws_parser_idle(&p),
+           "idle: not inside a control frame");
+    rc = im_ws_parse(&p, buf + n - 1, 1, &used, &ev);
+    tap_ok(rc == IM_WS_PING && ev.len == 2 && im_ws_parser_idle(&p),
+           "idle: after a control frame read in pieces");
+
+    buf[0] = 0x82;
+    buf[1] = 0x02;      /* unmasked from a client */
+    rc = im_ws_parse(&p, buf, 2, &used, &ev);
+    tap_ok(rc == IM_WS_ERROR && !im_ws_parser_idle(&p),
+           "idle: never once failed");
+
+    im_ws_parser_free(&p);
+}
+
+
 /* ev->data points into the input for a whole frame, else into the
    parser's buffer, and the input is unmasked in place */
 
@@ -994,6 +1059,7 @@ test_wsframe(void)
     test_too_big();
     test_close();
     test_zero_copy();
+    test_idle();
     test_utf8();
     test_utf8_all();
 }
