@@ -257,9 +257,7 @@ ngx_im_redis_ready_handler(ngx_im_redis_conn_t *rc)
     }
 
     if (rc->index == NGX_IM_REDIS_SUB) {
-        if (ngx_im_redis_handlers->sub_connected) {
-            ngx_im_redis_handlers->sub_connected();
-        }
+        ngx_im_redis_sub_connected(rc);
 
     } else if (rc->index == NGX_IM_REDIS_INBOX) {
         if (ngx_im_redis_handlers->inbox_connected) {
@@ -389,7 +387,8 @@ ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
         rc = ngx_im_redis_conn(which);
     }
 
-    return ngx_im_redis_send(rc, cb, data, argc, argv, argvlen, 1);
+    return ngx_im_redis_send(rc, cb, data, argc, argv, argvlen,
+                             NGX_IM_REDIS_KEEP);
 }
 
 
@@ -454,9 +453,14 @@ ngx_im_redis_send(ngx_im_redis_conn_t *rc, ngx_im_redis_cb_pt cb,
 
     copy = NULL;
 
-    if (ngx_im_redis_clustered && keep) {
+    if (ngx_im_redis_clustered && keep == NGX_IM_REDIS_KEEP) {
         copy = ngx_im_redis_copy(start, p - start);
         if (copy == NULL) {
+            return NGX_ERROR;
+        }
+
+    } else if (ngx_im_redis_clustered && keep == NGX_IM_REDIS_KEEP_TX) {
+        if (ngx_im_redis_tx_keep(start, p - start, cb, data) != NGX_OK) {
             return NGX_ERROR;
         }
     }
@@ -565,20 +569,25 @@ ngx_im_redis_answer(ngx_im_redis_conn_t *rc, redisReply *reply)
     ngx_im_redis_conn_answered(rc);
 
     if (req.copy) {
-        if (reply->type == REDIS_REPLY_ERROR
-            && ngx_im_redis_redirect(rc, &req, reply) == NGX_OK)
-        {
+        switch (ngx_im_redis_redirected(rc, &req, reply)) {
+
+        case NGX_OK:
             /* sent again where the cluster said: answered there */
             return NGX_OK;
-        }
 
-        ngx_im_redis_copy_free(req.copy);
+        case NGX_DONE:
+            /* a transaction's command: its copy goes with EXEC */
+            break;
+
+        default:
+            ngx_im_redis_copy_free(req.copy);
+        }
 
     } else if (ngx_im_redis_clustered && reply->type == REDIS_REPLY_ERROR
                && reply->len > 6 && ngx_strncmp(reply->str, "MOVED ", 6) == 0)
     {
-        /* a transaction's command: not followed (see
-         * ngx_im_redis_tx_cmd), but the next one goes right */
+        /* a command of a transaction kept no copy (DISCARD, or out of
+         * memory): not followed, but the next one goes right */
         ngx_im_redis_read_map();
     }
 
@@ -607,7 +616,7 @@ ngx_im_redis_fail_all(ngx_im_redis_queue_t *q)
         ngx_im_stats->redis_failed++;
 
         if (req.copy) {
-            ngx_im_redis_copy_free(req.copy);
+            ngx_im_redis_copy_done(req.copy);
         }
 
         if (req.cb) {

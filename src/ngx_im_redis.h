@@ -84,6 +84,10 @@ void ngx_im_redis_flush_subs(void);
 /* the same, only when a SUBSCRIBE is queued: what a client's output must
  * not overtake (a CONNECT_ACK its uid's SUBSCRIBE) */
 void ngx_im_redis_flush_new_subs(void);
+/* while the router subscribes again after handlers->sub_connected():
+ * whether the channel's subscription went with the connection that came
+ * back (always, but in a cluster, where each master has its own) */
+ngx_uint_t ngx_im_redis_sub_lost(u_char *channel, size_t len);
 
 /*
  * im_redis_wait N: an append whose acknowledgement must survive the loss

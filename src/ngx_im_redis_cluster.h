@@ -30,6 +30,10 @@ typedef struct {
     u_char                    sockaddr[NGX_SOCKADDRLEN];
     u_char                    name[NGX_SOCKADDR_STRLEN];
     size_t                    name_len;   /* "host:port" */
+    /* "host:port" as the node announces itself when that is a host name
+     * (cluster-preferred-endpoint-type hostname): a redirect names it so */
+    u_char                   *alias;
+    size_t                    alias_len;
     ngx_uint_t                index;
     ngx_uint_t                slots;      /* served, by the last map */
     /* ngx_im_redis.c's roles; the group role uses the inbox connection */

@@ -17,14 +17,39 @@
 #include "ngx_im_redis_cluster.h"
 
 
-/* in cluster mode, a command's bytes kept until its reply: a redirect
- * sends them again elsewhere */
 typedef struct {
-    size_t                len;
-    ngx_uint_t            redirects;
-    ngx_msec_t            made;     /* for TRYAGAIN's bound */
-    /* u_char             bytes[len]; */
+    ngx_im_redis_cb_pt     cb;
+    void                  *data;
+} ngx_im_redis_txcb_t;
+
+
+/*
+ * In cluster mode, a command's bytes kept until its reply: a redirect
+ * sends them again elsewhere.  A transaction's copy holds all of it,
+ * MULTI to EXEC, and the callbacks of its commands but EXEC (whose is the
+ * request's); every command of it points to the copy, EXEC's frees it.
+ */
+typedef struct {
+    size_t                 len;
+    ngx_uint_t             redirects;
+    ngx_msec_t             made;      /* for the bound of sending again */
+    ngx_uint_t             cmds;      /* 1, or a transaction's */
+    ngx_uint_t             answered;  /* a transaction's replies so far */
+    /* where a transaction's queued command was redirected */
+    ngx_im_cluster_node_t *to;
+    unsigned               asking:1;
+    unsigned               tryagain:1;
+    /* ngx_im_redis_txcb_t cbs[cmds - 1]; */
+    /* u_char              bytes[len]; */
 } ngx_im_redis_copy_t;
+
+#define ngx_im_redis_copy_bytes(copy)                                         \
+    ((u_char *) ((ngx_im_redis_txcb_t *) ((copy) + 1) + (copy)->cmds - 1))
+
+/* ngx_im_redis_send()'s keep: no copy, a copy, a part of the transaction
+ * being queued */
+#define NGX_IM_REDIS_KEEP     1
+#define NGX_IM_REDIS_KEEP_TX  2
 
 
 typedef struct {
@@ -101,6 +126,8 @@ void ngx_im_redis_pubsub_exit(void);
 void ngx_im_redis_batch_reset(void);
 void ngx_im_redis_sub_reply(ngx_im_redis_conn_t *rc, redisReply *reply);
 void ngx_im_redis_ssub_reply(ngx_im_redis_conn_t *rc, redisReply *reply);
+/* the router subscribes again what rc had (NULL: every connection's) */
+void ngx_im_redis_sub_connected(ngx_im_redis_conn_t *rc);
 
 
 /* ngx_im_redis_wait.c: im_redis_wait */
@@ -123,11 +150,19 @@ void ngx_im_redis_tx_begin(ngx_im_redis_cb_pt cb, void *data);
 extern ngx_uint_t  ngx_im_redis_tx_open;
 ngx_int_t ngx_im_redis_tx_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb,
     void *data, int argc, const char **argv, const size_t *argvlen);
+/* a command of the transaction being queued, kept for its copy */
+ngx_int_t ngx_im_redis_tx_keep(u_char *bytes, size_t len,
+    ngx_im_redis_cb_pt cb, void *data);
 ngx_im_redis_copy_t *ngx_im_redis_copy(u_char *bytes, size_t len);
 void ngx_im_redis_copy_free(ngx_im_redis_copy_t *copy);
-/* an error reply to a command with a copy: NGX_OK when it was sent again
- * (MOVED, ASK) or will be (TRYAGAIN) */
-ngx_int_t ngx_im_redis_redirect(ngx_im_redis_conn_t *rc,
+/* a command with a copy failed (its connection went): the copy freed
+ * with the transaction's last */
+void ngx_im_redis_copy_done(ngx_im_redis_copy_t *copy);
+/* the reply to a command with a copy: NGX_OK when the command was sent
+ * again (MOVED, ASK) or will be (TRYAGAIN), NGX_DONE for a transaction's
+ * command but EXEC (the copy kept), NGX_DECLINED for an answer (the copy
+ * is the caller's to free) */
+ngx_int_t ngx_im_redis_redirected(ngx_im_redis_conn_t *rc,
     ngx_im_redis_req_t *req, redisReply *reply);
 void ngx_im_redis_read_map(void);
 

@@ -48,6 +48,9 @@ static ngx_event_t               ngx_im_redis_batch_ev;
 
 /* cluster mode: an SSUBSCRIBE queued since the last flush */
 static ngx_uint_t                ngx_im_redis_ssub_new;
+/* cluster mode: the subscriber connection that came back, while the
+ * router subscribes again (NULL: all of them) */
+static ngx_im_redis_conn_t      *ngx_im_redis_sub_back;
 
 
 void
@@ -57,6 +60,40 @@ ngx_im_redis_pubsub_init(ngx_cycle_t *cycle)
     ngx_im_redis_batch_ev.handler = ngx_im_redis_batch_handler;
     ngx_im_redis_batch_ev.log = cycle->log;
     ngx_im_redis_batch_reset();
+}
+
+
+/*
+ * A subscriber connection came back.  On one Redis it had every channel;
+ * in a cluster only those of the slots its master serves, and the other
+ * masters' subscriptions went on: the router subscribes again what
+ * ngx_im_redis_sub_lost() says was lost, and reads those uids' inboxes
+ * again, not every uid's (decision 047).
+ */
+
+void
+ngx_im_redis_sub_connected(ngx_im_redis_conn_t *rc)
+{
+    if (ngx_im_redis_handlers->sub_connected == NULL) {
+        return;
+    }
+
+    ngx_im_redis_sub_back = ngx_im_redis_clustered ? rc : NULL;
+    ngx_im_redis_handlers->sub_connected();
+    ngx_im_redis_sub_back = NULL;
+}
+
+
+ngx_uint_t
+ngx_im_redis_sub_lost(u_char *channel, size_t len)
+{
+    if (ngx_im_redis_sub_back == NULL) {
+        return 1;
+    }
+
+    return ngx_im_redis_cluster_conn(NGX_IM_REDIS_SUB,
+                                     ngx_im_slot(channel, len))
+           == ngx_im_redis_sub_back;
 }
 
 
@@ -398,7 +435,10 @@ ngx_im_redis_ssub_cmd(ngx_uint_t which, u_char *channel, size_t len)
     argv[1] = (char *) channel;
     argvlen[1] = len;
 
-    if (ngx_im_redis_send(rc, NULL, NULL, 2, argv, argvlen, 1) != NGX_OK) {
+    if (ngx_im_redis_send(rc, NULL, NULL, 2, argv, argvlen,
+                          NGX_IM_REDIS_KEEP)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -431,7 +471,7 @@ ngx_im_redis_ssub_asked(ngx_im_redis_conn_t *rc, redisReply *chan)
         return 0;
     }
 
-    p = (u_char *) (copy + 1);
+    p = ngx_im_redis_copy_bytes(copy);
 
     return ngx_strncmp(p + 4, "$12\r\nSUNSUBSCRIBE\r\n", 19) == 0
            && ngx_memcmp(p + copy->len - 2 - chan->len, chan->str,

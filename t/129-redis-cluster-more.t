@@ -1,0 +1,273 @@
+#!/usr/bin/perl
+# Redis Cluster, issue 16's loose ends (docs/decisions/047-cluster-loose-ends.md):
+# a real cluster of three masters (IM::RedisCluster), nginx nodes on it
+# with "im_redis_cluster on".
+#
+#   - slots moved under steady 1:1 write-through traffic (the sender on
+#     one node, the recipient online on the other): a transaction (037's
+#     append and copy) that meets MOVED or ASK is sent again whole at the
+#     new owner; no publish is refused, none acked twice, none acked lost;
+#   - the subscriber connections to one master killed: each worker
+#     subscribes again the uids of that master's slots only
+#     (im_resubscribed_total), and they get their messages again;
+#   - masters that announce host names (cluster-preferred-endpoint-type
+#     hostname): reached at the IP address CLUSTER SLOTS gives with them,
+#     and a MOVED that names a host is followed to that node.
+use strict;
+use warnings;
+use Test::More;
+use lib 't/lib';
+use Test::Nginx qw/port wait_until http_get/;
+use Time::HiRes qw/time sleep/;
+use IM::Redis;
+use IM::RedisCluster;
+use IM::UserCentre;
+use IM::Client;
+use IM::Proto qw/:all/;
+use IM::Cluster qw/login chat/;
+
+my %TIMERS = (
+    im_ping_interval   => '300s',
+    im_ping_timeout    => '5s',
+    im_repush_interval => '60s',
+    im_repush_max      => '3',
+    im_close_grace     => '1s',
+    im_redis_timeout   => '5s',
+);
+
+my $t0 = Test::Nginx->new()->has(qw/http redis/);
+my $rc = IM::RedisCluster->new(t => $t0, masters => 3, timeout => 30);
+my $uc = IM::UserCentre->new(t => $t0, users => "* * uid-from-name\n");
+my $seed = $rc->node(0);
+
+sub node {
+    my (%o) = @_;
+    return IM::Cluster::node(redis => $seed, uc => $uc,
+        main => 'im_redis_cluster on;', timers => \%TIMERS,
+        locations => 'location = /metrics { im_metrics; }', %o);
+}
+
+# a counter of /metrics (the node's sum over its workers)
+sub metric {
+    my ($p, $name) = @_;
+    my $r = http_get('/metrics', port => port($p)) // '';
+    return $r =~ /^\Q$name\E (\d+)/m ? $1 : undef;
+}
+
+# a first login once the node has read the map and reached every master
+sub first_login {
+    my ($t, $uid) = @_;
+    my ($c, $code);
+    wait_until(sub {
+        ($c, $code) = login($t, $uid);
+        return defined $code && $code == 0;
+    }, 30);
+    return ($c, $code);
+}
+
+# a's one worker holds every uid of a: all are on its subscriber
+# connections
+my $a = node(name => 'a', port => 9095, workers => 1);
+my $b = node(name => 'b', port => 9096);
+$a->run();
+$b->run();
+
+###############################################################################
+# slots moved under traffic: transactions sent again, none refused
+
+{
+    my ($S, $R) = (12911, 12912);
+    my ($snd, $cs) = first_login($a, $S);
+    my ($rcv, $cr) = first_login($b, $R);
+    is("$cs/$cr", '0/0', 'migration: sender on a, recipient on b');
+    chat($snd, $rcv, 'migration: a -> b before the moves');
+
+    my $slot = $rc->slot("im:inbox:{$R}");
+    my $sslot = $rc->slot("im:inbox:{$S}");
+    my (%sent, %acks, %refused, %got);
+    my $read = sub {
+        my ($secs) = @_;
+        for my $m ($rcv->drain($secs)) {
+            $got{$m->{msgid}}++ if $m->{cmd} == PUBLISH;
+        }
+        for my $m ($snd->drain(0.02)) {
+            next unless defined $m->{msgid} && $sent{$m->{msgid}};
+            if ($m->{cmd} == PUB_ACK) { $acks{$m->{msgid}}++ }
+            elsif ($m->{cmd} == INVALID_PACKET) { $refused{$m->{msgid}} = 1 }
+        }
+    };
+    my $burst = sub {
+        my ($tag) = @_;
+        for my $k (1 .. 25) {
+            $sent{ $snd->publish($R, "$tag $k") } = 1;
+        }
+    };
+
+    # the recipient's slot (its inbox and channel: the transaction's) and
+    # the sender's, each move with a burst on its way and one after
+    my @moves = (
+        [ $slot, 1 ], [ $slot, 2 ], [ $sslot, 1 ], [ $slot, 0 ],
+        [ $slot, 1 ], [ $sslot, 2 ], [ $slot, 2 ], [ $slot, 0 ],
+    );
+    my $i = 0;
+    for my $mv (@moves) {
+        my ($s, $to) = @$mv;
+        $burst->("before move $i");
+        $rc->move_slot($s, $rc->node($to));
+        $burst->("after move $i");
+        $read->(0.2);
+        $i++;
+    }
+
+    ok(wait_until(sub {
+        $read->(0.1);
+        return keys(%acks) + keys(%refused) == keys %sent;
+    }, 30), sprintf('migration: every publish answered (%d sent, %d acked, '
+        . '%d refused)', scalar(keys %sent), scalar(keys %acks),
+        scalar(keys %refused)));
+    is(scalar(keys %refused), 0, 'migration: none refused (the '
+        . 'transactions that met a redirect were sent again)');
+    is(scalar(grep { $acks{$_} > 1 } keys %acks), 0,
+        'migration: none acked twice');
+
+    wait_until(sub { $read->(0.2); !grep { !$got{$_} } keys %acks }, 15);
+    my @missing = grep { !$got{$_} } keys %acks;
+    if (@missing) {
+        note(scalar(@missing)
+            . ' acked but not pushed live: reading the inbox');
+        $rcv->disconnect;
+        my ($again, $code) = login($b, $R);
+        is($code, 0, 'migration: the recipient logs in again');
+        for my $m ($again->drain(3)) {
+            $got{$m->{msgid}}++ if $m->{cmd} == PUBLISH;
+        }
+        @missing = grep { !$got{$_} } keys %acks;
+        $rcv = $again;
+    }
+    is(scalar(@missing), 0, sprintf('migration: 0 of %d acknowledged '
+        . 'messages lost', scalar(keys %acks)));
+
+    my $again = 0;
+    $again += metric($_, 'im_redis_cluster_tx_again_total') // 0
+        for 9095, 9096;
+    ok($again > 0, "migration: transactions sent again: $again");
+
+    chat($snd, $rcv, 'migration: after the moves, a -> b');
+    $snd->disconnect;
+    $rcv->disconnect;
+}
+
+###############################################################################
+# one master's subscriber connections killed: its uids only subscribed
+# again
+
+{
+    # uids of a's, on the master $m and elsewhere: four of each
+    my $m = $rc->owner('im:u:{12921}');
+    my (@on, @off);
+    for my $uid (12921 .. 13100) {
+        my $list = $rc->owner("im:u:{$uid}") == $m ? \@on : \@off;
+        push @$list, $uid if @$list < 4;
+        last if @on == 4 && @off == 4;
+    }
+    is(scalar(@on) . '/' . scalar(@off), '4/4',
+        'resubscribe: four uids on one master, four elsewhere');
+
+    # none of the first part's sessions is left on a
+    ok(wait_until(sub {
+        my $r = http_get('/metrics', port => port(9095)) // '';
+        my $n = 0;
+        $n += $1 while $r =~ /^im_sessions\{[^}]*\} (\d+)/mg;
+        return $n == 0;
+    }, 15), 'resubscribe: a has no sessions left');
+
+    my %c;
+    for my $uid (@on, @off) {
+        my ($c, $code) = login($a, $uid);
+        $c{$uid} = $c if defined $code && $code == 0;
+    }
+    is(scalar(keys %c), 8, 'resubscribe: eight uids log in on a');
+    my ($from, $cf) = login($b, 12999);
+    is($cf, 0, 'resubscribe: a sender logs in on b');
+    chat($from, $c{$_}, "resubscribe: u$_ reached before") for @on, @off;
+
+    my $before = metric(9095, 'im_resubscribed_total') // 0;
+
+    # every subscriber connection to $m (a's and b's): the clients with
+    # shard channels
+    my @ids;
+    for my $line (split /\r?\n/, $m->cmd('CLIENT', 'LIST')) {
+        next unless $line =~ / ssub=[1-9]/;
+        push @ids, $1 if $line =~ /^id=(\d+) /;
+    }
+    note("subscriber clients on the master: @ids");
+    ok(@ids >= 1, 'resubscribe: subscriber connections on the master: '
+        . scalar(@ids));
+    $m->cmd('CLIENT', 'KILL', 'ID', $_) for @ids;
+
+    ok(wait_until(sub {
+        (metric(9095, 'im_resubscribed_total') // 0) >= $before + @on
+    }, 20), 'resubscribe: a subscribes again');
+    sleep 1;
+    is((metric(9095, 'im_resubscribed_total') // 0) - $before,
+        scalar(@on), 'resubscribe: the four uids of that master only');
+    chat($from, $c{$_}, "resubscribe: u$_ reached after") for @on, @off;
+
+    $_->disconnect for values %c;
+    $from->disconnect;
+}
+
+$a->stop;
+$b->stop;
+
+###############################################################################
+# host names announced: the IP given with them, a MOVED by name followed
+
+{
+    my $i = 0;
+    for my $n ($rc->nodes) {
+        $i++;
+        $n->cmd('CONFIG', 'SET', 'cluster-announce-hostname',
+            "n$i.im-test.invalid");
+        $n->cmd('CONFIG', 'SET', 'cluster-preferred-endpoint-type',
+            'hostname');
+    }
+    # every node names every master by its host name
+    ok(wait_until(sub {
+        for my $n ($rc->nodes) {
+            my $slots = eval { $n->cmd('CLUSTER', 'SLOTS') } or return 0;
+            return 0 if grep { $_->[2][0] !~ /\.im-test\.invalid$/ }
+                @$slots;
+        }
+        return 1;
+    }, 20), 'hostnames: CLUSTER SLOTS names the masters by host name');
+
+    my $c = node(name => 'c', port => 9097, workers => 1);
+    $c->run();
+    ok($c->wait_for_log(qr/im redis cluster: slot map read/),
+        'hostnames: the map read');
+    my ($x, $cx) = first_login($c, 12951);
+    is($cx, 0, 'hostnames: a login');
+    my ($y, $cy) = login($c, 12952);
+    is($cy, 0, 'hostnames: another');
+    chat($x, $y, 'hostnames: a message through the masters named by host');
+
+    my $slot = $rc->slot('im:inbox:{12952}');
+    my $owner = $rc->slot_owner($slot);
+    my ($to) = grep { $_ != $owner } $rc->nodes;
+    my $moved = metric(9097, 'im_redis_cluster_moved_total') // 0;
+    $rc->move_slot($slot, $to);
+    chat($x, $y, 'hostnames: after the slot moved');
+    ok((metric(9097, 'im_redis_cluster_moved_total') // 0) > $moved,
+        'hostnames: a MOVED naming a host was followed');
+
+    my $log = $c->read_file('error.log');
+    unlike($log, qr/is not an IP address/, 'hostnames: no node refused');
+    like($log, qr/announced as n\d\.im-test\.invalid:\d+/,
+        'hostnames: the log names the host a node announced');
+    $c->stop;
+}
+
+$rc->stop;
+
+done_testing();
