@@ -401,7 +401,6 @@ ngx_im_redis_send(ngx_im_redis_conn_t *rc, ngx_im_redis_cb_pt cb,
     u_char                *p, *start;
     size_t                 need;
     ngx_uint_t             spublish;
-    ngx_im_redis_req_t    *req;
     ngx_im_redis_copy_t   *copy;
     ngx_im_redis_queue_t  *q;
 
@@ -467,11 +466,7 @@ ngx_im_redis_send(ngx_im_redis_conn_t *rc, ngx_im_redis_cb_pt cb,
 
     ngx_im_redis_conn_commit(rc, p);
 
-    req = &q->ring[(q->first + q->n++) & (q->size - 1)];
-    req->cb = cb;
-    req->data = data;
-    req->sent = ngx_im_redis_conn_now();
-    req->copy = copy;
+    ngx_im_redis_push(q, cb, data, ngx_im_redis_conn_now(), copy);
 
     ngx_im_redis_conn_sent(rc, 1);
 

@@ -101,6 +101,22 @@ ngx_im_redis_queue(ngx_im_redis_conn_t *rc)
 }
 
 
+/* a command's callback at the end of the ring, which has room for it */
+
+static ngx_inline void
+ngx_im_redis_push(ngx_im_redis_queue_t *q, ngx_im_redis_cb_pt cb,
+    void *data, uint64_t sent, ngx_im_redis_copy_t *copy)
+{
+    ngx_im_redis_req_t  *req;
+
+    req = &q->ring[(q->first + q->n++) & (q->size - 1)];
+    req->cb = cb;
+    req->data = data;
+    req->sent = sent;
+    req->copy = copy;
+}
+
+
 /* the oldest command's callback, taken off the ring (a callback may send
  * commands, and the ring then grow) */
 

@@ -369,7 +369,6 @@ ngx_im_redis_resend(ngx_im_redis_conn_t *rc, ngx_im_redis_req_t *req,
     ngx_uint_t asking)
 {
     ngx_uint_t             i;
-    ngx_im_redis_req_t    *r;
     ngx_im_redis_copy_t   *copy;
     ngx_im_redis_txcb_t   *cbs;
     ngx_im_redis_queue_t  *q;
@@ -399,11 +398,7 @@ ngx_im_redis_resend(ngx_im_redis_conn_t *rc, ngx_im_redis_req_t *req,
             return NGX_ERROR;
         }
 
-        r = &q->ring[(q->first + q->n++) & (q->size - 1)];
-        r->cb = NULL;
-        r->data = NULL;
-        r->sent = ngx_im_redis_conn_now();
-        r->copy = NULL;
+        ngx_im_redis_push(q, NULL, NULL, ngx_im_redis_conn_now(), NULL);
 
         ngx_im_redis_conn_sent(rc, 1);
     }
@@ -423,11 +418,7 @@ ngx_im_redis_resend(ngx_im_redis_conn_t *rc, ngx_im_redis_req_t *req,
     cbs = (ngx_im_redis_txcb_t *) (copy + 1);
 
     for (i = 0; i + 1 < copy->cmds; i++) {
-        r = &q->ring[(q->first + q->n++) & (q->size - 1)];
-        r->cb = cbs[i].cb;
-        r->data = cbs[i].data;
-        r->sent = req->sent;
-        r->copy = copy;
+        ngx_im_redis_push(q, cbs[i].cb, cbs[i].data, req->sent, copy);
     }
 
     q->ring[(q->first + q->n++) & (q->size - 1)] = *req;

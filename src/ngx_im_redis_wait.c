@@ -63,7 +63,6 @@ ngx_im_redis_wait_mark(void)
 ngx_int_t
 ngx_im_redis_after_wait(ngx_im_redis_cb_pt cb, void *data)
 {
-    ngx_im_redis_req_t    *req;
     ngx_im_redis_conn_t   *rc;
     ngx_im_redis_queue_t  *q;
 
@@ -80,11 +79,7 @@ ngx_im_redis_after_wait(ngx_im_redis_cb_pt cb, void *data)
         return NGX_ERROR;
     }
 
-    req = &q->ring[(q->first + q->n++) & (q->size - 1)];
-    req->cb = cb;
-    req->data = data;
-    req->sent = 0;
-    req->copy = NULL;
+    ngx_im_redis_push(q, cb, data, 0, NULL);
 
     if (ngx_im_redis_waits == 0) {
         /* no WAIT went behind this write (it was not marked): one at the
