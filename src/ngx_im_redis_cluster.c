@@ -488,10 +488,15 @@ ngx_im_redis_cluster_map(redisReply *reply)
         }
 
         if (ip) {
+            /* "?": hostname preferred, and the node has none; no name a
+             * redirect could be followed by */
             node = ngx_im_redis_cluster_add((u_char *) ip->str, ip->len,
                                             (ngx_uint_t)
                                             master->element[1]->integer,
-                                            host->type == REDIS_REPLY_STRING
+                                            (host->type == REDIS_REPLY_STRING
+                                             && host->len
+                                             && !(host->len == 1
+                                                  && host->str[0] == '?'))
                                             ? host : NULL);
 
         } else {
@@ -531,10 +536,11 @@ ngx_im_redis_cluster_map(redisReply *reply)
 
 
 ngx_im_cluster_node_t *
-ngx_im_redis_cluster_redirect(ngx_im_redirect_t *r)
+ngx_im_redis_cluster_redirect(ngx_im_redirect_t *r, ngx_im_redis_conn_t *rc)
 {
-    size_t                  i;
-    ngx_uint_t              port;
+    u_char                  host[NGX_SOCKADDR_STRLEN];
+    size_t                  i, hlen;
+    ngx_uint_t              port, n;
     ngx_im_cluster_node_t  *node;
 
     /* "host:port": the port after the last colon (an IPv6 host has
@@ -546,7 +552,7 @@ ngx_im_redis_cluster_redirect(ngx_im_redirect_t *r)
         }
     }
 
-    if (i == 0 || i == 1 || i == r->addr_len) {
+    if (i == 0 || i == r->addr_len) {
         return NULL;
     }
 
@@ -557,7 +563,34 @@ ngx_im_redis_cluster_redirect(ngx_im_redirect_t *r)
         return NULL;
     }
 
-    node = ngx_im_redis_cluster_add((u_char *) r->addr, i - 1, port, NULL);
+    if (i == 1) {
+        /* no host (cluster-preferred-endpoint-type unknown-endpoint):
+         * the host of the node that answered, with the port named */
+
+        for (n = 0; n < ngx_im_cluster_nnodes; n++) {
+            if (rc >= ngx_im_cluster_nodes[n]->conns
+                && rc < ngx_im_cluster_nodes[n]->conns + NGX_IM_REDIS_N)
+            {
+                break;
+            }
+        }
+
+        if (n == ngx_im_cluster_nnodes) {
+            return NULL;
+        }
+
+        node = ngx_im_cluster_nodes[n];
+        hlen = ngx_sock_ntop(node->server.addrs[rc->addr].sockaddr,
+                             node->server.addrs[rc->addr].socklen,
+                             host, NGX_SOCKADDR_STRLEN, 0);
+
+        node = ngx_im_redis_cluster_add(host, hlen, port, NULL);
+
+    } else {
+        node = ngx_im_redis_cluster_add((u_char *) r->addr, i - 1, port,
+                                        NULL);
+    }
+
     if (node == NULL) {
         return NULL;
     }

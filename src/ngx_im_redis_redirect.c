@@ -23,8 +23,8 @@ static ngx_im_redis_copy_t *ngx_im_redis_copy_alloc(size_t len,
     ngx_uint_t cmds);
 static ngx_int_t ngx_im_redis_resend(ngx_im_redis_conn_t *rc,
     ngx_im_redis_req_t *req, ngx_uint_t asking);
-static void ngx_im_redis_tx_queued(ngx_im_redis_copy_t *copy,
-    redisReply *reply);
+static void ngx_im_redis_tx_queued(ngx_im_redis_conn_t *rc,
+    ngx_im_redis_copy_t *copy, redisReply *reply);
 static ngx_int_t ngx_im_redis_tx_late(ngx_im_redis_conn_t *rc,
     ngx_im_redis_copy_t *copy, redisReply *reply);
 static ngx_int_t ngx_im_redis_tx_again(ngx_im_redis_conn_t *rc,
@@ -446,7 +446,7 @@ ngx_im_redis_redirected(ngx_im_redis_conn_t *rc, ngx_im_redis_req_t *req,
 
     if (copy->cmds > 1 && ++copy->answered < copy->cmds) {
         if (reply->type == REDIS_REPLY_ERROR) {
-            ngx_im_redis_tx_queued(copy, reply);
+            ngx_im_redis_tx_queued(rc, copy, reply);
         }
 
         return NGX_DONE;
@@ -468,7 +468,8 @@ ngx_im_redis_redirected(ngx_im_redis_conn_t *rc, ngx_im_redis_req_t *req,
  * the transaction noted */
 
 static void
-ngx_im_redis_tx_queued(ngx_im_redis_copy_t *copy, redisReply *reply)
+ngx_im_redis_tx_queued(ngx_im_redis_conn_t *rc, ngx_im_redis_copy_t *copy,
+    redisReply *reply)
 {
     ngx_im_redirect_t       r;
     ngx_im_cluster_node_t  *node;
@@ -488,8 +489,14 @@ ngx_im_redis_tx_queued(ngx_im_redis_copy_t *copy, redisReply *reply)
         return;
     }
 
-    node = ngx_im_redis_cluster_redirect(&r);
+    node = ngx_im_redis_cluster_redirect(&r, rc);
     if (node == NULL) {
+        /* a node not known by that name: refused; the map says where
+         * the slot is for the next one */
+        if (r.kind == NGX_IM_REDIRECT_MOVED) {
+            ngx_im_redis_read_map();
+        }
+
         return;
     }
 
@@ -604,8 +611,12 @@ ngx_im_redis_redirect(ngx_im_redis_conn_t *rc, ngx_im_redis_req_t *req,
         return NGX_DECLINED;
     }
 
-    node = ngx_im_redis_cluster_redirect(&r);
+    node = ngx_im_redis_cluster_redirect(&r, rc);
     if (node == NULL) {
+        if (r.kind == NGX_IM_REDIRECT_MOVED) {
+            ngx_im_redis_read_map();
+        }
+
         return NGX_DECLINED;
     }
 

@@ -10,7 +10,9 @@
 #     (im_resubscribed_total), and they get their messages again;
 #   - masters that announce host names (cluster-preferred-endpoint-type
 #     hostname): reached at the IP address CLUSTER SLOTS gives with them,
-#     and a MOVED that names a host is followed to that node.
+#     and a MOVED that names a host is followed to that node; with no
+#     endpoint (unknown-endpoint) a MOVED is followed at the host that
+#     answered; a node named "?" is refused, the log says what to set.
 use strict;
 use warnings;
 use Test::More;
@@ -172,6 +174,61 @@ $b->stop;
     unlike($log, qr/is not an IP address/, 'hostnames: no node refused');
     like($log, qr/announced as n\d\.im-test\.invalid:\d+/,
         'hostnames: the log names the host a node announced');
+
+    # a slot moved away from the master $owner to $to, that of an offline
+    # uid (no channel of its moves, so the map is not read before the
+    # MOVED); a publish to it
+    my $move = sub {
+        my ($uid) = @_;
+        my $s = $rc->slot("im:inbox:{$uid}");
+        my $o = $rc->slot_owner($s);
+        my ($t) = grep { $_ != $o } $rc->nodes;
+        $rc->move_slot($s, $t);
+        return $t;
+    };
+
+    # no endpoint at all ("unknown-endpoint"): the map gives each master's
+    # IP; a MOVED names no host, and is followed at the host of the node
+    # that answered
+    $_->cmd('CONFIG', 'SET', 'cluster-preferred-endpoint-type',
+        'unknown-endpoint') for $rc->nodes;
+    $move->(12953);
+    my $id = $x->publish(12953, 'no endpoint');
+    my $r = $x->expect(msgid => $id);
+    is($r && $r->{cmd}, PUB_ACK, 'no endpoint: a MOVED with no host is '
+        . 'followed, the message acknowledged');
+
+    # "?": host names preferred, and the node a MOVED names has none: not
+    # followed, refused; the log names the node and the setting, and the
+    # map read again serves the next message
+    $_->cmd('CONFIG', 'SET', 'cluster-preferred-endpoint-type', 'hostname')
+        for $rc->nodes;
+    my $Z = 12954;
+    my $zslot = $rc->slot("im:inbox:{$Z}");
+    my $zowner = $rc->slot_owner($zslot);
+    my ($zto) = grep { $_ != $zowner } $rc->nodes;
+    $zto->cmd('CONFIG', 'SET', 'cluster-announce-hostname', '');
+    ok(wait_until(sub {
+        my $slots = eval { $zowner->cmd('CLUSTER', 'SLOTS') } or return 0;
+        return grep { $_->[2][1] == $zto->port && $_->[2][0] eq '?' }
+            @$slots;
+    }, 20), 'no host name: the old owner names the new one "?"');
+    $rc->move_slot($zslot, $zto);
+    my $mark = $c->log_mark;
+    $id = $x->publish($Z, 'no host name');
+    $r = $x->expect(msgid => $id);
+    is($r && $r->{cmd}, INVALID_PACKET,
+        'no host name: a MOVED to "?" is not followed: refused');
+    my $why = 'node "\?:\d+" is not an IP address and port, .* host names '
+        . 'are not resolved; set "cluster-preferred-endpoint-type ip" on '
+        . "the cluster's nodes";
+    ok($c->wait_for_log(qr/$why/, from => $mark),
+        'no host name: the log names the node and the setting');
+    ok(wait_until(sub {
+        my $n = $x->publish($Z, 'no host name, again');
+        my $a = $x->expect(msgid => $n);
+        return $a && $a->{cmd} == PUB_ACK;
+    }, 10), 'no host name: after the map is read again, acknowledged');
     $c->stop;
 }
 
