@@ -736,6 +736,15 @@ ngx_im_metrics_prometheus(ngx_pool_t *pool)
                            "answered TRYAGAIN (their slot moving), sent "
                            "again.",
                            t->redis_tryagain);
+    p = ngx_im_metrics_one(p, "im_redis_cluster_tx_again_total", "counter",
+                           "Redis Cluster: transactions (an append and "
+                           "its copy) sent again, whole, after a "
+                           "redirect.",
+                           t->redis_tx_again);
+    p = ngx_im_metrics_one(p, "im_resubscribed_total", "counter",
+                           "uids subscribed again when the subscriber "
+                           "connection that had their channel came back.",
+                           t->resubscribed);
     p = ngx_im_metrics_hist(p, "im_redis_duration_seconds",
                             "Time from a Redis command to its reply.",
                             &t->redis);
@@ -896,9 +905,11 @@ ngx_im_metrics_json(ngx_pool_t *pool, ngx_im_metrics_extra_t *extra)
                     "\"redis_cluster_asked\":%uA,"
                     "\"redis_cluster_map_reads\":%uA,"
                     "\"redis_cluster_channels_moved\":%uA,"
-                    "\"redis_cluster_tryagain\":%uA",
+                    "\"redis_cluster_tryagain\":%uA,"
+                    "\"redis_cluster_tx_again\":%uA,\"resubscribed\":%uA",
                     t->redis_moved, t->redis_asked, t->redis_map_reads,
-                    t->redis_moved_channels, t->redis_tryagain);
+                    t->redis_moved_channels, t->redis_tryagain,
+                    t->redis_tx_again, t->resubscribed);
     p = ngx_im_metrics_json_map(p, "dropped_by_reason",
                                 ngx_im_metrics_drops, t->dropped,
                                 NGX_IM_DROPPED_N);

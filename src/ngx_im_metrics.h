@@ -144,6 +144,11 @@ typedef struct {
     /* commands of several keys answered TRYAGAIN (a slot moving), sent
      * again */
     ngx_atomic_uint_t   redis_tryagain;
+    /* transactions (decision 037) sent again, whole, after a redirect */
+    ngx_atomic_uint_t   redis_tx_again;
+    /* uids subscribed again because the subscriber connection that held
+     * their channel came back (in a cluster: that master's only) */
+    ngx_atomic_uint_t   resubscribed;
 } ngx_im_stats_t;
 
 

@@ -329,7 +329,7 @@ ngx_im_output_write(ngx_im_session_t *s)
 
         /*
          * the subscriptions of this pass first: a CONNECT_ACK must not
-         * leave before the SUBSCRIBE of its uid (ngx_im_redis.c).  Only
+         * leave before the SUBSCRIBE of its uid (ngx_im_redis_pubsub.c).  Only
          * when something leaves: the write events nginx's upstream module
          * arms on a client connection during its login (one per login,
          * with nothing to write) wrote the batch of the moment each

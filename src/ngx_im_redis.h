@@ -1,5 +1,7 @@
 /*
- * ngx_im_redis.h: the worker's Redis connections, commands and pub/sub.
+ * ngx_im_redis.h: the worker's Redis connections, commands and pub/sub
+ * (ngx_im_redis.c, ngx_im_redis_pubsub.c, ngx_im_redis_wait.c,
+ * ngx_im_redis_redirect.c; what they share is ngx_im_redis_int.h).
  *
  * Each worker keeps up to four connections: "inbox" (commands on the
  * inbox database), "group" (commands on the group database; the same
@@ -75,13 +77,17 @@ void ngx_im_redis_flush(void);
 
 /* queued for the end of the pass, one command for all the channels of
  * the pass; ngx_im_redis_flush_subs() sends them now (before output to
- * clients: see ngx_im_redis.c) */
+ * clients: see ngx_im_redis_pubsub.c) */
 ngx_int_t ngx_im_redis_subscribe(u_char *channel, size_t len);
 ngx_int_t ngx_im_redis_unsubscribe(u_char *channel, size_t len);
 void ngx_im_redis_flush_subs(void);
 /* the same, only when a SUBSCRIBE is queued: what a client's output must
  * not overtake (a CONNECT_ACK its uid's SUBSCRIBE) */
 void ngx_im_redis_flush_new_subs(void);
+/* while the router subscribes again after handlers->sub_connected():
+ * whether the channel's subscription went with the connection that came
+ * back (always, but in a cluster, where each master has its own) */
+ngx_uint_t ngx_im_redis_sub_lost(u_char *channel, size_t len);
 
 /*
  * im_redis_wait N: an append whose acknowledgement must survive the loss

@@ -15,7 +15,11 @@
 
 
 static ngx_im_cluster_node_t *ngx_im_redis_cluster_add(u_char *host,
-    size_t hlen, ngx_uint_t port);
+    size_t hlen, ngx_uint_t port, redisReply *announced);
+static ngx_uint_t ngx_im_redis_cluster_is_ip(u_char *host, size_t len);
+static void ngx_im_redis_cluster_alias(ngx_im_cluster_node_t *node,
+    redisReply *announced, ngx_uint_t port);
+static redisReply *ngx_im_redis_cluster_meta_ip(redisReply *master);
 
 
 static ngx_im_cluster_node_t        *ngx_im_cluster_nodes[NGX_IM_CLUSTER_NODES];
@@ -24,6 +28,8 @@ static u_char                        ngx_im_cluster_slots[NGX_IM_SLOTS];
 static ngx_uint_t                    ngx_im_cluster_has_map;
 /* the last read of the map failed: logged once, until one succeeds */
 static ngx_uint_t                    ngx_im_cluster_map_failed;
+/* a node known by a host name only: logged once a minute */
+static time_t                        ngx_im_cluster_host_logged;
 static ngx_im_redis_server_t        *ngx_im_cluster_seed;
 static ngx_im_redis_conn_handlers_t *ngx_im_cluster_handlers;
 
@@ -196,14 +202,49 @@ ngx_im_redis_cluster_find(u_char *name, size_t len)
 }
 
 
+/* a node by the host name it announced ("host:port") */
+
+static ngx_im_cluster_node_t *
+ngx_im_redis_cluster_find_alias(u_char *host, size_t hlen, ngx_uint_t port)
+{
+    u_char                  buf[NGX_MAXHOSTNAMELEN + NGX_INT_T_LEN + 2];
+    size_t                  len;
+    ngx_uint_t              i;
+    ngx_im_cluster_node_t  *node;
+
+    if (hlen > NGX_MAXHOSTNAMELEN) {
+        return NULL;
+    }
+
+    len = ngx_sprintf(buf, "%*s:%ui", hlen, host, port) - buf;
+
+    for (i = 0; i < ngx_im_cluster_nnodes; i++) {
+        node = ngx_im_cluster_nodes[i];
+
+        if (node->alias_len == len
+            && ngx_strncasecmp(node->alias, buf, len) == 0)
+        {
+            return node;
+        }
+    }
+
+    return NULL;
+}
+
+
 /*
- * A node by the address the cluster gives (an IP literal: a node's
- * announced host name is not resolved in a worker, which must not block),
- * added and connecting when new.
+ * A node by the address the cluster gives, added and connecting when new.
+ * A worker must not block on a resolver, so a node is reached at an IP
+ * address only: the endpoint the cluster gives when it is one, or else
+ * (cluster-preferred-endpoint-type hostname or unknown-endpoint, Redis 7)
+ * the "ip" the same CLUSTER SLOTS reply adds (announced, the endpoint as
+ * given there; a redirect names it so).  A host name with no such IP is
+ * refused, and the log says what to set (decision 047).
  */
 
 static ngx_im_cluster_node_t *
-ngx_im_redis_cluster_add(u_char *host, size_t hlen, ngx_uint_t port)
+ngx_im_redis_cluster_add(u_char *host, size_t hlen, ngx_uint_t port,
+    redisReply *announced)
 {
     u_char                 name[NGX_SOCKADDR_STRLEN];
     size_t                 len;
@@ -211,11 +252,25 @@ ngx_im_redis_cluster_add(u_char *host, size_t hlen, ngx_uint_t port)
     ngx_im_cluster_node_t  *node, *found;
 
     if (port == 0 || port > 65535
+        || !ngx_im_redis_cluster_is_ip(host, hlen)
         || ngx_parse_addr(ngx_cycle->pool, &addr, host, hlen) != NGX_OK)
     {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "im redis cluster: node \"%*s:%ui\" is not an IP "
-                      "address and port", hlen, host, port);
+        found = ngx_im_redis_cluster_find_alias(host, hlen, port);
+        if (found) {
+            return found;
+        }
+
+        if (ngx_time() - ngx_im_cluster_host_logged >= 60) {
+            ngx_im_cluster_host_logged = ngx_time();
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "im redis cluster: node \"%*s:%ui\" is not an "
+                          "IP address and port, and the cluster gave no IP "
+                          "for it: host names are not resolved; set "
+                          "\"cluster-preferred-endpoint-type ip\" on the "
+                          "cluster's nodes (this line once a minute)",
+                          hlen, host, port);
+        }
+
         return NULL;
     }
 
@@ -226,6 +281,10 @@ ngx_im_redis_cluster_add(u_char *host, size_t hlen, ngx_uint_t port)
 
     found = ngx_im_redis_cluster_find(name, len);
     if (found) {
+        if (announced && found->alias == NULL) {
+            ngx_im_redis_cluster_alias(found, announced, port);
+        }
+
         return found;
     }
 
@@ -260,12 +319,98 @@ ngx_im_redis_cluster_add(u_char *host, size_t hlen, ngx_uint_t port)
     node->index = ngx_im_cluster_nnodes;
     ngx_im_cluster_nodes[ngx_im_cluster_nnodes++] = node;
 
+    if (announced) {
+        ngx_im_redis_cluster_alias(node, announced, port);
+    }
+
     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
-                  "im redis cluster: node %*s added", len, name);
+                  "im redis cluster: node %*s added%s%*s", len, name,
+                  node->alias ? ", announced as " : "",
+                  node->alias_len, node->alias);
 
     ngx_im_redis_cluster_connect(node);
 
     return node;
+}
+
+
+/* the name a node announced: a redirect says "MOVED slot host:port" */
+
+static void
+ngx_im_redis_cluster_alias(ngx_im_cluster_node_t *node,
+    redisReply *announced, ngx_uint_t port)
+{
+    u_char  *p;
+
+    if (announced->len > NGX_MAXHOSTNAMELEN) {
+        return;
+    }
+
+    p = ngx_pnalloc(ngx_cycle->pool, announced->len + NGX_INT_T_LEN + 2);
+    if (p == NULL) {
+        return;
+    }
+
+    node->alias = p;
+    node->alias_len = ngx_sprintf(p, "%*s:%ui", announced->len,
+                                  announced->str, port)
+                      - p;
+}
+
+
+static ngx_uint_t
+ngx_im_redis_cluster_is_ip(u_char *host, size_t len)
+{
+#if (NGX_HAVE_INET6)
+    u_char  buf[16];
+#endif
+
+    if (ngx_inet_addr(host, len) != INADDR_NONE) {
+        return 1;
+    }
+
+#if (NGX_HAVE_INET6)
+    if (ngx_inet6_addr(host, len, buf) == NGX_OK) {
+        return 1;
+    }
+#endif
+
+    return 0;
+}
+
+
+/* Redis 7's networking metadata after [host, port, id]: a map, in RESP2
+ * an array of names and values, with "ip" when the endpoint is not one */
+
+static redisReply *
+ngx_im_redis_cluster_meta_ip(redisReply *master)
+{
+    size_t       i;
+    redisReply  *meta, *k, *v;
+
+    if (master->elements < 4) {
+        return NULL;
+    }
+
+    meta = master->element[3];
+
+    if (meta->type != REDIS_REPLY_ARRAY) {
+        return NULL;
+    }
+
+    for (i = 0; i + 1 < meta->elements; i += 2) {
+        k = meta->element[i];
+        v = meta->element[i + 1];
+
+        if (k->type == REDIS_REPLY_STRING && k->len == 2
+            && ngx_strncmp(k->str, "ip", 2) == 0
+            && v->type == REDIS_REPLY_STRING)
+        {
+            return v;
+        }
+    }
+
+    return NULL;
 }
 
 
@@ -281,7 +426,7 @@ ngx_im_redis_cluster_map(redisReply *reply)
     size_t                  i;
     ngx_uint_t              s, n;
     long long               from, to;
-    redisReply             *range, *master;
+    redisReply             *range, *master, *host, *ip;
     ngx_im_cluster_node_t  *node;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
@@ -314,7 +459,8 @@ ngx_im_redis_cluster_map(redisReply *reply)
             || range->element[1]->type != REDIS_REPLY_INTEGER
             || range->element[2]->type != REDIS_REPLY_ARRAY
             || range->element[2]->elements < 2
-            || range->element[2]->element[0]->type != REDIS_REPLY_STRING
+            || (range->element[2]->element[0]->type != REDIS_REPLY_STRING
+                && range->element[2]->element[0]->type != REDIS_REPLY_NIL)
             || range->element[2]->element[1]->type != REDIS_REPLY_INTEGER)
         {
             ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -331,10 +477,37 @@ ngx_im_redis_cluster_map(redisReply *reply)
             return NGX_ERROR;
         }
 
-        node = ngx_im_redis_cluster_add((u_char *) master->element[0]->str,
-                                        master->element[0]->len,
-                                        (ngx_uint_t)
-                                        master->element[1]->integer);
+        host = master->element[0];
+        ip = NULL;
+
+        if (host->type != REDIS_REPLY_STRING
+            || !ngx_im_redis_cluster_is_ip((u_char *) host->str, host->len))
+        {
+            /* a host name ("?" or nil when the node has none) */
+            ip = ngx_im_redis_cluster_meta_ip(master);
+        }
+
+        if (ip) {
+            /* "?": hostname preferred, and the node has none; no name a
+             * redirect could be followed by */
+            node = ngx_im_redis_cluster_add((u_char *) ip->str, ip->len,
+                                            (ngx_uint_t)
+                                            master->element[1]->integer,
+                                            (host->type == REDIS_REPLY_STRING
+                                             && host->len
+                                             && !(host->len == 1
+                                                  && host->str[0] == '?'))
+                                            ? host : NULL);
+
+        } else {
+            node = ngx_im_redis_cluster_add((u_char *) host->str,
+                                            host->type == REDIS_REPLY_STRING
+                                            ? host->len : 0,
+                                            (ngx_uint_t)
+                                            master->element[1]->integer,
+                                            NULL);
+        }
+
         if (node == NULL) {
             return NGX_ERROR;
         }
@@ -363,10 +536,11 @@ ngx_im_redis_cluster_map(redisReply *reply)
 
 
 ngx_im_cluster_node_t *
-ngx_im_redis_cluster_redirect(ngx_im_redirect_t *r)
+ngx_im_redis_cluster_redirect(ngx_im_redirect_t *r, ngx_im_redis_conn_t *rc)
 {
-    size_t                  i;
-    ngx_uint_t              port;
+    u_char                  host[NGX_SOCKADDR_STRLEN];
+    size_t                  i, hlen;
+    ngx_uint_t              port, n;
     ngx_im_cluster_node_t  *node;
 
     /* "host:port": the port after the last colon (an IPv6 host has
@@ -378,7 +552,7 @@ ngx_im_redis_cluster_redirect(ngx_im_redirect_t *r)
         }
     }
 
-    if (i == 0 || i == 1 || i == r->addr_len) {
+    if (i == 0 || i == r->addr_len) {
         return NULL;
     }
 
@@ -389,7 +563,34 @@ ngx_im_redis_cluster_redirect(ngx_im_redirect_t *r)
         return NULL;
     }
 
-    node = ngx_im_redis_cluster_add((u_char *) r->addr, i - 1, port);
+    if (i == 1) {
+        /* no host (cluster-preferred-endpoint-type unknown-endpoint):
+         * the host of the node that answered, with the port named */
+
+        for (n = 0; n < ngx_im_cluster_nnodes; n++) {
+            if (rc >= ngx_im_cluster_nodes[n]->conns
+                && rc < ngx_im_cluster_nodes[n]->conns + NGX_IM_REDIS_N)
+            {
+                break;
+            }
+        }
+
+        if (n == ngx_im_cluster_nnodes) {
+            return NULL;
+        }
+
+        node = ngx_im_cluster_nodes[n];
+        hlen = ngx_sock_ntop(node->server.addrs[rc->addr].sockaddr,
+                             node->server.addrs[rc->addr].socklen,
+                             host, NGX_SOCKADDR_STRLEN, 0);
+
+        node = ngx_im_redis_cluster_add(host, hlen, port, NULL);
+
+    } else {
+        node = ngx_im_redis_cluster_add((u_char *) r->addr, i - 1, port,
+                                        NULL);
+    }
+
     if (node == NULL) {
         return NULL;
     }

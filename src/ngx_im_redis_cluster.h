@@ -30,6 +30,10 @@ typedef struct {
     u_char                    sockaddr[NGX_SOCKADDRLEN];
     u_char                    name[NGX_SOCKADDR_STRLEN];
     size_t                    name_len;   /* "host:port" */
+    /* "host:port" as the node announces itself when that is a host name
+     * (cluster-preferred-endpoint-type hostname): a redirect names it so */
+    u_char                   *alias;
+    size_t                    alias_len;
     ngx_uint_t                index;
     ngx_uint_t                slots;      /* served, by the last map */
     /* ngx_im_redis.c's roles; the group role uses the inbox connection */
@@ -58,9 +62,11 @@ ngx_im_redis_conn_t *ngx_im_redis_cluster_conn(ngx_uint_t role,
 ngx_int_t ngx_im_redis_cluster_map(redisReply *reply);
 ngx_uint_t ngx_im_redis_cluster_mapped(void);
 
-/* a MOVED or ASK reply: the node it names (added and connecting when it
- * is new), and for MOVED the slot now points there */
-ngx_im_cluster_node_t *ngx_im_redis_cluster_redirect(ngx_im_redirect_t *r);
+/* a MOVED or ASK reply that rc got: the node it names (added and
+ * connecting when it is new; with no host named, at rc's host), and for
+ * MOVED the slot now points there */
+ngx_im_cluster_node_t *ngx_im_redis_cluster_redirect(ngx_im_redirect_t *r,
+    ngx_im_redis_conn_t *rc);
 
 /* every master's connection of role is ready (and the map read) */
 ngx_uint_t ngx_im_redis_cluster_ready(ngx_uint_t role);

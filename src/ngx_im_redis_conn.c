@@ -940,6 +940,40 @@ ngx_im_redis_conn_append(ngx_im_redis_conn_t *rc, u_char *data, size_t len)
 }
 
 
+/*
+ * PING as plain bytes, with no callback: the watchdog's question on a
+ * connection that subscribed (the subscriber's, a sentinel's), whose
+ * answers are told apart by ngx_im_redis_conn_pong().
+ */
+
+ngx_int_t
+ngx_im_redis_conn_ping(ngx_im_redis_conn_t *rc)
+{
+    if (ngx_im_redis_conn_append(rc, (u_char *) "*1\r\n$4\r\nPING\r\n", 14)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_im_redis_conn_sent(rc, 1);
+
+    return NGX_OK;
+}
+
+
+/* "+PONG" with no channel subscribed, ["pong", ""] once subscribed */
+
+ngx_uint_t
+ngx_im_redis_conn_pong(redisReply *reply)
+{
+    return reply->type == REDIS_REPLY_STATUS
+           || (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+               && reply->element[0]->type == REDIS_REPLY_STRING
+               && reply->element[0]->len == 4
+               && ngx_strncmp(reply->element[0]->str, "pong", 4) == 0);
+}
+
+
 void
 ngx_im_redis_conn_send(ngx_im_redis_conn_t *rc)
 {

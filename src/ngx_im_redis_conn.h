@@ -119,6 +119,10 @@ ngx_int_t ngx_im_redis_conn_append(ngx_im_redis_conn_t *rc, u_char *data,
 /* n more requests await replies (the watchdog looks after them) */
 void ngx_im_redis_conn_sent(ngx_im_redis_conn_t *rc, ngx_uint_t n);
 
+/* the watchdog's PING on a subscribed connection, and its answer */
+ngx_int_t ngx_im_redis_conn_ping(ngx_im_redis_conn_t *rc);
+ngx_uint_t ngx_im_redis_conn_pong(redisReply *reply);
+
 /* a request was answered */
 static ngx_inline void
 ngx_im_redis_conn_answered(ngx_im_redis_conn_t *rc)

@@ -31,7 +31,6 @@ static void ngx_im_redis_sentinel_ready(ngx_im_redis_conn_t *rc);
 static ngx_int_t ngx_im_redis_sentinel_reply(ngx_im_redis_conn_t *rc,
     redisReply *reply);
 static void ngx_im_redis_sentinel_down(ngx_im_redis_conn_t *rc);
-static ngx_int_t ngx_im_redis_sentinel_ping(ngx_im_redis_conn_t *rc);
 static ngx_int_t ngx_im_redis_sentinel_answer(ngx_im_redis_conn_t *rc,
     redisReply *reply);
 static ngx_int_t ngx_im_redis_sentinel_next(ngx_im_redis_conn_t *rc);
@@ -45,7 +44,7 @@ static ngx_im_redis_conn_handlers_t  ngx_im_redis_sentinel_handlers = {
     ngx_im_redis_sentinel_ready,
     ngx_im_redis_sentinel_reply,
     ngx_im_redis_sentinel_down,
-    ngx_im_redis_sentinel_ping,
+    ngx_im_redis_conn_ping,
     NULL
 };
 
@@ -184,34 +183,12 @@ ngx_im_redis_sentinel_down(ngx_im_redis_conn_t *rc)
 }
 
 
-/* the watchdog's; answered "+PONG", or ["pong", ""] once subscribed */
-
-static ngx_int_t
-ngx_im_redis_sentinel_ping(ngx_im_redis_conn_t *rc)
-{
-    if (ngx_im_redis_conn_append(rc, (u_char *) "*1\r\n$4\r\nPING\r\n", 14)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    ngx_im_redis_conn_sent(rc, 1);
-
-    return NGX_OK;
-}
-
-
 static ngx_int_t
 ngx_im_redis_sentinel_reply(ngx_im_redis_conn_t *rc, redisReply *reply)
 {
     redisReply  *type, *chan, *msg;
 
-    if (reply->type == REDIS_REPLY_STATUS
-        || (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
-            && reply->element[0]->type == REDIS_REPLY_STRING
-            && reply->element[0]->len == 4
-            && ngx_strncmp(reply->element[0]->str, "pong", 4) == 0))
-    {
+    if (ngx_im_redis_conn_pong(reply)) {
         ngx_im_redis_conn_answered(rc);
         return NGX_OK;
     }

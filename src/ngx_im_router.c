@@ -425,6 +425,8 @@ ngx_im_router_unsubscribed(u_char *channel, size_t clen)
 static void
 ngx_im_router_sub_connected(void)
 {
+    u_char          channel[32];
+    ngx_uint_t      n;
     ngx_im_user_t  *u, *next;
 
     ngx_im_router_subs_sent = 0;
@@ -432,22 +434,37 @@ ngx_im_router_sub_connected(void)
 
     ngx_im_router_watch_subscribe();
 
+    n = 0;
+
     for (u = ngx_im_table_first(); u; u = next) {
         next = ngx_im_table_next(u);
+
+        /* in a cluster, the uids of the master that came back only: the
+         * others' subscriptions, and what they deliver, went on */
+        if (!ngx_im_redis_sub_lost(channel,
+                                   ngx_im_table_channel(channel,
+                                                        u->node.key)))
+        {
+            continue;
+        }
 
         u->sub = NGX_IM_SUB_NONE;
         ngx_im_alone_forget(u);
 
         if (u->nsessions == 0) {
             ngx_im_router_free(u);
+            continue;
         }
+
+        n++;
     }
 
-    if (ngx_im_table_count()) {
+    ngx_im_stats->resubscribed += n;
+
+    if (n) {
         ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                       "im router: pub/sub back, %ui uids to subscribe "
-                      "again, %d at a time",
-                      ngx_im_table_count(), NGX_IM_ROUTER_RESUB);
+                      "again, %d at a time", n, NGX_IM_ROUTER_RESUB);
     }
 
     ngx_im_router_resubscribing = 1;
@@ -529,6 +546,7 @@ static void
 ngx_im_router_watch_subscribe(void)
 {
     u_char  channel[7 + IM_TRAFFIC_ORIGIN_MAX];
+    size_t  len;
 
     if (!ngx_im_get_conf()->registry
         || ngx_im_worker_id.len > IM_TRAFFIC_ORIGIN_MAX)
@@ -536,13 +554,16 @@ ngx_im_router_watch_subscribe(void)
         return;
     }
 
+    len = ngx_im_store_worker_channel(channel, ngx_im_worker_id.data,
+                                      ngx_im_worker_id.len);
+
+    if (!ngx_im_redis_sub_lost(channel, len)) {
+        /* in a cluster, held by a master that did not go */
+        return;
+    }
+
     /* its confirmation counts among those the resubscription paces by */
-    if (ngx_im_redis_subscribe(channel,
-                               ngx_im_store_worker_channel(channel,
-                                                   ngx_im_worker_id.data,
-                                                   ngx_im_worker_id.len))
-        == NGX_OK)
-    {
+    if (ngx_im_redis_subscribe(channel, len) == NGX_OK) {
         ngx_im_router_subs_sent++;
     }
 }

@@ -24,7 +24,9 @@ my @layers = (
     [ base      => qw/ngx_im ngx_im_metrics ngx_im_alloc ngx_im_timer
                       ngx_im_uids/ ],
     [ redis     => qw/ngx_im_redis_conn ngx_im_redis_sentinel ngx_im_redis
-                      ngx_im_redis_cluster ngx_im_hook ngx_im_events/ ],
+                      ngx_im_redis_int ngx_im_redis_pubsub ngx_im_redis_wait
+                      ngx_im_redis_redirect ngx_im_redis_cluster
+                      ngx_im_hook ngx_im_events/ ],
     [ store     => qw/ngx_im_store/ ],
     [ node      => qw/ngx_im_dir ngx_im_limit ngx_im_ipc/ ],
     [ table     => qw/ngx_im_table/ ],
@@ -83,6 +85,14 @@ for my $f (@files) {
             my $l = $layer{room($_)};
             "  $_: " . (defined $l ? "layer $name{$l}" : 'not in src/')
         } @up);
+
+    # an internal header (*_int.h) is shared by the files of one layer
+    # in place of statics: nothing of another layer includes it
+    my @int = grep {
+        my $l = $layer{room($_)};
+        /_int\.h$/ && defined $l && $l != $layer{$room}
+    } @local;
+    is("@int", '', "$f includes no other layer's internal header");
 
     next unless $layer{$room} == 0;
 

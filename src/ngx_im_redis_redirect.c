@@ -1,0 +1,835 @@
+/*
+ * ngx_im_redis_redirect.c: in cluster mode, what a command becomes after
+ * it is first sent.
+ *
+ * Owns a transaction's way to one master (MULTI held until its first key
+ * names the master, every command of it sent there), the copy of each
+ * other command's bytes kept until its reply (from a list of spares), and
+ * what an error reply makes of that copy: MOVED sends it again to the
+ * slot's new master, ASK to the importing node after ASKING, TRYAGAIN
+ * again to the same one after a while (a timer, bounded by
+ * im_redis_timeout).  Owns the reads of the slot map too: one at the
+ * start, one after every MOVED, a moved channel or a lost master; what
+ * the map says is ngx_im_redis_cluster.c's.
+ * (docs/decisions/043-redis-cluster.md)
+ */
+
+#include "ngx_im_redis_int.h"
+#include "ngx_im_alloc.h"
+
+
+static void ngx_im_redis_tx_copy(ngx_im_redis_conn_t *rc);
+static ngx_im_redis_copy_t *ngx_im_redis_copy_alloc(size_t len,
+    ngx_uint_t cmds);
+static ngx_int_t ngx_im_redis_resend(ngx_im_redis_conn_t *rc,
+    ngx_im_redis_req_t *req, ngx_uint_t asking);
+static void ngx_im_redis_tx_queued(ngx_im_redis_conn_t *rc,
+    ngx_im_redis_copy_t *copy, redisReply *reply);
+static ngx_int_t ngx_im_redis_tx_late(ngx_im_redis_conn_t *rc,
+    ngx_im_redis_copy_t *copy, redisReply *reply);
+static ngx_int_t ngx_im_redis_tx_again(ngx_im_redis_conn_t *rc,
+    ngx_im_redis_req_t *req, redisReply *reply);
+static ngx_int_t ngx_im_redis_redirect(ngx_im_redis_conn_t *rc,
+    ngx_im_redis_req_t *req, redisReply *reply);
+static void ngx_im_redis_map_handler(ngx_event_t *ev);
+static ngx_int_t ngx_im_redis_retry(ngx_im_redis_conn_t *rc,
+    ngx_im_redis_req_t *req);
+static void ngx_im_redis_retry_handler(ngx_event_t *ev);
+static void ngx_im_redis_retry_fail(void);
+
+
+/*
+ * A command's copy comes from a list of spares when it is small, as the
+ * commands of a message are: with a malloc and a free per command, libc's
+ * allocator had 13 % of a worker's samples in a 1:1 write-through run on a
+ * cluster (perf, bench/cluster.sh), 6 % with the spares.
+ */
+
+#define NGX_IM_REDIS_COPY_SMALL  512
+
+/* redirects followed per command (a transaction: times sent again) */
+#define NGX_IM_REDIS_REDIRECTS   5
+
+typedef struct {
+    ngx_im_redis_copy_t   hdr;
+    u_char                bytes[NGX_IM_REDIS_COPY_SMALL];
+} ngx_im_redis_copy_small_t;
+
+static ngx_im_spares_t  ngx_im_redis_copies =
+    ngx_im_spares(ngx_im_redis_copy_small_t, 4096);
+
+
+/* commands answered TRYAGAIN, sent again in a while */
+typedef struct {
+    ngx_im_redis_conn_t  *rc;
+    ngx_im_redis_req_t    req;
+} ngx_im_redis_retry_t;
+
+
+/* the slot map's reads: one at a time, one more when asked meanwhile,
+ * again in a second when none could be made */
+static ngx_event_t               ngx_im_redis_map_ev;
+static ngx_uint_t                ngx_im_redis_map_reading;
+static ngx_uint_t                ngx_im_redis_map_again;
+static ngx_im_redis_retry_t     *ngx_im_redis_retries;
+static ngx_uint_t                ngx_im_redis_nretries;
+static ngx_uint_t                ngx_im_redis_retries_size;
+static ngx_event_t               ngx_im_redis_retry_ev;
+
+/* the transaction being queued (see ngx_im_redis_tx_cmd): its bytes and
+ * its commands' callbacks so far, for its copy */
+ngx_uint_t                       ngx_im_redis_tx_open;
+static struct {
+    ngx_im_redis_conn_t         *rc;
+    ngx_im_redis_cb_pt           cb;     /* MULTI's */
+    void                        *data;
+    u_char                      *buf;
+    size_t                       len;
+    size_t                       size;
+    ngx_im_redis_txcb_t         *cbs;
+    ngx_uint_t                   n;
+    ngx_uint_t                   ncbs;
+} ngx_im_redis_tx;
+
+
+void
+ngx_im_redis_redirect_init(ngx_cycle_t *cycle)
+{
+    ngx_im_redis_map_ev.data = &ngx_im_redis_dummy;
+    ngx_im_redis_map_ev.handler = ngx_im_redis_map_handler;
+    ngx_im_redis_map_ev.log = cycle->log;
+    ngx_im_redis_map_ev.cancelable = 1;
+
+    ngx_im_redis_retry_ev.data = &ngx_im_redis_dummy;
+    ngx_im_redis_retry_ev.handler = ngx_im_redis_retry_handler;
+    ngx_im_redis_retry_ev.log = cycle->log;
+    ngx_im_redis_retry_ev.cancelable = 1;
+}
+
+
+void
+ngx_im_redis_redirect_exit(void)
+{
+    if (ngx_im_redis_map_ev.timer_set) {
+        ngx_del_timer(&ngx_im_redis_map_ev);
+    }
+
+    if (ngx_im_redis_retry_ev.timer_set) {
+        ngx_del_timer(&ngx_im_redis_retry_ev);
+    }
+
+    ngx_im_redis_retry_fail();
+}
+
+
+void
+ngx_im_redis_tx_begin(ngx_im_redis_cb_pt cb, void *data)
+{
+    ngx_im_redis_tx_open = 1;
+    ngx_im_redis_tx.rc = NULL;
+    ngx_im_redis_tx.cb = cb;
+    ngx_im_redis_tx.data = data;
+}
+
+
+/*
+ * Cluster mode: a transaction (MULTI ... EXEC, decision 037) goes to the
+ * master of its first key, whole; the router makes one per recipient, so
+ * its keys are of one slot.  Sent again alone, a command would run
+ * outside its transaction: the transaction keeps one copy of all its
+ * bytes instead, made at EXEC from what its commands left in
+ * ngx_im_redis_tx, and is sent again whole when a redirect at queue time
+ * aborted it (EXECABORT) or EXEC itself was redirected (decision 047).
+ */
+
+ngx_int_t
+ngx_im_redis_tx_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
+    int argc, const char **argv, const size_t *argvlen)
+{
+    ngx_int_t             slot, rv;
+    ngx_uint_t            end, exec;
+    ngx_im_redis_conn_t  *rc;
+
+    static const char    *multi[1] = { "MULTI" };
+    static size_t         multilen[1] = { 5 };
+
+    exec = (argvlen[0] == 4 && ngx_strncmp(argv[0], "EXEC", 4) == 0);
+    end = exec
+          || (argvlen[0] == 7 && ngx_strncmp(argv[0], "DISCARD", 7) == 0);
+
+    rc = ngx_im_redis_tx.rc;
+
+    if (rc == NULL) {
+        slot = ngx_im_redis_cluster_slot(argc, argv, argvlen);
+
+        rc = ngx_im_redis_cluster_conn(which,
+                                       slot == NGX_DECLINED ? 0 : slot);
+
+        ngx_im_redis_tx.len = 0;
+        ngx_im_redis_tx.n = 0;
+
+        if (rc == NULL
+            || ngx_im_redis_send(rc, ngx_im_redis_tx.cb, ngx_im_redis_tx.data,
+                                 1, multi, multilen, NGX_IM_REDIS_KEEP_TX)
+               != NGX_OK)
+        {
+            if (end) {
+                ngx_im_redis_tx_open = 0;
+            }
+
+            return NGX_ERROR;
+        }
+
+        ngx_im_redis_tx.rc = rc;
+    }
+
+    /* DISCARD: no copy, nothing is sent again */
+    rv = ngx_im_redis_send(rc, cb, data, argc, argv, argvlen,
+                           (end && !exec) ? 0 : NGX_IM_REDIS_KEEP_TX);
+
+    if (end) {
+        if (rv == NGX_OK && exec) {
+            ngx_im_redis_tx_copy(rc);
+        }
+
+        ngx_im_redis_tx_open = 0;
+        ngx_im_redis_tx.rc = NULL;
+    }
+
+    return rv;
+}
+
+
+ngx_int_t
+ngx_im_redis_tx_keep(u_char *bytes, size_t len, ngx_im_redis_cb_pt cb,
+    void *data)
+{
+    u_char               *p;
+    size_t                size;
+    ngx_im_redis_txcb_t  *cbs;
+
+    if (ngx_im_redis_tx.len + len > ngx_im_redis_tx.size) {
+        size = ngx_max(2 * (ngx_im_redis_tx.len + len), 1024);
+
+        p = ngx_alloc(size, ngx_cycle->log);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_im_redis_tx.buf) {
+            ngx_memcpy(p, ngx_im_redis_tx.buf, ngx_im_redis_tx.len);
+            ngx_free(ngx_im_redis_tx.buf);
+        }
+
+        ngx_im_redis_tx.buf = p;
+        ngx_im_redis_tx.size = size;
+    }
+
+    if (ngx_im_redis_tx.n == ngx_im_redis_tx.ncbs) {
+        size = ngx_im_redis_tx.ncbs ? 2 * ngx_im_redis_tx.ncbs : 16;
+
+        cbs = ngx_alloc(size * sizeof(ngx_im_redis_txcb_t), ngx_cycle->log);
+        if (cbs == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_im_redis_tx.cbs) {
+            ngx_memcpy(cbs, ngx_im_redis_tx.cbs,
+                       ngx_im_redis_tx.n * sizeof(ngx_im_redis_txcb_t));
+            ngx_free(ngx_im_redis_tx.cbs);
+        }
+
+        ngx_im_redis_tx.cbs = cbs;
+        ngx_im_redis_tx.ncbs = size;
+    }
+
+    ngx_memcpy(ngx_im_redis_tx.buf + ngx_im_redis_tx.len, bytes, len);
+    ngx_im_redis_tx.len += len;
+
+    cbs = &ngx_im_redis_tx.cbs[ngx_im_redis_tx.n++];
+    cbs->cb = cb;
+    cbs->data = data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * EXEC is queued: the transaction's copy, and every command of it (the
+ * last ones on the connection's ring) pointed to it.  Without memory for
+ * it the transaction goes as it did before there were copies: a redirect
+ * refuses it.
+ */
+
+static void
+ngx_im_redis_tx_copy(ngx_im_redis_conn_t *rc)
+{
+    ngx_uint_t             i, n;
+    ngx_im_redis_copy_t   *copy;
+    ngx_im_redis_queue_t  *q;
+
+    n = ngx_im_redis_tx.n;
+
+    copy = ngx_im_redis_copy_alloc(ngx_im_redis_tx.len, n);
+    if (copy == NULL) {
+        return;
+    }
+
+    ngx_memcpy(copy + 1, ngx_im_redis_tx.cbs,
+               (n - 1) * sizeof(ngx_im_redis_txcb_t));
+    ngx_memcpy(ngx_im_redis_copy_bytes(copy), ngx_im_redis_tx.buf,
+               ngx_im_redis_tx.len);
+
+    q = rc->data;
+
+    for (i = 1; i <= n; i++) {
+        q->ring[(q->first + q->n - i) & (q->size - 1)].copy = copy;
+    }
+}
+
+
+static ngx_im_redis_copy_t *
+ngx_im_redis_copy_alloc(size_t len, ngx_uint_t cmds)
+{
+    size_t                size;
+    ngx_im_redis_copy_t  *copy;
+
+    size = (cmds - 1) * sizeof(ngx_im_redis_txcb_t) + len;
+
+    copy = (size <= NGX_IM_REDIS_COPY_SMALL)
+           ? ngx_im_spare_get(&ngx_im_redis_copies)
+           : ngx_alloc(sizeof(ngx_im_redis_copy_t) + size, ngx_cycle->log);
+    if (copy == NULL) {
+        return NULL;
+    }
+
+    copy->len = len;
+    copy->redirects = 0;
+    copy->made = ngx_current_msec;
+    copy->cmds = cmds;
+    copy->answered = 0;
+    copy->to = NULL;
+    copy->asking = 0;
+    copy->tryagain = 0;
+
+    return copy;
+}
+
+
+ngx_im_redis_copy_t *
+ngx_im_redis_copy(u_char *bytes, size_t len)
+{
+    ngx_im_redis_copy_t  *copy;
+
+    copy = ngx_im_redis_copy_alloc(len, 1);
+    if (copy == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(copy + 1, bytes, len);
+
+    return copy;
+}
+
+
+void
+ngx_im_redis_copy_free(ngx_im_redis_copy_t *copy)
+{
+    if ((copy->cmds - 1) * sizeof(ngx_im_redis_txcb_t) + copy->len
+        <= NGX_IM_REDIS_COPY_SMALL)
+    {
+        ngx_im_spare_put(&ngx_im_redis_copies, copy);
+
+    } else {
+        ngx_free(copy);
+    }
+}
+
+
+void
+ngx_im_redis_copy_done(ngx_im_redis_copy_t *copy)
+{
+    if (copy->cmds > 1 && ++copy->answered < copy->cmds) {
+        return;
+    }
+
+    ngx_im_redis_copy_free(copy);
+}
+
+
+/*
+ * A command sent again, as it was, on another connection (a redirect),
+ * with its callback and its copy: ASKING first for an ASK, whose "+OK"
+ * goes to no callback.  A transaction goes whole, each of its commands
+ * with its callback again (ASKING holds until EXEC inside a MULTI).
+ */
+
+static ngx_int_t
+ngx_im_redis_resend(ngx_im_redis_conn_t *rc, ngx_im_redis_req_t *req,
+    ngx_uint_t asking)
+{
+    ngx_uint_t             i;
+    ngx_im_redis_copy_t   *copy;
+    ngx_im_redis_txcb_t   *cbs;
+    ngx_im_redis_queue_t  *q;
+
+    if (rc->state != NGX_IM_REDIS_READY) {
+        return NGX_ERROR;
+    }
+
+    q = ngx_im_redis_queue(rc);
+    if (q == NULL) {
+        return NGX_ERROR;
+    }
+
+    copy = req->copy;
+
+    while (q->size - q->n < copy->cmds + 1) {
+        if (ngx_im_redis_grow(q) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (asking) {
+        if (ngx_im_redis_conn_append(rc,
+                                     (u_char *) "*1\r\n$6\r\nASKING\r\n", 16)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_im_redis_push(q, NULL, NULL, ngx_im_redis_conn_now(), NULL);
+
+        ngx_im_redis_conn_sent(rc, 1);
+    }
+
+    if (ngx_im_redis_conn_append(rc, ngx_im_redis_copy_bytes(copy),
+                                 copy->len)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    copy->answered = 0;
+    copy->to = NULL;
+    copy->asking = 0;
+    copy->tryagain = 0;
+
+    cbs = (ngx_im_redis_txcb_t *) (copy + 1);
+
+    for (i = 0; i + 1 < copy->cmds; i++) {
+        ngx_im_redis_push(q, cbs[i].cb, cbs[i].data, req->sent, copy);
+    }
+
+    q->ring[(q->first + q->n++) & (q->size - 1)] = *req;
+
+    ngx_im_redis_conn_sent(rc, copy->cmds);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The reply to a command with a copy.  A transaction's commands are
+ * answered first ("+OK", "+QUEUED", or an error at queue time: the first
+ * redirect is noted, the map entry changed by a MOVED); at EXEC's
+ * EXECABORT the whole is sent again where the note says (decision 047).
+ */
+
+ngx_int_t
+ngx_im_redis_redirected(ngx_im_redis_conn_t *rc, ngx_im_redis_req_t *req,
+    redisReply *reply)
+{
+    ngx_im_redis_copy_t  *copy;
+
+    copy = req->copy;
+
+    if (copy->cmds > 1 && ++copy->answered < copy->cmds) {
+        if (reply->type == REDIS_REPLY_ERROR) {
+            ngx_im_redis_tx_queued(rc, copy, reply);
+        }
+
+        return NGX_DONE;
+    }
+
+    if (reply->type != REDIS_REPLY_ERROR) {
+        return NGX_DECLINED;
+    }
+
+    if (copy->cmds > 1 && (copy->to || copy->tryagain)) {
+        return ngx_im_redis_tx_again(rc, req, reply);
+    }
+
+    return ngx_im_redis_redirect(rc, req, reply);
+}
+
+
+/* a transaction's command refused at queue time: the first redirect of
+ * the transaction noted */
+
+static void
+ngx_im_redis_tx_queued(ngx_im_redis_conn_t *rc, ngx_im_redis_copy_t *copy,
+    redisReply *reply)
+{
+    ngx_im_redirect_t       r;
+    ngx_im_cluster_node_t  *node;
+
+    if (copy->to || copy->tryagain) {
+        return;
+    }
+
+    if (ngx_im_slot_redirect((u_char *) reply->str, reply->len, &r)
+        == NGX_IM_REDIRECT_NONE)
+    {
+        if (reply->len >= 8 && ngx_strncmp(reply->str, "TRYAGAIN", 8) == 0)
+        {
+            copy->tryagain = 1;
+        }
+
+        return;
+    }
+
+    node = ngx_im_redis_cluster_redirect(&r, rc);
+    if (node == NULL) {
+        /* a node not known by that name: refused; the map says where
+         * the slot is for the next one */
+        if (r.kind == NGX_IM_REDIRECT_MOVED) {
+            ngx_im_redis_read_map();
+        }
+
+        return;
+    }
+
+    if (r.kind == NGX_IM_REDIRECT_MOVED) {
+        ngx_im_redis_read_map();
+
+    } else {
+        copy->asking = 1;
+    }
+
+    copy->to = node;
+}
+
+
+/* a transaction is sent again at most 5 times, within im_redis_timeout
+ * of its first sending */
+
+static ngx_int_t
+ngx_im_redis_tx_late(ngx_im_redis_conn_t *rc, ngx_im_redis_copy_t *copy,
+    redisReply *reply)
+{
+    if (copy->redirects++ < NGX_IM_REDIS_REDIRECTS
+        && ngx_current_msec - copy->made < ngx_im_get_conf()->redis_timeout)
+    {
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, &rc->log, 0,
+                  "im redis cluster: a transaction sent %ui times in %M ms "
+                  "is refused, the last answer: %*s", copy->redirects,
+                  ngx_current_msec - copy->made, reply->len, reply->str);
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * EXECABORT after a redirect at queue time: nothing of the transaction
+ * ran, and it goes again, whole, to the node the redirect named (TRYAGAIN:
+ * to the same one, in a while), within im_redis_timeout of its first
+ * sending; then the caller has its refusal.
+ */
+
+static ngx_int_t
+ngx_im_redis_tx_again(ngx_im_redis_conn_t *rc, ngx_im_redis_req_t *req,
+    redisReply *reply)
+{
+    ngx_im_redis_copy_t  *copy;
+
+    copy = req->copy;
+
+    if (copy->tryagain) {
+        return ngx_im_redis_retry(rc, req);
+    }
+
+    if (ngx_im_redis_tx_late(rc, copy, reply) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    if (copy->asking) {
+        ngx_im_stats->redis_asked++;
+
+    } else {
+        ngx_im_stats->redis_moved++;
+    }
+
+    ngx_im_stats->redis_tx_again++;
+
+    return ngx_im_redis_resend(&copy->to->conns[rc->index], req,
+                               copy->asking);
+}
+
+
+/*
+ * MOVED: the slot lives elsewhere now; the map's entry points there, a
+ * whole map read follows, and the command goes there.  The commands of
+ * that slot pipelined behind it get the same answer and follow it, in
+ * their order.  ASK: this key, this once, on the node importing the
+ * slot: ASKING and the command there, the map unchanged.  TRYAGAIN: the
+ * same again in a while.  Any other error (CLUSTERDOWN) is the caller's:
+ * a refusal.  A transaction whose EXEC is redirected goes whole.
+ */
+
+static ngx_int_t
+ngx_im_redis_redirect(ngx_im_redis_conn_t *rc, ngx_im_redis_req_t *req,
+    redisReply *reply)
+{
+    ngx_im_redirect_t       r;
+    ngx_im_cluster_node_t  *node;
+
+    if (ngx_im_slot_redirect((u_char *) reply->str, reply->len, &r)
+        == NGX_IM_REDIRECT_NONE)
+    {
+        if (reply->len >= 8 && ngx_strncmp(reply->str, "TRYAGAIN", 8) == 0)
+        {
+            /* a script's keys on both sides of a slot being moved */
+            return ngx_im_redis_retry(rc, req);
+        }
+
+        return NGX_DECLINED;
+    }
+
+    if (req->copy->cmds > 1) {
+        if (ngx_im_redis_tx_late(rc, req->copy, reply) != NGX_OK) {
+            return NGX_DECLINED;
+        }
+
+    } else if (req->copy->redirects++ == NGX_IM_REDIS_REDIRECTS) {
+        ngx_log_error(NGX_LOG_ERR, &rc->log, 0,
+                      "im redis cluster: %d redirects of one command, "
+                      "the last: %s", NGX_IM_REDIS_REDIRECTS, reply->str);
+        return NGX_DECLINED;
+    }
+
+    node = ngx_im_redis_cluster_redirect(&r, rc);
+    if (node == NULL) {
+        if (r.kind == NGX_IM_REDIRECT_MOVED) {
+            ngx_im_redis_read_map();
+        }
+
+        return NGX_DECLINED;
+    }
+
+    if (r.kind == NGX_IM_REDIRECT_MOVED) {
+        ngx_im_stats->redis_moved++;
+        ngx_im_redis_read_map();
+
+    } else {
+        ngx_im_stats->redis_asked++;
+    }
+
+    if (req->copy->cmds > 1) {
+        ngx_im_stats->redis_tx_again++;
+    }
+
+    return ngx_im_redis_resend(&node->conns[rc->index], req,
+                               r.kind == NGX_IM_REDIRECT_ASK);
+}
+
+
+/*
+ * The slot map: read at the start from the seed, and again after a MOVED
+ * or a channel moved away, from the first master whose inbox connection
+ * is ready.
+ */
+
+static void
+ngx_im_redis_map_read(redisReply *reply, void *data)
+{
+    ngx_uint_t  first;
+
+    ngx_im_redis_map_reading = 0;
+
+    first = !ngx_im_redis_cluster_mapped();
+
+    if (ngx_im_redis_cluster_map(reply) != NGX_OK) {
+        if (!ngx_im_redis_map_ev.timer_set) {
+            ngx_add_timer(&ngx_im_redis_map_ev, 1000);
+        }
+
+        return;
+    }
+
+    if (first) {
+        /* the connections that came before the map are of use now */
+        ngx_im_redis_sub_connected(NULL);
+
+        if (ngx_im_redis_handlers->inbox_connected) {
+            ngx_im_redis_handlers->inbox_connected();
+        }
+    }
+
+    if (ngx_im_redis_map_again) {
+        ngx_im_redis_map_again = 0;
+        ngx_im_redis_read_map();
+        return;
+    }
+
+    if (!ngx_im_redis_cluster_ready(NGX_IM_REDIS_INBOX)
+        && !ngx_im_redis_map_ev.timer_set)
+    {
+        /* a master of the map does not answer: gone for good when a
+         * replica is promoted in its place, which a later map says */
+        ngx_add_timer(&ngx_im_redis_map_ev, 1000);
+    }
+}
+
+
+void
+ngx_im_redis_read_map(void)
+{
+    static const char  *argv[2] = { "CLUSTER", "SLOTS" };
+    static size_t       argvlen[2] = { 7, 5 };
+
+    ngx_uint_t              i;
+    ngx_im_cluster_node_t  *node;
+
+    if (ngx_im_redis_exiting) {
+        return;
+    }
+
+    if (ngx_im_redis_map_reading) {
+        ngx_im_redis_map_again = 1;
+        return;
+    }
+
+    for (i = 0; i < ngx_im_redis_cluster_nodes(); i++) {
+        node = ngx_im_redis_cluster_node(i);
+
+        if (ngx_im_redis_send(&node->conns[NGX_IM_REDIS_INBOX],
+                              ngx_im_redis_map_read, NULL, 2, argv, argvlen,
+                              0)
+            == NGX_OK)
+        {
+            ngx_im_redis_map_reading = 1;
+            ngx_im_stats->redis_map_reads++;
+            return;
+        }
+    }
+
+    /* no node answers now: again in a second */
+
+    if (!ngx_im_redis_map_ev.timer_set) {
+        ngx_add_timer(&ngx_im_redis_map_ev, 1000);
+    }
+}
+
+
+static void
+ngx_im_redis_map_handler(ngx_event_t *ev)
+{
+    ngx_im_redis_read_map();
+}
+
+
+/*
+ * TRYAGAIN: a command of several keys (the strike script) while their
+ * slot moves and some of the keys are gone already.  It is sent again,
+ * whole, on the same connection every 50 ms: once the move is done the
+ * old owner answers MOVED, which is followed.  After im_redis_timeout the
+ * caller gets the failure (nothing was done: nothing acknowledged).
+ */
+
+#define NGX_IM_REDIS_RETRY_DELAY  50
+
+static ngx_int_t
+ngx_im_redis_retry(ngx_im_redis_conn_t *rc, ngx_im_redis_req_t *req)
+{
+    size_t                 size;
+    ngx_im_redis_retry_t  *r;
+
+    if (ngx_current_msec - req->copy->made
+        >= ngx_im_get_conf()->redis_timeout)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_im_redis_nretries == ngx_im_redis_retries_size) {
+        size = ngx_im_redis_retries_size ? 2 * ngx_im_redis_retries_size
+                                         : 16;
+
+        r = ngx_alloc(size * sizeof(ngx_im_redis_retry_t), ngx_cycle->log);
+        if (r == NULL) {
+            return NGX_DECLINED;
+        }
+
+        if (ngx_im_redis_retries) {
+            ngx_memcpy(r, ngx_im_redis_retries,
+                       ngx_im_redis_nretries * sizeof(ngx_im_redis_retry_t));
+            ngx_free(ngx_im_redis_retries);
+        }
+
+        ngx_im_redis_retries = r;
+        ngx_im_redis_retries_size = size;
+    }
+
+    r = &ngx_im_redis_retries[ngx_im_redis_nretries++];
+    r->rc = rc;
+    r->req = *req;
+
+    ngx_im_stats->redis_tryagain++;
+
+    if (!ngx_im_redis_retry_ev.timer_set) {
+        ngx_add_timer(&ngx_im_redis_retry_ev, NGX_IM_REDIS_RETRY_DELAY);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_im_redis_retry_handler(ngx_event_t *ev)
+{
+    ngx_uint_t            i, n;
+    ngx_im_redis_req_t    req;
+    ngx_im_redis_retry_t  *r;
+
+    /* a resend may be answered TRYAGAIN again and come back here, but
+     * not before this loop is done: replies come in later passes */
+
+    n = ngx_im_redis_nretries;
+    ngx_im_redis_nretries = 0;
+
+    for (i = 0; i < n; i++) {
+        r = &ngx_im_redis_retries[i];
+        req = r->req;
+
+        if (ngx_im_redis_resend(r->rc, &req, 0) == NGX_OK) {
+            continue;
+        }
+
+        ngx_im_redis_copy_free(req.copy);
+        ngx_im_stats->redis_failed++;
+
+        if (req.cb) {
+            req.cb(NULL, req.data);
+        }
+    }
+}
+
+
+static void
+ngx_im_redis_retry_fail(void)
+{
+    ngx_im_redis_req_t  req;
+
+    while (ngx_im_redis_nretries) {
+        req = ngx_im_redis_retries[--ngx_im_redis_nretries].req;
+
+        ngx_im_redis_copy_free(req.copy);
+
+        if (req.cb) {
+            req.cb(NULL, req.data);
+        }
+    }
+}
