@@ -400,8 +400,16 @@ ngx_im_redis_sentinel_set(ngx_im_redis_conn_t *rc, u_char *ip, size_t iplen,
 #endif
 
     } else {
-        /* a host name (sentinel resolve-hostnames) is not resolved here */
-        goto bad;
+        /*
+         * A host name (the sentinels' announce-hostnames): a worker never
+         * resolves one, it would block every session of the worker.
+         */
+        ngx_log_error(NGX_LOG_ERR, &rc->log, 0,
+                      "im redis: sentinel named the master \"%V\" by the "
+                      "host name \"%*s\", which is not resolved here; set "
+                      "\"sentinel announce-hostnames no\" on the "
+                      "sentinels", &ngx_im_sentinel_name, iplen, ip);
+        return NGX_ERROR;
     }
 
     ngx_inet_set_port(&sa->sockaddr, (in_port_t) n);

@@ -27,9 +27,11 @@
 #     names the address that refused;
 #   - a master name the sentinels do not know: logins answered 2, the log
 #     says so;
-#   - a "sentinel" (a stand-in here) that names a replica: the connection
-#     refuses it ("not a master"), logins answered 2; its +switch-master to
-#     the real master is followed;
+#   - a "sentinel" (a stand-in here) that names the master by a host name
+#     (announce-hostnames): not resolved, the log says what to change,
+#     logins answered 2; then names a replica: the connection refuses it
+#     ("not a master"), logins answered 2; its +switch-master to the real
+#     master is followed;
 #   - nginx -t refuses the bad combinations (the example of
 #     docs/OPERATIONS.md's "Redis Sentinel" section is checked with the
 #     other examples of the docs by t/015-doc-examples.t).
@@ -459,6 +461,8 @@ sub proc_state {
         Listen => 8, ReuseAddr => 1) or die "listen: $!\n";
     my $fport = $fake->sockport;
     my $go = "$d/switch-now";
+    my $byname = "$d/by-name";
+    $t->write_file('by-name', '');
 
     # answers the question with the replica, confirms the subscription, and
     # sends +switch-master to the real master once $go exists
@@ -492,8 +496,10 @@ sub proc_state {
                              \+switch-master\r\n/x;
                 while ($k->{in} =~ s/$ask//) {
                     my $p = -e $go ? $mport : $replica->port;
-                    syswrite($k->{s}, "*2\r\n\$9\r\n127.0.0.1\r\n\$"
-                        . length($p) . "\r\n$p\r\n");
+                    # by host name (announce-hostnames) while $byname is
+                    my $h = -e $byname ? 'localhost' : '127.0.0.1';
+                    syswrite($k->{s}, "*2\r\n\$" . length($h) . "\r\n$h"
+                        . "\r\n\$" . length($p) . "\r\n$p\r\n");
                 }
                 if ($k->{in} =~ s/$sub//) {
                     syswrite($k->{s}, "*3\r\n\$9\r\nsubscribe\r\n\$14\r\n"
@@ -517,6 +523,15 @@ sub proc_state {
         main => "im_redis_sentinel 127.0.0.1:$fport;\n"
             . "im_redis_sentinel_master $NAME;\n");
     $n->run();
+    ok($n->wait_for_log(qr/sentinel named the master "$NAME" by the host /
+        . qr/name "localhost", which is not resolved here; set "sentinel /
+        . qr/announce-hostnames no" on the sentinels/),
+        'a master named by host name: the log says what to change');
+    my ($c0, $code0) = login($n, 25520);
+    is($code0, 2, 'a master named by host name: logins answered 2');
+    $c0->close if $c0;
+    unlink $byname;
+
     my $rp = $replica->port;
     ok($n->wait_for_log(qr/not a master: ROLE says "slave".*redis: /
         . qr/127\.0\.0\.1:$rp \(inbox\)/),
