@@ -194,7 +194,8 @@ scen() { [[ $SCENARIOS == *" $1 "* ]]; }
 ctxsw() {   # pids (comma-separated) -> the sum of their voluntary switches
     local p n=0 v
     for p in ${1//,/ }; do
-        v=$(awk '/^voluntary_ctxt_switches/ { print $2 }' "/proc/$p/status" 2>/dev/null)
+        v=$(awk '/^voluntary_ctxt_switches/ { print $2 }' \
+            "/proc/$p/status" 2>/dev/null)
         n=$((n + ${v:-0}))
     done
     echo "$n"
@@ -203,7 +204,7 @@ acked_now() {
     curl -s -m 5 "http://127.0.0.1:$WS_PORT/status" 2>/dev/null \
         | sed -n 's/.*"acked":\([0-9]*\).*/\1/p'
 }
-CALLS_W0= CALLS_R0= CALLS_A0=
+CALLS_W0='' CALLS_R0='' CALLS_A0=''
 calls_start() {
     rcli CONFIG RESETSTAT > /dev/null
     CALLS_W0=$(ctxsw "$NGX_WORKERS") CALLS_R0=$(ctxsw "$REDIS_PID")
@@ -219,7 +220,8 @@ calls_end() {   # label
         /^cmdstat_/ { c[$2] = $4; t += $4 }
         END {
             if (a <= 0) a = 1
-            printf "%s: %d acked; per message: worker wake-ups %.2f, Redis wake-ups %.2f, Redis commands %.2f", l, a, w / a, r / a, t / a
+            printf "%s: %d acked; per message: worker wake-ups %.2f, ", l, a, w / a
+            printf "Redis wake-ups %.2f, Redis commands %.2f", r / a, t / a
             for (k in c) printf ", %s %.2f", k, c[k] / a
             printf "\n"
         }' >> "$OUT/calls.txt"
