@@ -32,6 +32,9 @@
 #   BENCH_FLOOR      run the bare relay (bench/floor.c, the machine's floor for
 #                    the fixed-rate and fan-out scenarios): 1 | 0
 #   BENCH_TCP        also run 1:1 and fan-out with senders on the TCP API: 1 | 0
+#   BENCH_SCENARIOS  which of the traffic scenarios run (for every server):
+#                    pairs (1:1 saturated), rate (fixed rate), fanout (and
+#                    the wide one)            "pairs rate fanout"
 #   BENCH_IDLE_WORKERS  nginx workers for the idle scenario   4
 #   BENCH_PORT_BASE  ports: +95 ws, +96 tcp, +79 redis, +90 user centre, +83 mqtt,
 #                    +97 bare relay   24000 (below the ephemeral ports)
@@ -75,6 +78,7 @@ RUN_IM=${BENCH_IM:-auto}
 RUN_PEER=${BENCH_PEER:-1}
 RUN_FLOOR=${BENCH_FLOOR:-1}
 RUN_TCP=${BENCH_TCP:-1}
+SCENARIOS=" ${BENCH_SCENARIOS:-pairs rate fanout} "
 IDLE_WORKERS=${BENCH_IDLE_WORKERS:-4}
 PB=${BENCH_PORT_BASE:-24000}
 IM_MODULE=${IM_MODULE:-$IM_BUILD}
@@ -180,6 +184,49 @@ stop_mosquitto() {
 # ---------------------------------------------------------------------------
 # one generator run: label timeout(s) pin(0|1) imgen-args...
 
+scen() { [[ $SCENARIOS == *" $1 "* ]]; }
+
+# an IM run's Redis commands and wake-ups, per message acked by its
+# recipient (the whole run, warm-up and drain included): Redis's INFO
+# commandstats and the voluntary context switches (a blocking
+# epoll_wait each) of the worker and of Redis, from /proc; one line
+# per run in calls.txt
+ctxsw() {   # pids (comma-separated) -> the sum of their voluntary switches
+    local p n=0 v
+    for p in ${1//,/ }; do
+        v=$(awk '/^voluntary_ctxt_switches/ { print $2 }' \
+            "/proc/$p/status" 2>/dev/null)
+        n=$((n + ${v:-0}))
+    done
+    echo "$n"
+}
+acked_now() {
+    curl -s -m 5 "http://127.0.0.1:$WS_PORT/status" 2>/dev/null \
+        | sed -n 's/.*"acked":\([0-9]*\).*/\1/p'
+}
+CALLS_W0='' CALLS_R0='' CALLS_A0=''
+calls_start() {
+    rcli CONFIG RESETSTAT > /dev/null
+    CALLS_W0=$(ctxsw "$NGX_WORKERS") CALLS_R0=$(ctxsw "$REDIS_PID")
+    CALLS_A0=$(acked_now)
+}
+calls_end() {   # label
+    local acked w r
+    acked=$(( $(acked_now) - ${CALLS_A0:-0} ))
+    w=$(( $(ctxsw "$NGX_WORKERS") - CALLS_W0 ))
+    r=$(( $(ctxsw "$REDIS_PID") - CALLS_R0 ))
+    rcli INFO commandstats | tr -d '\r' | awk -v l="$1${REP:+ r$REP}" \
+        -v a="$acked" -v w="$w" -v r="$r" -F'[_:=,]' '
+        /^cmdstat_/ { c[$2] = $4; t += $4 }
+        END {
+            if (a <= 0) a = 1
+            printf "%s: %d acked; per message: worker wake-ups %.2f, ", l, a, w / a
+            printf "Redis wake-ups %.2f, Redis commands %.2f", r / a, t / a
+            for (k in c) printf ", %s %.2f", k, c[k] / a
+            printf "\n"
+        }' >> "$OUT/calls.txt"
+}
+
 # (GEN_BIN: another generator with imgen's options and output, bench/bin/floor)
 gen() {
     local label=$1 tmo=$2 pin=$3 arg args=()
@@ -188,7 +235,11 @@ gen() {
     for arg in "$@"; do args+=("${arg//@REP@/${REP:+-r$REP}}"); done
     local cmd=("${GEN_BIN:-$IMGEN}" --label "$label" -T "$tmo" -l "$PAYLOAD" "${args[@]}")
     [[ $pin == 1 ]] && cmd=(taskset -c 1 "${cmd[@]}")
+    local im=0
+    [[ -n ${NGX_PID:-} && $label == im/* && $label != */idle-* ]] && im=1
+    (( im )) && calls_start
     gen_line "$label" "$tmo" "${cmd[@]}"
+    (( im )) && calls_end "$label"
     local line=$GEN_LINE
     [[ -n ${REP:-} ]] && line="{\"rep\":$REP,${line#\{}"
     echo "$line" >> "$RESULTS"
@@ -224,8 +275,10 @@ start_replica() {
 # empties the inboxes before each run
 REP=
 repeat() {
-    local how=$1 k
+    local how=$1 k kind
     shift
+    kind=${1##*/}; kind=${kind%%-*}; kind=${kind/fanoutwide/fanout}
+    scen "$kind" || return 0
     for ((k = 1; k <= REPEAT; k++)); do
         REP=$k
         [[ $how == fresh ]] && fresh_inbox
@@ -274,10 +327,12 @@ run_im_mode() {     # delivery
                 -g "$GID" -d "$DURATION" -W "$WARMUP" -w "$FANOUT_WIDE" --drain "$DRAIN" \
                 --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID${REPLICA_PID:+,$REPLICA_PID}"
         fi
-        if [[ $RUN_TCP == 1 ]]; then
+        if [[ $RUN_TCP == 1 ]] && scen pairs; then
             fresh_inbox
             gen "im/$dv/pairs-tcp" "$tmo" 1 -m tcp -p "$WS_PORT" --tcp-port "$TCP_PORT" -s pairs \
                 -k "$PAIRS" $(common_traffic) --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID${REPLICA_PID:+,$REPLICA_PID}"
+        fi
+        if [[ $RUN_TCP == 1 ]] && scen fanout; then
             fresh_inbox
             gen "im/$dv/fanout-tcp" "$tmo" 1 -m tcp -p "$WS_PORT" --tcp-port "$TCP_PORT" -s fanout \
                 -M "$MEMBERS" -g "$GID" $(common_traffic) --cpu-pids "$NGX_WORKERS" \

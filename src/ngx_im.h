@@ -72,6 +72,9 @@ typedef struct {
     time_t              offline_ttl;
     ngx_uint_t          offline_max;
     ngx_uint_t          poison_after;
+    /* im_inbox_batch: how long removals of acked messages (and a new
+     * list's TTL) may wait to leave together; 0: at the end of the pass */
+    ngx_msec_t          inbox_batch;
 
     ngx_msec_t          repush_interval;
     ngx_uint_t          repush_max;

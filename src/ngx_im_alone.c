@@ -414,6 +414,10 @@ ngx_im_alone_record(uint32_t uid, ngx_im_user_t *u, im_traffic_t *t,
         break;
     }
 
+    /* the newcomer reads the inbox on the answer: this worker's acks held
+     * back (decision 051) go to Redis before it, on the same connection */
+    ngx_im_store_flush();
+
     if (u && u->alone) {
         /* behind this worker's appends of what it skipped */
         (void) ngx_im_alone_notice(uid, 'S', NULL, NULL, NULL);

@@ -240,6 +240,10 @@ ngx_im_router_leave(ngx_im_route_t *r)
         return;
     }
 
+    /* a login elsewhere is not answered from here once the uid has left:
+     * its sessions' acks held back go first (decision 051) */
+    ngx_im_store_flush();
+
     ngx_im_dir_del((uint32_t) u->node.key);
 
     switch (u->sub) {

@@ -449,6 +449,7 @@ static void ngx_im_store_failed_on(u_char *err, size_t len,
     ngx_uint_t read);
 static void ngx_im_store_probe(ngx_event_t *ev);
 static void ngx_im_store_back(ngx_event_t *ev);
+static ngx_int_t ngx_im_store_hold(uint32_t uid, ngx_im_msg_t *msg);
 
 
 /* the worker's events of the store, made at first use */
@@ -716,7 +717,9 @@ ngx_im_store_appended_to(uint32_t uid, ngx_uint_t ttl_sent,
 
     imcf = ngx_im_get_conf();
 
-    if (reply->integer == 1 && !ttl_sent) {
+    if (reply->integer == 1 && !ttl_sent
+        && ngx_im_store_hold(uid, NULL) != NGX_OK)
+    {
         /* a new list: it must not live for ever */
         ngx_im_store_expire(key, ngx_im_store_key(key, uid));
     }
@@ -1059,9 +1062,121 @@ ngx_im_store_lrem(uint32_t uid, u_char *entry, size_t len, const char *count,
 }
 
 
+/*
+ * Writes held back (im_inbox_batch, decision 051): an ack's LREM and a
+ * new list's EXPIRE need no answer, and sent at once each costs Redis a
+ * wake-up and the worker a pass for the reply.  They wait up to
+ * im_inbox_batch, or until NGX_IM_STORE_HELD_MAX wait, and leave
+ * together, in the order they came.  What must not overtake them goes
+ * behind them: every command that reads an inbox (ngx_im_store_load(),
+ * the strike, the recall) sends them first, and so do the router's
+ * answer to another worker's announcement and a uid's last session
+ * leaving, so that a login elsewhere reads the inbox after them.
+ * Appends of other entries may go first.  A worker that dies holding
+ * them leaves acked messages in the inbox: pushed again at the next
+ * login, a duplicate, never a loss.
+ */
+
+#define NGX_IM_STORE_HELD_MAX  512
+
+typedef struct {
+    ngx_im_msg_t           *msg;        /* NULL: the list's TTL */
+    uint32_t                uid;
+} ngx_im_held_t;
+
+
+static ngx_im_held_t  *ngx_im_store_held;
+static ngx_uint_t      ngx_im_store_nheld;
+static ngx_event_t     ngx_im_store_held_ev;
+
+
+static void
+ngx_im_store_held_timer(ngx_event_t *ev)
+{
+    ngx_im_store_flush();
+}
+
+
+/* NGX_DECLINED: not held, to be sent now */
+
+static ngx_int_t
+ngx_im_store_hold(uint32_t uid, ngx_im_msg_t *msg)
+{
+    ngx_msec_t      delay;
+    ngx_im_held_t  *h;
+
+    delay = ngx_im_get_conf()->inbox_batch;
+
+    if (delay == 0 || ngx_exiting || ngx_terminate) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_im_store_held == NULL) {
+        /* 8 KB, for the worker's life */
+        ngx_im_store_held = ngx_alloc(NGX_IM_STORE_HELD_MAX
+                                      * sizeof(ngx_im_held_t),
+                                      ngx_cycle->log);
+        if (ngx_im_store_held == NULL) {
+            return NGX_DECLINED;
+        }
+    }
+
+    h = &ngx_im_store_held[ngx_im_store_nheld++];
+    h->msg = msg ? ngx_im_msg_ref(msg) : NULL;
+    h->uid = uid;
+
+    if (ngx_im_store_nheld == NGX_IM_STORE_HELD_MAX) {
+        ngx_im_store_flush();
+        return NGX_OK;
+    }
+
+    if (!ngx_im_store_held_ev.timer_set) {
+        /* cancelable: a worker shutting down sends them as its sessions
+         * leave (ngx_im_router_leave()), and holds none after */
+        ngx_im_store_event(&ngx_im_store_held_ev, ngx_im_store_held_timer);
+        ngx_add_timer(&ngx_im_store_held_ev, delay);
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_im_store_flush(void)
+{
+    u_char          key[NGX_IM_STORE_KEY_LEN];
+    ngx_uint_t      i, n;
+    ngx_im_held_t  *h;
+
+    n = ngx_im_store_nheld;
+    ngx_im_store_nheld = 0;
+
+    if (ngx_im_store_held_ev.timer_set) {
+        ngx_del_timer(&ngx_im_store_held_ev);
+    }
+
+    for (i = 0; i < n; i++) {
+        h = &ngx_im_store_held[i];
+
+        if (h->msg == NULL) {
+            ngx_im_store_expire(key, ngx_im_store_key(key, h->uid));
+            continue;
+        }
+
+        (void) ngx_im_store_lrem(h->uid, h->msg->entry, h->msg->entry_len,
+                                 "1", NULL, NULL);
+        ngx_im_msg_unref(h->msg);
+    }
+}
+
+
 void
 ngx_im_store_remove(uint32_t uid, ngx_im_msg_t *msg)
 {
+    if (ngx_im_store_hold(uid, msg) == NGX_OK) {
+        return;
+    }
+
     (void) ngx_im_store_lrem(uid, msg->entry, msg->entry_len, "1", NULL,
                              NULL);
 }
@@ -1142,6 +1257,9 @@ ngx_im_store_strike(uint32_t uid, ngx_im_msg_t *msg)
         return;
     }
 
+    /* its LREM must see the removals of acks held so far */
+    ngx_im_store_flush();
+
     /* rare: the heap, not a list of spares */
     st = ngx_alloc(sizeof(ngx_im_strike_t), ngx_cycle->log);
     if (st == NULL) {
@@ -1190,6 +1308,8 @@ ngx_int_t
 ngx_im_store_remove_entry(uint32_t uid, u_char *entry, size_t len,
     ngx_im_redis_cb_pt cb, void *data)
 {
+    ngx_im_store_flush();
+
     return ngx_im_store_lrem(uid, entry, len, "0", cb, data);
 }
 
@@ -1200,6 +1320,9 @@ ngx_im_store_load(uint32_t uid, ngx_im_redis_cb_pt cb, void *data)
     u_char       key[32];
     const char  *argv[4];
     size_t       argvlen[4];
+
+    /* acked is not to be read again */
+    ngx_im_store_flush();
 
     argv[0] = "LRANGE";
     argvlen[0] = 6;

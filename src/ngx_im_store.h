@@ -141,7 +141,11 @@ void ngx_im_store_discard(void);
 ngx_int_t ngx_im_store_committed(uint32_t uid, ngx_uint_t ttl_sent,
     redisReply *exec, ngx_uint_t at);
 redisReply *ngx_im_store_result(redisReply *exec, ngx_uint_t at);
+/* an ack: msg leaves the inbox of uid, after im_inbox_batch at most */
 void ngx_im_store_remove(uint32_t uid, ngx_im_msg_t *msg);
+/* the removals and TTLs held back leave now: before anything that must
+ * come behind them (the inbox reads here call it themselves) */
+void ngx_im_store_flush(void);
 /*
  * A push of msg ended a session of uid without an ack (the re-push limit):
  * one strike.  At im_poison_after strikes the entry leaves the inbox for the
