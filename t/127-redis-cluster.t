@@ -15,7 +15,10 @@
 #     transaction that meets a redirect is sent again whole (decision
 #     047), so none is refused and none acked twice; every acknowledged
 #     message reaches its recipient (a new login's inbox read included),
-#     and /metrics counts the redirects followed.
+#     and /metrics counts the redirects followed;
+#   - the same with `redis-cli --cluster reshard` itself moving the
+#     recipient's master's lowest slots (its slot among them) while the
+#     sender keeps sending.
 use strict;
 use warnings;
 use Test::More;
@@ -364,6 +367,95 @@ chat($r1, $s1, 'b -> a across nodes');
     # and a message after the moves goes straight through
     my ($last) = login($b, $R);
     chat($snd, $last, 'migration: after the moves, a -> b');
+}
+
+###############################################################################
+# `redis-cli --cluster reshard` itself, while a sender keeps sending: it
+# moves the lowest slots of the recipient's master, as many as reach the
+# recipient's slot, to another master
+
+{
+    my ($S, $R) = (12731, 12732);
+    my ($snd, $cs) = login($a, $S);
+    my ($rcv, $cr) = login($b, $R);
+    is("$cs/$cr", '0/0', 'reshard: sender on a, recipient on b');
+
+    my $slot = $rc->slot("im:inbox:{$R}");
+    my $from = $rc->slot_owner($slot);
+    my ($to) = grep { $_ != $from && $_->pid } $rc->nodes;
+    my $from_id = $from->cmd('CLUSTER', 'MYID');
+    my $to_id = $to->cmd('CLUSTER', 'MYID');
+    my $n = 0;
+    for my $r (@{ $from->cmd('CLUSTER', 'SLOTS') }) {
+        next unless $r->[2][2] eq $from_id;
+        for my $k ($r->[0] .. $r->[1]) { $n++ if $k <= $slot }
+    }
+    note("reshard: $n slots from " . $from->port . ' to ' . $to->port);
+
+    my $out = $t0->testdir . "/reshard.out";
+    my $pid = fork() // die "fork: $!\n";
+    if ($pid == 0) {
+        open(STDOUT, '>', $out) or die;
+        open(STDERR, '>&', \*STDOUT) or die;
+        exec($IM::RedisCluster::CLI, '--cluster', 'reshard', $from->addr,
+            '--cluster-from', $from_id, '--cluster-to', $to_id,
+            '--cluster-slots', $n, '--cluster-yes');
+        die "exec: $!\n";
+    }
+
+    my (%sent, %acked, %refused, %got);
+    my $read = sub {
+        my ($secs) = @_;
+        for my $m ($rcv->drain($secs)) {
+            $got{$m->{msgid}}++ if $m->{cmd} == PUBLISH;
+        }
+        for my $m ($snd->drain(0.02)) {
+            next unless defined $m->{msgid} && $sent{$m->{msgid}};
+            if ($m->{cmd} == PUB_ACK) { $acked{$m->{msgid}}++ }
+            elsif ($m->{cmd} == INVALID_PACKET) { $refused{$m->{msgid}} = 1 }
+        }
+    };
+
+    # bursts for as long as the reshard runs (bounded)
+    my ($k, $status, $deadline) = (0, undef, time + 180);
+    while (time < $deadline) {
+        for (1 .. 10) { $sent{ $snd->publish($R, 'reshard ' . $k++) } = 1 }
+        $read->(0.1);
+        if (waitpid($pid, 1) == $pid) {   # WNOHANG
+            $status = $?;
+            last;
+        }
+    }
+    unless (defined $status) { kill 'KILL', $pid; waitpid($pid, 0) }
+    is($status, 0, "reshard: redis-cli --cluster reshard succeeded ($k "
+        . 'messages sent during it)')
+        or diag(scalar `cat '$out'`);
+    $rc->wait_ok;
+    is($rc->slot_owner($slot), $to, 'reshard: the recipient\'s slot moved');
+
+    ok(wait_until(sub {
+        $read->(0.1);
+        return keys(%acked) + keys(%refused) == keys %sent;
+    }, 30), sprintf('reshard: every publish answered (%d sent, %d acked, '
+        . '%d refused)', scalar(keys %sent), scalar(keys %acked),
+        scalar(keys %refused)));
+    wait_until(sub { $read->(0.2); !grep { !$got{$_} } keys %acked }, 15);
+    my @missing = grep { !$got{$_} } keys %acked;
+    if (@missing) {
+        $rcv->disconnect;
+        my ($again, $code) = login($b, $R);
+        is($code, 0, 'reshard: the recipient logs in again');
+        for my $m ($again->drain(3)) {
+            $got{$m->{msgid}}++ if $m->{cmd} == PUBLISH;
+        }
+        @missing = grep { !$got{$_} } keys %acked;
+    }
+    is(scalar(@missing), 0, sprintf('reshard: 0 of %d acknowledged messages '
+        . 'lost', scalar(keys %acked)));
+    is(scalar(grep { $acked{$_} > 1 } keys %acked), 0,
+        'reshard: none acknowledged twice');
+    my ($last) = login($b, $R);
+    chat($snd, $last, 'reshard: after it, a -> b');
 }
 
 $a->stop;
