@@ -55,6 +55,8 @@ sub hex_of { defined $_[0] ? hexdump($_[0]) : 'undef' }
 
 sub nginx_t {
     my ($name, $main) = @_;
+    # not a %%PORT_%% placeholder: run() would wait for it to listen
+    my $free = free_port();
     $t->write_file_expand("t-$name.conf", <<"EOF");
 %%TEST_GLOBALS%%
 $main
@@ -62,7 +64,7 @@ events { }
 http {
     %%TEST_GLOBALS_HTTP%%
     server {
-        listen 127.0.0.1:%%PORT_9097%%;
+        listen 127.0.0.1:$free;
         location /ws { im_websocket; im_auth /_auth; }
         ${\ $uc->auth_location }
     }
@@ -353,6 +355,9 @@ SKIP: {
     chat($c1, $c2, 'cluster: 1:1 message');
 
     my $reads = map_reads();
+    ok(defined $reads && $reads > 0,
+        'cluster: /metrics counts the slot map\'s reads (' . ($reads // 'none')
+        . ')');
     my $mark = $t->log_mark;
     $grp->stop;
     groups_refused('cluster, group Redis stopped', $c1, $c2, $c3);
