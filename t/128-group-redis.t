@@ -90,8 +90,12 @@ EOF
         cluster  => "im_redis_cluster on;\nim_group_redis $gaddr;\n"
                     . "im_group_db $GDB;",
     );
+    # with Sentinel (no im_redis): the sets' Redis is not the master's
+    $good{sentinel} = "im_redis_sentinel 127.0.0.1:26379;\n"
+        . "im_redis_sentinel_master m;\nim_group_redis $gaddr;";
     for my $name (sort keys %good) {
-        my ($code, $out) = nginx_t($name, $base . $good{$name});
+        my ($code, $out) = nginx_t($name,
+            ($name eq 'sentinel' ? '' : $base) . $good{$name});
         is($code, 0, "nginx -t: im_group_redis accepted ($name)")
             or diag($out);
     }
