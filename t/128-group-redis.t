@@ -229,9 +229,12 @@ like($grp->cmd('CLIENT', 'LIST'), qr/^[^\n]* db=$GDB [^\n]*cmd=sscan/m,
 
 {
     my $mark = $t->log_mark;
+    my $refused = metric('im_refused_total{reason="store"}');
     $grp->stop;
 
     groups_refused('group Redis stopped', $u1, $u2, $u3);
+    is(metric('im_refused_total{reason="store"}'), ($refused // -2) + 2,
+        'group Redis stopped: the two counted as refusals of reason store');
     chat($u1, $u2, 'group Redis stopped: 1:1 works');
     my $u5 = user(12805);
     chat($u5, $u1, 'group Redis stopped: a new login, and its message');
@@ -369,10 +372,14 @@ SKIP: {
     $rc->stop;
 }
 
-sub map_reads {
+# a counter of /metrics, undef when it is not there
+sub metric {
+    my ($line) = @_;
     my $r = http_get('/metrics', port => port(9095)) // '';
-    my ($n) = $r =~ /^im_redis_cluster_map_reads_total (\d+)/m;
+    my ($n) = $r =~ /^\Q$line\E (\d+)$/m;
     return $n;
 }
+
+sub map_reads { metric('im_redis_cluster_map_reads_total') }
 
 $t->done_testing();
