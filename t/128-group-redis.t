@@ -12,7 +12,8 @@
 #     the data Redis holds no im_group key and runs no SSCAN, the group
 #     Redis holds no im: key (no inbox), and its SSCANs come on database 2;
 #   - the group Redis stopped: group and part-group messages refused with
-#     <<10, Cmd, MsgId>> and pushed to nobody, 1:1 messages and logins
+#     <<10, Cmd, MsgId>> (counted as im_refused_total{reason="store"}) and
+#     pushed to nobody, 1:1 messages and logins
 #     work, the error log names the group Redis's address and the cause;
 #     started again: groups work again;
 #   - the group Redis over TLS (verified, a client certificate) with an ACL
