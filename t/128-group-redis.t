@@ -346,6 +346,16 @@ SKIP: {
         'cluster: no master ran an SSCAN');
     chat($c1, $c2, 'cluster: 1:1 message');
 
+    # the map is read again a second after a read that found a master's
+    # connection not ready yet (at the start): once all are ready, at most
+    # that one read is still to come
+    my @ports = map { $_->port } $rc->nodes;
+    ok(wait_until(sub {
+        my $log = $t->error_log;
+        return !grep { $log !~ /connection 0 ready, redis: 127\.0\.0\.1:$_ \(inbox\)/ }
+            @ports;
+    }, 30),
+        'cluster: the inbox connections to the three masters are up');
     my $reads = map_reads();
     ok(defined $reads && $reads > 0,
         'cluster: /metrics counts the slot map\'s reads (' . ($reads // 'none')
@@ -364,8 +374,11 @@ SKIP: {
         from => $mark, timeout => 30),
         'cluster: group Redis started: connected again');
     group_works('cluster, group Redis back: group message', $c1, $c2, $c3);
-    is(map_reads(), $reads,
-        'cluster: the group Redis\'s outage read no slot map');
+    # without the guard, the connection lost and each failed attempt read
+    # the map: two reads at least
+    my $more = (map_reads() // 0) - $reads;
+    ok($more <= 1, "cluster: the group Redis's outage read no slot map"
+        . " ($more more reads, the start's pending one at most)");
 
     $_->close(1000) for $c1, $c2, $c3;
     $_->wait_closed(2) for $c1, $c2, $c3;
