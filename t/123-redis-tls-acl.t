@@ -34,7 +34,7 @@ use IM::Setup qw/write_conf make_ca/;
 my $t = Test::Nginx->new()->has(qw/http redis/);
 my $d = $t->testdir;
 
-make_ca($t, 'ca', qw/redis node/);
+make_ca($t, 'ca', who => [qw/redis node/]);
 make_ca($t, 'other');
 
 my $tls_port = free_port();

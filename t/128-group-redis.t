@@ -263,7 +263,7 @@ $t->stop();
 # the group Redis over TLS with an ACL user
 
 SKIP: {
-    make_ca($t, 'ca', qw/redis node/);
+    make_ca($t, 'ca', who => [qw/redis node/]);
 
     my $tls = free_port();
     my $sec = eval {

@@ -46,12 +46,15 @@ sub make_cert {
     die "openssl req failed:\n$out" if $?;
 }
 
-# a test CA <ca>.crt / <ca>.key in the test dir, and for each name of
-# @who a certificate it signed, <who>.crt / <who>.key, for the names
-# localhost and 127.0.0.1 (a Redis's, a node's client certificate):
-#   make_ca($t, 'ca', qw/redis node/);  make_ca($t, 'other');
+# a test CA <ca>.crt / <ca>.key in the test dir, and for each name in
+# who a certificate it signed, <who>.crt / <who>.key (a Redis's, a node's
+# client certificate), for the names san (default localhost, 127.0.0.1):
+#   make_ca($t, 'ca', who => [qw/redis node/]);  make_ca($t, 'other');
+#   make_ca($t, 'ca', who => ['redis'], san => 'DNS:redis.test');
 sub make_ca {
-    my ($t, $ca, @who) = @_;
+    my ($t, $ca, %o) = @_;
+    my @who = @{ $o{who} // [] };
+    my $san = $o{san} // 'DNS:localhost,IP:127.0.0.1';
     my $d = $t->testdir;
     my $openssl = sub {
         my $out = `openssl $_[0] 2>&1`;
@@ -60,7 +63,7 @@ sub make_ca {
     my $ec = '-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes';
     $openssl->("req -x509 $ec -days 2 -subj /CN=im-test-$ca"
         . " -keyout $d/$ca.key -out $d/$ca.crt");
-    $t->write_file('ext.cnf', "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
+    $t->write_file('ext.cnf', "subjectAltName=$san\n");
     for my $who (@who) {
         $openssl->("req $ec -subj /CN=$who -keyout $d/$who.key"
             . " -out $d/$who.csr");
