@@ -48,6 +48,8 @@ typedef struct {
     ngx_str_t           redis_ssl_cert;
     ngx_str_t           redis_ssl_key;
 #if (NGX_SSL)
+    /* the one client TLS context of the node's Redis connections: made
+     * for im_redis_ssl on, or im_group_redis ... ssl */
     ngx_ssl_t          *redis_ssl_ctx;
 #endif
 
@@ -65,6 +67,17 @@ typedef struct {
 
     ngx_int_t           group_db;
     ngx_str_t           group_prefix;
+
+    /* im_group_redis: the group sets on a Redis of their own, in cluster
+     * mode too (NULL addrs: on im_redis's Redis, or the cluster); its
+     * database is group_db, its TLS context redis_ssl_ctx */
+    ngx_str_t           group_host;     /* TLS's default name */
+    ngx_addr_t         *group_addrs;
+    ngx_uint_t          group_naddrs;
+    ngx_str_t           group_user;
+    ngx_str_t           group_password;
+    ngx_flag_t          group_ssl;
+    ngx_str_t           group_ssl_name; /* null-terminated */
 
     ngx_str_t           node_id;
 

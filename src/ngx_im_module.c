@@ -17,10 +17,19 @@
 
 static void *ngx_im_create_conf(ngx_cycle_t *cycle);
 static char *ngx_im_init_conf(ngx_cycle_t *cycle, void *conf);
+static ngx_int_t ngx_im_redis_parse_url(ngx_pool_t *pool, ngx_log_t *log,
+    const char *directive, u_char *url, size_t len, ngx_url_t *u);
 static ngx_int_t ngx_im_redis_parse_addr(ngx_pool_t *pool, ngx_log_t *log,
     ngx_im_conf_t *imcf, u_char *url, size_t len);
 static char *ngx_im_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_im_group_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_im_group_redis_check(ngx_cycle_t *cycle,
+    ngx_im_conf_t *imcf);
+static ngx_int_t ngx_im_redis_ssl_name(ngx_cycle_t *cycle,
+    ngx_im_conf_t *imcf, ngx_str_t *name, ngx_str_t *host,
+    const char *setting);
 static ngx_int_t ngx_im_redis_ssl(ngx_cycle_t *cycle, ngx_im_conf_t *imcf);
 static char *ngx_im_redis_sentinel(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -184,6 +193,13 @@ static ngx_command_t  ngx_im_commands[] = {
       ngx_conf_set_str_slot,
       0,
       offsetof(ngx_im_conf_t, group_prefix),
+      NULL },
+
+    { ngx_string("im_group_redis"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_1MORE,
+      ngx_im_group_redis,
+      0,
+      0,
       NULL },
 
     { ngx_string("im_node_id"),
@@ -429,6 +445,12 @@ ngx_im_create_conf(ngx_cycle_t *cycle)
      *     imcf->sentinel_user = { 0, NULL };
      *     imcf->sentinel_password = { 0, NULL };
      *     imcf->group_prefix = { 0, NULL };
+     *     imcf->group_host = { 0, NULL };
+     *     imcf->group_addrs = NULL;
+     *     imcf->group_user = { 0, NULL };
+     *     imcf->group_password = { 0, NULL };
+     *     imcf->group_ssl = 0;
+     *     imcf->group_ssl_name = { 0, NULL };
      *     imcf->node_id = { 0, NULL };
      */
 
@@ -499,18 +521,29 @@ ngx_im_init_conf(ngx_cycle_t *cycle, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (imcf->redis_ssl && ngx_im_redis_ssl(cycle, imcf) != NGX_OK) {
+    if (imcf->redis_ssl
+        && (ngx_im_redis_ssl_name(cycle, imcf, &imcf->redis_ssl_name,
+                                  &imcf->redis_host, "im_redis_ssl_name")
+            != NGX_OK
+            || ngx_im_redis_ssl(cycle, imcf) != NGX_OK))
+    {
         return NGX_CONF_ERROR;
     }
+
     ngx_conf_init_value(imcf->redis_cluster, 0);
 
     if (imcf->redis_cluster) {
         /* a cluster has database 0 only: no SELECT
-         * (docs/decisions/043-redis-cluster.md) */
-        if (imcf->redis_db != 0 || imcf->group_db > 0) {
+         * (docs/decisions/043-redis-cluster.md); im_group_redis is not
+         * the cluster */
+        if (imcf->redis_db != 0
+            || (imcf->group_db > 0 && imcf->group_addrs == NULL))
+        {
             ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
                           "im_redis_cluster: a Redis Cluster has database "
-                          "0 only: im_redis_db and im_group_db must be 0");
+                          "0 only: im_redis_db and im_group_db must be 0 "
+                          "(im_group_db may be another with "
+                          "im_group_redis)");
             return NGX_CONF_ERROR;
         }
 
@@ -530,10 +563,16 @@ ngx_im_init_conf(ngx_cycle_t *cycle, void *conf)
             return NGX_CONF_ERROR;
         }
 
-        ngx_conf_init_value(imcf->group_db, 0);
+        if (imcf->group_addrs == NULL) {
+            ngx_conf_init_value(imcf->group_db, 0);
+        }
     }
 
     ngx_conf_init_value(imcf->group_db, 1);
+
+    if (ngx_im_group_redis_check(cycle, imcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     if (imcf->group_prefix.data == NULL) {
         ngx_str_set(&imcf->group_prefix, "im_group:");
@@ -620,20 +659,34 @@ ngx_im_init_conf(ngx_cycle_t *cycle, void *conf)
  */
 
 static ngx_int_t
+ngx_im_redis_parse_url(ngx_pool_t *pool, ngx_log_t *log,
+    const char *directive, u_char *url, size_t len, ngx_url_t *u)
+{
+    ngx_memzero(u, sizeof(ngx_url_t));
+    u->url.data = url;
+    u->url.len = len;
+    u->default_port = 6379;
+
+    if (ngx_parse_url(pool, u) != NGX_OK || u->naddrs == 0) {
+        ngx_log_error(NGX_LOG_EMERG, log, 0,
+                      "invalid %s address \"%*s\"%s%s", directive, len, url,
+                      u->err ? ": " : "", u->err ? u->err : "");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
 ngx_im_redis_parse_addr(ngx_pool_t *pool, ngx_log_t *log,
     ngx_im_conf_t *imcf, u_char *url, size_t len)
 {
     ngx_url_t  u;
 
-    ngx_memzero(&u, sizeof(ngx_url_t));
-    u.url.data = url;
-    u.url.len = len;
-    u.default_port = 6379;
-
-    if (ngx_parse_url(pool, &u) != NGX_OK || u.naddrs == 0) {
-        ngx_log_error(NGX_LOG_EMERG, log, 0,
-                      "invalid im_redis address \"%*s\"%s%s", len, url,
-                      u.err ? ": " : "", u.err ? u.err : "");
+    if (ngx_im_redis_parse_url(pool, log, "im_redis", url, len, &u)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -670,6 +723,122 @@ ngx_im_redis_addr(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * im_group_redis addr [ssl] [ssl_name=name] [user=name] [password=s]: the
+ * group sets on a Redis of their own, the address as im_redis takes it.
+ * Its database is im_group_db; with "ssl", the TLS trust and client
+ * certificate are im_redis_ssl_*'s (docs/decisions/045-group-redis.md).
+ */
+
+static char *
+ngx_im_group_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_im_conf_t  *imcf = conf;
+
+    ngx_url_t    u;
+    ngx_str_t   *value, *to, v;
+    ngx_uint_t   i;
+
+    if (imcf->group_addrs) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_im_redis_parse_url(cf->pool, cf->log, "im_group_redis",
+                               value[1].data, value[1].len, &u)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    imcf->group_addrs = u.addrs;
+    imcf->group_naddrs = u.naddrs;
+
+    if (u.family != AF_UNIX) {
+        imcf->group_host = u.host;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (value[i].len == 3 && ngx_strncmp(value[i].data, "ssl", 3) == 0) {
+            imcf->group_ssl = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "ssl_name=", 9) == 0) {
+            to = &imcf->group_ssl_name;
+            v.data = value[i].data + 9;
+
+        } else if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
+            to = &imcf->group_user;
+            v.data = value[i].data + 5;
+
+        } else if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            to = &imcf->group_password;
+            v.data = value[i].data + 9;
+
+        } else {
+            goto invalid;
+        }
+
+        v.len = value[i].data + value[i].len - v.data;
+
+        if (v.len == 0) {
+            goto invalid;
+        }
+
+        *to = v;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid im_group_redis parameter \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+/* im_group_redis's parameters that go together; its TLS name */
+
+static ngx_int_t
+ngx_im_group_redis_check(ngx_cycle_t *cycle, ngx_im_conf_t *imcf)
+{
+    if (imcf->group_addrs == NULL) {
+        return NGX_OK;
+    }
+
+    if (imcf->group_user.len && imcf->group_password.len == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "im_group_redis: user= needs password=");
+        return NGX_ERROR;
+    }
+
+    if (!imcf->group_ssl) {
+        if (imcf->group_ssl_name.len) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "im_group_redis: ssl_name= needs ssl");
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
+    if (ngx_im_redis_ssl_name(cycle, imcf, &imcf->group_ssl_name,
+                              &imcf->group_host, "im_group_redis's ssl_name=")
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* one context for both: the trust and the client certificate are
+     * the node's */
+    return ngx_im_redis_ssl(cycle, imcf);
 }
 
 
@@ -853,42 +1022,66 @@ ngx_im_redis_check(ngx_cycle_t *cycle, ngx_im_conf_t *imcf)
 
 
 /*
- * im_redis_ssl on: one client TLS context for the worker's Redis
- * connections, as the proxy module makes one for its upstreams.  The main
- * context's directives are all read by now; nginx's certificate loaders
- * take a configuration, and one made of the cycle serves them.
+ * The name a TLS connection to a Redis sends as SNI and verifies: the
+ * one given, else the host of its address (none for a unix socket).
+ */
+
+static ngx_int_t
+ngx_im_redis_ssl_name(ngx_cycle_t *cycle, ngx_im_conf_t *imcf,
+    ngx_str_t *name, ngx_str_t *host, const char *setting)
+{
+    u_char  *p;
+
+    if (name->len == 0) {
+        *name = *host;
+    }
+
+    if (name->len) {
+        /* for SSL_set_tlsext_host_name() and X509_check_ip_asc() */
+        p = ngx_pnalloc(cycle->pool, name->len + 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(p, name->data, name->len);
+        p[name->len] = '\0';
+        name->data = p;
+
+    } else if (imcf->redis_ssl_verify) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "im_redis_ssl_verify needs %s with a unix socket",
+                      setting);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The one client TLS context of the worker's Redis connections (im_redis
+ * and im_group_redis), as the proxy module makes one for its upstreams.
+ * The main context's directives are all read by now; nginx's certificate
+ * loaders take a configuration, and one made of the cycle serves them.
  */
 
 static ngx_int_t
 ngx_im_redis_ssl(ngx_cycle_t *cycle, ngx_im_conf_t *imcf)
 {
 #if (NGX_SSL)
-    u_char              *p;
     ngx_ssl_t           *ssl;
     ngx_conf_t           cf;
     ngx_pool_cleanup_t  *cln;
+
+    if (imcf->redis_ssl_ctx) {
+        return NGX_OK;
+    }
 
     ngx_memzero(&cf, sizeof(ngx_conf_t));
     cf.cycle = cycle;
     cf.pool = cycle->pool;
     cf.temp_pool = cycle->pool;
     cf.log = cycle->log;
-
-    if (imcf->redis_ssl_name.len == 0) {
-        imcf->redis_ssl_name = imcf->redis_host;
-    }
-
-    if (imcf->redis_ssl_name.len) {
-        /* for SSL_set_tlsext_host_name() and X509_check_ip_asc() */
-        p = ngx_pnalloc(cycle->pool, imcf->redis_ssl_name.len + 1);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(p, imcf->redis_ssl_name.data, imcf->redis_ssl_name.len);
-        p[imcf->redis_ssl_name.len] = '\0';
-        imcf->redis_ssl_name.data = p;
-    }
 
     ssl = ngx_pcalloc(cycle->pool, sizeof(ngx_ssl_t));
     if (ssl == NULL) {
@@ -939,13 +1132,6 @@ ngx_im_redis_ssl(ngx_cycle_t *cycle, ngx_im_conf_t *imcf)
                           "im_redis_ssl_verify is on and no "
                           "im_redis_ssl_trusted_certificate is given "
                           "(or set im_redis_ssl_verify off)");
-            return NGX_ERROR;
-        }
-
-        if (imcf->redis_ssl_name.len == 0) {
-            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                          "im_redis_ssl_verify needs im_redis_ssl_name "
-                          "with a unix socket");
             return NGX_ERROR;
         }
 

@@ -8,10 +8,11 @@
  * pairs replies with commands, the flush of the inbox connection, the
  * watchdog's PING, and with im_redis_sentinel the restart of the
  * connections when the master moves; in cluster mode, which master's
- * connection a command goes to.  Pub/sub is ngx_im_redis_pubsub.c's, the
- * WAIT of im_redis_wait ngx_im_redis_wait.c's, and a cluster's copies and
- * redirects ngx_im_redis_redirect.c's.  Nothing here knows about messages
- * or sessions.
+ * connection a command goes to; with im_group_redis, the group
+ * connection to a Redis of its own, in cluster mode too.  Pub/sub is
+ * ngx_im_redis_pubsub.c's, the WAIT of im_redis_wait ngx_im_redis_wait.c's,
+ * and a cluster's copies and redirects ngx_im_redis_redirect.c's.  Nothing
+ * here knows about messages or sessions.
  */
 
 #include "ngx_im_redis_int.h"
@@ -25,6 +26,7 @@ static void ngx_im_redis_down_handler(ngx_im_redis_conn_t *rc);
 static ngx_int_t ngx_im_redis_ping(ngx_im_redis_conn_t *rc);
 static ngx_uint_t ngx_im_redis_used(ngx_uint_t i);
 static void ngx_im_redis_master(void);
+static void ngx_im_redis_group_init(ngx_im_conf_t *imcf);
 static void ngx_im_redis_fail_all(ngx_im_redis_queue_t *q);
 
 
@@ -35,10 +37,22 @@ static const char  *ngx_im_redis_names[NGX_IM_REDIS_N] = {
 ngx_im_redis_conn_t              ngx_im_redis_conns[NGX_IM_REDIS_N];
 static ngx_im_redis_queue_t      ngx_im_redis_queues[NGX_IM_REDIS_N];
 static ngx_im_redis_server_t     ngx_im_redis_server;
+/* im_group_redis: the group connection's own Redis, never a cluster's
+ * slot (docs/decisions/045-group-redis.md) */
+static ngx_im_redis_server_t     ngx_im_redis_group_server;
+static ngx_uint_t                ngx_im_redis_group_apart;
 ngx_im_redis_handlers_t         *ngx_im_redis_handlers;
 ngx_connection_t                 ngx_im_redis_dummy;
 ngx_uint_t                       ngx_im_redis_clustered;
 ngx_uint_t                       ngx_im_redis_exiting;
+
+
+/* a command of this role goes to its slot's master: in cluster mode, but
+ * for the group sets on a Redis of their own (im_group_redis) */
+#define ngx_im_redis_routed(which)                                           \
+    (ngx_im_redis_clustered                                                  \
+     && !((which) == NGX_IM_REDIS_GROUP && ngx_im_redis_group_apart))
+
 
 static ngx_im_redis_conn_handlers_t  ngx_im_redis_conn_handlers = {
     ngx_im_redis_ready_handler,
@@ -70,7 +84,7 @@ ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
     s->password = imcf->redis_password;
     s->timeout = imcf->redis_timeout;
 #if (NGX_SSL)
-    s->ssl = imcf->redis_ssl_ctx;
+    s->ssl = imcf->redis_ssl ? imcf->redis_ssl_ctx : NULL;
 #endif
     s->ssl_name = imcf->redis_ssl_name;
     s->ssl_verify = imcf->redis_ssl_verify;
@@ -88,6 +102,12 @@ ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
     ngx_im_redis_dummy.fd = (ngx_socket_t) -1;
     ngx_im_redis_pubsub_init(cycle);
 
+    ngx_im_redis_group_apart = (imcf->group_addrs != NULL);
+
+    if (ngx_im_redis_group_apart) {
+        ngx_im_redis_group_init(imcf);
+    }
+
     if (imcf->redis_cluster) {
         ngx_im_redis_redirect_init(cycle);
 
@@ -97,6 +117,10 @@ ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
 
     for (i = 0; i < NGX_IM_REDIS_N; i++) {
         rc = &ngx_im_redis_conns[i];
+
+        if (i == NGX_IM_REDIS_GROUP && ngx_im_redis_group_apart) {
+            continue;
+        }
 
         /* the subscriber connection has no database */
         db = (i == NGX_IM_REDIS_GROUP) ? imcf->group_db
@@ -114,6 +138,37 @@ ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
     }
 
     return NGX_OK;
+}
+
+
+static void
+ngx_im_redis_group_init(ngx_im_conf_t *imcf)
+{
+    ngx_im_redis_conn_t    *rc;
+    ngx_im_redis_server_t  *s;
+
+    s = &ngx_im_redis_group_server;
+    s->addrs = imcf->group_addrs;
+    s->naddrs = imcf->group_naddrs;
+    s->user = imcf->group_user;
+    s->password = imcf->group_password;
+    s->timeout = imcf->redis_timeout;
+#if (NGX_SSL)
+    s->ssl = imcf->group_ssl ? imcf->redis_ssl_ctx : NULL;
+#endif
+    s->ssl_name = imcf->group_ssl_name;
+    s->ssl_verify = imcf->redis_ssl_verify;
+    s->master = 0;
+
+    rc = &ngx_im_redis_conns[NGX_IM_REDIS_GROUP];
+
+    ngx_im_redis_conn_init(rc, s, imcf->group_db,
+                           ngx_im_redis_names[NGX_IM_REDIS_GROUP],
+                           &ngx_im_redis_conn_handlers,
+                           &ngx_im_redis_queues[NGX_IM_REDIS_GROUP]);
+    rc->index = NGX_IM_REDIS_GROUP;
+
+    ngx_im_redis_conn_connect(rc);
 }
 
 
@@ -135,6 +190,11 @@ ngx_im_redis_exit(void)
         ngx_im_redis_redirect_exit();
 
         ngx_im_redis_cluster_exit();
+
+        if (ngx_im_redis_group_apart) {
+            ngx_im_redis_conn_exit(&ngx_im_redis_conns[NGX_IM_REDIS_GROUP]);
+            ngx_im_redis_fail_all(&ngx_im_redis_queues[NGX_IM_REDIS_GROUP]);
+        }
 
         for (i = 0; i < ngx_im_redis_cluster_nodes(); i++) {
             node = ngx_im_redis_cluster_node(i);
@@ -165,8 +225,11 @@ ngx_im_redis_used(ngx_uint_t i)
 
     imcf = ngx_im_get_conf();
 
-    if (i == NGX_IM_REDIS_GROUP && imcf->group_db == imcf->redis_db) {
-        /* one connection serves both */
+    if (i == NGX_IM_REDIS_GROUP
+        && (imcf->group_db == imcf->redis_db || ngx_im_redis_group_apart))
+    {
+        /* one connection serves both, or the group's is not on this
+         * server (im_group_redis) */
         return 0;
     }
 
@@ -203,7 +266,7 @@ ngx_im_redis_conn(ngx_uint_t which)
 {
     ngx_im_conf_t  *imcf;
 
-    if (which == NGX_IM_REDIS_GROUP) {
+    if (which == NGX_IM_REDIS_GROUP && !ngx_im_redis_group_apart) {
         imcf = ngx_im_get_conf();
 
         if (imcf->group_db == imcf->redis_db) {
@@ -218,7 +281,7 @@ ngx_im_redis_conn(ngx_uint_t which)
 ngx_uint_t
 ngx_im_redis_ready(ngx_uint_t which)
 {
-    if (ngx_im_redis_clustered) {
+    if (ngx_im_redis_routed(which)) {
         return ngx_im_redis_cluster_ready(which);
     }
 
@@ -231,7 +294,7 @@ ngx_im_redis_away(ngx_uint_t which)
 {
     ngx_im_redis_conn_t  *rc;
 
-    if (ngx_im_redis_clustered) {
+    if (ngx_im_redis_routed(which)) {
         return ngx_im_redis_cluster_away(which);
     }
 
@@ -302,6 +365,13 @@ ngx_im_redis_down_handler(ngx_im_redis_conn_t *rc)
         ngx_im_redis_wait_lost();
     }
 
+    if (rc == &ngx_im_redis_conns[NGX_IM_REDIS_GROUP]
+        && ngx_im_redis_group_apart)
+    {
+        /* im_group_redis: neither the sentinels' master nor the cluster's */
+        return;
+    }
+
     if (ngx_im_get_conf()->sentinels && !rc->exiting) {
         /* the master may have moved while the sentinel's connection was
          * away too */
@@ -361,7 +431,7 @@ ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
     ngx_int_t             slot;
     ngx_im_redis_conn_t  *rc;
 
-    if (ngx_im_redis_clustered) {
+    if (ngx_im_redis_routed(which)) {
         if (argvlen[0] == 5 && ngx_strncmp(argv[0], "MULTI", 5) == 0) {
             /* sent with the transaction's first key, to its master */
             ngx_im_redis_tx_begin(cb, data);
@@ -387,8 +457,10 @@ ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
         rc = ngx_im_redis_conn(which);
     }
 
+    /* a copy for redirects only where the cluster may redirect */
     return ngx_im_redis_send(rc, cb, data, argc, argv, argvlen,
-                             NGX_IM_REDIS_KEEP);
+                             ngx_im_redis_routed(which) ? NGX_IM_REDIS_KEEP
+                                                        : 0);
 }
 
 
@@ -519,7 +591,7 @@ ngx_im_redis_room(ngx_uint_t which, ngx_uint_t n, size_t size)
     ngx_im_redis_conn_t   *rc;
     ngx_im_redis_queue_t  *q;
 
-    if (ngx_im_redis_clustered) {
+    if (ngx_im_redis_routed(which)) {
         /* the master is known at the transaction's first key; every
          * master ready now, its commands are queued in this pass (the
          * ring and the output grow as they come) */

@@ -5,7 +5,8 @@
  *
  * Each worker keeps up to four connections: "inbox" (commands on the
  * inbox database), "group" (commands on the group database; the same
- * connection as inbox when both databases are equal), "sub" (pub/sub) and,
+ * connection as inbox when both databases are equal; with im_group_redis
+ * a connection to that Redis, in cluster mode too), "sub" (pub/sub) and,
  * with im_events_stream, "events" (XADDs, on the inbox database, so that
  * messages never wait behind events).
  * Connections reconnect by themselves with backoff; while a connection is

@@ -36,7 +36,8 @@ typedef struct {
     size_t                    alias_len;
     ngx_uint_t                index;
     ngx_uint_t                slots;      /* served, by the last map */
-    /* ngx_im_redis.c's roles; the group role uses the inbox connection */
+    /* ngx_im_redis.c's roles; the group role uses the inbox connection
+     * (with im_group_redis it is none of the cluster's) */
     ngx_im_redis_conn_t       conns[NGX_IM_REDIS_N];
 } ngx_im_cluster_node_t;
 

@@ -29,28 +29,13 @@ use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
 use IM::Proto qw/:all/;
-use IM::Setup qw/write_conf/;
+use IM::Setup qw/write_conf make_ca/;
 
 my $t = Test::Nginx->new()->has(qw/http redis/);
 my $d = $t->testdir;
 
-sub openssl {
-    my ($args) = @_;
-    my $out = `openssl $args 2>&1`;
-    die "openssl $args:\n$out" if $?;
-}
-
-my $EC = '-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes';
-openssl("req -x509 $EC -days 2 -subj /CN=im-test-ca -keyout $d/ca.key"
-    . " -out $d/ca.crt");
-openssl("req -x509 $EC -days 2 -subj /CN=im-other-ca -keyout $d/other.key"
-    . " -out $d/other.crt");
-$t->write_file('ext.cnf', "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
-for my $who (qw/redis node/) {
-    openssl("req $EC -subj /CN=$who -keyout $d/$who.key -out $d/$who.csr");
-    openssl("x509 -req -in $d/$who.csr -CA $d/ca.crt -CAkey $d/ca.key"
-        . " -CAcreateserial -days 2 -extfile $d/ext.cnf -out $d/$who.crt");
-}
+make_ca($t, 'ca', who => [qw/redis node/]);
+make_ca($t, 'other');
 
 my $tls_port = free_port();
 my $sock = "$d/redis.sock";

@@ -39,6 +39,7 @@ use IM::UserCentre;
 use IM::Client;
 use IM::Proto qw/:all/;
 use IM::Cluster qw/login/;
+use IM::Setup qw/make_ca/;
 
 my $t = Test::Nginx->new()->has(qw/http redis/);    # helpers and daemons
 my $d = $t->testdir;
@@ -60,23 +61,8 @@ my %TIMERS = (
 # a CA, the servers' certificate (DNS:redis.test only), the node's, and a
 # second CA that signed nothing of this
 
-sub openssl {
-    my ($args) = @_;
-    my $out = `openssl $args 2>&1`;
-    die "openssl $args:\n$out" if $?;
-}
-
-my $EC = '-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes';
-openssl("req -x509 $EC -days 2 -subj /CN=im-test-ca -keyout $d/ca.key"
-    . " -out $d/ca.crt");
-openssl("req -x509 $EC -days 2 -subj /CN=im-other-ca -keyout $d/other.key"
-    . " -out $d/other.crt");
-$t->write_file('ext.cnf', "subjectAltName=DNS:$SNAME\n");
-for my $who (qw/redis node/) {
-    openssl("req $EC -subj /CN=$who -keyout $d/$who.key -out $d/$who.csr");
-    openssl("x509 -req -in $d/$who.csr -CA $d/ca.crt -CAkey $d/ca.key"
-        . " -CAcreateserial -days 2 -extfile $d/ext.cnf -out $d/$who.crt");
-}
+make_ca($t, 'ca', who => [qw/redis node/], san => "DNS:$SNAME");
+make_ca($t, 'other');
 
 # the TLS settings of every Redis and sentinel here: their certificate
 # serves as their client certificate too (replication, the sentinels'

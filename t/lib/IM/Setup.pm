@@ -34,8 +34,8 @@ use Test::More ();
 use Test2::IPC;    # tests of forked children count in the parent
 use Test::Nginx qw/port/;
 
-our @EXPORT_OK = qw/write_conf transports transport make_cert ssl_opts
-    each_transport status no_sessions_left standard/;
+our @EXPORT_OK = qw/write_conf transports transport make_cert make_ca
+    ssl_opts each_transport status no_sessions_left standard/;
 
 # a self-signed certificate im.crt / im.key in the test dir
 sub make_cert {
@@ -44,6 +44,33 @@ sub make_cert {
     return if -f "$d/im.crt";
     my $out = `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost -keyout '$d/im.key' -out '$d/im.crt' 2>&1`;
     die "openssl req failed:\n$out" if $?;
+}
+
+# a test CA <ca>.crt / <ca>.key in the test dir, and for each name in
+# who a certificate it signed, <who>.crt / <who>.key (a Redis's, a node's
+# client certificate), for the names san (default localhost, 127.0.0.1):
+#   make_ca($t, 'ca', who => [qw/redis node/]);  make_ca($t, 'other');
+#   make_ca($t, 'ca', who => ['redis'], san => 'DNS:redis.test');
+sub make_ca {
+    my ($t, $ca, %o) = @_;
+    my @who = @{ $o{who} // [] };
+    my $san = $o{san} // 'DNS:localhost,IP:127.0.0.1';
+    my $d = $t->testdir;
+    my $openssl = sub {
+        my $out = `openssl $_[0] 2>&1`;
+        die "openssl $_[0]:\n$out" if $?;
+    };
+    my $ec = '-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes';
+    $openssl->("req -x509 $ec -days 2 -subj /CN=im-test-$ca"
+        . " -keyout $d/$ca.key -out $d/$ca.crt");
+    $t->write_file('ext.cnf', "subjectAltName=$san\n");
+    for my $who (@who) {
+        $openssl->("req $ec -subj /CN=$who -keyout $d/$who.key"
+            . " -out $d/$who.csr");
+        $openssl->("x509 -req -in $d/$who.csr -CA $d/$ca.crt"
+            . " -CAkey $d/$ca.key -CAcreateserial -days 2"
+            . " -extfile $d/ext.cnf -out $d/$who.crt");
+    }
 }
 
 sub write_conf {
