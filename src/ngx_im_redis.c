@@ -295,7 +295,8 @@ ngx_im_redis_away(ngx_uint_t which)
     ngx_im_redis_conn_t  *rc;
 
     if (ngx_im_redis_routed(which)) {
-        return ngx_im_redis_cluster_away(which);
+        return ngx_im_redis_cluster_away(which)
+               || ngx_im_redis_cluster_down();
     }
 
     rc = ngx_im_redis_conn(which);

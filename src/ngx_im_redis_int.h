@@ -161,6 +161,7 @@ void ngx_im_redis_wait_release(redisReply *reply);
 
 void ngx_im_redis_redirect_init(ngx_cycle_t *cycle);
 void ngx_im_redis_redirect_exit(void);
+ngx_uint_t ngx_im_redis_cluster_down(void);
 /* MULTI: the transaction's commands go to the master of its first key */
 void ngx_im_redis_tx_begin(ngx_im_redis_cb_pt cb, void *data);
 extern ngx_uint_t  ngx_im_redis_tx_open;

@@ -36,6 +36,10 @@ static ngx_int_t ngx_im_redis_retry(ngx_im_redis_conn_t *rc,
     ngx_im_redis_req_t *req);
 static void ngx_im_redis_retry_handler(ngx_event_t *ev);
 static void ngx_im_redis_retry_fail(void);
+static void ngx_im_redis_down_said(ngx_im_redis_conn_t *rc,
+    redisReply *reply);
+static void ngx_im_redis_down_handler(ngx_event_t *ev);
+static void ngx_im_redis_down_read(redisReply *reply, void *data);
 
 
 /*
@@ -75,6 +79,9 @@ static ngx_im_redis_retry_t     *ngx_im_redis_retries;
 static ngx_uint_t                ngx_im_redis_nretries;
 static ngx_uint_t                ngx_im_redis_retries_size;
 static ngx_event_t               ngx_im_redis_retry_ev;
+/* a master said CLUSTERDOWN and no command has succeeded since */
+static ngx_uint_t                ngx_im_redis_down;
+static ngx_event_t               ngx_im_redis_down_ev;
 
 /* the transaction being queued (see ngx_im_redis_tx_cmd): its bytes and
  * its commands' callbacks so far, for its copy */
@@ -104,6 +111,11 @@ ngx_im_redis_redirect_init(ngx_cycle_t *cycle)
     ngx_im_redis_retry_ev.handler = ngx_im_redis_retry_handler;
     ngx_im_redis_retry_ev.log = cycle->log;
     ngx_im_redis_retry_ev.cancelable = 1;
+
+    ngx_im_redis_down_ev.data = &ngx_im_redis_dummy;
+    ngx_im_redis_down_ev.handler = ngx_im_redis_down_handler;
+    ngx_im_redis_down_ev.log = cycle->log;
+    ngx_im_redis_down_ev.cancelable = 1;
 }
 
 
@@ -116,6 +128,10 @@ ngx_im_redis_redirect_exit(void)
 
     if (ngx_im_redis_retry_ev.timer_set) {
         ngx_del_timer(&ngx_im_redis_retry_ev);
+    }
+
+    if (ngx_im_redis_down_ev.timer_set) {
+        ngx_del_timer(&ngx_im_redis_down_ev);
     }
 
     ngx_im_redis_retry_fail();
@@ -443,6 +459,14 @@ ngx_im_redis_redirected(ngx_im_redis_conn_t *rc, ngx_im_redis_req_t *req,
     ngx_im_redis_copy_t  *copy;
 
     copy = req->copy;
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_im_redis_down_said(rc, reply);
+
+    } else if (ngx_im_redis_down) {
+        /* a command served: the cluster is up again */
+        ngx_im_redis_down = 0;
+    }
 
     if (copy->cmds > 1 && ++copy->answered < copy->cmds) {
         if (reply->type == REDIS_REPLY_ERROR) {
@@ -831,5 +855,110 @@ ngx_im_redis_retry_fail(void)
         if (req.cb) {
             req.cb(NULL, req.data);
         }
+    }
+}
+
+
+/*
+ * CLUSTERDOWN (a slot without a master: the cluster refuses every
+ * command while cluster-require-full-coverage is on) is a refusal like
+ * any error, and makes logins answer "try later" (ngx_im_redis_away())
+ * until a command is served again; the operator is told which node says
+ * it, and how many commands it refused, at most every 10 seconds rather
+ * than per command.
+ */
+
+static void
+ngx_im_redis_down_said(ngx_im_redis_conn_t *rc, redisReply *reply)
+{
+    static time_t      logged;
+    static ngx_uint_t  refused;
+
+    if (reply->len < 11 || ngx_strncmp(reply->str, "CLUSTERDOWN", 11) != 0) {
+        return;
+    }
+
+    refused++;
+
+    /* logins answer "try later" until a command is served again; a probe
+     * every second finds the end when no other command would */
+    ngx_im_redis_down = 1;
+
+    if (!ngx_im_redis_down_ev.timer_set && !ngx_im_redis_exiting) {
+        ngx_add_timer(&ngx_im_redis_down_ev, 1000);
+    }
+
+    if (ngx_time() - logged < 10) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, &rc->log, 0,
+                  "im redis cluster: \"%*s\": %ui command(s) refused "
+                  "since the last such line", reply->len, reply->str,
+                  refused);
+
+    logged = ngx_time();
+    refused = 0;
+}
+
+
+ngx_uint_t
+ngx_im_redis_cluster_down(void)
+{
+    return ngx_im_redis_down;
+}
+
+
+/* while the cluster is down: CLUSTER INFO of a master, every second */
+
+static void
+ngx_im_redis_down_handler(ngx_event_t *ev)
+{
+    static const char  *argv[2] = { "CLUSTER", "INFO" };
+    static size_t       argvlen[2] = { 7, 4 };
+
+    ngx_uint_t              i;
+    ngx_im_cluster_node_t  *node;
+
+    if (!ngx_im_redis_down || ngx_im_redis_exiting) {
+        return;
+    }
+
+    for (i = 0; i < ngx_im_redis_cluster_nodes(); i++) {
+        node = ngx_im_redis_cluster_node(i);
+
+        if (ngx_im_redis_send(&node->conns[NGX_IM_REDIS_INBOX],
+                              ngx_im_redis_down_read, NULL, 2, argv, argvlen,
+                              0)
+            == NGX_OK)
+        {
+            return;
+        }
+    }
+
+    ngx_add_timer(&ngx_im_redis_down_ev, 1000);
+}
+
+
+static void
+ngx_im_redis_down_read(redisReply *reply, void *data)
+{
+    if (!ngx_im_redis_down || ngx_im_redis_exiting) {
+        return;
+    }
+
+    if (reply && reply->type == REDIS_REPLY_STRING
+        && ngx_strnstr((u_char *) reply->str, "cluster_state:ok",
+                       reply->len)
+           != NULL)
+    {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "im redis cluster: the cluster serves again");
+        ngx_im_redis_down = 0;
+        return;
+    }
+
+    if (!ngx_im_redis_down_ev.timer_set) {
+        ngx_add_timer(&ngx_im_redis_down_ev, 1000);
     }
 }

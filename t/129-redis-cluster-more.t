@@ -12,7 +12,9 @@
 #     hostname): reached at the IP address CLUSTER SLOTS gives with them,
 #     and a MOVED that names a host is followed to that node; with no
 #     endpoint (unknown-endpoint) a MOVED is followed at the host that
-#     answered; a node named "?" is refused, the log says what to set.
+#     answered; a node named "?" is refused, the log says what to set;
+#   - a slot without a master (the cluster down): logins answered 2,
+#     publishes refused, the log names the node that says CLUSTERDOWN.
 use strict;
 use warnings;
 use Test::More;
@@ -230,6 +232,59 @@ $b->stop;
         return $a && $a->{cmd} == PUB_ACK;
     }, 10), 'no host name: after the map is read again, acknowledged');
     $c->stop;
+}
+
+###############################################################################
+# the cluster down: a slot without a master (CLUSTER DELSLOTS on every
+# node); every master, all of them reachable, answers CLUSTERDOWN for
+# every slot (cluster-require-full-coverage): a login is answered 2, a
+# publish refused, and the log says which node says it; the slot given
+# back, the cluster serves again
+
+{
+    my $d = node(name => 'd', port => 9098, workers => 1);
+    $d->run();
+    my ($x, $cx) = first_login($d, 12961);
+    is($cx, 0, 'cluster down: a login before');
+
+    my $hole = $rc->slot('im:inbox:{12969}');
+    my $owner = $rc->slot_owner($hole);
+    my $mark = $d->log_mark;
+    # every node's view: DELSLOTS is not told to the others
+    $_->cmd('CLUSTER', 'DELSLOTS', $hole) for $rc->nodes;
+    ok(wait_until(sub {
+        return !grep {
+            (eval { $_->cmd('CLUSTER', 'INFO') } // '')
+                !~ /cluster_state:fail/
+        } $rc->nodes;
+    }, 30), 'cluster down: every master says cluster_state:fail');
+
+    # the first logins may still find no command refused yet: the first
+    # CLUSTERDOWN answer turns them away
+    my $code;
+    ok(wait_until(sub {
+        my $c;
+        ($c, $code) = login($d, 12963);
+        $c->close if $c;
+        return defined $code && $code == 2;
+    }, 30), 'cluster down: a login is answered 2');
+    my $id = $x->publish(12962, 'while the cluster is down');
+    my $r = $x->expect(msgid => $id);
+    is($r && $r->{cmd}, INVALID_PACKET, 'cluster down: a publish refused');
+    ok($d->wait_for_log(qr/im redis cluster: "CLUSTERDOWN [^"]*": \d+ /
+        . qr/command\(s\) refused since the last such line[^\n]* redis: /
+        . qr/127\.0\.0\.1:\d+ \(/, from => $mark),
+        'cluster down: the log names the node and says CLUSTERDOWN')
+        or diag($d->error_log);
+
+    $owner->cmd('CLUSTER', 'ADDSLOTS', $hole);
+    $rc->wait_ok;
+    my ($y, $cy) = first_login($d, 12964);
+    is($cy, 0, 'cluster down: the slot back, logins work again');
+    my ($z, $cz) = login($d, 12963);
+    is($cz, 0, 'cluster down: the uid refused meanwhile logs in');
+    chat($x, $z, 'cluster down: after it, 1:1');
+    $d->stop;
 }
 
 $rc->stop;
