@@ -48,6 +48,7 @@ use IM::Client;
 use IM::Proto qw/:all/;
 use IM::Cluster qw/login/;
 use IM::Setup qw/write_conf/;
+use IM::Failover;
 
 my $t = Test::Nginx->new()->has(qw/http redis/);    # helpers and daemons
 my $d = $t->testdir;
@@ -190,132 +191,37 @@ sub failover {
     ok($s && $l, "$tag: sender on node a, recipient on node b")
         or return;
 
-    my (%sent, %answer, %got);
-    my ($seq, $inflight, $t_cut, $t_kill, $t_switch, $resumed, $after) =
-        (0, 0, undef, undef, undef, undef, 0);
-    my $deadline = time + 120;
+    my $r = IM::Failover::run(sender => $s, live => $l, live_uid => $L,
+        offline_uid => $Y, tag => $tag, old => $old,
+        old_port => $old->port, master_port => \&master_port,
+        cut_after => 200, resume_after => 100, resume_secs => 2,
+        relogin => sub { login_ok($b, $_[0]) },
+        # a replica of the new master, as the sentinels would make it
+        # (they wait 8 s first, longer in their "tilt" mode on a busy
+        # machine)
+        switched => sub {
+            $old->start;
+            eval { $old->cmd(REPLICAOF => '127.0.0.1', $_[0]) };
+        });
 
-    while (time < $deadline) {
-        while ($inflight < 8) {
-            my $to = $seq++ % 2 ? $Y : $L;
-            my $id = $s->publish($to, "$tag $seq");
-            $sent{$id} = [$to, time];
-            $inflight++;
-        }
-
-        my $refusals = 0;
-        while (my $m = $s->next(timeout => 0.02)) {
-            my $id = $m->{msgid};
-            next unless defined $id && $sent{$id} && !$answer{$id};
-            if ($m->{cmd} == PUB_ACK) {
-                $answer{$id} = 'ack';
-                if ($t_kill && $sent{$id}[1] > $t_kill) {
-                    $resumed //= time;
-                    $after++;
-                }
-            } elsif ($m->{cmd} == INVALID_PACKET) {
-                $answer{$id} = 'refused';
-                $refusals++;
-            } else {
-                next;
-            }
-            $inflight--;
-        }
-        $got{$_->{msgid}}++ for grep { $_->{cmd} == PUBLISH } $l->drain(0.01);
-        sleep 0.02 if $refusals;
-
-        # the replica's link is cut and cannot come back (a password its
-        # reconnection does not have; the connections made before keep
-        # working), so what the master answers now is not on the replica;
-        # the master dies 0.3 s later: without WAIT, acked appends are lost
-        if (!$t_cut && (grep { $_ eq 'ack' } values %answer) >= 200) {
-            eval {
-                $old->cmd(CONFIG => 'SET', 'requirepass', 'cut-the-link');
-                $old->cmd(CLIENT => 'KILL', 'TYPE', 'replica');
-            };
-            $t_cut = time;
-        }
-
-        if ($t_cut && !$t_kill && time - $t_cut >= 0.3) {
-            $old->kill9;
-            $t_kill = time;
-            note("$tag: master on port ${\ $old->port} killed");
-        }
-
-        if ($t_kill && !$t_switch) {
-            my $p = master_port();
-            if (defined $p && $p != $old->port) {
-                $t_switch = time;
-                note(sprintf("$tag: the sentinels switched to port %d after"
-                    . " %.1f s; the old master starts again", $p,
-                    $t_switch - $t_kill));
-                # a replica of the new master, as the sentinels would make
-                # it (they wait 8 s first, longer in their "tilt" mode on a
-                # busy machine)
-                $old->start;
-                eval { $old->cmd(REPLICAOF => '127.0.0.1', $p) };
-            }
-        }
-
-        last if $resumed && $after >= 100 && time - $resumed > 2;
-    }
-
-    ok($t_kill && $t_switch, "$tag: the master was killed and the "
-        . 'sentinels promoted the replica');
-    ok($resumed, "$tag: messages sent after the kill are acked again");
-
-    # every publish gets its answer
-    my $dl = time + 20;
-    while ($inflight > 0 && time < $dl) {
-        my $m = $s->next(timeout => 1) or next;
-        my $id = $m->{msgid};
-        next unless defined $id && $sent{$id} && !$answer{$id};
-        next unless $m->{cmd} == PUB_ACK || $m->{cmd} == INVALID_PACKET;
-        $answer{$id} = $m->{cmd} == PUB_ACK ? 'ack' : 'refused';
-        $inflight--;
-    }
-    is($inflight, 0, "$tag: every publish answered, an ack or a refusal ("
-        . scalar(keys %sent) . ')');
-
-    my @acked = grep { ($answer{$_} // '') eq 'ack' } keys %sent;
-    my @refused = grep { ($answer{$_} // '') eq 'refused' } keys %sent;
-
-    # the live recipient: what it was pushed, then its inbox at a new login
-    my @for_l = grep { $sent{$_}[0] == $L } @acked;
-    $dl = time + 10;
-    while (time < $dl && grep { !$got{$_} } @for_l) {
-        $got{$_->{msgid}}++ for grep { $_->{cmd} == PUBLISH } $l->drain(0.2);
-    }
-    $l->close(1000);
-    my ($l2) = login_ok($b, $L);
-    my ($y) = login_ok($b, $Y);
-    my @for_y = grep { $sent{$_}[0] == $Y } @acked;
-    $dl = time + 20;
-    while (time < $dl && grep { !$got{$_} } @for_l, @for_y) {
-        for my $c (grep { $_ } $l2, $y) {
-            $got{$_->{msgid}}++
-                for grep { $_->{cmd} == PUBLISH } $c->drain(0.2);
-        }
-    }
-
-    my $lost = grep { !$got{$_} } @acked;
-    my $line = sprintf("%s: %d published, %d acked, %d refused; acked and "
-        . "never delivered: %d; service resumed %.1f s after the kill "
-        . "(sentinels switched after %.1f s)", $tag, scalar(keys %sent),
-        scalar(@acked), scalar(@refused), $lost,
-        ($resumed // time) - $t_kill, ($t_switch // time) - $t_kill);
-    note($line);
-    diag($line) if $ENV{IM_SENTINEL_FIGURES};
+    ok($r->{killed} && $r->{switched}, "$tag: the master was killed and "
+        . 'the sentinels promoted the replica');
+    ok($r->{resumed}, "$tag: messages sent after the kill are acked again");
+    is($r->{unanswered}, 0, "$tag: every publish answered, an ack or a "
+        . "refusal ($r->{sent})");
+    my $lost = $r->{lost};
+    note($r->{line});
+    diag($r->{line}) if $ENV{IM_SENTINEL_FIGURES};
 
     if ($extra) {
         is($lost, 0, "$tag: no acked message lost ($lost of "
-            . scalar(@acked) . ')');
+            . "$r->{acked})");
         my $re = qr/im redis: master "$NAME" is now at/;
         ok((grep { $_->error_log =~ $re } $a, $b) == 2,
             "$tag: both nodes logged the new master");
     }
 
-    $_->close(1000) for grep { $_ } $s, $l2, $y;
+    $s->close(1000) if $s;
     $a->stop();
     $b->stop();
 

@@ -268,6 +268,25 @@ chat($r1, $s1, 'b -> a across nodes');
     ok($k->expect(cmd => LOGOUT), 'api: the session on a gets LOGOUT');
 }
 
+# reads what came: the recipient's pushes into %$got, the sender's acks
+# and refusals of what it sent into %$acked and %$refused
+sub reader {
+    my ($snd, $rcv, $sent, $acked, $refused, $got) = @_;
+    return sub {
+        my ($secs) = @_;
+        for my $m ($rcv->drain($secs)) {
+            $got->{$m->{msgid}}++ if $m->{cmd} == PUBLISH;
+        }
+        for my $m ($snd->drain(0.02)) {
+            next unless defined $m->{msgid} && $sent->{$m->{msgid}};
+            if ($m->{cmd} == PUB_ACK) { $acked->{$m->{msgid}}++ }
+            elsif ($m->{cmd} == INVALID_PACKET) {
+                $refused->{$m->{msgid}} = 1;
+            }
+        }
+    };
+}
+
 ###############################################################################
 # slots moved while a sender keeps sending: nothing acked is lost
 
@@ -280,17 +299,7 @@ chat($r1, $s1, 'b -> a across nodes');
     my $slot = $rc->slot("im:inbox:{$R}");
     my $sslot = $rc->slot("im:inbox:{$S}");
     my (%sent, %acked, %refused, %got);
-    my $read = sub {
-        my ($secs) = @_;
-        for my $m ($rcv->drain($secs)) {
-            $got{$m->{msgid}}++ if $m->{cmd} == PUBLISH;
-        }
-        for my $m ($snd->drain(0.02)) {
-            next unless defined $m->{msgid} && $sent{$m->{msgid}};
-            if ($m->{cmd} == PUB_ACK) { $acked{$m->{msgid}}++ }
-            elsif ($m->{cmd} == INVALID_PACKET) { $refused{$m->{msgid}} = 1 }
-        }
-    };
+    my $read = reader($snd, $rcv, \%sent, \%acked, \%refused, \%got);
     my $burst = sub {
         my ($tag) = @_;
         for my $k (1 .. 25) {
@@ -404,17 +413,7 @@ chat($r1, $s1, 'b -> a across nodes');
     }
 
     my (%sent, %acked, %refused, %got);
-    my $read = sub {
-        my ($secs) = @_;
-        for my $m ($rcv->drain($secs)) {
-            $got{$m->{msgid}}++ if $m->{cmd} == PUBLISH;
-        }
-        for my $m ($snd->drain(0.02)) {
-            next unless defined $m->{msgid} && $sent{$m->{msgid}};
-            if ($m->{cmd} == PUB_ACK) { $acked{$m->{msgid}}++ }
-            elsif ($m->{cmd} == INVALID_PACKET) { $refused{$m->{msgid}} = 1 }
-        }
-    };
+    my $read = reader($snd, $rcv, \%sent, \%acked, \%refused, \%got);
 
     # bursts for as long as the reshard runs (bounded)
     my ($k, $status, $deadline) = (0, undef, time + 180);

@@ -40,6 +40,7 @@ use IM::Client;
 use IM::Proto qw/:all/;
 use IM::Cluster qw/login/;
 use IM::Setup qw/make_ca/;
+use IM::Failover;
 
 my $t = Test::Nginx->new()->has(qw/http redis/);    # helpers and daemons
 my $d = $t->testdir;
@@ -270,126 +271,38 @@ $nb->run();
     my ($l) = login_ok($nb, $L);
     ok($s && $l, 'failover: sender on node a, recipient on node b');
 
-    my (%sent, %answer, %got);
-    my ($seq, $inflight, $t_cut, $t_kill, $t_switch, $resumed, $after) =
-        (0, 0, undef, undef, undef, undef, 0);
-    my $deadline = time + 120;
+    # as in t/126: the replica's link is cut first, so that what the
+    # master answers in its last 0.3 s is on no replica: WAIT must refuse
+    # it
+    my $r = IM::Failover::run(sender => $s, live => $l, live_uid => $L,
+        offline_uid => $Y, tag => 'TLS failover, im_redis_wait 1 1s',
+        old => $old, old_port => $tls_of{$old},
+        master_port => \&master_port,
+        cut_after => 100, resume_after => 50, resume_secs => 1,
+        relogin => sub { login_ok($nb, $_[0]) },
+        # the new master's replica, over TLS (its tls-replication)
+        switched => sub {
+            $old->start;
+            eval { $old->cmd(REPLICAOF => '127.0.0.1', $_[0]) };
+        });
 
-    while (time < $deadline) {
-        while ($inflight < 8) {
-            my $to = $seq++ % 2 ? $Y : $L;
-            my $id = $s->publish($to, "failover $seq");
-            $sent{$id} = [$to, time];
-            $inflight++;
-        }
-
-        my $refusals = 0;
-        while (my $m = $s->next(timeout => 0.02)) {
-            my $id = $m->{msgid};
-            next unless defined $id && $sent{$id} && !$answer{$id};
-            if ($m->{cmd} == PUB_ACK) {
-                $answer{$id} = 'ack';
-                if ($t_kill && $sent{$id}[1] > $t_kill) {
-                    $resumed //= time;
-                    $after++;
-                }
-            } elsif ($m->{cmd} == INVALID_PACKET) {
-                $answer{$id} = 'refused';
-                $refusals++;
-            } else {
-                next;
-            }
-            $inflight--;
-        }
-        $got{$_->{msgid}}++ for grep { $_->{cmd} == PUBLISH } $l->drain(0.01);
-        sleep 0.02 if $refusals;
-
-        # as in t/126: the replica's link is cut first (a password its
-        # reconnection does not have), so that what the master answers in
-        # its last 0.3 s is on no replica: WAIT must refuse it
-        if (!$t_cut && (grep { $_ eq 'ack' } values %answer) >= 100) {
-            eval {
-                $old->cmd(CONFIG => 'SET', 'requirepass', 'cut-the-link');
-                $old->cmd(CLIENT => 'KILL', 'TYPE', 'replica');
-            };
-            $t_cut = time;
-        }
-
-        if ($t_cut && !$t_kill && time - $t_cut >= 0.3) {
-            $old->kill9;
-            $t_kill = time;
-            note('master on TLS port ' . $tls_of{$old} . ' killed');
-        }
-
-        if ($t_kill && !$t_switch) {
-            my $p = master_port();
-            if (defined $p && $p != $tls_of{$old}) {
-                $t_switch = time;
-                note(sprintf('the sentinels switched to TLS port %d after'
-                    . ' %.1f s; the old master starts again', $p,
-                    $t_switch - $t_kill));
-                # the new master's replica, over TLS (its tls-replication)
-                $old->start;
-                eval { $old->cmd(REPLICAOF => '127.0.0.1', $p) };
-            }
-        }
-
-        last if $resumed && $after >= 50 && time - $resumed > 1;
-    }
-
-    ok($t_kill && $t_switch, 'failover: the master was killed and the '
-        . 'sentinels promoted the replica');
-    ok($resumed, 'failover: messages sent after the kill are acked again');
-
-    my $dl = time + 20;
-    while ($inflight > 0 && time < $dl) {
-        my $m = $s->next(timeout => 1) or next;
-        my $id = $m->{msgid};
-        next unless defined $id && $sent{$id} && !$answer{$id};
-        next unless $m->{cmd} == PUB_ACK || $m->{cmd} == INVALID_PACKET;
-        $answer{$id} = $m->{cmd} == PUB_ACK ? 'ack' : 'refused';
-        $inflight--;
-    }
-    is($inflight, 0, 'failover: every publish answered, an ack or a '
-        . 'refusal (' . scalar(keys %sent) . ')');
-
-    my @acked = grep { ($answer{$_} // '') eq 'ack' } keys %sent;
-    my @refused = grep { ($answer{$_} // '') eq 'refused' } keys %sent;
-
-    # the live recipient's pushes, then both recipients' inboxes
-    my @for_l = grep { $sent{$_}[0] == $L } @acked;
-    $dl = time + 10;
-    while (time < $dl && grep { !$got{$_} } @for_l) {
-        $got{$_->{msgid}}++ for grep { $_->{cmd} == PUBLISH } $l->drain(0.2);
-    }
-    $l->close(1000);
-    my ($l2) = login_ok($nb, $L);
-    my ($y) = login_ok($nb, $Y);
-    my @for_y = grep { $sent{$_}[0] == $Y } @acked;
-    $dl = time + 20;
-    while (time < $dl && grep { !$got{$_} } @for_l, @for_y) {
-        for my $c (grep { $_ } $l2, $y) {
-            $got{$_->{msgid}}++
-                for grep { $_->{cmd} == PUBLISH } $c->drain(0.2);
-        }
-    }
-
-    my $lost = grep { !$got{$_} } @acked;
-    my $line = sprintf('TLS failover, im_redis_wait 1 1s: %d published, %d '
-        . 'acked, %d refused; acked and never delivered: %d; service '
-        . 'resumed %.1f s after the kill (sentinels switched after %.1f s)',
-        scalar(keys %sent), scalar(@acked), scalar(@refused), $lost,
-        ($resumed // time) - $t_kill, ($t_switch // time) - $t_kill);
-    note($line);
-    diag($line) if $ENV{IM_SENTINEL_FIGURES};
+    ok($r->{killed} && $r->{switched}, 'failover: the master was killed '
+        . 'and the sentinels promoted the replica');
+    ok($r->{resumed},
+        'failover: messages sent after the kill are acked again');
+    is($r->{unanswered}, 0, 'failover: every publish answered, an ack or '
+        . "a refusal ($r->{sent})");
+    my $lost = $r->{lost};
+    note($r->{line});
+    diag($r->{line}) if $ENV{IM_SENTINEL_FIGURES};
 
     is($lost, 0, "failover: no acked message lost ($lost of "
-        . scalar(@acked) . ')');
+        . "$r->{acked})");
     my $np = master_port() // 0;
     my $re = qr/im redis: master "$NAME" is now at 127\.0\.0\.1:$np /;
     ok((grep { $_->error_log =~ $re } $na, $nb) == 2,
         'failover: both nodes went to the new master\'s TLS port');
-    $_->close(1000) for grep { $_ } $s, $l2, $y;
+    $s->close(1000) if $s;
 }
 
 $na->stop();
