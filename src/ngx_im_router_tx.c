@@ -47,6 +47,7 @@ typedef struct {
     unsigned               ttl_sent:1;
     unsigned               publish:1;   /* on the channel too */
     unsigned               offline:1;   /* the PUBLISH's count: event */
+    unsigned               batch:1;     /* counted in the batch */
 } ngx_im_tx_rcpt_t;
 
 
@@ -69,8 +70,49 @@ struct ngx_im_tx_s {
 #define NGX_IM_ROUTER_TX      128
 
 
+/*
+ * Write-through appends of group messages go in batches (decision 048).
+ * While the plain appends of earlier group messages are under way, those
+ * of the next ones wait, and leave together once the last of the batch
+ * is answered, sorted by uid (each uid's in the order they came).  A
+ * member's pushes leave at its append's reply (decision 037), so a
+ * member of several group messages answered together gets them in one
+ * send, as it did when the pushes went before the appends.  Redis runs
+ * the connection's commands in order anyway: the wait adds a turn of the
+ * worker to the next messages' appends, no more.  Any other append or
+ * transaction sends the waiting ones first, so no uid's order changes.
+ */
+
+typedef struct {
+    uint32_t               uid;
+    uint32_t               order;       /* of arrival: the sort is stable */
+    ngx_im_tx_rcpt_t      *rcpt;
+} ngx_im_next_t;
+
+/* how a message's appends go: alone, in the batch, waiting for it */
+#define NGX_IM_ROUTER_ONE     0
+#define NGX_IM_ROUTER_BATCH   1
+#define NGX_IM_ROUTER_WAIT    2
+
+static ngx_im_next_t          *ngx_im_router_next;
+static ngx_uint_t              ngx_im_router_nnext;
+static ngx_uint_t              ngx_im_router_next_size;
+/* the appends of the batch under way whose replies are to come */
+static ngx_uint_t              ngx_im_router_batch;
+/* the end of a pass that starts a batch */
+static ngx_event_t             ngx_im_router_next_ev;
+
+
 static void ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids,
-    ngx_uint_t n, ngx_im_ticket_t *t, u_char *buf, size_t len);
+    ngx_uint_t n, ngx_im_ticket_t *t, u_char *buf, size_t len,
+    ngx_uint_t how);
+static ngx_int_t ngx_im_router_append(ngx_im_tx_rcpt_t *r,
+    ngx_uint_t batch);
+static ngx_int_t ngx_im_router_wait(ngx_im_tx_rcpt_t *r);
+static void ngx_im_router_send_next(void);
+static void ngx_im_router_next_handler(ngx_event_t *ev);
+static int ngx_libc_cdecl ngx_im_router_next_cmp(const void *one,
+    const void *two);
 static void ngx_im_router_committed(redisReply *reply, void *data);
 static void ngx_im_router_appended(redisReply *reply, void *data);
 static void ngx_im_router_waited(redisReply *reply, void *data);
@@ -130,7 +172,7 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
     size_t          len;
     uint32_t        stamp;
     ngx_int_t       rc;
-    ngx_uint_t      i, m, stored, local, siblings;
+    ngx_uint_t      i, m, stored, local, siblings, how;
     ngx_im_user_t  *u;
     ngx_im_rcpt_t  *rcpt;
 
@@ -171,6 +213,9 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
             *flags |= IM_TRAFFIC_ALL;
         }
 
+        /* every part of a message goes the same way */
+        how = (n == 1) ? NGX_IM_ROUTER_ONE : NGX_IM_ROUTER_WAIT;
+
         /* t may be served whole, and freed, in the last of these */
 
         for (i = 0; i < n; i += m) {
@@ -178,7 +223,7 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
              * slot: one recipient per transaction */
             m = ngx_im_get_conf()->redis_cluster
                 ? 1 : ngx_min(n - i, NGX_IM_ROUTER_TX);
-            ngx_im_router_tx(msg, uids + i, m, t, buf, len);
+            ngx_im_router_tx(msg, uids + i, m, t, buf, len, how);
         }
 
         if (buf) {
@@ -291,7 +336,7 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
 static void
 ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
-    ngx_im_ticket_t *t, u_char *buf, size_t len)
+    ngx_im_ticket_t *t, u_char *buf, size_t len, ngx_uint_t how)
 {
     ngx_uint_t         i, at, cmds, ttl_sent, direct, local, npub;
     ngx_im_tx_t       *tx;
@@ -325,6 +370,7 @@ ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         r->pub = 0;
         r->publish = 0;
         r->offline = 0;
+        r->batch = 0;
 
         if (buf == NULL) {
             /* no memory for the record: the others read the inbox */
@@ -356,10 +402,16 @@ ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
         for (i = 0; i < n; i++) {
             r = &tx->rcpts[i];
-            u = ngx_im_table_find(r->uid);
 
-            if (ngx_im_store_push(r->uid, msg, u ? &u->ttl_set : NULL,
-                                  ngx_im_router_appended, r)
+            if (how == NGX_IM_ROUTER_WAIT && ngx_im_router_wait(r) == NGX_OK)
+            {
+                continue;
+            }
+
+            /* no uid's appends overtake those that wait */
+            ngx_im_router_send_next();
+
+            if (ngx_im_router_append(r, how != NGX_IM_ROUTER_ONE)
                 != NGX_OK)
             {
                 tx->pending--;
@@ -370,6 +422,8 @@ ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         ngx_im_router_tx_done(tx);
         return;
     }
+
+    ngx_im_router_send_next();
 
     if (ngx_im_store_begin(msg, n, npub,
                            npub * NGX_IM_REDIS_CMD_LEN(3,
@@ -516,15 +570,168 @@ ngx_im_router_appended(redisReply *reply, void *data)
 {
     ngx_im_tx_rcpt_t  *r = data;
 
+    ngx_uint_t    batch;
     ngx_im_tx_t  *tx;
 
     tx = r->tx;
+    batch = r->batch;
 
     /* a plain append's store held it for WAIT already */
     ngx_im_router_stored_one(tx, r, ngx_im_store_pushed(reply) == NGX_OK,
                              NULL, 0);
 
+    if (batch && --ngx_im_router_batch == 0) {
+        /* the batch is answered (or failed with the connection): the
+         * appends that waited for it leave */
+        ngx_im_router_send_next();
+    }
+
     ngx_im_router_tx_done(tx);
+}
+
+
+/* a plain append of r, counted in the batch or not; NGX_ERROR: not sent */
+
+static ngx_int_t
+ngx_im_router_append(ngx_im_tx_rcpt_t *r, ngx_uint_t batch)
+{
+    ngx_im_user_t  *u;
+
+    u = ngx_im_table_find(r->uid);
+
+    r->batch = batch;
+
+    if (ngx_im_store_push(r->uid, r->tx->msg, u ? &u->ttl_set : NULL,
+                          ngx_im_router_appended, r)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_im_router_batch += batch;
+
+    return NGX_OK;
+}
+
+
+/* r's append waits for the batch under way; NGX_DECLINED: no room, it
+ * goes now */
+
+static ngx_int_t
+ngx_im_router_wait(ngx_im_tx_rcpt_t *r)
+{
+    ngx_uint_t      size;
+    ngx_im_next_t  *next;
+
+    if (ngx_im_router_nnext == ngx_im_router_next_size) {
+
+        /* kept for the worker's life, as the callback rings are */
+
+        size = ngx_im_router_next_size ? 2 * ngx_im_router_next_size : 1024;
+
+        next = ngx_alloc(size * sizeof(ngx_im_next_t), ngx_cycle->log);
+        if (next == NULL) {
+            return NGX_DECLINED;
+        }
+
+        if (ngx_im_router_next) {
+            ngx_memcpy(next, ngx_im_router_next,
+                       ngx_im_router_nnext * sizeof(ngx_im_next_t));
+            ngx_free(ngx_im_router_next);
+        }
+
+        ngx_im_router_next = next;
+        ngx_im_router_next_size = size;
+    }
+
+    if (ngx_im_router_nnext == 0 && ngx_im_router_batch == 0
+        && !ngx_im_router_next_ev.posted)
+    {
+        /* no batch under way: this pass's group messages make the next */
+        ngx_im_router_next_ev.handler = ngx_im_router_next_handler;
+        ngx_im_router_next_ev.log = ngx_cycle->log;
+        ngx_post_event(&ngx_im_router_next_ev, &ngx_posted_events);
+    }
+
+    next = &ngx_im_router_next[ngx_im_router_nnext];
+
+    next->uid = r->uid;
+    next->order = (uint32_t) ngx_im_router_nnext;
+    next->rcpt = r;
+
+    ngx_im_router_nnext++;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_im_router_next_handler(ngx_event_t *ev)
+{
+    if (ngx_im_router_batch == 0) {
+        ngx_im_router_send_next();
+    }
+}
+
+
+/* the appends that waited leave as the next batch, by uid */
+
+static void
+ngx_im_router_send_next(void)
+{
+    ngx_uint_t         i, n, size;
+    ngx_im_tx_t       *tx;
+    ngx_im_next_t     *next;
+    ngx_im_tx_rcpt_t  *r;
+
+    n = ngx_im_router_nnext;
+
+    if (n == 0) {
+        return;
+    }
+
+    /* a refusal below may deliver, and start another list */
+
+    next = ngx_im_router_next;
+    size = ngx_im_router_next_size;
+
+    ngx_im_router_next = NULL;
+    ngx_im_router_next_size = 0;
+    ngx_im_router_nnext = 0;
+
+    ngx_qsort(next, n, sizeof(ngx_im_next_t), ngx_im_router_next_cmp);
+
+    for (i = 0; i < n; i++) {
+        r = next[i].rcpt;
+        tx = r->tx;
+
+        if (ngx_im_router_append(r, 1) != NGX_OK) {
+            ngx_im_router_refused(r->uid, tx->msg, tx->ticket, tx->direct);
+            ngx_im_router_tx_done(tx);
+        }
+    }
+
+    if (ngx_im_router_next == NULL) {
+        ngx_im_router_next = next;
+        ngx_im_router_next_size = size;
+
+    } else {
+        ngx_free(next);
+    }
+}
+
+
+static int ngx_libc_cdecl
+ngx_im_router_next_cmp(const void *one, const void *two)
+{
+    const ngx_im_next_t  *a = one;
+    const ngx_im_next_t  *b = two;
+
+    if (a->uid != b->uid) {
+        return (a->uid < b->uid) ? -1 : 1;
+    }
+
+    return (a->order < b->order) ? -1 : (a->order > b->order);
 }
 
 
