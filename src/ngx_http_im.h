@@ -82,5 +82,8 @@ ngx_int_t ngx_http_im_add_variables(ngx_conf_t *cf);
 u_char *ngx_http_im_log_error(ngx_log_t *log, u_char *buf, size_t len);
 void ngx_http_im_log_session(ngx_http_im_ctx_t *ctx);
 
+/* ngx_http_im_status.c: the im_status and im_metrics directives */
+char *ngx_http_im_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+
 
 #endif /* _NGX_HTTP_IM_H_INCLUDED_ */

@@ -5,9 +5,9 @@
  * gets a proper HTTP status), the frame layer between the connection and
  * the session (control frames, fragments, close handshake and its codes),
  * authentication of CONNECT by an in-memory background subrequest to the
- * operator's im_auth location, letting the request go at login, and the
- * im_status / im_metrics handlers (the counters themselves are
- * ngx_im_metrics.c's).  What the logs see of a session (the $im_*
+ * operator's im_auth location, and letting the request go at login.  The
+ * im_status / im_metrics locations are ngx_http_im_status.c's.  What the
+ * logs see of a session (the $im_*
  * variables, the access log line at its end) is ngx_http_im_log.c's.
  */
 
@@ -21,7 +21,6 @@
 #include "ngx_im_session.h"
 #include "ngx_im_router.h"
 #include "ngx_im_wsframe.h"
-#include "ngx_im_dir.h"
 #include "ngx_http_im_locate.h"
 #include "ngx_http_im.h"
 
@@ -54,10 +53,6 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_im_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_im_status_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_im_metrics_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_im_counters(ngx_http_request_t *r,
-    ngx_uint_t prometheus);
 static void ngx_http_im_read(ngx_http_request_t *r);
 static void ngx_http_im_write(ngx_http_request_t *r);
 static void ngx_http_im_cleanup(void *data);
@@ -91,8 +86,6 @@ static ngx_int_t ngx_http_im_check_auth(ngx_conf_t *cf);
 static char *ngx_http_im_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_http_im_websocket(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_http_im_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_im_receipts(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -1268,76 +1261,6 @@ ngx_http_im_auth_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
 }
 
 
-/* im_status and im_metrics: the node's counters, whichever worker answers */
-
-static ngx_int_t
-ngx_http_im_status_handler(ngx_http_request_t *r)
-{
-    return ngx_http_im_counters(r, 0);
-}
-
-
-static ngx_int_t
-ngx_http_im_metrics_handler(ngx_http_request_t *r)
-{
-    return ngx_http_im_counters(r, 1);
-}
-
-
-static ngx_int_t
-ngx_http_im_counters(ngx_http_request_t *r, ngx_uint_t prometheus)
-{
-    ngx_int_t                rc;
-    ngx_buf_t               *b;
-    ngx_chain_t              out;
-    ngx_im_metrics_extra_t   extra;
-
-    if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
-        return NGX_HTTP_NOT_ALLOWED;
-    }
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    if (prometheus) {
-        b = ngx_im_metrics_prometheus(r->pool);
-        ngx_str_set(&r->headers_out.content_type,
-                    "text/plain; version=0.0.4; charset=utf-8");
-
-    } else {
-        extra.id = ngx_im_worker_id;
-        extra.node_users = ngx_im_dir_users();
-
-        b = ngx_im_metrics_json(r->pool, &extra);
-        ngx_str_set(&r->headers_out.content_type, "application/json");
-    }
-
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
-}
-
-
 /* configuration */
 
 static void *
@@ -1556,25 +1479,6 @@ ngx_http_im_websocket(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (ngx_im_conf_enable(cf) == NULL) {
         return NGX_CONF_ERROR;
     }
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_im_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-    if (clcf->handler) {
-        return "is duplicate";
-    }
-
-    /* im_metrics: the Prometheus text format; im_status: JSON */
-    clcf->handler = cmd->offset ? ngx_http_im_metrics_handler
-                                : ngx_http_im_status_handler;
 
     return NGX_CONF_OK;
 }

@@ -37,7 +37,7 @@ my @layers = (
                       ngx_im_publish/ ],
     [ session   => qw/ngx_im_session ngx_im_session_int ngx_im_login/ ],
     [ transport => qw/ngx_im_module ngx_http_im ngx_http_im_module
-                      ngx_http_im_log
+                      ngx_http_im_log ngx_http_im_status
                       ngx_http_im_locate ngx_http_im_api ngx_http_im_api_request
                       ngx_http_im_api_presence ngx_http_im_api_module
                       ngx_http_im_api_inbox ngx_http_im_api_publish
