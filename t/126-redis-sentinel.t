@@ -110,31 +110,10 @@ EOF
 }
 
 # what every sentinel says of the master: its port, when they agree
-sub master_port {
-    my %p;
-    for my $s (@sentinels) {
-        my $a = eval { $s->cmd(SENTINEL => 'get-master-addr-by-name', $NAME) };
-        return undef unless ref $a eq 'ARRAY';
-        $p{$a->[1]} = 1;
-    }
-    return keys %p == 1 ? (keys %p)[0] : undef;
-}
+sub master_port { IM::Failover::master_port(\@sentinels, $NAME) }
 
 # the sentinels know each other and a replica in good health
-sub settled {
-    for my $s (@sentinels) {
-        my $m = eval { $s->cmd(SENTINEL => 'master', $NAME) } or return 0;
-        my %m = @$m;
-        return 0 unless $m{flags} eq 'master'
-            && $m{'num-other-sentinels'} == 2 && $m{'num-slaves'} >= 1;
-        my $r = eval { $s->cmd(SENTINEL => 'replicas', $NAME) } or return 0;
-        return 0 unless grep {
-            my %r = @$_;
-            $r{flags} eq 'slave' && $r{'master-link-status'} eq 'ok'
-        } @$r;
-    }
-    return 1;
-}
+sub settled { IM::Failover::settled(\@sentinels, $NAME) }
 
 # the one the sentinels do not name
 sub replica {

@@ -23,6 +23,9 @@ package IM::Failover;
 #   # $r->{killed}, {switched}, {resumed} (times), {sent}, {acked},
 #   # {refused}, {lost} (counts), {unanswered}, {line} (a summary)
 
+#   IM::Failover::master_port(\@sentinels, $name)  # the port they agree on
+#   IM::Failover::settled(\@sentinels, $name)      # all in good health
+
 use strict;
 use warnings;
 
@@ -142,6 +145,36 @@ sub run {
         $r{refused}, $lost, ($resumed // time) - ($t_kill // time),
         ($t_switch // time) - ($t_kill // time));
     return \%r;
+}
+
+# what every sentinel says of the master: its port, when they agree
+sub master_port {
+    my ($sentinels, $name) = @_;
+    my %p;
+    for my $s (@$sentinels) {
+        my $a = eval { $s->cmd(SENTINEL => 'get-master-addr-by-name', $name) };
+        return undef unless ref $a eq 'ARRAY';
+        $p{$a->[1]} = 1;
+    }
+    return keys %p == 1 ? (keys %p)[0] : undef;
+}
+
+# the sentinels know each other and a replica in good health
+sub settled {
+    my ($sentinels, $name) = @_;
+    for my $s (@$sentinels) {
+        my $m = eval { $s->cmd(SENTINEL => 'master', $name) } or return 0;
+        my %m = @$m;
+        return 0 unless $m{flags} eq 'master'
+            && $m{'num-other-sentinels'} == @$sentinels - 1
+            && $m{'num-slaves'} >= 1;
+        my $r = eval { $s->cmd(SENTINEL => 'replicas', $name) } or return 0;
+        return 0 unless grep {
+            my %r = @$_;
+            $r{flags} eq 'slave' && $r{'master-link-status'} eq 'ok'
+        } @$r;
+    }
+    return 1;
 }
 
 1;
