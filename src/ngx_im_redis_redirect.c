@@ -462,10 +462,6 @@ ngx_im_redis_redirected(ngx_im_redis_conn_t *rc, ngx_im_redis_req_t *req,
 
     if (reply->type == REDIS_REPLY_ERROR) {
         ngx_im_redis_down_said(rc, reply);
-
-    } else if (ngx_im_redis_down) {
-        /* a command served: the cluster is up again */
-        ngx_im_redis_down = 0;
     }
 
     if (copy->cmds > 1 && ++copy->answered < copy->cmds) {
@@ -477,6 +473,9 @@ ngx_im_redis_redirected(ngx_im_redis_conn_t *rc, ngx_im_redis_req_t *req,
     }
 
     if (reply->type != REDIS_REPLY_ERROR) {
+        /* a command served (a transaction's MULTI is answered +OK even
+         * while the cluster is down: only its EXEC counts) */
+        ngx_im_redis_down = 0;
         return NGX_DECLINED;
     }
 
