@@ -135,18 +135,7 @@ sub node {
 }
 
 # a login, tried again while the node has no master yet (code 2)
-sub login_ok {
-    my ($n, $uid, %o) = @_;
-    my ($c, $code);
-    wait_until(sub {
-        ($c, $code) = login($n, $uid, %o);
-        return 1 if defined $code && $code == 0;
-        $c->close if $c;
-        sleep 0.2;
-        return 0;
-    }, 30);
-    return ($c, $code);
-}
+sub login_ok { IM::Failover::login_ok(@_) }
 
 ###############################################################################
 # failover under traffic

@@ -25,6 +25,7 @@ package IM::Failover;
 
 #   IM::Failover::master_port(\@sentinels, $name)  # the port they agree on
 #   IM::Failover::settled(\@sentinels, $name)      # all in good health
+#   IM::Failover::login_ok($node, $uid, %o)         # (client, code)
 
 use strict;
 use warnings;
@@ -32,6 +33,8 @@ use warnings;
 use Time::HiRes qw/time sleep/;
 use Test::More ();
 use IM::Proto qw/:all/;
+use IM::Cluster ();
+use Test::Nginx qw/wait_until/;
 
 sub run {
     my (%o) = @_;
@@ -175,6 +178,20 @@ sub settled {
         } @$r;
     }
     return 1;
+}
+
+# a login, tried again while the node has no master yet (code 2)
+sub login_ok {
+    my ($n, $uid, %o) = @_;
+    my ($c, $code);
+    wait_until(sub {
+        ($c, $code) = IM::Cluster::login($n, $uid, %o);
+        return 1 if defined $code && $code == 0;
+        $c->close if $c;
+        sleep 0.2;
+        return 0;
+    }, 30);
+    return ($c, $code);
 }
 
 1;
