@@ -35,7 +35,6 @@ ngx_http_im_api_inbox(ngx_http_im_api_ctx_t *ctx)
     if (ngx_im_store_load(ctx->uids[0], ngx_http_im_api_inbox_read, ctx)
         != NGX_OK)
     {
-        ngx_im_stats->api_errors++;
         return ngx_http_im_api_error(ctx->request,
                                      NGX_HTTP_SERVICE_UNAVAILABLE,
                                      "Redis is not reachable");
@@ -206,7 +205,6 @@ ngx_http_im_api_recall(ngx_http_im_api_ctx_t *ctx)
                                  ngx_http_im_api_recall_members, ctx)
             != NGX_OK)
         {
-            ngx_im_stats->api_errors++;
             return ngx_http_im_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                          "Redis is not reachable");
         }
@@ -225,7 +223,6 @@ ngx_http_im_api_recall(ngx_http_im_api_ctx_t *ctx)
 
 bad:
 
-    ngx_im_stats->api_errors++;
     return ngx_http_im_api_error(r, NGX_HTTP_BAD_REQUEST, "%s", err);
 }
 

@@ -135,14 +135,12 @@ ngx_http_im_api_handler(ngx_http_request_t *r)
     }
 
     if (route->name.len == 0) {
-        ngx_im_stats->api_errors++;
         return ngx_http_im_api_error(r, NGX_HTTP_NOT_FOUND,
                                      "no endpoint \"%V\": presence, "
                                      "publish, kick or inbox", &name);
     }
 
     if (!(r->method & route->methods)) {
-        ngx_im_stats->api_errors++;
         return ngx_http_im_api_error(r, NGX_HTTP_NOT_ALLOWED,
                                      "method %V not allowed here",
                                      &r->method_name);
@@ -235,7 +233,6 @@ ngx_http_im_api_body(ngx_http_request_t *r)
                                     ? kick_fields : publish_fields,
                                     err, sizeof(err));
         if (json == NULL) {
-            ngx_im_stats->api_errors++;
             ngx_http_finalize_request(r,
                 ngx_http_im_api_error(r, NGX_HTTP_BAD_REQUEST, "%s", err));
             return;

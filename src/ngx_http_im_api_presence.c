@@ -33,7 +33,6 @@ ngx_http_im_api_presence(ngx_http_im_api_ctx_t *ctx)
                                  ngx_http_im_api_presence_read, ctx)
         != NGX_OK)
     {
-        ngx_im_stats->api_errors++;
         return ngx_http_im_api_error(ctx->request,
                                      NGX_HTTP_SERVICE_UNAVAILABLE,
                                      "Redis is not reachable");
@@ -304,7 +303,6 @@ ngx_http_im_api_kick(ngx_http_im_api_ctx_t *ctx, cJSON *body)
     }
 
     if (rc != NGX_OK) {
-        ngx_im_stats->api_errors++;
         return ngx_http_im_api_error(r, NGX_HTTP_BAD_REQUEST, "%s", err);
     }
 
@@ -318,7 +316,6 @@ ngx_http_im_api_kick(ngx_http_im_api_ctx_t *ctx, cJSON *body)
     }
 
     if (rc == NGX_ERROR) {
-        ngx_im_stats->api_errors++;
         return ngx_http_im_api_error(r, NGX_HTTP_BAD_REQUEST, "%s", err);
     }
 
@@ -339,7 +336,6 @@ ngx_http_im_api_kick(ngx_http_im_api_ctx_t *ctx, cJSON *body)
     {
         /* the kick goes anyway: this node's workers need no Redis */
         ngx_im_presence_logout(uid, IM_TRAFFIC_L_EVERY, 0);
-        ngx_im_stats->api_errors++;
         return ngx_http_im_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                      "Redis is not reachable: only this "
                                      "node's sessions were logged out");

@@ -51,7 +51,6 @@ ngx_http_im_api_publish(ngx_http_im_api_ctx_t *ctx, cJSON *body)
     imcf = ngx_im_get_conf();
 
 #define ngx_http_im_api_bad()                                                 \
-    ngx_im_stats->api_errors++;                                               \
     return ngx_http_im_api_error(r, NGX_HTTP_BAD_REQUEST, "%s", err)
 
     from = 0;
@@ -265,8 +264,6 @@ ngx_http_im_api_published(void *data, ngx_int_t rc, ngx_uint_t why,
     r = ctx->request;
 
     if (rc == NGX_DECLINED) {
-        ngx_im_stats->api_errors++;
-
         rv = (why == NGX_IM_PUB_NOT_MEMBER)
              ? ngx_http_im_api_error(r, NGX_HTTP_CONFLICT,
                                      "refused: uid %uD is not a member of "
@@ -283,7 +280,6 @@ ngx_http_im_api_published(void *data, ngx_int_t rc, ngx_uint_t why,
     }
 
     if (rc == NGX_ERROR) {
-        ngx_im_stats->api_errors++;
         ngx_http_finalize_request(r,
             ngx_http_im_api_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                   "failed: Redis could not take the "

@@ -263,7 +263,6 @@ ngx_http_im_api_uid_arg(ngx_http_im_api_ctx_t *ctx, ngx_uint_t one,
 
 bad:
 
-    ngx_im_stats->api_errors++;
     *answer = ngx_http_im_api_error(r, NGX_HTTP_BAD_REQUEST, "%s", err);
     return NGX_ERROR;
 }
@@ -369,7 +368,6 @@ ngx_http_im_api_finish(ngx_http_im_api_ctx_t *ctx, ngx_uint_t status)
     r = ctx->request;
 
     if (status >= NGX_HTTP_BAD_REQUEST) {
-        ngx_im_stats->api_errors++;
         rc = ngx_http_im_api_error(r, status,
                                    status == NGX_HTTP_SERVICE_UNAVAILABLE
                                    ? "Redis did not answer" : "failed");
@@ -393,6 +391,9 @@ ngx_http_im_api_error(ngx_http_request_t *r, ngx_uint_t status,
     va_list     args;
     ngx_int_t   rc;
     const char *name;
+
+    /* every answer with an error status is counted, here and only here */
+    ngx_im_stats->api_errors++;
 
     va_start(args, fmt);
     p = ngx_vslprintf(reason, reason + sizeof(reason) - 1, fmt, args);

@@ -26,7 +26,7 @@ use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
 use IM::Proto qw/:all/;
-use IM::Cluster qw/login/;
+use IM::Cluster qw/login status/;
 use JSON::PP ();
 
 my %TIMERS = (
@@ -52,7 +52,7 @@ EOF
 sub node {
     my (%o) = @_;
     return IM::Cluster::node(%o, timers => \%TIMERS, locations => $LOCATIONS,
-        ws => 'im_receipts on;');
+        ws => 'im_receipts on;', status => 1);
 }
 
 my $json = JSON::PP->new->canonical;
@@ -302,6 +302,8 @@ is($code3, 0, 'u1102 on a');
         ['GET', '/api/publish', undef, 405, qr/not allowed/],
         ['GET', '/api/nothing', undef, 404, qr/no endpoint "nothing"/],
     );
+    # every error answer counts once in im_api_errors_total
+    my $errors = status(port(9095))->{api_errors};
     for my $x (@bad) {
         my ($m, $path, $body, $want, $re) = @$x;
         my $name = "$m $path " . (ref $body ? $json->encode($body)
@@ -311,6 +313,8 @@ is($code3, 0, 'u1102 on a');
         like($p && $p->{reason} // '', $re, "$name: the reason");
         like($raw, qr{Content-Type: application/json}i, "$name: JSON");
     }
+    is(status(port(9095))->{api_errors} - ($errors // -1000), scalar @bad,
+        'each error answer counted once in api_errors');
 }
 
 ###############################################################################
