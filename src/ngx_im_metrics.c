@@ -121,6 +121,189 @@ static char  *ngx_im_metrics_cmds[NGX_IM_CMDS] = {
 };
 
 
+/*
+ * What the node shows, in the order of the Prometheus text: a metric is a
+ * counter or gauge (one value, or one per value of a label) or a
+ * histogram, read at its offset in the counters or the gauges.  "json" is
+ * its key in im_status (NULL: not there, or in the older keys that open
+ * that answer).  A new counter is a line here.
+ */
+typedef struct {
+    char                *name;
+    char                *json;
+    char                *type;
+    char                *help;
+    char                *label;       /* NULL: one value */
+    char               **values;      /* the label's; NULL ones are skipped */
+    ngx_uint_t           n;
+    unsigned             gauge:1;     /* in ngx_im_gauges_t */
+    unsigned             hist:1;
+    size_t               offset;
+} ngx_im_metric_t;
+
+
+#define ngx_im_metric_counter(name, json, field, help)                        \
+    { name, json, "counter", help, NULL, NULL, 1, 0, 0,                       \
+      offsetof(ngx_im_stats_t, field) }
+
+#define ngx_im_metric_gauge(name, json, field, help)                          \
+    { name, json, "gauge", help, NULL, NULL, 1, 1, 0,                         \
+      offsetof(ngx_im_gauges_t, field) }
+
+#define ngx_im_metric_counters(name, json, field, label, values, n, help)     \
+    { name, json, "counter", help, label, values, n, 0, 0,                    \
+      offsetof(ngx_im_stats_t, field) }
+
+#define ngx_im_metric_gauges(name, json, field, label, values, n, help)       \
+    { name, json, "gauge", help, label, values, n, 1, 0,                      \
+      offsetof(ngx_im_gauges_t, field) }
+
+#define ngx_im_metric_hist(name, field, help)                                 \
+    { name, NULL, "histogram", help, NULL, NULL, 0, 0, 1,                     \
+      offsetof(ngx_im_stats_t, field) }
+
+
+static ngx_im_metric_t  ngx_im_metrics[] = {
+    ngx_im_metric_gauges("im_sessions", "sessions_by_transport", sessions,
+        "transport", ngx_im_metrics_transports, NGX_IM_T_N,
+        "Sessions open now, by transport."),
+    ngx_im_metric_counters("im_sessions_opened_total", NULL, opened,
+        "transport", ngx_im_metrics_transports, NGX_IM_T_N,
+        "Sessions opened, by transport."),
+    ngx_im_metric_counters("im_logins_total", "logins_by_result", logins,
+        "result", ngx_im_metrics_results, 4,
+        "Logins, by the CONNECT_ACK they got."),
+    ngx_im_metric_hist("im_auth_duration_seconds", auth,
+        "Time the user centre took to answer a login."),
+    ngx_im_metric_counters("im_messages_in_total", "messages_in", in, "cmd",
+        ngx_im_metrics_cmds, NGX_IM_CMDS,
+        "Protocol messages read from clients, by command."),
+    ngx_im_metric_counters("im_messages_out_total", "messages_out", out, "cmd",
+        ngx_im_metrics_cmds, NGX_IM_CMDS,
+        "Protocol messages sent to clients, by command."),
+    ngx_im_metric_counter("im_accepted_total", NULL, accepted,
+        "Client messages acked to their senders."),
+    ngx_im_metric_counters("im_refused_total", "refused_by_reason", refused,
+        "reason", ngx_im_metrics_refusals, NGX_IM_REFUSED_N,
+        "Client messages refused with INVALID_PACKET, by reason."),
+    ngx_im_metric_counter("im_pushes_total", NULL, pushed,
+        "Messages pushed to sessions (first pushes)."),
+    ngx_im_metric_counter("im_repushes_total", NULL, repushed,
+        "Pushes repeated for want of an ack."),
+    ngx_im_metric_counter("im_acks_total", NULL, acked,
+        "Pushes acked by their recipients."),
+    ngx_im_metric_counter("im_receipts_total", "receipts", receipts,
+        "Acks turned into receipts for their senders (im_receipts)."),
+    ngx_im_metric_counter("im_kicks_total", NULL, kicked,
+        "Sessions ended by a newer login."),
+    ngx_im_metric_counters("im_max_sessions_total", "max_sessions", capped,
+        "action", ngx_im_metrics_capped, NGX_IM_CAPPED_N,
+        "Logins over im_max_sessions, by what the login policy did."),
+    ngx_im_metric_counter("im_slow_closed_total", NULL, slow_closed,
+        "Sessions closed for not reading (im_send_buffer)."),
+    ngx_im_metric_counter("im_channel_skipped_total", NULL, channel_skipped,
+        "Redis PUBLISHes skipped for a uid no other worker holds."),
+    ngx_im_metric_counter("im_stored_total", NULL, stored,
+        "Messages appended to inboxes."),
+    ngx_im_metric_counter("im_loaded_total", NULL, loaded,
+        "Inbox entries read at login."),
+    ngx_im_metric_counter("im_expired_total", NULL, expired,
+        "Inbox entries found past im_offline_ttl."),
+    ngx_im_metric_counters("im_dropped_total", "dropped_by_reason", dropped,
+        "reason", ngx_im_metrics_drops, NGX_IM_DROPPED_N,
+        "Stored messages discarded unacked, by reason."),
+    ngx_im_metric_counter("im_utf16_logins_total", NULL, utf16_logins,
+        "Logins whose CONNECT counted its lengths in UTF-16 units."),
+    ngx_im_metric_counter("im_utf16_messages_total", NULL, utf16_messages,
+        "Client messages whose Len counted UTF-16 units."),
+    ngx_im_metric_counter("im_redis_commands_total", NULL, redis_commands,
+        "Redis commands sent."),
+    ngx_im_metric_counter("im_redis_failed_total", NULL, redis_failed,
+        "Redis commands whose connection went before the reply."),
+    ngx_im_metric_counter("im_redis_reconnects_total", NULL, redis_reconnects,
+        "Redis connections lost and tried again."),
+    ngx_im_metric_counter("im_redis_pings_total", "redis_pings", redis_pings,
+        "PINGs to a Redis connection silent for im_redis_timeout (busy, or "
+        "dead if unanswered)."),
+    ngx_im_metric_counter("im_direct_total", "direct", direct,
+        "1:1 messages delivered without Redis while inbox appends failed."),
+    ngx_im_metric_counter("im_direct_refused_total", "direct_refused",
+        direct_refused,
+        "Of those, refused: no ack within the re-push budget."),
+    ngx_im_metric_counter("im_redis_master_switches_total",
+        "redis_master_switches", redis_master_switches,
+        "Times a sentinel named a new Redis master (im_redis_sentinel)."),
+    ngx_im_metric_counter("im_redis_waits_total", "redis_waits", redis_waits,
+        "WAITs sent behind appends (im_redis_wait)."),
+    ngx_im_metric_counter("im_redis_wait_short_total", "redis_wait_short",
+        redis_wait_short,
+        "Appends refused because WAIT found too few replicas."),
+    ngx_im_metric_counter("im_busy_spared_total", "busy_spared", busy_spared,
+        "Heartbeat timeouts and re-push deadlines that found the client "
+        "alive (input unread, output moving) and waited instead of closing."),
+    ngx_im_metric_counter("im_stale_logins_total", "stale_logins", stale_logins,
+        "Logins refused (CONNECT_ACK 1) because a login of the same uid and "
+        "ClientId that started later had won."),
+    ngx_im_metric_gauge("im_logins_in_flight", "logins_in_flight",
+        logins_in_flight,
+        "Logins asking the user centre now."),
+    ngx_im_metric_gauge("im_login_queue", "login_queue", login_queue,
+        "CONNECTs waiting for a place among the logins in flight "
+        "(im_logins_in_flight)."),
+    ngx_im_metric_gauge("im_sessions_busy", "sessions_busy", busy,
+        "Sessions with pushes, publishes or output under way (an idle "
+        "session holds none)."),
+    ngx_im_metric_counter("im_login_queued_total", "login_queued", login_queued,
+        "CONNECTs that waited for a place among the logins in flight."),
+    ngx_im_metric_counter("im_login_queue_timeouts_total",
+        "login_queue_timeouts", login_queue_timeouts,
+        "CONNECTs answered CONNECT_ACK 2 after im_login_queue_timeout in the "
+        "queue."),
+    ngx_im_metric_counter("im_redis_cluster_moved_total", "redis_cluster_moved",
+        redis_moved,
+        "Redis Cluster: commands sent again to the master a MOVED reply "
+        "named."),
+    ngx_im_metric_counter("im_redis_cluster_asked_total", "redis_cluster_asked",
+        redis_asked,
+        "Redis Cluster: commands sent again, with ASKING, to the node an ASK "
+        "reply named."),
+    ngx_im_metric_counter("im_redis_cluster_map_reads_total",
+        "redis_cluster_map_reads", redis_map_reads,
+        "Redis Cluster: reads of the slot map (CLUSTER SLOTS)."),
+    ngx_im_metric_counter("im_redis_cluster_channels_moved_total",
+        "redis_cluster_channels_moved", redis_moved_channels,
+        "Redis Cluster: shard channels unsubscribed by the cluster (their "
+        "slot moved), subscribed again."),
+    ngx_im_metric_counter("im_redis_cluster_tryagain_total",
+        "redis_cluster_tryagain", redis_tryagain,
+        "Redis Cluster: commands of several keys answered TRYAGAIN (their "
+        "slot moving), sent again."),
+    ngx_im_metric_counter("im_redis_cluster_tx_again_total",
+        "redis_cluster_tx_again", redis_tx_again,
+        "Redis Cluster: transactions (an append and its copy) sent again, "
+        "whole, after a redirect."),
+    ngx_im_metric_counter("im_resubscribed_total", "resubscribed", resubscribed,
+        "uids subscribed again when the subscriber connection that had their "
+        "channel came back."),
+    ngx_im_metric_hist("im_redis_duration_seconds", redis,
+        "Time from a Redis command to its reply."),
+    ngx_im_metric_counters("im_events_total", "events", events, "output",
+        ngx_im_metrics_outputs, 2,
+        "Events the output took (XADD answered, or the hook answered 2xx)."),
+    ngx_im_metric_counters("im_events_dropped_total", "events_dropped",
+        events_dropped, "output", ngx_im_metrics_outputs, 2,
+        "Events dropped: the output's queue was full."),
+    ngx_im_metric_counters("im_api_requests_total", "api", api, "endpoint",
+        ngx_im_metrics_api, NGX_IM_API_N,
+        "Admin API requests (im_api), by endpoint."),
+    ngx_im_metric_counter("im_api_errors_total", "api_errors", api_errors,
+        "Admin API requests answered with an error status."),
+    ngx_im_metric_counter("im_api_logouts_total", "api_logouts", api_logouts,
+        "Sessions logged out by the admin API."),
+    { NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0 }
+};
+
+
 ngx_int_t
 ngx_im_metrics_zone(ngx_conf_t *cf)
 {
@@ -462,6 +645,19 @@ ngx_im_metrics_sum(ngx_atomic_uint_t *v, ngx_uint_t n)
 }
 
 
+/* the first (or only) value of a metric in a snapshot */
+
+static ngx_atomic_uint_t *
+ngx_im_metrics_value(ngx_im_metrics_snap_t *snap, ngx_im_metric_t *m)
+{
+    u_char  *base;
+
+    base = m->gauge ? (u_char *) &snap->gauges : (u_char *) &snap->total;
+
+    return (ngx_atomic_uint_t *) (base + m->offset);
+}
+
+
 /* Prometheus text format 0.0.4 */
 
 static u_char *
@@ -551,7 +747,8 @@ ngx_im_metrics_prometheus(ngx_pool_t *pool)
     u_char                 *p;
     size_t                  len;
     ngx_buf_t              *b;
-    ngx_im_stats_t         *t;
+    ngx_im_metric_t        *m;
+    ngx_atomic_uint_t      *v;
     ngx_im_metrics_snap_t  *snap;
 
     snap = ngx_palloc(pool, sizeof(ngx_im_metrics_snap_t));
@@ -567,209 +764,23 @@ ngx_im_metrics_prometheus(ngx_pool_t *pool)
         return NULL;
     }
 
-    t = &snap->total;
     p = b->last;
 
-    p = ngx_im_metrics_labelled(p, "im_sessions", "gauge",
-                                "Sessions open now, by transport.",
-                                "transport", ngx_im_metrics_transports,
-                                snap->gauges.sessions, NGX_IM_T_N);
-    p = ngx_im_metrics_labelled(p, "im_sessions_opened_total", "counter",
-                                "Sessions opened, by transport.",
-                                "transport", ngx_im_metrics_transports,
-                                t->opened, NGX_IM_T_N);
-    p = ngx_im_metrics_labelled(p, "im_logins_total", "counter",
-                                "Logins, by the CONNECT_ACK they got.",
-                                "result", ngx_im_metrics_results,
-                                t->logins, 4);
-    p = ngx_im_metrics_hist(p, "im_auth_duration_seconds",
-                            "Time the user centre took to answer a login.",
-                            &t->auth);
-    p = ngx_im_metrics_labelled(p, "im_messages_in_total", "counter",
-                                "Protocol messages read from clients, "
-                                "by command.",
-                                "cmd", ngx_im_metrics_cmds, t->in,
-                                NGX_IM_CMDS);
-    p = ngx_im_metrics_labelled(p, "im_messages_out_total", "counter",
-                                "Protocol messages sent to clients, "
-                                "by command.",
-                                "cmd", ngx_im_metrics_cmds, t->out,
-                                NGX_IM_CMDS);
-    p = ngx_im_metrics_one(p, "im_accepted_total", "counter",
-                           "Client messages acked to their senders.",
-                           t->accepted);
-    p = ngx_im_metrics_labelled(p, "im_refused_total", "counter",
-                                "Client messages refused with "
-                                "INVALID_PACKET, by reason.",
-                                "reason", ngx_im_metrics_refusals,
-                                t->refused, NGX_IM_REFUSED_N);
-    p = ngx_im_metrics_one(p, "im_pushes_total", "counter",
-                           "Messages pushed to sessions (first pushes).",
-                           t->pushed);
-    p = ngx_im_metrics_one(p, "im_repushes_total", "counter",
-                           "Pushes repeated for want of an ack.",
-                           t->repushed);
-    p = ngx_im_metrics_one(p, "im_acks_total", "counter",
-                           "Pushes acked by their recipients.", t->acked);
-    p = ngx_im_metrics_one(p, "im_receipts_total", "counter",
-                           "Acks turned into receipts for their senders "
-                           "(im_receipts).",
-                           t->receipts);
-    p = ngx_im_metrics_one(p, "im_kicks_total", "counter",
-                           "Sessions ended by a newer login.", t->kicked);
-    p = ngx_im_metrics_labelled(p, "im_max_sessions_total", "counter",
-                                "Logins over im_max_sessions, by what the "
-                                "login policy did.",
-                                "action", ngx_im_metrics_capped,
-                                t->capped, NGX_IM_CAPPED_N);
-    p = ngx_im_metrics_one(p, "im_slow_closed_total", "counter",
-                           "Sessions closed for not reading "
-                           "(im_send_buffer).",
-                           t->slow_closed);
-    p = ngx_im_metrics_one(p, "im_channel_skipped_total", "counter",
-                           "Redis PUBLISHes skipped for a uid no other "
-                           "worker holds.",
-                           t->channel_skipped);
-    p = ngx_im_metrics_one(p, "im_stored_total", "counter",
-                           "Messages appended to inboxes.", t->stored);
-    p = ngx_im_metrics_one(p, "im_loaded_total", "counter",
-                           "Inbox entries read at login.", t->loaded);
-    p = ngx_im_metrics_one(p, "im_expired_total", "counter",
-                           "Inbox entries found past im_offline_ttl.",
-                           t->expired);
-    p = ngx_im_metrics_labelled(p, "im_dropped_total", "counter",
-                                "Stored messages discarded unacked, "
-                                "by reason.",
-                                "reason", ngx_im_metrics_drops, t->dropped,
-                                NGX_IM_DROPPED_N);
-    p = ngx_im_metrics_one(p, "im_utf16_logins_total", "counter",
-                           "Logins whose CONNECT counted its lengths in "
-                           "UTF-16 units.",
-                           t->utf16_logins);
-    p = ngx_im_metrics_one(p, "im_utf16_messages_total", "counter",
-                           "Client messages whose Len counted UTF-16 "
-                           "units.",
-                           t->utf16_messages);
-    p = ngx_im_metrics_one(p, "im_redis_commands_total", "counter",
-                           "Redis commands sent.", t->redis_commands);
-    p = ngx_im_metrics_one(p, "im_redis_failed_total", "counter",
-                           "Redis commands whose connection went before "
-                           "the reply.",
-                           t->redis_failed);
-    p = ngx_im_metrics_one(p, "im_redis_reconnects_total", "counter",
-                           "Redis connections lost and tried again.",
-                           t->redis_reconnects);
-    p = ngx_im_metrics_one(p, "im_redis_pings_total", "counter",
-                           "PINGs to a Redis connection silent for "
-                           "im_redis_timeout (busy, or dead if "
-                           "unanswered).",
-                           t->redis_pings);
-    p = ngx_im_metrics_one(p, "im_direct_total", "counter",
-                           "1:1 messages delivered without Redis while "
-                           "inbox appends failed.",
-                           t->direct);
-    p = ngx_im_metrics_one(p, "im_direct_refused_total", "counter",
-                           "Of those, refused: no ack within the re-push "
-                           "budget.",
-                           t->direct_refused);
-    p = ngx_im_metrics_one(p, "im_redis_master_switches_total", "counter",
-                           "Times a sentinel named a new Redis master "
-                           "(im_redis_sentinel).",
-                           t->redis_master_switches);
-    p = ngx_im_metrics_one(p, "im_redis_waits_total", "counter",
-                           "WAITs sent behind appends (im_redis_wait).",
-                           t->redis_waits);
-    p = ngx_im_metrics_one(p, "im_redis_wait_short_total", "counter",
-                           "Appends refused because WAIT found too few "
-                           "replicas.",
-                           t->redis_wait_short);
-    p = ngx_im_metrics_one(p, "im_busy_spared_total", "counter",
-                           "Heartbeat timeouts and re-push deadlines that "
-                           "found the client alive (input unread, output "
-                           "moving) and waited instead of closing.",
-                           t->busy_spared);
-    p = ngx_im_metrics_one(p, "im_stale_logins_total", "counter",
-                           "Logins refused (CONNECT_ACK 1) because a "
-                           "login of the same uid and ClientId that "
-                           "started later had won.",
-                           t->stale_logins);
-    p = ngx_im_metrics_one(p, "im_logins_in_flight", "gauge",
-                           "Logins asking the user centre now.",
-                           snap->gauges.logins_in_flight);
-    p = ngx_im_metrics_one(p, "im_login_queue", "gauge",
-                           "CONNECTs waiting for a place among the "
-                           "logins in flight (im_logins_in_flight).",
-                           snap->gauges.login_queue);
-    p = ngx_im_metrics_one(p, "im_sessions_busy", "gauge",
-                           "Sessions with pushes, publishes or output "
-                           "under way (an idle session holds none).",
-                           snap->gauges.busy);
-    p = ngx_im_metrics_one(p, "im_login_queued_total", "counter",
-                           "CONNECTs that waited for a place among the "
-                           "logins in flight.",
-                           t->login_queued);
-    p = ngx_im_metrics_one(p, "im_login_queue_timeouts_total", "counter",
-                           "CONNECTs answered CONNECT_ACK 2 after "
-                           "im_login_queue_timeout in the queue.",
-                           t->login_queue_timeouts);
-    p = ngx_im_metrics_one(p, "im_redis_cluster_moved_total", "counter",
-                           "Redis Cluster: commands sent again to the "
-                           "master a MOVED reply named.",
-                           t->redis_moved);
-    p = ngx_im_metrics_one(p, "im_redis_cluster_asked_total", "counter",
-                           "Redis Cluster: commands sent again, with "
-                           "ASKING, to the node an ASK reply named.",
-                           t->redis_asked);
-    p = ngx_im_metrics_one(p, "im_redis_cluster_map_reads_total",
-                           "counter",
-                           "Redis Cluster: reads of the slot map "
-                           "(CLUSTER SLOTS).",
-                           t->redis_map_reads);
-    p = ngx_im_metrics_one(p, "im_redis_cluster_channels_moved_total",
-                           "counter",
-                           "Redis Cluster: shard channels unsubscribed "
-                           "by the cluster (their slot moved), "
-                           "subscribed again.",
-                           t->redis_moved_channels);
-    p = ngx_im_metrics_one(p, "im_redis_cluster_tryagain_total", "counter",
-                           "Redis Cluster: commands of several keys "
-                           "answered TRYAGAIN (their slot moving), sent "
-                           "again.",
-                           t->redis_tryagain);
-    p = ngx_im_metrics_one(p, "im_redis_cluster_tx_again_total", "counter",
-                           "Redis Cluster: transactions (an append and "
-                           "its copy) sent again, whole, after a "
-                           "redirect.",
-                           t->redis_tx_again);
-    p = ngx_im_metrics_one(p, "im_resubscribed_total", "counter",
-                           "uids subscribed again when the subscriber "
-                           "connection that had their channel came back.",
-                           t->resubscribed);
-    p = ngx_im_metrics_hist(p, "im_redis_duration_seconds",
-                            "Time from a Redis command to its reply.",
-                            &t->redis);
-    p = ngx_im_metrics_labelled(p, "im_events_total", "counter",
-                                "Events the output took (XADD answered, "
-                                "or the hook answered 2xx).",
-                                "output", ngx_im_metrics_outputs, t->events,
-                                2);
-    p = ngx_im_metrics_labelled(p, "im_events_dropped_total", "counter",
-                                "Events dropped: the output's queue was "
-                                "full.",
-                                "output", ngx_im_metrics_outputs,
-                                t->events_dropped, 2);
-    p = ngx_im_metrics_labelled(p, "im_api_requests_total", "counter",
-                                "Admin API requests (im_api), by "
-                                "endpoint.",
-                                "endpoint", ngx_im_metrics_api, t->api,
-                                NGX_IM_API_N);
-    p = ngx_im_metrics_one(p, "im_api_errors_total", "counter",
-                           "Admin API requests answered with an error "
-                           "status.",
-                           t->api_errors);
-    p = ngx_im_metrics_one(p, "im_api_logouts_total", "counter",
-                           "Sessions logged out by the admin API.",
-                           t->api_logouts);
+    for (m = ngx_im_metrics; m->name; m++) {
+        v = ngx_im_metrics_value(snap, m);
+
+        if (m->hist) {
+            p = ngx_im_metrics_hist(p, m->name, m->help, (ngx_im_hist_t *) v);
+
+        } else if (m->label) {
+            p = ngx_im_metrics_labelled(p, m->name, m->type, m->help,
+                                        m->label, m->values, v, m->n);
+
+        } else {
+            p = ngx_im_metrics_one(p, m->name, m->type, m->help, *v);
+        }
+    }
+
     p = ngx_im_metrics_one(p, "im_workers", "gauge",
                            "Worker processes counting in this node.",
                            snap->nlive);
@@ -824,6 +835,8 @@ ngx_im_metrics_json(ngx_pool_t *pool, ngx_im_metrics_extra_t *extra)
     ngx_buf_t              *b;
     ngx_uint_t              i;
     ngx_im_stats_t         *t;
+    ngx_im_metric_t        *m;
+    ngx_atomic_uint_t      *v;
     ngx_im_metrics_live_t  *live;
     ngx_im_metrics_snap_t  *snap;
 
@@ -873,50 +886,20 @@ ngx_im_metrics_json(ngx_pool_t *pool, ngx_im_metrics_extra_t *extra)
                     t->redis_reconnects, t->utf16_logins,
                     t->utf16_messages);
 
-    p = ngx_im_metrics_json_map(p, "sessions_by_transport",
-                                ngx_im_metrics_transports,
-                                snap->gauges.sessions, NGX_IM_T_N);
-    p = ngx_im_metrics_json_map(p, "logins_by_result",
-                                ngx_im_metrics_results, t->logins, 4);
-    p = ngx_im_metrics_json_map(p, "refused_by_reason",
-                                ngx_im_metrics_refusals, t->refused,
-                                NGX_IM_REFUSED_N);
-    p = ngx_im_metrics_json_map(p, "max_sessions",
-                                ngx_im_metrics_capped, t->capped,
-                                NGX_IM_CAPPED_N);
-    p = ngx_im_metrics_json_map(p, "api", ngx_im_metrics_api, t->api,
-                                NGX_IM_API_N);
-    p = ngx_sprintf(p, ",\"api_errors\":%uA,\"api_logouts\":%uA",
-                    t->api_errors, t->api_logouts);
-    p = ngx_sprintf(p, ",\"direct\":%uA,\"direct_refused\":%uA",
-                    t->direct, t->direct_refused);
-    p = ngx_sprintf(p, ",\"redis_master_switches\":%uA,"
-                    "\"redis_waits\":%uA,\"redis_wait_short\":%uA",
-                    t->redis_master_switches, t->redis_waits,
-                    t->redis_wait_short);
-    p = ngx_sprintf(p, ",\"busy_spared\":%uA,\"stale_logins\":%uA,"
-                    "\"logins_in_flight\":%uA,\"login_queue\":%uA,"
-                    "\"login_queued\":%uA,\"login_queue_timeouts\":%uA",
-                    t->busy_spared, t->stale_logins,
-                    snap->gauges.logins_in_flight, snap->gauges.login_queue,
-                    t->login_queued, t->login_queue_timeouts);
-    p = ngx_sprintf(p, ",\"sessions_busy\":%uA", snap->gauges.busy);
-    p = ngx_sprintf(p, ",\"redis_cluster_moved\":%uA,"
-                    "\"redis_cluster_asked\":%uA,"
-                    "\"redis_cluster_map_reads\":%uA,"
-                    "\"redis_cluster_channels_moved\":%uA,"
-                    "\"redis_cluster_tryagain\":%uA,"
-                    "\"redis_cluster_tx_again\":%uA,\"resubscribed\":%uA",
-                    t->redis_moved, t->redis_asked, t->redis_map_reads,
-                    t->redis_moved_channels, t->redis_tryagain,
-                    t->redis_tx_again, t->resubscribed);
-    p = ngx_im_metrics_json_map(p, "dropped_by_reason",
-                                ngx_im_metrics_drops, t->dropped,
-                                NGX_IM_DROPPED_N);
-    p = ngx_im_metrics_json_map(p, "messages_in", ngx_im_metrics_cmds, t->in,
-                                NGX_IM_CMDS);
-    p = ngx_im_metrics_json_map(p, "messages_out", ngx_im_metrics_cmds,
-                                t->out, NGX_IM_CMDS);
+    for (m = ngx_im_metrics; m->name; m++) {
+        if (m->json == NULL) {
+            continue;
+        }
+
+        v = ngx_im_metrics_value(snap, m);
+
+        if (m->label) {
+            p = ngx_im_metrics_json_map(p, m->json, m->values, v, m->n);
+
+        } else {
+            p = ngx_sprintf(p, ",\"%s\":%uA", m->json, *v);
+        }
+    }
 
     p = ngx_cpymem(p, ",\"workers\":[", sizeof(",\"workers\":[") - 1);
 
