@@ -318,7 +318,7 @@ run_im_mode() {     # delivery
             $(common_traffic) --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID${REPLICA_PID:+,$REPLICA_PID}"
         repeat fresh "im/$dv/rate-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s rate -k "$PAIRS" -r "$RATE" \
             -d "$DURATION" -W "$WARMUP" --drain "$DRAIN" --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID${REPLICA_PID:+,$REPLICA_PID}" \
-            --hist-out "$OUT/hist-im-$dv-rate@REP@.txt"
+            --hist-out "$OUT/hist-im-$dv-rate@REP@.txt" --series-out "$OUT/series-im-$dv-rate@REP@.txt"
         repeat fresh "im/$dv/fanout-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s fanout -M "$MEMBERS" -g "$GID" \
             $(common_traffic) --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID${REPLICA_PID:+,$REPLICA_PID}" \
             --hist-out "$OUT/hist-im-$dv-fanout@REP@.txt"
@@ -363,7 +363,8 @@ run_peer() {
         $(common_traffic) --cpu-pids "$MQ_PID"
     repeat keep "mosquitto/-/rate-mqtt" "$tmo" 1 -m mqtt -p "$MQTT_PORT" -C 50 -s rate -k "$PAIRS" \
         -r "$RATE" -d "$DURATION" -W "$WARMUP" --drain "$DRAIN" --cpu-pids "$MQ_PID" \
-        --hist-out "$OUT/hist-mosquitto-rate@REP@.txt"
+        --hist-out "$OUT/hist-mosquitto-rate@REP@.txt" \
+        --series-out "$OUT/series-mosquitto-rate@REP@.txt"
     repeat keep "mosquitto/-/fanout-mqtt" "$tmo" 1 -m mqtt -p "$MQTT_PORT" -C 50 -s fanout \
         -M "$MEMBERS" -g "$GID" $(common_traffic) --cpu-pids "$MQ_PID" \
         --hist-out "$OUT/hist-mosquitto-fanout@REP@.txt"
@@ -382,7 +383,8 @@ run_floor() {
     local tmo
     tmo=$(traffic_tmo 10)
     GEN_BIN=$FLOOR repeat keep "floor/-/rate-raw" "$tmo" 0 -p "$FLOOR_PORT" -s rate -k "$PAIRS" \
-        -r "$RATE" -d "$DURATION" -W "$WARMUP" --hist-out "$OUT/hist-floor-rate@REP@.txt"
+        -r "$RATE" -d "$DURATION" -W "$WARMUP" --hist-out "$OUT/hist-floor-rate@REP@.txt" \
+        --series-out "$OUT/series-floor-rate@REP@.txt"
     GEN_BIN=$FLOOR repeat keep "floor/-/fanout-raw" "$tmo" 0 -p "$FLOOR_PORT" -s fanout \
         -M "$MEMBERS" -w "$WINDOW" -d "$DURATION" -W "$WARMUP"
     if [[ -n $FANOUT_WIDE ]]; then
