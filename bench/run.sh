@@ -42,6 +42,13 @@
 #                    "im_events_stream im:events maxlen=100000;"   ""
 #   BENCH_REPLICA    1: a replica of the bench's Redis (port +78, CPU 0), for
 #                    BENCH_MAIN="im_redis_wait 1;" and the run without it  0
+#   BENCH_REDIS_CPU  the CPU Redis is pinned to (an experiment: the issue's
+#                    layout has it beside the worker)   0
+#   BENCH_SHIELD     1: run in an autogroup of its own at nice -20, so that
+#                    other sessions' load on a shared machine gets a CPU
+#                    mostly when the bench's processes leave it (the kernel
+#                    groups tasks by session: nice alone weighs only within
+#                    one's own session)   0
 #   IM_MODULE        module path   build/nginx/objs/ngx_im_module.so
 #   BENCH_OUT        output folder bench/out/<date>
 #
@@ -52,6 +59,11 @@
 # here) with source addresses 127.0.0.2.. so the ports don't run out.
 
 set -u -o pipefail
+
+if [[ ${BENCH_SHIELD:-0} == 1 && -z ${BENCH_SHIELDED:-} ]]; then
+    export BENCH_SHIELDED=1
+    exec setsid bash -c 'echo -20 > /proc/$$/autogroup && exec "$@"' _ "$0" "$@"
+fi
 
 BENCH_TAG=bench
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -403,7 +415,7 @@ if [[ $RUN_PEER == 1 ]]; then
     run_peer
 fi
 if [[ $RUN_IM == 1 ]]; then
-    start_redis "$OUT" 0 || exit 1
+    start_redis "$OUT" "${BENCH_REDIS_CPU:-0}" || exit 1
     if [[ $RUN_REPLICA == 1 ]]; then
         start_replica || exit 1
     fi
