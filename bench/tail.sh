@@ -42,14 +42,15 @@ for who in floor imgen; do
     fi
     [[ $who == imgen ]] && sleep 0.8
     echo "$who: load $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/trace.txt"
-    perf sched record -k mono -C 0,1 -o "$OUT/sched-$who.data" -- sleep "$SECS" \
-        > "$OUT/perf-$who.log" 2>&1
+    perf sched record -k mono -C 0,1 -o "$OUT/sched-$who.data" \
+        -- sleep "$SECS" > "$OUT/perf-$who.log" 2>&1
 done
 wait "$RUN"
 
 for who in floor imgen; do
     [[ -f $OUT/sched-$who.data ]] || continue
-    perf sched script -i "$OUT/sched-$who.data" > "$OUT/sched-$who.txt" 2> /dev/null
+    perf sched script -i "$OUT/sched-$who.data" > "$OUT/sched-$who.txt" \
+        2> /dev/null
     rm -f "$OUT/sched-$who.data"
 done
 
@@ -57,10 +58,11 @@ done
     cat "$OUT/trace.txt"
     s=$(ls "$OUT"/bench/series-floor-rate*.txt 2> /dev/null | head -1)
     [[ -n $s && -f $OUT/sched-floor.txt ]] &&
-        /usr/bin/python3 "$HERE/tail.py" --series "$s" --sched "$OUT/sched-floor.txt" --server floor
+        /usr/bin/python3 "$HERE/tail.py" --series "$s" \
+            --sched "$OUT/sched-floor.txt" --server floor
     for s in "$OUT"/bench/series-im-*-rate*.txt.0; do
         [[ -f $s && -f $OUT/sched-imgen.txt ]] || continue
-        /usr/bin/python3 "$HERE/tail.py" --series "$s" --sched "$OUT/sched-imgen.txt" \
-            --server nginx,redis-server
+        /usr/bin/python3 "$HERE/tail.py" --series "$s" \
+            --sched "$OUT/sched-imgen.txt" --server nginx,redis-server
     done
 } | tee "$OUT/tail.txt"
