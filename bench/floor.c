@@ -25,7 +25,7 @@
  *
  *   floor [-s rate|fanout] [-k pairs] [-r rate] [-M members] [-w window]
  *         [-d seconds] [-W warmup] [-p port] [-l payload] [-T timeout]
- *         [--label S] [--hist-out FILE]
+ *         [--label S] [--hist-out FILE] [--series-out FILE]
  *
  * Prints one JSON line with imgen's field names: srv_* are the relay's.
  */
@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #include "hist.h"
+#include "series.h"
 #include "procstat.h"
 
 /* a record: [len:16][kind:16][dst:32][t:64][seq:64][payload], little
@@ -72,11 +73,12 @@ static struct {
     double   rate, dur, warm;
     int      port, payload;
     const char *hist_out;
+    const char *series_out;
     int      fanout;
     long     members, window;
     const char *label;
     int      timeout;
-} o = { 1000, 20000, 10, 2, 38097, 128, NULL, 0, 1000, 4, "floor", 120 };
+} o = { 1000, 20000, 10, 2, 38097, 128, NULL, NULL, 0, 1000, 4, "floor", 120 };
 
 static conn_t *dirty;
 static long    nconns;                /* pairs: 2 per pair; fanout: members + 1 */
@@ -268,6 +270,8 @@ static void relay(int ls)
 /* client */
 
 static hist_t  lat;
+static series_t series;            /* --series-out */
+
 static uint64_t m_start, m_end, delivered, delivered_m, sent, sent_m, sacked;
 
 /* fanout: per message, members that have it and the send time */
@@ -301,6 +305,7 @@ static void client_record(conn_t *c, uint8_t *r, uint16_t len)
         }
     } else if (t >= m_start && t < m_end) {
         hist_add(&lat, now - t);
+        series_add(&series, t, now - t);
     }
     put(c, K_ACK, 0, 0, seq, NULL, 0);
 }
@@ -340,6 +345,7 @@ static void client(pid_t rp)
 
     uint64_t t0 = now_ns() + 10000000;
     m_start = t0 + (uint64_t) (o.warm * 1e9);
+    if (o.series_out && !o.fanout) series_init(&series, m_start, o.dur);
     m_end = m_start + (uint64_t) (o.dur * 1e9);
     uint64_t t_end = m_end + 1000000000ull, j = 0;
     long next = 0;
@@ -429,12 +435,20 @@ static void client(pid_t rp)
             fclose(f);
         }
     }
+    if (series.cnt) {
+        FILE *f = fopen(o.series_out, "w");
+        if (f) {
+            series_write(&series, f);
+            fclose(f);
+        }
+    }
 }
 
 
 int main(int argc, char **argv)
 {
     static struct option lo[] = { { "hist-out", 1, 0, 'H' },
+                                  { "series-out", 1, 0, 'S' },
                                   { "scenario", 1, 0, 's' },
                                   { "label", 1, 0, 'L' },
                                   { "members", 1, 0, 'M' },
@@ -453,6 +467,7 @@ int main(int argc, char **argv)
         case 'p': o.port = atoi(optarg); break;
         case 'l': o.payload = atoi(optarg); break;
         case 'H': o.hist_out = optarg; break;
+        case 'S': o.series_out = optarg; break;
         case 's': o.fanout = !strcmp(optarg, "fanout"); break;
         case 'M': o.members = atol(optarg); break;
         case 'w': o.window = atol(optarg); break;
@@ -461,7 +476,8 @@ int main(int argc, char **argv)
         default:
             fprintf(stderr, "usage: floor [-s rate|fanout] [-k pairs] [-r rate] "
                             "[-M members] [-w window] [-d s] [-W s] [-p port] "
-                            "[-l payload] [-T s] [--label S] [--hist-out FILE]\n");
+                            "[-l payload] [-T s] [--label S] [--hist-out FILE]\n"
+                            "             [--series-out FILE]\n");
             return 2;
         }
     }

@@ -51,6 +51,7 @@
 #include "imcodec.h"
 #include "mqtt.h"
 #include "hist.h"
+#include "series.h"
 #include "procstat.h"
 #include "timers.h"
 #include "ledger.h"
@@ -86,6 +87,7 @@ static struct {
     char     cpu_pids[512], aux_pids[512], mem_pids[512];
     char     label[128];
     char     hist_out[256];
+    char     series_out[256];
     int      verbose;
     /* box */
     double   attempt_timeout, backoff_max, jitter, storm_wait, after;
@@ -679,6 +681,7 @@ static inline void make_msgid(uint8_t *id, uint32_t sid, uint64_t seq)
 /* traffic */
 
 static uint64_t t0, m_start, m_end, t_end;
+static series_t series;           /* rate: latency per ms (--series-out) */
 static int      traffic_on, sending_on;
 static conn_t  *fsender;          /* fanout sender of this worker (worker 0) */
 static uint64_t fo_complete;      /* fanout: messages every member has */
@@ -815,7 +818,10 @@ static void on_push(conn_t *c, const uint8_t *pl, size_t len)
         return;
     }
 
-    if (t >= m_start && t < m_end) hist_add(&R->lat, now - t);
+    if (t >= m_start && t < m_end) {
+        hist_add(&R->lat, now - t);
+        series_add(&series, t, now - t);
+    }
     if (c->peer) {
         c->peer->delivered++;
         if (o.scen == S_PAIRS) pairs_refill(c->peer);
@@ -1388,6 +1394,9 @@ static void worker(int w)
             m_start = shm->m_start;
             m_end = shm->m_end;
             t_end = shm->t_end;
+            if (o.series_out[0] && o.scen == S_RATE) {
+                series_init(&series, m_start, (double) (m_end - m_start) / 1e9);
+            }
             /* fan-out: a message is complete when every member that is up has it */
             if (o.scen == S_FANOUT) {
                 fo_members = shm->live_members;
@@ -1537,6 +1546,15 @@ static void worker(int w)
     }
     flush_all();
     for (i = 0; i < nconns; i++) conn_close_fd(&conns[i], 1);
+    if (series.cnt) {
+        char sn[300];
+        FILE *sf;
+        snprintf(sn, sizeof(sn), "%s.%d", o.series_out, w);
+        if ((sf = fopen(sn, "w")) != NULL) {
+            series_write(&series, sf);
+            fclose(sf);
+        }
+    }
     __sync_fetch_and_add(&shm->done, 1);
     _exit(0);
 }
@@ -1933,6 +1951,8 @@ static void usage(void)
 "      --login-timeout S      bound for all logins                    [60]\n"
 "      --gen-users N          print a users file of N users and exit\n"
 "      --hist-out FILE        write the latency percentile curve (fanout: last member)\n"
+"      --series-out FILE      rate: per ms of send time, messages and max latency\n"
+"                             (FILE.<worker>; bench/series.h)\n"
 "  box: -n N sessions, 2j sends to 2j+1 at -r msgs/s in total; -W and -d make\n"
 "  the steady window; at its end the driver kills the server (phase \"kill\");\n"
 "  sessions come back, then --after S more of traffic, then --drain S at most\n"
@@ -1967,7 +1987,8 @@ int main(int argc, char **argv)
         { "user-base", 1, 0, 'u' }, { "uid-base", 1, 0, 6 }, { "max-msgs", 1, 0, 7 },
         { "cpu-pids", 1, 0, 8 }, { "aux-pids", 1, 0, 9 }, { "mem-pids", 1, 0, 10 },
         { "label", 1, 0, 11 }, { "timeout", 1, 0, 'T' }, { "login-timeout", 1, 0, 12 },
-        { "gen-users", 1, 0, 13 }, { "hist-out", 1, 0, 14 }, { "verbose", 0, 0, 'v' },
+        { "gen-users", 1, 0, 13 }, { "hist-out", 1, 0, 14 },
+        { "series-out", 1, 0, 27 }, { "verbose", 0, 0, 'v' },
         { "recv-port", 1, 0, 15 }, { "tcp-conns", 1, 0, 16 }, { "help", 0, 0, 'h' },
         { "attempt-timeout", 1, 0, 17 }, { "backoff-max", 1, 0, 18 },
         { "jitter", 1, 0, 19 }, { "storm-wait", 1, 0, 20 }, { "after", 1, 0, 21 },
@@ -2069,6 +2090,7 @@ int main(int argc, char **argv)
         case 12: o.login_timeout = atof(optarg); break;
         case 13: gen_users = atol(optarg); break;
         case 14: snprintf(o.hist_out, sizeof(o.hist_out), "%s", optarg); break;
+        case 27: snprintf(o.series_out, sizeof(o.series_out), "%s", optarg); break;
         case 'v': o.verbose = 1; break;
         default: usage();
         }

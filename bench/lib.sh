@@ -268,9 +268,12 @@ gen_users() {   # n: benchuser<i> pw<i> <UID_BASE + i> into $OUT/users.txt
     "$IMGEN" --gen-users "$1" --uid-base $UID_BASE > "$OUT/users.txt"
 }
 
+# BENCH_REDIS_SCHED=batch: Redis as SCHED_BATCH (chrt -b), which the
+# kernel does not let preempt the task that wakes it (an experiment)
 start_redis() {     # dir cpu [redis-server options...] -> REDIS_PID
     local dir=$1 on_cpu=()
     [[ -n $2 ]] && on_cpu=(taskset -c "$2")
+    [[ ${BENCH_REDIS_SCHED:-} == batch ]] && on_cpu=(chrt -b 0 "${on_cpu[@]}")
     shift 2
     "${on_cpu[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
         --save '' --appendonly no --dir "$dir" --logfile "$dir/redis.log" \

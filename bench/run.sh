@@ -42,6 +42,13 @@
 #                    "im_events_stream im:events maxlen=100000;"   ""
 #   BENCH_REPLICA    1: a replica of the bench's Redis (port +78, CPU 0), for
 #                    BENCH_MAIN="im_redis_wait 1;" and the run without it  0
+#   BENCH_REDIS_CPU  the CPU Redis is pinned to (an experiment: the issue's
+#                    layout has it beside the worker)   0
+#   BENCH_SHIELD     1: run in an autogroup of its own at nice -20, so that
+#                    other sessions' load on a shared machine gets a CPU
+#                    mostly when the bench's processes leave it (the kernel
+#                    groups tasks by session: nice alone weighs only within
+#                    one's own session)   0
 #   IM_MODULE        module path   build/nginx/objs/ngx_im_module.so
 #   BENCH_OUT        output folder bench/out/<date>
 #
@@ -52,6 +59,11 @@
 # here) with source addresses 127.0.0.2.. so the ports don't run out.
 
 set -u -o pipefail
+
+if [[ ${BENCH_SHIELD:-0} == 1 && -z ${BENCH_SHIELDED:-} ]]; then
+    export BENCH_SHIELDED=1
+    exec setsid bash -c 'echo -20 > /proc/$$/autogroup && exec "$@"' _ "$0" "$@"
+fi
 
 BENCH_TAG=bench
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -318,7 +330,7 @@ run_im_mode() {     # delivery
             $(common_traffic) --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID${REPLICA_PID:+,$REPLICA_PID}"
         repeat fresh "im/$dv/rate-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s rate -k "$PAIRS" -r "$RATE" \
             -d "$DURATION" -W "$WARMUP" --drain "$DRAIN" --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID${REPLICA_PID:+,$REPLICA_PID}" \
-            --hist-out "$OUT/hist-im-$dv-rate@REP@.txt"
+            --hist-out "$OUT/hist-im-$dv-rate@REP@.txt" --series-out "$OUT/series-im-$dv-rate@REP@.txt"
         repeat fresh "im/$dv/fanout-ws" "$tmo" 1 -m ws -p "$WS_PORT" -s fanout -M "$MEMBERS" -g "$GID" \
             $(common_traffic) --cpu-pids "$NGX_WORKERS" --aux-pids "$REDIS_PID${REPLICA_PID:+,$REPLICA_PID}" \
             --hist-out "$OUT/hist-im-$dv-fanout@REP@.txt"
@@ -363,7 +375,8 @@ run_peer() {
         $(common_traffic) --cpu-pids "$MQ_PID"
     repeat keep "mosquitto/-/rate-mqtt" "$tmo" 1 -m mqtt -p "$MQTT_PORT" -C 50 -s rate -k "$PAIRS" \
         -r "$RATE" -d "$DURATION" -W "$WARMUP" --drain "$DRAIN" --cpu-pids "$MQ_PID" \
-        --hist-out "$OUT/hist-mosquitto-rate@REP@.txt"
+        --hist-out "$OUT/hist-mosquitto-rate@REP@.txt" \
+        --series-out "$OUT/series-mosquitto-rate@REP@.txt"
     repeat keep "mosquitto/-/fanout-mqtt" "$tmo" 1 -m mqtt -p "$MQTT_PORT" -C 50 -s fanout \
         -M "$MEMBERS" -g "$GID" $(common_traffic) --cpu-pids "$MQ_PID" \
         --hist-out "$OUT/hist-mosquitto-fanout@REP@.txt"
@@ -382,7 +395,8 @@ run_floor() {
     local tmo
     tmo=$(traffic_tmo 10)
     GEN_BIN=$FLOOR repeat keep "floor/-/rate-raw" "$tmo" 0 -p "$FLOOR_PORT" -s rate -k "$PAIRS" \
-        -r "$RATE" -d "$DURATION" -W "$WARMUP" --hist-out "$OUT/hist-floor-rate@REP@.txt"
+        -r "$RATE" -d "$DURATION" -W "$WARMUP" --hist-out "$OUT/hist-floor-rate@REP@.txt" \
+        --series-out "$OUT/series-floor-rate@REP@.txt"
     GEN_BIN=$FLOOR repeat keep "floor/-/fanout-raw" "$tmo" 0 -p "$FLOOR_PORT" -s fanout \
         -M "$MEMBERS" -w "$WINDOW" -d "$DURATION" -W "$WARMUP"
     if [[ -n $FANOUT_WIDE ]]; then
@@ -401,7 +415,7 @@ if [[ $RUN_PEER == 1 ]]; then
     run_peer
 fi
 if [[ $RUN_IM == 1 ]]; then
-    start_redis "$OUT" 0 || exit 1
+    start_redis "$OUT" "${BENCH_REDIS_CPU:-0}" || exit 1
     if [[ $RUN_REPLICA == 1 ]]; then
         start_replica || exit 1
     fi
