@@ -35,7 +35,8 @@ my @layers = (
                       ngx_im_router_notice/ ],
     [ parts     => qw/ngx_im_state ngx_im_output ngx_im_delivery
                       ngx_im_publish/ ],
-    [ session   => qw/ngx_im_session ngx_im_session_int ngx_im_login/ ],
+    [ session   => qw/ngx_im_session ngx_im_session_int ngx_im_login
+                      ngx_im_dispatch/ ],
     [ transport => qw/ngx_im_module ngx_http_im ngx_http_im_module
                       ngx_http_im_log ngx_http_im_status
                       ngx_http_im_locate ngx_http_im_api ngx_http_im_api_request
