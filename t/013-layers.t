@@ -24,8 +24,9 @@ my @layers = (
     [ base      => qw/ngx_im ngx_im_metrics ngx_im_alloc ngx_im_timer
                       ngx_im_uids/ ],
     [ redis     => qw/ngx_im_redis_conn ngx_im_redis_sentinel ngx_im_redis
-                      ngx_im_redis_int ngx_im_redis_pubsub ngx_im_redis_wait
-                      ngx_im_redis_redirect ngx_im_redis_cluster
+                      ngx_im_redis_int ngx_im_redis_redirect
+                      ngx_im_redis_pubsub ngx_im_redis_wait
+                      ngx_im_redis_worker ngx_im_redis_cluster
                       ngx_im_hook ngx_im_events/ ],
     [ store     => qw/ngx_im_store/ ],
     [ node      => qw/ngx_im_dir ngx_im_limit ngx_im_ipc/ ],
