@@ -112,6 +112,61 @@ for my $room (sort keys %layer) {
     ok($seen{$room}, "$room is in src/");
 }
 
+# Inside a layer split into files, calls go down too: each file below
+# stands on the ones before it and names no function that a later one
+# defines; a lower file calls up only through a function it was given
+# (docs/decisions/052-calls-go-down.md).  Lowest first.
+my @floors = (
+    [ qw/ngx_im_redis ngx_im_redis_redirect ngx_im_redis_pubsub
+         ngx_im_redis_wait ngx_im_redis_worker/ ],
+    [ qw/ngx_im_session ngx_im_login ngx_im_dispatch/ ],
+);
+
+sub code {
+    my $f = shift;
+    open(my $fh, '<', "$src/$f.c") or die "$f.c: $!";
+    my $text = do { local $/; <$fh> };
+    close $fh;
+    $text =~ s{/\*.*?\*/}{ }gs;
+    $text =~ s{"(?:\\.|[^"\\])*"}{""}g;
+    return $text;
+}
+
+# the functions and variables a file gives others: nginx style puts a
+# definition's name at the start of a line, after a line with its type
+sub given {
+    my $text = shift;
+    my %names;
+    my $prev = '';
+    for my $line (split /\n/, $text) {
+        if ($line =~ /^(ngx_\w+)\(/ && $prev !~ /^static\b/) {
+            $names{$1} = 1;
+        }
+        $prev = $line;
+    }
+    return \%names;
+}
+
+for my $floors (@floors) {
+    my %text = map { $_ => code($_) } @$floors;
+    my %given = map { $_ => given($text{$_}) } @$floors;
+
+    ok(keys %{ $given{$_} }, "$_.c gives functions") for @$floors;
+
+    for my $i (0 .. $#$floors) {
+        my $low = $floors->[$i];
+        my @up;
+
+        for my $high (@$floors[$i + 1 .. $#$floors]) {
+            push @up, map { "$_ ($high.c)" }
+                      grep { $text{$low} =~ /\b\Q$_\E\b/ }
+                      sort keys %{ $given{$high} };
+        }
+
+        is("@up", '', "$low.c names nothing of the files above it");
+    }
+}
+
 # the module's config lists the sources and headers in layer order
 open(my $cfg, '<', "$FindBin::Bin/../config") or die "config: $!";
 my $config = do { local $/; <$cfg> };
