@@ -133,13 +133,19 @@ sub code {
 }
 
 # the functions and variables a file gives others: nginx style puts a
-# definition's name at the start of a line, after a line with its type
+# function's name at the start of a line, after a line with its type, and
+# a variable's definition at the start of a line
 sub given {
     my $text = shift;
     my %names;
     my $prev = '';
     for my $line (split /\n/, $text) {
         if ($line =~ /^(ngx_\w+)\(/ && $prev !~ /^static\b/) {
+            $names{$1} = 1;
+        }
+        if ($line =~ /^(?!static\b|extern\b|typedef\b)\w[\w ]*[ *]
+                      (ngx_\w+)\s*(?:\[[^\]]*\])?\s*[=;]/x)
+        {
             $names{$1} = 1;
         }
         $prev = $line;
