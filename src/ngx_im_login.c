@@ -9,10 +9,10 @@
  * (ngx_im_presence.c) and the router, the CONNECT_ACK, and the input a
  * client sends before it, kept and replayed after it.  It stands on the
  * session's life (ngx_im_session.c: its states, timer, grace and close,
- * through ngx_im_session_int.h), which reaches it only through the hooks
- * and operations it is given; the dispatcher above (ngx_im_dispatch.c)
- * calls in here, and takes the replayed input back through
- * ngx_im_session_hooks.
+ * through ngx_im_session_int.h), which calls it only through the hooks
+ * and operations the dispatcher set; the dispatcher above
+ * (ngx_im_dispatch.c) calls in here, and takes the replayed input back
+ * through ngx_im_session_hooks.
  */
 
 #include "ngx_im_session_int.h"
