@@ -115,7 +115,7 @@ for my $room (sort keys %layer) {
 # Inside a layer split into files, calls go down too: each file below
 # stands on the ones before it and names no function that a later one
 # defines; a lower file calls up only through a function it was given
-# (docs/decisions/052-calls-go-down.md).  Lowest first.
+# (docs/decisions/055-calls-go-down.md).  Lowest first.
 my @floors = (
     [ qw/ngx_im_redis ngx_im_redis_redirect ngx_im_redis_pubsub
          ngx_im_redis_wait ngx_im_redis_worker/ ],
