@@ -4,12 +4,15 @@
  * Owns what happens between a session's CONNECT and its CONNECT_ACK: the
  * credentials, the question to whoever authenticates (the transport's auth
  * hook), the bound on logins in flight per worker and the queue of those
- * beyond it (docs/decisions/042-busy-is-not-dead.md), the session's token
- * (the order of a uid's logins), the hand-off to the login policy
+ * beyond it (docs/decisions/042-busy-is-not-dead.md), the token taken at
+ * CONNECT (the order of a uid's logins), the hand-off to the login policy
  * (ngx_im_presence.c) and the router, the CONNECT_ACK, and the input a
- * client sends before it, kept and replayed after it.  The state machine
- * (ngx_im_session.c) calls in here and lends its timer and states through
- * ngx_im_session_int.h.
+ * client sends before it, kept and replayed after it.  It stands on the
+ * session's life (ngx_im_session.c: its states, timer, grace and close,
+ * through ngx_im_session_int.h), which calls it only through the hooks
+ * and operations the dispatcher set; the dispatcher above
+ * (ngx_im_dispatch.c) calls in here, and takes the replayed input back
+ * through ngx_im_session_hooks.
  */
 
 #include "ngx_im_session_int.h"
@@ -22,12 +25,13 @@
 
 
 static void ngx_im_login_auth_start(ngx_im_session_t *s);
+static void ngx_im_login_out(ngx_im_session_t *s);
+static void ngx_im_login_unqueue(ngx_im_session_t *s);
 static void ngx_im_login_queue_handler(ngx_event_t *ev);
 static void ngx_im_login_replay(ngx_im_session_t *s);
 
 
 static ngx_str_t    ngx_im_login_nobody = ngx_string("");
-static uint64_t     ngx_im_login_tokens;
 
 /*
  * Logins asking the user centre (and the login policy) at once are
@@ -39,29 +43,6 @@ static uint64_t     ngx_im_login_tokens;
 static ngx_queue_t  ngx_im_login_queue;
 static ngx_uint_t   ngx_im_logins_in_flight;
 static ngx_event_t  ngx_im_login_queue_ev;
-
-
-/*
- * A session's token is unique in the worker and, from its CONNECT on,
- * tells when its login started: microseconds since the epoch (the cached
- * clock), one more than the last when that is not later.  Logins of one
- * (uid, ClientId) are ordered by it on every worker and node: a login
- * that started later wins (ngx_im_presence.c).
- */
-
-uint64_t
-ngx_im_login_token(void)
-{
-    uint64_t     now;
-    ngx_time_t  *tp;
-
-    tp = ngx_timeofday();
-    now = (uint64_t) tp->sec * 1000000 + (uint64_t) tp->msec * 1000;
-
-    ngx_im_login_tokens = ngx_max(ngx_im_login_tokens + 1, now);
-
-    return ngx_im_login_tokens;
-}
 
 
 void
@@ -104,7 +85,7 @@ ngx_im_login_connect(ngx_im_session_t *s, im_msg_t *m)
     s->route.client_id = m->client_id;
 
     /* the login starts now: its place in the order of the uid's logins */
-    s->route.token = ngx_im_login_token();
+    s->route.token = ngx_im_session_token();
 
     ngx_im_session_set_state(s, NGX_IM_S_AUTH);
 
@@ -157,7 +138,7 @@ ngx_im_login_auth_start(ngx_im_session_t *s)
  * waits may ask (on a posted event: an answer can come within the call
  * that asks) */
 
-void
+static void
 ngx_im_login_out(ngx_im_session_t *s)
 {
     if (!s->in_flight) {
@@ -176,7 +157,7 @@ ngx_im_login_out(ngx_im_session_t *s)
 }
 
 
-void
+static void
 ngx_im_login_unqueue(ngx_im_session_t *s)
 {
     if (s->cred == NULL || !s->cred->queued) {
@@ -186,6 +167,17 @@ ngx_im_login_unqueue(ngx_im_session_t *s)
     s->cred->queued = 0;
     ngx_queue_remove(&s->cred->queue);
     ngx_im_gauges->login_queue--;
+}
+
+
+/* the session is torn down: a login under way or waiting gives its
+ * place up */
+
+void
+ngx_im_login_end(ngx_im_session_t *s)
+{
+    ngx_im_login_unqueue(s);
+    ngx_im_login_out(s);
 }
 
 
@@ -400,7 +392,8 @@ ngx_im_login_replay(ngx_im_session_t *s)
         cl = s->cred->deferred;
         s->cred->deferred = cl->next;
 
-        ngx_im_session_message(s, cl->buf->pos, ngx_buf_size(cl->buf));
+        ngx_im_session_hooks->message(s, cl->buf->pos,
+                                      ngx_buf_size(cl->buf));
     }
 }
 

@@ -1,393 +1,81 @@
 /*
- * ngx_im_redis.c: the worker's Redis connections and their commands.
+ * ngx_im_redis.c: what the worker's Redis connections share, and the
+ * command path.
  *
  * Owns the worker's connections (inbox, group, subscriber, events: each an
- * ngx_im_redis_conn_t, which connects, logs in, watches and reconnects),
- * what they do when they come up, answer and go, the RESP formatting of
- * commands straight into a connection's output, the callback ring that
- * pairs replies with commands, the flush of the inbox connection, the
- * watchdog's PING, and with im_redis_sentinel the restart of the
- * connections when the master moves; in cluster mode, which master's
- * connection a command goes to; with im_group_redis, the group
- * connection to a Redis of its own, in cluster mode too.  Pub/sub is
- * ngx_im_redis_pubsub.c's, the WAIT of im_redis_wait ngx_im_redis_wait.c's,
- * and a cluster's copies and redirects ngx_im_redis_redirect.c's.  Nothing
- * here knows about messages or sessions.
+ * ngx_im_redis_conn_t, which connects, logs in, watches and reconnects)
+ * with their callback rings, and the router's handlers; the RESP
+ * formatting of commands straight into a connection's output, with each
+ * command's callback at the end of its connection's ring; the flush of
+ * the inbox connection; in cluster mode, which master's connection a
+ * command goes to, a transaction's way to one master (MULTI held until
+ * its first key names the master) and the copy of each command's bytes
+ * kept until its reply, for a redirect (from a list of spares).  It is
+ * the lowest of the Redis files and calls none of the others, which stand
+ * on it: what a reply makes of a command is ngx_im_redis_redirect.c's,
+ * pub/sub ngx_im_redis_pubsub.c's, the WAIT of im_redis_wait
+ * ngx_im_redis_wait.c's, the connections' start, end and handlers
+ * ngx_im_redis_worker.c's.  Nothing here knows about messages or
+ * sessions.
  */
 
 #include "ngx_im_redis_int.h"
-#include "ngx_im_redis_sentinel.h"
+#include "ngx_im_alloc.h"
 
 
-static void ngx_im_redis_ready_handler(ngx_im_redis_conn_t *rc);
-static ngx_int_t ngx_im_redis_reply_handler(ngx_im_redis_conn_t *rc,
-    redisReply *reply);
-static void ngx_im_redis_down_handler(ngx_im_redis_conn_t *rc);
-static ngx_int_t ngx_im_redis_ping(ngx_im_redis_conn_t *rc);
-static ngx_uint_t ngx_im_redis_used(ngx_uint_t i);
-static void ngx_im_redis_master(void);
-static void ngx_im_redis_group_init(ngx_im_conf_t *imcf);
-static void ngx_im_redis_fail_all(ngx_im_redis_queue_t *q);
+static void ngx_im_redis_tx_begin(ngx_im_redis_cb_pt cb, void *data);
+static ngx_int_t ngx_im_redis_tx_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb,
+    void *data, int argc, const char **argv, const size_t *argvlen);
+static ngx_int_t ngx_im_redis_tx_keep(u_char *bytes, size_t len,
+    ngx_im_redis_cb_pt cb, void *data);
+static void ngx_im_redis_tx_copy(ngx_im_redis_conn_t *rc);
+static ngx_im_redis_copy_t *ngx_im_redis_copy(u_char *bytes, size_t len);
+static ngx_im_redis_copy_t *ngx_im_redis_copy_alloc(size_t len,
+    ngx_uint_t cmds);
+static void ngx_im_redis_copy_done(ngx_im_redis_copy_t *copy);
 
-
-static const char  *ngx_im_redis_names[NGX_IM_REDIS_N] = {
-    "inbox", "group", "sub", "events"
-};
 
 ngx_im_redis_conn_t              ngx_im_redis_conns[NGX_IM_REDIS_N];
-static ngx_im_redis_queue_t      ngx_im_redis_queues[NGX_IM_REDIS_N];
-static ngx_im_redis_server_t     ngx_im_redis_server;
-/* im_group_redis: the group connection's own Redis, never a cluster's
- * slot (docs/decisions/045-group-redis.md) */
-static ngx_im_redis_server_t     ngx_im_redis_group_server;
-static ngx_uint_t                ngx_im_redis_group_apart;
+ngx_im_redis_queue_t             ngx_im_redis_queues[NGX_IM_REDIS_N];
+ngx_uint_t                       ngx_im_redis_group_apart;
 ngx_im_redis_handlers_t         *ngx_im_redis_handlers;
 ngx_connection_t                 ngx_im_redis_dummy;
 ngx_uint_t                       ngx_im_redis_clustered;
 ngx_uint_t                       ngx_im_redis_exiting;
 
 
-/* a command of this role goes to its slot's master: in cluster mode, but
- * for the group sets on a Redis of their own (im_group_redis) */
-#define ngx_im_redis_routed(which)                                           \
-    (ngx_im_redis_clustered                                                  \
-     && !((which) == NGX_IM_REDIS_GROUP && ngx_im_redis_group_apart))
-
-
-static ngx_im_redis_conn_handlers_t  ngx_im_redis_conn_handlers = {
-    ngx_im_redis_ready_handler,
-    ngx_im_redis_reply_handler,
-    ngx_im_redis_down_handler,
-    ngx_im_redis_ping,
-    ngx_im_redis_wait_flush
-};
-
-
-ngx_int_t
-ngx_im_redis_init(ngx_cycle_t *cycle, ngx_im_redis_handlers_t *handlers)
-{
-    ngx_int_t               db;
-    ngx_uint_t              i;
-    ngx_im_conf_t          *imcf;
-    ngx_im_redis_conn_t    *rc;
-    ngx_im_redis_server_t  *s;
-
-    imcf = ngx_im_get_conf();
-
-    ngx_im_redis_handlers = handlers;
-    ngx_im_redis_clustered = imcf->redis_cluster;
-
-    s = &ngx_im_redis_server;
-    s->addrs = imcf->redis_addrs;
-    s->naddrs = imcf->redis_naddrs;
-    s->user = imcf->redis_user;
-    s->password = imcf->redis_password;
-    s->timeout = imcf->redis_timeout;
-#if (NGX_SSL)
-    s->ssl = imcf->redis_ssl ? imcf->redis_ssl_ctx : NULL;
-#endif
-    s->ssl_name = imcf->redis_ssl_name;
-    s->ssl_verify = imcf->redis_ssl_verify;
-    s->master = 0;
-
-    ngx_im_redis_wait_init();
-
-    if (imcf->sentinels
-        && ngx_im_redis_sentinel_init(cycle, s, ngx_im_redis_master)
-           != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    ngx_im_redis_dummy.fd = (ngx_socket_t) -1;
-    ngx_im_redis_pubsub_init(cycle);
-
-    ngx_im_redis_group_apart = (imcf->group_addrs != NULL);
-
-    if (ngx_im_redis_group_apart) {
-        ngx_im_redis_group_init(imcf);
-    }
-
-    if (imcf->redis_cluster) {
-        ngx_im_redis_redirect_init(cycle);
-
-        return ngx_im_redis_cluster_init(cycle, s,
-                                         &ngx_im_redis_conn_handlers);
-    }
-
-    for (i = 0; i < NGX_IM_REDIS_N; i++) {
-        rc = &ngx_im_redis_conns[i];
-
-        if (i == NGX_IM_REDIS_GROUP && ngx_im_redis_group_apart) {
-            continue;
-        }
-
-        /* the subscriber connection has no database */
-        db = (i == NGX_IM_REDIS_GROUP) ? imcf->group_db
-             : (i == NGX_IM_REDIS_SUB) ? 0 : imcf->redis_db;
-
-        ngx_im_redis_conn_init(rc, s, db, ngx_im_redis_names[i],
-                               &ngx_im_redis_conn_handlers,
-                               &ngx_im_redis_queues[i]);
-        rc->index = i;
-
-        if (ngx_im_redis_used(i)) {
-            /* with Sentinel and no master known yet: away until it is */
-            ngx_im_redis_conn_connect(rc);
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_im_redis_group_init(ngx_im_conf_t *imcf)
-{
-    ngx_im_redis_conn_t    *rc;
-    ngx_im_redis_server_t  *s;
-
-    s = &ngx_im_redis_group_server;
-    s->addrs = imcf->group_addrs;
-    s->naddrs = imcf->group_naddrs;
-    s->user = imcf->group_user;
-    s->password = imcf->group_password;
-    s->timeout = imcf->redis_timeout;
-#if (NGX_SSL)
-    s->ssl = imcf->group_ssl ? imcf->redis_ssl_ctx : NULL;
-#endif
-    s->ssl_name = imcf->group_ssl_name;
-    s->ssl_verify = imcf->redis_ssl_verify;
-    s->master = 0;
-
-    rc = &ngx_im_redis_conns[NGX_IM_REDIS_GROUP];
-
-    ngx_im_redis_conn_init(rc, s, imcf->group_db,
-                           ngx_im_redis_names[NGX_IM_REDIS_GROUP],
-                           &ngx_im_redis_conn_handlers,
-                           &ngx_im_redis_queues[NGX_IM_REDIS_GROUP]);
-    rc->index = NGX_IM_REDIS_GROUP;
-
-    ngx_im_redis_conn_connect(rc);
-}
-
-
-void
-ngx_im_redis_exit(void)
-{
-    ngx_uint_t              i, j;
-    ngx_im_cluster_node_t  *node;
-
-    ngx_im_redis_pubsub_exit();
-
-    ngx_im_redis_exiting = 1;
-
-    if (ngx_im_get_conf()->sentinels) {
-        ngx_im_redis_sentinel_exit();
-    }
-
-    if (ngx_im_redis_clustered) {
-        ngx_im_redis_redirect_exit();
-
-        ngx_im_redis_cluster_exit();
-
-        if (ngx_im_redis_group_apart) {
-            ngx_im_redis_conn_exit(&ngx_im_redis_conns[NGX_IM_REDIS_GROUP]);
-            ngx_im_redis_fail_all(&ngx_im_redis_queues[NGX_IM_REDIS_GROUP]);
-        }
-
-        for (i = 0; i < ngx_im_redis_cluster_nodes(); i++) {
-            node = ngx_im_redis_cluster_node(i);
-
-            for (j = 0; j < NGX_IM_REDIS_N; j++) {
-                if (node->conns[j].data) {
-                    ngx_im_redis_fail_all(node->conns[j].data);
-                }
-            }
-        }
-
-        return;
-    }
-
-    for (i = 0; i < NGX_IM_REDIS_N; i++) {
-        ngx_im_redis_conn_exit(&ngx_im_redis_conns[i]);
-        ngx_im_redis_fail_all(&ngx_im_redis_queues[i]);
-    }
-
-    ngx_im_redis_wait_release(NULL);
-}
-
-
-static ngx_uint_t
-ngx_im_redis_used(ngx_uint_t i)
-{
-    ngx_im_conf_t  *imcf;
-
-    imcf = ngx_im_get_conf();
-
-    if (i == NGX_IM_REDIS_GROUP
-        && (imcf->group_db == imcf->redis_db || ngx_im_redis_group_apart))
-    {
-        /* one connection serves both, or the group's is not on this
-         * server (im_group_redis) */
-        return 0;
-    }
-
-    if (i == NGX_IM_REDIS_EVENTS && !imcf->redis_events) {
-        return 0;
-    }
-
-    return 1;
-}
-
-
 /*
- * A sentinel named a new master (or the first): every connection goes
- * there now.  What was asked of the old one fails as in a lost
- * connection, and the connections' ready handlers resubscribe and read
- * the inboxes again as after a Redis restart.
+ * A command's copy comes from a list of spares when it is small, as the
+ * commands of a message are: with a malloc and a free per command, libc's
+ * allocator had 13 % of a worker's samples in a 1:1 write-through run on a
+ * cluster (perf, bench/cluster.sh), 6 % with the spares.
  */
 
-static void
-ngx_im_redis_master(void)
-{
-    ngx_uint_t  i;
+#define NGX_IM_REDIS_COPY_SMALL  512
 
-    for (i = 0; i < NGX_IM_REDIS_N; i++) {
-        if (ngx_im_redis_used(i)) {
-            ngx_im_redis_conn_restart(&ngx_im_redis_conns[i]);
-        }
-    }
-}
+typedef struct {
+    ngx_im_redis_copy_t   hdr;
+    u_char                bytes[NGX_IM_REDIS_COPY_SMALL];
+} ngx_im_redis_copy_small_t;
+
+static ngx_im_spares_t  ngx_im_redis_copies =
+    ngx_im_spares(ngx_im_redis_copy_small_t, 4096);
 
 
-static ngx_im_redis_conn_t *
-ngx_im_redis_conn(ngx_uint_t which)
-{
-    ngx_im_conf_t  *imcf;
-
-    if (which == NGX_IM_REDIS_GROUP && !ngx_im_redis_group_apart) {
-        imcf = ngx_im_get_conf();
-
-        if (imcf->group_db == imcf->redis_db) {
-            which = NGX_IM_REDIS_INBOX;
-        }
-    }
-
-    return &ngx_im_redis_conns[which];
-}
-
-
-ngx_uint_t
-ngx_im_redis_ready(ngx_uint_t which)
-{
-    if (ngx_im_redis_routed(which)) {
-        return ngx_im_redis_cluster_ready(which);
-    }
-
-    return ngx_im_redis_conn(which)->state == NGX_IM_REDIS_READY;
-}
-
-
-ngx_uint_t
-ngx_im_redis_away(ngx_uint_t which)
-{
-    ngx_im_redis_conn_t  *rc;
-
-    if (ngx_im_redis_routed(which)) {
-        return ngx_im_redis_cluster_away(which)
-               || ngx_im_redis_cluster_down();
-    }
-
-    rc = ngx_im_redis_conn(which);
-
-    return rc->state != NGX_IM_REDIS_READY && rc->failed;
-}
-
-
-static void
-ngx_im_redis_ready_handler(ngx_im_redis_conn_t *rc)
-{
-    if (ngx_im_redis_clustered) {
-        /* the map first: a connection is of use once slots point to it */
-
-        if (!ngx_im_redis_cluster_mapped()) {
-            if (rc->index == NGX_IM_REDIS_INBOX) {
-                ngx_im_redis_read_map();
-            }
-
-            return;
-        }
-    }
-
-    if (rc->index == NGX_IM_REDIS_SUB) {
-        ngx_im_redis_sub_connected(rc);
-
-    } else if (rc->index == NGX_IM_REDIS_INBOX) {
-        if (ngx_im_redis_handlers->inbox_connected) {
-            ngx_im_redis_handlers->inbox_connected();
-        }
-    }
-}
-
-
-static ngx_int_t
-ngx_im_redis_reply_handler(ngx_im_redis_conn_t *rc, redisReply *reply)
-{
-    if (rc->index == NGX_IM_REDIS_SUB) {
-        if (ngx_im_redis_clustered) {
-            ngx_im_redis_ssub_reply(rc, reply);
-
-        } else {
-            ngx_im_redis_sub_reply(rc, reply);
-        }
-
-        return NGX_OK;
-    }
-
-    return ngx_im_redis_answer(rc, reply);
-}
-
-
-static void
-ngx_im_redis_down_handler(ngx_im_redis_conn_t *rc)
-{
-    if (rc->index == NGX_IM_REDIS_SUB) {
-        /* the router subscribes everything again when it is back */
-        ngx_im_redis_batch_reset();
-    }
-
-    if (rc->data) {
-        ngx_im_redis_fail_all(rc->data);
-    }
-
-    if (rc->index == NGX_IM_REDIS_INBOX) {
-        /* the WAITs failed above with the rest; nothing is held now */
-        ngx_im_redis_wait_lost();
-    }
-
-    if (rc == &ngx_im_redis_conns[NGX_IM_REDIS_GROUP]
-        && ngx_im_redis_group_apart)
-    {
-        /* im_group_redis: neither the sentinels' master nor the cluster's */
-        return;
-    }
-
-    if (ngx_im_get_conf()->sentinels && !rc->exiting) {
-        /* the master may have moved while the sentinel's connection was
-         * away too */
-        ngx_im_redis_sentinel_ask();
-    }
-
-    if (ngx_im_redis_clustered && !ngx_im_redis_exiting
-        && ngx_im_redis_cluster_mapped())
-    {
-        /* a master gone may be a failover under way: the map tells when
-         * a replica took its slots (read again each second until every
-         * master answers) */
-        ngx_im_redis_read_map();
-    }
-}
+/* the transaction being queued (see ngx_im_redis_tx_cmd): its bytes and
+ * its commands' callbacks so far, for its copy */
+static ngx_uint_t                ngx_im_redis_tx_open;
+static struct {
+    ngx_im_redis_conn_t         *rc;
+    ngx_im_redis_cb_pt           cb;     /* MULTI's */
+    void                        *data;
+    u_char                      *buf;
+    size_t                       len;
+    size_t                       size;
+    ngx_im_redis_txcb_t         *cbs;
+    ngx_uint_t                   n;
+    ngx_uint_t                   ncbs;
+} ngx_im_redis_tx;
 
 
 /*
@@ -455,7 +143,7 @@ ngx_im_redis_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
         }
 
     } else {
-        rc = ngx_im_redis_conn(which);
+        rc = ngx_im_redis_role_conn(which);
     }
 
     /* a copy for redirects only where the cluster may redirect */
@@ -549,6 +237,241 @@ ngx_im_redis_send(ngx_im_redis_conn_t *rc, ngx_im_redis_cb_pt cb,
 }
 
 
+static void
+ngx_im_redis_tx_begin(ngx_im_redis_cb_pt cb, void *data)
+{
+    ngx_im_redis_tx_open = 1;
+    ngx_im_redis_tx.rc = NULL;
+    ngx_im_redis_tx.cb = cb;
+    ngx_im_redis_tx.data = data;
+}
+
+
+/*
+ * Cluster mode: a transaction (MULTI ... EXEC, decision 037) goes to the
+ * master of its first key, whole; the router makes one per recipient, so
+ * its keys are of one slot.  Sent again alone, a command would run
+ * outside its transaction: the transaction keeps one copy of all its
+ * bytes instead, made at EXEC from what its commands left in
+ * ngx_im_redis_tx, and is sent again whole when a redirect at queue time
+ * aborted it (EXECABORT) or EXEC itself was redirected (decision 047).
+ */
+
+static ngx_int_t
+ngx_im_redis_tx_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
+    int argc, const char **argv, const size_t *argvlen)
+{
+    ngx_int_t             slot, rv;
+    ngx_uint_t            end, exec;
+    ngx_im_redis_conn_t  *rc;
+
+    static const char    *multi[1] = { "MULTI" };
+    static size_t         multilen[1] = { 5 };
+
+    exec = (argvlen[0] == 4 && ngx_strncmp(argv[0], "EXEC", 4) == 0);
+    end = exec
+          || (argvlen[0] == 7 && ngx_strncmp(argv[0], "DISCARD", 7) == 0);
+
+    rc = ngx_im_redis_tx.rc;
+
+    if (rc == NULL) {
+        slot = ngx_im_redis_cluster_slot(argc, argv, argvlen);
+
+        rc = ngx_im_redis_cluster_conn(which,
+                                       slot == NGX_DECLINED ? 0 : slot);
+
+        ngx_im_redis_tx.len = 0;
+        ngx_im_redis_tx.n = 0;
+
+        if (rc == NULL
+            || ngx_im_redis_send(rc, ngx_im_redis_tx.cb, ngx_im_redis_tx.data,
+                                 1, multi, multilen, NGX_IM_REDIS_KEEP_TX)
+               != NGX_OK)
+        {
+            if (end) {
+                ngx_im_redis_tx_open = 0;
+            }
+
+            return NGX_ERROR;
+        }
+
+        ngx_im_redis_tx.rc = rc;
+    }
+
+    /* DISCARD: no copy, nothing is sent again */
+    rv = ngx_im_redis_send(rc, cb, data, argc, argv, argvlen,
+                           (end && !exec) ? 0 : NGX_IM_REDIS_KEEP_TX);
+
+    if (end) {
+        if (rv == NGX_OK && exec) {
+            ngx_im_redis_tx_copy(rc);
+        }
+
+        ngx_im_redis_tx_open = 0;
+        ngx_im_redis_tx.rc = NULL;
+    }
+
+    return rv;
+}
+
+
+static ngx_int_t
+ngx_im_redis_tx_keep(u_char *bytes, size_t len, ngx_im_redis_cb_pt cb,
+    void *data)
+{
+    u_char               *p;
+    size_t                size;
+    ngx_im_redis_txcb_t  *cbs;
+
+    if (ngx_im_redis_tx.len + len > ngx_im_redis_tx.size) {
+        size = ngx_max(2 * (ngx_im_redis_tx.len + len), 1024);
+
+        p = ngx_alloc(size, ngx_cycle->log);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_im_redis_tx.buf) {
+            ngx_memcpy(p, ngx_im_redis_tx.buf, ngx_im_redis_tx.len);
+            ngx_free(ngx_im_redis_tx.buf);
+        }
+
+        ngx_im_redis_tx.buf = p;
+        ngx_im_redis_tx.size = size;
+    }
+
+    if (ngx_im_redis_tx.n == ngx_im_redis_tx.ncbs) {
+        size = ngx_im_redis_tx.ncbs ? 2 * ngx_im_redis_tx.ncbs : 16;
+
+        cbs = ngx_alloc(size * sizeof(ngx_im_redis_txcb_t), ngx_cycle->log);
+        if (cbs == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_im_redis_tx.cbs) {
+            ngx_memcpy(cbs, ngx_im_redis_tx.cbs,
+                       ngx_im_redis_tx.n * sizeof(ngx_im_redis_txcb_t));
+            ngx_free(ngx_im_redis_tx.cbs);
+        }
+
+        ngx_im_redis_tx.cbs = cbs;
+        ngx_im_redis_tx.ncbs = size;
+    }
+
+    ngx_memcpy(ngx_im_redis_tx.buf + ngx_im_redis_tx.len, bytes, len);
+    ngx_im_redis_tx.len += len;
+
+    cbs = &ngx_im_redis_tx.cbs[ngx_im_redis_tx.n++];
+    cbs->cb = cb;
+    cbs->data = data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * EXEC is queued: the transaction's copy, and every command of it (the
+ * last ones on the connection's ring) pointed to it.  Without memory for
+ * it the transaction goes as it did before there were copies: a redirect
+ * refuses it.
+ */
+
+static void
+ngx_im_redis_tx_copy(ngx_im_redis_conn_t *rc)
+{
+    ngx_uint_t             i, n;
+    ngx_im_redis_copy_t   *copy;
+    ngx_im_redis_queue_t  *q;
+
+    n = ngx_im_redis_tx.n;
+
+    copy = ngx_im_redis_copy_alloc(ngx_im_redis_tx.len, n);
+    if (copy == NULL) {
+        return;
+    }
+
+    ngx_memcpy(copy + 1, ngx_im_redis_tx.cbs,
+               (n - 1) * sizeof(ngx_im_redis_txcb_t));
+    ngx_memcpy(ngx_im_redis_copy_bytes(copy), ngx_im_redis_tx.buf,
+               ngx_im_redis_tx.len);
+
+    q = rc->data;
+
+    for (i = 1; i <= n; i++) {
+        q->ring[(q->first + q->n - i) & (q->size - 1)].copy = copy;
+    }
+}
+
+
+static ngx_im_redis_copy_t *
+ngx_im_redis_copy_alloc(size_t len, ngx_uint_t cmds)
+{
+    size_t                size;
+    ngx_im_redis_copy_t  *copy;
+
+    size = (cmds - 1) * sizeof(ngx_im_redis_txcb_t) + len;
+
+    copy = (size <= NGX_IM_REDIS_COPY_SMALL)
+           ? ngx_im_spare_get(&ngx_im_redis_copies)
+           : ngx_alloc(sizeof(ngx_im_redis_copy_t) + size, ngx_cycle->log);
+    if (copy == NULL) {
+        return NULL;
+    }
+
+    copy->len = len;
+    copy->redirects = 0;
+    copy->made = ngx_current_msec;
+    copy->cmds = cmds;
+    copy->answered = 0;
+    copy->to = NULL;
+    copy->asking = 0;
+    copy->tryagain = 0;
+
+    return copy;
+}
+
+
+static ngx_im_redis_copy_t *
+ngx_im_redis_copy(u_char *bytes, size_t len)
+{
+    ngx_im_redis_copy_t  *copy;
+
+    copy = ngx_im_redis_copy_alloc(len, 1);
+    if (copy == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(copy + 1, bytes, len);
+
+    return copy;
+}
+
+
+void
+ngx_im_redis_copy_free(ngx_im_redis_copy_t *copy)
+{
+    if ((copy->cmds - 1) * sizeof(ngx_im_redis_txcb_t) + copy->len
+        <= NGX_IM_REDIS_COPY_SMALL)
+    {
+        ngx_im_spare_put(&ngx_im_redis_copies, copy);
+
+    } else {
+        ngx_free(copy);
+    }
+}
+
+
+static void
+ngx_im_redis_copy_done(ngx_im_redis_copy_t *copy)
+{
+    if (copy->cmds > 1 && ++copy->answered < copy->cmds) {
+        return;
+    }
+
+    ngx_im_redis_copy_free(copy);
+}
+
+
 /*
  * The callbacks wait in a ring per connection, in the order of the
  * commands: a record per command from a list of spares, linked, was two
@@ -599,7 +522,7 @@ ngx_im_redis_room(ngx_uint_t which, ngx_uint_t n, size_t size)
         return ngx_im_redis_cluster_ready(which) ? NGX_OK : NGX_ERROR;
     }
 
-    rc = ngx_im_redis_conn(which);
+    rc = ngx_im_redis_role_conn(which);
 
     if (rc->state != NGX_IM_REDIS_READY) {
         return NGX_ERROR;
@@ -617,63 +540,9 @@ ngx_im_redis_room(ngx_uint_t which, ngx_uint_t n, size_t size)
 }
 
 
-ngx_int_t
-ngx_im_redis_answer(ngx_im_redis_conn_t *rc, redisReply *reply)
-{
-    uint64_t               now;
-    ngx_im_redis_req_t     req;
-    ngx_im_redis_queue_t  *q;
-
-    q = rc->data;
-
-    if (q == NULL || q->n == 0) {
-        ngx_log_error(NGX_LOG_ERR, &rc->log, 0,
-                      "im redis: a reply to no command");
-        return NGX_ERROR;
-    }
-
-    req = ngx_im_redis_shift(q);
-
-    ngx_im_redis_conn_answered(rc);
-
-    if (req.copy) {
-        switch (ngx_im_redis_redirected(rc, &req, reply)) {
-
-        case NGX_OK:
-            /* sent again where the cluster said: answered there */
-            return NGX_OK;
-
-        case NGX_DONE:
-            /* a transaction's command: its copy goes with EXEC */
-            break;
-
-        default:
-            ngx_im_redis_copy_free(req.copy);
-        }
-
-    } else if (ngx_im_redis_clustered && reply->type == REDIS_REPLY_ERROR
-               && reply->len > 6 && ngx_strncmp(reply->str, "MOVED ", 6) == 0)
-    {
-        /* a command of a transaction kept no copy (DISCARD, or out of
-         * memory): not followed, but the next one goes right */
-        ngx_im_redis_read_map();
-    }
-
-    now = ngx_im_redis_conn_now();
-    ngx_im_metrics_observe(&ngx_im_stats->redis,
-                           now > req.sent ? now - req.sent : 0);
-
-    if (req.cb) {
-        req.cb(reply, req.data);
-    }
-
-    return NGX_OK;
-}
-
-
 /* the connection is gone: what it was asked fails, oldest first */
 
-static void
+void
 ngx_im_redis_fail_all(ngx_im_redis_queue_t *q)
 {
     ngx_im_redis_req_t  req;
@@ -725,21 +594,3 @@ ngx_im_redis_flush(void)
 }
 
 
-/*
- * The watchdog's question to a connection that has not answered for
- * im_redis_timeout.  On the subscriber connection PING is allowed among
- * subscriptions and answered ["pong", ""] (see ngx_im_redis_pubsub.c).
- */
-
-static ngx_int_t
-ngx_im_redis_ping(ngx_im_redis_conn_t *rc)
-{
-    static const char  *argv[1] = { "PING" };
-    static size_t       argvlen[1] = { 4 };
-
-    if (rc->index != NGX_IM_REDIS_SUB) {
-        return ngx_im_redis_send(rc, NULL, NULL, 1, argv, argvlen, 0);
-    }
-
-    return ngx_im_redis_conn_ping(rc);
-}

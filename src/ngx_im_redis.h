@@ -1,7 +1,8 @@
 /*
  * ngx_im_redis.h: the worker's Redis connections, commands and pub/sub
- * (ngx_im_redis.c, ngx_im_redis_pubsub.c, ngx_im_redis_wait.c,
- * ngx_im_redis_redirect.c; what they share is ngx_im_redis_int.h).
+ * (ngx_im_redis.c, ngx_im_redis_redirect.c, ngx_im_redis_pubsub.c,
+ * ngx_im_redis_wait.c, ngx_im_redis_worker.c; what they share is
+ * ngx_im_redis_int.h).
  *
  * Each worker keeps up to four connections: "inbox" (commands on the
  * inbox database), "group" (commands on the group database; the same

@@ -5,10 +5,10 @@
  * is the seed given by im_redis; the others come from the map and from
  * redirects), their connections (each node an inbox, a subscriber and,
  * with events, an events connection, made and watched by
- * ngx_im_redis_conn.c and driven by ngx_im_redis.c's handlers), the slot
- * map read from CLUSTER SLOTS, and which slot a command is for.  Nothing
- * here formats or pairs commands: ngx_im_redis.c asks for the connection
- * of a slot and sends (docs/decisions/043-redis-cluster.md).
+ * ngx_im_redis_conn.c and driven by ngx_im_redis_worker.c's handlers), the
+ * slot map read from CLUSTER SLOTS, and which slot a command is for.
+ * Nothing here formats or pairs commands: ngx_im_redis.c asks for the
+ * connection of a slot and sends (docs/decisions/043-redis-cluster.md).
  */
 
 #include "ngx_im_redis_cluster.h"

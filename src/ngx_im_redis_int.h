@@ -1,10 +1,14 @@
 /*
  * ngx_im_redis_int.h: what the files of the worker's Redis connections
- * share, in place of statics: the command path (ngx_im_redis.c), pub/sub
- * (ngx_im_redis_pubsub.c), WAIT (ngx_im_redis_wait.c) and, in cluster
- * mode, the copies and redirects (ngx_im_redis_redirect.c).  Included by
- * those files only: nothing above the Redis layer sees a callback ring
- * (t/013-layers.t checks it).
+ * share, in place of statics, lowest first: the connections' shared state
+ * and the command path (ngx_im_redis.c); what a reply makes of its
+ * command, in cluster mode the redirects (ngx_im_redis_redirect.c);
+ * pub/sub (ngx_im_redis_pubsub.c) and WAIT (ngx_im_redis_wait.c); the
+ * connections' start, end and handlers (ngx_im_redis_worker.c).  A file
+ * calls only the ones before it; the one call back up (the first slot
+ * map read) goes through the function the top gives
+ * ngx_im_redis_redirect_init().  Included by those files only: nothing
+ * above the Redis layer sees a callback ring (t/013-layers.t checks it).
  */
 
 #ifndef _NGX_IM_REDIS_INT_H_INCLUDED_
@@ -69,14 +73,18 @@ typedef struct {
 } ngx_im_redis_queue_t;
 
 
-/* ngx_im_redis.c: the connections and the command path */
+/* ngx_im_redis.c: the connections' shared state and the command path */
 
 extern ngx_im_redis_conn_t       ngx_im_redis_conns[NGX_IM_REDIS_N];
+/* the callback rings of ngx_im_redis_conns (rc->data) */
+extern ngx_im_redis_queue_t      ngx_im_redis_queues[NGX_IM_REDIS_N];
 extern ngx_im_redis_handlers_t  *ngx_im_redis_handlers;
 /* nginx's debug log reads a descriptor out of every timer's data */
 extern ngx_connection_t          ngx_im_redis_dummy;
 /* im_redis_cluster, read once per worker: tested for every command */
 extern ngx_uint_t                ngx_im_redis_clustered;
+/* im_group_redis: the group connection goes to a Redis of its own */
+extern ngx_uint_t                ngx_im_redis_group_apart;
 extern ngx_uint_t                ngx_im_redis_exiting;
 
 u_char *ngx_im_redis_num(u_char *p, u_char lead, size_t n);
@@ -85,8 +93,36 @@ ngx_int_t ngx_im_redis_send(ngx_im_redis_conn_t *rc, ngx_im_redis_cb_pt cb,
     void *data, int argc, const char **argv, const size_t *argvlen,
     ngx_uint_t keep);
 ngx_int_t ngx_im_redis_grow(ngx_im_redis_queue_t *q);
-/* the reply to the oldest command of rc: its callback called */
-ngx_int_t ngx_im_redis_answer(ngx_im_redis_conn_t *rc, redisReply *reply);
+/* the connection is gone: what it was asked fails, oldest first */
+void ngx_im_redis_fail_all(ngx_im_redis_queue_t *q);
+void ngx_im_redis_copy_free(ngx_im_redis_copy_t *copy);
+
+
+/* a command of this role goes to its slot's master: in cluster mode, but
+ * for the group sets on a Redis of their own (im_group_redis) */
+#define ngx_im_redis_routed(which)                                           \
+    (ngx_im_redis_clustered                                                  \
+     && !((which) == NGX_IM_REDIS_GROUP && ngx_im_redis_group_apart))
+
+
+/* the connection of a role (NGX_IM_REDIS_*) when not routed: the group's
+ * is the inbox's when both use one database */
+
+static ngx_inline ngx_im_redis_conn_t *
+ngx_im_redis_role_conn(ngx_uint_t which)
+{
+    ngx_im_conf_t  *imcf;
+
+    if (which == NGX_IM_REDIS_GROUP && !ngx_im_redis_group_apart) {
+        imcf = ngx_im_get_conf();
+
+        if (imcf->group_db == imcf->redis_db) {
+            which = NGX_IM_REDIS_INBOX;
+        }
+    }
+
+    return &ngx_im_redis_conns[which];
+}
 
 
 static ngx_inline ngx_im_redis_queue_t *
@@ -133,6 +169,18 @@ ngx_im_redis_shift(ngx_im_redis_queue_t *q)
 }
 
 
+/* ngx_im_redis_redirect.c: a reply's command, and in cluster mode a
+ * command's copy sent again where the cluster says */
+
+/* mapped: what the first slot map makes of the connections */
+void ngx_im_redis_redirect_init(ngx_cycle_t *cycle, void (*mapped)(void));
+void ngx_im_redis_redirect_exit(void);
+/* the reply to the oldest command of rc: its callback called */
+ngx_int_t ngx_im_redis_answer(ngx_im_redis_conn_t *rc, redisReply *reply);
+ngx_uint_t ngx_im_redis_cluster_down(void);
+void ngx_im_redis_read_map(void);
+
+
 /* ngx_im_redis_pubsub.c: (un)subscriptions and what the subscriber
  * connection receives */
 
@@ -154,34 +202,6 @@ void ngx_im_redis_wait_lost(void);
 /* the connection's flush handler: a WAIT behind a pass's appends */
 void ngx_im_redis_wait_flush(ngx_im_redis_conn_t *rc);
 void ngx_im_redis_wait_release(redisReply *reply);
-
-
-/* ngx_im_redis_redirect.c: cluster mode, a command's bytes kept and sent
- * again where the cluster says; transactions sent whole to one master */
-
-void ngx_im_redis_redirect_init(ngx_cycle_t *cycle);
-void ngx_im_redis_redirect_exit(void);
-ngx_uint_t ngx_im_redis_cluster_down(void);
-/* MULTI: the transaction's commands go to the master of its first key */
-void ngx_im_redis_tx_begin(ngx_im_redis_cb_pt cb, void *data);
-extern ngx_uint_t  ngx_im_redis_tx_open;
-ngx_int_t ngx_im_redis_tx_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb,
-    void *data, int argc, const char **argv, const size_t *argvlen);
-/* a command of the transaction being queued, kept for its copy */
-ngx_int_t ngx_im_redis_tx_keep(u_char *bytes, size_t len,
-    ngx_im_redis_cb_pt cb, void *data);
-ngx_im_redis_copy_t *ngx_im_redis_copy(u_char *bytes, size_t len);
-void ngx_im_redis_copy_free(ngx_im_redis_copy_t *copy);
-/* a command with a copy failed (its connection went): the copy freed
- * with the transaction's last */
-void ngx_im_redis_copy_done(ngx_im_redis_copy_t *copy);
-/* the reply to a command with a copy: NGX_OK when the command was sent
- * again (MOVED, ASK) or will be (TRYAGAIN), NGX_DONE for a transaction's
- * command but EXEC (the copy kept), NGX_DECLINED for an answer (the copy
- * is the caller's to free) */
-ngx_int_t ngx_im_redis_redirected(ngx_im_redis_conn_t *rc,
-    ngx_im_redis_req_t *req, redisReply *reply);
-void ngx_im_redis_read_map(void);
 
 
 #endif /* _NGX_IM_REDIS_INT_H_INCLUDED_ */

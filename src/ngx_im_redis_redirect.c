@@ -1,26 +1,26 @@
 /*
- * ngx_im_redis_redirect.c: in cluster mode, what a command becomes after
- * it is first sent.
+ * ngx_im_redis_redirect.c: what a reply makes of the command it answers.
  *
- * Owns a transaction's way to one master (MULTI held until its first key
- * names the master, every command of it sent there), the copy of each
- * other command's bytes kept until its reply (from a list of spares), and
- * what an error reply makes of that copy: MOVED sends it again to the
- * slot's new master, ASK to the importing node after ASKING, TRYAGAIN
- * again to the same one after a while (a timer, bounded by
- * im_redis_timeout).  Owns the reads of the slot map too: one at the
- * start, one after every MOVED, a moved channel or a lost master; what
- * the map says is ngx_im_redis_cluster.c's.
- * (docs/decisions/043-redis-cluster.md)
+ * Owns the pairing of a reply with the oldest command of its connection
+ * (ngx_im_redis_answer: the command's callback, its latency), and in
+ * cluster mode what an error reply makes of a command's copy (made at
+ * queue time by ngx_im_redis.c): MOVED sends it again to the slot's new
+ * master, ASK to the importing node after ASKING, TRYAGAIN again to the
+ * same one after a while (a timer, bounded by im_redis_timeout); a
+ * transaction refused at queue time or redirected at EXEC is sent again
+ * whole; CLUSTERDOWN makes the cluster "down" until a command is served
+ * again.  Owns the reads of the slot map too: one at the start, one after
+ * every MOVED, a moved channel or a lost master; what the map says is
+ * ngx_im_redis_cluster.c's, what the first map makes of the connections
+ * that came before it ngx_im_redis_worker.c's, which gives it at
+ * ngx_im_redis_redirect_init().  (docs/decisions/043-redis-cluster.md)
  */
 
 #include "ngx_im_redis_int.h"
-#include "ngx_im_alloc.h"
 
 
-static void ngx_im_redis_tx_copy(ngx_im_redis_conn_t *rc);
-static ngx_im_redis_copy_t *ngx_im_redis_copy_alloc(size_t len,
-    ngx_uint_t cmds);
+static ngx_int_t ngx_im_redis_redirected(ngx_im_redis_conn_t *rc,
+    ngx_im_redis_req_t *req, redisReply *reply);
 static ngx_int_t ngx_im_redis_resend(ngx_im_redis_conn_t *rc,
     ngx_im_redis_req_t *req, ngx_uint_t asking);
 static void ngx_im_redis_tx_queued(ngx_im_redis_conn_t *rc,
@@ -42,25 +42,8 @@ static void ngx_im_redis_down_handler(ngx_event_t *ev);
 static void ngx_im_redis_down_read(redisReply *reply, void *data);
 
 
-/*
- * A command's copy comes from a list of spares when it is small, as the
- * commands of a message are: with a malloc and a free per command, libc's
- * allocator had 13 % of a worker's samples in a 1:1 write-through run on a
- * cluster (perf, bench/cluster.sh), 6 % with the spares.
- */
-
-#define NGX_IM_REDIS_COPY_SMALL  512
-
 /* redirects followed per command (a transaction: times sent again) */
 #define NGX_IM_REDIS_REDIRECTS   5
-
-typedef struct {
-    ngx_im_redis_copy_t   hdr;
-    u_char                bytes[NGX_IM_REDIS_COPY_SMALL];
-} ngx_im_redis_copy_small_t;
-
-static ngx_im_spares_t  ngx_im_redis_copies =
-    ngx_im_spares(ngx_im_redis_copy_small_t, 4096);
 
 
 /* commands answered TRYAGAIN, sent again in a while */
@@ -82,26 +65,14 @@ static ngx_event_t               ngx_im_redis_retry_ev;
 /* a master said CLUSTERDOWN and no command has succeeded since */
 static ngx_uint_t                ngx_im_redis_down;
 static ngx_event_t               ngx_im_redis_down_ev;
-
-/* the transaction being queued (see ngx_im_redis_tx_cmd): its bytes and
- * its commands' callbacks so far, for its copy */
-ngx_uint_t                       ngx_im_redis_tx_open;
-static struct {
-    ngx_im_redis_conn_t         *rc;
-    ngx_im_redis_cb_pt           cb;     /* MULTI's */
-    void                        *data;
-    u_char                      *buf;
-    size_t                       len;
-    size_t                       size;
-    ngx_im_redis_txcb_t         *cbs;
-    ngx_uint_t                   n;
-    ngx_uint_t                   ncbs;
-} ngx_im_redis_tx;
-
+/* the first map is read (ngx_im_redis_worker.c) */
+static void                    (*ngx_im_redis_mapped)(void);
 
 void
-ngx_im_redis_redirect_init(ngx_cycle_t *cycle)
+ngx_im_redis_redirect_init(ngx_cycle_t *cycle, void (*mapped)(void))
 {
+    ngx_im_redis_mapped = mapped;
+
     ngx_im_redis_map_ev.data = &ngx_im_redis_dummy;
     ngx_im_redis_map_ev.handler = ngx_im_redis_map_handler;
     ngx_im_redis_map_ev.log = cycle->log;
@@ -138,238 +109,63 @@ ngx_im_redis_redirect_exit(void)
 }
 
 
-void
-ngx_im_redis_tx_begin(ngx_im_redis_cb_pt cb, void *data)
-{
-    ngx_im_redis_tx_open = 1;
-    ngx_im_redis_tx.rc = NULL;
-    ngx_im_redis_tx.cb = cb;
-    ngx_im_redis_tx.data = data;
-}
-
-
 /*
- * Cluster mode: a transaction (MULTI ... EXEC, decision 037) goes to the
- * master of its first key, whole; the router makes one per recipient, so
- * its keys are of one slot.  Sent again alone, a command would run
- * outside its transaction: the transaction keeps one copy of all its
- * bytes instead, made at EXEC from what its commands left in
- * ngx_im_redis_tx, and is sent again whole when a redirect at queue time
- * aborted it (EXECABORT) or EXEC itself was redirected (decision 047).
+ * The reply to the oldest command of a connection: its callback called,
+ * with the command's latency counted; in cluster mode a command with a
+ * copy may be sent again instead, where the cluster says.
  */
 
 ngx_int_t
-ngx_im_redis_tx_cmd(ngx_uint_t which, ngx_im_redis_cb_pt cb, void *data,
-    int argc, const char **argv, const size_t *argvlen)
+ngx_im_redis_answer(ngx_im_redis_conn_t *rc, redisReply *reply)
 {
-    ngx_int_t             slot, rv;
-    ngx_uint_t            end, exec;
-    ngx_im_redis_conn_t  *rc;
-
-    static const char    *multi[1] = { "MULTI" };
-    static size_t         multilen[1] = { 5 };
-
-    exec = (argvlen[0] == 4 && ngx_strncmp(argv[0], "EXEC", 4) == 0);
-    end = exec
-          || (argvlen[0] == 7 && ngx_strncmp(argv[0], "DISCARD", 7) == 0);
-
-    rc = ngx_im_redis_tx.rc;
-
-    if (rc == NULL) {
-        slot = ngx_im_redis_cluster_slot(argc, argv, argvlen);
-
-        rc = ngx_im_redis_cluster_conn(which,
-                                       slot == NGX_DECLINED ? 0 : slot);
-
-        ngx_im_redis_tx.len = 0;
-        ngx_im_redis_tx.n = 0;
-
-        if (rc == NULL
-            || ngx_im_redis_send(rc, ngx_im_redis_tx.cb, ngx_im_redis_tx.data,
-                                 1, multi, multilen, NGX_IM_REDIS_KEEP_TX)
-               != NGX_OK)
-        {
-            if (end) {
-                ngx_im_redis_tx_open = 0;
-            }
-
-            return NGX_ERROR;
-        }
-
-        ngx_im_redis_tx.rc = rc;
-    }
-
-    /* DISCARD: no copy, nothing is sent again */
-    rv = ngx_im_redis_send(rc, cb, data, argc, argv, argvlen,
-                           (end && !exec) ? 0 : NGX_IM_REDIS_KEEP_TX);
-
-    if (end) {
-        if (rv == NGX_OK && exec) {
-            ngx_im_redis_tx_copy(rc);
-        }
-
-        ngx_im_redis_tx_open = 0;
-        ngx_im_redis_tx.rc = NULL;
-    }
-
-    return rv;
-}
-
-
-ngx_int_t
-ngx_im_redis_tx_keep(u_char *bytes, size_t len, ngx_im_redis_cb_pt cb,
-    void *data)
-{
-    u_char               *p;
-    size_t                size;
-    ngx_im_redis_txcb_t  *cbs;
-
-    if (ngx_im_redis_tx.len + len > ngx_im_redis_tx.size) {
-        size = ngx_max(2 * (ngx_im_redis_tx.len + len), 1024);
-
-        p = ngx_alloc(size, ngx_cycle->log);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (ngx_im_redis_tx.buf) {
-            ngx_memcpy(p, ngx_im_redis_tx.buf, ngx_im_redis_tx.len);
-            ngx_free(ngx_im_redis_tx.buf);
-        }
-
-        ngx_im_redis_tx.buf = p;
-        ngx_im_redis_tx.size = size;
-    }
-
-    if (ngx_im_redis_tx.n == ngx_im_redis_tx.ncbs) {
-        size = ngx_im_redis_tx.ncbs ? 2 * ngx_im_redis_tx.ncbs : 16;
-
-        cbs = ngx_alloc(size * sizeof(ngx_im_redis_txcb_t), ngx_cycle->log);
-        if (cbs == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (ngx_im_redis_tx.cbs) {
-            ngx_memcpy(cbs, ngx_im_redis_tx.cbs,
-                       ngx_im_redis_tx.n * sizeof(ngx_im_redis_txcb_t));
-            ngx_free(ngx_im_redis_tx.cbs);
-        }
-
-        ngx_im_redis_tx.cbs = cbs;
-        ngx_im_redis_tx.ncbs = size;
-    }
-
-    ngx_memcpy(ngx_im_redis_tx.buf + ngx_im_redis_tx.len, bytes, len);
-    ngx_im_redis_tx.len += len;
-
-    cbs = &ngx_im_redis_tx.cbs[ngx_im_redis_tx.n++];
-    cbs->cb = cb;
-    cbs->data = data;
-
-    return NGX_OK;
-}
-
-
-/*
- * EXEC is queued: the transaction's copy, and every command of it (the
- * last ones on the connection's ring) pointed to it.  Without memory for
- * it the transaction goes as it did before there were copies: a redirect
- * refuses it.
- */
-
-static void
-ngx_im_redis_tx_copy(ngx_im_redis_conn_t *rc)
-{
-    ngx_uint_t             i, n;
-    ngx_im_redis_copy_t   *copy;
+    uint64_t               now;
+    ngx_im_redis_req_t     req;
     ngx_im_redis_queue_t  *q;
-
-    n = ngx_im_redis_tx.n;
-
-    copy = ngx_im_redis_copy_alloc(ngx_im_redis_tx.len, n);
-    if (copy == NULL) {
-        return;
-    }
-
-    ngx_memcpy(copy + 1, ngx_im_redis_tx.cbs,
-               (n - 1) * sizeof(ngx_im_redis_txcb_t));
-    ngx_memcpy(ngx_im_redis_copy_bytes(copy), ngx_im_redis_tx.buf,
-               ngx_im_redis_tx.len);
 
     q = rc->data;
 
-    for (i = 1; i <= n; i++) {
-        q->ring[(q->first + q->n - i) & (q->size - 1)].copy = copy;
-    }
-}
-
-
-static ngx_im_redis_copy_t *
-ngx_im_redis_copy_alloc(size_t len, ngx_uint_t cmds)
-{
-    size_t                size;
-    ngx_im_redis_copy_t  *copy;
-
-    size = (cmds - 1) * sizeof(ngx_im_redis_txcb_t) + len;
-
-    copy = (size <= NGX_IM_REDIS_COPY_SMALL)
-           ? ngx_im_spare_get(&ngx_im_redis_copies)
-           : ngx_alloc(sizeof(ngx_im_redis_copy_t) + size, ngx_cycle->log);
-    if (copy == NULL) {
-        return NULL;
+    if (q == NULL || q->n == 0) {
+        ngx_log_error(NGX_LOG_ERR, &rc->log, 0,
+                      "im redis: a reply to no command");
+        return NGX_ERROR;
     }
 
-    copy->len = len;
-    copy->redirects = 0;
-    copy->made = ngx_current_msec;
-    copy->cmds = cmds;
-    copy->answered = 0;
-    copy->to = NULL;
-    copy->asking = 0;
-    copy->tryagain = 0;
+    req = ngx_im_redis_shift(q);
 
-    return copy;
-}
+    ngx_im_redis_conn_answered(rc);
 
+    if (req.copy) {
+        switch (ngx_im_redis_redirected(rc, &req, reply)) {
 
-ngx_im_redis_copy_t *
-ngx_im_redis_copy(u_char *bytes, size_t len)
-{
-    ngx_im_redis_copy_t  *copy;
+        case NGX_OK:
+            /* sent again where the cluster said: answered there */
+            return NGX_OK;
 
-    copy = ngx_im_redis_copy_alloc(len, 1);
-    if (copy == NULL) {
-        return NULL;
-    }
+        case NGX_DONE:
+            /* a transaction's command: its copy goes with EXEC */
+            break;
 
-    ngx_memcpy(copy + 1, bytes, len);
+        default:
+            ngx_im_redis_copy_free(req.copy);
+        }
 
-    return copy;
-}
-
-
-void
-ngx_im_redis_copy_free(ngx_im_redis_copy_t *copy)
-{
-    if ((copy->cmds - 1) * sizeof(ngx_im_redis_txcb_t) + copy->len
-        <= NGX_IM_REDIS_COPY_SMALL)
+    } else if (ngx_im_redis_clustered && reply->type == REDIS_REPLY_ERROR
+               && reply->len > 6 && ngx_strncmp(reply->str, "MOVED ", 6) == 0)
     {
-        ngx_im_spare_put(&ngx_im_redis_copies, copy);
-
-    } else {
-        ngx_free(copy);
-    }
-}
-
-
-void
-ngx_im_redis_copy_done(ngx_im_redis_copy_t *copy)
-{
-    if (copy->cmds > 1 && ++copy->answered < copy->cmds) {
-        return;
+        /* a command of a transaction kept no copy (DISCARD, or out of
+         * memory): not followed, but the next one goes right */
+        ngx_im_redis_read_map();
     }
 
-    ngx_im_redis_copy_free(copy);
+    now = ngx_im_redis_conn_now();
+    ngx_im_metrics_observe(&ngx_im_stats->redis,
+                           now > req.sent ? now - req.sent : 0);
+
+    if (req.cb) {
+        req.cb(reply, req.data);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -452,7 +248,7 @@ ngx_im_redis_resend(ngx_im_redis_conn_t *rc, ngx_im_redis_req_t *req,
  * EXECABORT the whole is sent again where the note says (decision 047).
  */
 
-ngx_int_t
+static ngx_int_t
 ngx_im_redis_redirected(ngx_im_redis_conn_t *rc, ngx_im_redis_req_t *req,
     redisReply *reply)
 {
@@ -685,11 +481,7 @@ ngx_im_redis_map_read(redisReply *reply, void *data)
 
     if (first) {
         /* the connections that came before the map are of use now */
-        ngx_im_redis_sub_connected(NULL);
-
-        if (ngx_im_redis_handlers->inbox_connected) {
-            ngx_im_redis_handlers->inbox_connected();
-        }
+        ngx_im_redis_mapped();
     }
 
     if (ngx_im_redis_map_again) {

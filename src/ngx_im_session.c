@@ -1,15 +1,20 @@
 /*
- * ngx_im_session.c: the protocol state machine shared by both transports.
+ * ngx_im_session.c: a session's life, shared by both transports.
  *
- * Owns a session's life: the CONNECT rule and timer, the live protocol
- * (what each message means, heartbeats), kicks and the grace close, and
- * the close phases with the teardown that hands every unacknowledged
- * message back to the store.  Taking a CONNECT to a logged-in session is
- * the login's (ngx_im_login.c); the two share ngx_im_session_int.h.  The
- * work itself is done by the parts below: output (ngx_im_output.c),
+ * Owns the session record's start (its transport, its token, the CONNECT
+ * timer), its states and the one timer (the CONNECT rule's, the heartbeat
+ * that tells busy from dead, the grace, the bound of a close), reading
+ * the connection, the grace close after a refusal or a kick, the drain
+ * and the close phases with the teardown that hands every unacknowledged
+ * message back to the store, and the session's last log line.  It is the
+ * lowest of the session layer: the login (ngx_im_login.c) and the
+ * dispatcher (ngx_im_dispatch.c: what each message means, the router's
+ * calls) stand on it and call down; it calls them only through the hooks
+ * and operations the dispatcher sets at worker start
+ * (ngx_im_session_hooks, ngx_im_session_ops; ngx_im_session_int.h).
+ * The work itself is done by the parts below: output (ngx_im_output.c),
  * delivery (ngx_im_delivery.c) and publishing (ngx_im_publish.c), which
- * reach back only through ngx_im_session_ops; the router reaches a
- * session only through ngx_im_session_router_ops().
+ * reach back only through ngx_im_session_ops.
  *
  * Closing is always deferred to a posted event, so no caller ever finds its
  * session freed under it.  The phases (ngx_im_state.h) only move forward:
@@ -37,30 +42,11 @@ static void ngx_im_session_close_handler(ngx_event_t *ev);
 static void ngx_im_session_post_close(ngx_im_session_t *s);
 static void ngx_im_session_teardown(ngx_im_session_t *s);
 static void ngx_im_session_finalize(ngx_im_session_t *s);
-static void ngx_im_session_live(ngx_im_session_t *s, u_char *p, size_t n,
-    im_msg_t *m);
 static void ngx_im_session_drain_with(ngx_im_session_t *s,
     ngx_uint_t reason, ngx_uint_t invalid, u_char cmd);
-static void ngx_im_session_violation(ngx_im_session_t *s, u_char cmd);
-static void ngx_im_session_kick(ngx_im_session_t *s, ngx_uint_t admin);
 static ngx_uint_t ngx_im_session_end_of(ngx_uint_t reason);
 static void ngx_im_session_log_end(ngx_im_session_t *s);
-
-static void ngx_im_session_written(ngx_im_session_t *s);
-static void ngx_im_session_flushed(ngx_im_session_t *s);
-static void ngx_im_session_answered(ngx_im_session_t *s);
 static ngx_uint_t ngx_im_session_alive(ngx_im_session_t *s);
-
-static ngx_int_t ngx_im_session_route_push(ngx_im_route_t *r,
-    ngx_im_msg_t *msg, ngx_uint_t stored);
-static void ngx_im_session_route_kick(ngx_im_route_t *r, ngx_uint_t admin);
-static void ngx_im_session_route_sync(ngx_im_route_t *r);
-static void ngx_im_session_route_login_done(ngx_im_route_t *r,
-    ngx_uint_t code);
-static ngx_log_t *ngx_im_session_route_log(ngx_im_route_t *r);
-static void ngx_im_session_route_receipt(ngx_im_route_t *r, u_char *p,
-    size_t n);
-static void ngx_im_session_route_marked(ngx_im_route_t *r, uint64_t nonce);
 
 
 static u_char        ngx_im_read_buf[NGX_IM_READ_BUF];
@@ -83,31 +69,9 @@ static ngx_str_t     ngx_im_session_end_text[] = {
     ngx_string("stale login")
 };
 
-static ngx_im_session_ops_t  ngx_im_session_own_ops = {
-    ngx_im_session_close,
-    ngx_im_session_written,
-    ngx_im_session_flushed,
-    ngx_im_session_answered,
-    ngx_im_login_ack
-};
-
 /* by NGX_IM_T_*: how logs and events name a transport */
 const char  *ngx_im_session_transports[] = { "ws", "wss", "tcp" };
 
-
-static ngx_im_router_ops_t  ngx_im_session_route_ops = {
-    ngx_im_session_route_push,
-    ngx_im_session_route_kick,
-    ngx_im_session_route_sync,
-    ngx_im_session_route_login_done,
-    ngx_im_session_route_log,
-    ngx_im_session_route_receipt,
-    ngx_im_session_route_marked
-};
-
-
-#define ngx_im_route_session(r)                                               \
-    ((ngx_im_session_t *) ((u_char *) (r) - offsetof(ngx_im_session_t, route)))
 
 #if (NGX_DEBUG)
 static char  *ngx_im_session_states[] = {
@@ -119,16 +83,35 @@ static char  *ngx_im_session_phases[] = {
 #endif
 
 
-ngx_im_router_ops_t *
-ngx_im_session_router_ops(void)
-{
-    ngx_im_session_ops = &ngx_im_session_own_ops;
-
-    return &ngx_im_session_route_ops;
-}
-
-
 ngx_im_transport_t  *ngx_im_transports[NGX_IM_TRANSPORTS];
+
+/* set at worker start with ngx_im_session_ops (ngx_im_dispatch.c) */
+ngx_im_session_hooks_t  *ngx_im_session_hooks;
+
+static uint64_t          ngx_im_session_tokens;
+
+
+/*
+ * A session's token is unique in the worker and, from its CONNECT on,
+ * tells when its login started: microseconds since the epoch (the cached
+ * clock), one more than the last when that is not later.  Logins of one
+ * (uid, ClientId) are ordered by it on every worker and node: a login
+ * that started later wins (ngx_im_presence.c).
+ */
+
+uint64_t
+ngx_im_session_token(void)
+{
+    uint64_t     now;
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+    now = (uint64_t) tp->sec * 1000000 + (uint64_t) tp->msec * 1000;
+
+    ngx_im_session_tokens = ngx_max(ngx_im_session_tokens + 1, now);
+
+    return ngx_im_session_tokens;
+}
 
 
 ngx_im_session_t *
@@ -178,7 +161,7 @@ ngx_im_session_create(ngx_connection_t *c, ngx_im_transport_t *transport,
 
     s->connection = c;
     s->transport = t;
-    s->route.token = ngx_im_login_token();
+    s->route.token = ngx_im_session_token();
     s->busy = &ngx_im_busy_idle;
 
     s->kind = transport->tcp ? NGX_IM_T_TCP
@@ -308,159 +291,6 @@ ngx_im_session_read(ngx_im_session_t *s)
 
 
 void
-ngx_im_session_message(ngx_im_session_t *s, u_char *p, size_t n)
-{
-    im_rc_t        rc;
-    im_msg_t       m;
-
-    if (ngx_im_session_stopped(s) || s->state == NGX_IM_S_GRACE
-        || s->state == NGX_IM_S_CLOSING)
-    {
-        return;
-    }
-
-    if (s->state == NGX_IM_S_LIVE && s->ack_due) {
-        ngx_im_login_defer(s, p, n);
-        return;
-    }
-
-    if (s->state != NGX_IM_S_AUTH) {
-        /* what is deferred during the login counts when it is replayed */
-        ngx_im_stats->in[n && p[0] < NGX_IM_CMDS ? p[0] : 0]++;
-        s->msgs_in++;
-    }
-
-    switch (s->state) {
-
-    case NGX_IM_S_CONNECT:
-
-        /* the first message must be CONNECT: anything else is closed
-         * without a reply */
-        if (n == 0 || p[0] != IM_CMD_CONNECT) {
-            ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
-                          "im: first message is not CONNECT");
-            ngx_im_session_close(s, NGX_IM_CLOSE_POLICY);
-            return;
-        }
-
-        rc = im_parse_client(p, n, &m);
-
-        if (rc != IM_OK) {
-            /* the field client counts UserLen and PassLen in UTF-16
-             * units and reconnects at once when refused: read it its
-             * way (docs/PROTOCOL.md 8) */
-            if (im_parse_client_utf16(p, n, &m) != IM_OK) {
-                ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
-                              "im: bad CONNECT: %s", im_rc_str(rc));
-                ngx_im_session_violation(s, IM_CMD_CONNECT);
-                return;
-            }
-
-            ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
-                          "im: CONNECT read with lengths in UTF-16 units");
-            s->utf16 = 1;
-        }
-
-        ngx_im_login_connect(s, &m);
-        return;
-
-    case NGX_IM_S_AUTH:
-        ngx_im_login_defer(s, p, n);
-        return;
-
-    default: /* NGX_IM_S_LIVE */
-        break;
-    }
-
-    rc = im_parse_client(p, n, &m);
-
-    if (rc != IM_OK) {
-        /* an older field client counts a message's Len in UTF-16 units
-         * too (docs/PROTOCOL.md 8); a backend does not */
-        if (!ngx_im_session_system(s)
-            && im_parse_client_utf16(p, n, &m) == IM_OK
-            && m.cmd != IM_CMD_CONNECT)
-        {
-            ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
-                          "im: %s read with its Len in UTF-16 units",
-                          im_cmd_str(m.cmd));
-            ngx_im_stats->utf16_messages++;
-            ngx_im_session_live(s, p, n, &m);
-            return;
-        }
-
-        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
-                      "im: bad message %d: %s", n ? p[0] : 0,
-                      im_rc_str(rc));
-        ngx_im_session_violation(s, n ? p[0] : 0);
-        return;
-    }
-
-    ngx_im_session_live(s, p, n, &m);
-}
-
-
-static void
-ngx_im_session_live(ngx_im_session_t *s, u_char *p, size_t n, im_msg_t *m)
-{
-    u_char  ack[IM_SIZE_CONNECT_ACK];
-
-    switch (m->cmd) {
-
-    case IM_CMD_PUBLISH:
-    case IM_CMD_GROUP_PUBLISH:
-    case IM_CMD_GROUP_PART_PUBLISH:
-        ngx_im_publish(s, p, n, m);
-        return;
-
-    case IM_CMD_PING:
-        ngx_im_output_simple(s, IM_CMD_PING_RESP);
-        return;
-
-    case IM_CMD_PING_RESP:
-        if (ngx_im_session_system(s)) {
-            break;
-        }
-
-        if (s->ping_sent) {
-            s->ping_sent = 0;
-            ngx_im_session_add_timer(s, ngx_im_get_conf()->ping_interval);
-        }
-        return;
-
-    case IM_CMD_PUB_ACK:
-    case IM_CMD_GROUP_PUB_ACK:
-    case IM_CMD_GROUP_PART_PUB_ACK:
-        if (ngx_im_session_system(s)) {
-            break;
-        }
-
-        ngx_im_delivery_ack(s, m->msgid);
-        return;
-
-    case IM_CMD_CONNECT:
-        if (ngx_im_session_system(s)) {
-            break;
-        }
-
-        /* a second CONNECT on a live session */
-        ngx_im_stats->logins[1]++;
-        (void) ngx_im_output_send(s, ack, im_build_connect_ack(ack, 1));
-        return;
-
-    case IM_CMD_DISCONNECT:
-        ngx_im_session_close_why(s, NGX_IM_CLOSE_LEFT, NGX_IM_END_LOGOUT);
-        return;
-
-    default:
-        break;
-    }
-
-    ngx_im_session_violation(s, m->cmd);
-}
-
-
-static void
 ngx_im_session_violation(ngx_im_session_t *s, u_char cmd)
 {
     ngx_im_session_drain_with(s, NGX_IM_CLOSE_PROTOCOL, 1, cmd);
@@ -507,7 +337,7 @@ ngx_im_session_drain_with(ngx_im_session_t *s, ngx_uint_t reason,
 
 /* the last answer due is out: the drain goes on */
 
-static void
+void
 ngx_im_session_answered(ngx_im_session_t *s)
 {
     s->close_phase = NGX_IM_CP_NONE;
@@ -529,125 +359,9 @@ ngx_im_session_grace(ngx_im_session_t *s)
 }
 
 
-static void
-ngx_im_session_kick(ngx_im_session_t *s, ngx_uint_t admin)
-{
-    u_char  ack[IM_SIZE_CONNECT_ACK];
+/* output's calls, through ngx_im_session_ops */
 
-    if (ngx_im_session_closing(s) || s->state != NGX_IM_S_LIVE) {
-        return;
-    }
-
-    if (s->ack_due && !admin) {
-        /* a newer login of its (uid, ClientId) won before this one's
-         * CONNECT_ACK: it is answered as a duplicate (docs/PROTOCOL.md
-         * 3.2), not accepted and then logged out */
-        ngx_im_stats->stale_logins++;
-        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
-                      "im: uid %uD client %d: a login that started later "
-                      "won before the CONNECT_ACK, answered 1",
-                      s->route.uid, (int) s->route.client_id);
-
-        s->ack_due = 0;
-        ngx_im_session_ends(s, NGX_IM_END_STALE);
-        ngx_im_router_leave(&s->route);
-        ngx_im_delivery_release(s);
-
-        (void) ngx_im_output_send(s, ack, im_build_connect_ack(ack, 1));
-        ngx_im_session_grace(s);
-        return;
-    }
-
-    /* an admin's logout ends the session as a kick does; a LOGOUT
-     * needs a login before it */
-    ngx_im_login_ack_now(s);
-    ngx_im_session_ends(s, NGX_IM_END_KICKED);
-
-    if (admin) {
-        ngx_im_stats->api_logouts++;
-        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
-                      "im: uid %uD client %d logged out by the admin API",
-                      s->route.uid, (int) s->route.client_id);
-
-    } else {
-        ngx_im_stats->kicked++;
-        ngx_log_error(NGX_LOG_INFO, s->connection->log, 0,
-                      "im: uid %uD client %d logged in elsewhere",
-                      s->route.uid, (int) s->route.client_id);
-    }
-
-    ngx_im_router_leave(&s->route);
-
-    ngx_im_delivery_release(s);
-
-    ngx_im_output_simple(s, IM_CMD_LOGOUT);
-    ngx_im_session_grace(s);
-}
-
-
-/* the router's calls */
-
-static ngx_int_t
-ngx_im_session_route_push(ngx_im_route_t *r, ngx_im_msg_t *msg,
-    ngx_uint_t stored)
-{
-    return ngx_im_delivery_push(ngx_im_route_session(r), msg, stored);
-}
-
-
-static void
-ngx_im_session_route_kick(ngx_im_route_t *r, ngx_uint_t admin)
-{
-    ngx_im_session_kick(ngx_im_route_session(r), admin);
-}
-
-
-static void
-ngx_im_session_route_sync(ngx_im_route_t *r)
-{
-    ngx_im_delivery_sync(ngx_im_route_session(r));
-}
-
-
-static void
-ngx_im_session_route_login_done(ngx_im_route_t *r, ngx_uint_t code)
-{
-    ngx_im_login_done(ngx_im_route_session(r), code);
-}
-
-
-static ngx_log_t *
-ngx_im_session_route_log(ngx_im_route_t *r)
-{
-    return ngx_im_route_session(r)->connection->log;
-}
-
-
-/* receipts are opt-in per location: the field's client knows no cmd 13 */
-
-static void
-ngx_im_session_route_marked(ngx_im_route_t *r, uint64_t nonce)
-{
-    ngx_im_delivery_marked(ngx_im_route_session(r), nonce);
-}
-
-
-static void
-ngx_im_session_route_receipt(ngx_im_route_t *r, u_char *p, size_t n)
-{
-    ngx_im_session_t  *s;
-
-    s = ngx_im_route_session(r);
-
-    if (s->receipts && ngx_im_session_logged_in(s)) {
-        (void) ngx_im_output_send(s, p, n);
-    }
-}
-
-
-/* output's calls */
-
-static void
+void
 ngx_im_session_written(ngx_im_session_t *s)
 {
     if (s->busy->out == NULL && !s->connection->buffered
@@ -663,7 +377,7 @@ ngx_im_session_written(ngx_im_session_t *s)
 }
 
 
-static void
+void
 ngx_im_session_flushed(ngx_im_session_t *s)
 {
     if (s->state == NGX_IM_S_CLOSING
@@ -729,7 +443,7 @@ ngx_im_session_timeout(ngx_im_timer_t *t)
         return;
 
     case NGX_IM_S_AUTH:
-        ngx_im_login_timeout(s);
+        ngx_im_session_hooks->login_timeout(s);
         return;
 
     case NGX_IM_S_LIVE:
@@ -746,7 +460,7 @@ ngx_im_session_timeout(ngx_im_timer_t *t)
                           "im: uid %uD: the uid's subscription is not "
                           "confirmed yet, CONNECT_ACK sent anyway",
                           s->route.uid);
-            ngx_im_login_ack(s);
+            ngx_im_session_ops->login_ack(s);
             return;
         }
 
@@ -1016,8 +730,7 @@ ngx_im_session_teardown(ngx_im_session_t *s)
     ngx_im_session_set_phase(s, NGX_IM_CP_FLUSHING);
 
     /* a login under way or waiting gives its place up */
-    ngx_im_login_unqueue(s);
-    ngx_im_login_out(s);
+    ngx_im_session_hooks->login_end(s);
 
     ngx_im_router_leave(&s->route);
 

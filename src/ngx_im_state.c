@@ -3,7 +3,7 @@
  * session.
  *
  * Owns the state machine's operations as the parts below it call them
- * (set by ngx_im_session.c), and the busy record's life: the one shared
+ * (set by ngx_im_dispatch.c), and the busy record's life: the one shared
  * record every idle session points at, the records a session takes when
  * something is under way (ngx_im_busy()) and gives back when all of it is
  * done (ngx_im_busy_done()), spares kept for the next burst.
@@ -13,7 +13,7 @@
 #include "ngx_im_metrics.h"
 
 
-/* set by the state machine (ngx_im_session.c) */
+/* set by the state machine (ngx_im_dispatch.c, at worker start) */
 ngx_im_session_ops_t  *ngx_im_session_ops;
 
 

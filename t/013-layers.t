@@ -24,8 +24,9 @@ my @layers = (
     [ base      => qw/ngx_im ngx_im_metrics ngx_im_alloc ngx_im_timer
                       ngx_im_uids/ ],
     [ redis     => qw/ngx_im_redis_conn ngx_im_redis_sentinel ngx_im_redis
-                      ngx_im_redis_int ngx_im_redis_pubsub ngx_im_redis_wait
-                      ngx_im_redis_redirect ngx_im_redis_cluster
+                      ngx_im_redis_int ngx_im_redis_redirect
+                      ngx_im_redis_pubsub ngx_im_redis_wait
+                      ngx_im_redis_worker ngx_im_redis_cluster
                       ngx_im_hook ngx_im_events/ ],
     [ store     => qw/ngx_im_store/ ],
     [ node      => qw/ngx_im_dir ngx_im_limit ngx_im_ipc/ ],
@@ -35,7 +36,8 @@ my @layers = (
                       ngx_im_router_notice/ ],
     [ parts     => qw/ngx_im_state ngx_im_output ngx_im_delivery
                       ngx_im_publish/ ],
-    [ session   => qw/ngx_im_session ngx_im_session_int ngx_im_login/ ],
+    [ session   => qw/ngx_im_session ngx_im_session_int ngx_im_login
+                      ngx_im_dispatch/ ],
     [ transport => qw/ngx_im_module ngx_http_im ngx_http_im_module
                       ngx_http_im_log ngx_http_im_status
                       ngx_http_im_locate ngx_http_im_api ngx_http_im_api_request
@@ -108,6 +110,67 @@ for my $f (@files) {
 # every room named above still exists (a stale table hides nothing)
 for my $room (sort keys %layer) {
     ok($seen{$room}, "$room is in src/");
+}
+
+# Inside a layer split into files, calls go down too: each file below
+# stands on the ones before it and names no function that a later one
+# defines; a lower file calls up only through a function it was given
+# (docs/decisions/055-calls-go-down.md).  Lowest first.
+my @floors = (
+    [ qw/ngx_im_redis ngx_im_redis_redirect ngx_im_redis_pubsub
+         ngx_im_redis_wait ngx_im_redis_worker/ ],
+    [ qw/ngx_im_session ngx_im_login ngx_im_dispatch/ ],
+);
+
+sub code {
+    my $f = shift;
+    open(my $fh, '<', "$src/$f.c") or die "$f.c: $!";
+    my $text = do { local $/; <$fh> };
+    close $fh;
+    $text =~ s{/\*.*?\*/}{ }gs;
+    $text =~ s{"(?:\\.|[^"\\])*"}{""}g;
+    return $text;
+}
+
+# the functions and variables a file gives others: nginx style puts a
+# function's name at the start of a line, after a line with its type, and
+# a variable's definition at the start of a line
+sub given {
+    my $text = shift;
+    my %names;
+    my $prev = '';
+    for my $line (split /\n/, $text) {
+        if ($line =~ /^(ngx_\w+)\(/ && $prev !~ /^static\b/) {
+            $names{$1} = 1;
+        }
+        if ($line =~ /^(?!static\b|extern\b|typedef\b)\w[\w ]*[ *]
+                      (ngx_\w+)\s*(?:\[[^\]]*\])?\s*[=;]/x)
+        {
+            $names{$1} = 1;
+        }
+        $prev = $line;
+    }
+    return \%names;
+}
+
+for my $floors (@floors) {
+    my %text = map { $_ => code($_) } @$floors;
+    my %given = map { $_ => given($text{$_}) } @$floors;
+
+    ok(keys %{ $given{$_} }, "$_.c gives functions") for @$floors;
+
+    for my $i (0 .. $#$floors) {
+        my $low = $floors->[$i];
+        my @up;
+
+        for my $high (@$floors[$i + 1 .. $#$floors]) {
+            push @up, map { "$_ ($high.c)" }
+                      grep { $text{$low} =~ /\b\Q$_\E\b/ }
+                      sort keys %{ $given{$high} };
+        }
+
+        is("@up", '', "$low.c names nothing of the files above it");
+    }
 }
 
 # the module's config lists the sources and headers in layer order
