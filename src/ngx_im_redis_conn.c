@@ -9,8 +9,8 @@
  * reader, the replies built in an arena, the watchdog on the connection's
  * own timer (decision 030) and reconnection with exponential backoff.
  * Every failure is logged once with the address, the connection and what
- * it was doing.  The owner (ngx_im_redis.c) is told when the connection is
- * ready, of each reply, and when it went down.
+ * it was doing.  The owner (ngx_im_redis_worker.c) is told when the
+ * connection is ready, of each reply, and when it went down.
  */
 
 #include "ngx_im_redis_conn.h"

@@ -8,8 +8,9 @@
  * comes back, parsed by hiredis's reader.  It watches itself on its own
  * timers (connecting too long, commands unanswered: decision 030) and
  * reconnects with backoff.  What the commands mean, and which callback a
- * reply belongs to, is the owner's business (ngx_im_redis.c); a Sentinel
- * or a Cluster layer would own several of these.
+ * reply belongs to, is the owner's business (ngx_im_redis_worker.c and
+ * ngx_im_redis.c); a Sentinel or a Cluster layer would own several of
+ * these.
  */
 
 #ifndef _NGX_IM_REDIS_CONN_H_INCLUDED_
