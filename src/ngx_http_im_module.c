@@ -1153,9 +1153,6 @@ ngx_http_im_auth(ngx_im_session_t *s)
      */
     r->main->limit_req_status = 0;
 
-    /* a new upstream connection's pool goes to the nursery (053) */
-    ngx_im_nursery_give();
-
     if (ngx_http_subrequest(r, &ilcf->auth, NULL, &sr, ps,
                             NGX_HTTP_SUBREQUEST_IN_MEMORY
                             |NGX_HTTP_SUBREQUEST_BACKGROUND)
