@@ -3,7 +3,8 @@
  *
  * Owns the lists of spares (per-message records recycled instead of
  * malloc'd), the worker slab (objects that live as long as a session),
- * event records that exist only while needed, and the heap trim after a
+ * event records that exist only while needed, the nursery that steers
+ * the pools of new upstream connections, and the heap trim after a
  * burst.  A leaf: it knows nothing of sessions, messages or Redis.
  *
  * The slab: sessions are made in login bursts, while each handshake also
@@ -333,8 +334,8 @@ ngx_im_event_init(ngx_event_t *ev, ngx_event_handler_pt handler)
  * request pool at the top of the heap: once the request pools were freed,
  * every 4 KB page of the burst still held a live pool, and malloc_trim()
  * could give none back.  Measured at 10,000 idle sessions (4 workers):
- * 66-79 pools per worker pinning 168-236 KB each, the largest part of the
- * heap's share of a session.
+ * 66-79 pools per worker, pinning 168-236 KB of it: the largest part of
+ * the heap's share of a session.
  *
  * So before an auth subrequest that is likely to open a new connection
  * (more in flight than ever since the last trim: the kept-alive ones are
