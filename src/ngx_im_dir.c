@@ -2,7 +2,7 @@
  * ngx_im_dir.c: this node's directory of who holds which uid.
  *
  * Owns the im_zone shared memory (and lends its slab pool to the message
- * rate buckets of ngx_im_limit.c): an rbtree uid -> pids of the workers of
+ * rate buckets of ngx_im_limit.c): a hash uid -> pids of the workers of
  * this node holding a session of that uid, under the slab pool's mutex
  * (which the master unlocks when a worker dies holding it), and per pid a
  * count of the entries naming it, so that a worker alone in the directory
@@ -10,6 +10,14 @@
  * workers keep finding each other; a worker that died leaves pids behind,
  * dropped the first time mail to it bounces and swept whenever a worker
  * starts.
+ *
+ * An entry is 32 bytes, a slot of nginx's slab with nothing wasted: the
+ * uid, the next entry of its bucket as a 32-bit offset in the zone, and
+ * the pids.  An rbtree node alone was 40 bytes and its entry took a
+ * 64-byte slot (decision 053).  The bucket array (32-bit offsets too)
+ * doubles whenever there are more entries than buckets, moving every
+ * entry under the mutex at once (7.5 ms at 200,000, 52 ms at a million,
+ * once); it never shrinks.  Nothing needs the uids in order.
  */
 
 #include "ngx_im_dir.h"
@@ -20,9 +28,18 @@
  * look a recipient up */
 #define NGX_IM_DIR_HOLDERS  64
 
+/* the first bucket array: a page */
+#define NGX_IM_DIR_BUCKETS  1024
+
+/* entries are 32-byte slots of the slab, aligned to their size: an
+ * offset in the zone in 32-byte units fits 32 bits for any zone up to
+ * 128 GB; 0 (the slab pool's own header) is no entry */
+#define NGX_IM_DIR_UNIT  5
+
 
 typedef struct {
-    ngx_rbtree_node_t      node;              /* key: uid */
+    uint32_t               uid;
+    uint32_t               next;               /* in its bucket; 0: none */
     ngx_pid_t              pids[NGX_IM_DIR_PIDS];
 } ngx_im_dirent_t;
 
@@ -34,8 +51,8 @@ typedef struct {
 
 
 typedef struct {
-    ngx_rbtree_t           rbtree;
-    ngx_rbtree_node_t      sentinel;
+    uint32_t              *buckets;    /* entries' offsets */
+    ngx_uint_t             nbuckets;   /* a power of two */
     uint64_t               instance;
     ngx_uint_t             users;
     ngx_im_holder_t        holders[NGX_IM_DIR_HOLDERS];
@@ -66,7 +83,10 @@ ngx_im_dir_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     size = ngx_parse_size(&value[2]);
 
-    if (size == NGX_ERROR || size < (ssize_t) (8 * ngx_pagesize)) {
+    if (size == NGX_ERROR || size < (ssize_t) (8 * ngx_pagesize)
+        || (uint64_t) size >> (32 + NGX_IM_DIR_UNIT))
+    {
+        /* entries' offsets are 32 bits (of 32-byte units): 128 GB */
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid im_zone size \"%V\"", &value[2]);
         return NGX_CONF_ERROR;
@@ -117,7 +137,13 @@ ngx_im_dir_zone_init(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_ERROR;
     }
 
-    ngx_rbtree_init(&ctx->rbtree, &ctx->sentinel, ngx_rbtree_insert_value);
+    ctx->buckets = ngx_slab_calloc(shpool,
+                                   NGX_IM_DIR_BUCKETS * sizeof(uint32_t));
+    if (ctx->buckets == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->nbuckets = NGX_IM_DIR_BUCKETS;
 
     ctx->instance = ((uint64_t) ngx_random() << 33)
                     ^ ((uint64_t) ngx_random() << 11)
@@ -200,10 +226,110 @@ ngx_im_dir_instance(void)
 }
 
 
+#define ngx_im_dir_ent(off)                                                   \
+    ((ngx_im_dirent_t *) ((u_char *) ngx_im_shpool                            \
+                          + ((size_t) (off) << NGX_IM_DIR_UNIT)))
+#define ngx_im_dir_off(e)                                                     \
+    ((uint32_t) (((u_char *) (e) - (u_char *) ngx_im_shpool)                  \
+                 >> NGX_IM_DIR_UNIT))
+
+
+static ngx_inline ngx_uint_t
+ngx_im_dir_bucket(uint32_t uid, ngx_uint_t nbuckets)
+{
+    uint32_t  h;
+
+    /* uids in a row or with a common stride spread over all buckets: a
+     * multiplication by an odd constant, its better mixed top half folded
+     * onto the bottom one that the mask keeps */
+    h = uid * 2654435769U;
+    h ^= h >> 16;
+
+    return h & (nbuckets - 1);
+}
+
+
+/* under the mutex: the entry of uid, and where the link to it is */
+
+static ngx_im_dirent_t *
+ngx_im_dir_find_link(uint32_t uid, uint32_t **link)
+{
+    uint32_t         *l;
+    ngx_im_dirent_t  *e;
+
+    l = &ngx_im_sh->buckets[ngx_im_dir_bucket(uid, ngx_im_sh->nbuckets)];
+
+    while (*l) {
+        e = ngx_im_dir_ent(*l);
+
+        if (e->uid == uid) {
+            if (link) {
+                *link = l;
+            }
+
+            return e;
+        }
+
+        l = &e->next;
+    }
+
+    return NULL;
+}
+
+
 static ngx_im_dirent_t *
 ngx_im_dir_find(uint32_t uid)
 {
-    return (ngx_im_dirent_t *) ngx_im_rbtree_lookup(&ngx_im_sh->rbtree, uid);
+    return ngx_im_dir_find_link(uid, NULL);
+}
+
+
+/* under the mutex: twice the buckets once entries outnumber them; without
+ * memory for it the chains just grow longer */
+
+static void
+ngx_im_dir_grow(void)
+{
+    uint32_t         *buckets, off, next;
+    ngx_uint_t        i, n, b;
+    ngx_im_dirent_t  *e;
+
+    n = ngx_im_sh->nbuckets * 2;
+
+    if (n > 0x80000000) {
+        return;
+    }
+
+    buckets = ngx_slab_calloc_locked(ngx_im_shpool, n * sizeof(uint32_t));
+    if (buckets == NULL) {
+        return;
+    }
+
+    for (i = 0; i < ngx_im_sh->nbuckets; i++) {
+        for (off = ngx_im_sh->buckets[i]; off; off = next) {
+            e = ngx_im_dir_ent(off);
+            next = e->next;
+            b = ngx_im_dir_bucket(e->uid, n);
+            e->next = buckets[b];
+            buckets[b] = off;
+        }
+    }
+
+    ngx_slab_free_locked(ngx_im_shpool, ngx_im_sh->buckets);
+
+    ngx_im_sh->buckets = buckets;
+    ngx_im_sh->nbuckets = n;
+}
+
+
+/* under the mutex: unlink e (link points at the link to it) and free it */
+
+static void
+ngx_im_dir_free(ngx_im_dirent_t *e, uint32_t *link)
+{
+    *link = e->next;
+    ngx_slab_free_locked(ngx_im_shpool, e);
+    ngx_im_sh->users--;
 }
 
 
@@ -255,10 +381,11 @@ ngx_im_dir_count(ngx_pid_t pid, ngx_int_t delta)
 static void
 ngx_im_dir_remove_pid(uint32_t uid, ngx_pid_t pid)
 {
+    uint32_t         *link;
     ngx_uint_t        i, used;
     ngx_im_dirent_t  *e;
 
-    e = ngx_im_dir_find(uid);
+    e = ngx_im_dir_find_link(uid, &link);
     if (e == NULL) {
         return;
     }
@@ -274,9 +401,7 @@ ngx_im_dir_remove_pid(uint32_t uid, ngx_pid_t pid)
     }
 
     if (used == 0) {
-        ngx_rbtree_delete(&ngx_im_sh->rbtree, &e->node);
-        ngx_slab_free_locked(ngx_im_shpool, e);
-        ngx_im_sh->users--;
+        ngx_im_dir_free(e, link);
     }
 }
 
@@ -284,6 +409,7 @@ ngx_im_dir_remove_pid(uint32_t uid, ngx_pid_t pid)
 ngx_int_t
 ngx_im_dir_add(uint32_t uid)
 {
+    uint32_t         *bucket;
     ngx_uint_t        i;
     ngx_im_dirent_t  *e;
 
@@ -306,8 +432,16 @@ ngx_im_dir_add(uint32_t uid)
         }
 
         ngx_memzero(e, sizeof(ngx_im_dirent_t));
-        e->node.key = uid;
-        ngx_rbtree_insert(&ngx_im_sh->rbtree, &e->node);
+        e->uid = uid;
+
+        if (ngx_im_sh->users >= ngx_im_sh->nbuckets) {
+            ngx_im_dir_grow();
+        }
+
+        bucket = &ngx_im_sh->buckets[ngx_im_dir_bucket(uid,
+                                                       ngx_im_sh->nbuckets)];
+        e->next = *bucket;
+        *bucket = ngx_im_dir_off(e);
         ngx_im_sh->users++;
     }
 
@@ -417,36 +551,35 @@ ngx_im_dir_users(void)
 static void
 ngx_im_dir_prune(ngx_uint_t (*gone)(ngx_pid_t pid))
 {
-    ngx_uint_t          i, used;
-    ngx_im_dirent_t    *e;
-    ngx_rbtree_node_t  *node, *next;
+    uint32_t         *link;
+    ngx_uint_t        b, i, used;
+    ngx_im_dirent_t  *e;
 
     ngx_shmtx_lock(&ngx_im_shpool->mutex);
 
-    node = (ngx_im_sh->rbtree.root == ngx_im_sh->rbtree.sentinel) ? NULL
-           : ngx_rbtree_min(ngx_im_sh->rbtree.root, ngx_im_sh->rbtree.sentinel);
+    for (b = 0; b < ngx_im_sh->nbuckets; b++) {
+        link = &ngx_im_sh->buckets[b];
 
-    while (node) {
-        next = ngx_rbtree_next(&ngx_im_sh->rbtree, node);
-        e = (ngx_im_dirent_t *) node;
+        while (*link) {
+            e = ngx_im_dir_ent(*link);
 
-        used = 0;
+            used = 0;
 
-        for (i = 0; i < NGX_IM_DIR_PIDS; i++) {
-            if (e->pids[i] && gone(e->pids[i])) {
-                ngx_im_dir_count(e->pids[i], -1);
-                e->pids[i] = 0;
+            for (i = 0; i < NGX_IM_DIR_PIDS; i++) {
+                if (e->pids[i] && gone(e->pids[i])) {
+                    ngx_im_dir_count(e->pids[i], -1);
+                    e->pids[i] = 0;
+                }
+                used += (e->pids[i] != 0);
             }
-            used += (e->pids[i] != 0);
-        }
 
-        if (used == 0) {
-            ngx_rbtree_delete(&ngx_im_sh->rbtree, node);
-            ngx_slab_free_locked(ngx_im_shpool, node);
-            ngx_im_sh->users--;
-        }
+            if (used == 0) {
+                ngx_im_dir_free(e, link);
 
-        node = next;
+            } else {
+                link = &e->next;
+            }
+        }
     }
 
     ngx_shmtx_unlock(&ngx_im_shpool->mutex);

@@ -15,7 +15,7 @@
 
 
 /* workers of this node holding one uid that the directory names (one entry
- * is then 64 bytes of the slab); more still get its messages, by Redis */
+ * is then 32 bytes of the slab); more still get its messages, by Redis */
 #define NGX_IM_DIR_PIDS  6
 
 

@@ -128,6 +128,11 @@ ngx_im_login_auth_start(ngx_im_session_t *s)
 
     s->cred->asked = ngx_im_metrics_now();
 
+    /* more logins ask than ever since the last burst: the auth
+     * subrequest is likely to open a new upstream connection, whose
+     * pool should come from the nursery (decision 053) */
+    ngx_im_nursery_give(ngx_im_logins_in_flight);
+
     if (ngx_im_session_transport(s)->auth(s) != NGX_OK) {
         ngx_im_session_auth_done(s, 2, 0);
     }

@@ -20,8 +20,9 @@ my $redis = IM::Redis->new(t => $t);
 my $uc = IM::UserCentre->new(t => $t, users => "* pw uid-from-name\n");
 
 # the echo mode on a server of its own
+# (the zone, its smallest, holds about 500 uids: 32-byte entries)
 write_conf($t, redis => $redis, uc => $uc, stream => 0,
-    main => 'im_zone tiny 32k;',
+    main => 'im_zone tiny 32k;', events => 'worker_connections 2048;',
     http => 'server { listen 127.0.0.1:%%PORT_9096%%; '
         . 'location /echo { im_websocket_echo; } }');
 $t->run();
