@@ -88,6 +88,9 @@ typedef struct {
     /* im_inbox_batch: how long removals of acked messages (and a new
      * list's TTL) may wait to leave together; 0: at the end of the pass */
     ngx_msec_t          inbox_batch;
+    /* im_group_owe: group members online here only owe an ack instead of
+     * an inbox append each (decision 052) */
+    ngx_flag_t          group_owe;
 
     ngx_msec_t          repush_interval;
     ngx_uint_t          repush_max;

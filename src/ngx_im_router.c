@@ -21,6 +21,7 @@
  */
 
 #include "ngx_im_router_int.h"
+#include "ngx_im_owe.h"
 #include "ngx_im_redis.h"
 #include "ngx_im_store.h"
 #include "ngx_im_dir.h"
@@ -540,6 +541,10 @@ ngx_im_router_inbox_connected(void)
             ngx_im_table_sync(u);
         }
     }
+
+    /* records of owed group messages left by a process gone meanwhile
+     * (a crash): delivered again (decision 052) */
+    ngx_im_owe_sweep();
 }
 
 
