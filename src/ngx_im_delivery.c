@@ -535,6 +535,46 @@ ngx_im_delivery_pivot(ngx_im_session_t *s, ngx_queue_t *q)
 }
 
 
+/* another session of the uid reads the inbox next: what this one owes
+ * goes there now, each in its place; an ack then removes it as any
+ * stored message's */
+
+void
+ngx_im_delivery_owe_out(ngx_im_session_t *s)
+{
+    ngx_queue_t        *q, *head;
+    ngx_im_inflight_t  *f;
+
+    if (s->route.uid == 0) {
+        return;
+    }
+
+    head = &s->busy->inflight;
+
+    for ( ;; ) {
+        for (q = ngx_queue_head(head);
+             q != ngx_queue_sentinel(head);
+             q = ngx_queue_next(q))
+        {
+            f = ngx_queue_data(q, ngx_im_inflight_t, queue);
+
+            if (f->owed) {
+                ngx_im_owe_release(f->msg, s->route.uid,
+                                   ngx_im_delivery_pivot(s, q));
+                f->owed = 0;
+                f->stored = 1;
+            }
+        }
+
+        if (head == &s->busy->waiting) {
+            return;
+        }
+
+        head = &s->busy->waiting;
+    }
+}
+
+
 /* hand messages not acknowledged back to the store (docs/PROTOCOL.md 5) */
 
 static void

@@ -74,6 +74,7 @@ static void ngx_im_owe_swept(redisReply *reply, void *data);
 static void ngx_im_owe_redelivered(ngx_im_ticket_t *t);
 static int ngx_libc_cdecl ngx_im_owe_uid_cmp(const void *one,
     const void *two);
+static void ngx_im_owe_sweep_handler(ngx_event_t *ev);
 
 
 static uint64_t      ngx_im_owe_seq;
@@ -87,6 +88,14 @@ static u_char       *ngx_im_owe_drops;
 static ngx_uint_t    ngx_im_owe_ndrops;
 static ngx_uint_t    ngx_im_owe_drops_size;
 static ngx_event_t   ngx_im_owe_drop_ev;
+
+/* a sweep also runs this often (ms), for the records of an old worker
+ * that went after a reload without clearing them */
+#define NGX_IM_OWE_SWEEP  60000
+
+static ngx_event_t   ngx_im_owe_sweep_ev;
+/* nginx's debug log reads a descriptor out of every timer's data */
+static ngx_connection_t  ngx_im_owe_dummy;
 
 /* deliveries again of a sweep still under way */
 static ngx_uint_t    ngx_im_owe_sweeping;
@@ -421,6 +430,17 @@ ngx_im_owe_append(ngx_im_owe_t *o, ngx_uint_t i, ngx_im_msg_t *pivot)
                                 ngx_im_owe_appended, a)
             == NGX_OK)
         {
+            if ((ngx_exiting || ngx_quit || ngx_terminate)
+                && !ngx_im_get_conf()->redis_cluster)
+            {
+                /* a worker that is going may not see the reply: the
+                 * HDEL goes behind the append on the same connection,
+                 * which Redis runs in order */
+                a->owe = NULL;
+                o->state[i] = NGX_IM_OWE_APPENDED;
+                ngx_im_owe_done(o);
+            }
+
             return;
         }
 
@@ -449,6 +469,12 @@ ngx_im_owe_appended(redisReply *reply, void *data)
     o = a->owe;
     i = a->i;
     ngx_free(a);
+
+    if (o == NULL) {
+        /* counted when it was sent */
+        (void) ngx_im_store_pushed(reply);
+        return;
+    }
 
     if (ngx_im_store_pushed(reply) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -617,6 +643,18 @@ ngx_im_owe_sweep(void)
         return;
     }
 
+    if (ngx_im_owe_sweep_ev.handler == NULL) {
+        ngx_im_owe_sweep_ev.handler = ngx_im_owe_sweep_handler;
+        ngx_im_owe_sweep_ev.data = &ngx_im_owe_dummy;
+        ngx_im_owe_sweep_ev.log = ngx_cycle->log;
+        ngx_im_owe_sweep_ev.cancelable = 1;
+        ngx_im_owe_dummy.fd = (ngx_socket_t) -1;
+    }
+
+    if (!ngx_im_owe_sweep_ev.timer_set) {
+        ngx_add_timer(&ngx_im_owe_sweep_ev, NGX_IM_OWE_SWEEP);
+    }
+
     if (ngx_im_owe_sweeping) {
         ngx_im_owe_sweep_again = 1;
         return;
@@ -634,6 +672,15 @@ ngx_im_owe_sweep(void)
         == NGX_OK)
     {
         ngx_im_owe_sweeping = 1;
+    }
+}
+
+
+static void
+ngx_im_owe_sweep_handler(ngx_event_t *ev)
+{
+    if (!ngx_exiting && !ngx_quit && !ngx_terminate) {
+        ngx_im_owe_sweep();
     }
 }
 
@@ -674,9 +721,17 @@ ngx_im_owe_swept(redisReply *reply, void *data)
 
     ngx_im_owe_sweeping = 0;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements < 2)
-    {
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "im owe: the sweep's read of %*s failed",
+                      ngx_im_owe_key_len, ngx_im_owe_key);
+        return;
+    }
+
+    if (reply->elements < 2) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "im owe: sweep of %*s: no records",
+                      ngx_im_owe_key_len, ngx_im_owe_key);
         return;
     }
 
@@ -721,6 +776,10 @@ ngx_im_owe_swept(redisReply *reply, void *data)
         left[m].seq = (uint64_t) ngx_hextoi(p + k + 1, end - p - k - 1);
         m++;
     }
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                  "im owe: sweep of %*s: %ui records, %ui of gone "
+                  "processes", ngx_im_owe_key_len, ngx_im_owe_key, n, m);
 
     ngx_qsort(left, m, sizeof(ngx_im_owe_left_t), ngx_im_owe_left_cmp);
 

@@ -40,6 +40,7 @@ static void ngx_im_router_subscribed(u_char *channel, size_t clen);
 static void ngx_im_router_unsubscribed(u_char *channel, size_t clen);
 static void ngx_im_router_sub_connected(void);
 static void ngx_im_router_inbox_connected(void);
+static void ngx_im_router_owe_out(ngx_im_user_t *u);
 static void ngx_im_router_subscribe(ngx_im_user_t *u);
 static void ngx_im_router_confirmed(u_char *channel, size_t clen);
 static void ngx_im_router_resubscribe(void);
@@ -174,6 +175,10 @@ ngx_im_router_join(ngx_im_route_t *r)
         }
         return NGX_ERROR;
     }
+
+    /* the newcomer reads the inbox: what the others here owe goes there
+     * first (decision 052) */
+    ngx_im_router_owe_out(u);
 
     ngx_queue_insert_tail(&u->sessions, &r->link);
     u->nsessions++;
@@ -522,6 +527,24 @@ ngx_im_router_resubscribe(void)
 
 
 static void
+ngx_im_router_owe_out(ngx_im_user_t *u)
+{
+    ngx_queue_t  *q;
+
+    if (u == NULL) {
+        return;
+    }
+
+    for (q = ngx_queue_head(&u->sessions);
+         q != ngx_queue_sentinel(&u->sessions);
+         q = ngx_queue_next(q))
+    {
+        ngx_im_table_ops()->owe_out(ngx_queue_data(q, ngx_im_route_t, link));
+    }
+}
+
+
+static void
 ngx_im_router_inbox_connected(void)
 {
     ngx_im_user_t  *u;
@@ -664,6 +687,12 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
     if (t.type == 'J' || t.type == 'S' || t.type == 'A') {
         /* from every worker but this one, siblings too: a sibling past
          * the directory's slots gets no datagrams */
+
+        if (t.type == 'J' && !own) {
+            /* a session elsewhere reads the inbox on this worker's
+             * answer: what the sessions here owe goes there first */
+            ngx_im_router_owe_out(ngx_im_table_find(uid));
+        }
 
         ngx_im_alone_record(uid, ngx_im_table_find(uid), &t, own);
 
