@@ -151,6 +151,44 @@ ok(wait_until(sub { ($redis->cmd(LLEN => 'im:inbox:1002') // -1) == 0 },
     20), 'its acks empty the inbox');
 
 ###############################################################################
+# a second device logging in while the first owes: its inbox read finds
+# what the first has not acked, before what came later
+
+# u1002 logged in again: a first message learns that it is alone here
+my $y0 = $s->group_publish($GID, 'y0');
+ok($s->expect(cmd => GROUP_PUB_ACK, msgid => $y0, timeout => 30), 'y0');
+for my $u (@on) {
+    is(pushed($m{$u}, 1), $y0, "u$u is pushed y0");
+    $m{$u}->ack($y0, cmd => GROUP_PUB_ACK);
+}
+ok(wait_until(sub { ($redis->cmd(LLEN => 'im:inbox:1002') // -1) == 0 },
+    20), 'its inbox is empty');
+$owed = metric('im_group_owed_total');
+my $y1 = $s->group_publish($GID, 'y1');
+ok($s->expect(cmd => GROUP_PUB_ACK, msgid => $y1, timeout => 30), 'y1');
+is(metric('im_group_owed_total') - $owed, scalar @on, 'every member owes y1');
+is(inbox(1002, $y1), '', 'no inbox holds it');
+is(pushed($x, 1), $y1, 'u1002 is pushed y1, does not ack');
+for my $u (@on[1 .. $#on]) {
+    is(pushed($m{$u}, 1), $y1, "u$u is pushed y1");
+    $m{$u}->ack($y1, cmd => GROUP_PUB_ACK);
+}
+my $x2 = IM::Client->new(port => port(9095), auto_pong => 1, uid => 1002);
+is($x2->login('u1002', 'pw', client_id => 2, timeout => 20), 0,
+    'u1002 logs in on a second device');
+is(pushed($x2, 1), $y1, 'the second device is pushed y1 from the inbox');
+my $d2 = $s->publish(1002, 'd2');
+ok($s->expect(cmd => PUB_ACK, msgid => $d2, timeout => 30), 'd2');
+is(pushed($x2, 1), $d2, 'and then d2');
+$x->ack($y1, cmd => GROUP_PUB_ACK);
+is(pushed($x, 1), $d2, 'the first device is pushed d2');
+$x->ack($d2);
+ok(wait_until(sub { ($redis->cmd(LLEN => 'im:inbox:1002') // -1) == 0 },
+    20), "the first device's acks empty the inbox");
+ok(wait_until(sub { records() == 0 }, 20), 'no record left');
+$x2->close;
+
+###############################################################################
 # kill -9 with members owing: the respawned worker delivers them again
 
 my @ackers = @on[0 .. 4];
@@ -181,7 +219,7 @@ ok($t->wait_for_log(qr/im owe: sweep of \S+: 3 records, 3 of gone/,
 ok(wait_until(sub { records() == 0 }, 30),
     'they are cleared once delivered again');
 for my $u (@owers) {
-    is(inbox($u, @g), "@g", "u$u's inbox holds k1 k2 k3 in order");
+    is(inbox($u, @g), "@g", "u${u}'s inbox holds k1 k2 k3 in order");
 }
 $s = user(1001);
 for my $u (@on) {
@@ -233,10 +271,10 @@ ok(wait_until(sub { !grep { $_ == $old } $t->worker_pids }, 30),
     'the old worker is gone');
 ok(wait_until(sub { records() == 0 }, 20), 'its record is cleared');
 for my $u (@owers) {
-    is(inbox($u, $r1), $r1, "u$u's inbox holds r1 once");
+    is(inbox($u, $r1), $r1, "u${u}'s inbox holds r1 once");
 }
 for my $u (@ackers) {
-    is(inbox($u, $r1), '', "u$u's inbox is empty");
+    is(inbox($u, $r1), '', "u${u}'s inbox is empty");
 }
 
 $t->done_testing();
