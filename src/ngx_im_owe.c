@@ -81,8 +81,9 @@ static uint64_t      ngx_im_owe_seq;
 static u_char        ngx_im_owe_key[NGX_IM_STORE_KEY_LEN + 64];
 static size_t        ngx_im_owe_key_len;
 
-/* the fields to HDEL at the end of the pass, "<pid>:<seq>" each */
-#define NGX_IM_OWE_FIELD_LEN  (NGX_INT64_LEN + 1 + 16)
+/* the fields to HDEL at the end of the pass, "<pid>:<seq>" each, in
+ * slots of a length byte and the name */
+#define NGX_IM_OWE_FIELD_LEN  (1 + NGX_INT64_LEN + 1 + 16)
 
 static u_char       *ngx_im_owe_drops;
 static ngx_uint_t    ngx_im_owe_ndrops;
@@ -207,12 +208,16 @@ ngx_im_owe_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
     argv[3] = (char *) value;
     argvlen[3] = len;
 
+    o->msg = ngx_im_msg_ref(msg);
+    o->next = msg->owe;
+    msg->owe = o;
+
     if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_owe_written, o, 4, argv,
                          argvlen)
         != NGX_OK)
     {
         ngx_free(value);
-        ngx_free(o);
+        ngx_im_owe_free(o);
         goto refused;
     }
 
@@ -220,10 +225,6 @@ ngx_im_owe_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
     /* the sender's acknowledgement rests on it */
     ngx_im_redis_wait_mark();
-
-    o->msg = ngx_im_msg_ref(msg);
-    o->next = msg->owe;
-    msg->owe = o;
 
     return;
 
@@ -535,6 +536,11 @@ ngx_im_owe_drop_field(u_char *field, size_t len)
     u_char      *drops;
     ngx_uint_t   size;
 
+    if (len > NGX_IM_OWE_FIELD_LEN - 1) {
+        /* not one of ours (the sweep read it): left alone */
+        return;
+    }
+
     if (ngx_im_owe_ndrops == ngx_im_owe_drops_size) {
         size = ngx_im_owe_drops_size ? 2 * ngx_im_owe_drops_size : 64;
 
@@ -558,7 +564,7 @@ ngx_im_owe_drop_field(u_char *field, size_t len)
     /* each slot: its length, then the name */
     drops = ngx_im_owe_drops + ngx_im_owe_ndrops * NGX_IM_OWE_FIELD_LEN;
     drops[0] = (u_char) len;
-    ngx_memcpy(drops + 1, field, ngx_min(len, NGX_IM_OWE_FIELD_LEN - 1));
+    ngx_memcpy(drops + 1, field, len);
 
     ngx_im_owe_ndrops++;
 
