@@ -725,27 +725,28 @@ ngx_im_owe_swept(redisReply *reply, void *data)
     ngx_im_owe_left_t   *left;
     ngx_im_owe_swept_t  *sw;
 
-    ngx_im_owe_sweeping = 0;
+    /* the read is in: from here sweeping counts the deliveries under way,
+     * and one for this call (a delivery may be served before it returns) */
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "im owe: the sweep's read of %*s failed",
                       ngx_im_owe_key_len, ngx_im_owe_key);
-        return;
+        goto done;
     }
 
     if (reply->elements < 2) {
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                       "im owe: sweep of %*s: no records",
                       ngx_im_owe_key_len, ngx_im_owe_key);
-        return;
+        goto done;
     }
 
     n = reply->elements / 2;
 
     left = ngx_alloc(n * sizeof(ngx_im_owe_left_t), ngx_cycle->log);
     if (left == NULL) {
-        return;
+        goto done;
     }
 
     m = 0;
@@ -869,7 +870,9 @@ ngx_im_owe_swept(redisReply *reply, void *data)
 
     ngx_free(left);
 
-    if (ngx_im_owe_sweeping == 0 && ngx_im_owe_sweep_again) {
+done:
+
+    if (--ngx_im_owe_sweeping == 0 && ngx_im_owe_sweep_again) {
         ngx_im_owe_sweep_again = 0;
         ngx_im_owe_sweep();
     }
