@@ -156,6 +156,10 @@ typedef struct {
     ngx_atomic_uint_t   owed;
     ngx_atomic_uint_t   owe_appended;
     ngx_atomic_uint_t   owe_swept;
+    /* owed members cleared by a recall; members of a lost node's records
+     * delivered again by this node */
+    ngx_atomic_uint_t   owe_recalled;
+    ngx_atomic_uint_t   owe_adopted;
 } ngx_im_stats_t;
 
 

@@ -32,6 +32,7 @@ typedef struct ngx_im_owe_s  ngx_im_owe_t;
 
 struct ngx_im_owe_s {
     ngx_im_owe_t          *next;        /* the message's other records */
+    ngx_queue_t            queue;       /* all records, for a recall */
     ngx_im_msg_t          *msg;
     ngx_im_ticket_t       *ticket;      /* until the field is written */
     uint64_t               seq;         /* the field's name */
@@ -78,6 +79,7 @@ static void ngx_im_owe_sweep_handler(ngx_event_t *ev);
 
 
 static uint64_t      ngx_im_owe_seq;
+static ngx_queue_t   ngx_im_owe_all;
 static u_char        ngx_im_owe_key[NGX_IM_STORE_KEY_LEN + 64];
 static size_t        ngx_im_owe_key_len;
 
@@ -211,6 +213,12 @@ ngx_im_owe_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
     o->msg = ngx_im_msg_ref(msg);
     o->next = msg->owe;
     msg->owe = o;
+
+    if (ngx_im_owe_all.next == NULL) {
+        ngx_queue_init(&ngx_im_owe_all);
+    }
+
+    ngx_queue_insert_tail(&ngx_im_owe_all, &o->queue);
 
     if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_owe_written, o, 4, argv,
                          argvlen)
@@ -413,6 +421,73 @@ ngx_im_owe_release(ngx_im_msg_t *msg, uint32_t uid, ngx_im_msg_t *pivot)
 }
 
 
+/*
+ * A recall of msgid (the admin API): a member here that still owes it is
+ * cleared as by an ack, so that no late append puts the message back in
+ * its inbox; one whose append is made or under way has it removed again,
+ * behind the append on the same connection.  Returns the members cleared.
+ */
+
+ngx_uint_t
+ngx_im_owe_recall(uint32_t uid, const u_char *msgid)
+{
+    ngx_int_t      i;
+    ngx_uint_t     n;
+    ngx_queue_t   *q, *next;
+    ngx_im_owe_t  *o;
+
+    if (ngx_im_owe_all.next == NULL) {
+        return 0;
+    }
+
+    n = 0;
+
+    for (q = ngx_queue_head(&ngx_im_owe_all);
+         q != ngx_queue_sentinel(&ngx_im_owe_all);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        o = ngx_queue_data(q, ngx_im_owe_t, queue);
+
+        if (ngx_memcmp(o->msg->msgid, msgid, IM_MSGID_LEN) != 0) {
+            continue;
+        }
+
+        i = ngx_im_owe_find(o, uid);
+
+        if (i == NGX_ERROR) {
+            continue;
+        }
+
+        switch (o->state[i]) {
+
+        case NGX_IM_OWE_OWING:
+            o->state[i] = NGX_IM_OWE_ACKED;
+            ngx_im_stats->owe_recalled++;
+            n++;
+
+            ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                          "im owe: uid %uD: an owed group message recalled",
+                          uid);
+
+            /* o may go here, its next is kept */
+            ngx_im_owe_done(o);
+            break;
+
+        case NGX_IM_OWE_APPENDING:
+        case NGX_IM_OWE_APPENDED:
+            ngx_im_store_remove(uid, o->msg);
+            break;
+
+        default: /* acked */
+            break;
+        }
+    }
+
+    return n;
+}
+
+
 static void
 ngx_im_owe_append(ngx_im_owe_t *o, ngx_uint_t i, ngx_im_msg_t *pivot)
 {
@@ -515,6 +590,8 @@ static void
 ngx_im_owe_free(ngx_im_owe_t *o)
 {
     ngx_im_owe_t  **pp;
+
+    ngx_queue_remove(&o->queue);
 
     for (pp = &o->msg->owe; *pp; pp = &(*pp)->next) {
         if (*pp == o) {

@@ -41,6 +41,10 @@ void ngx_im_owe_acked(ngx_im_msg_t *msg, uint32_t uid);
 void ngx_im_owe_release(ngx_im_msg_t *msg, uint32_t uid,
     ngx_im_msg_t *pivot);
 
+/* a recall of msgid: uid's owing members here cleared (no late append),
+ * its appended ones removed again; returns the members cleared */
+ngx_uint_t ngx_im_owe_recall(uint32_t uid, const u_char *msgid);
+
 /* the records of this worker's slot left by processes that are gone
  * are delivered again (once the inbox connection is up) */
 void ngx_im_owe_sweep(void);

@@ -723,6 +723,15 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
         return;
     }
 
+    if (t.type == 'C') {
+        /* this worker's own recall cleared its records directly */
+        if (u && !own) {
+            (void) ngx_im_owe_recall(uid, (u_char *) t.entry);
+        }
+
+        return;
+    }
+
     if (t.type == 'R') {
         /* this worker's own receipts went to its sessions directly */
         if (u && !own && t.entry_len == IM_SIZE_RECEIPT
