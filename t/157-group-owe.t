@@ -12,6 +12,9 @@
 #   - kill -9 of the worker with some members not acking: the respawned
 #     worker sweeps the dead process's records, and every member that had
 #     not acked gets every message, in order, at its next login;
+#   - a recall (DELETE /api/inbox by gid) while a member owes the
+#     message: its record clears the member, the answer counts it, and
+#     neither its close nor its next login brings the message back;
 #   - a reload while members hold owed messages: the new worker does not
 #     sweep the old worker's records (it still runs); the old one appends
 #     what its closing sessions did not ack, once each, and clears its
@@ -20,7 +23,8 @@ use strict;
 use warnings;
 use Test::More;
 use lib 't/lib';
-use Test::Nginx qw/port wait_until http_get/;
+use Test::Nginx qw/port wait_until http_get http/;
+use JSON::PP;
 use IM::Client;
 use IM::Proto qw/:all/;
 use IM::Setup qw/standard/;
@@ -30,7 +34,8 @@ use IM::Setup qw/standard/;
 my ($t, $redis) = standard(stream => 0,
     users => "* * uid-from-name\n",
     main => "im_repush_interval 60s;\nim_ping_interval 300s;\n"
-        . "im_close_grace 1s;\nim_inbox_batch 0;");
+        . "im_close_grace 1s;\nim_inbox_batch 0;",
+    locations => 'location /api/ { im_api; }');
 $t->allow_alerts(qr/exited on signal 9/);
 
 my $GID = 500;
@@ -187,6 +192,65 @@ ok(wait_until(sub { ($redis->cmd(LLEN => 'im:inbox:1002') // -1) == 0 },
     20), "the first device's acks empty the inbox");
 ok(wait_until(sub { records() == 0 }, 20), 'no record left');
 $x2->close;
+
+###############################################################################
+# a recall while a member owes: no late append puts the message back
+
+# u1002's second device came and went: a first message learns again that
+# each member is alone here
+my $v0 = $s->group_publish($GID, 'v0');
+ok($s->expect(cmd => GROUP_PUB_ACK, msgid => $v0, timeout => 30), 'v0');
+for my $u (@on) {
+    is(pushed($m{$u}, 1), $v0, "u$u is pushed v0");
+    $m{$u}->ack($v0, cmd => GROUP_PUB_ACK);
+}
+ok(wait_until(sub { records() == 0
+        && !grep { ($redis->cmd(LLEN => "im:inbox:$_") // -1) } @on }, 20),
+    'nothing stored, no record');
+my $holder = 1003;
+$owed = metric('im_group_owed_total');
+my $cv = $s->group_publish($GID, 'recalled');
+ok($s->expect(cmd => GROUP_PUB_ACK, msgid => $cv, timeout => 30),
+    'a message to recall accepted');
+is(metric('im_group_owed_total') - $owed, scalar @on, 'every member owes it');
+for my $u (@on) {
+    is(pushed($m{$u}, 1), $cv, "u$u is pushed it");
+    $m{$u}->ack($cv, cmd => GROUP_PUB_ACK) unless $u == $holder;
+}
+$m{$holder}->ping;
+ok($m{$holder}->expect(cmd => PING_RESP, timeout => 20), 'the acks taken');
+is(records(), 1, "its record stays: u$holder owes it");
+is(inbox($holder, $cv), '', "u${holder}'s inbox does not hold it");
+
+my $r = http("DELETE /api/inbox?gid=$GID&msgid=$cv HTTP/1.0\r\n"
+    . "Host: localhost\r\n\r\n", port => port(9095)) // '';
+my ($code) = $r =~ m{^HTTP/1\.\d (\d+)};
+my ($body) = $r =~ /\r\n\r\n(.*)\z/s;
+my $p = eval { JSON::PP->new->decode($body // '') } // {};
+is($code, 200, 'recall by gid: 200');
+is($p->{owed_cleared}, 1, 'recall: one owing member cleared')
+    or diag($body);
+is_deeply($p->{removed_from}, [], 'recall: no inbox held it');
+is(metric('im_group_owe_recalled_total'), 1, 'im_group_owe_recalled_total');
+ok(wait_until(sub { records() == 0 }, 20),
+    'the record goes: no member owes it');
+
+$late = metric('im_group_owe_appended_total');
+$m{$holder}->close;
+# a 1:1 message after the close, stored: the next login gets what the
+# inbox holds, the recalled message first if a late append put it back
+my $after = $s->publish($holder, 'after the recall');
+ok($s->expect(cmd => PUB_ACK, msgid => $after, timeout => 30),
+    'a 1:1 message to the holder after its close');
+$m{$holder} = user($holder);
+is(pushed($m{$holder}, 1), $after,
+    'at its login the holder is pushed the 1:1 message, not the recalled one');
+is(inbox($holder, $cv, $after), $after,
+    "u${holder}'s inbox holds the 1:1 message only");
+is(metric('im_group_owe_appended_total') - $late, 0, 'no late append');
+$m{$holder}->ack($after);
+ok(wait_until(sub { ($redis->cmd(LLEN => "im:inbox:$holder") // -1) == 0 },
+    20), 'its ack empties the inbox');
 
 ###############################################################################
 # kill -9 with members owing: the respawned worker delivers them again
