@@ -52,10 +52,12 @@ typedef struct {
 } ngx_im_owe_append_t;
 
 
-/* a field of a gone process being delivered again */
+/* a field of a gone process being delivered again; an adopted one (of a
+ * node whose lease ran out) has its key after the field */
 typedef struct {
     ngx_im_ticket_t        ticket;
     size_t                 len;
+    size_t                 key_len;     /* 0: this worker's own key */
     u_char                 field[1];
 } ngx_im_owe_swept_t;
 
@@ -76,6 +78,14 @@ static void ngx_im_owe_redelivered(ngx_im_ticket_t *t);
 static int ngx_libc_cdecl ngx_im_owe_uid_cmp(const void *one,
     const void *two);
 static void ngx_im_owe_sweep_handler(ngx_event_t *ev);
+static ngx_int_t ngx_im_owe_redeliver(redisReply *field, redisReply *value,
+    ngx_pid_t pid, u_char *key, size_t key_len);
+static void ngx_im_owe_lease(void);
+static void ngx_im_owe_lease_handler(ngx_event_t *ev);
+static void ngx_im_owe_adopt_members(redisReply *reply, void *data);
+static void ngx_im_owe_adopt_lease(redisReply *reply, void *data);
+static void ngx_im_owe_adopt_locked(redisReply *reply, void *data);
+static void ngx_im_owe_adopt_read(redisReply *reply, void *data);
 
 
 static uint64_t      ngx_im_owe_seq;
@@ -99,6 +109,23 @@ static ngx_event_t   ngx_im_owe_drop_ev;
 static ngx_event_t   ngx_im_owe_sweep_ev;
 /* nginx's debug log reads a descriptor out of every timer's data */
 static ngx_connection_t  ngx_im_owe_dummy;
+
+/*
+ * Adoption (a node that never comes back): each node keeps a lease,
+ * "im:owe_lease:<node>", set with a TTL of im_group_owe_lease by every
+ * one of its workers a third of that apart, and names its records' keys
+ * in the set "im:owe_nodes".  A key whose node has no lease is adopted,
+ * under the lock "im:owe_lock:<key>" (SET NX PX the lease), by one
+ * worker of another node: every field delivered again, then HDELed; an
+ * empty key leaves the set.
+ */
+#define NGX_IM_OWE_NODES      "im:owe_nodes"
+
+static ngx_event_t   ngx_im_owe_lease_ev;
+static u_char        ngx_im_owe_lease_key[NGX_IM_STORE_KEY_LEN + 64];
+static size_t        ngx_im_owe_lease_key_len;
+/* steps and deliveries of adoptions under way: no new round meanwhile */
+static ngx_uint_t    ngx_im_owe_adopting;
 
 /* deliveries again of a sweep still under way */
 static ngx_uint_t    ngx_im_owe_sweeping;
@@ -140,6 +167,14 @@ ngx_im_owe_make_key(void)
                      (ngx_uint_t) ngx_worker, tag ? "}" : "");
 
     ngx_im_owe_key_len = p - ngx_im_owe_key;
+
+    p = ngx_slprintf(ngx_im_owe_lease_key,
+                     ngx_im_owe_lease_key + sizeof(ngx_im_owe_lease_key),
+                     "im:owe_lease:%s%*s%s", tag ? "{" : "",
+                     ngx_min(node->len, NGX_IM_STORE_KEY_LEN), node->data,
+                     tag ? "}" : "");
+
+    ngx_im_owe_lease_key_len = p - ngx_im_owe_lease_key;
 }
 
 
@@ -738,6 +773,24 @@ ngx_im_owe_sweep(void)
         ngx_add_timer(&ngx_im_owe_sweep_ev, NGX_IM_OWE_SWEEP);
     }
 
+    if (ngx_im_owe_lease_ev.handler == NULL) {
+        ngx_im_owe_lease_ev.handler = ngx_im_owe_lease_handler;
+        ngx_im_owe_lease_ev.data = &ngx_im_owe_dummy;
+        ngx_im_owe_lease_ev.log = ngx_cycle->log;
+        ngx_im_owe_lease_ev.cancelable = 1;
+    }
+
+    ngx_im_owe_make_key();
+
+    /* the lease and the registry at once: a worker's start, or its inbox
+     * connection back */
+    ngx_im_owe_lease();
+
+    if (!ngx_im_owe_lease_ev.timer_set) {
+        ngx_add_timer(&ngx_im_owe_lease_ev,
+                      ngx_im_get_conf()->group_owe_lease / 3);
+    }
+
     if (ngx_im_owe_sweeping) {
         ngx_im_owe_sweep_again = 1;
         return;
@@ -794,13 +847,9 @@ static void
 ngx_im_owe_swept(redisReply *reply, void *data)
 {
     u_char              *p, *end;
-    size_t               elen;
-    uint32_t            *uids;
     ngx_int_t            pid;
     ngx_uint_t           i, n, m, k;
-    ngx_im_msg_t        *msg;
     ngx_im_owe_left_t   *left;
-    ngx_im_owe_swept_t  *sw;
 
     /* the read is in: from here sweeping counts the deliveries under way,
      * and one for this call (a delivery may be served before it returns) */
@@ -868,81 +917,8 @@ ngx_im_owe_swept(redisReply *reply, void *data)
     ngx_qsort(left, m, sizeof(ngx_im_owe_left_t), ngx_im_owe_left_cmp);
 
     for (i = 0; i < m; i++) {
-        p = (u_char *) left[i].value->str;
-        end = p + left[i].value->len;
-
-        if (end - p < 4) {
-            goto bad;
-        }
-
-        elen = im_get_u32(p);
-        p += 4;
-
-        if ((size_t) (end - p) < elen || (end - p - elen) % 4) {
-            goto bad;
-        }
-
-        msg = ngx_im_msg_from_entry(p, elen);
-        if (msg == NULL) {
-            goto bad;
-        }
-
-        p += elen;
-        n = (end - p) / 4;
-
-        sw = ngx_alloc(offsetof(ngx_im_owe_swept_t, field)
-                       + left[i].field->len, ngx_cycle->log);
-        /* the uids apart: the ticket, sw with it, may be served whole
-         * before the delivery returns */
-        uids = ngx_alloc(n * sizeof(uint32_t), ngx_cycle->log);
-
-        if (sw == NULL || uids == NULL || n == 0) {
-            if (n == 0) {
-                ngx_im_owe_drop_field((u_char *) left[i].field->str,
-                                      left[i].field->len);
-            }
-
-            if (sw) {
-                ngx_free(sw);
-            }
-
-            if (uids) {
-                ngx_free(uids);
-            }
-
-            ngx_im_msg_unref(msg);
-            continue;
-        }
-
-        ngx_memcpy(sw->field, left[i].field->str, left[i].field->len);
-        sw->len = left[i].field->len;
-
-        for (k = 0; k < n; k++) {
-            uids[k] = im_get_u32(p + 4 * k);
-        }
-
-        ngx_memzero(&sw->ticket, sizeof(ngx_im_ticket_t));
-        sw->ticket.done = ngx_im_owe_redelivered;
-
-        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                      "im owe: a record of gone process %P delivered "
-                      "again to %ui members", left[i].pid, n);
-
-        ngx_im_stats->owe_swept += n;
-        ngx_im_owe_sweeping++;
-
-        ngx_im_router_deliver(msg, uids, n, &sw->ticket);
-        ngx_im_msg_unref(msg);
-        ngx_free(uids);
-        continue;
-
-    bad:
-
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "im owe: an unreadable record of gone process %P "
-                      "dropped", left[i].pid);
-        ngx_im_owe_drop_field((u_char *) left[i].field->str,
-                              left[i].field->len);
+        (void) ngx_im_owe_redeliver(left[i].field, left[i].value,
+                                    left[i].pid, NULL, 0);
     }
 
     ngx_free(left);
@@ -964,6 +940,27 @@ ngx_im_owe_redelivered(ngx_im_ticket_t *t)
 {
     ngx_im_owe_swept_t  *sw = (ngx_im_owe_swept_t *) t;
 
+    const char  *argv[3];
+    size_t       argvlen[3];
+
+    if (sw->key_len) {
+        if (!t->failed) {
+            argv[0] = "HDEL";
+            argvlen[0] = 4;
+            argv[1] = (char *) sw->field + sw->len;
+            argvlen[1] = sw->key_len;
+            argv[2] = (char *) sw->field;
+            argvlen[2] = sw->len;
+
+            (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 3,
+                                    argv, argvlen);
+        }
+
+        ngx_free(sw);
+        ngx_im_owe_adopting--;
+        return;
+    }
+
     if (!t->failed) {
         ngx_im_owe_drop_field(sw->field, sw->len);
     }
@@ -974,4 +971,446 @@ ngx_im_owe_redelivered(ngx_im_ticket_t *t)
         ngx_im_owe_sweep_again = 0;
         ngx_im_owe_sweep();
     }
+}
+
+
+/*
+ * One field delivered again, whole, as a new write-through delivery:
+ * NGX_OK when a delivery went (its ticket's end counts it down); an
+ * unreadable field is dropped.  key: an adopted record's, else this
+ * worker's own.
+ */
+
+static ngx_int_t
+ngx_im_owe_redeliver(redisReply *field, redisReply *value, ngx_pid_t pid,
+    u_char *key, size_t key_len)
+{
+    u_char              *p, *end;
+    size_t               elen;
+    uint32_t            *uids;
+    ngx_uint_t           n, k;
+    ngx_im_msg_t        *msg;
+    ngx_im_owe_swept_t  *sw;
+    const char          *argv[3];
+    size_t               argvlen[3];
+
+    p = (u_char *) value->str;
+    end = p + value->len;
+
+    if (end - p < 4) {
+        goto bad;
+    }
+
+    elen = im_get_u32(p);
+    p += 4;
+
+    if ((size_t) (end - p) < elen || (end - p - elen) % 4) {
+        goto bad;
+    }
+
+    msg = ngx_im_msg_from_entry(p, elen);
+    if (msg == NULL) {
+        goto bad;
+    }
+
+    p += elen;
+    n = (end - p) / 4;
+
+    if (n == 0) {
+        ngx_im_msg_unref(msg);
+        goto bad;
+    }
+
+    sw = ngx_alloc(offsetof(ngx_im_owe_swept_t, field) + field->len
+                   + key_len, ngx_cycle->log);
+    /* the uids apart: the ticket, sw with it, may be served whole
+     * before the delivery returns */
+    uids = ngx_alloc(n * sizeof(uint32_t), ngx_cycle->log);
+
+    if (sw == NULL || uids == NULL) {
+        if (sw) {
+            ngx_free(sw);
+        }
+
+        if (uids) {
+            ngx_free(uids);
+        }
+
+        ngx_im_msg_unref(msg);
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(sw->field, field->str, field->len);
+    sw->len = field->len;
+    sw->key_len = key_len;
+
+    if (key_len) {
+        ngx_memcpy(sw->field + field->len, key, key_len);
+    }
+
+    for (k = 0; k < n; k++) {
+        uids[k] = im_get_u32(p + 4 * k);
+    }
+
+    ngx_memzero(&sw->ticket, sizeof(ngx_im_ticket_t));
+    sw->ticket.done = ngx_im_owe_redelivered;
+
+    if (key_len) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "im owe: a record of %*s, whose node's lease ran out, "
+                      "delivered again to %ui members", key_len, key, n);
+        ngx_im_stats->owe_adopted += n;
+        ngx_im_owe_adopting++;
+
+    } else {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "im owe: a record of gone process %P delivered "
+                      "again to %ui members", pid, n);
+        ngx_im_stats->owe_swept += n;
+        ngx_im_owe_sweeping++;
+    }
+
+    ngx_im_router_deliver(msg, uids, n, &sw->ticket);
+    ngx_im_msg_unref(msg);
+    ngx_free(uids);
+
+    return NGX_OK;
+
+bad:
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "im owe: an unreadable record %*s dropped",
+                  field->len, field->str);
+
+    if (key_len == 0) {
+        ngx_im_owe_drop_field((u_char *) field->str, field->len);
+        return NGX_DECLINED;
+    }
+
+    argv[0] = "HDEL";
+    argvlen[0] = 4;
+    argv[1] = (char *) key;
+    argvlen[1] = key_len;
+    argv[2] = field->str;
+    argvlen[2] = field->len;
+
+    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 3, argv,
+                            argvlen);
+
+    return NGX_DECLINED;
+}
+
+
+/* the lease of this node, and its key in the registry */
+
+static void
+ngx_im_owe_lease(void)
+{
+    u_char       ms[NGX_INT_T_LEN];
+    const char  *argv[5];
+    size_t       argvlen[5];
+
+    argv[0] = "SET";
+    argvlen[0] = 3;
+    argv[1] = (char *) ngx_im_owe_lease_key;
+    argvlen[1] = ngx_im_owe_lease_key_len;
+    argv[2] = (char *) ngx_im_worker_id.data;
+    argvlen[2] = ngx_im_worker_id.len;
+    argv[3] = "PX";
+    argvlen[3] = 2;
+    argv[4] = (char *) ms;
+    argvlen[4] = ngx_sprintf(ms, "%M", ngx_im_get_conf()->group_owe_lease)
+                 - ms;
+
+    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 5, argv,
+                            argvlen);
+
+    argv[0] = "SADD";
+    argvlen[0] = 4;
+    argv[1] = NGX_IM_OWE_NODES;
+    argvlen[1] = sizeof(NGX_IM_OWE_NODES) - 1;
+    argv[2] = (char *) ngx_im_owe_key;
+    argvlen[2] = ngx_im_owe_key_len;
+
+    (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 3, argv,
+                            argvlen);
+}
+
+
+static void
+ngx_im_owe_lease_handler(ngx_event_t *ev)
+{
+    const char  *argv[2];
+    size_t       argvlen[2];
+
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        /* an old worker's end: the new ones hold the lease */
+        return;
+    }
+
+    ngx_add_timer(ev, ngx_im_get_conf()->group_owe_lease / 3);
+
+    ngx_im_owe_lease();
+
+    if (ngx_im_owe_adopting) {
+        return;
+    }
+
+    argv[0] = "SMEMBERS";
+    argvlen[0] = 8;
+    argv[1] = NGX_IM_OWE_NODES;
+    argvlen[1] = sizeof(NGX_IM_OWE_NODES) - 1;
+
+    if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_owe_adopt_members, NULL,
+                         2, argv, argvlen)
+        == NGX_OK)
+    {
+        ngx_im_owe_adopting++;
+    }
+}
+
+
+/* an adoption's step: the key it is about, and the lease key of its node */
+typedef struct {
+    size_t                 key_len;
+    size_t                 lease_len;
+    u_char                 key[1];
+} ngx_im_owe_adopt_t;
+
+
+static void
+ngx_im_owe_adopt_members(redisReply *reply, void *data)
+{
+    u_char              *p, *end, *node, *last;
+    size_t               len;
+    ngx_uint_t           i, tag;
+    redisReply          *e;
+    const char          *argv[2];
+    size_t               argvlen[2];
+    ngx_im_owe_adopt_t  *ad;
+
+    tag = ngx_im_get_conf()->redis_cluster;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        goto done;
+    }
+
+    for (i = 0; i < reply->elements; i++) {
+        e = reply->element[i];
+
+        if (e->type != REDIS_REPLY_STRING
+            || e->len <= sizeof("im:owe:") - 1
+            || ngx_strncmp(e->str, "im:owe:", sizeof("im:owe:") - 1) != 0
+            || e->len > NGX_IM_STORE_KEY_LEN + 64)
+        {
+            continue;
+        }
+
+        /* "im:owe:<node>:<slot>", in a cluster "im:owe:{<node>:<slot>}" */
+
+        p = (u_char *) e->str;
+        end = p + e->len;
+        node = p + sizeof("im:owe:") - 1;
+        last = end;
+
+        if (tag && *node == '{' && end[-1] == '}') {
+            node++;
+            last--;
+        }
+
+        while (last > node && last[-1] != ':') {
+            last--;
+        }
+
+        if (last - node < 2) {
+            continue;
+        }
+
+        last--;                 /* the ':' before the slot */
+
+        if ((size_t) (last - node) == ngx_im_get_conf()->node_id.len
+            && ngx_strncmp(node, ngx_im_get_conf()->node_id.data,
+                           last - node)
+               == 0)
+        {
+            /* this node's: its workers sweep them */
+            continue;
+        }
+
+        len = e->len + sizeof("im:owe_lease:{}") + (last - node);
+
+        ad = ngx_alloc(sizeof(ngx_im_owe_adopt_t) + len, ngx_cycle->log);
+        if (ad == NULL) {
+            continue;
+        }
+
+        ngx_memcpy(ad->key, e->str, e->len);
+        ad->key_len = e->len;
+
+        p = ngx_sprintf(ad->key + e->len, "im:owe_lease:%s%*s%s",
+                        tag ? "{" : "", (size_t) (last - node), node,
+                        tag ? "}" : "");
+        ad->lease_len = p - (ad->key + e->len);
+
+        argv[0] = "EXISTS";
+        argvlen[0] = 6;
+        argv[1] = (char *) ad->key + e->len;
+        argvlen[1] = ad->lease_len;
+
+        if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_owe_adopt_lease, ad,
+                             2, argv, argvlen)
+            != NGX_OK)
+        {
+            ngx_free(ad);
+            continue;
+        }
+
+        ngx_im_owe_adopting++;
+    }
+
+done:
+
+    ngx_im_owe_adopting--;
+}
+
+
+static void
+ngx_im_owe_adopt_lease(redisReply *reply, void *data)
+{
+    ngx_im_owe_adopt_t  *ad = data;
+
+    u_char       ms[NGX_INT_T_LEN], *lock;
+    const char  *argv[6];
+    size_t       argvlen[6];
+
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER
+        || reply->integer != 0)
+    {
+        /* its node is there (or Redis did not say) */
+        goto done;
+    }
+
+    /* the lock: one adopter per key for a lease's time */
+
+    lock = ngx_alloc(sizeof("im:owe_lock:") + ad->key_len, ngx_cycle->log);
+    if (lock == NULL) {
+        goto done;
+    }
+
+    argv[0] = "SET";
+    argvlen[0] = 3;
+    argv[1] = (char *) lock;
+    argvlen[1] = ngx_sprintf(lock, "im:owe_lock:%*s", ad->key_len, ad->key)
+                 - lock;
+    argv[2] = (char *) ngx_im_worker_id.data;
+    argvlen[2] = ngx_im_worker_id.len;
+    argv[3] = "NX";
+    argvlen[3] = 2;
+    argv[4] = "PX";
+    argvlen[4] = 2;
+    argv[5] = (char *) ms;
+    argvlen[5] = ngx_sprintf(ms, "%M", ngx_im_get_conf()->group_owe_lease)
+                 - ms;
+
+    if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_owe_adopt_locked, ad, 6,
+                         argv, argvlen)
+        == NGX_OK)
+    {
+        ngx_free(lock);
+        return;
+    }
+
+    ngx_free(lock);
+
+done:
+
+    ngx_free(ad);
+    ngx_im_owe_adopting--;
+}
+
+
+static void
+ngx_im_owe_adopt_locked(redisReply *reply, void *data)
+{
+    ngx_im_owe_adopt_t  *ad = data;
+
+    const char  *argv[2];
+    size_t       argvlen[2];
+
+    if (reply == NULL || reply->type != REDIS_REPLY_STATUS) {
+        /* another worker holds it */
+        goto done;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                  "im owe: %*s: its node's lease ran out, adopted",
+                  ad->key_len, ad->key);
+
+    argv[0] = "HGETALL";
+    argvlen[0] = 7;
+    argv[1] = (char *) ad->key;
+    argvlen[1] = ad->key_len;
+
+    if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_owe_adopt_read, ad, 2,
+                         argv, argvlen)
+        == NGX_OK)
+    {
+        return;
+    }
+
+done:
+
+    ngx_free(ad);
+    ngx_im_owe_adopting--;
+}
+
+
+static void
+ngx_im_owe_adopt_read(redisReply *reply, void *data)
+{
+    ngx_im_owe_adopt_t  *ad = data;
+
+    ngx_uint_t    i, n;
+    redisReply   *f, *v;
+    const char   *argv[3];
+    size_t        argvlen[3];
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        goto done;
+    }
+
+    n = reply->elements / 2;
+
+    if (n == 0) {
+        /* emptied: it leaves the registry (its node, back, adds it again
+         * at its next lease) */
+        argv[0] = "SREM";
+        argvlen[0] = 4;
+        argv[1] = NGX_IM_OWE_NODES;
+        argvlen[1] = sizeof(NGX_IM_OWE_NODES) - 1;
+        argv[2] = (char *) ad->key;
+        argvlen[2] = ad->key_len;
+
+        (void) ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, NULL, NULL, 3, argv,
+                                argvlen);
+        goto done;
+    }
+
+    /* in the order of their names: a process's own in the order sent */
+
+    for (i = 0; i < n; i++) {
+        f = reply->element[2 * i];
+        v = reply->element[2 * i + 1];
+
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        (void) ngx_im_owe_redeliver(f, v, 0, ad->key, ad->key_len);
+    }
+
+done:
+
+    ngx_free(ad);
+    ngx_im_owe_adopting--;
 }
