@@ -1370,10 +1370,12 @@ ngx_im_owe_adopt_read(redisReply *reply, void *data)
 {
     ngx_im_owe_adopt_t  *ad = data;
 
-    ngx_uint_t    i, n;
-    redisReply   *f, *v;
-    const char   *argv[3];
-    size_t        argvlen[3];
+    u_char             *p, *end;
+    ngx_int_t           pid;
+    ngx_uint_t          i, n, m, k;
+    const char         *argv[3];
+    size_t              argvlen[3];
+    ngx_im_owe_left_t  *left;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
         goto done;
@@ -1396,18 +1398,46 @@ ngx_im_owe_adopt_read(redisReply *reply, void *data)
         goto done;
     }
 
-    /* in the order of their names: a process's own in the order sent */
+    /* oldest first, as the sweep: by pid, then sequence */
+
+    left = ngx_alloc(n * sizeof(ngx_im_owe_left_t), ngx_cycle->log);
+    if (left == NULL) {
+        goto done;
+    }
+
+    m = 0;
 
     for (i = 0; i < n; i++) {
-        f = reply->element[2 * i];
-        v = reply->element[2 * i + 1];
+        left[m].field = reply->element[2 * i];
+        left[m].value = reply->element[2 * i + 1];
 
-        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+        if (left[m].field->type != REDIS_REPLY_STRING
+            || left[m].value->type != REDIS_REPLY_STRING)
+        {
             continue;
         }
 
-        (void) ngx_im_owe_redeliver(f, v, 0, ad->key, ad->key_len);
+        p = (u_char *) left[m].field->str;
+        end = p + left[m].field->len;
+
+        for (k = 0; p + k < end && p[k] != ':'; k++) { /* void */ }
+
+        pid = ngx_atoi(p, k);
+        left[m].pid = (pid > 0) ? (ngx_pid_t) pid : 0;
+        left[m].seq = (p + k < end)
+                      ? (uint64_t) ngx_hextoi(p + k + 1, end - p - k - 1)
+                      : 0;
+        m++;
     }
+
+    ngx_qsort(left, m, sizeof(ngx_im_owe_left_t), ngx_im_owe_left_cmp);
+
+    for (i = 0; i < m; i++) {
+        (void) ngx_im_owe_redeliver(left[i].field, left[i].value, 0,
+                                    ad->key, ad->key_len);
+    }
+
+    ngx_free(left);
 
 done:
 

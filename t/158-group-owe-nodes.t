@@ -6,6 +6,12 @@
 # the inbox on a's answer to its announcement, which a gives only after
 # appending what its session owes: the device on b is pushed the message.
 # A later ack on a removes it from the inbox.
+#
+# Then node a is lost for good (kill -9 of its master and worker) while
+# members owe two messages on it: they log in on b, and once a's lease
+# (im_group_owe_lease 3s here) has run out a worker of b adopts a's
+# records: each member is pushed both, in order, and a's hash is emptied
+# and leaves the registry. Without the adoption nothing comes.
 use strict;
 use warnings;
 use Test::More;
@@ -25,6 +31,8 @@ my %TIMERS = (
     im_repush_max      => '3',
     im_close_grace     => '1s',
     im_inbox_batch     => '0',
+    # a lost node's records adopted soon (decision 052)
+    im_group_owe_lease => '3s',
 );
 
 my $t0 = Test::Nginx->new()->has(qw/http redis/);    # holds the helpers
@@ -107,6 +115,66 @@ ok(wait_until(sub {
         !grep { ($redis->cmd(HLEN => $_) // 0) } @$k }, 20),
     'no record left');
 
-$a->stop();
+$x2->close;
+
+###############################################################################
+# node a lost for good with members owing: b adopts its records
+
+# u4002's second device came and went: a first message learns again that
+# each member is alone on a
+my $v0 = $s->group_publish($GID, 'v0');
+ok($s->expect(cmd => GROUP_PUB_ACK, msgid => $v0, timeout => 30), 'v0');
+for my $u (@on) {
+    is(pushed($m{$u}), $v0, "u$u is pushed v0");
+    $m{$u}->ack($v0, cmd => GROUP_PUB_ACK);
+}
+ok(wait_until(sub { !grep { ($redis->cmd(LLEN => "im:inbox:$_") // -1) }
+        @on }, 20), 'nothing stored');
+
+$owed = owed();
+my @h;
+for my $i (1 .. 2) {
+    my $id = $s->group_publish($GID, "h$i");
+    ok($s->expect(cmd => GROUP_PUB_ACK, msgid => $id, timeout => 30),
+        "h$i accepted");
+    push @h, $id;
+}
+# u4002's second device on b may not be known gone yet: it may be appended
+# as before; u4003 and u4004 owe
+my @owing = (4003, 4004);
+cmp_ok(owed() - $owed, '>=', 2 * @owing, 'u4003 and u4004 owe h1 and h2');
+for my $u (@on) {
+    is(join(' ', pushed($m{$u}), pushed($m{$u})), "@h",
+        "u$u is pushed h1 h2 and acks neither");
+}
+is(scalar(grep { inbox($_, @h) ne '' } @owing), 0,
+    'neither inbox holds them');
+my $akey = 'im:owe:a:0';
+is($redis->cmd(HLEN => $akey), 2, "two records in $akey");
+ok(grep({ $_ eq $akey } @{ $redis->cmd(SMEMBERS => 'im:owe_nodes') // [] }),
+    "$akey is in the registry");
+ok(($redis->cmd(PTTL => 'im:owe_lease:a') // -2) > 0, "a's lease is set");
+
+my @procs = ($a->master_pid, $a->worker_pids);
+kill 'KILL', @procs;
+ok(wait_until(sub { !grep { Test::Nginx::alive($_) } @procs }, 10),
+    'node a is gone for good');
+ok($m{$on[0]}->wait_closed(20), 'its sessions closed');
+
+my %n = map { $_ => user($b, $_) } @on;
+for my $u (@on) {
+    # bounded: the lease (3 s), b's check a third of it apart, twice over
+    is(join(' ', pushed($n{$u}), pushed($n{$u})), "@h",
+        "u$u, on b, is pushed h1 h2 once a's records are adopted");
+    $n{$u}->ack($_, cmd => GROUP_PUB_ACK) for @h;
+}
+ok(wait_until(sub { ($redis->cmd(HLEN => $akey) // -1) == 0 }, 30),
+    "$akey is emptied");
+ok(wait_until(sub { !grep { $_ eq $akey }
+        @{ $redis->cmd(SMEMBERS => 'im:owe_nodes') // [] } }, 30),
+    'and leaves the registry');
+ok(wait_until(sub { !grep { inbox($_, @h) ne '' } @on }, 20),
+    'the acks on b empty the inboxes');
+
 $b->stop();
 $t0->done_testing();
