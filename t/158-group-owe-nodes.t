@@ -7,6 +7,10 @@
 # appending what its session owes: the device on b is pushed the message.
 # A later ack on a removes it from the inbox.
 #
+# A recall on b's admin API while a member on a owes a message: the
+# record on a clears it (the uid's channel), so its close appends nothing
+# and its next login is not pushed the message.
+#
 # Then node a is lost for good (kill -9 of its master and worker) while
 # members owe two messages on it: they log in on b, and once a's lease
 # (im_group_owe_lease 3s here) has run out a worker of b adopts a's
@@ -16,7 +20,8 @@ use strict;
 use warnings;
 use Test::More;
 use lib 't/lib';
-use Test::Nginx qw/port wait_until http_get/;
+use Test::Nginx qw/port wait_until http_get http/;
+use JSON::PP;
 use IM::Redis;
 use IM::UserCentre;
 use IM::Client;
@@ -42,7 +47,8 @@ my $uc = IM::UserCentre->new(t => $t0, users => "* * uid-from-name\n");
 my $a = IM::Cluster::node(name => 'a', port => 9095, workers => 1,
     redis => $redis, uc => $uc, status => 1, timers => \%TIMERS);
 my $b = IM::Cluster::node(name => 'b', port => 9096, workers => 1,
-    redis => $redis, uc => $uc, status => 1, timers => \%TIMERS);
+    redis => $redis, uc => $uc, status => 1, timers => \%TIMERS,
+    locations => 'location /api/ { im_api; }');
 $a->run();
 $b->run();
 
@@ -116,6 +122,46 @@ ok(wait_until(sub {
     'no record left');
 
 $x2->close;
+
+###############################################################################
+# a recall on b reaches the record on a
+
+sub metric_a {
+    my ($name) = @_;
+    my $r = http_get('/status', port => port(9095)) // '';
+    return $r =~ /"$name":\s*(\d+)/ ? $1 : -1;
+}
+
+my $z0 = $s->group_publish($GID, 'z0');
+ok($s->expect(cmd => GROUP_PUB_ACK, msgid => $z0, timeout => 30), 'z0');
+for my $u (@on) {
+    is(pushed($m{$u}), $z0, "u$u is pushed z0");
+    $m{$u}->ack($z0, cmd => GROUP_PUB_ACK);
+}
+my $cv = $s->group_publish($GID, 'recalled');
+ok($s->expect(cmd => GROUP_PUB_ACK, msgid => $cv, timeout => 30),
+    'a message to recall');
+for my $u (@on) {
+    is(pushed($m{$u}), $cv, "u$u is pushed it");
+    $m{$u}->ack($cv, cmd => GROUP_PUB_ACK) unless $u == 4004;
+}
+is(inbox(4004, $cv), '', 'u4004 owes it: no inbox holds it');
+my $recalled = metric_a('group_owe_recalled');
+my $r = http("DELETE /api/inbox?gid=$GID&msgid=$cv HTTP/1.0\r\n"
+    . "Host: localhost\r\n\r\n", port => port(9096)) // '';
+like($r, qr{^HTTP/1\.\d 200}, 'recall by gid on b: 200');
+ok(wait_until(sub { metric_a('group_owe_recalled') == $recalled + 1 }, 20),
+    "a's record clears u4004");
+$m{4004}->close;
+my $after = $s->publish(4004, 'after the recall');
+ok($s->expect(cmd => PUB_ACK, msgid => $after, timeout => 30),
+    'a 1:1 message to u4004 after its close');
+$m{4004} = user($a, 4004);
+is(pushed($m{4004}), $after,
+    'at its login u4004 is pushed the 1:1 message, not the recalled one');
+$m{4004}->ack($after);
+ok(wait_until(sub { inbox(4004, $cv, $after) eq '' }, 20),
+    'its inbox is empty');
 
 ###############################################################################
 # node a lost for good with members owing: b adopts its records
