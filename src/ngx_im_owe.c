@@ -10,7 +10,9 @@
  * go unacked.  The field goes (HDEL, one per pass) once every member is
  * cleared and every late append answered.  A field whose process is gone
  * (kill -9, a crash) is delivered again, whole, by the sweep of the next
- * worker of the slot.
+ * worker of the slot; the hashes of a node whose lease ran out (a node
+ * lost for good) by one worker of another node, under a lock.  A recall
+ * clears the members owing its MsgId.
  */
 
 #include <signal.h>

@@ -10,7 +10,9 @@
  * a member whose sessions let the message go unacked gets the inbox
  * append then, in its place among the member's stored messages.  The
  * record goes (HDEL) when every member is cleared.  A worker that dies
- * leaves its records; the next worker of its slot delivers them again.
+ * leaves its records; the next worker of its slot delivers them again,
+ * and another node's worker does once the node's lease has run out.  A
+ * recall clears the members owing its MsgId.
  */
 
 #ifndef _NGX_IM_OWE_H_INCLUDED_
@@ -46,7 +48,8 @@ void ngx_im_owe_release(ngx_im_msg_t *msg, uint32_t uid,
 ngx_uint_t ngx_im_owe_recall(uint32_t uid, const u_char *msgid);
 
 /* the records of this worker's slot left by processes that are gone
- * are delivered again (once the inbox connection is up) */
+ * are delivered again (once the inbox connection is up); the node's lease
+ * is set, and from then on kept, with the adoption of lost nodes' hashes */
 void ngx_im_owe_sweep(void);
 
 
