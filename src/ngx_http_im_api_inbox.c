@@ -6,6 +6,7 @@
 
 #include "ngx_http_im_api.h"
 #include "ngx_im_store.h"
+#include "ngx_im_router.h"
 #include "ngx_im_uids.h"
 
 
@@ -145,6 +146,8 @@ ngx_http_im_api_inbox_read(redisReply *reply, void *data)
  * Each inbox is read, and every entry of that MsgId leaves it by LREM of
  * its exact bytes; the answer names the inboxes it left.  A message
  * already pushed to a live session is not taken back from the client.
+ * Members owing it in a group record, with no inbox entry, are cleared
+ * where the record is (ngx_im_router_recall()).
  */
 
 ngx_int_t
@@ -259,10 +262,22 @@ ngx_http_im_api_recall_members(void *data, ngx_int_t rc, uint32_t *uids,
 static ngx_int_t
 ngx_http_im_api_recall_start(ngx_http_im_api_ctx_t *ctx)
 {
-    ngx_uint_t               i;
+    ngx_uint_t               i, owed;
     ngx_http_im_api_step_t  *step;
 
     cJSON_AddNumberToObject(ctx->out, "searched", (double) ctx->nuids);
+
+    /* members who owe it in a group record (decision 052) are not in
+     * their inboxes: the workers holding the records clear them first, so
+     * that no late append brings it back; those here are counted */
+
+    owed = 0;
+
+    for (i = 0; i < ctx->nuids; i++) {
+        owed += ngx_im_router_recall(ctx->uids[i], ctx->msgid);
+    }
+
+    cJSON_AddNumberToObject(ctx->out, "owed_cleared", (double) owed);
 
     step = ngx_palloc(ctx->request->pool,
                       (ctx->nuids ? ctx->nuids : 1)

@@ -88,6 +88,12 @@ typedef struct {
     /* im_inbox_batch: how long removals of acked messages (and a new
      * list's TTL) may wait to leave together; 0: at the end of the pass */
     ngx_msec_t          inbox_batch;
+    /* im_group_owe: group members online here only owe an ack instead of
+     * an inbox append each (decision 052) */
+    ngx_flag_t          group_owe;
+    /* im_group_owe_lease: how long a node's records stay its own without
+     * a word from it; then another node delivers them again */
+    ngx_msec_t          group_owe_lease;
 
     ngx_msec_t          repush_interval;
     ngx_uint_t          repush_max;

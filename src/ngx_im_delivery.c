@@ -21,6 +21,7 @@
 #include "ngx_im_merge.h"
 #include "ngx_im_events.h"
 #include "ngx_im_router.h"
+#include "ngx_im_owe.h"
 
 
 /* a deadline that found the client's input unread looks again this much
@@ -47,6 +48,7 @@ typedef struct {
     uint64_t               seq;             /* the msg's when queued */
     uint32_t               origin;
     unsigned               stored:1;
+    unsigned               owed:1;          /* no append: ngx_im_owe.h */
     unsigned               live:1;          /* counted in waiting_bytes */
     unsigned               sent:1;          /* its bytes left (in flight) */
     unsigned               spared:1;        /* its deadline found input
@@ -65,6 +67,8 @@ static const u_char *ngx_im_delivery_id(ngx_queue_t *q);
 static void ngx_im_delivery_enqueue(ngx_queue_t *head,
     ngx_im_inflight_t *f);
 static void ngx_im_delivery_drop(ngx_queue_t *q, void *data);
+static ngx_im_msg_t *ngx_im_delivery_pivot(ngx_im_session_t *s,
+    ngx_queue_t *q);
 
 
 /* per-message records: no malloc for them once the worker has warmed up */
@@ -135,7 +139,8 @@ ngx_im_delivery_send(ngx_im_session_t *s, ngx_im_msg_t *msg,
 
     f->msg = ngx_im_msg_ref(msg);
     f->repushes = 0;
-    f->stored = stored;
+    f->stored = (stored && stored != NGX_IM_OWED);
+    f->owed = (stored == NGX_IM_OWED);
     f->live = 0;
     f->sent = 0;
     f->spared = 0;
@@ -261,7 +266,8 @@ ngx_im_delivery_push(ngx_im_session_t *s, ngx_im_msg_t *msg,
         }
 
         f->msg = ngx_im_msg_ref(msg);
-        f->stored = stored;
+        f->stored = (stored && stored != NGX_IM_OWED);
+        f->owed = (stored == NGX_IM_OWED);
         f->repushes = 0;
         f->live = 1;
         ngx_im_delivery_enqueue(&busy->waiting, f);
@@ -319,7 +325,11 @@ ngx_im_delivery_ack(ngx_im_session_t *s, const u_char *msgid)
                                 : -1);
     }
 
-    if (f->stored) {
+    if (f->owed) {
+        /* no Redis: the member is cleared in its record */
+        ngx_im_owe_acked(f->msg, s->route.uid);
+
+    } else if (f->stored) {
         ngx_im_store_remove(s->route.uid, f->msg);
     }
 
@@ -408,7 +418,15 @@ ngx_im_delivery_repush_handler(ngx_event_t *ev)
 
             /* this message ends the session: a poison one ends every
              * session of its recipient, login after login (only what is
-             * in the inbox can be set aside) */
+             * in the inbox can be set aside: an owed one is appended
+             * first, in its place) */
+            if (f->owed && s->route.uid) {
+                ngx_im_owe_release(f->msg, s->route.uid,
+                                   ngx_im_delivery_pivot(s, q));
+                f->owed = 0;
+                f->stored = 1;
+            }
+
             if (f->stored && s->route.uid) {
                 ngx_im_store_strike(s->route.uid, f->msg);
             }
@@ -481,6 +499,82 @@ ngx_im_delivery_drained(ngx_im_session_t *s)
 }
 
 
+/*
+ * The first message behind q (in flight, then waiting) that is in the
+ * inbox: an owed message appended late goes before it, so that the
+ * member reads it in the order accepted (decision 052).  NULL: none.
+ */
+
+static ngx_im_msg_t *
+ngx_im_delivery_pivot(ngx_im_session_t *s, ngx_queue_t *q)
+{
+    ngx_queue_t        *head;
+    ngx_im_inflight_t  *f;
+
+    head = &s->busy->inflight;
+
+    for ( ;; ) {
+        for (q = ngx_queue_next(q);
+             q != ngx_queue_sentinel(head);
+             q = ngx_queue_next(q))
+        {
+            f = ngx_queue_data(q, ngx_im_inflight_t, queue);
+
+            if (f->stored && !ngx_im_msg_direct(f->msg)) {
+                return f->msg;
+            }
+        }
+
+        if (head == &s->busy->waiting) {
+            return NULL;
+        }
+
+        head = &s->busy->waiting;
+        q = ngx_queue_sentinel(head);
+    }
+}
+
+
+/* another session of the uid reads the inbox next: what this one owes
+ * goes there now, each in its place; an ack then removes it as any
+ * stored message's */
+
+void
+ngx_im_delivery_owe_out(ngx_im_session_t *s)
+{
+    ngx_queue_t        *q, *head;
+    ngx_im_inflight_t  *f;
+
+    if (s->route.uid == 0) {
+        return;
+    }
+
+    head = &s->busy->inflight;
+
+    for ( ;; ) {
+        for (q = ngx_queue_head(head);
+             q != ngx_queue_sentinel(head);
+             q = ngx_queue_next(q))
+        {
+            f = ngx_queue_data(q, ngx_im_inflight_t, queue);
+
+            if (f->owed) {
+                ngx_im_owe_release(f->msg, s->route.uid,
+                                   ngx_im_delivery_pivot(s, q));
+                f->owed = 0;
+                f->stored = 1;
+            }
+        }
+
+        if (head == &s->busy->waiting) {
+            return;
+        }
+
+        head = &s->busy->waiting;
+    }
+}
+
+
 /* hand messages not acknowledged back to the store (docs/PROTOCOL.md 5) */
 
 static void
@@ -492,13 +586,21 @@ ngx_im_delivery_put_back(ngx_im_session_t *s, ngx_queue_t *head)
     while (!ngx_queue_empty(head)) {
         q = ngx_queue_head(head);
         f = ngx_queue_data(q, ngx_im_inflight_t, queue);
-        ngx_queue_remove(q);
 
-        /* in write-through mode it is in the inbox already; a copy
-         * delivered without Redis is never stored (its sender has the
-         * refusal once the budget runs out) */
+        /* in write-through mode it is in the inbox already, or owed: its
+         * append now, before the first later one the session held that
+         * is stored; a copy delivered without Redis is never stored (its
+         * sender has the refusal once the budget runs out) */
 
-        if (!f->stored && s->route.uid && !ngx_im_msg_direct(f->msg)) {
+        if (f->owed) {
+            if (s->route.uid) {
+                ngx_im_owe_release(f->msg, s->route.uid,
+                                   ngx_im_delivery_pivot(s, q));
+            }
+
+        } else if (!f->stored && s->route.uid
+                   && !ngx_im_msg_direct(f->msg))
+        {
             if (ngx_im_store_push(s->route.uid, f->msg, NULL, NULL, NULL)
                 != NGX_OK)
             {
@@ -508,6 +610,7 @@ ngx_im_delivery_put_back(ngx_im_session_t *s, ngx_queue_t *head)
             }
         }
 
+        ngx_queue_remove(q);
         ngx_im_msg_unref(f->msg);
         ngx_im_inflight_free(f);
     }
@@ -707,7 +810,8 @@ ngx_im_delivery_feed(ngx_im_session_t *s)
             s->busy->waiting_bytes -= f->msg->push_len;
         }
 
-        (void) ngx_im_delivery_send(s, f->msg, f->stored);
+        (void) ngx_im_delivery_send(s, f->msg,
+                                    f->owed ? NGX_IM_OWED : f->stored);
 
         ngx_im_msg_unref(f->msg);
         ngx_im_inflight_free(f);
@@ -817,6 +921,7 @@ ngx_im_delivery_loaded(redisReply *reply, void *data)
 
         f->msg = msg;
         f->stored = 1;
+        f->owed = 0;
         f->repushes = 0;
         f->live = 0;
         f->seq = 0;
@@ -923,8 +1028,13 @@ ngx_im_delivery_release(ngx_im_session_t *s)
     }
 
     /* in the order accepted: what was pushed, then what waited for its
-     * turn */
+     * turn (one queue, so that an owed one finds the stored ones behind
+     * it: ngx_im_delivery_pivot) */
+    if (!ngx_queue_empty(&s->busy->waiting)) {
+        ngx_queue_add(&s->busy->inflight, &s->busy->waiting);
+        ngx_queue_init(&s->busy->waiting);
+    }
+
     ngx_im_delivery_put_back(s, &s->busy->inflight);
-    ngx_im_delivery_put_back(s, &s->busy->waiting);
 }
 

@@ -35,6 +35,9 @@ void ngx_im_delivery_drained(ngx_im_session_t *s);
 /* the session stops taking messages (kicked, or ending): what it holds
  * unacked goes back to the store */
 void ngx_im_delivery_release(ngx_im_session_t *s);
+/* the owed pushes the session holds go to the inbox now (another session
+ * of the uid is about to read it: ngx_im_owe.h) */
+void ngx_im_delivery_owe_out(ngx_im_session_t *s);
 
 
 #endif /* _NGX_IM_DELIVERY_H_INCLUDED_ */

@@ -31,6 +31,7 @@ static ngx_log_t *ngx_im_session_route_log(ngx_im_route_t *r);
 static void ngx_im_session_route_receipt(ngx_im_route_t *r, u_char *p,
     size_t n);
 static void ngx_im_session_route_marked(ngx_im_route_t *r, uint64_t nonce);
+static void ngx_im_session_route_owe_out(ngx_im_route_t *r);
 
 
 static ngx_im_session_ops_t  ngx_im_session_own_ops = {
@@ -54,7 +55,8 @@ static ngx_im_router_ops_t  ngx_im_session_route_ops = {
     ngx_im_session_route_login_done,
     ngx_im_session_route_log,
     ngx_im_session_route_receipt,
-    ngx_im_session_route_marked
+    ngx_im_session_route_marked,
+    ngx_im_session_route_owe_out
 };
 
 
@@ -290,6 +292,13 @@ ngx_im_session_route_push(ngx_im_route_t *r, ngx_im_msg_t *msg,
     ngx_uint_t stored)
 {
     return ngx_im_delivery_push(ngx_im_route_session(r), msg, stored);
+}
+
+
+static void
+ngx_im_session_route_owe_out(ngx_im_route_t *r)
+{
+    ngx_im_delivery_owe_out(ngx_im_route_session(r));
 }
 
 

@@ -285,6 +285,23 @@ static ngx_im_metric_t  ngx_im_metrics[] = {
     ngx_im_metric_counter("im_resubscribed_total", "resubscribed", resubscribed,
         "uids subscribed again when the subscriber connection that had their "
         "channel came back."),
+    ngx_im_metric_counter("im_group_owed_total", "group_owed", owed,
+        "Write-through group deliveries to members here made without an "
+        "inbox append (decision 052)."),
+    ngx_im_metric_counter("im_group_owe_appended_total", "group_owe_appended",
+        owe_appended,
+        "Of those, inbox appends made later: the member's sessions let the "
+        "message go unacked."),
+    ngx_im_metric_counter("im_group_owe_swept_total", "group_owe_swept",
+        owe_swept,
+        "Members of records left by a gone process delivered again."),
+    ngx_im_metric_counter("im_group_owe_recalled_total",
+        "group_owe_recalled", owe_recalled,
+        "Owed group members cleared by a recall: no late append."),
+    ngx_im_metric_counter("im_group_owe_adopted_total", "group_owe_adopted",
+        owe_adopted,
+        "Members of records of a node whose lease ran out delivered again "
+        "by this node."),
     ngx_im_metric_hist("im_redis_duration_seconds", redis,
         "Time from a Redis command to its reply."),
     ngx_im_metric_counters("im_events_total", "events", events, "output",

@@ -149,6 +149,17 @@ typedef struct {
     /* uids subscribed again because the subscriber connection that held
      * their channel came back (in a cluster: that master's only) */
     ngx_atomic_uint_t   resubscribed;
+    /* write-through group members here pushed with no inbox append, their
+     * record's (decision 052); appends made late for those whose sessions
+     * let it go unacked; members of gone processes' records delivered
+     * again */
+    ngx_atomic_uint_t   owed;
+    ngx_atomic_uint_t   owe_appended;
+    ngx_atomic_uint_t   owe_swept;
+    /* owed members cleared by a recall; members of a lost node's records
+     * delivered again by this node */
+    ngx_atomic_uint_t   owe_recalled;
+    ngx_atomic_uint_t   owe_adopted;
 } ngx_im_stats_t;
 
 

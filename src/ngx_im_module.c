@@ -251,6 +251,20 @@ static ngx_command_t  ngx_im_commands[] = {
       offsetof(ngx_im_conf_t, inbox_batch),
       NULL },
 
+    { ngx_string("im_group_owe"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      0,
+      offsetof(ngx_im_conf_t, group_owe),
+      NULL },
+
+    { ngx_string("im_group_owe_lease"),
+      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      0,
+      offsetof(ngx_im_conf_t, group_owe_lease),
+      NULL },
+
     { ngx_string("im_repush_interval"),
       NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -468,6 +482,8 @@ ngx_im_create_conf(ngx_cycle_t *cycle)
     imcf->offline_max = NGX_CONF_UNSET_UINT;
     imcf->poison_after = NGX_CONF_UNSET_UINT;
     imcf->inbox_batch = NGX_CONF_UNSET_MSEC;
+    imcf->group_owe = NGX_CONF_UNSET;
+    imcf->group_owe_lease = NGX_CONF_UNSET_MSEC;
     imcf->repush_interval = NGX_CONF_UNSET_MSEC;
     imcf->repush_max = NGX_CONF_UNSET_UINT;
     imcf->ping_interval = NGX_CONF_UNSET_MSEC;
@@ -595,6 +611,15 @@ ngx_im_init_conf(ngx_cycle_t *cycle, void *conf)
     /* decision 051: 5 ms take a removal's wake-up of Redis and pass of
      * the worker off each message at 20,000 messages/s */
     ngx_conf_init_msec_value(imcf->inbox_batch, 5);
+    ngx_conf_init_value(imcf->group_owe, 1);
+    ngx_conf_init_msec_value(imcf->group_owe_lease, 30000);
+
+    if (imcf->group_owe_lease < 300) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "im_group_owe_lease must be at least 300ms");
+        return NGX_CONF_ERROR;
+    }
+
     ngx_conf_init_msec_value(imcf->repush_interval, 2000);
     ngx_conf_init_uint_value(imcf->repush_max, 3);
     ngx_conf_init_msec_value(imcf->ping_interval, 30000);

@@ -21,6 +21,7 @@
  */
 
 #include "ngx_im_router_int.h"
+#include "ngx_im_owe.h"
 #include "ngx_im_redis.h"
 #include "ngx_im_store.h"
 #include "ngx_im_dir.h"
@@ -39,6 +40,7 @@ static void ngx_im_router_subscribed(u_char *channel, size_t clen);
 static void ngx_im_router_unsubscribed(u_char *channel, size_t clen);
 static void ngx_im_router_sub_connected(void);
 static void ngx_im_router_inbox_connected(void);
+static void ngx_im_router_owe_out(ngx_im_user_t *u);
 static void ngx_im_router_subscribe(ngx_im_user_t *u);
 static void ngx_im_router_confirmed(u_char *channel, size_t clen);
 static void ngx_im_router_resubscribe(void);
@@ -173,6 +175,10 @@ ngx_im_router_join(ngx_im_route_t *r)
         }
         return NGX_ERROR;
     }
+
+    /* the newcomer reads the inbox: what the others here owe goes there
+     * first (decision 052) */
+    ngx_im_router_owe_out(u);
 
     ngx_queue_insert_tail(&u->sessions, &r->link);
     u->nsessions++;
@@ -521,6 +527,24 @@ ngx_im_router_resubscribe(void)
 
 
 static void
+ngx_im_router_owe_out(ngx_im_user_t *u)
+{
+    ngx_queue_t  *q;
+
+    if (u == NULL) {
+        return;
+    }
+
+    for (q = ngx_queue_head(&u->sessions);
+         q != ngx_queue_sentinel(&u->sessions);
+         q = ngx_queue_next(q))
+    {
+        ngx_im_table_ops()->owe_out(ngx_queue_data(q, ngx_im_route_t, link));
+    }
+}
+
+
+static void
 ngx_im_router_inbox_connected(void)
 {
     ngx_im_user_t  *u;
@@ -540,6 +564,10 @@ ngx_im_router_inbox_connected(void)
             ngx_im_table_sync(u);
         }
     }
+
+    /* records of owed group messages left by a process gone meanwhile
+     * (a crash): delivered again (decision 052) */
+    ngx_im_owe_sweep();
 }
 
 
@@ -660,6 +688,12 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
         /* from every worker but this one, siblings too: a sibling past
          * the directory's slots gets no datagrams */
 
+        if (t.type == 'J' && !own) {
+            /* a session elsewhere reads the inbox on this worker's
+             * answer: what the sessions here owe goes there first */
+            ngx_im_router_owe_out(ngx_im_table_find(uid));
+        }
+
         ngx_im_alone_record(uid, ngx_im_table_find(uid), &t, own);
 
         return;
@@ -684,6 +718,15 @@ ngx_im_router_traffic(uint32_t uid, u_char *data, size_t len, ngx_uint_t ipc)
         /* this worker's own went to its sessions directly */
         if (u && !own) {
             ngx_im_presence_logged_out(u, &t);
+        }
+
+        return;
+    }
+
+    if (t.type == 'C') {
+        /* this worker's own recall cleared its records directly */
+        if (u && !own) {
+            (void) ngx_im_owe_recall(uid, (u_char *) t.entry);
         }
 
         return;

@@ -36,6 +36,10 @@ void ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 /* uid "by" acked message msgid of uid "to": a RECEIPT to to's sessions on
  * every worker and node (live ones only; nothing is stored) */
 void ngx_im_router_receipt(uint32_t to, const u_char *msgid, uint32_t by);
+/* the admin API's recall of msgid for uid: members owing it in a group
+ * record (decision 052) are cleared on this worker (the count returned)
+ * and on every other worker and node where uid has a session */
+ngx_uint_t ngx_im_router_recall(uint32_t uid, const u_char *msgid);
 /* a mark on r's uid channel behind an inbox read; NGX_DECLINED: none can
  * come back */
 ngx_int_t ngx_im_router_mark(ngx_im_route_t *r, uint64_t nonce);

@@ -11,6 +11,7 @@
  */
 
 #include "ngx_im_router_int.h"
+#include "ngx_im_owe.h"
 #include "ngx_im_redis.h"
 #include "ngx_im_store.h"
 #include "ngx_im_ipc.h"
@@ -104,6 +105,32 @@ ngx_im_router_receipt(uint32_t to, const u_char *msgid, uint32_t by)
     }
 
     (void) ngx_im_table_publish(to, buf, len, NULL, NULL);
+}
+
+
+/* a recall of msgid for uid: the owe records here at once, every other
+ * worker's and node's where uid has a session (an owing member has one
+ * on its record's worker) by the uid's channel */
+
+ngx_uint_t
+ngx_im_router_recall(uint32_t uid, const u_char *msgid)
+{
+    u_char      buf[IM_TRAFFIC_C_LEN(IM_TRAFFIC_ORIGIN_MAX)];
+    size_t      len;
+    ngx_uint_t  n;
+
+    n = ngx_im_owe_recall(uid, msgid);
+
+    len = im_traffic_build_c(buf, ngx_im_worker_id.data, ngx_im_worker_id.len,
+                             0, msgid);
+
+    if (ngx_im_table_peers(uid, buf, len) != NGX_OK) {
+        buf[IM_TRAFFIC_FLAGS_AT(ngx_im_worker_id.len)] |= IM_TRAFFIC_ALL;
+    }
+
+    (void) ngx_im_table_publish(uid, buf, len, NULL, NULL);
+
+    return n;
 }
 
 

@@ -21,6 +21,7 @@
 #include "ngx_im_alone.h"
 #include "ngx_im_events.h"
 #include "ngx_im_direct.h"
+#include "ngx_im_owe.h"
 
 
 /* an offline-only recipient whose PUBLISH count decides whether to store */
@@ -103,6 +104,8 @@ static ngx_uint_t              ngx_im_router_batch;
 static ngx_event_t             ngx_im_router_next_ev;
 
 
+static uint32_t *ngx_im_router_owe(ngx_im_msg_t *msg, uint32_t *uids,
+    ngx_uint_t n, ngx_im_ticket_t *t);
 static void ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids,
     ngx_uint_t n, ngx_im_ticket_t *t, u_char *buf, size_t len,
     ngx_uint_t how);
@@ -170,13 +173,14 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 {
     u_char         *buf, *flags;
     size_t          len;
-    uint32_t        stamp;
+    uint32_t        stamp, *rest;
     ngx_int_t       rc;
     ngx_uint_t      i, m, stored, local, siblings, how;
     ngx_im_user_t  *u;
     ngx_im_rcpt_t  *rcpt;
 
     stored = (ngx_im_get_conf()->delivery == NGX_IM_WRITE_THROUGH);
+    rest = NULL;
 
     t->remaining = n;
 
@@ -216,6 +220,16 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         /* every part of a message goes the same way */
         how = (n == 1) ? NGX_IM_ROUTER_ONE : NGX_IM_ROUTER_WAIT;
 
+        if (how == NGX_IM_ROUTER_WAIT && buf && ngx_im_owe_on()) {
+            /* members here only: one record for all, no appends */
+            rest = ngx_im_router_owe(msg, uids, n, t);
+
+            if (rest) {
+                n = rest[0];
+                uids = rest + 1;
+            }
+        }
+
         /* t may be served whole, and freed, in the last of these */
 
         for (i = 0; i < n; i += m) {
@@ -228,6 +242,10 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
 
         if (buf) {
             ngx_free(buf);
+        }
+
+        if (rest) {
+            ngx_free(rest);
         }
 
         return;
@@ -307,6 +325,64 @@ ngx_im_router_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
     if (buf) {
         ngx_free(buf);
     }
+}
+
+
+/*
+ * Write-through group messages (decision 052): the members with sessions
+ * on this worker and on no other worker or node need no PUBLISH, and get
+ * no append either: they are owed, one record for all of them
+ * (ngx_im_owe.c), pushed at its reply.  The others (returned: their count,
+ * then their uids, on the heap; NULL when none was owed) go as before.
+ * The appends that wait for their batch leave first: no uid's message
+ * overtakes an earlier one.
+ */
+
+static uint32_t *
+ngx_im_router_owe(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
+    ngx_im_ticket_t *t)
+{
+    uint32_t       *owed, *rest;
+    ngx_uint_t      i, nowed, nrest;
+    ngx_im_user_t  *u;
+
+    owed = ngx_alloc((2 * n + 1) * sizeof(uint32_t), ngx_cycle->log);
+    if (owed == NULL) {
+        return NULL;
+    }
+
+    rest = owed + n;
+    nowed = 0;
+    nrest = 0;
+
+    for (i = 0; i < n; i++) {
+        u = ngx_im_table_find(uids[i]);
+
+        if (u && !ngx_queue_empty(&u->sessions) && ngx_im_alone_skip(u)) {
+            owed[nowed++] = uids[i];
+
+        } else {
+            rest[1 + nrest++] = uids[i];
+        }
+    }
+
+    if (nowed == 0) {
+        ngx_free(owed);
+        return NULL;
+    }
+
+    ngx_im_router_send_next();
+
+    rest[0] = (uint32_t) nrest;
+
+    /* the ticket counts every member: it cannot be served whole here
+     * while the others are to come */
+    ngx_im_owe_deliver(msg, owed, nowed, t);
+
+    /* the caller frees it from its start */
+    ngx_memmove(owed, rest, (nrest + 1) * sizeof(uint32_t));
+
+    return owed;
 }
 
 

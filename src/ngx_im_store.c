@@ -50,6 +50,7 @@ ngx_im_msg_alloc(size_t hdr, size_t push_len)
     msg->watch = NULL;
     msg->seq = 0;
     msg->origin = 0;
+    msg->owe = NULL;
 
     return msg;
 }
@@ -1007,6 +1008,71 @@ ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg, uint32_t *ttl_set,
 
     if (cb) {
         /* an acknowledgement waits for it: a WAIT ends the pass */
+        ngx_im_redis_wait_mark();
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * KEYS: inbox; ARGV: entry, pivot.  LINSERT answers -1 when the pivot is
+ * gone (acked meanwhile) and 0 when the list is: then at the end.  The
+ * list's length, as RPUSH's.
+ */
+static char  ngx_im_store_insert_script[] =
+    "local n = redis.call('LINSERT', KEYS[1], 'BEFORE', ARGV[2], ARGV[1]) "
+    "if n <= 0 then n = redis.call('RPUSH', KEYS[1], ARGV[1]) end "
+    "return n";
+
+
+ngx_int_t
+ngx_im_store_insert(uint32_t uid, ngx_im_msg_t *msg, ngx_im_msg_t *pivot,
+    ngx_im_redis_cb_pt cb, void *data)
+{
+    u_char            key[32];
+    const char       *argv[6];
+    size_t            argvlen[6];
+    ngx_im_append_t  *a;
+
+    if (pivot == NULL) {
+        return ngx_im_store_push(uid, msg, NULL, cb, data);
+    }
+
+    a = ngx_im_spare_get(&ngx_im_spare_appends);
+    if (a == NULL) {
+        return NGX_ERROR;
+    }
+
+    a->cb = cb;
+    a->data = data;
+    a->uid = uid;
+    /* a new list (length 1) gets its EXPIRE at the reply */
+    a->ttl_sent = 0;
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = ngx_im_store_insert_script;
+    argvlen[1] = sizeof(ngx_im_store_insert_script) - 1;
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = (char *) key;
+    argvlen[3] = ngx_im_store_key(key, uid);
+    argv[4] = (char *) msg->entry;
+    argvlen[4] = msg->entry_len;
+    argv[5] = (char *) pivot->entry;
+    argvlen[5] = pivot->entry_len;
+
+    if (ngx_im_redis_cmd(NGX_IM_REDIS_INBOX, ngx_im_store_appended, a, 6,
+                         argv, argvlen)
+        != NGX_OK)
+    {
+        ngx_im_spare_put(&ngx_im_spare_appends, a);
+        ngx_im_store_failed(NULL, 0);
+        return NGX_ERROR;
+    }
+
+    if (cb) {
         ngx_im_redis_wait_mark();
     }
 

@@ -65,6 +65,9 @@ struct ngx_im_msg_s {
      * queue (ngx_im_delivery_push) */
     uint64_t         seq;
     uint32_t         origin;
+    /* this worker's records of members who owe an ack for it, with no
+     * inbox append (ngx_im_owe.h), or NULL */
+    struct ngx_im_owe_s  *owe;
     u_char           entry[1];
 };
 
@@ -119,6 +122,11 @@ size_t ngx_im_store_worker_channel(u_char *buf, u_char *id, size_t len);
 ngx_int_t ngx_im_store_push(uint32_t uid, ngx_im_msg_t *msg,
     uint32_t *ttl_set, ngx_im_redis_cb_pt cb, void *data);
 ngx_int_t ngx_im_store_pushed(redisReply *reply);
+/* the append of msg to uid's inbox just before the first copy of pivot's
+ * entry, or at the end when there is none (a late append that must keep
+ * its place: ngx_im_owe.h); cb as ngx_im_store_push()'s */
+ngx_int_t ngx_im_store_insert(uint32_t uid, ngx_im_msg_t *msg,
+    ngx_im_msg_t *pivot, ngx_im_redis_cb_pt cb, void *data);
 /*
  * Write-through's appends, each in a transaction with its PUBLISH: begin
  * (MULTI) for n appends of msg, with more other commands of size bytes

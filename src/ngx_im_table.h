@@ -57,6 +57,9 @@ typedef struct {
     void        (*receipt)(ngx_im_route_t *r, u_char *p, size_t n);
     /* the mark behind an inbox read is back on the channel */
     void        (*marked)(ngx_im_route_t *r, uint64_t nonce);
+    /* another session of the uid is about to read the inbox: the owed
+     * pushes the session holds are appended now (ngx_im_owe.h) */
+    void        (*owe_out)(ngx_im_route_t *r);
 } ngx_im_router_ops_t;
 
 

@@ -3,7 +3,7 @@
  * ngx_im_traffic.c: parsing and building of traffic records.
  *
  * Owns every byte of the records of ngx_im_traffic.h ('D', 'K', 'J',
- * 'S', 'A', 'M', 'R', 'L', 'W'): the parser takes one whole record (a
+ * 'S', 'A', 'M', 'R', 'L', 'W', 'C'): the parser takes one whole record (a
  * channel message, or a datagram after its uid), checks exactly what the
  * router always checked and points into it; the builders write into a
  * caller buffer sized with the IM_TRAFFIC_*_LEN macros.  libc only.
@@ -115,6 +115,15 @@ im_traffic_parse(const uint8_t *p, size_t len, im_traffic_t *t)
         t->entry_len = IM_MSGID_LEN;
         return IM_OK;
 
+    case 'C':
+        if (rest < IM_MSGID_LEN) {
+            return IM_ERR_TRUNCATED;
+        }
+
+        t->entry = f;
+        t->entry_len = IM_MSGID_LEN;
+        return IM_OK;
+
     case 'A':
     case 'M':
         if (rest < 8) {
@@ -221,6 +230,19 @@ im_traffic_build_r(uint8_t *buf, const uint8_t *origin, size_t olen,
     memcpy(p, receipt, rlen);
 
     return (size_t) (p - buf) + rlen;
+}
+
+
+size_t
+im_traffic_build_c(uint8_t *buf, const uint8_t *origin, size_t olen,
+    uint8_t flags, const uint8_t *msgid)
+{
+    uint8_t  *p;
+
+    p = im_traffic_head(buf, 'C', origin, olen, flags);
+    memcpy(p, msgid, IM_MSGID_LEN);
+
+    return (size_t) (p - buf) + IM_MSGID_LEN;
 }
 
 

@@ -46,6 +46,12 @@
  *                                     acking worker, AfterMs the time
  *                                     since acceptance.  Builds from
  *                                     before it ignore it
+ *   'C' OriginLen:8 Origin Flags:8 MsgId
+ *                                     a recall (the admin API's DELETE
+ *                                     /api/inbox): the workers where the
+ *                                     uid owes an ack of MsgId in a group
+ *                                     record clear it (decision 052).
+ *                                     Builds from before it ignore it
  *
  * Origin is the sending worker's id ("node:worker"), Flags a bit set of
  * IM_TRAFFIC_STORED (the message is in the inbox), IM_TRAFFIC_ALL (this
@@ -59,7 +65,8 @@
  * Origin, Flags) must be complete; 'D' needs its Seq (the entry is
  * checked by the caller, it may be empty here); 'R' takes the rest as its
  * receipt (in entry, checked by the caller); 'K' needs ClientId and
- * Token, 'L' Scope and ClientId, 'W' every field, 'A' its Nonce; 'J'
+ * Token, 'L' Scope and ClientId, 'W' every field, 'C' its MsgId (in
+ * entry), 'A' its Nonce; 'J'
  * has a nonce when 8 bytes follow the head; bytes after the last field
  * are ignored, except for 'D', where they are the entry.  Any other type
  * is an error.
@@ -95,6 +102,7 @@
 #define IM_TRAFFIC_L_LEN(olen)        (IM_TRAFFIC_HEAD_LEN(olen) + 2)
 #define IM_TRAFFIC_W_LEN(olen)                                                \
     (IM_TRAFFIC_HEAD_LEN(olen) + 17 + IM_MSGID_LEN)
+#define IM_TRAFFIC_C_LEN(olen)        (IM_TRAFFIC_HEAD_LEN(olen) + IM_MSGID_LEN)
 
 /* 'L' Scope */
 #define IM_TRAFFIC_L_ONE              0
@@ -159,6 +167,8 @@ size_t im_traffic_build_r(uint8_t *buf, const uint8_t *origin, size_t olen,
 size_t im_traffic_build_w(uint8_t *buf, const uint8_t *origin, size_t olen,
     uint8_t flags, uint64_t token, uint32_t uid, uint8_t client_id,
     uint32_t after_ms, const uint8_t *msgid);
+size_t im_traffic_build_c(uint8_t *buf, const uint8_t *origin, size_t olen,
+    uint8_t flags, const uint8_t *msgid);
 size_t im_traffic_build_notice(uint8_t *buf, uint8_t type,
     const uint8_t *origin, size_t olen, const uint64_t *nonce);
 

@@ -33,7 +33,7 @@ my @layers = (
     [ table     => qw/ngx_im_table/ ],
     [ policy    => qw/ngx_im_presence ngx_im_alone ngx_im_direct/ ],
     [ router    => qw/ngx_im_router ngx_im_router_int ngx_im_router_tx
-                      ngx_im_router_notice/ ],
+                      ngx_im_router_notice ngx_im_owe/ ],
     [ parts     => qw/ngx_im_state ngx_im_output ngx_im_delivery
                       ngx_im_publish/ ],
     [ session   => qw/ngx_im_session ngx_im_session_int ngx_im_login

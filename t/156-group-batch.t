@@ -18,10 +18,13 @@ use IM::Proto qw/:all/;
 use IM::Setup qw/standard/;
 use IM::WS;
 
-# no re-push and no ping within the test: the inboxes keep what was pushed
+# no re-push and no ping within the test: the inboxes keep what was pushed.
+# The batches are the appends of members online here only when they are
+# not owed instead (decision 052; t/157 tests the records)
 my ($t, $redis) = standard(stream => 0,
     users => "* * uid-from-name\n",
-    main => "im_repush_interval 60s;\nim_ping_interval 300s;");
+    main => "im_repush_interval 60s;\nim_ping_interval 300s;\n"
+        . "im_group_owe off;");
 
 # every member online here: an offline one needs the channel (another
 # node may hold it), and its part of the group a transaction

@@ -3,7 +3,7 @@
  * test_traffic.c: unit tests of the traffic records
  * (src/ngx_im_traffic.c).
  *
- * Each of 'D', 'K', 'J', 'S', 'A', 'R', 'L' and 'W' is checked byte for
+ * Each of 'D', 'K', 'J', 'S', 'A', 'R', 'L', 'W' and 'C' is checked byte for
  * byte as built and field by field as parsed, then at every length around each
  * acceptance boundary of ngx_im_traffic.h (one byte short fails, the
  * exact length passes), with origins of 0 and 255 bytes, every flags
@@ -96,6 +96,8 @@ expect(uint8_t type, size_t olen, size_t len)
         return (len - head < 2) ? IM_ERR_TRUNCATED : IM_OK;
     case 'W':
         return (len - head < 17 + IM_MSGID_LEN) ? IM_ERR_TRUNCATED : IM_OK;
+    case 'C':
+        return (len - head < IM_MSGID_LEN) ? IM_ERR_TRUNCATED : IM_OK;
     case 'J':
     case 'S':
     case 'R':
@@ -341,6 +343,38 @@ test_w(void)
            && t.client_id == 255 && t.after_ms == UINT32_MAX,
            "W: the extreme values read back");
     prefixes("W, 255-byte origin", b, n, IM_TRAFFIC_ORIGIN_MAX);
+}
+
+
+static void
+test_c(void)
+{
+    uint8_t       b[IM_TRAFFIC_C_LEN(IM_TRAFFIC_ORIGIN_MAX) + 4];
+    size_t        n;
+    im_traffic_t  t;
+
+    static const char  msgid[] = "0123456789abcdef0123456789abcdef";
+    static const char  want[] = "C" OLEN ORIGIN "\x00"
+                                "0123456789abcdef0123456789abcdef";
+
+    n = im_traffic_build_c(b, U8(ORIGIN), 24, 0, U8(msgid));
+    tap_bytes(b, n, LIT(want), "C: built bytes");
+    tap_ok(n == IM_TRAFFIC_C_LEN(24), "C: IM_TRAFFIC_C_LEN is its length");
+
+    tap_rc(parse(b, n, &t), IM_OK, "C");
+    tap_ok(head_is(&t, 'C', 0, U8(ORIGIN), 24)
+           && t.entry_len == IM_MSGID_LEN
+           && memcmp(t.entry, msgid, IM_MSGID_LEN) == 0,
+           "C: origin, MsgId");
+    tap_rc(parse(b, n - 1, &t), IM_ERR_TRUNCATED, "C: MsgId cut short");
+
+    memcpy(b + n, "more", 4);
+    tap_rc(parse(b, n + 4, &t), IM_OK, "C with 4 trailing bytes");
+    tap_ok(t.entry_len == IM_MSGID_LEN, "C with trailing bytes: the MsgId");
+
+    n = im_traffic_build_c(b, long_origin, IM_TRAFFIC_ORIGIN_MAX, 0,
+                           U8(msgid));
+    prefixes("C, 255-byte origin", b, n, IM_TRAFFIC_ORIGIN_MAX);
 }
 
 
@@ -657,14 +691,14 @@ test_unknown(void)
         if ((parse(b, n, &t) != IM_ERR_UNKNOWN_CMD)
             != (type == 'D' || type == 'K' || type == 'J' || type == 'S'
                 || type == 'A' || type == 'M' || type == 'R'
-                || type == 'L' || type == 'W'))
+                || type == 'L' || type == 'W' || type == 'C'))
         {
             tap_diag("type 0x%02x", type);
             ok = 0;
         }
     }
 
-    tap_ok(ok, "of the 256 type bytes, only D K J S A R L W are known");
+    tap_ok(ok, "of the 256 type bytes, only D K J S A R L W C are known");
 
     n = im_traffic_build_d(b, U8(ORIGIN), 24, 0, SEQ, U8(ENTRY), 11);
     b[0] = 'X';
@@ -685,6 +719,7 @@ test_traffic(void)
     test_k();
     test_l();
     test_w();
+    test_c();
     test_r();
     test_notices();
     test_origins();
