@@ -54,6 +54,15 @@ typedef struct {
 } ngx_im_owe_append_t;
 
 
+/* a record read back: its field and value, the pid and sequence named */
+typedef struct {
+    redisReply            *field;
+    redisReply            *value;
+    ngx_pid_t              pid;
+    uint64_t               seq;
+} ngx_im_owe_left_t;
+
+
 /* a field of a gone process being delivered again; an adopted one (of a
  * node whose lease ran out) has its key after the field */
 typedef struct {
@@ -76,6 +85,8 @@ static ngx_int_t ngx_im_owe_find(ngx_im_owe_t *o, uint32_t uid);
 static void ngx_im_owe_drop_field(u_char *field, size_t len);
 static void ngx_im_owe_drop_handler(ngx_event_t *ev);
 static void ngx_im_owe_swept(redisReply *reply, void *data);
+static ngx_im_owe_left_t *ngx_im_owe_records(redisReply *reply,
+    ngx_uint_t gone, ngx_uint_t *m);
 static void ngx_im_owe_redelivered(ngx_im_ticket_t *t);
 static int ngx_libc_cdecl ngx_im_owe_uid_cmp(const void *one,
     const void *two);
@@ -823,14 +834,6 @@ ngx_im_owe_sweep_handler(ngx_event_t *ev)
 }
 
 
-typedef struct {
-    redisReply            *field;
-    redisReply            *value;
-    ngx_pid_t              pid;
-    uint64_t               seq;
-} ngx_im_owe_left_t;
-
-
 static int ngx_libc_cdecl
 ngx_im_owe_left_cmp(const void *one, const void *two)
 {
@@ -845,12 +848,79 @@ ngx_im_owe_left_cmp(const void *one, const void *two)
 }
 
 
+/*
+ * The fields of a record hash read whole (HGETALL), oldest first: by pid,
+ * then sequence.  gone: only those of processes that are gone (the crash
+ * sweep), else all of them (an adopted node's, whose pids mean nothing
+ * here).  NULL when there is no memory; *m is the count.
+ */
+
+static ngx_im_owe_left_t *
+ngx_im_owe_records(redisReply *reply, ngx_uint_t gone, ngx_uint_t *m)
+{
+    u_char             *p, *end;
+    ngx_int_t           pid;
+    ngx_uint_t          i, j, k, n;
+    ngx_im_owe_left_t  *left;
+
+    n = reply->elements / 2;
+
+    left = ngx_alloc(n * sizeof(ngx_im_owe_left_t), ngx_cycle->log);
+    if (left == NULL) {
+        return NULL;
+    }
+
+    j = 0;
+
+    for (i = 0; i < n; i++) {
+        left[j].field = reply->element[2 * i];
+        left[j].value = reply->element[2 * i + 1];
+
+        if (left[j].field->type != REDIS_REPLY_STRING
+            || left[j].value->type != REDIS_REPLY_STRING)
+        {
+            continue;
+        }
+
+        p = (u_char *) left[j].field->str;
+        end = p + left[j].field->len;
+
+        for (k = 0; p + k < end && p[k] != ':'; k++) { /* void */ }
+
+        pid = ngx_atoi(p, k);
+
+        if (gone) {
+            if (pid <= 0 || p + k == end) {
+                continue;
+            }
+
+            if ((ngx_pid_t) pid == ngx_pid
+                || kill((pid_t) pid, 0) == 0 || ngx_errno != NGX_ESRCH)
+            {
+                /* this process's, or one that still runs */
+                continue;
+            }
+        }
+
+        left[j].pid = (pid > 0) ? (ngx_pid_t) pid : 0;
+        left[j].seq = (p + k < end)
+                      ? (uint64_t) ngx_hextoi(p + k + 1, end - p - k - 1)
+                      : 0;
+        j++;
+    }
+
+    ngx_qsort(left, j, sizeof(ngx_im_owe_left_t), ngx_im_owe_left_cmp);
+
+    *m = j;
+
+    return left;
+}
+
+
 static void
 ngx_im_owe_swept(redisReply *reply, void *data)
 {
-    u_char              *p, *end;
-    ngx_int_t            pid;
-    ngx_uint_t           i, n, m, k;
+    ngx_uint_t           i, n, m;
     ngx_im_owe_left_t   *left;
 
     /* the read is in: from here sweeping counts the deliveries under way,
@@ -872,51 +942,14 @@ ngx_im_owe_swept(redisReply *reply, void *data)
 
     n = reply->elements / 2;
 
-    left = ngx_alloc(n * sizeof(ngx_im_owe_left_t), ngx_cycle->log);
+    left = ngx_im_owe_records(reply, 1, &m);
     if (left == NULL) {
         goto done;
-    }
-
-    m = 0;
-
-    for (i = 0; i < n; i++) {
-        left[m].field = reply->element[2 * i];
-        left[m].value = reply->element[2 * i + 1];
-
-        if (left[m].field->type != REDIS_REPLY_STRING
-            || left[m].value->type != REDIS_REPLY_STRING)
-        {
-            continue;
-        }
-
-        p = (u_char *) left[m].field->str;
-        end = p + left[m].field->len;
-
-        for (k = 0; p + k < end && p[k] != ':'; k++) { /* void */ }
-
-        pid = ngx_atoi(p, k);
-
-        if (pid <= 0 || p + k == end) {
-            continue;
-        }
-
-        if ((ngx_pid_t) pid == ngx_pid
-            || kill((pid_t) pid, 0) == 0 || ngx_errno != NGX_ESRCH)
-        {
-            /* this process's, or one that still runs */
-            continue;
-        }
-
-        left[m].pid = (ngx_pid_t) pid;
-        left[m].seq = (uint64_t) ngx_hextoi(p + k + 1, end - p - k - 1);
-        m++;
     }
 
     ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                   "im owe: sweep of %*s: %ui records, %ui of gone "
                   "processes", ngx_im_owe_key_len, ngx_im_owe_key, n, m);
-
-    ngx_qsort(left, m, sizeof(ngx_im_owe_left_t), ngx_im_owe_left_cmp);
 
     for (i = 0; i < m; i++) {
         (void) ngx_im_owe_redeliver(left[i].field, left[i].value,
@@ -1372,9 +1405,7 @@ ngx_im_owe_adopt_read(redisReply *reply, void *data)
 {
     ngx_im_owe_adopt_t  *ad = data;
 
-    u_char             *p, *end;
-    ngx_int_t           pid;
-    ngx_uint_t          i, n, m, k;
+    ngx_uint_t          i, n, m;
     const char         *argv[3];
     size_t              argvlen[3];
     ngx_im_owe_left_t  *left;
@@ -1400,39 +1431,10 @@ ngx_im_owe_adopt_read(redisReply *reply, void *data)
         goto done;
     }
 
-    /* oldest first, as the sweep: by pid, then sequence */
-
-    left = ngx_alloc(n * sizeof(ngx_im_owe_left_t), ngx_cycle->log);
+    left = ngx_im_owe_records(reply, 0, &m);
     if (left == NULL) {
         goto done;
     }
-
-    m = 0;
-
-    for (i = 0; i < n; i++) {
-        left[m].field = reply->element[2 * i];
-        left[m].value = reply->element[2 * i + 1];
-
-        if (left[m].field->type != REDIS_REPLY_STRING
-            || left[m].value->type != REDIS_REPLY_STRING)
-        {
-            continue;
-        }
-
-        p = (u_char *) left[m].field->str;
-        end = p + left[m].field->len;
-
-        for (k = 0; p + k < end && p[k] != ':'; k++) { /* void */ }
-
-        pid = ngx_atoi(p, k);
-        left[m].pid = (pid > 0) ? (ngx_pid_t) pid : 0;
-        left[m].seq = (p + k < end)
-                      ? (uint64_t) ngx_hextoi(p + k + 1, end - p - k - 1)
-                      : 0;
-        m++;
-    }
-
-    ngx_qsort(left, m, sizeof(ngx_im_owe_left_t), ngx_im_owe_left_cmp);
 
     for (i = 0; i < m; i++) {
         (void) ngx_im_owe_redeliver(left[i].field, left[i].value, 0,
