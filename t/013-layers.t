@@ -28,7 +28,7 @@ my @layers = (
                       ngx_im_redis_pubsub ngx_im_redis_wait
                       ngx_im_redis_worker ngx_im_redis_cluster
                       ngx_im_hook ngx_im_events/ ],
-    [ store     => qw/ngx_im_store/ ],
+    [ store     => qw/ngx_im_msg ngx_im_store/ ],
     [ node      => qw/ngx_im_dir ngx_im_limit ngx_im_ipc/ ],
     [ table     => qw/ngx_im_table/ ],
     [ policy    => qw/ngx_im_presence ngx_im_alone ngx_im_direct/ ],
