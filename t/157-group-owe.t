@@ -65,13 +65,7 @@ sub records {
 
 sub inbox {
     my ($uid, @ids) = @_;
-    my $l = $redis->cmd(LRANGE => "im:inbox:$uid", 0, -1) // [];
-    my @got;
-    for my $e (@$l) {
-        my ($id) = grep { index($e, $_) >= 0 } @ids;
-        push @got, $id // '?';
-    }
-    return "@got";
+    return join ' ', $redis->inbox_ids($uid, @ids);
 }
 
 # the next n pushes' MsgIds (group or 1:1)

@@ -66,13 +66,7 @@ sub user {
 
 sub inbox {
     my ($uid, @ids) = @_;
-    my $l = $redis->cmd(LRANGE => "im:inbox:$uid", 0, -1) // [];
-    my @got;
-    for my $e (@$l) {
-        my ($id) = grep { index($e, $_) >= 0 } @ids;
-        push @got, $id // '?';
-    }
-    return "@got";
+    return join ' ', $redis->inbox_ids($uid, @ids);
 }
 
 sub owed { status(port(9095))->{group_owed} // -1 }

@@ -7,6 +7,7 @@ package IM::Redis;
 #   $r->cmd(SET => 'k', 'v');  $r->select_cmd(1, SADD => 'im_group:7', 1001);
 #   $r->stop; $r->start;       # same port and data (AOF)
 #   $r->start(loading => 1);   # back as soon as it answers, loading or not
+#   my @ids = $r->inbox_ids(1002, @msgids);  # its inbox, as MsgIds ('?')
 
 use strict;
 use warnings;
@@ -215,6 +216,19 @@ sub _roundtrip {
 sub cmd {
     my ($self, @args) = @_;
     return $self->select_cmd(0, @args);
+}
+
+# a uid's inbox in order, each entry named by the first of @ids it holds
+# ('?' for none)
+sub inbox_ids {
+    my ($self, $uid, @ids) = @_;
+    my $l = $self->cmd(LRANGE => "im:inbox:$uid", 0, -1) // [];
+    my @got;
+    for my $e (@$l) {
+        my ($id) = grep { index($e, $_) >= 0 } @ids;
+        push @got, $id // '?';
+    }
+    return @got;
 }
 
 sub select_cmd {
