@@ -94,9 +94,6 @@ typedef struct {
     /* im_group_owe_lease: how long a node's records stay its own without
      * a word from it; then another node delivers them again */
     ngx_msec_t          group_owe_lease;
-    /* im_push_early: a 1:1 message to sessions on this worker only is
-     * pushed before its append is answered (decision 056) */
-    ngx_flag_t          push_early;
 
     ngx_msec_t          repush_interval;
     ngx_uint_t          repush_max;

@@ -22,7 +22,6 @@
 #include "ngx_im_events.h"
 #include "ngx_im_router.h"
 #include "ngx_im_owe.h"
-#include "ngx_im_direct.h"
 
 
 /* a deadline that found the client's input unread looks again this much
@@ -324,11 +323,6 @@ ngx_im_delivery_ack(ngx_im_session_t *s, const u_char *msgid)
                                                     + tp->msec
                                                     - f->msg->accepted)
                                 : -1);
-    }
-
-    if (f->msg->early) {
-        /* pushed before its append was answered (decision 056) */
-        ngx_im_direct_early_acked(f->msg);
     }
 
     if (f->owed) {

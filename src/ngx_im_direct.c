@@ -9,11 +9,6 @@
  * refusal after the push is a possible duplicate: the recipient may have
  * the message, and the sender sends it again with the same MsgId
  * (docs/GUIDE.md 2).  Rare by design: only while appends fail.
- *
- * Also held here, in a tree of their own keyed by the message: the early
- * pushes (decision 056) whose append failed before their recipient acked.
- * The session has the message itself, not a copy; its ack finds the
- * entry through the message's early state (ngx_im_direct_early_acked).
  */
 
 #include "ngx_im_direct.h"
@@ -23,19 +18,12 @@
 
 
 typedef struct {
-    ngx_rbtree_node_t      node;        /* key: the token, or the early
-                                           push's message */
+    ngx_rbtree_node_t      node;        /* key: the token */
     ngx_im_timer_t         timer;
     ngx_im_ticket_t       *ticket;
-    ngx_rbtree_t          *tree;
-    ngx_im_msg_t          *msg;         /* an early push's, or NULL */
 } ngx_im_direct_t;
 
 
-static void ngx_im_direct_wait(ngx_im_direct_t *d, ngx_rbtree_t *tree,
-    ngx_rbtree_key_t key, ngx_im_ticket_t *t);
-static ngx_im_direct_t *ngx_im_direct_find(ngx_rbtree_t *tree,
-    ngx_rbtree_key_t key);
 static void ngx_im_direct_expired(ngx_im_timer_t *tm);
 
 
@@ -47,9 +35,6 @@ static void ngx_im_direct_expired(ngx_im_timer_t *tm);
 static ngx_rbtree_t       ngx_im_direct_tree;
 static ngx_rbtree_node_t  ngx_im_direct_sentinel;
 static uint64_t           ngx_im_direct_last;
-
-static ngx_rbtree_t       ngx_im_direct_held;
-static ngx_rbtree_node_t  ngx_im_direct_held_sentinel;
 
 
 static ngx_msec_t
@@ -88,33 +73,6 @@ ngx_im_direct_copy(ngx_im_msg_t *msg, uint64_t token)
 }
 
 
-/* d waits in tree under key for an ack, the re-push budget at most */
-
-static void
-ngx_im_direct_wait(ngx_im_direct_t *d, ngx_rbtree_t *tree,
-    ngx_rbtree_key_t key, ngx_im_ticket_t *t)
-{
-    if (tree->root == NULL) {
-        if (tree == &ngx_im_direct_tree) {
-            ngx_rbtree_init(tree, &ngx_im_direct_sentinel,
-                            ngx_rbtree_insert_value);
-        } else {
-            ngx_rbtree_init(tree, &ngx_im_direct_held_sentinel,
-                            ngx_rbtree_insert_value);
-        }
-    }
-
-    d->node.key = key;
-    d->ticket = t;
-    d->tree = tree;
-    d->timer.link.next = NULL;
-
-    ngx_rbtree_insert(tree, &d->node);
-    ngx_im_timer_add(&d->timer, ngx_im_direct_budget(),
-                     ngx_im_direct_expired);
-}
-
-
 ngx_int_t
 ngx_im_direct_deliver(uint32_t uid, ngx_im_msg_t *msg, ngx_im_ticket_t *t)
 {
@@ -139,6 +97,11 @@ ngx_im_direct_deliver(uint32_t uid, ngx_im_msg_t *msg, ngx_im_ticket_t *t)
 
     if ((u == NULL || u->nsessions == 0) && peers == 0) {
         return NGX_DECLINED;
+    }
+
+    if (ngx_im_direct_tree.root == NULL) {
+        ngx_rbtree_init(&ngx_im_direct_tree, &ngx_im_direct_sentinel,
+                        ngx_rbtree_insert_value);
     }
 
     d = ngx_alloc(sizeof(ngx_im_direct_t), ngx_cycle->log);
@@ -200,8 +163,13 @@ ngx_im_direct_deliver(uint32_t uid, ngx_im_msg_t *msg, ngx_im_ticket_t *t)
         return NGX_DECLINED;
     }
 
-    d->msg = NULL;
-    ngx_im_direct_wait(d, &ngx_im_direct_tree, ngx_im_direct_key(token), t);
+    d->node.key = ngx_im_direct_key(token);
+    d->ticket = t;
+    d->timer.link.next = NULL;
+
+    ngx_rbtree_insert(&ngx_im_direct_tree, &d->node);
+    ngx_im_timer_add(&d->timer, ngx_im_direct_budget(),
+                     ngx_im_direct_expired);
 
     ngx_im_stats->direct++;
 
@@ -214,16 +182,18 @@ ngx_im_direct_deliver(uint32_t uid, ngx_im_msg_t *msg, ngx_im_ticket_t *t)
 
 
 static ngx_im_direct_t *
-ngx_im_direct_find(ngx_rbtree_t *tree, ngx_rbtree_key_t key)
+ngx_im_direct_find(uint64_t token)
 {
+    ngx_rbtree_key_t    key;
     ngx_rbtree_node_t  *node, *sentinel;
 
-    if (tree->root == NULL) {
+    if (ngx_im_direct_tree.root == NULL) {
         return NULL;
     }
 
-    node = tree->root;
-    sentinel = tree->sentinel;
+    key = ngx_im_direct_key(token);
+    node = ngx_im_direct_tree.root;
+    sentinel = ngx_im_direct_tree.sentinel;
 
     while (node != sentinel) {
         if (key == node->key) {
@@ -244,15 +214,10 @@ ngx_im_direct_done(ngx_im_direct_t *d, ngx_uint_t ok)
 
     t = d->ticket;
 
-    ngx_rbtree_delete(d->tree, &d->node);
+    ngx_rbtree_delete(&ngx_im_direct_tree, &d->node);
 
     if (ngx_im_timer_set(&d->timer)) {
         ngx_im_timer_del(&d->timer);
-    }
-
-    if (d->msg) {
-        d->msg->early = 0;
-        ngx_im_msg_unref(d->msg);
     }
 
     ngx_free(d);
@@ -269,60 +234,7 @@ ngx_im_direct_acked(uint64_t token)
     /* the first ack serves it; the acks of the other sessions find
      * nothing */
 
-    d = ngx_im_direct_find(&ngx_im_direct_tree, ngx_im_direct_key(token));
-    if (d) {
-        ngx_im_direct_done(d, 1);
-    }
-}
-
-
-/*
- * An early push's append failed (decision 056).  Acked meanwhile, it was
- * delivered: the sender has its PUB_ACK.  Otherwise the sender's answer
- * waits, as a direct delivery's does, for the first ack of a session
- * here or the re-push budget: a session that ends without acking it gets
- * no second chance from the inbox, which does not have it.
- */
-
-void
-ngx_im_direct_hold(ngx_im_msg_t *msg, ngx_im_ticket_t *t)
-{
-    ngx_im_direct_t  *d;
-
-    if (msg->early == NGX_IM_EARLY_ACKED) {
-        msg->early = 0;
-        ngx_im_ticket_served(t, 1);
-        return;
-    }
-
-    d = ngx_alloc(sizeof(ngx_im_direct_t), ngx_cycle->log);
-    if (d == NULL) {
-        msg->early = 0;
-        ngx_im_ticket_served(t, 0);
-        return;
-    }
-
-    d->msg = ngx_im_msg_ref(msg);
-    msg->early = NGX_IM_EARLY_HELD;
-
-    ngx_im_direct_wait(d, &ngx_im_direct_held, (ngx_rbtree_key_t) msg, t);
-
-    ngx_im_stats->direct++;
-}
-
-
-void
-ngx_im_direct_early_acked(ngx_im_msg_t *msg)
-{
-    ngx_im_direct_t  *d;
-
-    if (msg->early != NGX_IM_EARLY_HELD) {
-        /* its append is still under way */
-        msg->early = NGX_IM_EARLY_ACKED;
-        return;
-    }
-
-    d = ngx_im_direct_find(&ngx_im_direct_held, (ngx_rbtree_key_t) msg);
+    d = ngx_im_direct_find(token);
     if (d) {
         ngx_im_direct_done(d, 1);
     }

@@ -29,13 +29,5 @@ ngx_int_t ngx_im_direct_deliver(uint32_t uid, ngx_im_msg_t *msg,
  * acked */
 void ngx_im_direct_acked(uint64_t token);
 
-/* msg was pushed early to uid's sessions here (decision 056) and its
- * append failed: t is served at once when it was acked, else at the
- * first ack or when the budget runs out */
-void ngx_im_direct_hold(ngx_im_msg_t *msg, ngx_im_ticket_t *t);
-
-/* an ack of a message pushed early (msg->early set) */
-void ngx_im_direct_early_acked(ngx_im_msg_t *msg);
-
 
 #endif /* _NGX_IM_DIRECT_H_INCLUDED_ */

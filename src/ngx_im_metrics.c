@@ -302,10 +302,6 @@ static ngx_im_metric_t  ngx_im_metrics[] = {
         owe_adopted,
         "Members of records of a node whose lease ran out delivered again "
         "by this node."),
-    ngx_im_metric_counter("im_pushed_early_total", "pushed_early",
-        pushed_early,
-        "Write-through 1:1 messages pushed to sessions here before Redis "
-        "answered their append (decision 056)."),
     ngx_im_metric_hist("im_redis_duration_seconds", redis,
         "Time from a Redis command to its reply."),
     ngx_im_metric_counters("im_events_total", "events", events, "output",

@@ -160,9 +160,6 @@ typedef struct {
      * delivered again by this node */
     ngx_atomic_uint_t   owe_recalled;
     ngx_atomic_uint_t   owe_adopted;
-    /* write-through 1:1 messages pushed before their append's reply
-     * (decision 056) */
-    ngx_atomic_uint_t   pushed_early;
 } ngx_im_stats_t;
 
 

@@ -265,13 +265,6 @@ static ngx_command_t  ngx_im_commands[] = {
       offsetof(ngx_im_conf_t, group_owe_lease),
       NULL },
 
-    { ngx_string("im_push_early"),
-      NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
-      0,
-      offsetof(ngx_im_conf_t, push_early),
-      NULL },
-
     { ngx_string("im_repush_interval"),
       NGX_MAIN_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -491,7 +484,6 @@ ngx_im_create_conf(ngx_cycle_t *cycle)
     imcf->inbox_batch = NGX_CONF_UNSET_MSEC;
     imcf->group_owe = NGX_CONF_UNSET;
     imcf->group_owe_lease = NGX_CONF_UNSET_MSEC;
-    imcf->push_early = NGX_CONF_UNSET;
     imcf->repush_interval = NGX_CONF_UNSET_MSEC;
     imcf->repush_max = NGX_CONF_UNSET_UINT;
     imcf->ping_interval = NGX_CONF_UNSET_MSEC;
@@ -621,7 +613,6 @@ ngx_im_init_conf(ngx_cycle_t *cycle, void *conf)
     ngx_conf_init_msec_value(imcf->inbox_batch, 5);
     ngx_conf_init_value(imcf->group_owe, 1);
     ngx_conf_init_msec_value(imcf->group_owe_lease, 30000);
-    ngx_conf_init_value(imcf->push_early, 1);
 
     if (imcf->group_owe_lease < 300) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,

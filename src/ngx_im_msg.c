@@ -32,7 +32,6 @@ ngx_im_msg_alloc(size_t hdr, size_t push_len)
     msg->watch = NULL;
     msg->seq = 0;
     msg->origin = 0;
-    msg->early = 0;
     msg->owe = NULL;
 
     return msg;

@@ -42,7 +42,6 @@ struct ngx_im_owe_s {
     ngx_uint_t             left;        /* owing, being appended, busy */
     unsigned               written:1;
     unsigned               failed:1;    /* an append failed: field kept */
-    unsigned               late:1;      /* in ngx_im_router_late */
     uint32_t              *uids;        /* sorted */
     u_char                *state;
 };
@@ -226,7 +225,6 @@ ngx_im_owe_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
     o->left = n;
     o->written = 0;
     o->failed = 0;
-    o->late = 0;
     o->seq = ++ngx_im_owe_seq;
     o->ticket = t;
 
@@ -280,10 +278,6 @@ ngx_im_owe_deliver(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
     }
 
     ngx_free(value);
-
-    /* the pushes wait for the reply: no 1:1 overtakes them (decision 056) */
-    o->late = 1;
-    ngx_im_router_late++;
 
     /* the sender's acknowledgement rests on it */
     ngx_im_redis_wait_mark();
@@ -348,9 +342,6 @@ ngx_im_owe_serve(ngx_im_owe_t *o, ngx_uint_t ok)
     t = o->ticket;
     o->ticket = NULL;
     n = o->n;
-
-    ngx_im_router_late -= o->late;
-    o->late = 0;
 
     if (!ok) {
         /* refused: a field that reached the master without its replicas

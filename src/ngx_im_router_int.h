@@ -17,11 +17,6 @@
 /* this worker's id hashed: the origin of its messages (ngx_im_msg_t) */
 extern uint32_t  ngx_im_router_origin;
 
-/* write-through stores under way whose pushes here wait for their reply
- * (router transactions, owe records): while there are any, no message is
- * pushed early, ahead of theirs (decision 056) */
-extern ngx_uint_t  ngx_im_router_late;
-
 /* msg to u's sessions here, but those that joined at or before Seq
  * "after" (they had it directly); how many took it */
 ngx_uint_t ngx_im_router_local(ngx_im_user_t *u, ngx_im_msg_t *msg,

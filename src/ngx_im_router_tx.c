@@ -6,12 +6,11 @@
  * sessions of this worker (the uid table, ngx_im_table.c), to the uid's
  * channel for the other workers and nodes and, in write-through, first to
  * the inbox, in one transaction with the PUBLISH (decision 037): the
- * pushes here only once Redis has the message, but for a client's 1:1
- * message to a uid that is nowhere else, pushed before (decision 056).
- * In offline-only the pushes and the datagrams to the sibling workers go
- * at once, and the PUBLISH's count says whether anyone took it or it is
- * stored.  The sender's ticket is served once per recipient.  What
- * arrives for a uid (the dispatch) is ngx_im_router.c's.
+ * pushes here only once Redis has the message.  In offline-only the
+ * pushes and the datagrams to the sibling workers go at once, and the
+ * PUBLISH's count says whether anyone took it or it is stored.  The
+ * sender's ticket is served once per recipient.  What arrives for a uid
+ * (the dispatch) is ngx_im_router.c's.
  */
 
 #include "ngx_im_router_int.h"
@@ -50,7 +49,6 @@ typedef struct {
     unsigned               publish:1;   /* on the channel too */
     unsigned               offline:1;   /* the PUBLISH's count: event */
     unsigned               batch:1;     /* counted in the batch */
-    unsigned               early:1;     /* pushed before the append */
 } ngx_im_tx_rcpt_t;
 
 
@@ -64,7 +62,6 @@ struct ngx_im_tx_s {
     ngx_uint_t             pending;     /* replies to come */
     ngx_uint_t             direct;      /* may go without Redis */
     ngx_uint_t             held;        /* served at WAIT's reply */
-    ngx_uint_t             late;        /* counted in ngx_im_router_late */
     ngx_im_tx_rcpt_t       rcpts[1];
 };
 
@@ -126,15 +123,11 @@ static void ngx_im_router_serve_held(ngx_im_tx_t *tx, ngx_uint_t ok);
 static void ngx_im_router_stored_one(ngx_im_tx_t *tx, ngx_im_tx_rcpt_t *r,
     ngx_uint_t ok, redisReply *pub, ngx_uint_t hold);
 static void ngx_im_router_tx_done(ngx_im_tx_t *tx);
-static ngx_uint_t ngx_im_router_early(ngx_im_tx_rcpt_t *r);
-static void ngx_im_router_failed(ngx_im_tx_t *tx, ngx_im_tx_rcpt_t *r);
 static void ngx_im_router_refused(uint32_t uid, ngx_im_msg_t *msg,
     ngx_im_ticket_t *t, ngx_uint_t direct);
 static void ngx_im_router_stored(redisReply *reply, void *data);
 static void ngx_im_router_offline_event(ngx_im_msg_t *msg, uint32_t uid);
 static void ngx_im_router_published(redisReply *reply, void *data);
-
-ngx_uint_t                     ngx_im_router_late;
 
 static ngx_im_spares_t         ngx_im_spare_rcpts =
     ngx_im_spares(ngx_im_rcpt_t, 4096);
@@ -414,9 +407,7 @@ ngx_im_router_owe(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
  * Replies come in the order of the transactions, so the pushes leave in
  * the order the messages were accepted, and a recipient's ack (an LREM)
  * follows its append.  A recipient here waits one Redis round trip for
- * its push (decision 037), unless it is pushed early (decision 056,
- * ngx_im_router_early): an ack's LREM is then still sent behind the
- * append, on the same connection.
+ * its push (decision 037).
  */
 
 static void
@@ -441,7 +432,6 @@ ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
     tx->msg = msg;
     tx->n = n;
     tx->direct = direct;
-    tx->late = 0;
 
     /* which recipients need the channel */
 
@@ -457,7 +447,6 @@ ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         r->publish = 0;
         r->offline = 0;
         r->batch = 0;
-        r->early = 0;
 
         if (buf == NULL) {
             /* no memory for the record: the others read the inbox */
@@ -487,13 +476,6 @@ ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
         tx->pending = n + 1;
         tx->held = 0;
 
-        if (!(direct && buf && how == NGX_IM_ROUTER_ONE
-              && ngx_im_router_early(&tx->rcpts[0])))
-        {
-            tx->late = 1;
-            ngx_im_router_late++;
-        }
-
         for (i = 0; i < n; i++) {
             r = &tx->rcpts[i];
 
@@ -509,7 +491,7 @@ ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
                 != NGX_OK)
             {
                 tx->pending--;
-                ngx_im_router_failed(tx, r);
+                ngx_im_router_refused(r->uid, msg, t, direct);
             }
         }
 
@@ -518,9 +500,6 @@ ngx_im_router_tx(ngx_im_msg_t *msg, uint32_t *uids, ngx_uint_t n,
     }
 
     ngx_im_router_send_next();
-
-    tx->late = 1;
-    ngx_im_router_late++;
 
     if (ngx_im_store_begin(msg, n, npub,
                            npub * NGX_IM_REDIS_CMD_LEN(3,
@@ -582,7 +561,6 @@ discard:
 refused:
 
     if (tx) {
-        ngx_im_router_late -= tx->late;
         ngx_free(tx);
     }
 
@@ -804,7 +782,7 @@ ngx_im_router_send_next(void)
         tx = r->tx;
 
         if (ngx_im_router_append(r, 1) != NGX_OK) {
-            ngx_im_router_failed(tx, r);
+            ngx_im_router_refused(r->uid, tx->msg, tx->ticket, tx->direct);
             ngx_im_router_tx_done(tx);
         }
     }
@@ -842,20 +820,14 @@ ngx_im_router_stored_one(ngx_im_tx_t *tx, ngx_im_tx_rcpt_t *r,
     ngx_im_user_t  *u;
 
     if (!ok) {
-        ngx_im_router_failed(tx, r);
+        ngx_im_router_refused(r->uid, tx->msg, tx->ticket, tx->direct);
         return;
     }
 
     u = ngx_im_table_find(r->uid);
 
-    if (r->early) {
-        tx->msg->early = 0;
-    }
-
     if (u) {
-        /* pushed early: to the sessions that came since only */
-        (void) ngx_im_router_local(u, tx->msg, 1,
-                                   r->early ? tx->msg->seq : 0);
+        (void) ngx_im_router_local(u, tx->msg, 1, 0);
     }
 
     if (r->stamp) {
@@ -880,76 +852,9 @@ static void
 ngx_im_router_tx_done(ngx_im_tx_t *tx)
 {
     if (--tx->pending == 0) {
-        ngx_im_router_late -= tx->late;
         ngx_im_msg_unref(tx->msg);
         ngx_free(tx);
     }
-}
-
-
-/*
- * A client's 1:1 message to a uid whose sessions are all on this worker
- * goes to them before its append is answered (decision 056): the
- * recipient no longer waits a Redis round trip, and the sender's PUB_ACK
- * still does.  Should the append fail, the sender is answered when a
- * session acks (ngx_im_direct_hold), as a direct delivery is.
- *
- * Not while another store's pushes wait here for their reply (a group's
- * record or appends, a transaction with a PUBLISH): this one would
- * overtake them.  Not with im_redis_wait, whose refusal says the
- * replicas may not have the message.  A session reading its inbox
- * queues it as it does a push at the reply: its merge drops the copy the
- * read may also hold.  1: pushed.
- */
-
-static ngx_uint_t
-ngx_im_router_early(ngx_im_tx_rcpt_t *r)
-{
-    ngx_im_msg_t   *msg;
-    ngx_im_user_t  *u;
-    ngx_im_conf_t  *imcf;
-
-    imcf = ngx_im_get_conf();
-    msg = r->tx->msg;
-
-    if (!imcf->push_early || imcf->redis_wait || ngx_im_router_late
-        || msg->watch || msg->owe || !ngx_im_redis_ready(NGX_IM_REDIS_INBOX))
-    {
-        return 0;
-    }
-
-    u = ngx_im_table_find(r->uid);
-
-    if (u == NULL || ngx_queue_empty(&u->sessions)) {
-        return 0;
-    }
-
-    msg->early = NGX_IM_EARLY_PUSHED;
-
-    if (ngx_im_router_local(u, msg, 1, 0) == 0) {
-        msg->early = 0;
-        return 0;
-    }
-
-    r->early = 1;
-    ngx_im_stats->pushed_early++;
-
-    return 1;
-}
-
-
-/* r's append failed: pushed early, the sender's answer waits for an ack;
- * otherwise as below */
-
-static void
-ngx_im_router_failed(ngx_im_tx_t *tx, ngx_im_tx_rcpt_t *r)
-{
-    if (r->early) {
-        ngx_im_direct_hold(tx->msg, tx->ticket);
-        return;
-    }
-
-    ngx_im_router_refused(r->uid, tx->msg, tx->ticket, tx->direct);
 }
 
 

@@ -65,9 +65,6 @@ struct ngx_im_msg_s {
      * queue (ngx_im_delivery_push) */
     uint64_t         seq;
     uint32_t         origin;
-    /* a 1:1 message pushed here before its append was answered
-     * (ngx_im_router_tx.c): NGX_IM_EARLY_*, 0 when not or no longer */
-    uint32_t         early;
     /* this worker's records of members who owe an ack for it, with no
      * inbox append (ngx_im_owe.h), or NULL */
     struct ngx_im_owe_s  *owe;
@@ -75,13 +72,6 @@ struct ngx_im_msg_s {
 };
 
 
-
-
-#define NGX_IM_EARLY_PUSHED   1     /* its append under way */
-#define NGX_IM_EARLY_ACKED    2     /* and acked meanwhile */
-#define NGX_IM_EARLY_HELD     3     /* the append failed: the sender's
-                                       answer waits for an ack
-                                       (ngx_im_direct.c) */
 
 
 /* the push is built by the caller into msg->push after the call */
